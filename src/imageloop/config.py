@@ -1,0 +1,92 @@
+"""The one settings object, validated at start-up.
+
+Every value can be set through an environment variable with the prefix ``IMAGELOOP_`` (for example
+``IMAGELOOP_DATA_DIR``) or passed to :class:`Settings` directly. Nested groups use ``__`` in the variable name
+(``IMAGELOOP_ENGINE__DEVICE=cuda``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imageloop.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR / "assets"
+EMBEDDED_MODEL_DIR = ASSETS_DIR / "embedded"
+EMBEDDED_MODEL_NAME = "embedded"
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".imageloop"
+
+
+class EngineSettings(BaseModel):
+    """How the generation engine runs."""
+
+    model: str = Field(
+        default=EMBEDDED_MODEL_NAME,
+        description="Model to serve: 'embedded', a diffusers folder, or a single-file .safetensors checkpoint.",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="Torch device.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="Weights/compute dtype; 'auto' = fp16 on CUDA, fp32 elsewhere."
+    )
+    threads: int = Field(default=0, ge=0, description="Torch CPU threads; 0 = torch's default.")
+    text_encoder_cache_size: int = Field(default=256, ge=0, description="Prompt encodings kept in memory.")
+    result_cache_size: int = Field(default=64, ge=0, description="Finished results kept in memory.")
+    max_steps: int = Field(default=150, ge=1, le=1000, description="Upper bound for a request's steps.")
+    max_pixels: int = Field(default=2048 * 2048, ge=64 * 64, description="Upper bound for width*height.")
+    max_images: int = Field(default=16, ge=1, le=64, description="Upper bound for a request's num_images.")
+
+
+class Settings(BaseSettings):
+    """All of Imageloop's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGELOOP_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Where all state lives.")
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    # Derived locations, so every module agrees on the layout of the data dir.
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def loras_dir(self) -> Path:
+        return self.data_dir / "loras"
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.data_dir / "recipes"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build and validate settings from the environment plus ``overrides``; raise ConfigError naming the field."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,153 @@
+"""The one exception tree of Imageloop.
+
+Every error a user can cause or meet derives from :class:`ImageloopError` and carries a message that names
+what is wrong. The server maps each class to an HTTP status through ``http_status``.
+
+    ImageloopError
+    ├── ConfigError                 settings or a config file are invalid                       (500)
+    ├── InvalidRequestError         a request field is invalid; ``field`` names it               (422)
+    │   └── UnknownNameError        a name (scheduler, recipe, style, model) is not known        (422)
+    ├── NotFoundError               a stored thing does not exist (or is not the caller's)       (404)
+    ├── AuthError                   missing or wrong credentials                                 (401)
+    ├── PermissionDeniedError       authenticated but not allowed                                (403)
+    ├── ConflictError               the request conflicts with stored state                      (409)
+    ├── QuotaError                  out of credits or over a rate limit                          (429)
+    ├── ModerationError             the request was blocked; ``category`` says why               (400)
+    ├── ModelLoadError              a model file or folder cannot be loaded                      (422)
+    │   └── UnsupportedModelError   the file is readable but not a model we can run              (422)
+    ├── RecipeError                 a recipe or LoRA file is invalid                             (422)
+    ├── GenerationCancelled         a run was cancelled through its callback                     (409)
+    ├── StorageError                the database or blob store failed                            (503)
+    └── TrainingError               a training run failed or cannot start                        (500)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class ImageloopError(Exception):
+    """Base of every Imageloop error."""
+
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description for API responses."""
+        return {"error": type(self).__name__, "message": self.message}
+
+
+class ConfigError(ImageloopError):
+    """Settings or a configuration file are invalid."""
+
+
+class InvalidRequestError(ImageloopError):
+    """A request field is invalid. ``field`` names it; ``allowed`` says what would be accepted."""
+
+    http_status = 422
+
+    def __init__(self, field: str, message: str, *, value: Any = None, allowed: str | None = None) -> None:
+        text = f"{field}: {message}"
+        if allowed:
+            text += f" (allowed: {allowed})"
+        super().__init__(text)
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["field"] = self.field
+        if self.allowed:
+            out["allowed"] = self.allowed
+        return out
+
+
+class UnknownNameError(InvalidRequestError):
+    """A name (scheduler, recipe, style preset, model) is not one we know."""
+
+    def __init__(self, field: str, name: str, known: Iterable[str]) -> None:
+        known_list = sorted(known)
+        super().__init__(field, f"unknown {field} {name!r}", value=name, allowed=", ".join(known_list))
+        self.known = known_list
+
+
+class NotFoundError(ImageloopError):
+    """A stored thing does not exist, or belongs to someone else."""
+
+    http_status = 404
+
+
+class AuthError(ImageloopError):
+    """Missing or wrong credentials."""
+
+    http_status = 401
+
+
+class PermissionDeniedError(ImageloopError):
+    """Authenticated, but not allowed to do this."""
+
+    http_status = 403
+
+
+class ConflictError(ImageloopError):
+    """The request conflicts with stored state."""
+
+    http_status = 409
+
+
+class QuotaError(ImageloopError):
+    """Out of credits, or over a rate limit."""
+
+    http_status = 429
+
+
+class ModerationError(ImageloopError):
+    """The request was blocked by moderation; ``category`` names the reason."""
+
+    http_status = 400
+
+    def __init__(self, category: str, message: str) -> None:
+        super().__init__(f"blocked ({category}): {message}")
+        self.category = category
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["category"] = self.category
+        return out
+
+
+class ModelLoadError(ImageloopError):
+    """A model file or folder cannot be loaded; the message names the path and the reason."""
+
+    http_status = 422
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The file is readable but holds no model architecture we can run."""
+
+
+class RecipeError(ImageloopError):
+    """A recipe, or a LoRA file it names, is invalid."""
+
+    http_status = 422
+
+
+class GenerationCancelled(ImageloopError):
+    """A generation was stopped through its cancel callback; it returns no image."""
+
+    http_status = 409
+
+
+class StorageError(ImageloopError):
+    """The database or the blob store failed."""
+
+    http_status = 503
+
+
+class TrainingError(ImageloopError):
+    """A training run failed or cannot start."""
