@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imageloop.errors import ConfigError
@@ -44,6 +44,17 @@ class EngineSettings(BaseModel):
     max_images: int = Field(default=16, ge=1, le=64, description="Upper bound for a request's num_images.")
 
 
+class S3Settings(BaseModel):
+    """Where the S3-compatible image store is (used when ``blob_store`` is ``"s3"``)."""
+
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint; None = AWS's default for the region.")
+    bucket: str = Field(default="imageloop", min_length=3, max_length=63, description="Bucket for images.")
+    access_key_id: str | None = Field(default=None, description="Access key; None = boto3's credential chain.")
+    secret_access_key: SecretStr | None = Field(default=None, description="Secret key for ``access_key_id``.")
+    region: str = Field(default="us-east-1", description="Region name sent to the endpoint.")
+    prefix: str = Field(default="", description="Key prefix inside the bucket, e.g. 'prod/'.")
+
+
 class Settings(BaseSettings):
     """All of Imageloop's settings."""
 
@@ -53,11 +64,31 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where all state lives.")
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...); empty = SQLite file in data_dir.",
+    )
+    blob_store: Literal["local", "s3"] = Field(default="local", description="Where image bytes are stored.")
+    s3: S3Settings = Field(default_factory=S3Settings)
+    job_lease_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="A running job whose worker misses heartbeats this long is re-queued."
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @model_validator(mode="after")
+    def _derive_database_url(self) -> Settings:
+        # Derived here (not in a default) so it follows a data_dir set in the same call or environment.
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'imageloop.db'}"
+        return self
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
 
     # Derived locations, so every module agrees on the layout of the data dir.
     @property

@@ -1,0 +1,185 @@
+"""The database schema (SQLAlchemy 2.0 typed declarative). Every change here needs an Alembic revision.
+
+Tables: ``users``, ``api_keys``, ``generations`` (the generation record and its job state in one row), ``images``
+and ``user_actions``. Generations, images and actions are append-only; only a generation's job-state columns change
+after insert (see :mod:`imageloop.storage.generations`). All timestamps are stored as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from imageloop.storage.records import ActionType, JobStatus
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 32
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that is always an aware UTC datetime in Python, whatever the database keeps."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: store aware UTC datetimes only")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: keep the UTC wall time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JsonType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def _enum(cls: type[JobStatus] | type[ActionType], name: str) -> sa.Enum:
+    # Stored as plain strings (the enum values) so adding a member never needs a database-specific migration.
+    return sa.Enum(
+        cls, name=name, native_enum=False, length=16, values_callable=lambda members: [m.value for m in members]
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(), dict[str, Any]: JsonType, list[Any]: JsonType
+    }
+
+
+def _id() -> Mapped[str]:
+    return mapped_column(sa.String(ID_LENGTH), primary_key=True)
+
+
+def _fk(target: str, *, nullable: bool = False, ondelete: str = "CASCADE", index: bool = True) -> Mapped[Any]:
+    return mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index
+    )
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = _id()
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    password_hash: Mapped[str | None] = mapped_column(sa.String(256))
+    training_opt_out: Mapped[bool] = mapped_column(default=False)
+    # Account limits (credits, tiers) belong to a later issue; the columns exist so that issue needs no backfill.
+    credits: Mapped[int] = mapped_column(default=0, server_default="0")
+    tier: Mapped[str] = mapped_column(sa.String(32), default="free", server_default="free")
+    created_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = _id()
+    user_id: Mapped[str] = _fk("users.id")
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        sa.Index("ix_generations_queue", "status", "enqueued_at"),
+        sa.Index("ix_generations_user_history", "user_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = _id()
+    user_id: Mapped[str] = _fk("users.id", index=False)
+    session_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # What the user asked for, and what the expander made of it.
+    intent: Mapped[str | None] = mapped_column(sa.Text)
+    intent_language: Mapped[str | None] = mapped_column(sa.String(16))
+    prompt: Mapped[str | None] = mapped_column(sa.Text)
+    final_prompt: Mapped[str | None] = mapped_column(sa.Text)
+    negative_prompt: Mapped[str | None] = mapped_column(sa.Text)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recipe: Mapped[str | None] = mapped_column(sa.String(128))
+    style: Mapped[str | None] = mapped_column(sa.String(128))
+    base_model_id: Mapped[str | None] = mapped_column(sa.String(256))
+    base_model_version: Mapped[str | None] = mapped_column(sa.String(128))
+    expander_strategy: Mapped[str | None] = mapped_column(sa.String(64))
+    expander_version: Mapped[str | None] = mapped_column(sa.String(128))
+    # Reroll/edit chain: parent is the generation this one replaced; chain is the first generation of the chain.
+    parent_id: Mapped[str | None] = _fk("generations.id", nullable=True, ondelete="SET NULL")
+    chain_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
+    # Jobs with the same batch key can share one pipeline call.
+    batch_key: Mapped[str | None] = mapped_column(sa.String(256))
+    # Job state: the only columns that change after insert.
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.QUEUED)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    enqueued_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker_id: Mapped[str | None] = mapped_column(sa.String(128))
+    lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    progress_step: Mapped[int] = mapped_column(default=0)
+    progress_total: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class Image(Base):
+    __tablename__ = "images"
+    # A re-run of a job after a crash must not record an image twice.
+    __table_args__ = (sa.UniqueConstraint("generation_id", "index"),)
+
+    id: Mapped[str] = _id()
+    generation_id: Mapped[str] = _fk("generations.id", index=False)
+    user_id: Mapped[str] = _fk("users.id")
+    index: Mapped[int]
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
+    blob_key: Mapped[str] = mapped_column(sa.String(512))
+    width: Mapped[int]
+    height: Mapped[int]
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    content_type: Mapped[str] = mapped_column(sa.String(64), default="image/png")
+    created_at: Mapped[datetime]
+
+
+class UserAction(Base):
+    __tablename__ = "user_actions"
+    # The client event id makes a retried request record one action.
+    __table_args__ = (sa.UniqueConstraint("user_id", "client_event_id"),)
+
+    id: Mapped[str] = _id()
+    user_id: Mapped[str] = _fk("users.id", index=False)
+    type: Mapped[ActionType] = mapped_column(_enum(ActionType, "action_type"))
+    client_event_id: Mapped[str] = mapped_column(sa.String(128))
+    image_id: Mapped[str | None] = _fk("images.id", nullable=True)
+    generation_id: Mapped[str] = _fk("generations.id")
+    child_generation_id: Mapped[str | None] = _fk("generations.id", nullable=True, ondelete="SET NULL")
+    prompt_before: Mapped[str | None] = mapped_column(sa.Text)
+    prompt_after: Mapped[str | None] = mapped_column(sa.Text)
+    char_distance: Mapped[int | None]
+    token_distance: Mapped[int | None]
+    token_changes: Mapped[list[Any] | None]
+    created_at: Mapped[datetime] = mapped_column(index=True)

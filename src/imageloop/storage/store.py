@@ -1,0 +1,57 @@
+"""One place that wires the storage layer together from settings: engine, sessions, blob store, repositories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from imageloop.config import Settings
+from imageloop.storage.actions import ActionRepository
+from imageloop.storage.blobs import BlobStore, blob_store_from_settings
+from imageloop.storage.db import SessionFactory, create_db_engine, session_factory, upgrade_schema
+from imageloop.storage.generations import GenerationRepository
+from imageloop.storage.records import utcnow
+from imageloop.storage.users import UserRepository
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Everything the server, the workers and the exports need to reach stored data."""
+
+    engine: Engine
+    sessions: SessionFactory
+    blobs: BlobStore
+    users: UserRepository
+    generations: GenerationRepository
+    actions: ActionRepository
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        upgrade: bool = True,
+        blobs: BlobStore | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> Storage:
+        """Connect to ``settings.database_url`` (upgrading the schema first unless ``upgrade`` is False) and the
+        configured blob store (or ``blobs``). ``clock`` is for tests."""
+        engine = create_db_engine(settings.database_url)
+        if upgrade:
+            upgrade_schema(engine)
+        sessions = session_factory(engine)
+        return cls(
+            engine=engine,
+            sessions=sessions,
+            blobs=blobs if blobs is not None else blob_store_from_settings(settings, create_bucket=upgrade),
+            users=UserRepository(sessions, clock=clock),
+            generations=GenerationRepository(sessions, lease_seconds=settings.job_lease_seconds, clock=clock),
+            actions=ActionRepository(sessions, clock=clock),
+        )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
