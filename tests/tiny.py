@@ -36,6 +36,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 TEXT_HIDDEN = 32
 MAX_LENGTH = 77
+SDXL_SINGLE_FILE_HIDDEN_2 = 48  # second SDXL encoder width for single-file tests (see sdxl_components)
 TINY_SIZE = 64  # default pixel size of the tiny pipelines (latents 32x32)
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -114,11 +115,11 @@ def make_tokenizer(pad_token: str = EOS_TOKEN) -> CLIPTokenizer:
     )
 
 
-def _text_config(projection_dim: int = TEXT_HIDDEN) -> CLIPTextConfig:
+def _text_config(hidden: int = TEXT_HIDDEN, projection_dim: int = TEXT_HIDDEN) -> CLIPTextConfig:
     vocab_size = tiny_vocab_size()
     return CLIPTextConfig(
         vocab_size=vocab_size,
-        hidden_size=TEXT_HIDDEN,
+        hidden_size=hidden,
         intermediate_size=37,
         num_attention_heads=4,
         num_hidden_layers=5,
@@ -138,10 +139,10 @@ def make_text_encoder(seed: int = 0) -> CLIPTextModel:
     return CLIPTextModel(_text_config()).eval()
 
 
-def make_text_encoder_with_projection(seed: int = 0) -> CLIPTextModelWithProjection:
+def make_text_encoder_with_projection(seed: int = 0, hidden: int = TEXT_HIDDEN) -> CLIPTextModelWithProjection:
     """A tiny CLIPTextModelWithProjection (SDXL's second encoder; pooled output of size 32)."""
     torch.manual_seed(seed)
-    return CLIPTextModelWithProjection(_text_config()).eval()
+    return CLIPTextModelWithProjection(_text_config(hidden=hidden)).eval()
 
 
 def make_vae(seed: int = 0) -> AutoencoderKL:
@@ -187,8 +188,8 @@ def make_sd15_unet(seed: int = 0) -> UNet2DConditionModel:
     ).eval()
 
 
-def make_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
-    """An SDXL-shaped UNet: text_time additional embeddings, linear projections, cross-attention dim 64."""
+def make_sdxl_unet(seed: int = 0, text_hidden_2: int = TEXT_HIDDEN) -> UNet2DConditionModel:
+    """An SDXL-shaped UNet: text_time additional embeddings, linear projections, cross-attention dim 32 + 32."""
     torch.manual_seed(seed)
     return UNet2DConditionModel(
         block_out_channels=(32, 64),
@@ -204,7 +205,7 @@ def make_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN,  # 6 size/crop ids x 8 + pooled text
-        cross_attention_dim=2 * TEXT_HIDDEN,
+        cross_attention_dim=TEXT_HIDDEN + text_hidden_2,
         norm_num_groups=32,
     ).eval()
 
@@ -245,17 +246,19 @@ def sd15_components(seed: int = 0) -> dict[str, Any]:
     }
 
 
-def sdxl_components(seed: int = 0) -> dict[str, Any]:
+def sdxl_components(seed: int = 0, text_hidden_2: int = TEXT_HIDDEN) -> dict[str, Any]:
     """Keyword arguments for ``StableDiffusionXLPipeline(**components)``.
 
-    The second tokenizer pads with ``!`` like the real SDXL one does.
+    The second tokenizer pads with ``!`` like the real SDXL one does. ``text_hidden_2`` sets the second encoder's
+    width (real SDXL: 768 vs 1280); diffusers' single-file loader tells the encoders apart by width, so tests of
+    original-layout checkpoints need it to differ from :data:`TEXT_HIDDEN` (e.g. :data:`SDXL_SINGLE_FILE_HIDDEN_2`).
     """
     return {
-        "unet": make_sdxl_unet(seed),
+        "unet": make_sdxl_unet(seed, text_hidden_2),
         "scheduler": make_scheduler(),
         "vae": make_vae(seed),
         "text_encoder": make_text_encoder(seed),
-        "text_encoder_2": make_text_encoder_with_projection(seed + 1),
+        "text_encoder_2": make_text_encoder_with_projection(seed + 1, text_hidden_2),
         "tokenizer": make_tokenizer(),
         "tokenizer_2": make_tokenizer(pad_token="!"),
         "image_encoder": None,
@@ -271,9 +274,9 @@ def sd15_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     return pipe
 
 
-def sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+def sdxl_pipeline(seed: int = 0, text_hidden_2: int = TEXT_HIDDEN) -> StableDiffusionXLPipeline:
     """A tiny SDXL text-to-image pipeline on the CPU."""
-    pipe = StableDiffusionXLPipeline(**sdxl_components(seed))
+    pipe = StableDiffusionXLPipeline(**sdxl_components(seed, text_hidden_2))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -292,9 +295,11 @@ def save_sd15(folder: Path, seed: int = 0, model_defaults: dict[str, Any] | None
     return _save(sd15_pipeline(seed), folder, model_defaults)
 
 
-def save_sdxl(folder: Path, seed: int = 0, model_defaults: dict[str, Any] | None = None) -> Path:
+def save_sdxl(
+    folder: Path, seed: int = 0, model_defaults: dict[str, Any] | None = None, text_hidden_2: int = TEXT_HIDDEN
+) -> Path:
     """Save a tiny SDXL pipeline as a diffusers folder; ``model_defaults`` is written as ``imageloop.json``."""
-    return _save(sdxl_pipeline(seed), folder, model_defaults)
+    return _save(sdxl_pipeline(seed, text_hidden_2), folder, model_defaults)
 
 
 def save_controlnet(folder: Path, seed: int = 0) -> Path:
