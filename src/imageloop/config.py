@@ -55,6 +55,37 @@ class S3Settings(BaseModel):
     prefix: str = Field(default="", description="Key prefix inside the bucket, e.g. 'prod/'.")
 
 
+class JobsSettings(BaseModel):
+    """How generation jobs are queued and run (see ``imageloop.jobs``)."""
+
+    mode: Literal["embedded", "scaled"] = Field(
+        default="embedded",
+        description="'embedded': a worker thread inside the server; 'scaled': Celery workers fed through Redis.",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for Celery and progress (scaled).")
+    batch_max_size: int = Field(default=8, ge=1, le=64, description="Most compatible jobs run in one pipeline call.")
+    batch_max_wait_ms: int = Field(
+        default=100, ge=0, le=10_000, description="How long a worker waits for more compatible jobs before running."
+    )
+    max_attempts: int = Field(default=3, ge=1, le=100, description="Runs of a job whose worker keeps dying.")
+
+
+class ServerSettings(BaseModel):
+    """The HTTP server (``imageloop serve``)."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body accepted (413 above).")
+    max_batch_requests: int = Field(default=32, ge=1, le=1000, description="Most generations in one batch request.")
+    wait_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="How long the OpenAI-compatible route waits for its images."
+    )
+    public_url: str | None = Field(default=None, description="Base URL of image links; None = the request's own.")
+    url_secret: SecretStr | None = Field(
+        default=None, description="Key that signs image links; None = a random key kept in data_dir."
+    )
+
+
 class Settings(BaseSettings):
     """All of Imageloop's settings."""
 
@@ -70,6 +101,8 @@ class Settings(BaseSettings):
     )
     blob_store: Literal["local", "s3"] = Field(default="local", description="Where image bytes are stored.")
     s3: S3Settings = Field(default_factory=S3Settings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     job_lease_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="A running job whose worker misses heartbeats this long is re-queued."
     )
