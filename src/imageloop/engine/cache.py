@@ -1,0 +1,103 @@
+"""In-memory LRU caches: prompt encodings and finished results.
+
+Both are bounded (sizes from settings; 0 disables a cache) and thread-safe, and count hits and misses so tests
+and the metrics endpoint can see them work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters of one cache."""
+
+    hits: int
+    misses: int
+    size: int
+    capacity: int
+
+
+class LRUCache(Generic[K, V]):
+    """A least-recently-used map holding at most ``capacity`` entries (0 = store nothing)."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.capacity = capacity
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    def get(self, key: K) -> V | None:
+        """The value for ``key`` (marking it most recently used), or None."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self._hits += 1
+                return self._items[key]
+            self._misses += 1
+            return None
+
+    def put(self, key: K, value: V) -> None:
+        """Store ``value``, evicting the least recently used entries beyond capacity."""
+        if self.capacity == 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
+        """The cached value for ``key``, computing and storing it on a miss (compute runs outside the lock)."""
+        value = self.get(key)
+        if value is None:
+            value = compute()
+            self.put(key, value)
+        return value
+
+    def clear(self) -> None:
+        """Drop every entry (counters are kept)."""
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses, current size and capacity."""
+        with self._lock:
+            return CacheStats(self._hits, self._misses, len(self._items), self.capacity)
+
+
+@dataclass(frozen=True)
+class PromptKey:
+    """What a prompt encoding depends on: the model version, the active text-encoder adapters, and the text."""
+
+    model_version: str
+    adapters: str
+    text: str
+
+
+def result_key(canonical_request: str, model_version: str) -> str:
+    """The result-cache key: SHA-256 over the model version and the canonical (fully resolved) request."""
+    digest = hashlib.sha256()
+    digest.update(model_version.encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(canonical_request.encode("utf-8"))
+    return digest.hexdigest()

@@ -1,0 +1,174 @@
+"""Generation parameters in PNG text chunks, in AUTOMATIC1111's ``parameters`` format.
+
+The format is three parts, as A1111 writes it::
+
+    a cat in the rain, monochrome
+    Negative prompt: blurry
+    Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model hash: 0123456789, Model: embedded
+
+Values holding a comma, colon or newline are JSON-quoted. A PNG written here can be read back with
+:func:`read_png_parameters` into a request that reproduces that one image (``num_images`` 1, that image's seed).
+Source images (img2img, ControlNet) are not stored in the text, so a read-back request has none.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from imageloop.engine.request import GenerationRequest
+from imageloop.errors import InvalidRequestError
+
+PARAMETERS_KEY = "parameters"
+_NEGATIVE_PREFIX = "Negative prompt:"
+# One "Key: value" pair of the last line; a value is either JSON-quoted or runs to the next comma.
+_PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+
+
+@dataclass(frozen=True)
+class ImageParameters:
+    """What one image's ``parameters`` text says: the request for that image plus model identity and extras."""
+
+    request: GenerationRequest
+    model_hash: str | None = None
+    model_name: str | None = None
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ",:\n\"") else value
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return str(json.loads(value))
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def format_parameters(
+    request: GenerationRequest, *, seed: int, model_name: str, model_hash: str, extras: dict[str, str] | None = None
+) -> str:
+    """The ``parameters`` text for one image of a resolved request, generated with ``seed``."""
+    if request.steps is None or request.guidance_scale is None or request.width is None or request.height is None:
+        raise ValueError("format_parameters needs a resolved request (steps, guidance_scale, width, height set)")
+    pairs: list[tuple[str, str]] = [
+        ("Steps", str(request.steps)),
+        ("Sampler", request.scheduler or ""),
+        ("CFG scale", _number(request.guidance_scale)),
+        ("Seed", str(seed)),
+        ("Size", f"{request.width}x{request.height}"),
+        ("Model hash", model_hash[:10]),
+        ("Model", model_name),
+    ]
+    if request.strength is not None:
+        pairs.append(("Denoising strength", _number(request.strength)))
+    if request.controlnet_conditioning_scale is not None:
+        pairs.append(("ControlNet weight", _number(request.controlnet_conditioning_scale)))
+    if request.recipe is not None:
+        pairs.append(("Recipe", request.recipe))
+    if request.style is not None:
+        pairs.append(("Style", request.style))
+    pairs.extend((extras or {}).items())
+    lines = [request.prompt]
+    if request.negative_prompt:
+        lines.append(f"{_NEGATIVE_PREFIX} {request.negative_prompt}")
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in pairs))
+    return "\n".join(lines)
+
+
+def parse_parameters(text: str) -> ImageParameters:
+    """Parse A1111 ``parameters`` text; InvalidRequestError if a value is malformed or out of range.
+
+    Understands A1111's newer split ``Sampler: DPM++ 2M, Schedule type: Karras`` as "DPM++ 2M Karras".
+    """
+    lines = text.lstrip("\n").rstrip().split("\n")
+    last = lines[-1] if lines else ""
+    if len(_PARAM_RE.findall(last)) < 3:  # A1111's rule: a settings line has at least three pairs
+        lines.append(last)
+        last = ""
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    for line in lines[:-1]:
+        if line.startswith(_NEGATIVE_PREFIX) or negative_lines:
+            negative_lines.append(line.removeprefix(_NEGATIVE_PREFIX).strip() if not negative_lines else line)
+        else:
+            prompt_lines.append(line)
+    values = {key.strip(): _unquote(value.strip()) for key, value in _PARAM_RE.findall(last)}
+    return _to_parameters("\n".join(prompt_lines), "\n".join(negative_lines), values)
+
+
+def _to_parameters(prompt: str, negative: str, values: dict[str, str]) -> ImageParameters:
+    fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+    known = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model",
+             "Recipe", "Style", "Denoising strength", "ControlNet weight"}
+    if "Steps" in values:
+        fields["steps"] = values["Steps"]
+    if "CFG scale" in values:
+        fields["guidance_scale"] = values["CFG scale"]
+    if "Seed" in values:
+        fields["seed"] = values["Seed"]
+    if "Sampler" in values:
+        sampler = values["Sampler"]
+        schedule = values.get("Schedule type", "")
+        if schedule and schedule.lower() not in {"automatic", "uniform"}:
+            sampler = f"{sampler} {schedule}"
+        fields["scheduler"] = sampler
+    if "Size" in values:
+        match = _SIZE_RE.match(values["Size"])
+        if match is None:
+            raise InvalidRequestError("Size", f"cannot read size {values['Size']!r}", allowed="WIDTHxHEIGHT")
+        fields["width"], fields["height"] = int(match[1]), int(match[2])
+    if "Recipe" in values:
+        fields["recipe"] = values["Recipe"]
+    if "Style" in values:
+        fields["style"] = values["Style"]
+    request = GenerationRequest(**fields)
+    extras = {key: value for key, value in values.items() if key not in known}
+    return ImageParameters(request, values.get("Model hash"), values.get("Model"), extras)
+
+
+def encode_png(image: Image.Image, parameters: str) -> bytes:
+    """PNG bytes of ``image`` with ``parameters`` in a text chunk (iTXt when the text is not Latin-1)."""
+    info = PngInfo()
+    info.add_text(PARAMETERS_KEY, parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def png_parameters_text(png: bytes) -> str:
+    """The raw ``parameters`` text of a PNG; InvalidRequestError if it is not a PNG or has none."""
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            if image.format != "PNG":
+                raise InvalidRequestError("png", f"not a PNG image (got {image.format})")
+            text = getattr(image, "text", {}).get(PARAMETERS_KEY) or image.info.get(PARAMETERS_KEY)
+    except OSError as exc:
+        raise InvalidRequestError("png", f"not a readable image ({exc})") from None
+    if not isinstance(text, str):
+        raise InvalidRequestError("png", f"has no A1111 '{PARAMETERS_KEY}' text chunk")
+    return text
+
+
+def read_png_image_parameters(png: bytes) -> ImageParameters:
+    """Everything the PNG's ``parameters`` chunk says, including model hash/name and unknown extras."""
+    return parse_parameters(png_parameters_text(png))
+
+
+def read_png_parameters(png: bytes) -> GenerationRequest:
+    """Read a PNG written by Imageloop (or A1111) back into a request that reproduces that image."""
+    return read_png_image_parameters(png).request

@@ -1,0 +1,68 @@
+"""Per-step progress reports and cooperative cancellation of a generation.
+
+The engine calls a :class:`StepCallback` after every denoising step with ``(step, total)``; returning ``False``
+asks the engine to stop. A :class:`CancelToken` does the same from another thread (the server's cancel button).
+Either way the run ends with :class:`imageloop.errors.GenerationCancelled` and no image.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from imageloop.errors import GenerationCancelled
+
+
+class StepCallback(Protocol):
+    """Called after each denoising step; ``step`` counts from 1 to ``total``. Return False to stop the run."""
+
+    def __call__(self, step: int, total: int) -> bool | None: ...
+
+
+class CancelToken:
+    """A thread-safe flag: ``cancel()`` from anywhere; the running generation stops after its current step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the run holding this token to stop."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether ``cancel()`` has been called."""
+        return self._event.is_set()
+
+
+class StepReporter:
+    """Adapts a StepCallback and a CancelToken to diffusers' ``callback_on_step_end`` hook.
+
+    diffusers calls the hook with the pipeline after each step; setting ``pipe._interrupt`` makes the pipeline skip
+    the remaining steps (its documented cancel mechanism). :meth:`raise_if_stopped` turns that into an error.
+    """
+
+    def __init__(self, on_step: StepCallback | None, cancel: CancelToken | None) -> None:
+        self._on_step = on_step
+        self._cancel = cancel
+        self.stopped = False
+
+    def raise_if_stopped(self) -> None:
+        """Raise GenerationCancelled if the callback or the token asked for a stop (also before the run starts)."""
+        if self.stopped or (self._cancel is not None and self._cancel.cancelled):
+            self.stopped = True
+            raise GenerationCancelled("generation cancelled; no image was produced")
+
+    def hook(self) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+        """The function to pass as ``callback_on_step_end``."""
+
+        def on_step_end(pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            total = int(getattr(pipe, "num_timesteps", 0) or index + 1)
+            keep_going = self._on_step(index + 1, total) if self._on_step is not None else None
+            if keep_going is False or (self._cancel is not None and self._cancel.cancelled):
+                self.stopped = True
+                pipe._interrupt = True
+            return tensors
+
+        return on_step_end

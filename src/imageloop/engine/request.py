@@ -1,0 +1,197 @@
+"""What a caller asks the engine for: :class:`GenerationRequest`, checked before any model work.
+
+Fields left ``None`` are filled later from the recipe, then the model's defaults (see ``Engine.resolve``). Every
+invalid field raises :class:`~imageloop.errors.InvalidRequestError` naming the field and what is allowed, including
+pydantic's own type errors. Images (``init_image``, ``control_image``) are held as encoded image bytes; PIL images
+are accepted and stored as PNG, and in JSON they travel as base64 strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+from typing import Any, Self
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from imageloop.config import Settings
+from imageloop.engine.schedulers import canonical_scheduler_name
+from imageloop.errors import ImageloopError, InvalidRequestError
+
+MAX_SEED = 2**32 - 1
+MIN_SIDE = 64
+MAX_SIDE = 4096
+MAX_PROMPT_CHARS = 20_000
+MAX_IMAGE_PIXELS = 4096 * 4096
+DEFAULT_STRENGTH = 0.75
+DEFAULT_CONTROL_SCALE = 1.0
+
+
+def image_to_png(image: Image.Image) -> bytes:
+    """Encode a PIL image as PNG bytes (RGB or RGBA kept as is, other modes converted to RGB)."""
+    if image.mode not in ("RGB", "RGBA", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes, field: str) -> Image.Image:
+    """Decode image bytes to an RGB PIL image; InvalidRequestError naming ``field`` if they are not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise InvalidRequestError(
+                    field, f"image is {opened.width}x{opened.height}", allowed=f"at most {MAX_IMAGE_PIXELS} pixels"
+                )
+            opened.load()
+            return opened.convert("RGB")
+    except ImageloopError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidRequestError(
+            field, f"not a decodable image ({exc})", allowed="PNG, JPEG or WebP bytes, base64 text or a PIL image"
+        ) from None
+
+
+class GenerationRequest(BaseModel):
+    """One text-to-image (or img2img / ControlNet) request. ``None`` means "use the recipe's or model's default"."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64", arbitrary_types_allowed=False
+    )
+
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="What to draw; A1111 attention syntax allowed.")
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="What to avoid.")
+    steps: int | None = Field(default=None, ge=1, le=1000, description="Denoising steps.")
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0, description="CFG scale.")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="None (or -1) = random; recorded.")
+    width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Pixels.")
+    height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Pixels.")
+    scheduler: str | None = Field(default=None, description="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras'.")
+    num_images: int = Field(default=1, ge=1, le=64, description="Images in this batch; image i uses seed + i.")
+    recipe: str | None = Field(default=None, min_length=1, max_length=200, description="Recipe name.")
+    style: str | None = Field(default=None, min_length=1, max_length=200, description="Style preset name.")
+    init_image: bytes | None = Field(default=None, description="img2img source image (encoded image bytes).")
+    strength: float | None = Field(default=None, gt=0.0, le=1.0, description="img2img denoising strength.")
+    control_image: bytes | None = Field(default=None, description="ControlNet condition image (sketch, scribble).")
+    controlnet_conditioning_scale: float | None = Field(default=None, ge=0.0, le=2.0, description="ControlNet weight.")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise invalid_request_from(exc) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Validate a mapping; errors come out as InvalidRequestError."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise invalid_request_from(exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> Self:
+        """Validate JSON text (images as base64); errors come out as InvalidRequestError."""
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except ValidationError as exc:
+            raise invalid_request_from(exc) from None
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _minus_one_is_random(cls, value: Any) -> Any:
+        # A1111 writes -1 for "random seed"; accept it as None.
+        return None if value == -1 else value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_scheduler_name(value)
+
+    @field_validator("init_image", "control_image", mode="before")
+    @classmethod
+    def _image_bytes(cls, value: Any) -> Any:
+        if isinstance(value, Image.Image):
+            return image_to_png(value)
+        if isinstance(value, str):
+            text = value.split(",", 1)[1] if value.startswith("data:") else value
+            # Standard or URL-safe alphabet (pydantic writes URL-safe), padding optional.
+            text = "".join(text.split()).replace("-", "+").replace("_", "/")
+            try:
+                return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("expected base64 text of an image") from None
+        return value
+
+    @field_validator("init_image", "control_image")
+    @classmethod
+    def _decodable(cls, value: bytes | None, info: Any) -> bytes | None:
+        if value is not None:
+            decode_image(value, info.field_name)
+        return value
+
+    @model_validator(mode="after")
+    def _image_options_need_images(self) -> Self:
+        if self.strength is not None and self.init_image is None:
+            raise InvalidRequestError("strength", "only applies with an init_image", value=self.strength)
+        if self.controlnet_conditioning_scale is not None and self.control_image is None:
+            raise InvalidRequestError("controlnet_conditioning_scale", "only applies with a control_image",
+                                      value=self.controlnet_conditioning_scale)
+        return self
+
+    def canonical_json(self) -> str:
+        """A stable JSON text of every field (sorted keys, images as base64): equal requests give equal text."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`canonical_json`."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+    @property
+    def mode(self) -> str:
+        """Which pipeline variant this request needs: 'txt2img', 'img2img', 'controlnet' or 'controlnet_img2img'."""
+        if self.control_image is not None:
+            return "controlnet_img2img" if self.init_image is not None else "controlnet"
+        return "img2img" if self.init_image is not None else "txt2img"
+
+
+def check_limits(request: GenerationRequest, settings: Settings) -> None:
+    """Check the limits that come from settings (steps, pixels, batch size); InvalidRequestError names the field."""
+    limits = settings.engine
+    if request.steps is not None and request.steps > limits.max_steps:
+        raise InvalidRequestError("steps", f"{request.steps} is too many", value=request.steps,
+                                  allowed=f"1..{limits.max_steps}")
+    if request.num_images > limits.max_images:
+        raise InvalidRequestError("num_images", f"{request.num_images} is too many", value=request.num_images,
+                                  allowed=f"1..{limits.max_images}")
+    if request.width is not None and request.height is not None and request.width * request.height > limits.max_pixels:
+        raise InvalidRequestError(
+            "width", f"{request.width}x{request.height} is too large", allowed=f"width*height <= {limits.max_pixels}"
+        )
+
+
+_FIELD_ALIASES = {"model_type": "request", "dict_type": "request"}
+
+
+def invalid_request_from(exc: ValidationError) -> InvalidRequestError:
+    """Turn pydantic's first error into an InvalidRequestError naming the field and what is allowed."""
+    error = exc.errors(include_url=False)[0]
+    location = [str(part) for part in error["loc"]]
+    field = location[0] if location else _FIELD_ALIASES.get(error["type"], "request")
+    context = error.get("ctx") or {}
+    bounds = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "multiple_of": "a multiple of",
+              "max_length": "length <=", "min_length": "length >="}
+    allowed = ", ".join(f"{text} {context[key]}" for key, text in bounds.items() if key in context) or None
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "is not a request field"
+        allowed = ", ".join(GenerationRequest.model_fields)
+    elif field in {"width", "height"} and not allowed:
+        allowed = f"a multiple of 8 in {MIN_SIDE}..{MAX_SIDE}"
+    return InvalidRequestError(field, message, value=error.get("input"), allowed=allowed)
