@@ -32,6 +32,12 @@ class EngineSettings(BaseModel):
         default=EMBEDDED_MODEL_NAME,
         description="Model to serve: 'embedded', a diffusers folder, or a single-file .safetensors checkpoint.",
     )
+    model_config_dir: Path | None = Field(
+        default=None, description="Diffusers config folder (configs + tokenizer) for a single-file checkpoint."
+    )
+    controlnet: str | None = Field(
+        default=None, description="ControlNet for requests with a control image: a diffusers folder or .safetensors."
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="Torch device.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="Weights/compute dtype; 'auto' = fp16 on CUDA, fp32 elsewhere."
