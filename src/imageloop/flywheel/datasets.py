@@ -1,0 +1,251 @@
+"""Pure dataset building: from the rows of one reroll/edit chain to training examples.
+
+A *chain* is a first generation plus every generation rerolled (``regenerate``) or edited (``edit``) from it. In a
+chain, a generation is *kept* when one of its images is kept (:func:`imageloop.flywheel.actions.is_kept`), and
+*rejected* when it has no kept image and the user moved on from it (it has a child in the chain) or discarded it.
+The chain's *intent* is the first non-empty intent in it: what every generation in the chain was answering.
+
+- ``sft``: (intent → final prompt) for each kept generation.
+- ``dpo``: (intent, chosen = final prompt of a kept generation, rejected = final prompt of a rejected one).
+- ``pairs``: image preference pairs — a kept image against a not-kept sibling (same prompt) or against an image of a
+  rejected generation (caption = the intent). Which side is the kept one is decided by a hash, so position says
+  nothing about preference.
+- ``recipes``: per (recipe, style), generations and kept generations, with a Wilson 95 % interval on the keep rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from imageloop.flywheel.actions import ActionType, is_kept
+from imageloop.storage.records import JobStatus
+
+NO_NAME = "(none)"
+WILSON_Z = 1.959963984540054  # two-sided 95 %
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRow:
+    id: str
+    chain_id: str
+    parent_id: str | None
+    status: JobStatus
+    intent: str | None
+    intent_language: str | None
+    final_prompt: str | None
+    recipe: str | None
+    style: str | None
+    expander_version: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    id: str
+    generation_id: str
+    index: int
+    blob_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRow:
+    generation_id: str
+    image_id: str | None
+    type: ActionType
+
+
+@dataclass(slots=True)
+class Chain:
+    """All rows of one chain; generations in creation order, actions oldest first."""
+
+    chain_id: str
+    generations: list[GenerationRow] = field(default_factory=list)
+    images: list[ImageRow] = field(default_factory=list)
+    actions: list[ActionRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SftExample:
+    prompt: str
+    completion: str
+    language: str | None
+    generation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DpoExample:
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_generation_id: str
+    rejected_generation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PairSpec:
+    """One image preference pair; the bytes are looked up by blob key when the dataset is written."""
+
+    caption: str
+    image_0: ImageRow
+    image_1: ImageRow
+    label_0: float
+    label_1: float
+    source: str  # "siblings" (same generation) or "reroll" (kept vs. an image of a rejected generation)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipeStat:
+    recipe: str
+    style: str
+    uses: int
+    kept: int
+    keep_rate: float
+    keep_rate_low: float
+    keep_rate_high: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChainView:
+    """What the builders need to know about a chain, derived once."""
+
+    intent: str | None
+    language: str | None
+    succeeded: list[GenerationRow]
+    kept_images: frozenset[str]
+    kept: list[GenerationRow]
+    rejected: list[GenerationRow]
+    images_by_generation: dict[str, list[ImageRow]]
+
+
+def view(chain: Chain) -> ChainView:
+    """Classify a chain's generations and images into kept and rejected."""
+    by_image: dict[str, list[ActionType]] = defaultdict(list)
+    discarded: set[str] = set()
+    for action in chain.actions:
+        if action.image_id is not None:
+            by_image[action.image_id].append(action.type)
+        if action.type is ActionType.DISCARD:
+            discarded.add(action.generation_id)
+    kept_images = frozenset(image for image, actions in by_image.items() if is_kept(actions))
+    images: dict[str, list[ImageRow]] = defaultdict(list)
+    for image in sorted(chain.images, key=lambda row: (row.generation_id, row.index)):
+        images[image.generation_id].append(image)
+    parents = {row.parent_id for row in chain.generations if row.parent_id is not None}
+    succeeded = [row for row in chain.generations if row.status is JobStatus.SUCCEEDED and row.final_prompt]
+    kept_ids = {row.id for row in succeeded if any(image.id in kept_images for image in images[row.id])}
+    kept = [row for row in succeeded if row.id in kept_ids]
+    rejected = [row for row in succeeded if row.id not in kept_ids and (row.id in parents or row.id in discarded)]
+    first = next((row for row in chain.generations if row.intent and row.intent.strip()), None)
+    return ChainView(
+        intent=first.intent if first else None,
+        language=first.intent_language if first else None,
+        succeeded=succeeded,
+        kept_images=kept_images,
+        kept=kept,
+        rejected=rejected,
+        images_by_generation=dict(images),
+    )
+
+
+def sft_examples(chain: Chain) -> Iterator[SftExample]:
+    """(intent → final prompt) for each kept generation of the chain; one per distinct final prompt."""
+    info = view(chain)
+    if info.intent is None:
+        return
+    seen: set[str] = set()
+    for row in info.kept:
+        assert row.final_prompt is not None
+        if row.final_prompt not in seen:
+            seen.add(row.final_prompt)
+            yield SftExample(info.intent, row.final_prompt, info.language, row.id)
+
+
+def dpo_examples(chain: Chain) -> Iterator[DpoExample]:
+    """(intent, chosen, rejected) for every kept × rejected generation pair with different final prompts."""
+    info = view(chain)
+    if info.intent is None:
+        return
+    seen: set[tuple[str, str]] = set()
+    for good in info.kept:
+        for bad in info.rejected:
+            assert good.final_prompt is not None and bad.final_prompt is not None
+            key = (good.final_prompt, bad.final_prompt)
+            if good.final_prompt != bad.final_prompt and key not in seen:
+                seen.add(key)
+                yield DpoExample(info.intent, good.final_prompt, bad.final_prompt, good.id, bad.id)
+
+
+def _oriented(caption: str, kept: ImageRow, other: ImageRow, source: str) -> PairSpec:
+    # Deterministic coin flip so a model cannot learn "the first image wins".
+    flip = hashlib.sha256(f"{kept.id}|{other.id}".encode()).digest()[0] & 1
+    if flip:
+        return PairSpec(caption, other, kept, 0.0, 1.0, source)
+    return PairSpec(caption, kept, other, 1.0, 0.0, source)
+
+
+def pair_specs(chain: Chain) -> Iterator[PairSpec]:
+    """Image preference pairs of the chain: kept vs. not-kept siblings, and kept vs. images of rejected ones."""
+    info = view(chain)
+    for row in info.kept:
+        assert row.final_prompt is not None
+        siblings = info.images_by_generation.get(row.id, [])
+        winners = [image for image in siblings if image.id in info.kept_images]
+        losers = [image for image in siblings if image.id not in info.kept_images]
+        for good in winners:
+            for bad in losers:
+                yield _oriented(row.final_prompt, good, bad, "siblings")
+            if info.intent is None:
+                continue
+            for rejected in info.rejected:
+                for bad in info.images_by_generation.get(rejected.id, []):
+                    yield _oriented(info.intent, good, bad, "reroll")
+
+
+def wilson_interval(kept: int, uses: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval for a keep rate of ``kept`` out of ``uses`` (``(0, 1)`` when there are no uses)."""
+    if uses <= 0:
+        return 0.0, 1.0
+    if not 0 <= kept <= uses:
+        raise ValueError(f"kept={kept} must be between 0 and uses={uses}")
+    rate = kept / uses
+    denominator = 1 + z * z / uses
+    centre = (rate + z * z / (2 * uses)) / denominator
+    margin = z * math.sqrt(rate * (1 - rate) / uses + z * z / (4 * uses * uses)) / denominator
+    # Clamped so rounding never puts the observed rate (e.g. exactly 0 or 1) outside its own interval.
+    return max(0.0, min(rate, centre - margin)), min(1.0, max(rate, centre + margin))
+
+
+class RecipeTally:
+    """Counts uses and keeps per (recipe, style), chain by chain; ``stats()`` gives the table."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+
+    def add(self, chain: Chain) -> None:
+        info = view(chain)
+        kept_ids = {row.id for row in info.kept}
+        for row in info.succeeded:
+            counts = self._counts[(row.recipe or NO_NAME, row.style or NO_NAME)]
+            counts[0] += 1
+            counts[1] += row.id in kept_ids
+
+    def stats(self) -> list[RecipeStat]:
+        """One row per (recipe, style), most used first."""
+        rows = []
+        for (recipe, style), (uses, kept) in self._counts.items():
+            low, high = wilson_interval(kept, uses)
+            rows.append(RecipeStat(recipe, style, uses, kept, kept / uses, low, high))
+        return sorted(rows, key=lambda row: (-row.uses, row.recipe, row.style))
+
+
+def recipe_stats(chains: Iterable[Chain]) -> list[RecipeStat]:
+    """The recipe table for ``chains``."""
+    tally = RecipeTally()
+    for chain in chains:
+        tally.add(chain)
+    return tally.stats()

@@ -1,0 +1,258 @@
+"""Dataset export: stream the flywheel record out of the database, chain by chain, into Parquet + a dataset card.
+
+Reads are streamed (three ordered cursors merged by chain id), examples come from the pure builders in
+:mod:`imageloop.flywheel.datasets`, and rows are written in batches, so memory stays flat however large the record.
+Users who opted out of training, and deleted users, are filtered out in the query itself: their rows never leave
+the database. Each dataset lands in ``OUT/<kind>/data.parquet`` with ``OUT/<kind>/README.md`` beside it, ready for
+``datasets.load_dataset("parquet", data_files=...)``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from imageloop.errors import InvalidRequestError, NotFoundError
+from imageloop.flywheel.cards import dataset_card
+from imageloop.flywheel.datasets import (
+    ActionRow,
+    Chain,
+    GenerationRow,
+    ImageRow,
+    RecipeTally,
+    dpo_examples,
+    pair_specs,
+    sft_examples,
+)
+from imageloop.storage.blobs import BlobStore
+from imageloop.storage.models import Generation, Image, User, UserAction
+
+AnyRow = sa.Row[*tuple[Any, ...]]
+AnySelect = TypeVar("AnySelect", bound=sa.Select[*tuple[Any, ...]])
+ExportKind = Literal["sft", "dpo", "pairs", "recipes"]
+EXPORT_KINDS: tuple[str, ...] = get_args(ExportKind)
+STREAM_BATCH = 20_000
+WRITE_BATCH = 50_000
+PAIRS_WRITE_BATCH = 256  # rows carry two JPEGs each
+JPEG_QUALITY = 95
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "sft": pa.schema([("prompt", pa.string()), ("completion", pa.string()), ("language", pa.string()),
+                      ("generation_id", pa.string())]),
+    "dpo": pa.schema([("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
+                      ("chosen_generation_id", pa.string()), ("rejected_generation_id", pa.string())]),
+    "pairs": pa.schema([("caption", pa.string()), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()),
+                        ("label_0", pa.float64()), ("label_1", pa.float64()), ("image_0_uid", pa.string()),
+                        ("image_1_uid", pa.string()), ("source", pa.string())]),
+    "recipes": pa.schema([("recipe", pa.string()), ("style", pa.string()), ("uses", pa.int64()),
+                          ("kept", pa.int64()), ("keep_rate", pa.float64()), ("keep_rate_low", pa.float64()),
+                          ("keep_rate_high", pa.float64())]),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    kind: str
+    path: Path
+    card: Path
+    rows: int
+    chains: int
+    seconds: float
+    skipped: int = 0  # pairs whose image bytes were missing from the blob store
+
+
+def since_datetime(value: date | datetime | None) -> datetime | None:
+    """``--since`` as an aware UTC datetime (a date means midnight UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
+def _eligible(query: AnySelect, since: datetime | None) -> AnySelect:
+    query = query.join(User, User.id == Generation.user_id).where(
+        User.training_opt_out.is_(False), User.deleted_at.is_(None)
+    )
+    return query.where(Generation.created_at >= since) if since is not None else query
+
+
+def count_chains(engine: Engine, *, since: datetime | None = None) -> int:
+    """How many chains an export will walk (for progress bars)."""
+    query = _eligible(sa.select(sa.func.count(sa.distinct(Generation.chain_id))).select_from(Generation), since)
+    with engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
+
+
+def _stream(engine: Engine, query: sa.Select[*tuple[Any, ...]]) -> Iterator[AnyRow]:
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(query)
+        yield from result
+
+
+def iter_chains(engine: Engine, *, since: datetime | None = None) -> Iterator[Chain]:
+    """Every eligible chain with its generations, images and actions, streamed in chain-id order."""
+    generations = _stream(engine, _eligible(sa.select(
+        Generation.chain_id, Generation.id, Generation.parent_id, Generation.status, Generation.intent,
+        Generation.intent_language, Generation.final_prompt, Generation.recipe, Generation.style,
+        Generation.expander_version, Generation.created_at,
+    ), since).order_by(Generation.chain_id, Generation.created_at, Generation.id))
+    images = _stream(engine, _eligible(
+        sa.select(Generation.chain_id, Image.id, Image.generation_id, Image.index, Image.blob_key)
+        .join(Generation, Generation.id == Image.generation_id), since,
+    ).order_by(Generation.chain_id))
+    actions = _stream(engine, _eligible(
+        sa.select(Generation.chain_id, UserAction.generation_id, UserAction.image_id, UserAction.type)
+        .join(Generation, Generation.id == UserAction.generation_id), since,
+    ).order_by(Generation.chain_id, UserAction.created_at, UserAction.id))
+    image_rows = _Peekable(images)
+    action_rows = _Peekable(actions)
+    chain: Chain | None = None
+    for row in generations:
+        if chain is None or row[0] != chain.chain_id:
+            if chain is not None:
+                yield _complete(chain, image_rows, action_rows)
+            chain = Chain(chain_id=row[0])
+        chain.generations.append(GenerationRow(row[1], row[0], *row[2:]))
+    if chain is not None:
+        yield _complete(chain, image_rows, action_rows)
+
+
+class _Peekable:
+    """An ordered row stream from which one chain's rows are taken at a time."""
+
+    def __init__(self, rows: Iterator[AnyRow]) -> None:
+        self._rows = rows
+        self._next: AnyRow | None = next(rows, None)
+
+    def take(self, chain_id: str) -> Iterator[AnyRow]:
+        # Every chain in this stream also appears in the generation stream, in the same order, so rows of the
+        # chain asked for are either next or absent.
+        while self._next is not None and self._next[0] == chain_id:
+            yield self._next
+            self._next = next(self._rows, None)
+
+
+def _complete(chain: Chain, images: _Peekable, actions: _Peekable) -> Chain:
+    chain.images = [ImageRow(row[1], row[2], row[3], row[4]) for row in images.take(chain.chain_id)]
+    chain.actions = [ActionRow(row[1], row[2], row[3]) for row in actions.take(chain.chain_id)]
+    return chain
+
+
+class _BatchWriter:
+    """Writes row dicts to a Parquet file in batches."""
+
+    def __init__(self, path: Path, schema: pa.Schema, batch: int) -> None:
+        self._writer = pq.ParquetWriter(str(path), schema, compression="zstd")
+        self._schema = schema
+        self._batch = batch
+        self._rows: list[dict[str, Any]] = []
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self._batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._rows:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self._schema))
+            self.count += len(self._rows)
+            self._rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+
+class _JpegCache:
+    """JPEG bytes of stored images; a kept image is in many pairs, so recent conversions are cached."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
+        self._cached = lru_cache(maxsize=512)(self._convert)
+
+    def __call__(self, key: str) -> bytes:
+        return self._cached(key)
+
+    def _convert(self, key: str) -> bytes:
+        from PIL import Image as PILImage
+
+        with PILImage.open(io.BytesIO(self._blobs.get(key))) as image:
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=JPEG_QUALITY)
+            return out.getvalue()
+
+
+def export_dataset(
+    kind: str,
+    engine: Engine,
+    out_dir: Path,
+    *,
+    since: date | datetime | None = None,
+    blobs: BlobStore | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ExportResult:
+    """Export one dataset (``sft``, ``dpo``, ``pairs`` or ``recipes``) to ``out_dir/<kind>/``.
+
+    ``pairs`` needs ``blobs`` to read the images. ``progress`` is called with the number of chains done since the
+    last call. Returns where the files are and how many rows they hold.
+    """
+    if kind not in EXPORT_KINDS:
+        raise InvalidRequestError("kind", f"unknown dataset {kind!r}", value=kind, allowed=", ".join(EXPORT_KINDS))
+    if kind == "pairs" and blobs is None:
+        raise InvalidRequestError("blobs", "the pairs dataset needs the blob store to read images")
+    start = time.perf_counter()
+    cutoff = since_datetime(since)
+    target = Path(out_dir) / kind
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / "data.parquet"
+    writer = _BatchWriter(path, SCHEMAS[kind], PAIRS_WRITE_BATCH if kind == "pairs" else WRITE_BATCH)
+    tally = RecipeTally()
+    jpeg = _JpegCache(blobs) if blobs is not None else None
+    chains = skipped = pending = 0
+    try:
+        for chain in iter_chains(engine, since=cutoff):
+            chains += 1
+            pending += 1
+            if kind == "sft":
+                for sft in sft_examples(chain):
+                    writer.add(asdict(sft))
+            elif kind == "dpo":
+                for dpo in dpo_examples(chain):
+                    writer.add(asdict(dpo))
+            elif kind == "recipes":
+                tally.add(chain)
+            elif jpeg is not None:
+                for spec in pair_specs(chain):
+                    try:
+                        jpg_0, jpg_1 = jpeg(spec.image_0.blob_key), jpeg(spec.image_1.blob_key)
+                    except NotFoundError:
+                        skipped += 1
+                        continue
+                    writer.add({"caption": spec.caption, "jpg_0": jpg_0, "jpg_1": jpg_1, "label_0": spec.label_0,
+                                "label_1": spec.label_1, "image_0_uid": spec.image_0.id,
+                                "image_1_uid": spec.image_1.id, "source": spec.source})
+            if progress is not None and pending >= 1000:
+                progress(pending)
+                pending = 0
+        for stat in tally.stats():
+            writer.add(asdict(stat))
+    finally:
+        writer.close()
+    if progress is not None and pending:
+        progress(pending)
+    card = target / "README.md"
+    card.write_text(dataset_card(kind, SCHEMAS[kind], rows=writer.count, chains=chains, since=cutoff))
+    return ExportResult(kind, path, card, writer.count, chains, time.perf_counter() - start, skipped)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+
+from imageloop.flywheel.actions import KEPT_ACTIONS, ActionType, is_kept
+
+A = ActionType
+
+
+@pytest.mark.parametrize(
+    ("actions", "kept"),
+    [
+        ([], False),
+        ([A.DOWNLOAD], True),
+        ([A.SHARE, A.DISCARD], True),  # the file is out there
+        ([A.LIKE], True),
+        ([A.LIKE, A.UNLIKE], False),
+        ([A.LIKE, A.UNLIKE, A.LIKE], True),
+        ([A.LIKE, A.DISCARD], False),
+        ([A.REGENERATE, A.EDIT, A.DISCARD], False),
+    ],
+)
+def test_is_kept(actions: list[ActionType], kept: bool) -> None:
+    assert is_kept(actions) is kept
+
+
+def test_kept_actions() -> None:
+    assert {A.DOWNLOAD, A.SHARE, A.LIKE} == KEPT_ACTIONS
