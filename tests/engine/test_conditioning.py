@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
@@ -160,6 +163,8 @@ def test_break_starts_a_new_chunk(sd15: Any) -> None:
     assert embeds.shape == (1, 2 * MAX_LENGTH, TEXT_HIDDEN)
     torch.testing.assert_close(embeds[:, :MAX_LENGTH], encode_prompt(sd15, "a red cat").embeds)
     torch.testing.assert_close(embeds[:, MAX_LENGTH:], encode_prompt(sd15, "a blue dog").embeds)
+    # Inside brackets too (A1111 would encode the word "BREAK" with weight -1.1 instead).
+    assert [c.token_count for c in tokenize_prompt(sd15, "(a red cat BREAK a blue dog)")] == [3, 3]
 
 
 def test_full_chunk_breaks_after_a_recent_comma(sd15: Any) -> None:
@@ -171,6 +176,22 @@ def test_full_chunk_breaks_after_a_recent_comma(sd15: Any) -> None:
     rest = _words(CHUNK, offset=1)
     chunks = tokenize_prompt(sd15, " ".join(far) + ", " + " ".join(rest))
     assert chunks[0].token_count == CHUNK  # the comma is too far back: split at the chunk size
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["cat", "dog", "sky", ",", "BREAK", "(red)", "(sky:1.3)", "[blue]"]), max_size=200))
+def test_chunks_keep_every_token_in_order(sd15: Any, pieces: list[str]) -> None:
+    text = " ".join(pieces)
+    chunks = tokenize_prompt(sd15, text)
+    tokenizer = sd15.tokenizer
+    assert chunks
+    for chunk in chunks:
+        assert len(chunk.ids) == len(chunk.weights) == MAX_LENGTH
+        assert chunk.token_count <= CHUNK
+        assert chunk.ids[0] == tokenizer.bos_token_id and chunk.ids[chunk.token_count + 1] == tokenizer.eos_token_id
+    kept = [i for c in chunks for i in c.ids[1 : c.token_count + 1]]
+    plain = re.sub(r"BREAK|:1\.3|[()\[\]]", " ", text)
+    assert kept == tokenizer(plain, add_special_tokens=False)["input_ids"]
 
 
 def test_weights_follow_their_tokens_across_chunks(sd15: Any) -> None:

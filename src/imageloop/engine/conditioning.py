@@ -169,8 +169,9 @@ class _Chunker:
 
 
 def _is_break(text: str, weight: float) -> bool:
-    # parse_weights marks BREAK with -1.0; inside brackets A1111 scales the marker too (then ignores it as a
-    # break, a quirk); any negative-weighted bare BREAK can only come from the marker, so we always break there.
+    # parse_weights marks BREAK with -1.0. Inside brackets the marker gets scaled (-1.1) and A1111 then encodes the
+    # word "BREAK" with a negative weight; the user meant a break, and a bare negative "BREAK" only ever comes
+    # from the marker, so we break there too.
     return text == BREAK and weight < 0
 
 
