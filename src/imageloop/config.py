@@ -92,6 +92,46 @@ class ServerSettings(BaseModel):
     )
 
 
+class PromptSettings(BaseModel):
+    """How intents become prompts (``imageloop.prompts``): strategies, LLMs, retrieval, recipes, moderation."""
+
+    strategies: list[Literal["retrieval", "local_llm", "remote_llm", "rules"]] = Field(
+        default_factory=lambda: ["retrieval", "local_llm", "rules"],
+        min_length=1,
+        description="Expansion strategies tried in order; the next runs when one fails, times out or declines. "
+        "'rules' (always available) is appended when missing.",
+    )
+    llm_max_new_tokens: int = Field(default=48, ge=8, le=512, description="Most tokens the local LLM writes.")
+    llm_timeout_seconds: float = Field(default=15.0, gt=0, description="Generation time limit of the local LLM.")
+    llm_threads: int = Field(default=0, ge=0, description="Torch threads for the local LLM; 0 = torch's default.")
+    llm_adapter: Path | None = Field(default=None, description="PEFT LoRA adapter folder for the local LLM.")
+    remote_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL (e.g. http://127.0.0.1:8080/v1) for 'remote_llm'."
+    )
+    remote_model: str = Field(default="gpt-4o-mini", min_length=1, description="Model name sent to remote_url.")
+    remote_api_key: SecretStr | None = Field(default=None, description="Bearer token for remote_url.")
+    remote_timeout_seconds: float = Field(default=10.0, gt=0, description="Time limit of one remote call.")
+    retrieval_threshold: float = Field(
+        default=0.82, ge=0.0, le=1.0, description="Cosine similarity above which a kept prompt is reused as is."
+    )
+    few_shot_examples: int = Field(default=3, ge=0, le=8, description="Kept examples shown to the LLMs.")
+    personalization: bool = Field(default=True, description="Re-rank expansions toward the user's kept images.")
+    personalization_min_kept: int = Field(default=5, ge=1, description="Kept images before re-ranking starts.")
+    thompson_sampling: bool = Field(
+        default=True, description="Choose among fitting recipes by Thompson sampling (off: best posterior mean)."
+    )
+    thompson_prior_strength: float = Field(
+        default=10.0, ge=0.0, description="Pseudo-uses the global keep rate counts for in a user's posterior."
+    )
+    moderation: bool = Field(default=True, description="Block intents and prompts that match the blocklists.")
+    moderation_extra_terms: dict[str, list[str]] = Field(
+        default_factory=dict, description="More blocked terms per category, e.g. {'violence': ['...']}."
+    )
+    nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0, description="NSFW score at which an image fails.")
+    quality_threshold: float = Field(default=0.35, ge=0.0, le=1.0, description="Quality score below which it fails.")
+    max_quality_retries: int = Field(default=2, ge=0, le=10, description="New-seed tries for an image that fails.")
+
+
 class Settings(BaseSettings):
     """All of Imageloop's settings."""
 
@@ -109,6 +149,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
     job_lease_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="A running job whose worker misses heartbeats this long is re-queued."
     )
