@@ -1,0 +1,95 @@
+"""The Celery worker process of scaled mode (``imageloop worker``).
+
+One process holds one engine and runs one batch at a time (``--pool=solo``: a model per process, no fork after
+torch is loaded). Each task gathers a batch from the database and runs it with the shared
+:class:`~imageloop.jobs.runner.JobRunner`; events go to Redis. A sweeper thread re-queues jobs of dead workers
+and sends a task for each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from imageloop.config import Settings
+from imageloop.errors import StorageError
+from imageloop.jobs.embedded import Sweeper, new_worker_id
+from imageloop.jobs.runner import ImageEngine, JobRunner
+from imageloop.jobs.scaled import QUEUE_NAME, TASK_NAME, RedisEventPublisher, make_celery
+from imageloop.storage import GenerationId, Storage
+
+log = logging.getLogger(__name__)
+
+GATHER_POLL_SECONDS = 0.02
+
+
+class CeleryJobWorker:
+    """The job-running half of a Celery worker process: runner, sweeper and the task body."""
+
+    def __init__(self, storage: Storage, engine: ImageEngine, settings: Settings, celery: Any) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.celery = celery
+        self.runner = JobRunner(storage, engine, settings, new_worker_id("celery"), RedisEventPublisher(settings))
+        self.sweeper = Sweeper(storage, settings, self.send_tasks)
+
+    def send_tasks(self, generation_ids: list[GenerationId]) -> None:
+        """One wake-up task per job (re-queued or found waiting)."""
+        for _ in generation_ids:
+            self.celery.send_task(TASK_NAME, queue=QUEUE_NAME)
+
+    def start(self) -> None:
+        """Re-queue stale jobs, make sure every waiting job has a task (the broker may have restarted empty),
+        and start the sweeper thread."""
+        self.sweeper.start()
+        waiting = self.storage.generations.queue_depth()
+        if waiting:
+            self.send_tasks([GenerationId("") for _ in range(waiting)])
+
+    def stop(self) -> None:
+        self.sweeper.stop()
+
+    def run_one_batch(self) -> int:
+        """The task body: wait (bounded) for a batch to gather, then claim and run it; return the jobs run."""
+        limit = self.settings.jobs.batch_max_size
+        deadline = time.monotonic() + self.settings.jobs.batch_max_wait_ms / 1000
+        while limit > 1 and time.monotonic() < deadline:
+            depth = self.storage.generations.queue_depth()
+            if depth == 0 or depth >= limit:
+                break
+            time.sleep(GATHER_POLL_SECONDS)
+        return self.runner.claim_and_run(limit)
+
+
+def register_task(celery: Any, worker: Callable[[], CeleryJobWorker]) -> Any:
+    """Register the batch task on ``celery``; ``worker`` gives the process's :class:`CeleryJobWorker`."""
+
+    @celery.task(  # type: ignore[untyped-decorator]
+        name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True,
+        autoretry_for=(StorageError,), retry_backoff=True, retry_backoff_max=30, max_retries=10,
+    )
+    def run_batch(_task: Any) -> int:
+        return worker().run_one_batch()
+
+    return run_batch
+
+
+def run_worker(settings: Settings, engine_factory: Callable[[], ImageEngine], *, loglevel: str = "INFO") -> None:
+    """Run a Celery worker in this process until it is stopped (blocks)."""
+    storage = Storage.open(settings)
+    celery = make_celery(settings)
+    worker = CeleryJobWorker(storage, engine_factory(), settings, celery)
+    register_task(celery, lambda: worker)
+    worker.start()
+    try:
+        celery.worker_main([
+            "worker", "--pool=solo", "--concurrency=1", "-Q", QUEUE_NAME, f"--loglevel={loglevel}",
+            "--without-gossip", "--without-mingle", f"--hostname=imageloop@{socket.gethostname()}-{os.getpid()}",
+        ])
+    finally:
+        worker.stop()
+        storage.close()

@@ -1,0 +1,85 @@
+"""From a stored generation to an engine request, and which stored generations can share one pipeline call.
+
+The server uses the same functions to validate a request before it is queued, so a job never fails in the worker
+for a reason the API could have reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from imageloop.config import Settings
+from imageloop.engine.request import MAX_SEED, GenerationRequest, check_limits
+from imageloop.errors import InvalidRequestError
+from imageloop.storage import GenerationRecord
+
+# The engine request fields a stored generation's ``params`` may hold.
+PARAM_FIELDS = ("steps", "guidance_scale", "seed", "width", "height", "scheduler", "num_images")
+# What must be equal for two requests to run in one pipeline call (the prompts may differ).
+_BATCH_FIELDS = ("steps", "guidance_scale", "width", "height", "scheduler")
+
+
+def engine_request(
+    *,
+    prompt: str,
+    negative_prompt: str | None,
+    params: Mapping[str, Any],
+    recipe: str | None,
+    style: str | None,
+    settings: Settings,
+) -> GenerationRequest:
+    """The engine request for ``prompt`` with stored ``params``; InvalidRequestError naming the bad field.
+
+    Also checks the limits from settings (steps, pixels, images per request).
+    """
+    unknown = sorted(set(params) - set(PARAM_FIELDS))
+    if unknown:
+        allowed = ", ".join(PARAM_FIELDS)
+        raise InvalidRequestError(f"params.{unknown[0]}", "is not a generation parameter", allowed=allowed)
+    request = GenerationRequest(
+        prompt=prompt, negative_prompt=negative_prompt or "", recipe=recipe, style=style, **dict(params)
+    )
+    check_limits(request, settings)
+    return request
+
+
+def check_names(recipe: str | None, style: str | None, settings: Settings) -> None:
+    """Raise UnknownNameError (or RecipeError for a broken recipe file) when ``recipe`` or ``style`` is not usable."""
+    from imageloop.engine.recipes import RecipeStore
+    from imageloop.prompts.styles import get_style
+
+    if recipe is not None:
+        RecipeStore(settings).get(recipe)
+    if style is not None:
+        get_style(style)
+
+
+def record_request(record: GenerationRecord, settings: Settings) -> GenerationRequest:
+    """The engine request a claimed generation runs: its final prompt (set by the expansion) and its params."""
+    prompt = record.final_prompt or record.prompt or record.intent or ""
+    return engine_request(
+        prompt=prompt, negative_prompt=record.negative_prompt, params=record.params, recipe=record.recipe,
+        style=record.style, settings=settings,
+    )
+
+
+def with_seed(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with a random seed filled in when none is given, so a re-run job draws the same images."""
+    out = dict(params)
+    if out.get("seed") is None:
+        out["seed"] = secrets.randbelow(MAX_SEED + 1)
+    return out
+
+
+def batch_key(params: Mapping[str, Any], recipe: str | None, settings: Settings) -> str:
+    """A key equal for generations the engine can run in one pipeline call: same model, size, steps, CFG,
+    scheduler and recipe (prompts, seeds, styles and image counts may differ)."""
+    shared = {name: params.get(name) for name in _BATCH_FIELDS}
+    shared["model"] = settings.engine.model
+    shared["recipe"] = recipe
+    text = json.dumps(shared, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

@@ -1,0 +1,348 @@
+"""The one worker code path: run a batch of claimed jobs to the end, for the embedded and the Celery worker alike.
+
+For each batch: (1) resolve each job's final prompt once (a re-run reuses the stored one), (2) build the engine
+requests, (3) generate — compatible jobs in ONE pipeline call — while a lease keeper heartbeats every job and
+picks up cancels, (4) put the PNGs in the blob store under deterministic keys and record the images (idempotent),
+(5) publish what happened. A job whose lease was lost (the worker stalled and it was re-queued) is dropped
+silently: whoever runs it next records it, each image once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from imageloop.config import Settings
+from imageloop.engine.request import GenerationRequest
+from imageloop.errors import GenerationCancelled, ImageloopError, NotFoundError, StorageError
+from imageloop.jobs._common import (
+    EventSink,
+    JobCancelled,
+    JobFailed,
+    JobProgress,
+    JobStarted,
+    JobSucceeded,
+)
+from imageloop.jobs.requests import record_request
+from imageloop.prompts.expand import resolve_prompt
+from imageloop.storage import (
+    Expansion,
+    FinishedGeneration,
+    GenerationId,
+    GenerationRecord,
+    HeartbeatResult,
+    JobStatus,
+    NewImage,
+    Storage,
+    WorkerId,
+    image_blob_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GeneratedImageLike(Protocol):
+    @property
+    def png(self) -> bytes: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+
+class GenerationResultLike(Protocol):
+    @property
+    def images(self) -> Sequence[GeneratedImageLike]: ...
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def model_version(self) -> str: ...
+    @property
+    def timings(self) -> dict[str, float]: ...
+
+
+class ImageEngine(Protocol):
+    """What the runner needs from :class:`imageloop.engine.Engine`."""
+
+    def generate(self, request: GenerationRequest, *, on_step: Any = None) -> GenerationResultLike: ...
+
+    def generate_many(
+        self, requests: Sequence[GenerationRequest], *, on_step: Any = None
+    ) -> Sequence[GenerationResultLike]: ...
+
+
+@dataclass
+class RunningJob:
+    """One claimed job while it runs: its record, its engine request, and flags set by the lease keeper."""
+
+    record: GenerationRecord
+    request: GenerationRequest
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
+    step: int = 0
+    total: int = 0
+
+    @property
+    def id(self) -> GenerationId:
+        return self.record.id
+
+    @property
+    def stopped(self) -> bool:
+        return self.cancel.is_set() or self.lost.is_set()
+
+
+class LeaseKeeper:
+    """A thread that heartbeats running jobs every ``interval`` seconds while a batch runs.
+
+    The lease lives exactly as long as this process: a killed worker stops heartbeating and its jobs are re-queued
+    when the lease expires. A CANCEL answer sets the job's cancel flag, LOST its lost flag.
+    """
+
+    def __init__(self, storage: Storage, worker_id: WorkerId, jobs: Sequence[RunningJob], interval: float) -> None:
+        self._storage = storage
+        self._worker_id = worker_id
+        self._jobs = jobs
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="imageloop-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def beat(self) -> None:
+        """Heartbeat every job that is not stopped once, now."""
+        for job in self._jobs:
+            if job.stopped:
+                continue
+            try:
+                answer = self._storage.generations.heartbeat(
+                    job.id, self._worker_id, step=job.step, total=job.total or None
+                )
+            except ImageloopError as exc:  # a database hiccup: try again at the next beat
+                log.warning("heartbeat for %s failed: %s", job.id, exc)
+                continue
+            if answer is HeartbeatResult.CANCEL:
+                job.cancel.set()
+            elif answer is HeartbeatResult.LOST:
+                log.warning("lost the lease of %s; dropping it", job.id)
+                job.lost.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.beat()
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    """Seconds between heartbeats: a third of the lease (so two can be missed), at most one second."""
+    return min(settings.job_lease_seconds / 3, 1.0)
+
+
+class JobRunner:
+    """Runs claimed jobs for one worker. ``engine`` generates; ``publish`` receives every event."""
+
+    def __init__(
+        self, storage: Storage, engine: ImageEngine, settings: Settings, worker_id: WorkerId, publish: EventSink
+    ) -> None:
+        self.storage = storage
+        self.engine = engine
+        self.settings = settings
+        self.worker_id = worker_id
+        self._publish = publish
+        self._running: dict[str, RunningJob] = {}
+        self._lock = threading.Lock()
+
+    def cancel(self, generation_id: GenerationId) -> bool:
+        """Stop a running job of this worker at its next step (the cancel is already stored); False if not here."""
+        with self._lock:
+            job = self._running.get(generation_id)
+        if job is None:
+            return False
+        job.cancel.set()
+        return True
+
+    def abandon_all(self) -> None:
+        """Stop every running job without recording an outcome (shutdown): each runs again once its lease expires."""
+        with self._lock:
+            jobs = list(self._running.values())
+        for job in jobs:
+            job.lost.set()
+
+    def claim_and_run(self, limit: int) -> int:
+        """Claim up to ``limit`` compatible queued jobs and run them; return how many were claimed."""
+        records = self.storage.generations.claim(self.worker_id, limit=limit)
+        if records:
+            self.run(records)
+        return len(records)
+
+    def run(self, records: Sequence[GenerationRecord]) -> None:
+        """Run claimed jobs (all running under this worker's lease) to a terminal state or a lost lease."""
+        jobs = [job for job in (self._prepare(record, len(records)) for record in records) if job is not None]
+        if not jobs:
+            return
+        with self._lock:
+            self._running.update({job.id: job for job in jobs})
+        try:
+            with LeaseKeeper(self.storage, self.worker_id, jobs, heartbeat_interval(self.settings)) as keeper:
+                keeper.beat()  # pick up a cancel that arrived between the claim and now
+                self._generate(jobs)
+        finally:
+            with self._lock:
+                for job in jobs:
+                    self._running.pop(job.id, None)
+
+    # --- steps ---------------------------------------------------------------------------------------------
+
+    def _prepare(self, record: GenerationRecord, batch_size: int) -> RunningJob | None:
+        """Publish the start, store the expansion once, and build the engine request; None if the job failed."""
+        self._publish(JobStarted(record.id, batch_size=batch_size, attempt=record.attempts))
+        try:
+            resolved = resolve_prompt(
+                intent=record.intent, prompt=record.prompt, negative_prompt=record.negative_prompt,
+                language=record.intent_language,
+            )
+            stored = self.storage.generations.record_expansion(record.id, Expansion(
+                final_prompt=resolved.final_prompt, negative_prompt=resolved.negative_prompt,
+                expander_strategy=resolved.strategy, expander_version=resolved.version,
+                intent_language=resolved.language,
+            ))
+            return RunningJob(record=stored, request=record_request(stored, self.settings))
+        except NotFoundError:
+            log.info("generation %s was deleted before it ran", record.id)
+        except ImageloopError as exc:
+            self._fail(record.id, exc.message)
+        return None
+
+    def _generate(self, jobs: list[RunningJob]) -> None:
+        """Run the batch in one pipeline call; if that fails for another reason than a stop, run jobs one by one
+        so one bad request does not fail its neighbours."""
+        try:
+            results = self._call_engine(jobs)
+        except GenerationCancelled:
+            self._after_stop(jobs)
+            return
+        except Exception as exc:
+            if len(jobs) == 1:
+                self._fail_with(jobs[0], exc)
+                return
+            log.warning("batch of %d failed (%s); running its jobs one by one", len(jobs), exc)
+            for job in jobs:
+                self._generate([job])
+            return
+        for job, result in zip(jobs, results, strict=True):
+            self._finish(job, result, batch_size=len(jobs))
+
+    def _call_engine(self, jobs: list[RunningJob]) -> Sequence[GenerationResultLike]:
+        def on_step(step: int, total: int) -> bool:
+            for job in jobs:
+                job.step, job.total = step, total
+                if not job.stopped:
+                    self._publish(JobProgress(job.id, step=step, total=total))
+            # Stop the pipeline only when no job in it still wants its images.
+            return not all(job.stopped for job in jobs)
+
+        if all(job.stopped for job in jobs):
+            raise GenerationCancelled("every job of the batch was stopped before it ran")
+        if len(jobs) == 1:
+            return [self.engine.generate(jobs[0].request, on_step=on_step)]
+        return self.engine.generate_many([job.request for job in jobs], on_step=on_step)
+
+    def _after_stop(self, jobs: list[RunningJob]) -> None:
+        """The pipeline stopped: cancelled jobs end cancelled; jobs still wanted run again on their own."""
+        for job in jobs:
+            if job.lost.is_set():
+                continue
+            if job.cancel.is_set():
+                self._cancelled(job)
+            elif len(jobs) == 1:  # stopped by nobody we know of: do not loop
+                self._fail(job.id, "the engine stopped the generation unexpectedly")
+            else:
+                self._generate([job])
+
+    def _finish(self, job: RunningJob, result: GenerationResultLike, *, batch_size: int) -> None:
+        # A last heartbeat stores the final progress and confirms the job is still ours.
+        LeaseKeeper(self.storage, self.worker_id, [job], 0).beat()
+        if job.lost.is_set():
+            return
+        if job.cancel.is_set():
+            self._cancelled(job)
+            return
+        try:
+            images = [self._store_image(job.id, index, image) for index, image in enumerate(result.images)]
+        except StorageError as exc:
+            self._fail(job.id, f"could not store the images: {exc.message}")
+            return
+        timings: dict[str, Any] = {**dict(result.timings), "batch_size": batch_size}
+        finished = FinishedGeneration(
+            images=images, base_model_id=result.model_id, base_model_version=result.model_version, timings=timings
+        )
+        try:
+            record = self.storage.generations.mark_succeeded(job.id, finished)
+        except NotFoundError:  # the user deleted their data while the job ran: leave nothing behind
+            self._delete_blobs(images)
+            return
+        if record.status is JobStatus.SUCCEEDED:
+            finished_at = record.finished_at or record.enqueued_at
+            latency = (finished_at - record.enqueued_at).total_seconds()
+            self._publish(JobSucceeded(job.id, image_ids=[image.id for image in record.images],
+                                       latency_seconds=latency))
+        elif not record.images:
+            self._delete_blobs(images)
+            self._publish_terminal(record)
+
+    def _store_image(self, generation_id: str, index: int, image: GeneratedImageLike) -> NewImage:
+        key = image_blob_key(generation_id, index)
+        self.storage.blobs.put(key, image.png, "image/png")
+        return NewImage(
+            index=index, seed=image.seed, blob_key=key, width=image.width, height=image.height,
+            sha256=hashlib.sha256(image.png).hexdigest(),
+        )
+
+    def _delete_blobs(self, images: Sequence[NewImage]) -> None:
+        for image in images:
+            try:
+                self.storage.blobs.delete(image.blob_key)
+            except StorageError as exc:
+                log.warning("could not delete blob %s: %s", image.blob_key, exc)
+
+    def _cancelled(self, job: RunningJob) -> None:
+        try:
+            record = self.storage.generations.mark_cancelled(job.id)
+        except NotFoundError:
+            return
+        self._publish_terminal(record)
+
+    def _fail_with(self, job: RunningJob, exc: Exception) -> None:
+        if isinstance(exc, ImageloopError):
+            message = exc.message
+        else:
+            log.exception("generation %s failed", job.id, exc_info=exc)
+            message = f"{type(exc).__name__}: {exc}"
+        if not job.lost.is_set():
+            self._fail(job.id, message)
+
+    def _fail(self, generation_id: GenerationId, message: str) -> None:
+        try:
+            record = self.storage.generations.mark_failed(generation_id, message)
+        except NotFoundError:
+            return
+        self._publish_terminal(record)
+
+    def _publish_terminal(self, record: GenerationRecord) -> None:
+        """Publish the event matching a record's terminal status (it may differ from what this worker tried)."""
+        if record.status is JobStatus.CANCELLED:
+            self._publish(JobCancelled(record.id))
+        elif record.status is JobStatus.FAILED:
+            self._publish(JobFailed(record.id, error=record.error or "failed"))
+        elif record.status is JobStatus.SUCCEEDED:
+            self._publish(JobSucceeded(record.id, image_ids=[image.id for image in record.images]))

@@ -1,0 +1,50 @@
+"""The FastAPI application factory: ``create_app(settings)``.
+
+At start-up the app opens storage (upgrading the schema), builds the services for the configured mode and starts
+the job queue; at shutdown it stops them. OpenAPI docs are at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from imageloop import __version__
+from imageloop.config import Settings
+from imageloop.server.errors import install_error_handlers
+from imageloop.server.routes import ROUTERS
+from imageloop.server.services import EngineFactory, build_services
+
+API_DESCRIPTION = """Text-to-image that learns from what people keep.
+
+Authenticate with `Authorization: Bearer KEY` (keys come from `imageloop users create NAME`). Generations are
+queued jobs: submit, then poll `GET /api/v1/generations/{id}` or stream `/events`. Every error is JSON naming the
+field that is wrong. `POST /v1/images/generations` speaks the OpenAI Images API.
+"""
+
+
+def create_app(settings: Settings, *, engine_factory: EngineFactory | None = None) -> FastAPI:
+    """The Imageloop API for ``settings``. Storage and the job queue start with the app's lifespan;
+    ``engine_factory`` replaces the default engine builder (embedded mode)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, engine_factory=engine_factory)
+        app.state.services = services
+        try:
+            services.start(asyncio.get_running_loop())
+            yield
+        finally:
+            services.stop()
+
+    app = FastAPI(
+        title="Imageloop", version=__version__, description=API_DESCRIPTION, lifespan=lifespan,
+        max_body_size=settings.server.max_body_bytes,
+    )
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

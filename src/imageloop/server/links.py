@@ -1,0 +1,55 @@
+"""Signed, expiring links to image files, for clients that cannot send an Authorization header
+(the OpenAI API's ``response_format="url"``, ``<img src>``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from urllib.parse import quote
+
+from imageloop.config import Settings
+from imageloop.errors import PermissionDeniedError
+
+LINK_SECONDS = 3600
+_SECRET_FILE = "url-secret"
+
+
+def load_secret(settings: Settings) -> bytes:
+    """``server.url_secret``, or a random key kept in ``data_dir/url-secret`` (created on first use, mode 600)."""
+    if settings.server.url_secret is not None:
+        return settings.server.url_secret.get_secret_value().encode("utf-8")
+    path = settings.data_dir / _SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode("utf-8")
+
+
+class ImageLinks:
+    """Makes and checks links of the form ``/api/v1/files/<blob key>?expires=<unix time>&signature=<hmac>``."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _signature(self, key: str, expires: int) -> str:
+        return hmac.new(self._secret, f"{key}|{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def path(self, key: str, *, seconds: int = LINK_SECONDS) -> str:
+        """The signed path (no host) for blob ``key``, valid ``seconds`` from now."""
+        expires = int(time.time()) + seconds
+        return f"/api/v1/files/{quote(key)}?expires={expires}&signature={self._signature(key, expires)}"
+
+    def check(self, key: str, expires: int, signature: str) -> None:
+        """PermissionDeniedError unless ``signature`` signs ``key`` until ``expires`` and that is in the future."""
+        if not hmac.compare_digest(self._signature(key, expires), signature):
+            raise PermissionDeniedError("signature: this link is not valid")
+        if expires < time.time():
+            raise PermissionDeniedError("expires: this link has expired")

@@ -1,0 +1,76 @@
+"""Prometheus metrics: job latency and outcomes from the event stream; record totals read at scrape time.
+
+Totals (images, actions by type, keep rate, queue depth) come from the database, so they are right across
+restarts and across several servers; the latency histogram counts the jobs this server saw finish.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from imageloop.errors import ImageloopError
+from imageloop.flywheel.actions import KEPT_ACTIONS
+from imageloop.jobs import JobEvent, JobSucceeded
+from imageloop.storage import Storage
+from imageloop.storage.stats import image_counts
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+class RecordCollector(Collector):
+    """Reads queue depth, images, actions by type and the keep rate from the database on each scrape."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            depth = self._storage.generations.queue_depth()
+            actions = self._storage.actions.count_by_type()
+            counts = image_counts(self._storage.sessions, KEPT_ACTIONS)
+        except ImageloopError as exc:  # a scrape must not fail because the database is busy
+            log.warning("metrics: cannot read the record: %s", exc)
+            return
+        yield GaugeMetricFamily("imageloop_queue_depth", "Generations waiting in the queue.", value=depth)
+        yield CounterMetricFamily("imageloop_images_generated", "Images stored.", value=counts.images)
+        by_type = CounterMetricFamily("imageloop_actions", "User actions recorded, by type.", labels=["type"])
+        for action_type, count in sorted(actions.items()):
+            by_type.add_metric([action_type.value], count)
+        yield by_type
+        yield GaugeMetricFamily(
+            "imageloop_keep_rate", "Share of images downloaded, shared or liked.", value=counts.keep_rate
+        )
+
+
+class Metrics:
+    """The server's metrics registry (one per app, so tests can run several apps in one process)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.registry = CollectorRegistry()
+        self.job_latency = Histogram(
+            "imageloop_job_latency_seconds", "Seconds from enqueue to images stored.", buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.jobs_finished = Counter(
+            "imageloop_jobs_finished", "Jobs that reached a terminal state, by status.", ["status"],
+            registry=self.registry,
+        )
+        self.registry.register(RecordCollector(storage))
+
+    def on_event(self, event: JobEvent) -> None:
+        """Hub listener: count terminal events and observe latencies."""
+        if isinstance(event, JobSucceeded):
+            self.job_latency.observe(event.latency_seconds)
+        if event.is_terminal and event.status is not None:
+            self.jobs_finished.labels(status=event.status.value).inc()
+
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        return generate_latest(self.registry)

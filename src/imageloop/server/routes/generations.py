@@ -1,0 +1,141 @@
+"""Generations: submit (one or a batch), read, stream progress (SSE), cancel; and the user's history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from imageloop.errors import InvalidRequestError
+from imageloop.jobs import JobCancelled, JobEvent
+from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.schemas import (
+    MAX_ID,
+    GenerationAccepted,
+    GenerationBatchAccepted,
+    GenerationBatchCreate,
+    GenerationCreate,
+    GenerationOut,
+    HistoryOut,
+    generation_out,
+)
+from imageloop.server.services import Services
+from imageloop.server.submit import new_generation, renamed
+from imageloop.storage import GenerationId, GenerationRecord, JobStatus, UserAccount
+
+router = APIRouter(prefix="/api/v1", tags=["generations"])
+
+GenerationIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="A generation id.")]
+# While streaming, the database is read this often in case an event was missed (another server's worker...).
+SSE_POLL_SECONDS = 2.0
+
+
+def view(services: Services, record: GenerationRecord) -> GenerationOut:
+    """The API view of ``record`` with its queue position and the freshest progress known."""
+    position = services.storage.generations.queue_position(record.id) if record.status is JobStatus.QUEUED else None
+    return generation_out(record, queue_position=position, live=services.progress.get(record.id))
+
+
+def _accepted(services: Services, record: GenerationRecord) -> GenerationAccepted:
+    position = services.storage.generations.queue_position(record.id)
+    return GenerationAccepted(id=record.id, status=record.status, queue_position=position)
+
+
+@router.post("/generations", status_code=202, summary="Queue a generation")
+def create_generation(body: GenerationCreate, user: CurrentUser, services: ServicesDep) -> GenerationAccepted:
+    """Store a queued generation and wake the workers; 202 with its id, status and queue position."""
+    record = services.storage.generations.create(user.id, new_generation(body, services.settings))
+    services.queue.submitted([record.id])
+    return _accepted(services, record)
+
+
+@router.post("/generations/batch", status_code=202, summary="Queue several generations")
+def create_generations(
+    body: GenerationBatchCreate, user: CurrentUser, services: ServicesDep
+) -> GenerationBatchAccepted:
+    """Store several queued generations together (all or none); compatible ones run in one pipeline call."""
+    limit = services.settings.server.max_batch_requests
+    if len(body.generations) > limit:
+        raise InvalidRequestError("generations", f"{len(body.generations)} is too many", allowed=f"1..{limit}")
+    requests = []
+    for index, item in enumerate(body.generations):
+        try:
+            requests.append(new_generation(item, services.settings))
+        except InvalidRequestError as exc:
+            raise renamed(exc, f"generations.{index}.{exc.field}") from exc
+    records = services.storage.generations.create_many(user.id, requests)
+    services.queue.submitted([record.id for record in records])
+    return GenerationBatchAccepted(generations=[_accepted(services, record) for record in records])
+
+
+@router.get("/generations/{generation_id}", summary="A generation: status, progress, final prompt, images")
+def get_generation(generation_id: GenerationIdPath, user: CurrentUser, services: ServicesDep) -> GenerationOut:
+    return view(services, services.storage.generations.get(user.id, GenerationId(generation_id)))
+
+
+@router.post("/generations/{generation_id}/cancel", summary="Cancel a generation")
+def cancel_generation(generation_id: GenerationIdPath, user: CurrentUser, services: ServicesDep) -> GenerationOut:
+    """A queued job is cancelled at once; a running one stops after its current step. A finished one is
+    returned unchanged."""
+    record = services.storage.generations.request_cancel(user.id, GenerationId(generation_id))
+    services.queue.cancel_requested(record.id)
+    if record.status is JobStatus.CANCELLED:
+        services.hub.publish(JobCancelled(record.id))
+    return view(services, record)
+
+
+def _sse(event: str, data: object) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n"
+
+
+async def _event_stream(services: Services, user: UserAccount, generation_id: GenerationId) -> AsyncIterator[str]:
+    """A ``status`` snapshot, then ``started``/``progress`` events as they happen, then a final ``status``."""
+    async with services.hub.subscribe(generation_id) as queue:
+        # Read after subscribing, so an event between the read and the subscription cannot be missed.
+        record = await run_in_threadpool(services.storage.generations.get, user.id, generation_id)
+        yield _sse("status", view(services, record).model_dump(mode="json"))
+        while not record.status.is_terminal:
+            try:
+                event: JobEvent | None = await asyncio.wait_for(queue.get(), timeout=SSE_POLL_SECONDS)
+            except TimeoutError:
+                event = None
+            if event is not None and not event.is_terminal:
+                yield _sse(event.kind, event.to_dict())
+                continue
+            record = await run_in_threadpool(services.storage.generations.get, user.id, generation_id)
+            if record.status.is_terminal:
+                yield _sse("status", view(services, record).model_dump(mode="json"))
+            elif event is None:
+                yield ": keep-alive\n\n"
+
+
+@router.get(
+    "/generations/{generation_id}/events",
+    summary="Progress as server-sent events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "status, started, progress events"}},
+)
+def generation_events(generation_id: GenerationIdPath, user: CurrentUser, services: ServicesDep) -> StreamingResponse:
+    """Stream the job's progress: ``status`` (a full snapshot, first and last), ``started`` and ``progress``
+    (``step``/``total``). The stream ends when the job finishes, fails or is cancelled."""
+    services.storage.generations.get(user.id, GenerationId(generation_id))  # 404 before the stream starts
+    return StreamingResponse(
+        _event_stream(services, user, GenerationId(generation_id)), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/history", summary="The user's generations, newest first", tags=["history"])
+def history(
+    user: CurrentUser,
+    services: ServicesDep,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> HistoryOut:
+    page = services.storage.generations.history(user.id, cursor=cursor or None, limit=limit)
+    return HistoryOut(items=[view(services, record) for record in page.items], next_cursor=page.next_cursor)

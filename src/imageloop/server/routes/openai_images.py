@@ -1,0 +1,119 @@
+"""``POST /v1/images/generations``: the OpenAI Images API, so the official ``openai`` client works unchanged.
+
+The request is queued like any other generation (so it is recorded, batched and counted) and the call waits for
+its images. ``response_format="url"`` returns signed links (or the object store's presigned URLs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from imageloop.config import EMBEDDED_MODEL_NAME
+from imageloop.errors import GenerationCancelled, ImageloopError, InvalidRequestError, UnknownNameError
+from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.schemas import OpenAIImage, OpenAIImageRequest, OpenAIImagesResponse
+from imageloop.server.services import Services
+from imageloop.server.submit import new_generation_from, renamed
+from imageloop.storage import GenerationId, GenerationRecord, ImageRecord, JobStatus, UserId
+
+router = APIRouter(tags=["openai"])
+
+_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+POLL_SECONDS = 2.0
+PUBLIC_MODEL_NAME = "imageloop"
+
+
+def served_models(services: Services) -> set[str]:
+    """Names the ``model`` field accepts: 'imageloop' and the configured model's name."""
+    model = services.settings.engine.model
+    return {PUBLIC_MODEL_NAME, EMBEDDED_MODEL_NAME if model == EMBEDDED_MODEL_NAME else Path(model).stem, model}
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    """'512x768' -> (512, 768); None or 'auto' -> the model's default size."""
+    if size is None or size == "auto":
+        return None, None
+    match = _SIZE.match(size)
+    if match is None:
+        raise InvalidRequestError("size", f"cannot read {size!r}", value=size, allowed="WIDTHxHEIGHT or auto")
+    return int(match[1]), int(match[2])
+
+
+def _submit(services: Services, user_id: UserId, body: OpenAIImageRequest) -> GenerationRecord:
+    if body.model is not None and body.model not in served_models(services):
+        raise UnknownNameError("model", body.model, served_models(services))
+    width, height = parse_size(body.size)
+    params = {"width": width, "height": height, "num_images": body.n or 1}
+    try:
+        request = new_generation_from(
+            intent=None, intent_language=None, prompt=body.prompt, negative_prompt=None,
+            params={key: value for key, value in params.items() if value is not None}, recipe=None, style=None,
+            session_id=body.user, settings=services.settings,
+        )
+    except InvalidRequestError as exc:
+        field = {"params.width": "size", "params.height": "size", "n": "n"}.get(exc.field, exc.field)
+        raise renamed(exc, field) from exc
+    record = services.storage.generations.create(user_id, request)
+    services.queue.submitted([record.id])
+    return record
+
+
+async def wait_until_finished(
+    services: Services, user_id: UserId, generation_id: GenerationId, timeout: float
+) -> GenerationRecord:
+    """The record once the job is terminal. On timeout the job is cancelled and GenerationCancelled raised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    get = services.storage.generations.get
+    async with services.hub.subscribe(generation_id) as events:
+        while True:
+            record = await run_in_threadpool(get, user_id, generation_id)
+            if record.status.is_terminal:
+                return record
+            if loop.time() >= deadline:
+                await run_in_threadpool(services.storage.generations.request_cancel, user_id, generation_id)
+                services.queue.cancel_requested(generation_id)
+                raise GenerationCancelled(f"no image after {timeout:g} s; the generation was cancelled")
+            poll_at = min(deadline, loop.time() + POLL_SECONDS)
+            while (remaining := poll_at - loop.time()) > 0:
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=remaining)
+                except TimeoutError:
+                    break
+                if event.is_terminal:
+                    break
+
+
+def _image_data(services: Services, image: ImageRecord, base_url: str, *, as_b64: bool, prompt: str) -> OpenAIImage:
+    if as_b64:
+        data = base64.b64encode(services.storage.blobs.get(image.blob_key)).decode("ascii")
+        return OpenAIImage(b64_json=data, revised_prompt=prompt)
+    url = services.storage.blobs.url(image.blob_key) or base_url + services.links.path(image.blob_key)
+    return OpenAIImage(url=url, revised_prompt=prompt)
+
+
+@router.post("/v1/images/generations", summary="OpenAI-compatible image generation")
+async def create_images(
+    body: OpenAIImageRequest, user: CurrentUser, services: ServicesDep, request: Request
+) -> OpenAIImagesResponse:
+    """Generate ``n`` images for ``prompt`` and wait for them. ``model``: 'imageloop' or the served model's name;
+    ``size``: 'WIDTHxHEIGHT'; ``response_format``: 'url' (default) or 'b64_json'; ``user``: stored as the session."""
+    record = await run_in_threadpool(_submit, services, user.id, body)
+    record = await wait_until_finished(services, user.id, record.id, services.settings.server.wait_timeout_seconds)
+    if record.status is JobStatus.CANCELLED:
+        raise GenerationCancelled("the generation was cancelled")
+    if record.status is JobStatus.FAILED:
+        raise ImageloopError(f"the generation failed: {record.error}")
+    base_url = (services.settings.server.public_url or str(request.base_url)).rstrip("/")
+    as_b64 = body.response_format == "b64_json"
+    prompt = record.final_prompt or body.prompt
+    data = await run_in_threadpool(
+        lambda: [_image_data(services, image, base_url, as_b64=as_b64, prompt=prompt) for image in record.images]
+    )
+    return OpenAIImagesResponse(created=int(record.created_at.timestamp()), data=data)

@@ -1,0 +1,243 @@
+"""The JSON shapes of the API: request bodies (unknown fields rejected, every string bounded) and responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imageloop.engine.request import MAX_SEED, MAX_SIDE, MIN_SIDE
+from imageloop.storage import ActionRecord, ActionType, GenerationRecord, ImageRecord, JobStatus, UserAccount
+
+MAX_TEXT = 10_000
+MAX_EDIT_PROMPT = 4_000  # an edit's character diff is quadratic in the prompt length
+MAX_NAME = 128
+MAX_ID = 64
+
+
+class StrictBody(BaseModel):
+    """Base of request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerationParams(StrictBody):
+    """Sampling parameters; a missing one comes from the recipe, then the model's defaults."""
+
+    steps: int | None = Field(default=None, ge=1, le=1000, description="Denoising steps.")
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0, description="CFG scale.")
+    seed: int | None = Field(default=None, ge=-1, le=MAX_SEED, description="None or -1: random (and recorded).")
+    width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Pixels.")
+    height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Pixels.")
+    scheduler: str | None = Field(default=None, min_length=1, max_length=64, description="A1111 sampler name.")
+
+
+class GenerationCreate(StrictBody):
+    """One generation: an intent (free text, any language) and/or an explicit prompt."""
+
+    intent: str | None = Field(default=None, max_length=MAX_TEXT, description="What the user wants, in their words.")
+    intent_language: str | None = Field(default=None, min_length=1, max_length=16, description="BCP 47 tag.")
+    prompt: str | None = Field(default=None, max_length=MAX_TEXT, description="Explicit prompt; wins over intent.")
+    negative_prompt: str | None = Field(default=None, max_length=MAX_TEXT, description="What to avoid.")
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    recipe: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, description="Recipe name.")
+    style: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, description="Style preset name.")
+    n: int = Field(default=1, ge=1, le=64, description="Images to generate (image i uses seed + i).")
+    session_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID, description="Client session.")
+
+
+class GenerationBatchCreate(StrictBody):
+    """Several generations, stored together (all or none)."""
+
+    generations: list[GenerationCreate] = Field(min_length=1, max_length=1000)
+
+
+class GenerationAccepted(BaseModel):
+    id: str
+    status: JobStatus
+    queue_position: int | None
+
+
+class GenerationBatchAccepted(BaseModel):
+    generations: list[GenerationAccepted]
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class ImageOut(BaseModel):
+    id: str
+    index: int
+    seed: int
+    width: int
+    height: int
+    sha256: str
+    url: str = Field(description="Where to GET the PNG (authenticated).")
+
+
+class GenerationOut(BaseModel):
+    """A generation: the request, how it was expanded and run, its job state and its images."""
+
+    id: str
+    status: JobStatus
+    queue_position: int | None
+    progress: Progress
+    intent: str | None
+    intent_language: str | None
+    prompt: str | None
+    final_prompt: str | None
+    negative_prompt: str | None
+    params: dict[str, Any]
+    recipe: str | None
+    style: str | None
+    session_id: str | None
+    parent_id: str | None
+    chain_id: str
+    expander_strategy: str | None
+    expander_version: str | None
+    base_model_id: str | None
+    base_model_version: str | None
+    attempts: int
+    error: str | None
+    timings: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    images: list[ImageOut]
+
+
+class HistoryOut(BaseModel):
+    items: list[GenerationOut]
+    next_cursor: str | None
+
+
+class ActionCreate(StrictBody):
+    """A user action on an image (or a generation). The same ``client_event_id`` twice records one action."""
+
+    type: ActionType
+    client_event_id: str = Field(min_length=1, max_length=128, description="Client-made id; retries reuse it.")
+    image_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID)
+    generation_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID)
+    prompt: str | None = Field(
+        default=None, min_length=1, max_length=MAX_EDIT_PROMPT, description="edit only: the edited prompt."
+    )
+
+
+class EditOut(BaseModel):
+    prompt_before: str
+    prompt_after: str
+    char_distance: int
+    token_distance: int
+    token_changes: list[dict[str, str]]
+
+
+class ActionOut(BaseModel):
+    id: str
+    type: ActionType
+    client_event_id: str
+    image_id: str | None
+    generation_id: str
+    child_generation_id: str | None
+    created: bool = Field(description="False when this client_event_id was recorded before.")
+    edit: EditOut | None
+    created_at: datetime
+
+
+class OptOutIn(StrictBody):
+    opt_out: bool
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+    training_opt_out: bool
+
+
+class DeletedDataOut(BaseModel):
+    generations: int
+    images: int
+    actions: int
+    blobs: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    mode: str
+    queue_depth: int
+    worker: bool
+
+
+class OpenAIImageRequest(StrictBody):
+    """The OpenAI Images API request (``POST /v1/images/generations``)."""
+
+    prompt: str = Field(min_length=1, max_length=MAX_TEXT)
+    model: str | None = Field(default=None, max_length=MAX_NAME)
+    n: int | None = Field(default=1, ge=1, le=10)
+    size: str | None = Field(default=None, max_length=16, description="WIDTHxHEIGHT, e.g. 512x512, or 'auto'.")
+    response_format: Literal["url", "b64_json"] | None = Field(default=None, description="Default: url.")
+    user: str | None = Field(default=None, max_length=MAX_ID, description="End-user id; stored as the session.")
+    quality: str | None = Field(default=None, max_length=16, description="Accepted for compatibility; ignored.")
+    style: str | None = Field(default=None, max_length=16, description="Accepted for compatibility; ignored.")
+
+
+class OpenAIImage(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class OpenAIImagesResponse(BaseModel):
+    created: int
+    data: list[OpenAIImage]
+
+
+# --- conversions -------------------------------------------------------------------------------------------
+
+
+def image_out(image: ImageRecord) -> ImageOut:
+    return ImageOut(
+        id=image.id, index=image.index, seed=image.seed, width=image.width, height=image.height, sha256=image.sha256,
+        url=f"/api/v1/images/{image.id}",
+    )
+
+
+def generation_out(
+    record: GenerationRecord, *, queue_position: int | None, live: Progress | None = None
+) -> GenerationOut:
+    """The API view of a record; ``live`` is fresher progress from the event stream, if any."""
+    progress = Progress(step=record.progress_step, total=record.progress_total)
+    if live is not None and not record.status.is_terminal and live.step > progress.step:
+        progress = live
+    return GenerationOut(
+        id=record.id, status=record.status, queue_position=queue_position, progress=progress, intent=record.intent,
+        intent_language=record.intent_language, prompt=record.prompt, final_prompt=record.final_prompt,
+        negative_prompt=record.negative_prompt, params=dict(record.params), recipe=record.recipe, style=record.style,
+        session_id=record.session_id, parent_id=record.parent_id, chain_id=record.chain_id,
+        expander_strategy=record.expander_strategy, expander_version=record.expander_version,
+        base_model_id=record.base_model_id, base_model_version=record.base_model_version, attempts=record.attempts,
+        error=record.error, timings=dict(record.timings), created_at=record.created_at,
+        started_at=record.started_at, finished_at=record.finished_at,
+        images=[image_out(image) for image in record.images],
+    )
+
+
+def action_out(action: ActionRecord, *, created: bool) -> ActionOut:
+    edit = None
+    if action.edit is not None:
+        edit = EditOut(
+            prompt_before=action.edit.prompt_before, prompt_after=action.edit.prompt_after,
+            char_distance=action.edit.char_distance, token_distance=action.edit.token_distance,
+            token_changes=[dict(change) for change in action.edit.token_changes],
+        )
+    return ActionOut(
+        id=action.id, type=action.type, client_event_id=action.client_event_id, image_id=action.image_id,
+        generation_id=action.generation_id, child_generation_id=action.child_generation_id, created=created,
+        edit=edit, created_at=action.created_at,
+    )
+
+
+def user_out(user: UserAccount) -> UserOut:
+    return UserOut(id=user.id, name=user.name, training_opt_out=user.training_opt_out)

@@ -1,0 +1,100 @@
+"""The one place the server's services are built from settings: storage, event hub, job queue, metrics, links.
+
+Embedded mode: SQLite (or any database_url) + the blob store + a worker thread in this process running the engine.
+Scaled mode: the same storage (PostgreSQL, S3 in production) + Celery workers elsewhere, events over Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from imageloop.config import Settings
+from imageloop.jobs import EmbeddedJobQueue, EventHub, ImageEngine, JobEvent, JobProgress, JobQueue, ScaledJobQueue
+from imageloop.server.links import ImageLinks, load_secret
+from imageloop.server.metrics import Metrics
+from imageloop.server.schemas import Progress
+from imageloop.storage import Storage
+
+EngineFactory = Callable[[], ImageEngine]
+_MAX_TRACKED = 10_000
+
+
+def default_engine_factory(settings: Settings) -> EngineFactory:
+    """Builds :class:`imageloop.engine.Engine` for ``settings`` and loads its model (so errors show at start)."""
+
+    def build() -> ImageEngine:
+        from imageloop.engine.engine import Engine
+
+        engine = Engine(settings)
+        _ = engine.model  # load now: a missing or broken model fails the start, not the first job
+        return engine
+
+    return build
+
+
+@dataclass
+class ProgressBoard:
+    """The latest step of each running job, from the event stream (fresher than the heartbeat in the database)."""
+
+    _latest: OrderedDict[str, Progress] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_event(self, event: JobEvent) -> None:
+        with self._lock:
+            if isinstance(event, JobProgress):
+                self._latest[event.generation_id] = Progress(step=event.step, total=event.total)
+                self._latest.move_to_end(event.generation_id)
+                while len(self._latest) > _MAX_TRACKED:
+                    self._latest.popitem(last=False)
+            elif event.is_terminal:
+                self._latest.pop(event.generation_id, None)
+
+    def get(self, generation_id: str) -> Progress | None:
+        with self._lock:
+            return self._latest.get(generation_id)
+
+
+@dataclass
+class Services:
+    """Everything the routes use. Built by :func:`build_services`; started and stopped by the app's lifespan."""
+
+    settings: Settings
+    storage: Storage
+    hub: EventHub
+    queue: JobQueue
+    metrics: Metrics
+    links: ImageLinks
+    progress: ProgressBoard
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver events on ``loop`` and start the job queue (the embedded worker loads the model here)."""
+        self.hub.bind(loop)
+        self.queue.start()
+
+    def stop(self) -> None:
+        self.queue.stop()
+        self.storage.close()
+
+
+def build_services(settings: Settings, *, engine_factory: EngineFactory | None = None) -> Services:
+    """Open storage (upgrading the schema) and wire the queue the settings ask for. ``engine_factory`` replaces
+    the default engine builder (embedded mode only)."""
+    storage = Storage.open(settings)
+    hub = EventHub()
+    queue: JobQueue
+    if settings.jobs.mode == "embedded":
+        queue = EmbeddedJobQueue(storage, settings, hub, engine_factory or default_engine_factory(settings))
+    else:
+        queue = ScaledJobQueue(settings, hub)
+    metrics = Metrics(storage)
+    progress = ProgressBoard()
+    hub.add_listener(metrics.on_event)
+    hub.add_listener(progress.on_event)
+    return Services(
+        settings=settings, storage=storage, hub=hub, queue=queue, metrics=metrics,
+        links=ImageLinks(load_secret(settings)), progress=progress,
+    )

@@ -1,0 +1,89 @@
+"""Turning API requests into queued generations: validated before storing, so no job fails for bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from imageloop.config import Settings
+from imageloop.errors import InvalidRequestError
+from imageloop.jobs.requests import batch_key, check_names, engine_request, with_seed
+from imageloop.server.schemas import GenerationCreate
+from imageloop.storage import GenerationRecord, NewGeneration, SessionId
+
+# Engine field names as the API calls them.
+_API_FIELDS = {"num_images": "n", "prompt": "prompt"}
+_PARAM_NAMES = ("steps", "guidance_scale", "seed", "width", "height", "scheduler")
+
+
+def _api_field(field: str) -> str:
+    if field in _PARAM_NAMES:
+        return f"params.{field}"
+    return _API_FIELDS.get(field, field)
+
+
+def renamed(exc: InvalidRequestError, field: str) -> InvalidRequestError:
+    """``exc`` naming ``field`` instead (the API's name for an engine field); ``exc`` itself if they agree."""
+    if field == exc.field:
+        return exc
+    text = exc.message.removeprefix(f"{exc.field}: ")
+    if exc.allowed:
+        text = text.removesuffix(f" (allowed: {exc.allowed})")
+    return InvalidRequestError(field, text, value=exc.value, allowed=exc.allowed)
+
+
+def new_generation(body: GenerationCreate, settings: Settings) -> NewGeneration:
+    """A queued generation for ``body``: params checked by the engine's own rules, recipe and style known, a seed
+    drawn when none is given. InvalidRequestError names the API field."""
+    if not (body.intent and body.intent.strip()) and not (body.prompt and body.prompt.strip()):
+        raise InvalidRequestError("intent", "give an intent or a prompt (both are empty)")
+    params: dict[str, Any] = body.params.model_dump(exclude_none=True)
+    if params.get("seed") == -1:
+        del params["seed"]
+    params["num_images"] = body.n
+    return new_generation_from(
+        intent=body.intent, intent_language=body.intent_language, prompt=body.prompt,
+        negative_prompt=body.negative_prompt, params=params, recipe=body.recipe, style=body.style,
+        session_id=body.session_id, settings=settings,
+    )
+
+
+def new_generation_from(
+    *,
+    intent: str | None,
+    intent_language: str | None,
+    prompt: str | None,
+    negative_prompt: str | None,
+    params: Mapping[str, Any],
+    recipe: str | None,
+    style: str | None,
+    session_id: str | None,
+    settings: Settings,
+    parent: GenerationRecord | None = None,
+) -> NewGeneration:
+    """Validate the parts of a generation and build it (seeded, with its batch key)."""
+    seeded = with_seed(params)
+    try:
+        engine_request(
+            prompt=prompt or intent or "", negative_prompt=negative_prompt, params=seeded, recipe=recipe, style=style,
+            settings=settings,
+        )
+        check_names(recipe, style, settings)
+    except InvalidRequestError as exc:
+        raise renamed(exc, _api_field(exc.field)) from exc
+    return NewGeneration(
+        intent=intent, intent_language=intent_language, prompt=prompt, negative_prompt=negative_prompt,
+        params=seeded, recipe=recipe, style=style, session_id=SessionId(session_id) if session_id else None,
+        parent_id=parent.id if parent is not None else None, batch_key=batch_key(seeded, recipe, settings),
+    )
+
+
+def child_generation(parent: GenerationRecord, settings: Settings, *, prompt: str | None = None) -> NewGeneration:
+    """The request a ``regenerate`` (same request, new seed) or ``edit`` (the edited ``prompt``) starts."""
+    params = {key: value for key, value in parent.params.items() if key != "seed"}
+    return new_generation_from(
+        intent=parent.intent, intent_language=parent.intent_language,
+        prompt=prompt if prompt is not None else parent.prompt, negative_prompt=parent.negative_prompt,
+        params=params, recipe=parent.recipe, style=parent.style, session_id=parent.session_id, settings=settings,
+        parent=parent,
+    )

@@ -1,0 +1,86 @@
+"""Shared builders for the server and job tests: a tiny model on disk, settings, users, waiting for jobs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from imageloop.config import Settings
+from imageloop.storage import GenerationId, GenerationRecord, Storage, UserId
+from tests.tiny import save_sd15
+
+# Two steps without CFG at 64x64: a run takes a fraction of a second on one CPU thread.
+TINY_DEFAULTS = {"steps": 2, "guidance_scale": 1.0, "width": 64, "height": 64, "scheduler": "Euler"}
+
+
+def save_tiny_model(folder: Path) -> Path:
+    """A tiny random SD1.5 pipeline folder with fast defaults."""
+    return save_sd15(folder, model_defaults=TINY_DEFAULTS)
+
+
+def tiny_settings(data_dir: Path, model: Path, **overrides: Any) -> Settings:
+    """Settings for tests: the tiny model on one CPU thread, a short batching wait, the given overrides."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "engine": {"model": str(model), "threads": 1, "device": "cpu"},
+        "jobs": {"batch_max_wait_ms": 50},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def make_user(storage: Storage, name: str) -> tuple[UserId, str]:
+    """A new user and their API key."""
+    user, key = storage.users.create_user(name)
+    return user.id, key
+
+
+def wait_for(
+    read: Callable[[], GenerationRecord], done: Callable[[GenerationRecord], bool] | None = None, timeout: float = 60
+) -> GenerationRecord:
+    """Poll ``read`` until ``done`` (default: a terminal status); AssertionError with the last record on timeout."""
+    check = done or (lambda record: record.status.is_terminal)
+    deadline = time.monotonic() + timeout
+    record = read()
+    while not check(record):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting; last state: {record.status} {record.error}")
+        time.sleep(0.05)
+        record = read()
+    return record
+
+
+def wait_finished(storage: Storage, generation_id: GenerationId, timeout: float = 60) -> GenerationRecord:
+    return wait_for(lambda: storage.generations.get_for_worker(generation_id), timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
