@@ -432,7 +432,7 @@ def install_lora(source: Path, loras_dir: Path, *, name: str | None = None, over
         raise RecipeError(f"LoRA name {target_name!r}: must be a plain file name")
     target = loras_dir / target_name
     if target.exists() and not overwrite:
-        raise ConflictError(f"LoRA {target_name!r} already exists in {loras_dir}; pass overwrite to replace it")
+        raise ConflictError(f"LoRA {target_name!r} already exists in {loras_dir}")
     loras_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=loras_dir, prefix=f".{target_name}.", suffix=".tmp")
     tmp = Path(tmp_name)

@@ -17,14 +17,14 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imageloop.config import Settings
-from imageloop.errors import RecipeError, UnknownNameError
+from imageloop.errors import ConflictError, RecipeError, UnknownNameError
 
 RECIPE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 RECIPE_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json")
@@ -52,9 +52,8 @@ class LoraWeight(BaseModel):
         path = Path(value)
         if path.is_absolute():
             return value
-        parts = PurePosixPath(value.replace("\\", "/")).parts
-        if any(part in {"..", "."} for part in parts) or value.startswith(("/", "\\")):
-            raise ValueError("a LoRA name inside loras/ may not contain '.' or '..' path parts")
+        if ".." in re.split(r"[\\/]", value):
+            raise ValueError("a LoRA name inside loras/ may not contain '..'; use an absolute path for other folders")
         return value
 
 
@@ -186,17 +185,17 @@ class RecipeStore:
         """Write ``recipe`` atomically (temp file + rename) and return its file.
 
         An existing file keeps its format (YAML or JSON); a new recipe is written as YAML. Its LoRA files must
-        exist (RecipeError names the missing one). With ``overwrite=False`` an existing recipe is a RecipeError.
+        exist (RecipeError names the missing one). With ``overwrite=False`` an existing recipe is a ConflictError.
         """
         self.check_loras(recipe)
         existing = self._paths_for(recipe.name)
         if existing and not overwrite:
-            raise RecipeError(f"recipe {recipe.name!r} already exists ({existing[0]})")
+            raise ConflictError(f"recipe {recipe.name!r} already exists ({existing[0]})")
         if len(existing) > 1:
             listed = ", ".join(str(p) for p in existing)
             raise RecipeError(f"recipe {recipe.name!r} is defined by several files ({listed}); keep one")
         path = existing[0] if existing else self.recipes_dir / f"{recipe.name}.yaml"
-        _atomic_write_text(path, _dump(recipe, json_format=path.suffix == ".json"))
+        _atomic_write_text(path, dump_recipe(recipe, json_format=path.suffix == ".json"))
         return path
 
     def delete(self, name: str) -> None:
@@ -274,7 +273,8 @@ def _is_recipe_name(name: str) -> bool:
     return re.fullmatch(RECIPE_NAME_PATTERN, name) is not None
 
 
-def _dump(recipe: Recipe, *, json_format: bool) -> str:
+def dump_recipe(recipe: Recipe, *, json_format: bool = False) -> str:
+    """The text of a recipe file: YAML (default) or JSON, unset fields left out."""
     data = recipe.model_dump(mode="json", exclude_none=True)
     if json_format:
         return json.dumps(data, indent=2) + "\n"
