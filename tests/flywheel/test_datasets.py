@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,12 +16,10 @@ from imageloop.flywheel.datasets import (
 )
 from imageloop.storage.records import ActionType, JobStatus
 
-T = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 def gen(gid: str, final: str | None, *, parent: str | None = None, intent: str | None = "a cat",
         status: JobStatus = JobStatus.SUCCEEDED) -> GenerationRow:
-    return GenerationRow(gid, "c", parent, status, intent, "en", final, None, None, "e1", T)
+    return GenerationRow(gid, "c", parent, status, intent, "en", final, None, None, "e1")
 
 
 def chain(generations: list[GenerationRow], actions: list[tuple[str, ActionType]]) -> Chain:

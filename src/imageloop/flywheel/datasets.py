@@ -20,7 +20,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from imageloop.flywheel.actions import ActionType, is_kept
 from imageloop.storage.records import JobStatus
@@ -41,7 +40,6 @@ class GenerationRow:
     recipe: str | None
     style: str | None
     expander_version: str | None
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +150,13 @@ def view(chain: Chain) -> ChainView:
     )
 
 
-def sft_examples(chain: Chain) -> Iterator[SftExample]:
+def _view(chain: Chain | ChainView) -> ChainView:
+    return chain if isinstance(chain, ChainView) else view(chain)
+
+
+def sft_examples(chain: Chain | ChainView) -> Iterator[SftExample]:
     """(intent → final prompt) for each kept generation of the chain; one per distinct final prompt."""
-    info = view(chain)
+    info = _view(chain)
     if info.intent is None:
         return
     seen: set[str] = set()
@@ -165,9 +167,9 @@ def sft_examples(chain: Chain) -> Iterator[SftExample]:
             yield SftExample(info.intent, row.final_prompt, info.language, row.id)
 
 
-def dpo_examples(chain: Chain) -> Iterator[DpoExample]:
+def dpo_examples(chain: Chain | ChainView) -> Iterator[DpoExample]:
     """(intent, chosen, rejected) for every kept × rejected generation pair with different final prompts."""
-    info = view(chain)
+    info = _view(chain)
     if info.intent is None:
         return
     seen: set[tuple[str, str]] = set()
@@ -188,9 +190,9 @@ def _oriented(caption: str, kept: ImageRow, other: ImageRow, source: str) -> Pai
     return PairSpec(caption, kept, other, 1.0, 0.0, source)
 
 
-def pair_specs(chain: Chain) -> Iterator[PairSpec]:
+def pair_specs(chain: Chain | ChainView) -> Iterator[PairSpec]:
     """Image preference pairs of the chain: kept vs. not-kept siblings, and kept vs. images of rejected ones."""
-    info = view(chain)
+    info = _view(chain)
     for row in info.kept:
         assert row.final_prompt is not None
         siblings = info.images_by_generation.get(row.id, [])
@@ -226,8 +228,8 @@ class RecipeTally:
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
 
-    def add(self, chain: Chain) -> None:
-        info = view(chain)
+    def add(self, chain: Chain | ChainView) -> None:
+        info = _view(chain)
         kept_ids = {row.id for row in info.kept}
         for row in info.succeeded:
             counts = self._counts[(row.recipe or NO_NAME, row.style or NO_NAME)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -28,12 +28,14 @@ from imageloop.flywheel.cards import dataset_card
 from imageloop.flywheel.datasets import (
     ActionRow,
     Chain,
+    ChainView,
     GenerationRow,
     ImageRow,
     RecipeTally,
     dpo_examples,
     pair_specs,
     sft_examples,
+    view,
 )
 from imageloop.storage.blobs import BlobStore
 from imageloop.storage.models import Generation, Image, User, UserAction
@@ -98,7 +100,9 @@ def count_chains(engine: Engine, *, since: datetime | None = None) -> int:
 def _stream(engine: Engine, query: sa.Select[*tuple[Any, ...]]) -> Iterator[AnyRow]:
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(query)
-        yield from result
+        # Whole partitions, not row by row: fetching one row at a time costs more than building the examples.
+        for partition in result.partitions():
+            yield from partition
 
 
 def iter_chains(engine: Engine, *, since: datetime | None = None) -> Iterator[Chain]:
@@ -106,7 +110,7 @@ def iter_chains(engine: Engine, *, since: datetime | None = None) -> Iterator[Ch
     generations = _stream(engine, _eligible(sa.select(
         Generation.chain_id, Generation.id, Generation.parent_id, Generation.status, Generation.intent,
         Generation.intent_language, Generation.final_prompt, Generation.recipe, Generation.style,
-        Generation.expander_version, Generation.created_at,
+        Generation.expander_version,
     ), since).order_by(Generation.chain_id, Generation.created_at, Generation.id))
     images = _stream(engine, _eligible(
         sa.select(Generation.chain_id, Image.id, Image.generation_id, Image.index, Image.blob_key)
@@ -195,6 +199,94 @@ class _JpegCache:
             return out.getvalue()
 
 
+class _Dataset:
+    """One dataset being written: turns chain views into rows of its Parquet file."""
+
+    def __init__(self, kind: str, out_dir: Path, blobs: BlobStore | None) -> None:
+        self.kind = kind
+        self.folder = out_dir / kind
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "data.parquet"
+        batch = PAIRS_WRITE_BATCH if kind == "pairs" else WRITE_BATCH
+        self.writer = _BatchWriter(self.path, SCHEMAS[kind], batch)
+        self.tally = RecipeTally()
+        self.jpeg = _JpegCache(blobs) if blobs is not None else None
+        self.skipped = 0
+
+    def add(self, info: ChainView) -> None:
+        if self.kind == "sft":
+            for sft in sft_examples(info):
+                self.writer.add(asdict(sft))
+        elif self.kind == "dpo":
+            for dpo in dpo_examples(info):
+                self.writer.add(asdict(dpo))
+        elif self.kind == "recipes":
+            self.tally.add(info)
+        elif self.jpeg is not None:
+            for spec in pair_specs(info):
+                try:
+                    jpg_0, jpg_1 = self.jpeg(spec.image_0.blob_key), self.jpeg(spec.image_1.blob_key)
+                except NotFoundError:
+                    self.skipped += 1
+                    continue
+                self.writer.add({"caption": spec.caption, "jpg_0": jpg_0, "jpg_1": jpg_1, "label_0": spec.label_0,
+                                 "label_1": spec.label_1, "image_0_uid": spec.image_0.id,
+                                 "image_1_uid": spec.image_1.id, "source": spec.source})
+
+    def finish(self, chains: int, since: datetime | None, seconds: float) -> ExportResult:
+        for stat in self.tally.stats():
+            self.writer.add(asdict(stat))
+        self.writer.close()
+        card = self.folder / "README.md"
+        card.write_text(dataset_card(self.kind, SCHEMAS[self.kind], rows=self.writer.count, chains=chains, since=since))
+        return ExportResult(self.kind, self.path, card, self.writer.count, chains, seconds, self.skipped)
+
+
+def export_datasets(
+    kinds: Sequence[str],
+    engine: Engine,
+    out_dir: Path,
+    *,
+    since: date | datetime | None = None,
+    blobs: BlobStore | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[ExportResult]:
+    """Export several datasets (``sft``, ``dpo``, ``pairs``, ``recipes``) in ONE pass over the record, each to
+    ``out_dir/<kind>/`` (``data.parquet`` + ``README.md``).
+
+    Only generations created at or after ``since`` are read. ``pairs`` needs ``blobs`` to read the images.
+    ``progress`` is called with the number of chains done since its last call. Returns one result per kind (all
+    with the same total ``seconds``).
+    """
+    for kind in kinds:
+        if kind not in EXPORT_KINDS:
+            raise InvalidRequestError("kind", f"unknown dataset {kind!r}", value=kind, allowed=", ".join(EXPORT_KINDS))
+    if "pairs" in kinds and blobs is None:
+        raise InvalidRequestError("blobs", "the pairs dataset needs the blob store to read images")
+    start = time.perf_counter()
+    cutoff = since_datetime(since)
+    sinks = [_Dataset(kind, Path(out_dir), blobs) for kind in dict.fromkeys(kinds)]
+    chains = pending = 0
+    try:
+        for chain in iter_chains(engine, since=cutoff):
+            info = view(chain)  # classified once, shared by every dataset
+            for sink in sinks:
+                sink.add(info)
+            chains += 1
+            pending += 1
+            if progress is not None and pending >= 1000:
+                progress(pending)
+                pending = 0
+    except BaseException:
+        for sink in sinks:
+            sink.writer.close()
+        raise
+    if progress is not None and pending:
+        progress(pending)
+    seconds = time.perf_counter() - start
+    return [sink.finish(chains, cutoff, seconds) for sink in sinks]
+
+
 def export_dataset(
     kind: str,
     engine: Engine,
@@ -204,55 +296,5 @@ def export_dataset(
     blobs: BlobStore | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
-    """Export one dataset (``sft``, ``dpo``, ``pairs`` or ``recipes``) to ``out_dir/<kind>/``.
-
-    ``pairs`` needs ``blobs`` to read the images. ``progress`` is called with the number of chains done since the
-    last call. Returns where the files are and how many rows they hold.
-    """
-    if kind not in EXPORT_KINDS:
-        raise InvalidRequestError("kind", f"unknown dataset {kind!r}", value=kind, allowed=", ".join(EXPORT_KINDS))
-    if kind == "pairs" and blobs is None:
-        raise InvalidRequestError("blobs", "the pairs dataset needs the blob store to read images")
-    start = time.perf_counter()
-    cutoff = since_datetime(since)
-    target = Path(out_dir) / kind
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / "data.parquet"
-    writer = _BatchWriter(path, SCHEMAS[kind], PAIRS_WRITE_BATCH if kind == "pairs" else WRITE_BATCH)
-    tally = RecipeTally()
-    jpeg = _JpegCache(blobs) if blobs is not None else None
-    chains = skipped = pending = 0
-    try:
-        for chain in iter_chains(engine, since=cutoff):
-            chains += 1
-            pending += 1
-            if kind == "sft":
-                for sft in sft_examples(chain):
-                    writer.add(asdict(sft))
-            elif kind == "dpo":
-                for dpo in dpo_examples(chain):
-                    writer.add(asdict(dpo))
-            elif kind == "recipes":
-                tally.add(chain)
-            elif jpeg is not None:
-                for spec in pair_specs(chain):
-                    try:
-                        jpg_0, jpg_1 = jpeg(spec.image_0.blob_key), jpeg(spec.image_1.blob_key)
-                    except NotFoundError:
-                        skipped += 1
-                        continue
-                    writer.add({"caption": spec.caption, "jpg_0": jpg_0, "jpg_1": jpg_1, "label_0": spec.label_0,
-                                "label_1": spec.label_1, "image_0_uid": spec.image_0.id,
-                                "image_1_uid": spec.image_1.id, "source": spec.source})
-            if progress is not None and pending >= 1000:
-                progress(pending)
-                pending = 0
-        for stat in tally.stats():
-            writer.add(asdict(stat))
-    finally:
-        writer.close()
-    if progress is not None and pending:
-        progress(pending)
-    card = target / "README.md"
-    card.write_text(dataset_card(kind, SCHEMAS[kind], rows=writer.count, chains=chains, since=cutoff))
-    return ExportResult(kind, path, card, writer.count, chains, time.perf_counter() - start, skipped)
+    """Export one dataset; see :func:`export_datasets`."""
+    return export_datasets([kind], engine, out_dir, since=since, blobs=blobs, progress=progress)[0]

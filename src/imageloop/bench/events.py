@@ -1,0 +1,241 @@
+"""``imageloop bench events``: how fast the flywheel record is written and exported at scale.
+
+1. Synthesise N user actions (default 1,000,000) with the generations, images and users they belong to — reroll and
+   edit chains, likes and unlikes, downloads, discards, some opted-out users — and bulk-insert them.
+2. Export ``sft``, ``dpo`` and ``recipes`` from that database in one streaming pass, in a fresh child process so
+   the peak memory (max RSS) is the export's own; report seconds, rows and memory. (``pairs`` is bound by image
+   decoding, not by events, and is left out.)
+3. Optionally measure actions ingested per second through :class:`~imageloop.storage.ActionRepository` (the
+   storage part of ``POST /api/v1/actions``); :func:`measure_ingest` takes any ``send`` callable, so the server
+   benchmark can pass an HTTP client call instead.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from imageloop.storage.db import create_db_engine, upgrade_schema
+from imageloop.storage.models import Generation, Image, User, UserAction
+from imageloop.storage.records import ActionType, JobStatus
+
+EXPORTED_KINDS = ("sft", "dpo", "recipes")
+INSERT_BATCH = 20_000
+TARGET_EXPORT_SECONDS = 60.0
+_START = datetime(2026, 1, 1, tzinfo=UTC)
+_INTENTS = ["a cozy cabin", "un chat roux", "一只猫", "a red car", "portrait of an old sailor", "foggy forest"]
+_STYLES = [None, "cinematic", "anime", "watercolor"]
+_RECIPES = [None, "film", "product"]
+
+
+@dataclass
+class SyntheticCounts:
+    users: int = 0
+    generations: int = 0
+    images: int = 0
+    actions: int = 0
+
+
+@dataclass
+class ExportTiming:
+    kind: str
+    seconds: float
+    rows: int
+    chains: int
+    peak_rss_mb: float
+    baseline_rss_mb: float
+
+
+@dataclass
+class EventsBenchResult:
+    events: int
+    database: str
+    counts: SyntheticCounts
+    insert_seconds: float
+    exports: list[ExportTiming] = field(default_factory=list)
+    ingest_actions_per_second: float | None = None
+
+    @property
+    def export_seconds(self) -> float:
+        # All kinds are exported in one pass; each timing carries the pass's seconds.
+        return max((e.seconds for e in self.exports), default=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["export_seconds"] = self.export_seconds
+        data["target_export_seconds"] = TARGET_EXPORT_SECONDS
+        return data
+
+
+class _Synthesiser:
+    """Deterministic fake record: chains of 1-4 generations with 2 images each and the actions on them."""
+
+    def __init__(self, seed: int, users: int) -> None:
+        self.rng = random.Random(seed)
+        self.user_ids = [self._id() for _ in range(users)]
+        self.counts = SyntheticCounts(users=users)
+        self.clock = _START
+
+    def _id(self) -> str:
+        return f"{self.rng.getrandbits(128):032x}"
+
+    def users(self) -> list[dict[str, Any]]:
+        return [
+            {"id": uid, "name": f"user{i}", "is_admin": False, "training_opt_out": i % 20 == 0, "credits": 0,
+             "tier": "free", "created_at": _START}
+            for i, uid in enumerate(self.user_ids)
+        ]
+
+    def chain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        rng = self.rng
+        user = rng.choice(self.user_ids)
+        intent = rng.choice(_INTENTS)
+        recipe, style = rng.choice(_RECIPES), rng.choice(_STYLES)
+        generations: list[dict[str, Any]] = []
+        images: list[dict[str, Any]] = []
+        actions: list[dict[str, Any]] = []
+        chain_id = parent = None
+        for step in range(rng.choice((1, 1, 2, 2, 3, 4))):
+            self.clock += timedelta(seconds=1)
+            gid = self._id()
+            chain_id = chain_id or gid
+            generations.append({
+                "id": gid, "user_id": user, "intent": intent, "intent_language": "en",
+                "final_prompt": f"{intent}, variation {step} {rng.getrandbits(20)}", "params": {"steps": 20},
+                "recipe": recipe, "style": style, "parent_id": parent, "chain_id": chain_id,
+                "status": JobStatus.SUCCEEDED, "cancel_requested": False, "enqueued_at": self.clock, "attempts": 1,
+                "progress_step": 20, "progress_total": 20, "timings": {}, "created_at": self.clock,
+            })
+            image_ids = [self._id(), self._id()]
+            images += [{"id": iid, "generation_id": gid, "user_id": user, "index": index, "seed": index,
+                        "blob_key": f"images/{gid}/{index}.png", "width": 512, "height": 512, "sha256": "0" * 64,
+                        "content_type": "image/png", "created_at": self.clock}
+                       for index, iid in enumerate(image_ids)]
+            for kind in self._reactions():
+                actions.append({"id": self._id(), "user_id": user, "type": kind, "client_event_id": self._id(),
+                                "image_id": rng.choice(image_ids), "generation_id": gid,
+                                "created_at": self.clock})
+            if parent is not None:
+                # The action that rerolled the parent into this generation.
+                actions.append({"id": self._id(), "user_id": user, "type": ActionType.REGENERATE,
+                                "client_event_id": self._id(), "image_id": None, "generation_id": parent,
+                                "child_generation_id": gid, "created_at": self.clock})
+            parent = gid
+        self.counts.generations += len(generations)
+        self.counts.images += len(images)
+        self.counts.actions += len(actions)
+        return generations, images, actions
+
+    def _reactions(self) -> list[ActionType]:
+        roll = self.rng.random()
+        if roll < 0.35:
+            return [ActionType.LIKE, ActionType.DOWNLOAD]
+        if roll < 0.5:
+            return [ActionType.LIKE, ActionType.UNLIKE]
+        if roll < 0.65:
+            return [ActionType.SHARE]
+        if roll < 0.8:
+            return [ActionType.DISCARD]
+        return []
+
+
+def synthesise(
+    engine: Engine, events: int, *, seed: int = 0, users: int = 500, progress: Callable[[int], None] | None = None
+) -> SyntheticCounts:
+    """Bulk-insert a synthetic record holding about ``events`` user actions (stops at the first chain past it)."""
+    maker = _Synthesiser(seed, users)
+    with engine.begin() as connection:
+        connection.execute(sa.insert(User), maker.users())
+    batches: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] = ([], [], [])
+    reported = 0
+    while maker.counts.actions < events:
+        for batch, rows in zip(batches, maker.chain(), strict=True):
+            batch.extend(rows)
+        if len(batches[2]) >= INSERT_BATCH or maker.counts.actions >= events:
+            _insert(engine, *batches)
+            batches = ([], [], [])
+            if progress is not None:
+                progress(maker.counts.actions - reported)
+                reported = maker.counts.actions
+    return maker.counts
+
+
+def _insert(
+    engine: Engine, generations: list[dict[str, Any]], images: list[dict[str, Any]], actions: list[dict[str, Any]]
+) -> None:
+    for row in actions:
+        row.setdefault("child_generation_id", None)
+    with engine.begin() as connection:
+        connection.execute(sa.insert(Generation), generations)
+        connection.execute(sa.insert(Image), images)
+        connection.execute(sa.insert(UserAction), actions)
+
+
+def _export_in_child(kinds: tuple[str, ...], database_url: str, out_dir: str) -> list[ExportTiming]:
+    # Runs in a fresh process: its max RSS is the export's own (plus the interpreter and imports, reported apart).
+    from imageloop.flywheel.export import export_datasets
+
+    engine = create_db_engine(database_url)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results = export_datasets(kinds, engine, Path(out_dir))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    engine.dispose()
+    return [ExportTiming(r.kind, r.seconds, r.rows, r.chains, peak, baseline) for r in results]
+
+
+def time_export(database_url: str, out_dir: Path, kinds: tuple[str, ...] = EXPORTED_KINDS) -> list[ExportTiming]:
+    """Export ``kinds`` in one pass, in a fresh child process; one timing per kind (seconds and memory are those
+    of the whole pass)."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_export_in_child, kinds, database_url, str(out_dir)).result()
+
+
+def measure_ingest(send: Callable[[int], object], count: int) -> float:
+    """Call ``send(i)`` for i in 0..count-1 and return calls per second (``send`` records one action)."""
+    start = time.perf_counter()
+    for i in range(count):
+        send(i)
+    return count / (time.perf_counter() - start)
+
+
+def repository_ingest_rate(database_url: str, count: int = 2_000) -> float:
+    """Actions per second through ActionRepository.record on the bench database (no HTTP)."""
+    from imageloop.storage.actions import ActionRepository
+    from imageloop.storage.db import session_factory
+    from imageloop.storage.records import GenerationId, UserId
+
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            user_id, generation_id = connection.execute(
+                sa.select(Generation.user_id, Generation.id).limit(1)
+            ).one()
+        actions = ActionRepository(session_factory(engine))
+        run = f"{time.time_ns():x}"
+
+        def send(i: int) -> object:
+            return actions.record(UserId(user_id), ActionType.LIKE, f"ingest-{run}-{i}",
+                                  generation_id=GenerationId(generation_id))
+
+        return measure_ingest(send, count)
+    finally:
+        engine.dispose()
+
+
+def prepare_database(database_url: str) -> Engine:
+    """Create the schema on an empty database for the benchmark."""
+    engine = create_db_engine(database_url)
+    upgrade_schema(engine)
+    return engine

@@ -1,0 +1,97 @@
+"""``imageloop bench events``: synthetic flywheel record → bulk insert → dataset export time and memory."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from imageloop.bench.events import (
+    TARGET_EXPORT_SECONDS,
+    EventsBenchResult,
+    prepare_database,
+    repository_ingest_rate,
+    synthesise,
+    time_export,
+)
+from imageloop.cli.groups import bench_app
+
+
+@bench_app.command("events")
+def bench_events(
+    events: int = typer.Option(1_000_000, "--events", min=1, help="User actions to synthesise."),
+    out: Path = typer.Option(Path("benchmarks/results/events.json"), "--out", help="JSON result file."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="An EMPTY database to fill (default: a temporary SQLite file)."
+    ),
+    ingest: int = typer.Option(2_000, "--ingest", min=0, help="Actions to record one by one for the ingest rate."),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write a PNG bar chart next to the JSON."),
+) -> None:
+    """Export time and peak memory for N synthetic events (target: under 60 s for 1,000,000)."""
+    with tempfile.TemporaryDirectory(prefix="imageloop-bench-") as scratch:
+        url = database_url or f"sqlite:///{Path(scratch) / 'events.db'}"
+        engine = prepare_database(url)
+        start = time.perf_counter()
+        with tqdm(total=events, unit="event", desc="insert") as bar:
+
+            def advance(done: int) -> None:
+                bar.update(done)
+
+            counts = synthesise(engine, events, progress=advance)
+        engine.dispose()
+        result = EventsBenchResult(events=counts.actions, database=engine.dialect.name, counts=counts,
+                                   insert_seconds=time.perf_counter() - start)
+        typer.echo("exporting sft, dpo and recipes in one pass...", err=True)
+        result.exports = time_export(url, Path(scratch) / "export")
+        if ingest:
+            result.ingest_actions_per_second = repository_ingest_rate(url, ingest)
+    _report(result)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    typer.echo(f"wrote {out}")
+    if plot:
+        typer.echo(f"wrote {_plot(result, out.with_suffix('.png'))}")
+
+
+def _report(result: EventsBenchResult) -> None:
+    table = Table(title=f"bench events: {result.events:,} actions on {result.database}")
+    for column in ("step", "seconds", "rows", "chains", "peak RSS MB", "of which start-up MB"):
+        table.add_column(column, justify="right")
+    c = result.counts
+    table.add_row(f"insert ({c.generations:,} gen, {c.images:,} img)", f"{result.insert_seconds:.1f}",
+                  f"{c.actions:,}", "", "", "")
+    for e in result.exports:
+        table.add_row(f"  {e.kind}", "", f"{e.rows:,}", "", "", "")
+    first = result.exports[0]
+    verdict = "OK" if result.export_seconds < TARGET_EXPORT_SECONDS else f"OVER {TARGET_EXPORT_SECONDS:.0f} s TARGET"
+    table.add_row(f"export (one pass) {verdict}", f"{result.export_seconds:.1f}", "", f"{first.chains:,}",
+                  f"{first.peak_rss_mb:.0f}", f"{first.baseline_rss_mb:.0f}")
+    if result.ingest_actions_per_second is not None:
+        table.add_row("ingest (repository, 1 by 1)", f"{result.ingest_actions_per_second:,.0f}/s", "", "", "", "")
+    Console().print(table)
+
+
+def _plot(result: EventsBenchResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    kinds = [e.kind for e in result.exports]
+    left.bar(kinds, [e.seconds for e in result.exports])
+    left.set_title(f"export seconds ({result.events:,} events)")
+    right.bar(kinds, [e.peak_rss_mb for e in result.exports], label="peak RSS")
+    right.bar(kinds, [e.baseline_rss_mb for e in result.exports], label="start-up")
+    right.set_title("memory (MB)")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
