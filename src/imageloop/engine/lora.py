@@ -282,7 +282,8 @@ def _file_totals(path: Path) -> _LoraTotals:
 
 
 def _set_adapters_enabled(pipe: Any, *, enabled: bool) -> None:
-    # Per layer rather than pipe.enable_lora()/disable_lora(): those raise for a component with no adapter loaded.
+    # What pipe.enable_lora()/disable_lora() do, per PEFT layer of every component: also works for a pipeline
+    # class without LoRA support, and does not depend on diffusers' list of LoRA-loadable components.
     for module in _lora_modules(pipe):
         for sub in module.modules():
             if isinstance(sub, BaseTunerLayer):
