@@ -1,0 +1,156 @@
+"""The rules strategy: vague EN/ZH words → tags through the lexicon. Pure, fast, always available (the fallback).
+
+"I want that really bleak feeling" and "想要那种很丧的感觉" both become
+``(monochrome:1.2), rain, cinematic lighting, (bleak:1.2), lonely figure``. Explicit vocabulary words beat what a
+vague word implies, a specific vague word beats a broad one ("bleak but sunny" keeps the sun), the first wins
+among equals, a negated term goes to
+the negative prompt ("no rain"), and English words the lexicon does not know are kept as free tags ("lighthouse").
+Alternatives fill attributes the intent left open with the lexicon's completions (a look per alternative).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from imageloop.prompts.expander._common import Expander, Expansion, Stopwatch
+from imageloop.prompts.language import Language, resolve_language
+from imageloop.prompts.lexicon import ATTRIBUTE_ORDER, Lexicon, TermMatch, WeightedTag, load_lexicon, normalise_text
+
+__all__ = ["RULES_VERSION", "RulesExpander", "ScenePlan", "plan_scene"]
+
+RULES_VERSION = "rules-1"
+MAX_FREE_TAGS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    key: str
+    weight: float
+    explicit: bool
+
+
+@dataclass
+class ScenePlan:
+    """What an intent asks for: one value per attribute, extra tags, free English tags and negated terms."""
+
+    values: dict[str, _Value] = field(default_factory=dict)
+    extras: list[WeightedTag] = field(default_factory=list)
+    free: list[str] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)
+    concepts: list[str] = field(default_factory=list)
+
+    def set(self, attribute: str, key: str, weight: float, *, explicit: bool) -> None:
+        """Set a value unless one is already set with at least as much authority (explicit > implied > none)."""
+        current = self.values.get(attribute)
+        if current is None or (explicit and not current.explicit):
+            self.values[attribute] = _Value(key, weight, explicit)
+        elif current.key == key and weight > current.weight:
+            self.values[attribute] = _Value(key, weight, current.explicit)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.values or self.extras or self.free)
+
+
+def _apply_value(plan: ScenePlan, lexicon: Lexicon, match: TermMatch) -> None:
+    assert match.attribute is not None and match.key is not None
+    if match.negated:
+        plan.negatives.append(lexicon.canonical(match.attribute, match.key))
+    else:
+        plan.set(match.attribute, match.key, 1.0, explicit=True)
+
+
+def _apply_concept(plan: ScenePlan, lexicon: Lexicon, match: TermMatch) -> None:
+    assert match.concept is not None
+    plan.concepts.append(match.concept)
+    for tag in lexicon.concepts[match.concept]:
+        value = lexicon.value_of(tag.text)
+        if match.negated:
+            plan.negatives.append(lexicon.canonical(*value) if value else tag.text)
+        elif value is not None:
+            plan.set(value[0], value[1], tag.weight, explicit=False)
+        elif all(extra.text != tag.text for extra in plan.extras):
+            plan.extras.append(tag)
+
+
+def plan_scene(intent: str, lexicon: Lexicon, language: Language) -> ScenePlan:
+    """Read ``intent`` into a :class:`ScenePlan` (pure)."""
+    plan = ScenePlan()
+    matches = lexicon.find_terms(intent)
+    concepts = [match for match in matches if match.concept is not None]
+    # Specific words before broad mood packs: in "bleak but sunny", "sunny" decides the weather.
+    for match in sorted(concepts, key=lambda m: len(lexicon.concepts[m.concept or ""])):
+        _apply_concept(plan, lexicon, match)
+    for match in matches:  # explicit words after concepts so they override what a concept implied
+        if match.attribute is not None:
+            _apply_value(plan, lexicon, match)
+    if language == "en":
+        plan.free = lexicon.leftover_words(intent, matches)[:MAX_FREE_TAGS]
+    positive = {lexicon.canonical(a, v.key) for a, v in plan.values.items()}
+    plan.negatives = [n for n in dict.fromkeys(plan.negatives) if n not in positive]
+    return plan
+
+
+def render(plan: ScenePlan, lexicon: Lexicon) -> str:
+    """The prompt for a plan: attribute tags in caption order, then extra and free tags."""
+    tags = [
+        WeightedTag(lexicon.canonical(attribute, plan.values[attribute].key), plan.values[attribute].weight).render()
+        for attribute in ATTRIBUTE_ORDER
+        if attribute in plan.values
+    ]
+    tags += [extra.render() for extra in plan.extras]
+    tags += plan.free
+    return ", ".join(tags)
+
+
+def _completed(plan: ScenePlan, lexicon: Lexicon, completion: tuple[WeightedTag, ...]) -> ScenePlan | None:
+    """``plan`` plus a completion's values, or None when the completion touches an attribute the plan has."""
+    values = [lexicon.value_of(tag.text) for tag in completion]
+    if any(v is None or v[0] in plan.values for v in values):
+        return None
+    out = ScenePlan(dict(plan.values), list(plan.extras), list(plan.free), list(plan.negatives), list(plan.concepts))
+    for tag, value in zip(completion, values, strict=True):
+        assert value is not None
+        out.set(value[0], value[1], tag.weight, explicit=False)
+    return out
+
+
+class RulesExpander(Expander):
+    """Lexicon rules; never declines: an intent with no known word becomes its own prompt."""
+
+    name = "rules"
+
+    def __init__(self, lexicon: Lexicon | None = None) -> None:
+        self.lexicon = lexicon or load_lexicon()
+
+    @property
+    def version(self) -> str:
+        return f"{RULES_VERSION}+lexicon-{self.lexicon.digest}"
+
+    def expand(self, intent: str, *, user: str | None = None, language: Language | None = None) -> Expansion:
+        """Always an expansion; ``details`` lists the concepts and attribute values found."""
+        watch = Stopwatch()
+        lang = resolve_language(intent, language)
+        plan = plan_scene(intent, self.lexicon, lang)
+        prompt = render(plan, self.lexicon) if not plan.is_empty else normalise_text(intent)
+        alternatives = []
+        for completion in self.lexicon.completions.values():
+            completed = _completed(plan, self.lexicon, completion)
+            if completed is not None:
+                alternatives.append(render(completed, self.lexicon))
+        details = {
+            "concepts": plan.concepts,
+            "attributes": {a: v.key for a, v in plan.values.items()},
+            "free_tags": plan.free,
+            "fallback": plan.is_empty,
+        }
+        return Expansion(
+            prompt=prompt,
+            negative=", ".join(plan.negatives) or None,
+            strategy=self.name,
+            version=self.version,
+            language=lang,
+            latency=watch.seconds,
+            details=details,
+            alternatives=tuple(dict.fromkeys(a for a in alternatives if a != prompt)),
+        )

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imageloop.prompts.expander.rules import RulesExpander
+from imageloop.prompts.lexicon import load_lexicon
+from imageloop.prompts.weights import parse_weights
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+RULES = RulesExpander()
+
+
+def test_bleak_in_english_and_chinese_gives_the_same_prompt() -> None:
+    en = RULES.expand("I want that really bleak feeling")
+    zh = RULES.expand("想要那种很丧的感觉")
+    assert en.prompt == zh.prompt
+    assert "(monochrome:1.2)" in en.prompt and "rain" in en.prompt and "lonely figure" in en.prompt
+    assert (en.language, zh.language) == ("en", "zh")
+    assert en.strategy == "rules" and en.version.startswith("rules-1+lexicon-")
+
+
+def test_explicit_words_beat_implied_ones_and_specific_beats_broad() -> None:
+    found = load_lexicon().attributes_in(RULES.expand("bleak mood on a sunny beach").prompt)
+    assert found["weather"] == {"clear"} and found["mood"] == {"bleak"} and found["place"] == {"beach"}
+    found = load_lexicon().attributes_in(RULES.expand("gloomy, but in full colour").prompt)
+    assert found["colour"] == {"colour"}
+
+
+def test_negated_terms_go_to_the_negative_prompt() -> None:
+    expansion = RULES.expand("a fox in the forest, no rain, 不要大雾")
+    assert expansion.negative == "rain, fog"
+    assert "rain" not in expansion.prompt
+
+
+def test_unknown_english_words_are_kept_and_unknown_chinese_falls_back_to_the_intent() -> None:
+    assert RULES.expand("an old lighthouse at sunset").prompt == "dusk, old lighthouse"
+    expansion = RULES.expand("量子计算")
+    assert expansion.prompt == "量子计算" and expansion.details["fallback"] is True
+
+
+def test_alternatives_only_fill_open_attributes() -> None:
+    expansion = RULES.expand("a castle at night")
+    assert expansion.alternatives
+    lexicon = load_lexicon()
+    for alternative in expansion.alternatives:
+        found = lexicon.attributes_in(alternative)
+        assert found["subject"] == {"castle"} and found["time"] == {"night"}
+
+
+def test_rules_score_well_on_the_test_sets() -> None:
+    lexicon = load_lexicon()
+    for name in ("intents_en.jsonl", "intents_zh.jsonl"):
+        rows = [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()]
+        assert len(rows) >= 60
+        hits = expected = 0
+        for row in rows:
+            found = lexicon.attributes_in(RULES.expand(row["intent"]).prompt)
+            expected += len(row["expected"])
+            hits += sum(key in found.get(attribute, set()) for attribute, key in row["expected"].items())
+        assert hits / expected > 0.9, name
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_any_intent_gives_a_parseable_non_empty_prompt(intent: str) -> None:
+    expansion = RULES.expand(intent or "x")
+    assert expansion.prompt.strip() or not (intent or "x").strip()
+    assert parse_weights(expansion.prompt)
