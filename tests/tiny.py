@@ -214,21 +214,29 @@ def make_controlnet(seed: int = 0, unet: UNet2DConditionModel | None = None) -> 
     """A ControlNet matching the tiny SD1.5 UNet (or built from ``unet``, copying its encoder weights).
 
     Its conditioning embedding downsamples by 2, matching the tiny VAE's scale factor, so a control image of the
-    output size lines up with the latents.
+    output size lines up with the latents. A fresh ControlNet's output convolutions are zero (no effect until
+    trained); here they get small random weights so the control image visibly changes the result.
     """
     torch.manual_seed(seed)
     if unet is not None:
-        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).eval()
-    return ControlNetModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        in_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=8,
-        conditioning_embedding_out_channels=(16, 32),
-        norm_num_groups=32,
-    ).eval()
+        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    else:
+        controlnet = ControlNetModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            in_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            cross_attention_dim=TEXT_HIDDEN,
+            attention_head_dim=8,
+            conditioning_embedding_out_channels=(16, 32),
+            norm_num_groups=32,
+        )
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                  controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_convs:
+            torch.nn.init.normal_(conv.weight, std=0.2)
+    return controlnet.eval()
 
 
 def sd15_components(seed: int = 0) -> dict[str, Any]:

@@ -1,0 +1,402 @@
+"""The generation engine: one loaded model, requests in, PNGs with their parameters out.
+
+``Engine.generate`` reads as the numbered steps of a run (as diffusers' pipelines do): check the request, resolve
+defaults (request, then recipe, then the model's own), prepare the pipeline variant and LoRAs, answer from the result
+cache if possible, encode the prompts (cached), denoise with a step callback, and encode the PNGs.
+``Engine.generate_many`` runs compatible requests in one pipeline call for the server's dynamic batching.
+The engine is thread-safe; runs are serialised on one lock because they share one pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imageloop.config import Settings
+from imageloop.engine.cache import LRUCache, PromptKey, result_key
+from imageloop.engine.conditioning import EncodedPrompt, batch_for_pipeline, encode_prompt
+from imageloop.engine.loader import (
+    LoadedModel,
+    Mode,
+    load_controlnet,
+    load_model,
+    pipeline_variant,
+)
+from imageloop.engine.lora import LoraManager
+from imageloop.engine.pngmeta import encode_png, format_parameters
+from imageloop.engine.progress import CancelToken, StepCallback, StepReporter
+from imageloop.engine.recipes import Recipe, RecipeStore
+from imageloop.engine.request import (
+    DEFAULT_CONTROL_SCALE,
+    DEFAULT_STRENGTH,
+    MAX_SEED,
+    GenerationRequest,
+    check_limits,
+    decode_image,
+)
+from imageloop.engine.schedulers import canonical_scheduler_name, make_scheduler
+from imageloop.errors import ImageloopError, InvalidRequestError, RecipeError
+from imageloop.prompts.styles import apply_style, get_style
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One image: PNG bytes carrying its A1111 ``parameters`` chunk, and the seed that reproduces it alone."""
+
+    png: bytes
+    seed: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished run: the fully resolved request (seed filled in), its images, and which model made them."""
+
+    request: GenerationRequest
+    images: list[GeneratedImage]
+    model_id: str
+    model_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+    from_cache: bool = False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A resolved request plus what running it needs; every generation setting is non-optional here."""
+
+    request: GenerationRequest
+    recipe: Recipe | None
+    random_seed: bool
+    prompt: str  # after the style preset
+    negative: str
+    seed: int
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    mode: Mode
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests with equal keys can share one pipeline call."""
+        recipe = self.recipe.model_dump_json() if self.recipe else None
+        return self.steps, self.guidance_scale, self.width, self.height, self.scheduler, recipe
+
+    @property
+    def seeds(self) -> list[int]:
+        """Image i of the batch uses seed + i (A1111's convention)."""
+        return [self.seed + i for i in range(self.request.num_images)]
+
+
+class Engine:
+    """Generates images with one model (``settings.engine.model`` unless ``model`` is given), loaded on first use."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: str | Path | None = None,
+        config: Path | None = None,
+        controlnet: str | Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model_spec = model if model is not None else settings.engine.model
+        self.config_dir = config if config is not None else settings.engine.model_config_dir
+        self.controlnet_spec = controlnet if controlnet is not None else settings.engine.controlnet
+        if settings.engine.threads > 0:
+            torch.set_num_threads(settings.engine.threads)
+        self.recipes = RecipeStore(settings)
+        self.loras = LoraManager(settings)
+        self.prompt_cache: LRUCache[PromptKey, EncodedPrompt] = LRUCache(settings.engine.text_encoder_cache_size)
+        self.result_cache: LRUCache[str, GenerationResult] = LRUCache(settings.engine.result_cache_size)
+        self._model: LoadedModel | None = None
+        self._controlnet: Any = None
+        self._controlnet_version = ""
+        self._lock = threading.RLock()
+
+    # -- model ---------------------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> LoadedModel:
+        """The loaded model (loads it on first access; ModelLoadError if it cannot be loaded)."""
+        with self._lock:
+            if self._model is None:
+                self._model = load_model(self.model_spec, self.settings, config=self.config_dir)
+            return self._model
+
+    def _controlnet_model(self) -> tuple[Any, str]:
+        if self._controlnet is None:
+            if self.controlnet_spec is None:
+                raise InvalidRequestError(
+                    "control_image", "no ControlNet model is configured",
+                    allowed="set --control-model PATH or IMAGELOOP_ENGINE__CONTROLNET",
+                )
+            model = self.model
+            self._controlnet, self._controlnet_version = load_controlnet(
+                self.controlnet_spec, self.settings, model.device, model.dtype
+            )
+        return self._controlnet, self._controlnet_version
+
+    # -- checking and resolving ------------------------------------------------------------------------------------
+
+    def check(self, request: GenerationRequest) -> Recipe | None:
+        """Check everything about ``request`` that needs no model: limits, recipe, style, images.
+
+        Returns the recipe it names (or None). Raises InvalidRequestError / UnknownNameError naming the field.
+        """
+        check_limits(request, self.settings)
+        recipe = self.recipes.get(request.recipe) if request.recipe is not None else None
+        if recipe is not None and recipe.scheduler is not None:
+            canonical_scheduler_name(recipe.scheduler, "recipe.scheduler")
+        style = request.style or (recipe.style if recipe else None)
+        if style is not None:
+            get_style(style)
+        if request.control_image is not None and self.controlnet_spec is None:
+            raise InvalidRequestError("control_image", "no ControlNet model is configured",
+                                      allowed="set --control-model PATH or IMAGELOOP_ENGINE__CONTROLNET")
+        return recipe
+
+    def resolve(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with every default filled in (seed too, if it was None), as a GenerationResult records it."""
+        return self._plan(request, self.check(request)).request
+
+    def _plan(self, request: GenerationRequest, recipe: Recipe | None) -> _Plan:
+        defaults = self.model.defaults
+        width, height = request.width, request.height
+        if request.init_image is not None and (width is None or height is None):
+            # img2img keeps the source's size unless told otherwise (rounded down to a multiple of 8).
+            source = decode_image(request.init_image, "init_image")
+            width = width or max(64, min(4096, source.width // 8 * 8))
+            height = height or max(64, min(4096, source.height // 8 * 8))
+        random_seed = request.seed is None
+        style = request.style or (recipe.style if recipe else None)
+        resolved = request.model_copy(update={
+            "steps": request.steps or (recipe.steps if recipe else None) or defaults.steps,
+            "guidance_scale": _first(request.guidance_scale, recipe.guidance_scale if recipe else None,
+                                     defaults.guidance_scale),
+            "scheduler": canonical_scheduler_name(
+                request.scheduler or (recipe.scheduler if recipe else None) or defaults.scheduler),
+            "seed": random.randint(0, MAX_SEED) if random_seed else request.seed,
+            "width": width or defaults.width,
+            "height": height or defaults.height,
+            "style": style,
+            "strength": _first(request.strength, DEFAULT_STRENGTH) if request.init_image is not None else None,
+            "controlnet_conditioning_scale": _first(request.controlnet_conditioning_scale, DEFAULT_CONTROL_SCALE)
+            if request.control_image is not None else None,
+        })
+        # Re-validate: recipe and model values pass through the same field rules and settings limits.
+        resolved = GenerationRequest.model_validate(resolved.model_dump())
+        check_limits(resolved, self.settings)
+        prompt, negative = apply_style(resolved.prompt, resolved.negative_prompt, style)
+        assert resolved.seed is not None and resolved.steps is not None and resolved.guidance_scale is not None
+        assert resolved.width is not None and resolved.height is not None and resolved.scheduler is not None
+        return _Plan(resolved, recipe, random_seed, prompt, negative, resolved.seed, resolved.steps,
+                     resolved.guidance_scale, resolved.width, resolved.height, resolved.scheduler, Mode(request.mode))
+
+    # -- generation ------------------------------------------------------------------------------------------------
+
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None, cancel: CancelToken | None = None
+    ) -> GenerationResult:
+        """Run ``request``; same request and seed give identical PNG bytes.
+
+        ``on_step(step, total)`` is called after each denoising step; returning False (or cancelling ``cancel``)
+        stops the run with GenerationCancelled and no image. A repeated request with an explicit seed is answered
+        from the result cache without running the model.
+        """
+        timings: dict[str, float] = {}
+        clock = _Clock(timings)
+        reporter = StepReporter(on_step, cancel)
+        # 1. Check inputs: nothing here touches the model.
+        recipe = self.check(request)
+        reporter.raise_if_stopped()
+        clock.lap("check")
+        with self._lock:
+            model = self.model
+            clock.lap("load")
+            # 2. Resolve defaults: request, then recipe, then the model's own.
+            plan = self._plan(request, recipe)
+            # 3. Prepare the pipeline variant, its sampler and the recipe's LoRAs.
+            pipe, extra_version = self._prepare(plan)
+            clock.lap("prepare")
+            # 4. Answer from the result cache when this exact run was done before.
+            key = result_key(plan.request.canonical_json(), self._version_key(pipe, extra_version))
+            cached = self.result_cache.get(key) if not plan.random_seed else None
+            if cached is not None:
+                clock.lap("cache")
+                return dataclasses.replace(cached, timings=clock.total(), from_cache=True)
+            # 5. Encode the prompts (LRU cache keyed by model, active LoRAs and text).
+            kwargs = batch_for_pipeline(pipe, [self._encode_pair(pipe, plan)] * plan.request.num_images)
+            clock.lap("encode")
+            # 6. Denoise, reporting each step; a stop request interrupts the pipeline.
+            images = self._run(pipe, plan, kwargs, plan.seeds, reporter)
+            clock.lap("denoise")
+            # 7. Encode PNGs with their A1111 parameters.
+            result = GenerationResult(plan.request, self._pngs(plan, images, model), model.name, model.version)
+            clock.lap("png")
+            # 8. Remember the result (explicit seeds only: a random seed is not a request anyone can repeat).
+            if not plan.random_seed:
+                self.result_cache.put(key, result)
+            return dataclasses.replace(result, timings=clock.total())
+
+    def generate_many(
+        self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
+    ) -> list[GenerationResult]:
+        """Run several requests, sharing one pipeline call among compatible ones; results in request order.
+
+        Compatible = text-to-image with the same size, steps, CFG, sampler and recipe; prompts, styles, seeds and
+        batch sizes may differ. Each image still gets its own generator (seed + i), so it matches a separate run up
+        to floating-point noise. Every request is checked first; the first invalid one raises and nothing runs.
+        ``on_step`` is called after each step of every pipeline call; returning False stops the whole batch with
+        GenerationCancelled.
+        """
+        recipes = [self.check(request) for request in requests]
+        results: list[GenerationResult | None] = [None] * len(requests)
+        with self._lock:
+            model = self.model
+            plans = [self._plan(request, recipe) for request, recipe in zip(requests, recipes, strict=True)]
+            groups: dict[tuple[Any, ...], list[int]] = {}
+            for index, plan in enumerate(plans):
+                if plan.mode is Mode.TXT2IMG:
+                    groups.setdefault(plan.batch_key(), []).append(index)
+                else:
+                    results[index] = self.generate(requests[index], on_step)  # img2img / ControlNet run alone
+            for indices in groups.values():
+                for chunk in _chunks(indices, plans, self.settings.engine.max_images):
+                    group = self._run_group(model, [plans[i] for i in chunk], StepReporter(on_step, None))
+                    for index, result in zip(chunk, group, strict=True):
+                        results[index] = result
+        return [result for result in results if result is not None]
+
+    def _run_group(self, model: LoadedModel, plans: list[_Plan], reporter: StepReporter) -> list[GenerationResult]:
+        started = time.perf_counter()
+        pipe, extra_version = self._prepare(plans[0])
+        version_key = self._version_key(pipe, extra_version)
+        out: dict[int, GenerationResult] = {}
+        todo: list[int] = []
+        for i, plan in enumerate(plans):
+            cached = None if plan.random_seed else self.result_cache.get(
+                result_key(plan.request.canonical_json(), version_key))
+            if cached is not None:
+                out[i] = dataclasses.replace(cached, from_cache=True)
+            else:
+                todo.append(i)
+        if todo:
+            pairs = [self._encode_pair(pipe, plans[i]) for i in todo for _ in range(plans[i].request.num_images)]
+            seeds = [seed for i in todo for seed in plans[i].seeds]
+            images = self._run(pipe, plans[todo[0]], batch_for_pipeline(pipe, pairs), seeds, reporter)
+            elapsed = {"total": time.perf_counter() - started, "batch_images": float(len(seeds))}
+            for i in todo:
+                plan = plans[i]
+                mine, images = images[: plan.request.num_images], images[plan.request.num_images:]
+                result = GenerationResult(plan.request, self._pngs(plan, mine, model), model.name, model.version,
+                                          timings=elapsed)
+                if not plan.random_seed:
+                    self.result_cache.put(result_key(plan.request.canonical_json(), version_key), result)
+                out[i] = result
+        return [out[i] for i in range(len(plans))]
+
+    # -- the parts -------------------------------------------------------------------------------------------------
+
+    def _prepare(self, plan: _Plan) -> tuple[Any, str]:
+        model = self.model
+        controlnet, controlnet_version = (None, "")
+        if plan.mode in (Mode.CONTROLNET, Mode.CONTROLNET_IMG2IMG):
+            controlnet, controlnet_version = self._controlnet_model()
+        pipe = pipeline_variant(model, plan.mode, controlnet)
+        pipe.scheduler = make_scheduler(plan.scheduler, model.scheduler_config)
+        try:
+            self.loras.apply(pipe, plan.recipe)
+        except ImageloopError:
+            raise
+        except Exception as exc:  # a LoRA that loads but does not fit this model
+            raise RecipeError(f"recipe {plan.request.recipe!r} cannot be applied: {exc}") from exc
+        return pipe, controlnet_version
+
+    def _version_key(self, pipe: Any, extra_version: str) -> str:
+        # What a result depends on besides the request: model weights, ControlNet weights, active LoRA adapters.
+        return f"{self.model.version}|{extra_version}|{self.loras.active(pipe)!r}"
+
+    def _encode_pair(self, pipe: Any, plan: _Plan) -> tuple[EncodedPrompt, EncodedPrompt]:
+        adapters = repr(self.loras.active(pipe))
+        return self._encode(pipe, adapters, plan.prompt), self._encode(pipe, adapters, plan.negative)
+
+    def _encode(self, pipe: Any, adapters: str, text: str) -> EncodedPrompt:
+        key = PromptKey(self.model.version, adapters, text)
+        with torch.inference_mode():
+            return self.prompt_cache.get_or_compute(key, lambda: encode_prompt(pipe, text))
+
+    def _run(
+        self, pipe: Any, plan: _Plan, kwargs: dict[str, Any], seeds: list[int], reporter: StepReporter
+    ) -> list[Any]:
+        call: dict[str, Any] = dict(kwargs)
+        call.update(
+            num_inference_steps=plan.steps,
+            guidance_scale=plan.guidance_scale,
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+            callback_on_step_end=reporter.hook(),
+            output_type="pil",
+        )
+        request = plan.request
+        size = (plan.width, plan.height)
+        if request.init_image is not None:
+            call["image"] = decode_image(request.init_image, "init_image").resize(size)
+            call["strength"] = request.strength
+        if request.control_image is not None:
+            control = decode_image(request.control_image, "control_image").resize(size)
+            call["control_image" if request.init_image is not None else "image"] = control
+            call["controlnet_conditioning_scale"] = request.controlnet_conditioning_scale
+        if request.init_image is None or request.control_image is not None:  # plain img2img takes the image's size
+            call.update(width=plan.width, height=plan.height)
+        with torch.inference_mode():
+            images = list(pipe(**call).images)
+        reporter.raise_if_stopped()
+        return images
+
+    def _pngs(self, plan: _Plan, images: list[Any], model: LoadedModel) -> list[GeneratedImage]:
+        out = []
+        for image, seed in zip(images, plan.seeds, strict=True):
+            text = format_parameters(plan.request, seed=seed, model_name=model.name, model_hash=model.version)
+            out.append(GeneratedImage(encode_png(image, text), seed, image.width, image.height))
+        return out
+
+
+class _Clock:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self.last
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.timings, "total": time.perf_counter() - self.start}
+
+
+def _first(*values: float | None) -> float | None:
+    return next((value for value in values if value is not None), None)
+
+
+def _chunks(indices: list[int], plans: list[_Plan], max_images: int) -> list[list[int]]:
+    """Split a group so that no pipeline call makes more than ``max_images`` images."""
+    chunks: list[list[int]] = [[]]
+    count = 0
+    for index in indices:
+        n = plans[index].request.num_images
+        if chunks[-1] and count + n > max_images:
+            chunks.append([])
+            count = 0
+        chunks[-1].append(index)
+        count += n
+    return chunks

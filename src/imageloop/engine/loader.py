@@ -1,0 +1,433 @@
+"""Loading models: diffusers folders and single-file ``.safetensors`` checkpoints (SD1.5 and SDXL).
+
+:func:`load_model` finds the model (``"embedded"``, a name under the data dir's ``models/``, or a path), detects
+its architecture, loads the text-to-image pipeline on the configured device, and hashes its weights so results
+can name the exact version. :func:`pipeline_variant` builds the img2img / ControlNet pipelines from the loaded one
+with ``from_pipe``, sharing its weights. Every failure is a :class:`ModelLoadError` (or
+:class:`UnsupportedModelError`) naming the path and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
+from imageloop.engine.schedulers import canonical_scheduler_name
+from imageloop.errors import ImageloopError, ModelLoadError, UnsupportedModelError
+
+MODEL_DEFAULTS_FILE = "imageloop.json"
+SHIPPED_CONFIGS_DIR = ASSETS_DIR / "configs"
+FALLBACK_STEPS = 20
+FALLBACK_GUIDANCE = 7.0
+FALLBACK_SCHEDULER = "DPM++ 2M Karras"
+
+_SD15_KEYS = ("model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.")
+_SDXL_KEYS = ("model.diffusion_model.label_emb.0.0.weight", "conditioner.embedders.1.model.")
+
+
+class Architecture(StrEnum):
+    """Model families the engine runs."""
+
+    SD15 = "sd15"
+    SDXL = "sdxl"
+
+
+class Mode(StrEnum):
+    """Pipeline variants; a request's ``mode`` picks one."""
+
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    CONTROLNET = "controlnet"
+    CONTROLNET_IMG2IMG = "controlnet_img2img"
+
+
+_PIPELINE_CLASSES: dict[Architecture, dict[Mode, str]] = {
+    Architecture.SD15: {
+        Mode.TXT2IMG: "StableDiffusionPipeline",
+        Mode.IMG2IMG: "StableDiffusionImg2ImgPipeline",
+        Mode.CONTROLNET: "StableDiffusionControlNetPipeline",
+        Mode.CONTROLNET_IMG2IMG: "StableDiffusionControlNetImg2ImgPipeline",
+    },
+    Architecture.SDXL: {
+        Mode.TXT2IMG: "StableDiffusionXLPipeline",
+        Mode.IMG2IMG: "StableDiffusionXLImg2ImgPipeline",
+        Mode.CONTROLNET: "StableDiffusionXLControlNetPipeline",
+        Mode.CONTROLNET_IMG2IMG: "StableDiffusionXLControlNetImg2ImgPipeline",
+    },
+}
+# Folder pipelines we accept, by the class name in model_index.json.
+_FOLDER_CLASSES = {
+    "StableDiffusionPipeline": Architecture.SD15,
+    "StableDiffusionImg2ImgPipeline": Architecture.SD15,
+    "StableDiffusionXLPipeline": Architecture.SDXL,
+    "StableDiffusionXLImg2ImgPipeline": Architecture.SDXL,
+}
+
+
+class ModelDefaults(BaseModel):
+    """A model's preferred settings, from the optional ``imageloop.json`` beside ``model_index.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int | None = Field(default=None, ge=1, le=1000)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
+    width: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
+    height: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedDefaults:
+    """Complete defaults for a loaded model: its own file's values, else values derived from its config."""
+
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+
+
+@dataclass
+class LoadedModel:
+    """A loaded text-to-image pipeline plus what the engine needs to know about it."""
+
+    pipe: Any
+    architecture: Architecture
+    name: str
+    path: Path
+    version: str  # SHA-256 of the weights (and configs) on disk
+    defaults: ResolvedDefaults
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    variants: dict[Mode, Any] = field(default_factory=dict)
+
+    @property
+    def short_hash(self) -> str:
+        """The first 10 hex digits of the version, as A1111 shows a model hash."""
+        return self.version[:10]
+
+
+def resolve_device(settings: Settings) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype from settings: 'auto' means CUDA with fp16 when available, else CPU with fp32."""
+    engine = settings.engine
+    if engine.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(engine.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("engine.device is 'cuda' but torch sees no CUDA device (CPU-only torch build?)")
+    if engine.dtype == "auto":
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = getattr(torch, engine.dtype)
+    return device, dtype
+
+
+def resolve_model_source(spec: str | Path, settings: Settings) -> Path:
+    """Where model ``spec`` lives: 'embedded', a folder/file name under ``settings.models_dir``, or a path."""
+    text = str(spec)
+    if text == EMBEDDED_MODEL_NAME:
+        if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"the embedded model is not installed yet ({EMBEDDED_MODEL_DIR} has no model_index.json); "
+                "pass --model PATH (a diffusers folder or a .safetensors checkpoint) or set IMAGELOOP_ENGINE__MODEL"
+            )
+        return EMBEDDED_MODEL_DIR
+    path = Path(text).expanduser()
+    if not path.exists() and not path.is_absolute() and (settings.models_dir / text).exists():
+        path = settings.models_dir / text
+    if not path.exists():
+        raise ModelLoadError(f"model {text!r} not found: {path} does not exist (and no such name in "
+                             f"{settings.models_dir})")
+    return path.resolve()
+
+
+def read_checkpoint_keys(path: Path) -> list[str]:
+    """Tensor names in a ``.safetensors`` file; ModelLoadError if the file is empty, not safetensors, or corrupt."""
+    if path.suffix.lower() in {".ckpt", ".pt", ".pth", ".bin"}:
+        raise UnsupportedModelError(
+            f"{path}: pickle checkpoints ({path.suffix}) are not loaded because they can run code; "
+            "convert it to .safetensors"
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelLoadError(f"{path}: the file is empty")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as exc:  # safetensors raises its own error type for every header problem
+        raise ModelLoadError(f"{path}: not a readable .safetensors file ({exc})") from None
+    if not keys:
+        raise UnsupportedModelError(f"{path}: the .safetensors file holds no tensors")
+    return keys
+
+
+def architecture_from_keys(keys: list[str], path: Path) -> Architecture:
+    """SD1.5 or SDXL from a checkpoint's original (LDM) key names; UnsupportedModelError says what it looks like."""
+    key_set = set(keys)
+
+    def has(marker: str) -> bool:
+        return marker in key_set or any(k.startswith(marker) for k in keys)
+
+    if all(has(marker) for marker in _SDXL_KEYS):
+        return Architecture.SDXL
+    if all(has(marker) for marker in _SD15_KEYS):
+        return Architecture.SD15
+    if has("cond_stage_model.model."):
+        kind = "a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder)"
+    elif has("model.diffusion_model.joint_blocks.") or has("joint_blocks."):
+        kind = "a Stable Diffusion 3 checkpoint"
+    elif has("double_blocks.") or has("model.diffusion_model.double_blocks."):
+        kind = "a FLUX checkpoint"
+    elif any(k.startswith(("lora_unet_", "lora_te", "unet.", "text_encoder.")) or ".lora_" in k for k in keys):
+        kind = "a LoRA (add it to a recipe instead)"
+    elif has("model.diffusion_model."):
+        kind = "a diffusion model without the SD1.5/SDXL text encoders"
+    elif has("encoder.down.") or has("decoder.up."):
+        kind = "a VAE on its own"
+    else:
+        kind = f"not a Stable Diffusion checkpoint (first keys: {', '.join(sorted(keys)[:3])})"
+    raise UnsupportedModelError(f"{path}: unsupported model: {kind}; supported: SD1.5 and SDXL checkpoints")
+
+
+def detect_architecture(path: Path) -> Architecture:
+    """The architecture of a diffusers folder (from ``model_index.json``) or a single-file checkpoint."""
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+        try:
+            class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise ModelLoadError(f"{index}: not valid JSON ({exc})") from None
+        if class_name not in _FOLDER_CLASSES:
+            raise UnsupportedModelError(
+                f"{path}: unsupported pipeline {class_name!r}; supported: {', '.join(sorted(_FOLDER_CLASSES))}"
+            )
+        return _FOLDER_CLASSES[class_name]
+    return architecture_from_keys(read_checkpoint_keys(path), path)
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and bytes, sorted; ``imageloop.json`` excluded)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.name != MODEL_DEFAULTS_FILE and not p.name.startswith(".")
+    )
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def read_model_defaults(folder: Path) -> ModelDefaults:
+    """The ``imageloop.json`` of a model folder (empty defaults when absent); ModelLoadError names a bad field."""
+    file = folder / MODEL_DEFAULTS_FILE
+    if not file.is_file():
+        return ModelDefaults()
+    try:
+        defaults = ModelDefaults.model_validate_json(file.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
+        raise ModelLoadError(f"{file}: invalid model defaults: {problems}") from None
+    if defaults.scheduler is not None:
+        try:
+            canonical_scheduler_name(defaults.scheduler)
+        except ImageloopError as exc:
+            raise ModelLoadError(f"{file}: {exc.message}") from None
+    return defaults
+
+
+def complete_defaults(pipe: Any, own: ModelDefaults) -> ResolvedDefaults:
+    """Fill the gaps of a model's own defaults: native size from its UNet/VAE config, A1111's usual steps/CFG."""
+    native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+    return ResolvedDefaults(
+        steps=own.steps or FALLBACK_STEPS,
+        guidance_scale=own.guidance_scale if own.guidance_scale is not None else FALLBACK_GUIDANCE,
+        width=own.width or native,
+        height=own.height or native,
+        scheduler=canonical_scheduler_name(own.scheduler) if own.scheduler else FALLBACK_SCHEDULER,
+    )
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    # diffusers/transformers print progress bars and advice while loading; the engine reports its own progress.
+    import diffusers
+    import transformers
+
+    logs: list[Any] = [diffusers.utils.logging, transformers.utils.logging]
+    previous = [(log.get_verbosity(), log.is_progress_bar_enabled()) for log in logs]
+    for log in logs:
+        log.set_verbosity_error()
+        log.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, (verbosity, bars) in zip(logs, previous, strict=True):
+            log.set_verbosity(verbosity)
+            if bars:
+                log.enable_progress_bar()
+
+
+def _pipeline_class(architecture: Architecture, mode: Mode) -> Any:
+    import diffusers
+
+    return getattr(diffusers, _PIPELINE_CLASSES[architecture][mode])
+
+
+def shipped_config_dir(architecture: Architecture) -> Path:
+    """The diffusers config folder we ship for single-file checkpoints of ``architecture``."""
+    return SHIPPED_CONFIGS_DIR / architecture.value
+
+
+def _single_file_config(path: Path, architecture: Architecture, config: Path | None) -> Path:
+    folder = config if config is not None else shipped_config_dir(architecture)
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"{path}: loading a single-file {architecture.value} checkpoint needs a diffusers config folder "
+            f"(model_index.json, component configs, tokenizer); {folder} has none. Pass --config DIR"
+        )
+    folder_arch = detect_architecture(folder)
+    if folder_arch != architecture:
+        raise ModelLoadError(
+            f"{path}: the checkpoint is {architecture.value} but the config folder {folder} is {folder_arch.value}"
+        )
+    return folder
+
+
+def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, dtype: torch.dtype) -> Any:
+    cls = _pipeline_class(architecture, Mode.TXT2IMG)
+    try:
+        with _quiet_loading():
+            if path.is_dir():
+                kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+                if architecture is Architecture.SD15:
+                    kwargs.update(safety_checker=None, requires_safety_checker=False)
+                return cls.from_pretrained(path, **kwargs)
+            folder = _single_file_config(path, architecture, config)
+            pipe = cls.from_single_file(str(path), config=str(folder), torch_dtype=dtype, local_files_only=True)
+            _check_all_weights_loaded(pipe, path)
+            return pipe
+    except ImageloopError:
+        raise
+    except Exception as exc:  # diffusers raises many types (OSError, ValueError, KeyError...) for bad files
+        raise ModelLoadError(f"{path}: cannot load the {architecture.value} model: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if "meta tensor" in text:  # what torch says when a module kept weights that the file did not provide
+        return "the checkpoint has no weights for some parameters (incomplete file, or a config of another model)"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_all_weights_loaded(pipe: Any, path: Path) -> None:
+    # A checkpoint missing some tensors leaves them on the "meta" device; say which instead of failing later.
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            missing = [key for key, value in component.named_parameters() if value.is_meta]
+            if missing:
+                raise ModelLoadError(
+                    f"{path}: the checkpoint has no weights for {len(missing)} {name} parameters "
+                    f"(e.g. {missing[0]}); is the config folder for this model?"
+                )
+
+
+def load_model(spec: str | Path, settings: Settings, *, config: Path | None = None) -> LoadedModel:
+    """Load model ``spec`` (see :func:`resolve_model_source`) as a text-to-image pipeline on the settings' device.
+
+    ``config`` is the diffusers config folder for a single-file checkpoint (default: the one we ship).
+    """
+    path = resolve_model_source(spec, settings)
+    architecture = detect_architecture(path)
+    device, dtype = resolve_device(settings)
+    own_defaults = read_model_defaults(path) if path.is_dir() else ModelDefaults()
+    pipe = _load_pipeline(path, architecture, config, dtype)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    name = EMBEDDED_MODEL_NAME if path == EMBEDDED_MODEL_DIR.resolve() else path.stem if path.is_file() else path.name
+    logging.getLogger(__name__).info("loaded %s model %s from %s", architecture.value, name, path)
+    return LoadedModel(
+        pipe=pipe,
+        architecture=architecture,
+        name=name,
+        path=path,
+        version=content_hash(path),
+        defaults=complete_defaults(pipe, own_defaults),
+        scheduler_config=dict(pipe.scheduler.config),
+        device=device,
+        dtype=dtype,
+        variants={Mode.TXT2IMG: pipe},
+    )
+
+
+def load_controlnet(
+    spec: str | Path, settings: Settings, device: torch.device, dtype: torch.dtype
+) -> tuple[Any, str]:
+    """Load a ControlNet (diffusers folder with ``config.json``, or a single ``.safetensors`` file).
+
+    Returns the model on ``device`` and its content hash.
+    """
+    import diffusers
+
+    controlnet_class: Any = diffusers.ControlNetModel
+    path = Path(spec).expanduser()
+    if not path.exists() and (settings.models_dir / str(spec)).exists():
+        path = settings.models_dir / str(spec)
+    if not path.exists():
+        raise ModelLoadError(f"ControlNet {str(spec)!r} not found: {path} does not exist")
+    if path.is_file():
+        read_checkpoint_keys(path)  # clear errors for empty / corrupt / pickle files before diffusers sees them
+    elif not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: not a ControlNet folder (no config.json)")
+    try:
+        with _quiet_loading():
+            if path.is_dir():
+                model = controlnet_class.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            else:
+                model = controlnet_class.from_single_file(str(path), torch_dtype=dtype, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot load the ControlNet: {_reason(exc)}") from exc
+    return model.to(device), content_hash(path)
+
+
+def pipeline_variant(model: LoadedModel, mode: Mode, controlnet: Any = None) -> Any:
+    """The pipeline for ``mode``, built once from the loaded one with ``from_pipe`` (weights shared, not copied).
+
+    ControlNet variants are rebuilt when a different ControlNet model is passed.
+    """
+    existing = model.variants.get(mode)
+    if existing is not None and (controlnet is None or getattr(existing, "controlnet", None) is controlnet):
+        return existing
+    cls = _pipeline_class(model.architecture, mode)
+    kwargs: dict[str, Any] = {}
+    if mode in (Mode.CONTROLNET, Mode.CONTROLNET_IMG2IMG):
+        if controlnet is None:
+            raise ModelLoadError("a ControlNet request needs a ControlNet model (--control-model or settings)")
+        kwargs["controlnet"] = controlnet
+    with _quiet_loading():
+        pipe = cls.from_pipe(model.pipe, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    model.variants[mode] = pipe
+    return pipe
