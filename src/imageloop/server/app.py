@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from imageloop import __version__
 from imageloop.config import Settings
 from imageloop.server.errors import install_error_handlers
+from imageloop.server.limits import BodyLimitMiddleware
 from imageloop.server.routes import ROUTERS
 from imageloop.server.services import EngineFactory, build_services
 
@@ -42,8 +43,8 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
 
     app = FastAPI(
         title="Imageloop", version=__version__, description=API_DESCRIPTION, lifespan=lifespan,
-        max_body_size=settings.server.max_body_bytes,
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

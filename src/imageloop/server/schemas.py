@@ -147,7 +147,7 @@ class ActionOut(BaseModel):
 
 
 class OptOutIn(StrictBody):
-    opt_out: bool
+    opt_out: bool = Field(strict=True, description="true: keep my records out of training datasets.")
 
 
 class UserOut(BaseModel):

@@ -27,7 +27,7 @@ def default_engine_factory(settings: Settings) -> EngineFactory:
     """Builds :class:`imageloop.engine.Engine` for ``settings`` and loads its model (so errors show at start)."""
 
     def build() -> ImageEngine:
-        from imageloop.engine.engine import Engine
+        from imageloop.engine import Engine
 
         engine = Engine(settings)
         _ = engine.model  # load now: a missing or broken model fails the start, not the first job

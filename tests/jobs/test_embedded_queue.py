@@ -1,0 +1,156 @@
+"""The embedded queue on the tiny model: dynamic batching, cancel, recovery of jobs whose worker died."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imageloop.config import Settings
+from imageloop.engine.engine import Engine
+from imageloop.jobs import EmbeddedJobQueue, EventHub, JobEvent, JobProgress, JobStarted
+from imageloop.jobs.requests import batch_key, with_seed
+from imageloop.storage import GenerationId, JobStatus, NewGeneration, Storage, UserId, WorkerId
+from tests.server.kit import tiny_settings, wait_finished
+from tests.tiny import count_calls
+
+
+class Recorder:
+    """Collects published events (the hub delivers on the publisher's thread while no loop is bound)."""
+
+    def __init__(self) -> None:
+        self.events: list[JobEvent] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: JobEvent) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def of(self, generation_id: str, kind: type[JobEvent]) -> list[Any]:
+        with self.lock:
+            return [e for e in self.events if e.generation_id == generation_id and isinstance(e, kind)]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_model: Path) -> Settings:
+    return tiny_settings(tmp_path / "data", tiny_model, jobs={"batch_max_wait_ms": 300, "batch_max_size": 8})
+
+
+@pytest.fixture
+def storage(settings: Settings) -> Iterator[Storage]:
+    store = Storage.open(settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def user(storage: Storage) -> UserId:
+    return storage.users.create_user("worker-test")[0].id
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Engine:
+    return Engine(settings)
+
+
+@pytest.fixture
+def queue(storage: Storage, settings: Settings, engine: Engine) -> Iterator[tuple[EmbeddedJobQueue, Recorder]]:
+    hub = EventHub()
+    recorder = Recorder()
+    hub.add_listener(recorder)
+    job_queue = EmbeddedJobQueue(storage, settings, hub, lambda: engine)
+    yield job_queue, recorder
+    job_queue.stop()
+
+
+def submit(storage: Storage, user: UserId, settings: Settings, prompt: str, **params: Any) -> GenerationId:
+    seeded = with_seed(params)
+    request = NewGeneration(prompt=prompt, params=seeded, batch_key=batch_key(seeded, None, settings))
+    return storage.generations.create(user, request).id
+
+
+def test_jobs_arriving_within_the_wait_share_one_pipeline_call(
+    storage: Storage, user: UserId, settings: Settings, engine: Engine, queue: tuple[EmbeddedJobQueue, Recorder]
+) -> None:
+    job_queue, _ = queue
+    job_queue.start()
+    with count_calls(engine.model.pipe.unet) as unet_calls:
+        ids = []
+        for word in ("cat", "dog", "bird", "tree"):
+            ids.append(submit(storage, user, settings, f"a {word}"))
+            job_queue.submitted([ids[-1]])
+            time.sleep(0.02)  # separate requests, well inside the 300 ms batching wait
+        records = [wait_finished(storage, generation_id) for generation_id in ids]
+    assert [record.status for record in records] == [JobStatus.SUCCEEDED] * 4
+    assert {record.timings["batch_size"] for record in records} == {4}
+    assert unet_calls[0] == 2  # two steps for all four jobs, not eight
+
+
+def test_incompatible_jobs_run_in_separate_calls(
+    storage: Storage, user: UserId, settings: Settings, queue: tuple[EmbeddedJobQueue, Recorder]
+) -> None:
+    job_queue, _ = queue
+    short = submit(storage, user, settings, "a cat", steps=1)
+    long = submit(storage, user, settings, "a cat", steps=3)
+    job_queue.start()
+    records = [wait_finished(storage, generation_id) for generation_id in (short, long)]
+    assert [record.timings["batch_size"] for record in records] == [1, 1]
+    assert [record.progress_total for record in records] == [1, 3]
+
+
+def test_cancel_a_queued_job_and_a_running_job(
+    storage: Storage, user: UserId, settings: Settings, queue: tuple[EmbeddedJobQueue, Recorder]
+) -> None:
+    job_queue, recorder = queue
+    running = submit(storage, user, settings, "a slow cat", steps=150)
+    queued = submit(storage, user, settings, "a waiting dog", steps=149)  # other steps: not batched with it
+    job_queue.start()
+    deadline = time.monotonic() + 30
+    while not recorder.of(running, JobProgress):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
+    assert storage.generations.request_cancel(user, queued).status is JobStatus.CANCELLED  # at once
+    storage.generations.request_cancel(user, running)
+    job_queue.cancel_requested(running)
+    record = wait_finished(storage, running, timeout=30)
+    assert record.status is JobStatus.CANCELLED and record.images == ()
+    assert max(event.step for event in recorder.of(running, JobProgress)) < 150  # stopped mid-run
+    assert not recorder.of(queued, JobStarted)  # the cancelled queued job never ran
+    assert not any(storage.blobs.root.rglob("*.png"))  # type: ignore[attr-defined]
+
+
+def test_a_job_that_cannot_run_fails_with_the_reason_and_spares_its_batch(
+    storage: Storage, user: UserId, settings: Settings, queue: tuple[EmbeddedJobQueue, Recorder]
+) -> None:
+    job_queue, _ = queue
+    key = batch_key({}, None, settings)
+    good = storage.generations.create(user, NewGeneration(prompt="a cat", params={"seed": 1}, batch_key=key))
+    # Stored behind the API's back (an older server, a hand-edited row): the worker must not crash on it.
+    bad = storage.generations.create(user, NewGeneration(prompt="a dog", params={"seed": 2, "num_images": 99},
+                                                         batch_key=key))
+    job_queue.start()
+    assert wait_finished(storage, good.id).status is JobStatus.SUCCEEDED
+    failed = wait_finished(storage, bad.id)
+    assert failed.status is JobStatus.FAILED and "num_images" in (failed.error or "")
+
+
+def test_jobs_of_a_dead_worker_are_requeued_and_recorded_once(
+    storage: Storage, user: UserId, settings: Settings, queue: tuple[EmbeddedJobQueue, Recorder]
+) -> None:
+    job_queue, _ = queue
+    ids = [submit(storage, user, settings, f"a {word}", num_images=2) for word in ("red cat", "blue dog")]
+    # A worker claims both and dies: its lease ran out a minute ago.
+    past = Storage.open(settings, upgrade=False, clock=lambda: datetime.now(UTC) - timedelta(minutes=2))
+    assert len(past.generations.claim(WorkerId("dead-worker"), limit=8)) == 2
+    past.close()
+    job_queue.start()  # start-up sweeps stale leases
+    records = [wait_finished(storage, generation_id) for generation_id in ids]
+    for record in records:
+        assert record.status is JobStatus.SUCCEEDED and record.attempts == 2
+        assert [image.index for image in record.images] == [0, 1]
+    assert len(list(storage.blobs.root.rglob("*.png"))) == 4  # type: ignore[attr-defined]
