@@ -275,8 +275,12 @@ def test_generate_many_splits_incompatible_requests(engine: Engine) -> None:
     assert results[2].request.mode == "img2img"
 
 
-def test_generate_many_pads_prompts_of_different_lengths(engine: Engine) -> None:
+def test_generate_many_pads_prompts_of_different_lengths_and_reports_steps(engine: Engine) -> None:
     requests = [GenerationRequest(prompt="a cat", seed=21), GenerationRequest(prompt="a dog, " * 60, seed=22)]
+    seen: list[tuple[int, int]] = []
     with tiny.count_calls(engine.model.pipe.unet) as calls:
-        results = engine.generate_many(requests)
-    assert calls[0] == 2 and len(results) == 2
+        results = engine.generate_many(requests, on_step=lambda step, total: seen.append((step, total)) and None)
+    assert calls[0] == 2 and len(results) == 2 and seen == [(1, 2), (2, 2)]
+    with pytest.raises(GenerationCancelled):
+        engine.generate_many([GenerationRequest(prompt="a cat", seed=31), GenerationRequest(prompt="a cow", seed=32)],
+                             on_step=lambda step, total: False)

@@ -249,14 +249,18 @@ class Engine:
             return dataclasses.replace(result, timings=clock.total())
 
     def generate_many(
-        self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        on_step: StepCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> list[GenerationResult]:
         """Run several requests, sharing one pipeline call among compatible ones; results in request order.
 
         Compatible = text-to-image with the same size, steps, CFG, sampler and recipe; prompts, styles, seeds and
         batch sizes may differ. Each image still gets its own generator (seed + i), so it matches a separate run up
-        to floating-point noise. Every request is checked first; the first invalid one raises and nothing runs.
-        ``on_step`` is called after each step of every pipeline call; returning False stops the whole batch with
+        to floating-point noise (prompts of different lengths are padded to the longest, as A1111 does).
+        Every request is checked first; the first invalid one raises and nothing runs. ``on_step`` is called after
+        each step of every pipeline call; returning False (or cancelling ``cancel``) stops the whole list with
         GenerationCancelled.
         """
         recipes = [self.check(request) for request in requests]
@@ -269,10 +273,10 @@ class Engine:
                 if plan.mode is Mode.TXT2IMG:
                     groups.setdefault(plan.batch_key(), []).append(index)
                 else:
-                    results[index] = self.generate(requests[index], on_step)  # img2img / ControlNet run alone
+                    results[index] = self.generate(requests[index], on_step, cancel)  # img2img / ControlNet alone
             for indices in groups.values():
                 for chunk in _chunks(indices, plans, self.settings.engine.max_images):
-                    group = self._run_group(model, [plans[i] for i in chunk], StepReporter(on_step, None))
+                    group = self._run_group(model, [plans[i] for i in chunk], StepReporter(on_step, cancel))
                     for index, result in zip(chunk, group, strict=True):
                         results[index] = result
         return [result for result in results if result is not None]
@@ -293,6 +297,7 @@ class Engine:
         if todo:
             pairs = [self._encode_pair(pipe, plans[i]) for i in todo for _ in range(plans[i].request.num_images)]
             seeds = [seed for i in todo for seed in plans[i].seeds]
+            reporter.raise_if_stopped()
             images = self._run(pipe, plans[todo[0]], batch_for_pipeline(pipe, pairs), seeds, reporter)
             elapsed = {"total": time.perf_counter() - started, "batch_images": float(len(seeds))}
             for i in todo:
