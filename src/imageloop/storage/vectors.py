@@ -354,7 +354,7 @@ def load_sqlite_vec(connection: sa.Connection) -> bool:
     except SQLAlchemyError:
         connection.rollback()
     try:
-        import sqlite_vec  # type: ignore[import-untyped]
+        import sqlite_vec
 
         raw: Any = connection.connection.driver_connection
         raw.enable_load_extension(True)
@@ -394,7 +394,7 @@ def open_vector_index(engine: Engine, sessions: SessionFactory | None = None) ->
 
 def _load_on_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
-        import sqlite_vec  # type: ignore[import-untyped]
+        import sqlite_vec
 
         dbapi_connection.enable_load_extension(True)
         sqlite_vec.load(dbapi_connection)
