@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import random
 import resource
 import time
@@ -55,6 +56,7 @@ class ExportTiming:
     chains: int
     peak_rss_mb: float
     baseline_rss_mb: float
+    cpu_seconds: float  # user + system time of the export process (wall time also counts waiting for CPU)
 
 
 @dataclass
@@ -65,6 +67,9 @@ class EventsBenchResult:
     insert_seconds: float
     exports: list[ExportTiming] = field(default_factory=list)
     ingest_actions_per_second: float | None = None
+    # Context for reading the wall times: other work on the machine stretches them (cpu_seconds does not).
+    cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    load_average: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
     @property
     def export_seconds(self) -> float:
@@ -187,11 +192,13 @@ def _export_in_child(kinds: tuple[str, ...], database_url: str, out_dir: str) ->
     from imageloop.flywheel.export import export_datasets
 
     engine = create_db_engine(database_url)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = resource.getrusage(resource.RUSAGE_SELF)
     results = export_datasets(kinds, engine, Path(out_dir))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = resource.getrusage(resource.RUSAGE_SELF)
     engine.dispose()
-    return [ExportTiming(r.kind, r.seconds, r.rows, r.chains, peak, baseline) for r in results]
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    peak, baseline = after.ru_maxrss / 1024, before.ru_maxrss / 1024
+    return [ExportTiming(r.kind, r.seconds, r.rows, r.chains, peak, baseline, cpu) for r in results]
 
 
 def time_export(database_url: str, out_dir: Path, kinds: tuple[str, ...] = EXPORTED_KINDS) -> list[ExportTiming]:
