@@ -1,0 +1,61 @@
+"""``imageloop serve``: the HTTP API with, by default, everything embedded (SQLite, local images, in-process worker)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from imageloop.cli import app
+from imageloop.config import Settings, load_settings
+
+
+def _describe(settings: Settings) -> str:
+    if settings.jobs.mode == "embedded":
+        return (f"embedded: database {settings.database_url}, images in {settings.blobs_dir}, "
+                f"in-process worker on model {settings.engine.model!r}")
+    return f"scaled: database {settings.database_url}, Celery workers via {settings.jobs.redis_url}"
+
+
+def _settings(host: str | None, port: int | None, model: str | None) -> Settings:
+    """Settings from the environment, with the command-line options on top."""
+    base = load_settings()
+    overrides: dict[str, object] = {}
+    if host is not None or port is not None:
+        server = base.server.model_dump()
+        server.update({key: value for key, value in (("host", host), ("port", port)) if value is not None})
+        overrides["server"] = server
+    if model is not None:
+        overrides["engine"] = {**base.engine.model_dump(), "model": model}
+    return load_settings(**overrides) if overrides else base
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Address to listen on [default: server.host, 127.0.0.1]."),
+    port: int | None = typer.Option(None, min=1, max=65535, help="Port [default: server.port, 8000]."),
+    model: str | None = typer.Option(None, help="Model to serve [default: engine.model, the embedded one]."),
+    log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
+) -> None:
+    """Serve the API (docs at /docs). Embedded by default: no other set-up needed; create a user with
+    ``imageloop users create NAME`` to get an API key."""
+    import uvicorn
+
+    from imageloop.server import create_app
+    from imageloop.server.services import default_engine_factory
+    from imageloop.storage import Storage
+
+    settings = _settings(host, port, model)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Fail here, with one clear line, rather than inside the server's start-up: schema first, then the model.
+    Storage.open(settings).close()
+    engine_factory = None
+    if settings.jobs.mode == "embedded":
+        engine = default_engine_factory(settings)()
+        engine_factory = lambda: engine  # noqa: E731
+    typer.echo(f"imageloop: http://{settings.server.host}:{settings.server.port} ({_describe(settings)})", err=True)
+    uvicorn.run(
+        create_app(settings, engine_factory=engine_factory), host=settings.server.host, port=settings.server.port,
+        log_level=log_level, timeout_graceful_shutdown=5,
+    )
