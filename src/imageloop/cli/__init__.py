@@ -26,7 +26,9 @@ def main() -> None:
     """Entry point: run the CLI, turning any ImageloopError into one clear line and exit code 2."""
     _register()
     try:
-        app(standalone_mode=False)
+        exit_code = app(standalone_mode=False)
+        if isinstance(exit_code, int) and exit_code:  # typer.Exit(n) comes back as n without standalone mode
+            sys.exit(exit_code)
     except ImageloopError as exc:
         typer.secho(f"error: {exc.message}", err=True, fg=typer.colors.RED)
         sys.exit(2)

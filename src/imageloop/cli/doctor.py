@@ -1,0 +1,148 @@
+"""``imageloop doctor``: what this installation has, what is missing, and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imageloop import __version__
+from imageloop.cli import app
+from imageloop.config import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings, load_settings
+from imageloop.errors import ImageloopError
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the report: ``status`` is 'ok', 'warn' (works, but worth knowing) or 'missing' (blocks use)."""
+
+    topic: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def _runtime() -> list[Finding]:
+    import diffusers
+    import torch
+    import transformers
+
+    findings = [
+        Finding("imageloop", "ok", f"{__version__} on Python {platform.python_version()} ({platform.machine()})"),
+        Finding("libraries", "ok", f"torch {torch.__version__}, diffusers {diffusers.__version__}, "
+                                   f"transformers {transformers.__version__}"),
+    ]
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        findings.append(Finding("device", "ok", f"CUDA: {name} (fp16); {torch.cuda.device_count()} GPU(s)"))
+    else:
+        cuda_build = torch.version.cuda is not None
+        findings.append(Finding(
+            "device", "warn", f"CPU only ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)",
+            "CUDA torch is installed but sees no GPU: check the driver" if cuda_build else
+            "for a GPU: install a CUDA build of torch 2.13.0 (README, 'GPU install')",
+        ))
+    return findings
+
+
+def _data_dir(settings: Settings) -> list[Finding]:
+    data = settings.data_dir
+    if not data.exists():
+        return [Finding("data dir", "warn", f"{data} does not exist yet", "it is created on first use; or set "
+                                                                            "IMAGELOOP_DATA_DIR")]
+    if not os.access(data, os.W_OK):
+        return [Finding("data dir", "missing", f"{data} is not writable", f"fix the permissions of {data}")]
+    return [Finding("data dir", "ok", str(data))]
+
+
+def _describe_model(path: Path) -> str:
+    from imageloop.engine.loader import detect_architecture
+
+    return detect_architecture(path).value
+
+
+def _models(settings: Settings) -> list[Finding]:
+    findings: list[Finding] = []
+    if (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
+        kind = _describe_model(EMBEDDED_MODEL_DIR)
+        findings.append(Finding("embedded model", "ok", f"{EMBEDDED_MODEL_DIR} ({kind})"))
+    else:
+        findings.append(Finding("embedded model", "missing" if settings.engine.model == EMBEDDED_MODEL_NAME else "warn",
+                                f"not installed ({EMBEDDED_MODEL_DIR} has no model_index.json)",
+                                "use --model PATH / IMAGELOOP_ENGINE__MODEL, or train it: imageloop train base"))
+    candidates = sorted(settings.models_dir.iterdir()) if settings.models_dir.is_dir() else []
+    for path in candidates:
+        if path.is_dir() or path.suffix == ".safetensors":
+            try:
+                findings.append(Finding(f"model {path.name}", "ok", _describe_model(path)))
+            except ImageloopError as exc:
+                findings.append(Finding(f"model {path.name}", "warn", exc.message, "remove it or fix the file"))
+    if not candidates:
+        findings.append(Finding("models dir", "warn", f"no models in {settings.models_dir}",
+                                "put diffusers folders or .safetensors checkpoints there to use them by name"))
+    findings.append(_configured_model(settings))
+    return findings
+
+
+def _configured_model(settings: Settings) -> Finding:
+    from imageloop.engine.loader import resolve_model_source, shipped_config_dir
+
+    spec = settings.engine.model
+    try:
+        path = resolve_model_source(spec, settings)
+        kind = _describe_model(path)
+    except ImageloopError as exc:
+        return Finding("serving model", "missing", exc.message, "set IMAGELOOP_ENGINE__MODEL to a model that loads")
+    if path.is_file():
+        from imageloop.engine.loader import Architecture
+
+        config = settings.engine.model_config_dir or shipped_config_dir(Architecture(kind))
+        if not (config / "model_index.json").is_file():
+            return Finding("serving model", "missing", f"{spec}: single-file {kind} needs a config folder ({config})",
+                           "set IMAGELOOP_ENGINE__MODEL_CONFIG_DIR to a diffusers folder of the same architecture")
+    return Finding("serving model", "ok", f"{spec} -> {path} ({kind})")
+
+
+def _extras(settings: Settings) -> list[Finding]:
+    from imageloop.engine.recipes import RecipeStore
+
+    findings: list[Finding] = []
+    if settings.engine.controlnet:
+        exists = Path(settings.engine.controlnet).expanduser().exists()
+        findings.append(Finding("controlnet", "ok" if exists else "missing", settings.engine.controlnet,
+                                "" if exists else "fix IMAGELOOP_ENGINE__CONTROLNET"))
+    else:
+        findings.append(Finding("controlnet", "warn", "none configured (control images are refused)",
+                                "--control-model PATH or IMAGELOOP_ENGINE__CONTROLNET"))
+    loras = sorted(settings.loras_dir.glob("*.safetensors")) if settings.loras_dir.is_dir() else []
+    findings.append(Finding("loras", "ok", f"{len(loras)} in {settings.loras_dir}"))
+    scan = RecipeStore(settings).scan()
+    findings.append(Finding("recipes", "ok", f"{len(scan.recipes)} in {settings.recipes_dir}"))
+    findings.extend(Finding("recipe file", "warn", p.message, "fix or remove the file") for p in scan.problems)
+    return findings
+
+
+def diagnose(settings: Settings) -> list[Finding]:
+    """Every finding about this installation, in report order."""
+    return [*_runtime(), *_data_dir(settings), *_models(settings), *_extras(settings)]
+
+
+@app.command()
+def doctor() -> None:
+    """Check torch and the device, the data dir, models, ControlNet, LoRAs and recipes; say how to fix problems."""
+    settings = load_settings()
+    findings = diagnose(settings)
+    table = Table(title="imageloop doctor")
+    for column in ("", "topic", "status", "fix"):
+        table.add_column(column)
+    marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "missing": "[red]✗[/]"}
+    for finding in findings:
+        table.add_row(marks[finding.status], finding.topic, finding.detail, finding.fix)
+    Console().print(table)
+    if any(finding.status == "missing" for finding in findings):
+        raise typer.Exit(1)

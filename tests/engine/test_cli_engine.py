@@ -1,0 +1,122 @@
+"""``imageloop generate``, ``imageloop doctor`` and ``imageloop bench engine`` on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import imageloop.cli.commands  # noqa: F401  (registers every command on `app`)
+from imageloop.bench.engine import EngineBenchConfig, count_unet_flops, measure_matmul_flops, run_engine_bench
+from imageloop.cli import app
+from imageloop.cli.doctor import diagnose
+from imageloop.cli.generate import output_paths, parse_size
+from imageloop.config import Settings
+from imageloop.engine import read_png_parameters
+from imageloop.errors import InvalidRequestError, ModelLoadError
+from tests import tiny
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.save_sd15(tmp_path_factory.mktemp("cli") / "tiny", model_defaults={"steps": 2, "scheduler": "Euler"})
+
+
+def test_generate_writes_pngs_with_parameters(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cat.png"
+    result = CliRunner().invoke(app, [
+        "generate", "a cat in the rain, monochrome", "-o", str(out), "--seed", "1", "--negative", "blurry",
+        "--steps", "3", "--cfg", "6", "--size", "64x72", "--scheduler", "euler a", "--model", str(model_dir),
+        "-n", "2"], env={"IMAGELOOP_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 0, result.output
+    paths = [tmp_path / "cat-0.png", tmp_path / "cat-1.png"]
+    assert all(path.exists() for path in paths)
+    request = read_png_parameters(paths[1].read_bytes())
+    assert (request.prompt, request.negative_prompt, request.seed, request.steps) == (
+        "a cat in the rain, monochrome", "blurry", 2, 3)
+    assert (request.guidance_scale, request.width, request.height, request.scheduler) == (6.0, 64, 72, "Euler a")
+    assert "seed 2" in result.output
+
+
+def test_generate_img2img_from_files(model_dir: Path, tmp_path: Path) -> None:
+    env = {"IMAGELOOP_DATA_DIR": str(tmp_path / "data")}
+    runner = CliRunner()
+    assert runner.invoke(app, ["generate", "x", "-o", str(tmp_path / "a.png"), "--model", str(model_dir),
+                               "--seed", "1"], env=env).exit_code == 0
+    result = runner.invoke(app, ["generate", "x", "-o", str(tmp_path / "b.png"), "--model", str(model_dir),
+                                 "--init-image", str(tmp_path / "a.png"), "--strength", "0.5"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "b.png").read_bytes() != (tmp_path / "a.png").read_bytes()
+
+
+def test_generate_errors_are_named(model_dir: Path, tmp_path: Path) -> None:
+    env = {"IMAGELOOP_DATA_DIR": str(tmp_path / "data")}
+    runner = CliRunner()
+    bad_size = runner.invoke(app, ["generate", "x", "--size", "big", "--model", str(model_dir)], env=env)
+    assert isinstance(bad_size.exception, InvalidRequestError) and bad_size.exception.field == "--size"
+    missing = runner.invoke(app, ["generate", "x", "--init-image", str(tmp_path / "nope.png")], env=env)
+    assert isinstance(missing.exception, InvalidRequestError) and missing.exception.field == "--init-image"
+    no_model = runner.invoke(app, ["generate", "x", "--model", str(tmp_path / "nope")], env=env)
+    assert isinstance(no_model.exception, ModelLoadError)
+
+
+def test_size_and_output_names() -> None:
+    assert parse_size("512x768") == (512, 768) and parse_size(" 64 X 64 ") == (64, 64)
+    assert output_paths(Path("o/cat.png"), 1) == [Path("o/cat.png")]
+    assert output_paths(Path("o/cat.png"), 2) == [Path("o/cat-0.png"), Path("o/cat-1.png")]
+
+
+def test_doctor_reports_missing_model_and_fix(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, engine={"model": str(tmp_path / "absent")})
+    findings = {f.topic: f for f in diagnose(settings)}
+    assert findings["serving model"].status == "missing" and "IMAGELOOP_ENGINE__MODEL" in findings["serving model"].fix
+    assert findings["device"].status in {"ok", "warn"}
+    result = CliRunner().invoke(app, ["doctor"], env={"IMAGELOOP_DATA_DIR": str(tmp_path),
+                                                     "IMAGELOOP_ENGINE__MODEL": str(tmp_path / "absent")})
+    assert result.exit_code == 1 and "serving model" in result.output
+
+
+def test_doctor_lists_models_and_passes(model_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, engine={"model": str(model_dir)})
+    settings.models_dir.mkdir(parents=True)
+    (settings.models_dir / "broken.safetensors").write_bytes(b"")
+    findings = {f.topic: f for f in diagnose(settings)}
+    assert findings["serving model"].status == "ok" and "sd15" in findings["serving model"].detail
+    assert findings["model broken.safetensors"].status == "warn"
+    assert "empty" in findings["model broken.safetensors"].detail
+
+
+def test_bench_engine_result(model_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, engine={"device": "cpu"})
+    result = run_engine_bench(settings, EngineBenchConfig(model=str(model_dir), steps=2, batch=2, repeats=1))
+    assert result["settings"]["steps"] == 2 and result["settings"]["batch"] == 2
+    assert len(result["diffusers"]["seconds"]) == len(result["engine"]["seconds"]) == 1
+    assert result["engine_vs_diffusers"] > 0
+    unet = result["unet"]
+    assert unet["unet_calls_counted"] == 2 and unet["flops_per_step"] > 1e6
+    assert unet["ideal_denoise_s"] == pytest.approx(2 * unet["flops_per_step"] / unet["matmul_flops_per_s"])
+    json.dumps(result)  # JSON-ready
+
+
+def test_unet_flops_counter_counts_cfg_batch() -> None:
+    import torch
+
+    unet = tiny.make_sd15_unet()
+    counts: list[int] = []
+    with count_unet_flops(unet, counts), torch.no_grad():
+        for batch in (1, 2):
+            unet(torch.zeros(batch, 4, 16, 16), 1, encoder_hidden_states=torch.zeros(batch, 77, tiny.TEXT_HIDDEN))
+    assert counts[1] == pytest.approx(2 * counts[0], rel=0.01)
+    assert "forward" not in vars(unet)  # the wrapper is gone
+    assert measure_matmul_flops(torch.device("cpu"), torch.float32, size=256, repeats=1) > 1e6
+
+
+def test_bench_cli_writes_json(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "engine.json"
+    result = CliRunner().invoke(app, ["bench", "engine", "--model", str(model_dir), "--steps", "1", "--repeats", "1",
+                                      "--out", str(out)], env={"IMAGELOOP_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["benchmark"] == "engine"
+    assert "imageloop engine" in result.output
