@@ -49,7 +49,8 @@ class ImageLinks:
 
     def check(self, key: str, expires: int, signature: str) -> None:
         """PermissionDeniedError unless ``signature`` signs ``key`` until ``expires`` and that is in the future."""
-        if not hmac.compare_digest(self._signature(key, expires), signature):
+        expected = self._signature(key, expires).encode("ascii")
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):
             raise PermissionDeniedError("signature: this link is not valid")
         if expires < time.time():
             raise PermissionDeniedError("expires: this link has expired")
