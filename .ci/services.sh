@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PG_PORT=${IMAGELOOP_CI_PG_PORT:-55432}
 REDIS_PORT=${IMAGELOOP_CI_REDIS_PORT:-56379}
-PKGS="postgresql redis-server fonts-noto-color-emoji chromium"
+PKGS="postgresql redis-server fonts-noto-color-emoji fonts-wqy-microhei chromium"
 
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

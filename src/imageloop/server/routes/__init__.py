@@ -7,6 +7,7 @@ from imageloop.server.routes.generations import router as generations_router
 from imageloop.server.routes.media import router as media_router
 from imageloop.server.routes.openai_images import router as openai_router
 from imageloop.server.routes.ops import router as ops_router
+from imageloop.server.routes.ui import UI_ROUTERS
 from imageloop.server.routes.users import router as users_router
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -16,6 +17,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     users_router,
     openai_router,
     ops_router,
+    *UI_ROUTERS,
 )
 
 __all__ = ["ROUTERS"]

@@ -1,0 +1,61 @@
+"""Signing in from the web page (password → an API key for this browser) and managing one's API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from starlette.concurrency import run_in_threadpool
+
+from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.schemas import MAX_ID
+from imageloop.server.ui_schemas import (
+    AccountOut,
+    ApiKeyOut,
+    NewApiKeyOut,
+    PasswordSignIn,
+    SignedInOut,
+    account_out,
+    api_key_out,
+)
+from imageloop.storage import ApiKeyId
+
+router = APIRouter(prefix="/api/v1", tags=["account"])
+
+
+@router.post("/session", summary="Sign in with a user name and password", status_code=201)
+async def sign_in(body: PasswordSignIn, services: ServicesDep) -> SignedInOut:
+    """Check the password set with ``imageloop users set-password`` and issue a new API key for this client
+    (listed with the user's other keys; signing out revokes it). 401 with the same message for an unknown user
+    and a wrong password."""
+    # scrypt is deliberately slow: keep it off the event loop.
+    user = await run_in_threadpool(services.storage.users.verify_password, body.name, body.password)
+    info, key = await run_in_threadpool(services.storage.users.create_api_key, user.id)
+    return SignedInOut(api_key=key, key=api_key_out(info), account=account_out(user))
+
+
+@router.get("/account", summary="The signed-in account, with its role")
+def account(user: CurrentUser) -> AccountOut:
+    return account_out(user)
+
+
+@router.get("/users/me/api-keys", summary="The user's API keys (revoked ones too)")
+def list_keys(user: CurrentUser, services: ServicesDep) -> list[ApiKeyOut]:
+    """Newest first. Only a prefix of each key is shown: keys are stored hashed."""
+    keys = services.storage.users.list_api_keys(user.id)
+    return [api_key_out(info) for info in reversed(keys)]
+
+
+@router.post("/users/me/api-keys", summary="Create an API key", status_code=201)
+def create_key(user: CurrentUser, services: ServicesDep) -> NewApiKeyOut:
+    """The new key is in the response once; it cannot be shown again."""
+    info, key = services.storage.users.create_api_key(user.id)
+    return NewApiKeyOut(api_key=key, key=api_key_out(info))
+
+
+@router.delete("/users/me/api-keys/{key_id}", summary="Revoke an API key")
+def revoke_key(
+    key_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)], user: CurrentUser, services: ServicesDep
+) -> ApiKeyOut:
+    """Requests with a revoked key get 401 from then on (revoking the key in use signs this client out)."""
+    return api_key_out(services.storage.users.revoke_api_key(user.id, ApiKeyId(key_id)))

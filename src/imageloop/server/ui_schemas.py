@@ -1,0 +1,206 @@
+"""JSON shapes of the routes the web page needs beyond the core API: sign-in, keys, catalog, prompt preview,
+gallery, share links and the flywheel dashboard."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from imageloop.server.schemas import MAX_ID, MAX_TEXT, ActionOut, GenerationOut, StrictBody
+from imageloop.storage import ActionType, ApiKeyInfo, JobStatus, UserAccount
+
+# --- account ------------------------------------------------------------------------------------------------
+
+
+class PasswordSignIn(StrictBody):
+    """A user name and the password set with ``imageloop users set-password``."""
+
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    prefix: str = Field(description="The key's first characters, to recognise it; the key itself is never shown.")
+    created_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+
+class NewApiKeyOut(BaseModel):
+    api_key: str = Field(description="The new key: shown once, stored only hashed.")
+    key: ApiKeyOut
+
+
+class AccountOut(BaseModel):
+    id: str
+    name: str
+    is_admin: bool
+    training_opt_out: bool
+    has_password: bool
+
+
+class SignedInOut(NewApiKeyOut):
+    account: AccountOut
+
+
+def api_key_out(info: ApiKeyInfo) -> ApiKeyOut:
+    return ApiKeyOut(id=info.id, prefix=info.prefix, created_at=info.created_at, revoked_at=info.revoked_at,
+                     active=info.revoked_at is None)
+
+
+def account_out(user: UserAccount) -> AccountOut:
+    return AccountOut(id=user.id, name=user.name, is_admin=user.is_admin, training_opt_out=user.training_opt_out,
+                      has_password=user.has_password)
+
+
+# --- create -------------------------------------------------------------------------------------------------
+
+
+class StyleOut(BaseModel):
+    name: str
+    name_en: str
+    name_zh: str
+
+
+class RecipeOut(BaseModel):
+    name: str
+    description: str
+    style: str | None
+    steps: int | None
+    guidance_scale: float | None
+
+
+class ExpandRequest(StrictBody):
+    """An intent to expand without generating, so the user can read and edit the prompt first."""
+
+    intent: str = Field(min_length=1, max_length=MAX_TEXT, description="What the user wants, in any language.")
+    intent_language: str | None = Field(default=None, min_length=1, max_length=16, description="BCP 47 tag.")
+    negative_prompt: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+class ExpansionOut(BaseModel):
+    final_prompt: str
+    negative_prompt: str | None
+    strategy: str
+    version: str
+    language: str | None
+
+
+# --- gallery ------------------------------------------------------------------------------------------------
+
+
+class ImageReactionOut(BaseModel):
+    """Where the user stands with one image, from their actions on it."""
+
+    liked: bool
+    kept: bool
+    downloaded: bool
+    shared: bool
+    discarded: bool
+
+
+class GalleryItem(GenerationOut):
+    reactions: dict[str, ImageReactionOut] = Field(description="By image id.")
+
+
+class GalleryOut(BaseModel):
+    items: list[GalleryItem]
+    next_cursor: str | None
+
+
+class RecordOut(BaseModel):
+    """A generation with everything the user did with it."""
+
+    generation: GalleryItem
+    actions: list[ActionOut]
+    children: list[str] = Field(description="Generations started from this one (regenerate, edit).")
+
+
+# --- share links --------------------------------------------------------------------------------------------
+
+
+class ShareCreate(StrictBody):
+    image_id: str = Field(min_length=1, max_length=MAX_ID)
+    client_event_id: str = Field(min_length=1, max_length=128, description="Client-made id; retries reuse it.")
+
+
+class ShareLinkOut(BaseModel):
+    id: str
+    image_id: str
+    generation_id: str
+    url: str = Field(description="The public page: works for visitors who are not signed in.")
+    image_url: str = Field(description="The public PNG.")
+    created_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+
+class SharedImageOut(BaseModel):
+    prompt: str | None
+    width: int
+    height: int
+    image_url: str
+    created_at: datetime
+
+
+# --- dashboard ----------------------------------------------------------------------------------------------
+
+
+class DailyKeepRateOut(BaseModel):
+    day: date
+    images: int
+    kept: int
+    keep_rate: float
+
+
+class FunnelOut(BaseModel):
+    generations: dict[JobStatus, int]
+    images: int
+    kept: int
+    keep_rate: float
+    by_action: dict[ActionType, int] = Field(description="Distinct images (or generations) per action type.")
+
+
+class DatasetSizesOut(BaseModel):
+    """Rows each export would write now (opted-out and deleted users left out)."""
+
+    chains: int
+    sft: int
+    dpo: int
+    pairs: int
+    recipes: int
+
+
+class ServedModelOut(BaseModel):
+    base_model_id: str | None
+    base_model_version: str | None
+    expander_strategy: str | None
+    expander_version: str | None
+    generations: int
+    images: int
+    kept: int
+    keep_rate: float
+
+
+class RecipeRankOut(BaseModel):
+    recipe: str
+    style: str
+    uses: int
+    kept: int
+    keep_rate: float
+    keep_rate_low: float
+    keep_rate_high: float
+
+
+class DashboardOut(BaseModel):
+    days: int
+    users: int
+    users_opted_out: int
+    queue_depth: int
+    keep_rate_by_day: list[DailyKeepRateOut]
+    funnel: FunnelOut
+    datasets: DatasetSizesOut
+    served_models: list[ServedModelOut]
+    recipes: list[RecipeRankOut] = Field(description="Best first, by the lower end of the keep-rate interval.")
