@@ -235,3 +235,51 @@ def test_auto_device_is_cpu_fp32_without_cuda(tmp_path: Path) -> None:
         assert (device.type, dtype) == ("cpu", torch.float32)
     else:
         assert (device.type, dtype) == ("cuda", torch.float16)
+
+
+# -- shipped single-file configs ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict[Architecture, Path]:
+    from imageloop.engine.single_file import prepared_config_dir
+
+    root = tmp_path_factory.mktemp("configs")
+    return {arch: prepared_config_dir(loader.shipped_config_dir(arch), root) for arch in Architecture}
+
+
+@pytest.mark.parametrize("arch", list(Architecture))
+def test_shipped_tokenizers_are_clip(shipped: dict[Architecture, Path], arch: Architecture) -> None:
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(shipped[arch] / "tokenizer")
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]  # CLIP's own ids
+    assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
+    assert loader.detect_architecture(shipped[arch]) is arch
+    if arch is Architecture.SDXL:
+        assert CLIPTokenizer.from_pretrained(shipped[arch] / "tokenizer_2").pad_token == "!"
+
+
+def test_shipped_configs_have_the_real_sizes(shipped: dict[Architecture, Path]) -> None:
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    with torch.device("meta"):  # shapes only, no memory
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(shipped[Architecture.SD15] / "unet"))
+        big_g = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(shipped[Architecture.SDXL] /
+                                                                           "text_encoder_2"))
+    assert sum(p.numel() for p in unet.parameters()) == 859_520_964  # SD1.5's UNet
+    assert sum(p.numel() for p in big_g.parameters()) == 694_659_840  # SDXL's OpenCLIP bigG text encoder
+
+
+def test_prepared_config_is_reused(shipped: dict[Architecture, Path]) -> None:
+    from imageloop.engine.single_file import prepared_config_dir
+
+    again = prepared_config_dir(loader.shipped_config_dir(Architecture.SD15), shipped[Architecture.SD15].parent)
+    assert again == shipped[Architecture.SD15]
+
+
+def test_tiny_file_with_the_shipped_full_size_config_fails_clearly(models: dict[str, Path],
+                                                                  settings: Settings) -> None:
+    error = load_error(models["sd15_file"], settings)  # no --config: the shipped SD1.5 shapes do not fit
+    assert "cannot load the sd15 model" in error.message

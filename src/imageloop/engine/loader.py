@@ -301,22 +301,31 @@ def shipped_config_dir(architecture: Architecture) -> Path:
     return SHIPPED_CONFIGS_DIR / architecture.value
 
 
-def _single_file_config(path: Path, architecture: Architecture, config: Path | None) -> Path:
-    folder = config if config is not None else shipped_config_dir(architecture)
-    if not (folder / "model_index.json").is_file():
+def single_file_config(path: Path, architecture: Architecture, config: Path | None, settings: Settings) -> Path:
+    """The config folder for single-file checkpoint ``path``: ``config`` if given (it must be of the same
+    architecture), else the shipped one for ``architecture``, assembled under the data dir's cache."""
+    if config is None:
+        from imageloop.engine.single_file import prepared_config_dir
+
+        try:
+            return prepared_config_dir(shipped_config_dir(architecture), settings.cache_dir / "model-configs")
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{path}: {exc.message}") from None
+    if not (config / "model_index.json").is_file():
         raise ModelLoadError(
-            f"{path}: loading a single-file {architecture.value} checkpoint needs a diffusers config folder "
-            f"(model_index.json, component configs, tokenizer); {folder} has none. Pass --config DIR"
+            f"{path}: --config {config} is not a diffusers config folder (no model_index.json); it needs "
+            "model_index.json, the component configs and the tokenizer"
         )
-    folder_arch = detect_architecture(folder)
+    folder_arch = detect_architecture(config)
     if folder_arch != architecture:
         raise ModelLoadError(
-            f"{path}: the checkpoint is {architecture.value} but the config folder {folder} is {folder_arch.value}"
+            f"{path}: the checkpoint is {architecture.value} but the config folder {config} is {folder_arch.value}"
         )
-    return folder
+    return config
 
 
 def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, dtype: torch.dtype) -> Any:
+    # ``config``: for a single file, the complete config folder (see single_file_config).
     cls = _pipeline_class(architecture, Mode.TXT2IMG)
     try:
         with _quiet_loading():
@@ -325,8 +334,8 @@ def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, 
                 if architecture is Architecture.SD15:
                     kwargs.update(safety_checker=None, requires_safety_checker=False)
                 return cls.from_pretrained(path, **kwargs)
-            folder = _single_file_config(path, architecture, config)
-            pipe = cls.from_single_file(str(path), config=str(folder), torch_dtype=dtype, local_files_only=True)
+            assert config is not None
+            pipe = cls.from_single_file(str(path), config=str(config), torch_dtype=dtype, local_files_only=True)
             _check_all_weights_loaded(pipe, path)
             return pipe
     except ImageloopError:
@@ -363,7 +372,8 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
     architecture = detect_architecture(path)
     device, dtype = resolve_device(settings)
     own_defaults = read_model_defaults(path) if path.is_dir() else ModelDefaults()
-    pipe = _load_pipeline(path, architecture, config, dtype)
+    folder = single_file_config(path, architecture, config, settings) if path.is_file() else None
+    pipe = _load_pipeline(path, architecture, folder, dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     name = EMBEDDED_MODEL_NAME if path == EMBEDDED_MODEL_DIR.resolve() else path.stem if path.is_file() else path.name
