@@ -284,3 +284,23 @@ def test_generate_many_pads_prompts_of_different_lengths_and_reports_steps(engin
     with pytest.raises(GenerationCancelled):
         engine.generate_many([GenerationRequest(prompt="a cat", seed=31), GenerationRequest(prompt="a cow", seed=32)],
                              on_step=lambda step, total: False)
+
+
+def test_recipe_loras_apply_and_never_leak(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from tests.engine.tiny_loras import make_diffusers_lora
+
+    settings = make_settings(tmp_path, result_cache_size=0)
+    make_diffusers_lora(settings.loras_dir / "detail.safetensors")
+    settings.recipes_dir.mkdir(parents=True)
+    (settings.recipes_dir / "detailed.json").write_text(json.dumps(
+        {"name": "detailed", "loras": [{"file": "detail", "weight": 0.8}]}))
+    engine = Engine(settings, model=model_dirs["sd15"])
+    plain = GenerationRequest(prompt="a dark forest", seed=1)
+    before = engine.generate(plain)
+    with tiny.count_calls(engine.model.pipe.text_encoder) as calls:
+        styled = engine.generate(plain.model_copy(update={"recipe": "detailed"}))
+    # The LoRA also changes the text encoder, so the cached plain encodings must not be reused.
+    assert calls[0] == 2
+    assert styled.images[0].png != before.images[0].png
+    after = engine.generate(plain)
+    assert after.images[0].png == before.images[0].png  # recipe off again: no weights leak
