@@ -1,0 +1,92 @@
+"""`imageloop train base` (the embedded text-to-image model) and `imageloop train judge` (its attribute judge)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imageloop.cli.groups import train_app
+from imageloop.config import load_settings
+from imageloop.errors import InvalidRequestError
+
+
+def _default_checkpoints() -> Path:
+    return load_settings().data_dir / "checkpoints" / "embedded"
+
+
+@train_app.command("base")
+def train_base(
+    data: Annotated[Path, typer.Option(help="Dataset folder; rendered deterministically when missing.")],
+    out: Annotated[Path, typer.Option(help="Export the trained pipeline (diffusers folder) here.")],
+    minutes: Annotated[float, typer.Option(min=0, help="Wall-clock budget of this run, all stages.")] = 60.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint.")] = False,
+    checkpoints: Annotated[
+        Path | None, typer.Option(help="Checkpoint folder (default: <data_dir>/checkpoints/embedded).")
+    ] = None,
+    export_only: Annotated[bool, typer.Option("--export-only", help="Only export the newest checkpoint.")] = False,
+    dataset_size: Annotated[int, typer.Option(min=64, help="Images rendered when the dataset is built.")] = 50_000,
+    vae_minutes: Annotated[float, typer.Option(min=0, help="Total autoencoder training time.")] = 30.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Diffusion batch size.")] = 64,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is faster on a busy 2-core machine).")] = 1,
+    tiny: Annotated[bool, typer.Option("--tiny", help="Tiny networks (smoke tests only).")] = False,
+) -> None:
+    """Train the embedded model on procedurally rendered scenes, resuming from checkpoints, then export it."""
+    import torch
+
+    from imageloop.training.base.model import ModelSize
+    from imageloop.training.base.train import BaseTrainConfig, export_pipeline, run_training
+
+    torch.set_num_threads(threads)
+    ckpt = checkpoints or _default_checkpoints()
+    if not export_only:
+        if not resume and any(ckpt.glob("*.pt")):
+            raise InvalidRequestError("--resume", f"checkpoints already exist in {ckpt}",
+                                      allowed="--resume to continue them, or another --checkpoints folder")
+        cfg = BaseTrainConfig(data_dir=data, checkpoint_dir=ckpt, out_dir=out, minutes=minutes,
+                              dataset_size=dataset_size, vae_minutes=vae_minutes, batch_size=batch_size,
+                              size=ModelSize.tiny() if tiny else ModelSize())
+        if run_training(cfg) is None:
+            typer.echo(f"budget spent before diffusion training began; run again with --resume ({ckpt})")
+            return
+    info = export_pipeline(ckpt, out)
+    typer.echo(f"exported {info['checkpoint']} ({info['images_seen']} images seen, "
+               f"{info['training_minutes']} min) to {out}")
+
+
+@train_app.command("judge")
+def train_judge_command(
+    data: Annotated[Path, typer.Option(help="Dataset folder of real composites (rendered when missing).")],
+    out: Annotated[Path | None, typer.Option(help="Where to save the judge (default: the shipped assets).")] = None,
+    minutes: Annotated[float, typer.Option(min=0, help="Training time.")] = 5.0,
+    validation_images: Annotated[int, typer.Option(min=16, help="Held-out real images to validate on.")] = 2000,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 1,
+) -> None:
+    """Train the attribute judge on real composites only and report its accuracy on held-out real images."""
+    import torch
+    from tqdm import tqdm
+
+    from imageloop.config import ASSETS_DIR
+    from imageloop.training.base.dataset import build_dataset, load_dataset
+    from imageloop.training.base.judge import accuracy, save_judge, train_judge, validation_set
+
+    torch.set_num_threads(threads)
+    dataset = load_dataset(data) if (data / "manifest.json").is_file() else build_dataset(data, 50_000)
+    with tqdm(total=int(minutes * 60), desc="judge", unit="s", mininterval=10) as bar:
+        start = time.monotonic()
+
+        def on_step(step: int, loss: float) -> None:
+            bar.n = min(int(time.monotonic() - start), int(minutes * 60))
+            bar.set_postfix(step=step, loss=f"{loss:.3f}", refresh=False)
+            bar.update(0)
+
+        model = train_judge(dataset.images, dataset.labels, minutes=minutes, on_step=on_step)
+    images, labels = validation_set(validation_images)
+    metrics = accuracy(model, images, labels)
+    target = out or ASSETS_DIR / "judge"
+    save_judge(model, target, metrics)
+    for name, acc in metrics.items():
+        typer.echo(f"{name:12s} {acc:.4f}")
+    typer.echo(f"saved to {target}")

@@ -1,0 +1,137 @@
+"""Stage 1 of the embedded model: train the f=4 autoencoder on composites, then encode the dataset to latents.
+
+Both steps resume: the autoencoder from its checkpoint, the encoding from the number of rows already written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+KL_WEIGHT = 1e-6  # tiny: keeps the latent space smooth without blurring small subjects
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` with torch.save so that ``path`` is never left half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def autoencoder_loss(vae: Any, x: torch.Tensor) -> torch.Tensor:
+    """Reconstruction (MSE + L1) plus a tiny KL term, for a batch in [-1, 1]."""
+    posterior = vae.encode(x).latent_dist
+    recon = vae.decode(posterior.sample()).sample.float()
+    kl = posterior.kl().mean() / x[0].numel()
+    loss: torch.Tensor = torch.nn.functional.mse_loss(recon, x) + 0.5 * (recon - x).abs().mean() + KL_WEIGHT * kl
+    return loss
+
+
+def train_autoencoder(
+    vae: Any,
+    images: np.ndarray,
+    *,
+    checkpoint: Path,
+    minutes: float,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    save_every_s: float = 300.0,
+    seed: int = 0,
+    stop_at: float | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> int:
+    """Train ``vae`` for up to ``minutes`` (resuming from ``checkpoint``); return the total steps done.
+
+    The checkpoint holds the weights, the optimizer and the step; its ``done`` flag is set when the budget is
+    spent, after which this returns immediately. ``stop_at`` (a time.monotonic() value) ends this call early.
+    """
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    step, done, elapsed0 = 0, False, 0.0
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=True)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, done, elapsed0 = int(state["step"]), bool(state["done"]), float(state["elapsed_s"])
+    if done:
+        vae.eval()
+        return step
+    vae.train()
+    start = last_save = time.monotonic()
+    budget_end = start + minutes * 60.0 - elapsed0
+    deadline = budget_end if stop_at is None else min(budget_end, stop_at)
+    while time.monotonic() < deadline:
+        rng = np.random.default_rng([seed, step])
+        idx = np.sort(rng.choice(len(images), batch_size, replace=False))
+        x = images_to_tensor(images[idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = autoencoder_loss(vae, x)
+        torch.autograd.backward(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if on_step is not None:
+            on_step(step, loss.item())
+        if time.monotonic() - last_save > save_every_s:
+            elapsed = elapsed0 + time.monotonic() - start
+            atomic_torch_save({"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                               "elapsed_s": elapsed, "done": False}, checkpoint)
+            last_save = time.monotonic()
+    atomic_torch_save({"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                       "elapsed_s": elapsed0 + time.monotonic() - start, "done": time.monotonic() >= budget_end},
+                      checkpoint)
+    vae.eval()
+    return step
+
+
+@torch.no_grad()
+def encode_dataset(
+    vae: Any,
+    images: np.ndarray,
+    folder: Path,
+    *,
+    chunk: int = 256,
+    on_chunk: Callable[[int], object] | None = None,
+) -> np.ndarray:
+    """Encode every image to its posterior mean, written to ``folder/latents.npy`` (fp16, resumable).
+
+    Also writes ``folder/latents.json`` with the rows done and the scaling factor (1 / std of the latents).
+    """
+    vae.eval()
+    n = len(images)
+    path, meta_path = folder / "latents.npy", folder / "latents.json"
+    shape = (n, vae.config.latent_channels, images.shape[1] // 4, images.shape[2] // 4)
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() and path.is_file() else {"done": 0}
+    mode = "r+" if meta["done"] > 0 else "w+"
+    latents = np.lib.format.open_memmap(path, mode, np.float16, shape)
+    for start in range(int(meta["done"]), n, chunk):
+        stop = min(start + chunk, n)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mean = vae.encode(images_to_tensor(images[start:stop])).latent_dist.mean
+        latents[start:stop] = mean.float().numpy().astype(np.float16)
+        latents.flush()
+        meta = {"done": stop}
+        meta_path.write_text(json.dumps(meta))
+        if on_chunk is not None:
+            on_chunk(stop - start)
+    if "scaling_factor" not in meta:
+        sample = latents[np.linspace(0, n - 1, min(n, 4096)).astype(int)].astype(np.float32)
+        meta = {"done": n, "scaling_factor": float(1.0 / max(sample.std(), 1e-6))}
+        meta_path.write_text(json.dumps(meta))
+    return np.asarray(latents)
+
+
+def latent_scaling_factor(folder: Path) -> float:
+    """The scaling factor recorded by :func:`encode_dataset`."""
+    return float(json.loads((folder / "latents.json").read_text())["scaling_factor"])
