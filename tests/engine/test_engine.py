@@ -235,10 +235,12 @@ def test_controlnet_follows_the_control_image(engine: Engine) -> None:
 
 
 def test_sdxl_model(model_dirs: dict[str, Path], tmp_path: Path) -> None:
-    engine = Engine(make_settings(tmp_path), model=model_dirs["sdxl"])
+    engine = Engine(make_settings(tmp_path), model=model_dirs["sdxl"], controlnet=model_dirs["controlnet"])
     result = engine.generate(GenerationRequest(prompt="a " + "very " * 100 + "long prompt", seed=1))
     assert engine.model.architecture is loader.Architecture.SDXL
     assert Image.open(io.BytesIO(result.images[0].png)).size == (64, 64)
+    with pytest.raises(ModelLoadError, match="does not fit"):  # an SD1.5 ControlNet on an SDXL model
+        engine.generate(GenerationRequest(prompt="x", seed=1, control_image=png_of((0, 0, 0))))
 
 
 # -- batching --------------------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from imageloop.engine.request import (
     decode_image,
 )
 from imageloop.engine.schedulers import canonical_scheduler_name, make_scheduler
-from imageloop.errors import ImageloopError, InvalidRequestError, RecipeError
+from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, RecipeError
 from imageloop.prompts.styles import apply_style, get_style
 
 
@@ -141,9 +141,9 @@ class Engine:
                     allowed="set --control-model PATH or IMAGELOOP_ENGINE__CONTROLNET",
                 )
             model = self.model
-            self._controlnet, self._controlnet_version = load_controlnet(
-                self.controlnet_spec, self.settings, model.device, model.dtype
-            )
+            controlnet, version = load_controlnet(self.controlnet_spec, self.settings, model.device, model.dtype)
+            _check_controlnet_fits(controlnet.config, model.pipe.unet.config, self.controlnet_spec)
+            self._controlnet, self._controlnet_version = controlnet, version
         return self._controlnet, self._controlnet_version
 
     # -- checking and resolving ------------------------------------------------------------------------------------
@@ -387,6 +387,14 @@ class _Clock:
 
     def total(self) -> dict[str, float]:
         return {**self.timings, "total": time.perf_counter() - self.start}
+
+
+def _check_controlnet_fits(controlnet: Any, unet: Any, spec: object) -> None:
+    # A ControlNet made for another base model (SD1.5 vs SDXL) fails deep inside the pipeline; say so up front.
+    for key in ("cross_attention_dim", "addition_embed_type", "in_channels"):
+        if controlnet.get(key) != unet.get(key):
+            raise ModelLoadError(f"ControlNet {spec} does not fit the loaded model: its {key} is "
+                                 f"{controlnet.get(key)!r}, the model's is {unet.get(key)!r}")
 
 
 def _first(*values: float | None) -> float | None:
