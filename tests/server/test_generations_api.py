@@ -55,15 +55,15 @@ def test_generation_runs_and_records_everything(client: TestClient, services: Se
     assert accepted.json()["queue_position"] >= 1
     done = wait_done(client, key, accepted.json()["id"])
     assert done["status"] == "succeeded", done["error"]
-    assert done["final_prompt"] == "a red cat"  # passthrough expansion
-    assert (done["expander_strategy"], done["expander_version"]) == ("passthrough", "0")
+    assert done["final_prompt"] == "red cat"  # the rules expander keeps unknown English words as tags
+    assert done["expander_strategy"] == "rules" and done["expander_version"].startswith("rules-1+")
     assert [image["seed"] for image in done["images"]] == [42, 43]
     assert done["progress"] == {"step": 2, "total": 2}
     assert done["base_model_version"]
     png = client.get(done["images"][1]["url"], headers=auth(key))
     assert png.headers["content-type"] == "image/png"
     again = read_png_parameters(png.content)
-    assert (again.prompt, again.negative_prompt, again.seed, again.steps) == ("a red cat", "blurry", 43, 2)
+    assert (again.prompt, again.negative_prompt, again.seed, again.steps) == ("red cat", "blurry", 43, 2)
 
 
 def test_explicit_prompt_wins_over_intent(client: TestClient, services: Services) -> None:

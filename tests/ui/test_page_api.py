@@ -18,7 +18,7 @@ def owner(client: TestClient, services: Services) -> tuple[str, dict[str, Any]]:
     """A user with one finished generation of two images, in the cinematic style."""
     _, key = make_user(services.storage, "pageuser")
     accepted = client.post("/api/v1/generations", headers=auth(key),
-                           json={"intent": "a red car <b>", "n": 2, "style": "cinematic"})
+                           json={"intent": "a red car <b>", "prompt": "a red car <b>", "n": 2, "style": "cinematic"})
     assert accepted.status_code == 202, accepted.text
     return key, wait_done(client, key, accepted.json()["id"])
 
