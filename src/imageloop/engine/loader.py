@@ -374,7 +374,8 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
     own_defaults = read_model_defaults(path) if path.is_dir() else ModelDefaults()
     folder = single_file_config(path, architecture, config, settings) if path.is_file() else None
     pipe = _load_pipeline(path, architecture, folder, dtype)
-    pipe.to(device)
+    with _quiet_loading():
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     name = EMBEDDED_MODEL_NAME if path == EMBEDDED_MODEL_DIR.resolve() else path.stem if path.is_file() else path.name
     logging.getLogger(__name__).info("loaded %s model %s from %s", architecture.value, name, path)
