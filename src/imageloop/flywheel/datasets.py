@@ -121,21 +121,27 @@ class ChainView:
 
 
 def view(chain: Chain) -> ChainView:
-    """Classify a chain's generations and images into kept and rejected."""
+    """Classify a chain's generations and images into kept and rejected.
+
+    Kept-ness comes from the actions alone (each action names its image and that image's generation), so
+    ``chain.images`` is only needed by :func:`pair_specs`.
+    """
     by_image: dict[str, list[ActionType]] = defaultdict(list)
+    generation_of: dict[str, str] = {}
     discarded: set[str] = set()
     for action in chain.actions:
         if action.image_id is not None:
             by_image[action.image_id].append(action.type)
+            generation_of[action.image_id] = action.generation_id
         if action.type is ActionType.DISCARD:
             discarded.add(action.generation_id)
     kept_images = frozenset(image for image, actions in by_image.items() if is_kept(actions))
+    kept_ids = {generation_of[image] for image in kept_images}
     images: dict[str, list[ImageRow]] = defaultdict(list)
     for image in sorted(chain.images, key=lambda row: (row.generation_id, row.index)):
         images[image.generation_id].append(image)
     parents = {row.parent_id for row in chain.generations if row.parent_id is not None}
     succeeded = [row for row in chain.generations if row.status is JobStatus.SUCCEEDED and row.final_prompt]
-    kept_ids = {row.id for row in succeeded if any(image.id in kept_images for image in images[row.id])}
     kept = [row for row in succeeded if row.id in kept_ids]
     rejected = [row for row in succeeded if row.id not in kept_ids and (row.id in parents or row.id in discarded)]
     first = next((row for row in chain.generations if row.intent and row.intent.strip()), None)
