@@ -32,7 +32,13 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    PreTrainedTokenizerFast,
+)
 
 TEXT_HIDDEN = 32
 MAX_LENGTH = 77
@@ -113,6 +119,40 @@ def make_tokenizer(pad_token: str = EOS_TOKEN) -> CLIPTokenizer:
         pad_token=pad_token,
         model_max_length=MAX_LENGTH,
     )
+
+
+def make_word_tokenizer(max_length: int = 32) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer like the embedded model's: TINY_WORDS plus one token per CJK character seen in
+    ``雨中的猫黑白``, specials ``<pad> <unk> <|startoftext|> <|endoftext|>`` (ids 0..3), short ``max_length``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    specials = ["<pad>", "<unk>", BOS_TOKEN, EOS_TOKEN]
+    vocab = {token: i for i, token in enumerate([*specials, *TINY_WORDS, *"雨中的猫黑白", ",", "(", ")", ":"])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A {EOS_TOKEN}", special_tokens=[(BOS_TOKEN, 2), (EOS_TOKEN, 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token="<pad>", unk_token="<unk>",
+        model_max_length=max_length, padding_side="right",
+    )
+
+
+def sd15_word_pipeline(seed: int = 0, max_length: int = 32) -> StableDiffusionPipeline:
+    """A tiny SD1.5 pipeline whose text side looks like the embedded model's (own word-level tokenizer)."""
+    tokenizer = make_word_tokenizer(max_length)
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=TEXT_HIDDEN, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=max_length, bos_token_id=2, eos_token_id=3, pad_token_id=0,
+    )
+    components = sd15_components(seed)
+    components.update(tokenizer=tokenizer, text_encoder=CLIPTextModel(config).eval())
+    pipe = StableDiffusionPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _text_config(hidden: int = TEXT_HIDDEN, projection_dim: int = TEXT_HIDDEN) -> CLIPTextConfig:

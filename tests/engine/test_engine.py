@@ -306,3 +306,17 @@ def test_recipe_loras_apply_and_never_leak(model_dirs: dict[str, Path], tmp_path
     assert styled.images[0].png != before.images[0].png
     after = engine.generate(plain)
     assert after.images[0].png == before.images[0].png  # recipe off again: no weights leak
+
+
+def test_model_with_its_own_word_tokenizer(tmp_path: Path) -> None:
+    # Shaped like the embedded model: word-level EN + per-character ZH tokenizer, max length 32.
+    folder = tmp_path / "word-model"
+    tiny.sd15_word_pipeline().save_pretrained(folder)
+    (folder / "imageloop.json").write_text(json.dumps({"steps": 2, "scheduler": "DDIM"}))
+    engine = Engine(make_settings(tmp_path, result_cache_size=0), model=folder)
+    prompt = "(雨中的猫:1.3), 黑白, " + "a cat in the city at night, " * 10  # > 3 chunks of 30 tokens
+    runs = [engine.generate(GenerationRequest(prompt=prompt, negative_prompt="blurry", seed=8)) for _ in range(2)]
+    assert runs[0].images[0].png == runs[1].images[0].png
+    assert read_png_parameters(runs[0].images[0].png).prompt == prompt
+    tail = engine.generate(GenerationRequest(prompt=prompt + " dragon", negative_prompt="blurry", seed=8))
+    assert tail.images[0].png != runs[0].images[0].png  # the end of a long prompt still counts
