@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from imageloop.config import Settings
+from imageloop.server.background import free_port
+from imageloop.server.background import serve_in_thread as running_server
 from imageloop.storage import GenerationId, GenerationRecord, Storage, UserId
 from tests.tiny import save_sd15
 
@@ -61,26 +58,4 @@ def wait_finished(storage: Storage, generation_id: GenerationId, timeout: float 
     return wait_for(lambda: storage.generations.get_for_worker(generation_id), timeout=timeout)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def running_server(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+__all__ = ["free_port", "make_user", "running_server", "save_tiny_model", "tiny_settings", "wait_finished", "wait_for"]

@@ -17,7 +17,7 @@ def owner(client: TestClient, services: Services) -> tuple[str, dict[str, Any]]:
     """A user with one finished generation of two images."""
     _, key = make_user(services.storage, "actor")
     accepted = client.post("/api/v1/generations", headers=auth(key),
-                           json={"intent": "a blue bird", "n": 2, "params": {"seed": 7}})
+                           json={"intent": "blue bird", "prompt": "a blue bird", "n": 2, "params": {"seed": 7}})
     return key, wait_done(client, key, accepted.json()["id"])
 
 

@@ -87,6 +87,7 @@ class RunningJob:
     lost: threading.Event = field(default_factory=threading.Event)
     step: int = 0
     total: int = 0
+    done: bool = False  # set once its outcome is being recorded: no more heartbeats
 
     @property
     def id(self) -> GenerationId:
@@ -123,7 +124,7 @@ class LeaseKeeper:
     def beat(self) -> None:
         """Heartbeat every job that is not stopped once, now."""
         for job in self._jobs:
-            if job.stopped:
+            if job.stopped or job.done:
                 continue
             try:
                 answer = self._storage.generations.heartbeat(
@@ -131,6 +132,8 @@ class LeaseKeeper:
                 )
             except ImageloopError as exc:  # a database hiccup: try again at the next beat
                 log.warning("heartbeat for %s failed: %s", job.id, exc)
+                continue
+            if job.done:  # finished while we asked: the answer is about a finished job
                 continue
             if answer is HeartbeatResult.CANCEL:
                 job.cancel.set()
@@ -209,7 +212,7 @@ class JobRunner:
         try:
             resolved = resolve_prompt(
                 intent=record.intent, prompt=record.prompt, negative_prompt=record.negative_prompt,
-                language=record.intent_language,
+                language=record.intent_language, user_id=record.user_id,
             )
             stored = self.storage.generations.record_expansion(record.id, Expansion(
                 final_prompt=resolved.final_prompt, negative_prompt=resolved.negative_prompt,
@@ -265,6 +268,7 @@ class JobRunner:
             if job.cancel.is_set():
                 self._cancelled(job)
             elif len(jobs) == 1:  # stopped by nobody we know of: do not loop
+                job.done = True
                 self._fail(job.id, "the engine stopped the generation unexpectedly")
             else:
                 self._generate([job])
@@ -272,6 +276,7 @@ class JobRunner:
     def _finish(self, job: RunningJob, result: GenerationResultLike, *, batch_size: int) -> None:
         # A last heartbeat stores the final progress and confirms the job is still ours.
         LeaseKeeper(self.storage, self.worker_id, [job], 0).beat()
+        job.done = True
         if job.lost.is_set():
             return
         if job.cancel.is_set():
@@ -316,6 +321,7 @@ class JobRunner:
                 log.warning("could not delete blob %s: %s", image.blob_key, exc)
 
     def _cancelled(self, job: RunningJob) -> None:
+        job.done = True
         try:
             record = self.storage.generations.mark_cancelled(job.id)
         except NotFoundError:
@@ -323,6 +329,7 @@ class JobRunner:
         self._publish_terminal(record)
 
     def _fail_with(self, job: RunningJob, exc: Exception) -> None:
+        job.done = True
         if isinstance(exc, ImageloopError):
             message = exc.message
         else:

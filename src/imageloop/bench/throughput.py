@@ -1,0 +1,223 @@
+"""``imageloop bench throughput``: concurrent clients through the real HTTP server vs a naive diffusers loop.
+
+The naive path is what one would write without a server: load the pipeline, call it once per request, one request
+at a time. The server path is ``imageloop serve`` as shipped (embedded mode: SQLite, local images, the in-process
+worker with dynamic batching) on a loopback port, driven by N client threads that each submit a generation, wait
+for it on the SSE stream, and submit the next. Both use the same model, steps, CFG, size and sampler, in the same
+process and run, warm. Throughput is images per second over the whole run; latency is per request (the naive
+path's is its call time, with no queueing counted).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from imageloop.config import JobsSettings, Settings
+from imageloop.engine.engine import Engine
+from imageloop.engine.request import GenerationRequest
+from imageloop.engine.schedulers import make_scheduler
+
+TARGET_RATIO_AT_8 = 2.0
+_WORDS = ("cat", "dog", "bird", "house", "tree", "car", "castle", "dragon", "ship", "flower", "river", "mountain")
+
+
+@dataclass(frozen=True)
+class ThroughputConfig:
+    """What to measure; ``None`` sampling settings come from the model's defaults."""
+
+    model: str | None = None
+    clients: tuple[int, ...] = (8, 32)
+    requests_per_client: int = 3
+    naive_requests: int = 8
+    steps: int | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    batch_max_size: int = 16
+    batch_max_wait_ms: int = 100
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """One measured path: images made, wall seconds, and per-request latencies."""
+
+    path: str
+    clients: int
+    images: int
+    seconds: float
+    latencies: list[float] = field(repr=False)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile latency (nearest rank)."""
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "clients": self.clients, "images": self.images, "seconds": self.seconds,
+                "images_per_s": self.images_per_second, "latency_p50_s": self.percentile(50),
+                "latency_p95_s": self.percentile(95), "latency_mean_s": statistics.fmean(self.latencies)}
+
+
+def prompt_for(index: int) -> str:
+    """Distinct prompts, so no cache answers for free."""
+    return f"a {_WORDS[index % len(_WORDS)]} number {index}"
+
+
+def run_naive(
+    settings: Settings, config: ThroughputConfig, say: Callable[[str], None]
+) -> tuple[PathResult, dict[str, Any]]:
+    """The naive loop: the diffusers pipeline called once per request, one after another."""
+    engine = Engine(settings, model=config.model)
+    model = engine.model
+    resolved = engine.resolve(GenerationRequest(
+        prompt="x", steps=config.steps, guidance_scale=config.guidance_scale, width=config.width,
+        height=config.height, seed=0,
+    ))
+    pipe = model.pipe
+    pipe.scheduler = make_scheduler(resolved.scheduler or "Euler", model.scheduler_config)
+
+    def call(index: int) -> None:
+        pipe(prompt=prompt_for(index), num_inference_steps=resolved.steps, guidance_scale=resolved.guidance_scale,
+             width=resolved.width, height=resolved.height, output_type="pil",
+             generator=torch.Generator("cpu").manual_seed(index))
+
+    say("naive: warming up")
+    call(10**6)
+    latencies = []
+    start = time.perf_counter()
+    for index in range(config.naive_requests):
+        began = time.perf_counter()
+        call(index)
+        latencies.append(time.perf_counter() - began)
+    seconds = time.perf_counter() - start
+    say(f"naive: {config.naive_requests} images in {seconds:.1f} s")
+    sampling = {"steps": resolved.steps, "guidance_scale": resolved.guidance_scale, "width": resolved.width,
+                "height": resolved.height, "scheduler": resolved.scheduler,
+                "model": {"name": model.name, "version": model.version, "device": str(model.device)}}
+    return PathResult("diffusers loop", 1, config.naive_requests, seconds, latencies), sampling
+
+
+class _Client(threading.Thread):
+    """Submits generations one after another and waits for each on its SSE stream."""
+
+    def __init__(self, base_url: str, key: str, indexes: list[int], params: dict[str, Any], go: threading.Event):
+        super().__init__(daemon=True)
+        self.base_url, self.indexes, self.params, self.go = base_url, indexes, params, go
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.latencies: list[float] = []
+        self.images = 0
+        self.error: str | None = None
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=600) as client:
+            self.go.wait()
+            try:
+                for index in self.indexes:
+                    began = time.perf_counter()
+                    self.images += self._one(client, index)
+                    self.latencies.append(time.perf_counter() - began)
+            except Exception as exc:  # reported by the bench, not swallowed
+                self.error = f"{type(exc).__name__}: {exc}"
+
+    def _one(self, client: httpx.Client, index: int) -> int:
+        body = {"prompt": prompt_for(index), "params": {**self.params, "seed": index}}
+        response = client.post("/api/v1/generations", json=body)
+        response.raise_for_status()
+        with client.stream("GET", f"/api/v1/generations/{response.json()['id']}/events") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ") and '"status":"succeeded"' in line:
+                    return 1
+                if line.startswith("data: ") and ('"status":"failed"' in line or '"status":"cancelled"' in line):
+                    raise RuntimeError(f"generation {index} did not succeed: {line[:300]}")
+        raise RuntimeError(f"the event stream of generation {index} ended early")
+
+
+def run_server(base_url: str, key: str, clients: int, config: ThroughputConfig, params: dict[str, Any],
+               first_index: int) -> PathResult:
+    """``clients`` concurrent clients, ``requests_per_client`` each, through the HTTP API."""
+    go = threading.Event()
+    per = config.requests_per_client
+    threads = [_Client(base_url, key, [first_index + c * per + r for r in range(per)], params, go)
+               for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    start = time.perf_counter()
+    go.set()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    errors = [thread.error for thread in threads if thread.error]
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed; first: {errors[0]}")
+    latencies = [latency for thread in threads for latency in thread.latencies]
+    return PathResult("imageloop server", clients, sum(thread.images for thread in threads), seconds, latencies)
+
+
+def server_settings(settings: Settings, config: ThroughputConfig, data_dir: Path) -> Settings:
+    """The bench server's settings: a fresh embedded data dir, the same model and engine settings."""
+    engine = settings.engine.model_copy(update={"model": config.model} if config.model is not None else {})
+    jobs = JobsSettings(mode="embedded", batch_max_size=config.batch_max_size,
+                        batch_max_wait_ms=config.batch_max_wait_ms)
+    return Settings(data_dir=data_dir, engine=engine, jobs=jobs)
+
+
+def run_throughput_bench(
+    settings: Settings, config: ThroughputConfig, say: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Measure both paths and return the JSON-ready result."""
+    from imageloop.server import create_app
+    from imageloop.server.background import serve_in_thread
+    from imageloop.storage import Storage
+
+    report = say or (lambda _message: None)
+    naive, sampling = run_naive(settings, config, report)
+    params = {key: sampling[key] for key in ("steps", "guidance_scale", "width", "height", "scheduler")}
+    runs: list[PathResult] = []
+    with tempfile.TemporaryDirectory(prefix="imageloop-throughput-") as scratch:
+        bench_settings = server_settings(settings, config, Path(scratch))
+        storage = Storage.open(bench_settings)
+        key = storage.users.create_user("bench")[1]
+        storage.close()
+        with serve_in_thread(create_app(bench_settings)) as base_url:
+            report("server: warming up")
+            run_server(base_url, key, 1, ThroughputConfig(requests_per_client=1), params, 10**6)
+            next_index = 0
+            for clients in config.clients:
+                report(f"server: {clients} clients x {config.requests_per_client} requests")
+                runs.append(run_server(base_url, key, clients, config, params, next_index))
+                next_index += clients * config.requests_per_client
+                report(f"server: {runs[-1].images} images in {runs[-1].seconds:.1f} s")
+    ratios = {str(run.clients): run.images_per_second / naive.images_per_second for run in runs}
+    return {
+        "benchmark": "throughput",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(),
+                    "load_average": list(_load_average())},
+        "config": {**asdict(config), "clients": list(config.clients)},
+        "sampling": sampling,
+        "naive": naive.to_json(),
+        "server": [run.to_json() for run in runs],
+        "ratio_vs_naive": ratios,
+        "target_ratio_at_8_clients": TARGET_RATIO_AT_8,
+    }
+
+
+def _load_average() -> tuple[float, float, float]:
+    import os
+
+    return os.getloadavg()

@@ -1,0 +1,61 @@
+"""``imageloop bench throughput``: concurrent clients through the HTTP server vs a naive diffusers loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imageloop.cli.groups import bench_app
+from imageloop.config import load_settings
+
+
+@bench_app.command("throughput")
+def bench_throughput(
+    model: str | None = typer.Option(None, help="Model to serve [default: engine.model]."),
+    clients: list[int] = typer.Option([8, 32], "--clients", min=1, max=256, help="Concurrent clients (repeat)."),
+    requests_per_client: int = typer.Option(3, min=1, help="Requests each client makes."),
+    naive_requests: int = typer.Option(8, min=1, help="Requests the naive loop makes."),
+    steps: int | None = typer.Option(None, min=1, help="Denoising steps [default: the model's]."),
+    size: str | None = typer.Option(None, help="WIDTHxHEIGHT [default: the model's]."),
+    batch_max_size: int = typer.Option(16, min=1, max=64, help="Most jobs per pipeline call."),
+    batch_max_wait_ms: int = typer.Option(100, min=0, help="How long the worker waits for a batch to fill."),
+    out: Path = typer.Option(Path("benchmarks/results/throughput.json"), "--out", help="JSON result file."),
+) -> None:
+    """Images/s and p50/p95 latency of N concurrent clients through the real HTTP server, against a naive loop
+    calling the diffusers pipeline one request at a time on the same model (target: >= 2x at 8 clients)."""
+    from imageloop.bench.throughput import ThroughputConfig, run_throughput_bench
+
+    width = height = None
+    if size is not None:
+        try:
+            width, height = (int(part) for part in size.lower().split("x"))
+        except ValueError:
+            raise typer.BadParameter(f"{size!r} is not WIDTHxHEIGHT", param_hint="--size") from None
+    config = ThroughputConfig(
+        model=model, clients=tuple(clients), requests_per_client=requests_per_client, naive_requests=naive_requests,
+        steps=steps, width=width, height=height, batch_max_size=batch_max_size, batch_max_wait_ms=batch_max_wait_ms,
+    )
+    result = run_throughput_bench(load_settings(), config, lambda message: typer.echo(message, err=True))
+    _print(result)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(f"wrote {out}")
+
+
+def _print(result: dict[str, object]) -> None:
+    table = Table(title="throughput: imageloop server vs a naive diffusers loop (same model, same run)")
+    for column in ("path", "clients", "images", "seconds", "images/s", "p50 s", "p95 s", "vs naive"):
+        table.add_column(column, justify="right" if column != "path" else "left")
+    naive = result["naive"]
+    assert isinstance(naive, dict)
+    rows = [naive, *result["server"]] if isinstance(result["server"], list) else [naive]
+    for row in rows:
+        ratio = row["images_per_s"] / naive["images_per_s"] if naive["images_per_s"] else 0.0
+        table.add_row(row["path"], str(row["clients"]), str(row["images"]), f"{row['seconds']:.2f}",
+                      f"{row['images_per_s']:.2f}", f"{row['latency_p50_s']:.2f}", f"{row['latency_p95_s']:.2f}",
+                      f"{ratio:.2f}x")
+    Console().print(table)

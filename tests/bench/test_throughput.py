@@ -1,0 +1,35 @@
+"""bench throughput: both paths run on the tiny model and the result carries rates, latencies and ratios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from imageloop.bench.throughput import PathResult, ThroughputConfig, run_throughput_bench
+from imageloop.cli import app
+from tests.server.kit import save_tiny_model, tiny_settings
+
+
+def test_percentiles_use_nearest_rank() -> None:
+    run = PathResult("x", 1, 4, 2.0, [4.0, 1.0, 3.0, 2.0])
+    assert (run.percentile(50), run.percentile(95), run.images_per_second) == (2.0, 4.0, 2.0)
+
+
+def test_bench_measures_the_server_and_the_naive_loop(tmp_path: Path) -> None:
+    model = save_tiny_model(tmp_path / "model")
+    config = ThroughputConfig(clients=(2,), requests_per_client=2, naive_requests=2, steps=1)
+    result = run_throughput_bench(tiny_settings(tmp_path / "data", model), config)
+    assert result["naive"]["images"] == 2 and result["sampling"]["steps"] == 1
+    (server,) = result["server"]
+    assert (server["clients"], server["images"]) == (2, 4)
+    assert server["latency_p95_s"] >= server["latency_p50_s"] > 0
+    assert result["ratio_vs_naive"]["2"] == server["images_per_s"] / result["naive"]["images_per_s"]
+
+
+def test_cli_rejects_a_bad_size(tmp_path: Path) -> None:
+    from imageloop.cli import _register
+
+    _register()
+    outcome = CliRunner().invoke(app, ["bench", "throughput", "--size", "big", "--out", str(tmp_path / "r.json")])
+    assert outcome.exit_code == 2 and "WIDTHxHEIGHT" in outcome.output
