@@ -103,6 +103,13 @@ def test_json_round_trip_with_images() -> None:
     assert GenerationRequest.model_validate(json.loads(text)) == request
 
 
+def test_every_batch_seed_stays_in_range() -> None:
+    GenerationRequest(prompt="x", seed=2**32 - 3, num_images=3)
+    with pytest.raises(InvalidRequestError) as info:
+        GenerationRequest(prompt="x", seed=2**32 - 2, num_images=3)
+    assert info.value.field == "seed"
+
+
 def test_minus_one_seed_means_random() -> None:
     assert GenerationRequest(prompt="x", seed=-1).seed is None
 

@@ -185,7 +185,7 @@ class Engine:
                                      defaults.guidance_scale),
             "scheduler": canonical_scheduler_name(
                 request.scheduler or (recipe.scheduler if recipe else None) or defaults.scheduler),
-            "seed": random.randint(0, MAX_SEED) if random_seed else request.seed,
+            "seed": random.randint(0, MAX_SEED - request.num_images + 1) if random_seed else request.seed,
             "width": width or defaults.width,
             "height": height or defaults.height,
             "style": style,

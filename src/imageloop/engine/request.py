@@ -137,6 +137,14 @@ class GenerationRequest(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _batch_seeds_in_range(self) -> Self:
+        # Image i uses seed + i; every image's seed must be one a request can name again.
+        if self.seed is not None and self.seed + self.num_images - 1 > MAX_SEED:
+            raise InvalidRequestError("seed", f"{self.seed} + {self.num_images - 1} (the batch's last seed) is too "
+                                      "large", value=self.seed, allowed=f"seed + num_images - 1 <= {MAX_SEED}")
+        return self
+
+    @model_validator(mode="after")
     def _image_options_need_images(self) -> Self:
         if self.strength is not None and self.init_image is None:
             raise InvalidRequestError("strength", "only applies with an init_image", value=self.strength)
