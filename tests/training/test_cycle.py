@@ -1,0 +1,149 @@
+"""The training cycle end to end on tiny models: export → expander SFT+DPO → reward model → gate → registry;
+the gate's verdicts, one cycle at a time, and resuming an interrupted cycle at its stage."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imageloop.config import Settings
+from imageloop.errors import ConflictError
+from imageloop.storage import Storage
+from imageloop.training.cycle import TrainingCycle
+from imageloop.training.gate import correctness, evaluate_gate
+from imageloop.training.lock import CYCLE_LOCK, RunKind, RunStatus, TrainingLock
+from imageloop.training.registry import ModelKind, ModelStatus
+from imageloop.training.reward import pair_margins, train_reward_model
+from tests.storage.conftest import FakeClock
+from tests.training.records import BLUE, RED, png, preference_world
+from tests.training.tiny_lm import tiny_lm, tiny_tokenizer
+
+FAST = {"sft_max_steps": 6, "dpo_max_steps": 24, "batch_size": 8, "learning_rate": 1e-2, "min_pairs": 8,
+        "reward_epochs": 12, "gate_confidence": 0.9, "heldout_fraction": 0.3, "max_length": 48, "ab_share": 0.3}
+
+
+class TinyLoader:
+    """Hands the cycle a fresh tiny LM and counts how often it was asked (a resumed cycle must not retrain)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, settings: Settings) -> tuple[Any, Any]:
+        self.calls += 1
+        tokenizer = tiny_tokenizer()
+        return tiny_lm(tokenizer), tokenizer
+
+
+def _cycle(storage: Storage, tmp_path: Path, clock: FakeClock, **training: Any) -> tuple[TrainingCycle, TinyLoader]:
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url),
+                        training={**FAST, **training})
+    loader = TinyLoader()
+    return TrainingCycle(settings, storage, expander_loader=loader, clock=clock), loader
+
+
+def test_a_cycle_trains_gates_and_registers_the_expander_and_reward_model(
+    storage: Storage, tmp_path: Path, clock: FakeClock
+) -> None:
+    user, _ = storage.users.create_user("ada")
+    preference_world(storage, user.id, chains=30)
+    cycle, _ = _cycle(storage, tmp_path, clock)
+    progress: list[float] = []
+    result = cycle.run(now=clock(), on_progress=lambda fraction, message: progress.append(fraction))
+
+    assert result.status is RunStatus.SUCCEEDED and not result.resumed
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    assert result.stages["export"]["rows"]["dpo"] == 30 and len(result.stages["export"]["data_hash"]) == 64
+    expander = cycle.registry.get(result.stages["expander"]["version_id"])
+    reward = cycle.registry.get(result.stages["reward"]["version_id"])
+    # Both beat their baselines (the base LLM, chance) on held-out intents and captions.
+    assert expander.metrics["gate"]["passed"] and expander.metrics["gate"]["candidate_accuracy"] >= 0.9
+    assert expander.status is ModelStatus.AB_TEST and expander.traffic_share == 0.3
+    assert reward.status is ModelStatus.PROMOTED and reward.metrics["gate"]["candidate_accuracy"] >= 0.9
+    assert expander.data_hash == reward.data_hash == result.stages["export"]["data_hash"]
+    assert (cycle.registry.path(expander) / "adapter_config.json").is_file()
+    assert "adapter_model.safetensors" in expander.files
+    run = cycle.runs.get(result.run.id)
+    assert run.data_until is not None and run.stage == "finish" and run.progress == 1.0
+
+
+def test_the_gate_rejects_a_candidate_that_does_not_beat_the_current_version(
+    storage: Storage, tmp_path: Path, clock: FakeClock
+) -> None:
+    user, _ = storage.users.create_user("ada")
+    preference_world(storage, user.id, chains=30)
+    cycle, _ = _cycle(storage, tmp_path, clock)
+    first = cycle.run(now=clock())
+    current = cycle.registry.current(ModelKind.REWARD)
+    assert current is not None and current.id == first.stages["reward"]["version_id"]
+
+    # A week of data in which people keep red or blue at random: nothing to learn that beats the current model.
+    preference_world(storage, user.id, chains=30, seed=3, noise=True)
+    second = cycle.run(now=clock())
+    assert second.stages["export"]["rows"]["dpo"] == 30  # only the new week's chains
+    rejected = cycle.registry.get(second.stages["reward"]["version_id"])
+    assert rejected.status is ModelStatus.REJECTED and rejected.parent_id == current.id
+    assert not rejected.metrics["gate"]["passed"] and "does not beat" in (rejected.note or "")
+    assert cycle.registry.current(ModelKind.REWARD) == cycle.registry.get(current.id)
+
+
+def test_the_gate_prefers_the_better_of_two_reward_models() -> None:
+    rows_for = lambda kept, other: [  # noqa: E731
+        {"caption": f"a cat {i}", "jpg_0": png(kept, i), "jpg_1": png(other, i + 1000), "label_0": 1.0,
+         "label_1": 0.0} for i in range(40)]
+    truth = rows_for(RED, BLUE)
+    better = train_reward_model(truth[:24], epochs=10)
+    worse = train_reward_model(rows_for(BLUE, RED)[:24], epochs=10)
+    good, bad = correctness(pair_margins(better, truth[24:])), correctness(pair_margins(worse, truth[24:]))
+    assert evaluate_gate(good, bad, confidence=0.9).passed
+    verdict = evaluate_gate(bad, good, confidence=0.9)
+    assert not verdict.passed and verdict.gain < 0
+
+
+def test_one_cycle_at_a_time_and_a_dead_holder_is_taken_over(
+    storage: Storage, tmp_path: Path, clock: FakeClock
+) -> None:
+    cycle, _ = _cycle(storage, tmp_path, clock, lease_seconds=60)
+    other = TrainingLock(storage.sessions, CYCLE_LOCK, lease_seconds=60, clock=clock)
+    assert other.acquire("other-process")
+    with pytest.raises(ConflictError, match="already running"):
+        cycle.run(now=clock())
+    # The other process dies mid-cycle: its run stays "running" and its lease is never renewed.
+    dead = cycle.runs.create(RunKind.CYCLE, trigger="schedule", stage="expander")
+    cycle.runs.claim(dead.id, "other-process")
+    clock.advance(61)
+    result = cycle.run(now=clock())
+    assert result.resumed and result.run.id == dead.id and result.run.attempts == 2
+    assert result.status is RunStatus.SUCCEEDED
+    assert "export" not in result.stages  # it resumed at "expander" (no data exported: nothing to train)
+    assert "skipped" in result.stages["expander"]
+    assert other.holder() is None
+
+
+def test_an_interrupted_cycle_resumes_at_its_stage(storage: Storage, tmp_path: Path, clock: FakeClock) -> None:
+    user, _ = storage.users.create_user("ada")
+    preference_world(storage, user.id, chains=24)
+    cycle, loader = _cycle(storage, tmp_path, clock)
+
+    def crash_at_reward(stage: str) -> None:
+        if stage == "reward":
+            raise KeyboardInterrupt
+
+    cycle.before_stage = crash_at_reward
+    with pytest.raises(KeyboardInterrupt):
+        cycle.run(now=clock())
+    [run] = cycle.runs.list(RunKind.CYCLE)
+    assert run.status is RunStatus.INTERRUPTED and run.stage == "reward" and set(run.state) == {
+        "ab_tests", "export", "expander"}
+    assert cycle.registry.current(ModelKind.REWARD) is None
+
+    cycle.before_stage = None
+    clock.advance(timedelta(minutes=5).total_seconds())
+    result = cycle.run(now=clock())
+    assert result.resumed and result.run.id == run.id and result.status is RunStatus.SUCCEEDED
+    assert loader.calls == 1  # the expander was not trained again
+    assert result.stages["expander"] == run.state["expander"]
+    assert cycle.registry.get(result.stages["reward"]["version_id"]).status is ModelStatus.PROMOTED
+    assert len(cycle.runs.list(RunKind.CYCLE)) == 1
