@@ -85,11 +85,12 @@ class ActionRepository:
         _validate(action, client_event_id, edit, child)
         if image_id is None and generation_id is None:
             raise InvalidRequestError("image_id", "give the image (or generation) the action is about")
-        existing = self._existing(user_id, client_event_id)
-        if existing is not None:
-            return _same_or_conflict(existing, action, image_id, generation_id)
         try:
             with write_session(self._sessions) as session:
+                # Checked inside the write transaction: one round trip for the common case of a new event.
+                seen = session.scalar(_by_event(user_id, client_event_id))
+                if seen is not None:
+                    return _same_or_conflict(action_record(seen), action, image_id, generation_id)
                 row = self._insert(session, user_id, action, client_event_id, image_id, generation_id, edit, child)
                 return RecordedAction(action=action_record(row), created=True)
         except StorageError as exc:
@@ -141,11 +142,7 @@ class ActionRepository:
 
     def _existing(self, user_id: str, client_event_id: str) -> ActionRecord | None:
         with read_session(self._sessions) as session:
-            row = session.scalar(
-                sa.select(UserAction).where(
-                    UserAction.user_id == user_id, UserAction.client_event_id == client_event_id
-                )
-            )
+            row = session.scalar(_by_event(user_id, client_event_id))
             return action_record(row) if row is not None else None
 
     def list_for_generation(self, user_id: UserId, generation_id: GenerationId) -> list[ActionRecord]:
@@ -164,6 +161,10 @@ class ActionRepository:
             counts = dict.fromkeys(ActionType, 0)
             counts.update({row[0]: int(row[1]) for row in rows})
             return counts
+
+
+def _by_event(user_id: str, client_event_id: str) -> sa.Select[UserAction]:
+    return sa.select(UserAction).where(UserAction.user_id == user_id, UserAction.client_event_id == client_event_id)
 
 
 def _same_or_conflict(
