@@ -26,11 +26,13 @@ def test_synthetic_record_exports_every_kind(tmp_path: Path) -> None:
 def test_cli_writes_json_and_table(tmp_path: Path) -> None:
     out = tmp_path / "events.json"
     result = CliRunner().invoke(
-        app, ["bench", "events", "--events", "300", "--out", str(out), "--ingest", "5", "--no-plot"],
+        app, ["bench", "events", "--events", "300", "--out", str(out), "--ingest", "5", "--api-ingest", "8",
+              "--no-plot"],
         terminal_width=200,
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["events"] >= 300 and {e["kind"] for e in data["exports"]} == {"sft", "dpo", "recipes"}
     assert data["export_seconds"] < data["target_export_seconds"]
+    assert set(data["api_ingest_actions_per_second"]) == {"1", "8"}
     assert "OK" in result.output and "OVER" not in result.output

@@ -67,6 +67,8 @@ class EventsBenchResult:
     insert_seconds: float
     exports: list[ExportTiming] = field(default_factory=list)
     ingest_actions_per_second: float | None = None
+    # Through POST /api/v1/actions on a real server, by number of concurrent clients (imageloop.bench.api_ingest).
+    api_ingest_actions_per_second: dict[str, float] | None = None
     # Context for reading the wall times: other work on the machine stretches them (cpu_seconds does not).
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
     load_average: tuple[float, float, float] = field(default_factory=os.getloadavg)

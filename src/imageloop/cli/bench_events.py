@@ -31,6 +31,7 @@ def bench_events(
         None, "--database-url", help="An EMPTY database to fill (default: a temporary SQLite file)."
     ),
     ingest: int = typer.Option(2_000, "--ingest", min=0, help="Actions to record one by one for the ingest rate."),
+    api_ingest: int = typer.Option(2_000, "--api-ingest", min=0, help="Actions to send through the HTTP API."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write a PNG bar chart next to the JSON."),
 ) -> None:
     """Export time and peak memory for N synthetic events (target: under 60 s for 1,000,000)."""
@@ -51,6 +52,13 @@ def bench_events(
         result.exports = time_export(url, Path(scratch) / "export")
         if ingest:
             result.ingest_actions_per_second = repository_ingest_rate(url, ingest)
+    if api_ingest:
+        from imageloop.bench.api_ingest import api_ingest as measure_api_ingest
+
+        typer.echo(f"sending {api_ingest:,} actions through the HTTP API...", err=True)
+        result.api_ingest_actions_per_second = {
+            str(run.clients): run.actions_per_second for run in measure_api_ingest(api_ingest)
+        }
     _report(result)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
@@ -75,6 +83,9 @@ def _report(result: EventsBenchResult) -> None:
     if result.ingest_actions_per_second is not None:
         table.add_row("ingest (repository, 1 by 1)", f"{result.ingest_actions_per_second:,.0f}/s", "", "", "", "",
                       "")
+    for clients, rate in (result.api_ingest_actions_per_second or {}).items():
+        table.add_row(f"ingest (HTTP API, {clients} client{'s' if clients != '1' else ''})", f"{rate:,.0f}/s",
+                      "", "", "", "", "")
     table.caption = f"{result.cpus} CPUs, load average {result.load_average[0]:.1f} at the end"
     Console().print(table)
 
