@@ -37,7 +37,9 @@ def png(color: tuple[int, int, int] = (10, 20, 30), size: int = 64) -> bytes:
         ({"strength": 0.0, "init_image": png()}, "strength", "> 0"),
         ({"controlnet_conditioning_scale": 3, "control_image": png()}, "controlnet_conditioning_scale", "<= 2"),
         ({"colour": "red"}, "colour", "prompt"),
-        ({"steps": "many"}, "steps", None),
+        ({"steps": "many"}, "steps", "an integer"),
+        ({"guidance_scale": "lots"}, "guidance_scale", "a number"),
+        ({"scheduler": 3}, "scheduler", "text"),
     ],
 )
 def test_invalid_fields_are_named(fields: dict[str, object], field: str, allowed_part: str | None) -> None:
@@ -62,7 +64,7 @@ def test_scheduler_name_is_canonicalised() -> None:
 def test_missing_prompt_is_named() -> None:
     with pytest.raises(InvalidRequestError) as info:
         GenerationRequest.model_validate({"steps": 3})
-    assert info.value.field == "prompt"
+    assert info.value.field == "prompt" and "required" in (info.value.allowed or "")
 
 
 @pytest.mark.parametrize("junk", [b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "bm90IGFuIGltYWdl", "%%%"])

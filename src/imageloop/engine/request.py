@@ -197,6 +197,10 @@ def invalid_request_from(exc: ValidationError) -> InvalidRequestError:
               "max_length": "length <=", "min_length": "length >="}
     allowed = ", ".join(f"{text} {context[key]}" for key, text in bounds.items() if key in context) or None
     message = str(error["msg"])
+    kinds = {"int": "an integer", "float": "a number", "string": "text", "bytes": "image bytes or base64 text",
+             "missing": "a value (this field is required)", "bool": "true or false"}
+    if allowed is None:
+        allowed = next((text for prefix, text in kinds.items() if str(error["type"]).startswith(prefix)), None)
     if error["type"] == "extra_forbidden":
         message = "is not a request field"
         allowed = ", ".join(GenerationRequest.model_fields)
