@@ -69,8 +69,8 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_judge(
-    images: np.ndarray, labels: np.ndarray, *, minutes: float, batch_size: int = 64, seed: int = 0,
-    width: int = 32, on_step: Callable[[int, float], None] | None = None,
+    images: np.ndarray, labels: np.ndarray, *, minutes: float, batch_size: int = 32, seed: int = 0,
+    width: int = 24, on_step: Callable[[int, float], None] | None = None,
 ) -> AttributeJudge:
     """Train a judge on real composites ``images`` (N, 64, 64, 3) with ``labels`` (N, 8) for ``minutes``."""
     torch.manual_seed(seed)

@@ -1,0 +1,74 @@
+"""``imageloop bench model``: prompt following of the embedded model on held-out combinations, EN vs ZH."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imageloop.cli.groups import bench_app
+from imageloop.config import load_settings
+
+
+@bench_app.command("model")
+def bench_model(
+    out: Annotated[Path, typer.Option(help="Folder for model.json and model-samples.png.")] = Path(
+        "benchmarks/results"),
+    model: Annotated[str | None, typer.Option(help="Model (default: the embedded one).")] = None,
+    judge: Annotated[Path | None, typer.Option(help="Judge folder (default: the shipped judge).")] = None,
+    combinations: Annotated[int, typer.Option(min=4, help="Held-out combinations (x2 languages).")] = 96,
+    effect_prompts: Annotated[int, typer.Option(min=4, help="Prompts per prompt-weight / negative arm.")] = 48,
+    steps: Annotated[int | None, typer.Option(help="Steps (default: the model's).")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="CFG scale (default: the model's).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="A1111 sampler name (default: the model's).")] = None,
+    speed_repeats: Annotated[int, typer.Option(min=1, help="Timed runs per batch size.")] = 3,
+) -> None:
+    """Generate for held-out combinations in EN and ZH, judge each attribute, time batch 1 and 16."""
+    from imageloop.bench.model import ModelBenchConfig, run_model_bench
+    from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_NAME
+
+    bench = ModelBenchConfig(model=model or EMBEDDED_MODEL_NAME, judge_dir=judge or ASSETS_DIR / "judge",
+                             combinations=combinations, effect_prompts=effect_prompts, steps=steps,
+                             guidance_scale=cfg, scheduler=scheduler, speed_repeats=speed_repeats)
+    console = Console(stderr=True)
+    with console.status("benchmarking") as status:
+        result, grid = run_model_bench(load_settings(), bench, progress=lambda message: status.update(message))
+    for table in result_tables(result):
+        Console().print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    grid.save(out / "model-samples.png")
+    console.print(f"wrote {out / 'model.json'} and {out / 'model-samples.png'}")
+
+
+def result_tables(result: dict[str, Any]) -> list[Table]:
+    """Prompt following, prompt-weight / negative effects, and speed, as tables."""
+    rates, chance, targets = result["hit_rate"], result["chance"], result["targets"]
+    follow = Table(title=f"{result['model']['name']}: judge finds the requested attribute "
+                         f"({result['held_out_combinations']} held-out combinations per language)")
+    for column in ("attribute", "chance", "EN", "ZH", "EN-ZH", "target"):
+        follow.add_column(column, justify="right")
+    for name in rates["en"]:
+        target = targets.get(name)
+        follow.add_row(name, f"{chance[name]:.2f}", f"{rates['en'][name]:.2f}", f"{rates['zh'][name]:.2f}",
+                       f"{result['en_minus_zh'][name]:+.2f}", f"{target:.2f}" if target else "")
+    eff = result["effects"]
+    effects = Table(title=f"prompt weight and negative prompt ({eff['prompts']} prompts per arm)")
+    for column in ("experiment", "without", "with", "works"):
+        effects.add_column(column, justify="right")
+    effects.add_row("monochrome rate: plain -> (monochrome:1.4)", f"{eff['monochrome_rate']['plain']:.2f}",
+                    f"{eff['monochrome_rate']['weighted_1.4']:.2f}", str(eff["weight_raises_monochrome"]))
+    effects.add_row("rain rate: no negative -> negative 'rain'", f"{eff['rain_rate']['no_negative']:.2f}",
+                    f"{eff['rain_rate']['negative_rain']:.2f}", str(eff["negative_lowers_rain"]))
+    speed = Table(title=f"speed (load average {result['speed']['load_average'][0]:.1f})")
+    for column in ("batch", "engine s/img", "diffusers s/img", "engine vs diffusers", "target s/img"):
+        speed.add_column(column, justify="right")
+    for batch in (1, 16):
+        row = result["speed"][f"batch_{batch}"]
+        speed.add_row(str(batch), f"{row['engine_s_per_image']:.3f}", f"{row['diffusers_s_per_image']:.3f}",
+                      f"{row['engine_vs_diffusers']:.2f}x", f"{row['target_s_per_image']:.2f}")
+    return [follow, effects, speed]

@@ -1,0 +1,69 @@
+"""`imageloop bench model` end to end on a tiny exported model and a tiny judge (seconds, no font for the model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from imageloop.bench.model import ModelBenchConfig, chance_levels, effect_prompts, hit_rates, run_model_bench
+from imageloop.config import load_settings
+from imageloop.training.base.autoencoder import atomic_torch_save, encode_dataset
+from imageloop.training.base.dataset import evaluation_specs
+from imageloop.training.base.judge import save_judge, train_judge
+from imageloop.training.base.model import ModelSize, build_vae
+from imageloop.training.base.scenes import ATTRIBUTE_NAMES
+from imageloop.training.base.train import BaseTrainConfig, DiffusionTrainer, _save_size, export_pipeline
+from imageloop.training.base.train import load_or_build_tokenizer as tokenizer_for
+from tests.training.base_helpers import needs_emoji_font
+
+
+def test_hit_rates_and_chance() -> None:
+    specs = evaluation_specs(4)
+    wanted = np.asarray([s.indices() for s in specs])
+    rates = hit_rates(wanted, specs)
+    assert all(rates[a] == 1.0 for a in [*ATTRIBUTE_NAMES, "all"])
+    wrong = wanted.copy()
+    wrong[:2, 0] = (wrong[:2, 0] + 1) % 24
+    assert hit_rates(wrong, specs)["subject"] == 0.5 and hit_rates(wrong, specs)["all"] == 0.5
+    assert chance_levels()["weather"] == 0.25 and chance_levels()["subject"] == pytest.approx(1 / 24)
+
+
+def test_effect_prompts_remove_the_attribute_under_test() -> None:
+    arms = effect_prompts(evaluation_specs(3))
+    for prompt, negative in arms["monochrome_weighted"]:
+        assert prompt.endswith("(monochrome:1.4)") and "full colour" not in prompt and negative == ""
+    for (plain, _), (same, negative) in zip(arms["no_negative"], arms["negative_rain"], strict=True):
+        assert plain == same and negative == "rain"
+        assert not any(w in plain for w in ("clear weather", ", rain", "snow,", ", fog"))
+
+
+@pytest.mark.slow
+@needs_emoji_font
+def test_bench_runs_end_to_end(tmp_path: Path) -> None:
+    tiny = ModelSize.tiny()
+    ckpt = tmp_path / "ckpt"
+    cfg = BaseTrainConfig(data_dir=tmp_path, checkpoint_dir=ckpt, batch_size=2, size=tiny)
+    _save_size(ckpt, tiny)
+    latents = np.zeros((4, 4, 16, 16), np.float16)
+    trainer = DiffusionTrainer(cfg, tokenizer_for(ckpt), latents, np.zeros((4, 8), np.int16), 1.0, tiny)
+    trainer.save(ckpt, keep=1)
+    vae = build_vae(tiny)
+    encode_dataset(vae, np.zeros((2, 64, 64, 3), np.uint8), ckpt)
+    atomic_torch_save({"model": vae.state_dict(), "step": 0, "done": True, "elapsed_s": 0.0}, ckpt / "vae.pt")
+    export_pipeline(ckpt, tmp_path / "model", dtype=torch.float32)
+    images = np.zeros((8, 64, 64, 3), np.uint8)
+    judge = train_judge(images, np.zeros((8, 8), np.int16), minutes=0.0, width=8)
+    save_judge(judge, tmp_path / "judge", {})
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    bench = ModelBenchConfig(model=str(tmp_path / "model"), judge_dir=tmp_path / "judge", combinations=4,
+                             effect_prompts=4, steps=2, speed_repeats=1)
+    result, grid = run_model_bench(settings, bench)
+    assert set(result["hit_rate"]["en"]) == {*ATTRIBUTE_NAMES, "all"}
+    assert all(0.0 <= v <= 1.0 for lang in ("en", "zh") for v in result["hit_rate"][lang].values())
+    assert {"plain", "weighted_1.4"} == set(result["effects"]["monochrome_rate"])
+    assert result["speed"]["batch_16"]["engine_s_per_image"] > 0
+    assert grid.size[0] > 64 * 4 and grid.size[1] == 3 * 66 * 3
