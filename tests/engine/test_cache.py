@@ -58,3 +58,15 @@ def test_result_key_depends_on_model_version_and_request() -> None:
     assert result_key("req", "v1") == result_key("req", "v1")
     assert result_key("req", "v1") != result_key("req", "v2")
     assert result_key("req", "v1") != result_key("req2", "v1")
+
+
+def test_weight_bound_evicts_and_refuses_oversized_entries() -> None:
+    cache: LRUCache[str, bytes] = LRUCache(10, weigh=len, max_weight=10)
+    cache.put("a", b"1234")
+    cache.put("b", b"1234")
+    cache.put("c", b"1234")  # 12 > 10: "a" goes
+    assert "a" not in cache and "b" in cache and "c" in cache
+    cache.put("huge", b"x" * 11)
+    assert "huge" not in cache and len(cache) == 2
+    with pytest.raises(ValueError, match="together"):
+        LRUCache(3, max_weight=5)

@@ -28,12 +28,22 @@ class CacheStats:
 
 
 class LRUCache(Generic[K, V]):
-    """A least-recently-used map holding at most ``capacity`` entries (0 = store nothing)."""
+    """A least-recently-used map holding at most ``capacity`` entries (0 = store nothing).
 
-    def __init__(self, capacity: int) -> None:
+    With ``weigh`` and ``max_weight`` it also keeps the total weight (e.g. bytes) of its entries within
+    ``max_weight``; an entry heavier than that on its own is not stored.
+    """
+
+    def __init__(self, capacity: int, *, weigh: Callable[[V], int] | None = None, max_weight: int | None = None
+                 ) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
+        if (weigh is None) != (max_weight is None):
+            raise ValueError("weigh and max_weight go together")
         self.capacity = capacity
+        self._weigh = weigh
+        self.max_weight = max_weight
+        self._weights: dict[K, int] = {}
         self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = 0
@@ -53,11 +63,18 @@ class LRUCache(Generic[K, V]):
         """Store ``value``, evicting the least recently used entries beyond capacity."""
         if self.capacity == 0:
             return
+        weight = self._weigh(value) if self._weigh is not None else 0
+        if self.max_weight is not None and weight > self.max_weight:
+            return
         with self._lock:
             self._items[key] = value
+            self._weights[key] = weight
             self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            while len(self._items) > self.capacity or (
+                self.max_weight is not None and sum(self._weights.values()) > self.max_weight
+            ):
+                old, _ = self._items.popitem(last=False)
+                del self._weights[old]
 
     def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
         """The cached value for ``key``, computing and storing it on a miss (compute runs outside the lock)."""
@@ -71,6 +88,7 @@ class LRUCache(Generic[K, V]):
         """Drop every entry (counters are kept)."""
         with self._lock:
             self._items.clear()
+            self._weights.clear()
 
     def __len__(self) -> int:
         return len(self._items)

@@ -46,6 +46,8 @@ from imageloop.engine.schedulers import canonical_scheduler_name, make_scheduler
 from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, RecipeError
 from imageloop.prompts.styles import apply_style, get_style
 
+RESULT_CACHE_MAX_BYTES = 256 * 1024 * 1024  # PNGs kept by the result cache, whatever its entry count
+
 
 @dataclass(frozen=True)
 class GeneratedImage:
@@ -117,7 +119,9 @@ class Engine:
         self.recipes = RecipeStore(settings)
         self.loras = LoraManager(settings)
         self.prompt_cache: LRUCache[PromptKey, EncodedPrompt] = LRUCache(settings.engine.text_encoder_cache_size)
-        self.result_cache: LRUCache[str, GenerationResult] = LRUCache(settings.engine.result_cache_size)
+        self.result_cache: LRUCache[str, GenerationResult] = LRUCache(
+            settings.engine.result_cache_size, weigh=_png_bytes, max_weight=RESULT_CACHE_MAX_BYTES
+        )
         self._model: LoadedModel | None = None
         self._controlnet: Any = None
         self._controlnet_version = ""
@@ -395,6 +399,10 @@ def _check_controlnet_fits(controlnet: Any, unet: Any, spec: object) -> None:
         if controlnet.get(key) != unet.get(key):
             raise ModelLoadError(f"ControlNet {spec} does not fit the loaded model: its {key} is "
                                  f"{controlnet.get(key)!r}, the model's is {unet.get(key)!r}")
+
+
+def _png_bytes(result: GenerationResult) -> int:
+    return sum(len(image.png) for image in result.images)
 
 
 def _first(*values: float | None) -> float | None:
