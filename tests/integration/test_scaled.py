@@ -182,3 +182,18 @@ def test_a_killed_worker_is_replaced_and_its_job_finishes_once(
     assert record.status is JobStatus.SUCCEEDED and record.attempts == 2
     assert record.worker_id != running.worker_id
     assert [image.index for image in record.images] == [0]
+
+
+def test_a_job_stored_without_a_task_is_still_run(api: tuple[TestClient, Storage, str]) -> None:
+    """No task reached the broker (it restarted empty, or the server died after storing): the idle worker's
+    sweeper sees the waiting job and sends one."""
+    from imageloop.jobs.requests import batch_key
+    from imageloop.storage import NewGeneration
+
+    client, storage, key = api
+    settings: Settings = client.app.state.services.settings  # type: ignore[attr-defined]
+    user = storage.users.authenticate(key)
+    params = {"seed": 3}
+    request = NewGeneration(prompt="a quiet sea", params=params, batch_key=batch_key(params, None, settings))
+    record = storage.generations.create(user.id, request)
+    assert wait_finished(storage, record.id, timeout=60).status is JobStatus.SUCCEEDED

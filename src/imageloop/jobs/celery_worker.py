@@ -35,12 +35,18 @@ class CeleryJobWorker:
         self.settings = settings
         self.celery = celery
         self.runner = JobRunner(storage, engine, settings, new_worker_id("celery"), RedisEventPublisher(settings))
-        self.sweeper = Sweeper(storage, settings, self.send_tasks)
+        self.sweeper = Sweeper(storage, settings, self.send_tasks, on_tick=self.kick_if_idle)
 
     def send_tasks(self, generation_ids: list[GenerationId]) -> None:
         """One wake-up task per job (re-queued or found waiting)."""
         for _ in generation_ids:
             self.celery.send_task(TASK_NAME, queue=QUEUE_NAME)
+
+    def kick_if_idle(self) -> None:
+        """Jobs wait while this worker idles: their tasks were lost (a broker restart); send one."""
+        if not self.runner.busy and self.storage.generations.queue_depth() > 0:
+            log.warning("jobs are waiting but no task came; sending one")
+            self.send_tasks([GenerationId("")])
 
     def start(self) -> None:
         """Re-queue stale jobs, make sure every waiting job has a task (the broker may have restarted empty),

@@ -34,12 +34,20 @@ def new_worker_id(kind: str) -> WorkerId:
 
 
 class Sweeper:
-    """Re-queues jobs whose lease expired: once at :meth:`start`, then every half lease on a thread."""
+    """Re-queues jobs whose lease expired: once at :meth:`start`, then every half lease on a thread (calling
+    ``on_tick`` after each sweep)."""
 
-    def __init__(self, storage: Storage, settings: Settings, on_requeued: Callable[[list[GenerationId]], None]) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: Settings,
+        on_requeued: Callable[[list[GenerationId]], None],
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
         self._storage = storage
         self._settings = settings
         self._on_requeued = on_requeued
+        self._on_tick = on_tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="imageloop-sweeper", daemon=True)
 
@@ -64,6 +72,8 @@ class Sweeper:
         while not self._stop.wait(self._settings.job_lease_seconds / 2):
             try:
                 self.sweep()
+                if self._on_tick is not None:
+                    self._on_tick()
             except Exception:
                 log.exception("sweeping stale jobs failed")
 

@@ -174,6 +174,12 @@ class JobRunner:
         job.cancel.set()
         return True
 
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is running."""
+        with self._lock:
+            return bool(self._running)
+
     def abandon_all(self) -> None:
         """Stop every running job without recording an outcome (shutdown): each runs again once its lease expires."""
         with self._lock:
