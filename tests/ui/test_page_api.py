@@ -3,12 +3,16 @@ share links, and the admin dashboard — through the real app on the tiny model.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from imageloop.server.services import Services
+from imageloop.storage.registry_models import RunKind
+from imageloop.training.lock import RunStore
+from imageloop.training.registry import ModelKind, Registry
 from tests.server.kit import make_user
 from tests.server.test_generations_api import auth, wait_done
 
@@ -136,8 +140,30 @@ def test_dashboard_is_for_admins_and_counts_the_record(
     assert board.status_code == 200, board.text
     data = board.json()
     assert data["funnel"]["images"] >= 2 and data["funnel"]["kept"] >= 1 and data["funnel"]["by_action"]["like"] >= 1
-    assert data["keep_rate_by_day"][-1]["images"] >= 2
+    days = data["keep_rate_by_day"]
+    assert len(days) == 30 and days[-1]["images"] >= 2 and days[-1]["keep_rate"] > 0
+    assert days[0] == {"day": days[0]["day"], "images": 0, "kept": 0, "keep_rate": None}
     assert data["datasets"]["chains"] >= 1 and data["datasets"]["sft"] >= 1
     assert data["served_models"][0]["images"] >= 2
     assert {"recipe": "(none)", "style": "cinematic"}.items() <= data["recipes"][0].items()
     assert client.get("/api/v1/dashboard?days=0", headers=auth(admin_key)).json()["field"] == "days"
+    assert (data["model_versions"], data["training_runs"]) == ([], [])
+
+
+def test_dashboard_shows_the_model_registry_and_training_runs(
+    client: TestClient, services: Services, tmp_path: Path
+) -> None:
+    _, admin_key = services.storage.users.create_user("registrar", is_admin=True)
+    adapter = tmp_path / "adapter.safetensors"
+    adapter.write_bytes(b"weights")
+    registry = Registry(services.storage.sessions, services.settings)
+    version = registry.register(ModelKind.EXPANDER, adapter, name="expander", data_hash="abc",
+                                metrics={"win_rate": 0.61})
+    registry.start_ab_test(version.id, 0.2)
+    run = RunStore(services.storage.sessions).create(RunKind.CYCLE, trigger="api", stage="export")
+    data = client.get("/api/v1/dashboard", headers=auth(admin_key)).json()
+    [shown] = data["model_versions"]
+    assert (shown["id"], shown["status"], shown["traffic_share"]) == (version.id, "ab_test", 0.2)
+    assert shown["metrics"] == {"win_rate": 0.61} and shown["ab_keep_rate"] == 0.0
+    [listed] = data["training_runs"]
+    assert (listed["id"], listed["status"], listed["stage"]) == (run.id, "queued", "export")

@@ -4,6 +4,7 @@ gallery, share links and the flywheel dashboard."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -152,7 +153,7 @@ class DailyKeepRateOut(BaseModel):
     day: date
     images: int
     kept: int
-    keep_rate: float
+    keep_rate: float | None = Field(description="kept / images; None on a day without images.")
 
 
 class FunnelOut(BaseModel):
@@ -194,13 +195,48 @@ class RecipeRankOut(BaseModel):
     keep_rate_high: float
 
 
+class ModelVersionOut(BaseModel):
+    """A registered model version (expander adapter, reward model, LoRA) and where it is in its release."""
+
+    id: str
+    kind: str
+    version: int
+    name: str
+    tag: str
+    status: str
+    traffic_share: float
+    metrics: dict[str, Any] = Field(description="The eval gate's numbers.")
+    parent_id: str | None
+    note: str | None
+    created_at: datetime
+    promoted_at: datetime | None
+    ab_keep_rate: float | None = Field(description="During an A/B test: the keep rate of this version's arm.")
+    ab_control_keep_rate: float | None = Field(description="During an A/B test: the keep rate of the other arm.")
+
+
+class TrainingRunOut(BaseModel):
+    id: str
+    kind: str
+    status: str
+    trigger: str
+    stage: str
+    progress: float = Field(description="0..1")
+    message: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
 class DashboardOut(BaseModel):
     days: int
     users: int
     users_opted_out: int
     queue_depth: int
-    keep_rate_by_day: list[DailyKeepRateOut]
+    keep_rate_by_day: list[DailyKeepRateOut] = Field(description="Every day of the window, oldest first.")
     funnel: FunnelOut
     datasets: DatasetSizesOut
     served_models: list[ServedModelOut]
     recipes: list[RecipeRankOut] = Field(description="Best first, by the lower end of the keep-rate interval.")
+    model_versions: list[ModelVersionOut] = Field(description="Public registered versions, newest first.")
+    training_runs: list[TrainingRunOut] = Field(description="The latest training runs, newest first.")

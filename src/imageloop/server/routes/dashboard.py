@@ -1,15 +1,16 @@
 """The flywheel dashboard (admins): keep rate over time, the action funnel, dataset sizes, the model and expander
 versions in the record, and the recipe leaderboard.
 
-Model registry and training runs arrive with the auto-train issue; until then the dashboard shows the versions the
-record itself names (which base model and expander produced each image) and their keep rates.
+Besides the model registry (expander adapters, reward models, LoRAs with their eval metrics; promote and rollback
+are the training routes') and the latest training runs, it shows the versions the record itself names (which base
+model and expander produced each image) with their keep rates.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -19,15 +20,21 @@ from imageloop.errors import PermissionDeniedError
 from imageloop.flywheel.datasets import RecipeTally, dpo_examples, pair_specs, sft_examples, view
 from imageloop.flywheel.export import iter_chains
 from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.services import Services
 from imageloop.server.ui_schemas import (
     DailyKeepRateOut,
     DashboardOut,
     DatasetSizesOut,
     FunnelOut,
+    ModelVersionOut,
     RecipeRankOut,
     ServedModelOut,
+    TrainingRunOut,
 )
 from imageloop.storage.dashboard import action_funnel, keep_rate_by_day, served_models, user_counts
+from imageloop.storage.db import SessionFactory
+from imageloop.training.lock import RunStore
+from imageloop.training.registry import ModelStatus, Registry
 
 router = APIRouter(prefix="/api/v1", tags=["dashboard"])
 
@@ -37,6 +44,20 @@ DATASET_CACHE_SECONDS = 30.0
 
 def _rate(kept: int, total: int) -> float:
     return kept / total if total else 0.0
+
+
+def daily_series(sessions: SessionFactory, first: date, days: int) -> list[DailyKeepRateOut]:
+    """One row per UTC day from ``first``, days without images included (keep rate None), so a plot's x axis is
+    time."""
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    found = {row.day: row for row in keep_rate_by_day(sessions, start)}
+    out = []
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        row = found.get(day)
+        images, kept = (row.images, row.kept) if row is not None else (0, 0)
+        out.append(DailyKeepRateOut(day=day, images=images, kept=kept, keep_rate=kept / images if images else None))
+    return out
 
 
 def count_datasets(engine: Engine) -> tuple[DatasetSizesOut, list[RecipeRankOut]]:
@@ -55,6 +76,33 @@ def count_datasets(engine: Engine) -> tuple[DatasetSizesOut, list[RecipeRankOut]
     recipes = [RecipeRankOut(recipe=row.recipe, style=row.style, uses=row.uses, kept=row.kept, keep_rate=row.keep_rate,
                              keep_rate_low=row.keep_rate_low, keep_rate_high=row.keep_rate_high) for row in ranked]
     return DatasetSizesOut(chains=chains, sft=sft, dpo=dpo, pairs=pairs, recipes=len(stats)), recipes
+
+
+def model_versions(services: Services) -> list[ModelVersionOut]:
+    """Public registry versions, newest first; A/B candidates with both arms' keep rates."""
+    registry = Registry(services.storage.sessions, services.settings)
+    out = []
+    for version in registry.list():
+        candidate = control = None
+        if version.status is ModelStatus.AB_TEST:
+            arms = registry.arm_stats(version)
+            candidate, control = arms[0].keep_rate, arms[1].keep_rate
+        out.append(ModelVersionOut(
+            id=version.id, kind=version.kind.value, version=version.version, name=version.name, tag=version.tag,
+            status=version.status.value, traffic_share=version.traffic_share, metrics=version.metrics,
+            parent_id=version.parent_id, note=version.note, created_at=version.created_at,
+            promoted_at=version.promoted_at, ab_keep_rate=candidate, ab_control_keep_rate=control,
+        ))
+    return out
+
+
+def training_runs(services: Services, limit: int = 10) -> list[TrainingRunOut]:
+    return [
+        TrainingRunOut(id=run.id, kind=run.kind.value, status=run.status.value, trigger=run.trigger, stage=run.stage,
+                       progress=run.progress, message=run.message, error=run.error, created_at=run.created_at,
+                       started_at=run.started_at, finished_at=run.finished_at)
+        for run in RunStore(services.storage.sessions).list(limit=limit)
+    ]
 
 
 class _DatasetCache:
@@ -91,17 +139,14 @@ def dashboard(
     if not user.is_admin:
         raise PermissionDeniedError("the flywheel dashboard is for administrators")
     sessions = services.storage.sessions
-    since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
+    first = datetime.now(UTC).date() - timedelta(days=days - 1)
     funnel = action_funnel(sessions)
     users, opted_out = user_counts(sessions)
     datasets, recipes = count_datasets(services.storage.engine) if fresh else _datasets.get(services.storage.engine)
     return DashboardOut(
         days=days, users=users, users_opted_out=opted_out,
         queue_depth=services.storage.generations.queue_depth(),
-        keep_rate_by_day=[
-            DailyKeepRateOut(day=row.day, images=row.images, kept=row.kept, keep_rate=_rate(row.kept, row.images))
-            for row in keep_rate_by_day(sessions, since)
-        ],
+        keep_rate_by_day=daily_series(sessions, first, days),
         funnel=FunnelOut(generations=funnel.generations, images=funnel.images, kept=funnel.kept,
                          keep_rate=_rate(funnel.kept, funnel.images), by_action=funnel.by_action),
         datasets=datasets,
@@ -113,4 +158,6 @@ def dashboard(
             for row in served_models(sessions)
         ],
         recipes=recipes,
+        model_versions=model_versions(services),
+        training_runs=training_runs(services),
     )

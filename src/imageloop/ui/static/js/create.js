@@ -9,6 +9,7 @@ import { follow, progressPanel } from "./progress.js";
 import { resultGroup } from "./results.js";
 
 const DRAFT = "create";
+const EXPANSION = "imageloop.expansion"; // the preview shown, so a reload can tell an edited prompt from it
 const RECENT = "imageloop.recent";
 const RECENT_MAX = 6;
 export const USUAL_PHRASE = "the usual";
@@ -56,7 +57,7 @@ function buildForm() {
         field("Images", textInput("n", "n", { inputmode: "numeric", value: "1" })))),
     h("div", { id: "c-error", class: "error", role: "alert", hidden: true }),
     h("div", { class: "row" }, h("button", { type: "submit", id: "c-generate", class: "primary" }, "Generate"),
-      h("small", { class: "muted" }, "Ctrl+Enter")));
+      h("small", { class: "muted kbd-hint" }, "Ctrl+Enter")));
   return form;
 }
 
@@ -110,16 +111,26 @@ export function createPage(root, { startWith = null } = {}) {
   const save = keepDraft(form, DRAFT);
   const errorBox = form.querySelector("#c-error");
   const expandedBox = form.querySelector("#c-expanded");
-  const expansion = { shown: false, original: null };
+  const expansion = { shown: false, original: null, intent: null };
   const controller = new AbortController();
 
-  const showExpansion = (out) => {
+  const info = form.querySelector("#c-expander");
+  const showExpansion = (out, restored = false) => {
     expansion.shown = true;
     expansion.original = out.final_prompt;
+    expansion.intent = restored ? out.intent : form.elements.intent.value;
     expandedBox.hidden = false;
-    form.elements.prompt.value = out.final_prompt;
+    if (!restored) form.elements.prompt.value = out.final_prompt;
     const language = out.language ? `, language ${out.language}` : "";
-    form.querySelector("#c-expander").textContent = `Expanded by ${out.strategy} ${out.version}${language}.`;
+    info.textContent = `Expanded by ${out.strategy} ${out.version}${language}. Edit it and the edited text is sent as is.`;
+    localStorage.setItem(EXPANSION, JSON.stringify({ ...out, intent: expansion.intent }));
+    save();
+  };
+  const dropExpansion = () => {
+    Object.assign(expansion, { shown: false, original: null, intent: null });
+    expandedBox.hidden = true;
+    form.elements.prompt.value = "";
+    localStorage.removeItem(EXPANSION);
     save();
   };
   const expand = async () => {
@@ -180,8 +191,18 @@ export function createPage(root, { startWith = null } = {}) {
   form.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); form.requestSubmit(); }
   });
-  form.elements.prompt.addEventListener("input", () => { expansion.shown = true; });
-  if (form.elements.prompt.value) { expansion.shown = true; expansion.original = null; expandedBox.hidden = false; }
+  // A new intent makes an unedited preview stale: drop it (the server expands the new intent). An edited prompt
+  // is the user's own text and stays.
+  form.elements.intent.addEventListener("input", () => {
+    const edited = form.elements.prompt.value !== expansion.original;
+    if (expansion.shown && !edited && form.elements.intent.value !== expansion.intent) dropExpansion();
+  });
+  if (form.elements.prompt.value) {
+    let saved = null;
+    try { saved = JSON.parse(localStorage.getItem(EXPANSION) || "null"); } catch { /* ignore */ }
+    if (saved) showExpansion(saved, true);
+    else { expansion.shown = true; expandedBox.hidden = false; }
+  }
 
   fillOptions(form).catch(onError);
   showRecent(results, group, controller.signal);

@@ -38,7 +38,10 @@ function tile(item, open) {
 
 function row(name, value) {
   if (value === null || value === undefined || value === "") return null;
-  return [h("dt", {}, name), h("dd", {}, typeof value === "object" ? JSON.stringify(value) : String(value))];
+  if (typeof value === "object" && !(value instanceof Node)) {
+    value = Object.entries(value).map(([key, v]) => `${key.replaceAll("_", " ")}: ${v}`).join(" · ");
+  }
+  return [h("dt", {}, name), h("dd", {}, value)];
 }
 
 function rerunBody(g) {
@@ -53,6 +56,7 @@ function rerunBody(g) {
 
 /** The full record of one generation, in a dialog. */
 async function openRecord(id, onRerun) {
+  for (const open of document.querySelectorAll("dialog.record")) open.close();
   const dialog = h("dialog", { class: "record", "aria-labelledby": "record-title" });
   document.body.append(dialog);
   dialog.addEventListener("close", () => {
@@ -77,7 +81,8 @@ async function openRecord(id, onRerun) {
       row("Recipe", g.recipe), row("Parameters", g.params), row("Status", g.status), row("Error", g.error),
       row("Expander", g.expander_strategy && `${g.expander_strategy} ${g.expander_version ?? ""}`),
       row("Base model", g.base_model_id && `${g.base_model_id} ${g.base_model_version ?? ""}`),
-      row("Started from", g.parent_id), row("Created", formatTime(g.created_at)),
+      row("Started from", g.parent_id && h("a", { href: `#/history/${g.parent_id}` }, "the earlier generation")),
+      row("Created", formatTime(g.created_at)),
       row("Timings (s)", Object.keys(g.timings).length ? g.timings : null));
     const log = actions.length
       ? h("ol", { class: "actions-log" }, actions.map((a) => h("li", { dataset: { type: a.type } },

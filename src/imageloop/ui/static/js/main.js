@@ -64,7 +64,7 @@ function route() {
     return;
   }
   if (!state.account && page !== "account") {
-    show(page, () => accountPage(view, { account: null, onAccount }));
+    show("account", () => accountPage(view, { account: null, onAccount }));
     view.prepend(h("p", { class: "notice info" }, "Sign in to use Imageloop."));
     return;
   }

@@ -10,6 +10,7 @@ const NO_REACTION = { liked: false, kept: false, downloaded: false, shared: fals
 /** An <img> whose authenticated source is fetched in the background. */
 export function authImage(url, alt, attrs = {}) {
   const img = h("img", { alt, decoding: "async", ...attrs });
+  if (attrs.width && attrs.width <= 256) img.classList.add("small-source");
   imageUrl(url).then((src) => { img.src = src; }, (error) => {
     img.replaceWith(h("p", { class: "error" }, `Image not loaded: ${describe(error)}`));
   });
