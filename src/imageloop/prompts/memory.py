@@ -70,7 +70,9 @@ class PromptMemory:
     def sync(self) -> SyncResult:
         """Add generations kept since the last sync, remove those no longer kept. Safe to call concurrently."""
         with self._lock:
-            started = utcnow()
+            # The high-water mark comes from the record's own clock, read before the scan.
+            with self.storage.engine.connect() as connection:
+                newest = connection.execute(sa.select(sa.func.max(UserAction.created_at))).scalar()
             touched = self._touched_images(self._synced_until)
             kept: dict[str, datetime] = {}
             not_kept: set[str] = set()
@@ -84,7 +86,8 @@ class PromptMemory:
             added = sum(self._remember_id(gid, at) for gid, at in kept.items() if gid not in remembered)
             removed = self.index.remove(sorted(not_kept & remembered))
             # Overlap the next window: an action committed late with an earlier timestamp is still seen.
-            self._synced_until = started - SYNC_OVERLAP
+            if isinstance(newest, datetime):
+                self._synced_until = newest - SYNC_OVERLAP
             return SyncResult(added, removed)
 
     def _remember_id(self, generation_id: str, kept_at: datetime) -> bool:

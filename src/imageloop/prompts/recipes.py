@@ -57,7 +57,8 @@ class RecipeStats:
 
 @dataclass(frozen=True, slots=True)
 class RecipeChoice:
-    """The recipe to run, the probability it had of being picked, the policy, and each candidate's posterior."""
+    """The recipe to run, the probability it had of being picked, the policy, and each candidate's posterior and
+    probability of being picked (so any candidate's inverse propensity can be computed later)."""
 
     recipe: str
     propensity: float
@@ -161,13 +162,16 @@ class RecipeChooser:
                 probabilities = np.maximum(wins, 1.0 / self.samples)
                 probabilities /= probabilities.sum()
                 index = int(self._rng.choice(len(names), p=probabilities))
-                propensity, policy = float(probabilities[index]), "thompson"
+                policy = "thompson"
             else:
-                index, propensity, policy = int(np.argmax(means)), 1.0, "greedy"
+                index, policy = int(np.argmax(means)), "greedy"
+                probabilities = np.eye(len(names))[index]
         table = [
-            {"recipe": n, "alpha": round(float(a), 4), "beta": round(float(b), 4), "mean": round(float(m), 4)}
-            for n, (a, b), m in zip(names, params, means, strict=True)
+            {"recipe": n, "alpha": round(float(a), 4), "beta": round(float(b), 4), "mean": round(float(m), 4),
+             "probability": float(pr)}
+            for n, (a, b), m, pr in zip(names, params, means, probabilities, strict=True)
         ]
+        propensity = float(probabilities[index])
         return RecipeChoice(names[index], propensity, policy, table)
 
     def record(self, generation_id: str, user_id: str, choice: RecipeChoice) -> bool:

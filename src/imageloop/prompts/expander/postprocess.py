@@ -45,7 +45,7 @@ def _clean_tag(raw: str) -> WeightedTag | None:
 
 
 def clean_llm_output(text: str, lexicon: Lexicon, guard: Mapping[str, str] | None = None) -> str:
-    """A clean comma-separated prompt from LLM ``text`` ('' when nothing usable is left).
+    """A clean comma-separated prompt from LLM ``text`` ('' when none of its tags is usable).
 
     ``guard`` maps attribute → value key that must win (from the rules reading of the intent).
     """
@@ -70,7 +70,7 @@ def clean_llm_output(text: str, lexicon: Lexicon, guard: Mapping[str, str] | Non
         heads[head] = heads.get(head, 0) + 1
         kept.append(tag)
     missing = [WeightedTag(lexicon.canonical(a, k)) for a, k in guard.items() if a not in present]
-    tags = (missing + kept)[:MAX_TAGS] if kept or missing else []
+    tags = (missing + kept)[:MAX_TAGS] if kept else []  # nothing from the model: not an LLM expansion
     return ", ".join(tag.render() for tag in tags)
 
 
