@@ -95,11 +95,15 @@ def _sse(event: str, data: object) -> str:
 
 async def _event_stream(services: Services, user: UserAccount, generation_id: GenerationId) -> AsyncIterator[str]:
     """A ``status`` snapshot, then ``started``/``progress`` events as they happen, then a final ``status``."""
+
+    def snapshot() -> GenerationOut:
+        return view(services, services.storage.generations.get(user.id, generation_id))
+
     async with services.hub.subscribe(generation_id) as queue:
         # Read after subscribing, so an event between the read and the subscription cannot be missed.
-        record = await run_in_threadpool(services.storage.generations.get, user.id, generation_id)
-        yield _sse("status", view(services, record).model_dump(mode="json"))
-        while not record.status.is_terminal:
+        state = await run_in_threadpool(snapshot)
+        yield _sse("status", state.model_dump(mode="json"))
+        while not state.status.is_terminal:
             try:
                 event: JobEvent | None = await asyncio.wait_for(queue.get(), timeout=SSE_POLL_SECONDS)
             except TimeoutError:
@@ -107,9 +111,9 @@ async def _event_stream(services: Services, user: UserAccount, generation_id: Ge
             if event is not None and not event.is_terminal:
                 yield _sse(event.kind, event.to_dict())
                 continue
-            record = await run_in_threadpool(services.storage.generations.get, user.id, generation_id)
-            if record.status.is_terminal:
-                yield _sse("status", view(services, record).model_dump(mode="json"))
+            state = await run_in_threadpool(snapshot)
+            if state.status.is_terminal:
+                yield _sse("status", state.model_dump(mode="json"))
             elif event is None:
                 yield ": keep-alive\n\n"
 
