@@ -154,3 +154,21 @@ def test_jobs_of_a_dead_worker_are_requeued_and_recorded_once(
         assert record.status is JobStatus.SUCCEEDED and record.attempts == 2
         assert [image.index for image in record.images] == [0, 1]
     assert len(list(storage.blobs.root.rglob("*.png"))) == 4  # type: ignore[attr-defined]
+
+
+def test_deleting_the_users_data_mid_run_leaves_nothing_behind(
+    storage: Storage, user: UserId, settings: Settings, queue: tuple[EmbeddedJobQueue, Recorder]
+) -> None:
+    job_queue, recorder = queue
+    doomed = submit(storage, user, settings, "a doomed cat", steps=150)
+    job_queue.start()
+    deadline = time.monotonic() + 30
+    while not recorder.of(doomed, JobProgress):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
+    storage.users.delete_user_data(user, storage.blobs)
+    after = submit(storage, user, settings, "a later dog")  # the worker goes on with the next job
+    job_queue.submitted([after])
+    assert wait_finished(storage, after).status is JobStatus.SUCCEEDED
+    pngs = sorted(p.name for p in storage.blobs.root.rglob("*.png"))  # type: ignore[attr-defined]
+    assert pngs == ["0.png"] and not list(storage.blobs.root.glob(f"images/{doomed}"))  # type: ignore[attr-defined]
