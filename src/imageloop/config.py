@@ -147,7 +147,7 @@ class TrainingSettings(BaseModel):
     dpo_max_steps: int = Field(default=120, ge=0, description="Cap on expander DPO steps per cycle (0 = no DPO).")
     batch_size: int = Field(default=8, ge=1, le=256, description="Expander training batch size.")
     learning_rate: float = Field(default=2e-4, gt=0, le=1.0, description="Expander LoRA learning rate.")
-    max_length: int = Field(default=128, ge=16, le=2048, description="Token limit of one expander example.")
+    max_length: int = Field(default=192, ge=16, le=2048, description="Token limit of one expander example.")
     min_pairs: int = Field(default=16, ge=2, description="Fewest preference pairs a model is trained on.")
     reward_epochs: int = Field(default=8, ge=1, le=1000, description="Epochs of reward-model training per cycle.")
     heldout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of pairs kept for the gate.")

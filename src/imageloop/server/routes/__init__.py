@@ -4,9 +4,11 @@ from fastapi import APIRouter
 
 from imageloop.server.routes.actions import router as actions_router
 from imageloop.server.routes.generations import router as generations_router
+from imageloop.server.routes.loras import router as loras_router
 from imageloop.server.routes.media import router as media_router
 from imageloop.server.routes.openai_images import router as openai_router
 from imageloop.server.routes.ops import router as ops_router
+from imageloop.server.routes.training import router as training_router
 from imageloop.server.routes.ui import UI_ROUTERS
 from imageloop.server.routes.users import router as users_router
 
@@ -17,6 +19,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     users_router,
     openai_router,
     ops_router,
+    training_router,
+    loras_router,
     *UI_ROUTERS,
 )
 
