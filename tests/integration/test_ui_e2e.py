@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ SCREENSHOTS = Path(os.environ.get("IMAGELOOP_SCREENSHOTS", REPO / "docs" / "scre
 INTENT = "雨夜里孤独的城市"
 PASSWORD = "correct horse battery"
 STEPS = 6
+SLOW_STEPS = 1000  # long enough to cancel mid-run
 TIMEOUT_MS = 60_000
 
 
@@ -79,7 +81,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         pytest.skip(f"no chromium at {CHROMIUM} (set IMAGELOOP_TEST_CHROMIUM)")
     tmp = tmp_path_factory.mktemp("ui-e2e")
     env = {**os.environ, "IMAGELOOP_DATA_DIR": str(tmp / "data"), "IMAGELOOP_ENGINE__MODEL": _model(tmp),
-           "IMAGELOOP_ENGINE__THREADS": "1", "IMAGELOOP_ENGINE__DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
+           "IMAGELOOP_ENGINE__THREADS": "1", "IMAGELOOP_ENGINE__DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
+           "IMAGELOOP_ENGINE__MAX_STEPS": str(SLOW_STEPS)}
     storage = Storage.open(Settings(data_dir=tmp / "data"))
     admin, admin_key = storage.users.create_user("ada", is_admin=True)
     storage.users.set_password(admin.id, PASSWORD)
@@ -156,6 +159,13 @@ def generate(page: Any, intent: str) -> None:
 def record_of(served: Served, generation_id: str) -> dict[str, Any]:
     record: dict[str, Any] = served.get(f"/api/v1/generations/{generation_id}/record")
     return record
+
+
+def wait_finished(served: Served, generation_id: str, key: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while served.get(f"/api/v1/generations/{generation_id}", key)["status"] not in {"succeeded", "failed"}:
+        assert time.monotonic() < deadline, f"generation {generation_id} did not finish"
+        time.sleep(0.2)
 
 
 def action_types(served: Served, generation_id: str) -> list[str]:
@@ -344,6 +354,53 @@ def test_a_share_link_works_signed_out_until_revoked(page: Any, browser: Any, se
         expect(shared.locator("h1")).to_have_text("Link not found")
     finally:
         visitor.close()
+
+
+def test_cancel_stops_a_running_generation(page: Any, served: Served) -> None:
+    sign_in_with_key(page, served, served.user_key)
+    page.get_by_role("link", name="Create").click()
+    page.fill("#c-intent", "a very slow painting")
+    page.click("#c-advanced summary")
+    page.fill("#c-steps", str(SLOW_STEPS))
+    page.click("#c-generate")
+    panel = page.locator(".progress-panel")
+    expect(panel).to_have_attribute("data-status", "running")
+    expect(panel.locator(".steps")).to_contain_text(f"of {SLOW_STEPS}")
+    panel.get_by_role("button", name="Cancel").click()
+    expect(panel.locator(".state")).to_have_text("Cancelled")
+    expect(page.locator(".result-group").first).to_contain_text("cancelled")
+
+
+def test_history_loads_more_as_it_scrolls_and_reruns_a_record(page: Any, served: Served) -> None:
+    headers = {"Authorization": f"Bearer {served.user_key}"}
+    batch = {"generations": [{"prompt": f"a boat, number {i}", "params": {"steps": 1}} for i in range(30)]}
+    accepted = httpx.post(served.base + "/api/v1/generations/batch", json=batch, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    for item in accepted.json()["generations"]:
+        wait_finished(served, item["id"], served.user_key)
+    total = 0
+    cursor = None
+    while True:
+        page_of = served.get("/api/v1/history?limit=100" + (f"&cursor={cursor}" if cursor else ""), served.user_key)
+        total += len(page_of["items"])
+        if not (cursor := page_of["next_cursor"]):
+            break
+    assert total > 24
+
+    page.set_viewport_size({"width": 1200, "height": 600})
+    sign_in_with_key(page, served, served.user_key)
+    page.get_by_role("link", name="History").click()
+    tiles = page.locator("#gallery .tile")
+    expect(tiles).to_have_count(24)  # one page, until the list is scrolled
+    page.locator(".sentinel").scroll_into_view_if_needed()
+    expect(tiles).to_have_count(total)
+    expect(page.locator("#gallery-status")).to_have_text("That is everything.")
+
+    tiles.first.click()
+    page.get_by_role("button", name="Re-run (same settings and seed)").click()
+    rerun = page.locator(".result-group").first
+    expect(rerun).to_contain_text("Re-run")
+    expect(rerun.locator(".result img")).to_have_attribute("src", re.compile(r"^blob:"))
 
 
 def test_the_account_page_manages_keys_opt_out_and_deletes_all_data(page: Any, served: Served) -> None:

@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from imageloop.prompts.expand import ResolvedPrompt
+from imageloop.prompts.expander import Recall
+from imageloop.server.routes import ui_create
 from imageloop.server.services import Services
 from imageloop.storage.registry_models import RunKind
 from imageloop.training.lock import RunStore
@@ -83,6 +86,24 @@ def test_catalog_and_prompt_preview(client: TestClient, owner: tuple[str, dict[s
     assert preview.json()["final_prompt"].strip() and preview.json()["strategy"]
     empty = client.post("/api/v1/prompts/expand", headers=auth(key), json={"intent": ""})
     assert empty.status_code == 422 and empty.json()["field"] == "intent"
+
+
+def test_the_usual_returns_the_recalled_settings(
+    client: TestClient, owner: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = owner
+    seen: dict[str, Any] = {}
+
+    def recalling(**kwargs: Any) -> ResolvedPrompt:
+        seen.update(kwargs)
+        recall = Recall(params={"guidance_scale": 5.5, "width": 512}, recipe=None, style="cinematic")
+        return ResolvedPrompt("cat, cinematic lighting", None, "memory", "m1", "en", recall=recall)
+
+    monkeypatch.setattr(ui_create, "resolve_prompt", recalling)
+    out = client.post("/api/v1/prompts/expand", headers=auth(key), json={"intent": "the usual"}).json()
+    assert out["recall"] == {"params": {"guidance_scale": 5.5, "width": 512}, "recipe": None, "style": "cinematic"}
+    assert (out["strategy"], seen["intent"], seen["prompt"]) == ("memory", "the usual", None)
+    assert seen["user_id"] == client.get("/api/v1/account", headers=auth(key)).json()["id"]
 
 
 def test_gallery_filters_and_the_full_record(client: TestClient, owner: tuple[str, dict[str, Any]]) -> None:

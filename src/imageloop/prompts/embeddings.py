@@ -64,6 +64,11 @@ class UniversalSentenceEncoder:
             self._model = USE()
         return self._model
 
+    def clear_cache(self) -> None:
+        """Forget cached embeddings (benchmarks time real encodes)."""
+        with self._lock:
+            self._cache.clear()
+
     def encode(self, texts: Sequence[str]) -> Vector:
         """Embeddings of ``texts`` (cached per text); an empty list gives a (0, 512) array."""
         with self._lock:

@@ -81,12 +81,21 @@ class ExpandRequest(StrictBody):
     negative_prompt: str | None = Field(default=None, max_length=MAX_TEXT)
 
 
+class RecallOut(BaseModel):
+    """Settings recalled from the user's kept images when the intent asks for "the usual"."""
+
+    params: dict[str, Any]
+    recipe: str | None
+    style: str | None
+
+
 class ExpansionOut(BaseModel):
     final_prompt: str
     negative_prompt: str | None
     strategy: str
     version: str
     language: str | None
+    recall: RecallOut | None = Field(default=None, description="Set when the intent asked for 'the usual'.")
 
 
 # --- gallery ------------------------------------------------------------------------------------------------

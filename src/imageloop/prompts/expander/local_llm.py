@@ -50,6 +50,8 @@ def smollm2_gguf_path() -> Path:
 
 def _file_digest(path: Path) -> str:
     # Size + head + tail: the GGUF is 98 MB, and a changed model changes all three.
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
     with path.open("rb") as handle:
         head = handle.read(1 << 20)
         handle.seek(max(0, path.stat().st_size - (1 << 20)))

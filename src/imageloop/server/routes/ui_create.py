@@ -9,7 +9,7 @@ from imageloop.engine.recipes import RecipeStore
 from imageloop.prompts.expand import resolve_prompt
 from imageloop.prompts.styles import load_styles
 from imageloop.server.deps import CurrentUser, ServicesDep
-from imageloop.server.ui_schemas import ExpandRequest, ExpansionOut, RecipeOut, StyleOut
+from imageloop.server.ui_schemas import ExpandRequest, ExpansionOut, RecallOut, RecipeOut, StyleOut
 
 router = APIRouter(prefix="/api/v1", tags=["create"])
 
@@ -34,9 +34,15 @@ def recipes(user: CurrentUser, services: ServicesDep) -> list[RecipeOut]:
 async def expand(body: ExpandRequest, user: CurrentUser) -> ExpansionOut:
     """The prompt a generation with this intent would run with, by the same expander the workers use, so the
     user can read and edit it first. Nothing is stored."""
+    # Called exactly as the job runner calls it (imageloop.jobs.runner), so the preview is what would run.
     resolved = await run_in_threadpool(
         lambda: resolve_prompt(intent=body.intent, prompt=None, negative_prompt=body.negative_prompt,
-                               language=body.intent_language)
+                               language=body.intent_language, user_id=user.id)
     )
+    recall = None
+    if resolved.recall is not None:
+        recall = RecallOut(params=dict(resolved.recall.params), recipe=resolved.recall.recipe,
+                           style=resolved.recall.style)
     return ExpansionOut(final_prompt=resolved.final_prompt, negative_prompt=resolved.negative_prompt,
-                        strategy=resolved.strategy, version=resolved.version, language=resolved.language)
+                        strategy=resolved.strategy, version=resolved.version, language=resolved.language,
+                        recall=recall)

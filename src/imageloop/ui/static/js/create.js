@@ -126,6 +126,21 @@ export function createPage(root, { startWith = null } = {}) {
     localStorage.setItem(EXPANSION, JSON.stringify({ ...out, intent: expansion.intent }));
     save();
   };
+  // "The usual": settings recalled from the user's kept images fill the advanced fields left empty.
+  const applyRecall = (recall) => {
+    const fields = { style: recall.style, recipe: recall.recipe, width: recall.params.width,
+      height: recall.params.height, steps: recall.params.steps, cfg: recall.params.guidance_scale };
+    const filled = [];
+    for (const [name, value] of Object.entries(fields)) {
+      const input = form.elements[name];
+      if (value === null || value === undefined || !input || input.value) continue;
+      input.value = String(value);
+      if (input.value === String(value)) filled.push(`${name} ${value}`);
+    }
+    info.textContent += filled.length ? ` Your usual: ${filled.join(", ")}.` : "";
+    if (filled.length) form.querySelector("#c-advanced").open = true;
+    save();
+  };
   const dropExpansion = () => {
     Object.assign(expansion, { shown: false, original: null, intent: null });
     expandedBox.hidden = true;
@@ -137,7 +152,9 @@ export function createPage(root, { startWith = null } = {}) {
     hideError(errorBox, form);
     const body = { intent: form.elements.intent.value };
     if (form.elements.negative_prompt.value.trim()) body.negative_prompt = form.elements.negative_prompt.value;
-    showExpansion(await api.post("/api/v1/prompts/expand", body));
+    const out = await api.post("/api/v1/prompts/expand", body);
+    showExpansion(out);
+    if (out.recall) applyRecall(out.recall);
   };
   const onError = (error) => showError(errorBox, error, form);
   onceClick(form.querySelector("#c-expand"), expand, onError);
