@@ -1,0 +1,85 @@
+"""The training worker: cron schedule, queued cycles, stopping mid-cycle and resuming, and the thread's life."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from imageloop.config import Settings
+from imageloop.errors import ConfigError
+from imageloop.storage import Storage
+from imageloop.training.lock import RunKind, RunStatus
+from imageloop.training.scheduler import TrainingWorker, next_run, validate_schedule
+from tests.storage.conftest import FakeClock
+
+
+def _worker(storage: Storage, tmp_path: Path, clock: FakeClock, **training: object) -> TrainingWorker:
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url), training=training)
+    return TrainingWorker(settings, storage, clock=clock, poll_seconds=0.05)
+
+
+def test_cron_expressions_are_checked_and_followed() -> None:
+    wednesday = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+    assert next_run("0 3 * * 0", wednesday) == datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    assert next_run("*/15 * * * *", wednesday) == datetime(2026, 11, 25, 14, 15, tzinfo=UTC)
+    for bad in ("every sunday", "0 3 * *", "61 3 * * 0"):
+        with pytest.raises(ConfigError, match=r"training\.schedule"):
+            validate_schedule(bad)
+
+
+def test_a_bad_schedule_stops_the_worker_from_being_built(storage: Storage, tmp_path: Path, clock: FakeClock) -> None:
+    with pytest.raises(ConfigError, match="not a cron expression"):
+        _worker(storage, tmp_path, clock, schedule="weekly please")
+
+
+def test_scheduled_cycles_run_when_due_and_once_per_slot(storage: Storage, tmp_path: Path, clock: FakeClock) -> None:
+    worker = _worker(storage, tmp_path, clock, schedule="0 3 * * *")  # daily at 03:00
+    worker.started_at = clock()  # 2026-01-01 12:00
+    assert worker.run_once() is None
+    due = worker.next_scheduled()
+    assert due == datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
+    clock.advance(timedelta(hours=15, minutes=1).total_seconds())
+    assert worker.run_once() == "schedule"
+    [run] = worker.cycle.runs.list(RunKind.CYCLE)
+    assert run.trigger == "schedule" and run.status is RunStatus.SUCCEEDED
+    assert worker.run_once() is None  # the 03:00 slot is used up
+    assert worker.next_scheduled() == datetime(2026, 1, 3, 3, 0, tzinfo=UTC)
+
+
+def test_disabled_schedule_still_runs_cycles_asked_for(storage: Storage, tmp_path: Path, clock: FakeClock) -> None:
+    worker = _worker(storage, tmp_path, clock, schedule_enabled=False)
+    clock.advance(timedelta(days=30).total_seconds())
+    assert worker.next_scheduled() is None and worker.run_once() is None
+    queued = worker.cycle.request(trigger="api")
+    assert worker.cycle.request(trigger="api").id == queued.id  # one queued cycle at a time
+    assert worker.run_once() == "cycle"
+    assert worker.cycle.runs.get(queued.id).status is RunStatus.SUCCEEDED
+
+
+def test_stopping_interrupts_a_cycle_which_the_next_worker_resumes(
+    storage: Storage, tmp_path: Path, clock: FakeClock
+) -> None:
+    worker = _worker(storage, tmp_path, clock, schedule_enabled=False)
+    run = worker.cycle.request()
+    worker.cycle.before_stage = lambda stage: worker._stop.set() if stage == "expander" else None
+    worker.start()
+    worker.wake()
+    deadline = time.monotonic() + 30
+    while worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.stop()
+    assert not worker.is_alive()
+    stopped = worker.cycle.runs.get(run.id)
+    assert stopped.status is RunStatus.INTERRUPTED and stopped.stage == "expander"
+
+    again = _worker(storage, tmp_path, clock, schedule_enabled=False)
+    again.start()
+    deadline = time.monotonic() + 30
+    while again.cycle.runs.get(run.id).status is not RunStatus.SUCCEEDED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again.stop(timeout=10)
+    finished = again.cycle.runs.get(run.id)
+    assert finished.status is RunStatus.SUCCEEDED and finished.attempts == 2
