@@ -267,6 +267,11 @@ def test_the_journey_from_a_chinese_intent_to_the_dashboard(page: Any, served: S
     expect(registry.first).to_contain_text("ab test")
     expect(registry.first.get_by_role("button", name="Roll back")).to_be_visible()
     shoot(page, "dashboard")
+    page.once("dialog", lambda dialog: dialog.accept())
+    registry.first.get_by_role("button", name="Promote").click()  # the A/B candidate, through the training route
+    expect(registry.first).to_contain_text("promoted")
+    expect(registry.nth(1)).to_contain_text("retired")
+    assert [v["status"] for v in served.get("/api/v1/admin/models")] == ["promoted", "retired"]
 
     page.get_by_role("link", name="Account").click()
     expect(page.locator("#keys tbody tr")).to_have_count(2)  # the CLI's key and this browser's
@@ -373,7 +378,7 @@ def test_cancel_stops_a_running_generation(page: Any, served: Served) -> None:
 
 def test_history_loads_more_as_it_scrolls_and_reruns_a_record(page: Any, served: Served) -> None:
     headers = {"Authorization": f"Bearer {served.user_key}"}
-    batch = {"generations": [{"prompt": f"a boat, number {i}", "params": {"steps": 1}} for i in range(30)]}
+    batch = {"generations": [{"prompt": f"a boat, number {i}", "params": {"steps": 1}} for i in range(24)]}
     accepted = httpx.post(served.base + "/api/v1/generations/batch", json=batch, headers=headers)
     assert accepted.status_code == 202, accepted.text
     for item in accepted.json()["generations"]:

@@ -126,14 +126,21 @@ function registry(data, reload) {
       "No model versions yet: the first training cycle registers them."));
 }
 
-function runs(data) {
+function runs(data, reload) {
+  const start = h("button", { type: "button", class: "secondary", id: "d-start-cycle" }, "Start a training cycle now");
+  onceClick(start, async () => {
+    if (!confirm("Start a training cycle now? It exports the record, trains and evaluates new versions.")) return;
+    const run = await api.post("/api/v1/admin/training/cycles", {});
+    notify(`Training cycle ${run.status}: stage ${run.stage}.`);
+    reload();
+  });
   const rows = data.training_runs.map((run) => {
     const bar = h("progress", { max: 1, value: run.progress, "aria-label": `${run.kind} progress` });
     return [run.kind.replace("_", " "), run.status, h("span", {}, bar, ` ${Math.round(run.progress * 100)}%`),
       run.error ? h("span", { class: "error" }, run.error) : run.message || run.stage, formatTime(run.created_at)];
   });
   return h("section", { class: "card", id: "d-runs" }, h("h2", {}, "Training runs"),
-    table(["Run", "Status", "Progress", "Stage", "Started"], rows, "No training runs yet."));
+    table(["Run", "Status", "Progress", "Stage", "Started"], rows, "No training runs yet."), start);
 }
 
 function render(root, data, reload) {
@@ -157,7 +164,7 @@ function render(root, data, reload) {
         short(m.base_model_id, m.base_model_version), `${m.expander_strategy ?? "?"} ${m.expander_version ?? ""}`,
         m.generations, m.images, percent(m.keep_rate)]), "No images generated yet."),
       h("small", { class: "muted" }, "Which base model and expander version made each image, and how many were kept.")),
-    registry(data, reload), runs(data),
+    registry(data, reload), runs(data, reload),
     h("section", { class: "card", id: "d-recipes" }, h("h2", {}, "Recipe leaderboard"),
       table(["Recipe", "Style", "Uses", "Kept", "Keep rate (95% interval)"], data.recipes.map((r) => [
         r.recipe, r.style, r.uses, r.kept,
