@@ -185,15 +185,15 @@ def make_text_encoder_with_projection(seed: int = 0, hidden: int = TEXT_HIDDEN) 
     return CLIPTextModelWithProjection(_text_config(hidden=hidden)).eval()
 
 
-def make_vae(seed: int = 0) -> AutoencoderKL:
-    """A two-block AutoencoderKL with 4 latent channels (scale factor 2)."""
+def make_vae(seed: int = 0, levels: int = 2) -> AutoencoderKL:
+    """An AutoencoderKL with 4 latent channels; ``levels`` 2 gives scale factor 2, ``levels`` 4 the real 8."""
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=(32, 64),
+        block_out_channels=(32, 64) if levels == 2 else (32,) * levels,
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
         latent_channels=4,
         norm_num_groups=32,
         sample_size=TINY_SIZE,
@@ -250,16 +250,20 @@ def make_sdxl_unet(seed: int = 0, text_hidden_2: int = TEXT_HIDDEN) -> UNet2DCon
     ).eval()
 
 
-def make_controlnet(seed: int = 0, unet: UNet2DConditionModel | None = None) -> ControlNetModel:
+def make_controlnet(
+    seed: int = 0, unet: UNet2DConditionModel | None = None, embedding_channels: tuple[int, ...] = (16, 32)
+) -> ControlNetModel:
     """A ControlNet matching the tiny SD1.5 UNet (or built from ``unet``, copying its encoder weights).
 
-    Its conditioning embedding downsamples by 2, matching the tiny VAE's scale factor, so a control image of the
-    output size lines up with the latents. A fresh ControlNet's output convolutions are zero (no effect until
-    trained); here they get small random weights so the control image visibly changes the result.
+    Its conditioning embedding downsamples by 2 (``embedding_channels`` (16, 32)), matching the tiny VAE's scale
+    factor, so a control image of the output size lines up with the latents; real ControlNets use
+    (16, 32, 96, 256), a factor of 8 (see :func:`make_vae`'s ``levels``). A fresh ControlNet's output
+    convolutions are zero (no effect until trained); here they get small random weights so the control image
+    visibly changes the result.
     """
     torch.manual_seed(seed)
     if unet is not None:
-        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=embedding_channels)
     else:
         controlnet = ControlNetModel(
             block_out_channels=(32, 64),
@@ -268,7 +272,7 @@ def make_controlnet(seed: int = 0, unet: UNet2DConditionModel | None = None) -> 
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             cross_attention_dim=TEXT_HIDDEN,
             attention_head_dim=8,
-            conditioning_embedding_out_channels=(16, 32),
+            conditioning_embedding_out_channels=embedding_channels,
             norm_num_groups=32,
         )
     zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,

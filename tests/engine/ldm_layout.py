@@ -134,6 +134,29 @@ def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, t
     return out
 
 
+def controlnet_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """ControlNetModel keys -> the original ``control_model.*`` layout (input_hint_block, zero_convs...)."""
+    shared_roots = {"time_embedding", "conv_in", "down_blocks", "mid_block", "add_embedding"}
+    shared = {key: value for key, value in state.items() if key.split(".")[0] in shared_roots}
+    out = {"control_model." + key.removeprefix(UNET_PREFIX): value
+           for key, value in unet_to_ldm(shared, config).items()}
+    blocks = len({key.split(".")[2] for key in state if key.startswith("controlnet_cond_embedding.blocks.")})
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "controlnet_down_blocks":
+            out[f"control_model.zero_convs.{parts[1]}.0.{parts[2]}"] = value
+        elif parts[0] == "controlnet_mid_block":
+            out[f"control_model.middle_block_out.0.{parts[1]}"] = value
+        elif parts[0] == "controlnet_cond_embedding":
+            index = {"conv_in": 0, "conv_out": 2 * (blocks + 1)}.get(parts[1])
+            if index is None:  # blocks.{j}
+                index, parts = 2 * (int(parts[2]) + 1), parts[:2] + parts[3:]
+            out[f"control_model.input_hint_block.{index}.{parts[-1]}"] = value
+        elif parts[0] not in shared_roots:
+            raise KeyError(f"unexpected ControlNet key {key}")
+    return out
+
+
 def pipeline_to_ldm(pipe: Any) -> dict[str, torch.Tensor]:
     """The whole SD1.5 or SDXL pipeline as one original-layout state dict."""
     out = unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config)

@@ -23,13 +23,8 @@ import torch
 from imageloop.config import Settings
 from imageloop.engine.cache import LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, batch_for_pipeline, encode_prompt
-from imageloop.engine.loader import (
-    LoadedModel,
-    Mode,
-    load_controlnet,
-    load_model,
-    pipeline_variant,
-)
+from imageloop.engine.controlnet import load_controlnet
+from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
 from imageloop.engine.lora import LoraManager
 from imageloop.engine.pngmeta import encode_png, format_parameters
 from imageloop.engine.progress import CancelToken, StepCallback, StepReporter
@@ -145,7 +140,9 @@ class Engine:
                     allowed="set --control-model PATH or IMAGELOOP_ENGINE__CONTROLNET",
                 )
             model = self.model
-            controlnet, version = load_controlnet(self.controlnet_spec, self.settings, model.device, model.dtype)
+            controlnet, version = load_controlnet(
+                self.controlnet_spec, self.settings, model.device, model.dtype, model.pipe.unet.config
+            )
             _check_controlnet_fits(controlnet.config, model.pipe.unet.config, self.controlnet_spec)
             self._controlnet, self._controlnet_version = controlnet, version
         return self._controlnet, self._controlnet_version

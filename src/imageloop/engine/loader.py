@@ -269,7 +269,7 @@ def complete_defaults(pipe: Any, own: ModelDefaults) -> ResolvedDefaults:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     # diffusers/transformers print progress bars and advice while loading; the engine reports its own progress.
     import diffusers
     import transformers
@@ -328,7 +328,7 @@ def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, 
     # ``config``: for a single file, the complete config folder (see single_file_config).
     cls = _pipeline_class(architecture, Mode.TXT2IMG)
     try:
-        with _quiet_loading():
+        with quiet_loading():
             if path.is_dir():
                 kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
                 if architecture is Architecture.SD15:
@@ -341,10 +341,11 @@ def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, 
     except ImageloopError:
         raise
     except Exception as exc:  # diffusers raises many types (OSError, ValueError, KeyError...) for bad files
-        raise ModelLoadError(f"{path}: cannot load the {architecture.value} model: {_reason(exc)}") from exc
+        raise ModelLoadError(f"{path}: cannot load the {architecture.value} model: {error_reason(exc)}") from exc
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
+    """A one-line reason for a loading failure, in words a user can act on."""
     text = str(exc).strip()
     if "meta tensor" in text:  # what torch says when a module kept weights that the file did not provide
         return "the checkpoint has no weights for some parameters (incomplete file, or a config of another model)"
@@ -374,7 +375,7 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
     own_defaults = read_model_defaults(path) if path.is_dir() else ModelDefaults()
     folder = single_file_config(path, architecture, config, settings) if path.is_file() else None
     pipe = _load_pipeline(path, architecture, folder, dtype)
-    with _quiet_loading():
+    with quiet_loading():
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     name = EMBEDDED_MODEL_NAME if path == EMBEDDED_MODEL_DIR.resolve() else path.stem if path.is_file() else path.name
@@ -393,36 +394,6 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
     )
 
 
-def load_controlnet(
-    spec: str | Path, settings: Settings, device: torch.device, dtype: torch.dtype
-) -> tuple[Any, str]:
-    """Load a ControlNet (diffusers folder with ``config.json``, or a single ``.safetensors`` file).
-
-    Returns the model on ``device`` and its content hash.
-    """
-    import diffusers
-
-    controlnet_class: Any = diffusers.ControlNetModel
-    path = Path(spec).expanduser()
-    if not path.exists() and (settings.models_dir / str(spec)).exists():
-        path = settings.models_dir / str(spec)
-    if not path.exists():
-        raise ModelLoadError(f"ControlNet {str(spec)!r} not found: {path} does not exist")
-    if path.is_file():
-        read_checkpoint_keys(path)  # clear errors for empty / corrupt / pickle files before diffusers sees them
-    elif not (path / "config.json").is_file():
-        raise ModelLoadError(f"{path}: not a ControlNet folder (no config.json)")
-    try:
-        with _quiet_loading():
-            if path.is_dir():
-                model = controlnet_class.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
-            else:
-                model = controlnet_class.from_single_file(str(path), torch_dtype=dtype, local_files_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot load the ControlNet: {_reason(exc)}") from exc
-    return model.to(device), content_hash(path)
-
-
 def pipeline_variant(model: LoadedModel, mode: Mode, controlnet: Any = None) -> Any:
     """The pipeline for ``mode``, built once from the loaded one with ``from_pipe`` (weights shared, not copied).
 
@@ -437,7 +408,7 @@ def pipeline_variant(model: LoadedModel, mode: Mode, controlnet: Any = None) -> 
         if controlnet is None:
             raise ModelLoadError("a ControlNet request needs a ControlNet model (--control-model or settings)")
         kwargs["controlnet"] = controlnet
-    with _quiet_loading():
+    with quiet_loading():
         pipe = cls.from_pipe(model.pipe, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     model.variants[mode] = pipe
