@@ -40,6 +40,26 @@ def test_generate_writes_pngs_with_parameters(model_dir: Path, tmp_path: Path) -
     assert "seed 2" in result.output
 
 
+def test_generate_from_png_reproduces_and_overrides(model_dir: Path, tmp_path: Path) -> None:
+    env = {"IMAGELOOP_DATA_DIR": str(tmp_path / "data"), "IMAGELOOP_ENGINE__RESULT_CACHE_SIZE": "0"}
+    runner = CliRunner()
+    first = tmp_path / "first.png"
+    assert runner.invoke(app, ["generate", "a red bird", "-o", str(first), "--model", str(model_dir), "--seed", "5",
+                               "--negative", "ugly"], env=env).exit_code == 0
+    again = tmp_path / "again.png"
+    result = runner.invoke(app, ["generate", "--from-png", str(first), "-o", str(again), "--model", str(model_dir)],
+                           env=env)
+    assert result.exit_code == 0, result.output
+    assert again.read_bytes() == first.read_bytes()  # same parameters, same bytes
+    other = tmp_path / "other.png"
+    assert runner.invoke(app, ["generate", "--from-png", str(first), "-o", str(other), "--model", str(model_dir),
+                               "--seed", "6"], env=env).exit_code == 0
+    request = read_png_parameters(other.read_bytes())
+    assert (request.prompt, request.negative_prompt, request.seed) == ("a red bird", "ugly", 6)
+    nothing = runner.invoke(app, ["generate", "--model", str(model_dir)], env=env)
+    assert isinstance(nothing.exception, InvalidRequestError) and nothing.exception.field == "prompt"
+
+
 def test_generate_img2img_from_files(model_dir: Path, tmp_path: Path) -> None:
     env = {"IMAGELOOP_DATA_DIR": str(tmp_path / "data")}
     runner = CliRunner()

@@ -34,6 +34,14 @@ def _read_image(path: Path | None, option: str) -> bytes | None:
         raise InvalidRequestError(option, f"cannot read {path}: {exc.strerror or exc}", value=str(path)) from None
 
 
+def _from_png(path: Path) -> dict[str, object]:
+    from imageloop.engine import read_png_parameters
+
+    png = _read_image(path, "--from-png")
+    assert png is not None
+    return read_png_parameters(png).model_dump(exclude_none=True)
+
+
 def output_paths(out: Path, count: int) -> list[Path]:
     """``out`` for one image; ``name-0.png``, ``name-1.png``... for a batch."""
     if count == 1:
@@ -43,12 +51,13 @@ def output_paths(out: Path, count: int) -> list[Path]:
 
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to draw (A1111 attention syntax allowed: (word:1.3), [word]).")],
+    prompt: Annotated[str | None, typer.Argument(
+        help="What to draw (A1111 attention syntax allowed: (word:1.3), [word]); optional with --from-png.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write (name-0.png, name-1.png... for -n > 1).")]
     = Path("out.png"),
     seed: Annotated[int | None, typer.Option(help="Seed; random when left out (printed). Image i uses seed+i.")]
     = None,
-    negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
+    negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: recipe, then the model's).")] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", help="CFG scale (default: recipe, then the model's).")] = None,
     size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (default: the model's).")] = None,
@@ -67,18 +76,28 @@ def generate(
     control_model: Annotated[str | None, typer.Option("--control-model", help="ControlNet folder or file.")] = None,
     control_scale: Annotated[float | None, typer.Option("--control-scale", help="ControlNet weight (default 1).")]
     = None,
-    num_images: Annotated[int, typer.Option("-n", "--num-images", help="Images in the batch.")] = 1,
+    num_images: Annotated[int | None, typer.Option("-n", "--num-images", help="Images in the batch (default 1).")]
+    = None,
+    from_png: Annotated[Path | None, typer.Option("--from-png", help="Start from the A1111 parameters of a PNG "
+                                                                     "(ours or A1111's); other options override.")]
+    = None,
 ) -> None:
     """Generate images and write them as PNGs carrying their A1111 parameters."""
     from imageloop.engine import Engine, GenerationRequest
 
     width, height = parse_size(size) if size else (None, None)
-    request = GenerationRequest(
-        prompt=prompt, negative_prompt=negative, seed=seed, steps=steps, guidance_scale=cfg, width=width,
-        height=height, scheduler=scheduler, recipe=recipe, style=style, num_images=num_images,
-        init_image=_read_image(init_image, "--init-image"), strength=strength,
-        control_image=_read_image(control_image, "--control-image"), controlnet_conditioning_scale=control_scale,
-    )
+    given = {
+        "prompt": prompt, "negative_prompt": negative, "seed": seed, "steps": steps, "guidance_scale": cfg,
+        "width": width, "height": height, "scheduler": scheduler, "recipe": recipe, "style": style,
+        "num_images": num_images, "init_image": _read_image(init_image, "--init-image"), "strength": strength,
+        "control_image": _read_image(control_image, "--control-image"),
+        "controlnet_conditioning_scale": control_scale,
+    }
+    fields = _from_png(from_png) if from_png is not None else {}
+    fields.update({key: value for key, value in given.items() if value is not None})
+    if "prompt" not in fields:
+        raise InvalidRequestError("prompt", "give a PROMPT, or --from-png FILE to reuse a PNG's parameters")
+    request = GenerationRequest(**fields)
     engine = Engine(load_settings(), model=model, config=config, controlnet=control_model)
     engine.check(request)  # bad names fail before the (slow) model load
     console = Console(stderr=True)
