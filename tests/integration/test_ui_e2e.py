@@ -377,19 +377,22 @@ def test_cancel_stops_a_running_generation(page: Any, served: Served) -> None:
 
 
 def test_history_loads_more_as_it_scrolls_and_reruns_a_record(page: Any, served: Served) -> None:
-    headers = {"Authorization": f"Bearer {served.user_key}"}
-    batch = {"generations": [{"prompt": f"a boat, number {i}", "params": {"steps": 1}} for i in range(24)]}
-    accepted = httpx.post(served.base + "/api/v1/generations/batch", json=batch, headers=headers)
+    def count() -> int:
+        total, cursor = 0, ""
+        while True:
+            found = served.get(f"/api/v1/history?limit=100&cursor={cursor}", served.user_key)
+            total += len(found["items"])
+            if not (cursor := found["next_cursor"]):
+                return total
+
+    more = max(1, 26 - count())  # more than one page of 24
+    batch = {"generations": [{"prompt": f"a boat, number {i}", "params": {"steps": 1}} for i in range(more)]}
+    accepted = httpx.post(served.base + "/api/v1/generations/batch", json=batch,
+                          headers={"Authorization": f"Bearer {served.user_key}"})
     assert accepted.status_code == 202, accepted.text
     for item in accepted.json()["generations"]:
         wait_finished(served, item["id"], served.user_key)
-    total = 0
-    cursor = None
-    while True:
-        page_of = served.get("/api/v1/history?limit=100" + (f"&cursor={cursor}" if cursor else ""), served.user_key)
-        total += len(page_of["items"])
-        if not (cursor := page_of["next_cursor"]):
-            break
+    total = count()
     assert total > 24
 
     page.set_viewport_size({"width": 1200, "height": 600})

@@ -52,7 +52,7 @@ def output_paths(out: Path, count: int) -> list[Path]:
 @app.command()
 def generate(
     prompt: Annotated[str | None, typer.Argument(
-        help="What to draw (A1111 attention syntax allowed: (word:1.3), [word]); optional with --from-png.")] = None,
+        help="What to draw (A1111 attention syntax allowed: (word:1.3), \\[word]); optional with --from-png.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write (name-0.png, name-1.png... for -n > 1).")]
     = Path("out.png"),
     seed: Annotated[int | None, typer.Option(help="Seed; random when left out (printed). Image i uses seed+i.")]
