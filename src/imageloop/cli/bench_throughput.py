@@ -48,14 +48,15 @@ def bench_throughput(
 
 def _print(result: dict[str, object]) -> None:
     table = Table(title="throughput: imageloop server vs a naive diffusers loop (same model, same run)")
-    for column in ("path", "clients", "images", "seconds", "images/s", "p50 s", "p95 s", "vs naive"):
+    for column in ("path", "clients", "images", "seconds", "images/s", "p50 s", "p95 s", "vs naive", "per CPU-s"):
         table.add_column(column, justify="right" if column != "path" else "left")
     naive = result["naive"]
     assert isinstance(naive, dict)
     rows = [naive, *result["server"]] if isinstance(result["server"], list) else [naive]
     for row in rows:
         ratio = row["images_per_s"] / naive["images_per_s"] if naive["images_per_s"] else 0.0
+        cpu = row["images_per_cpu_s"] / naive["images_per_cpu_s"] if naive["images_per_cpu_s"] else 0.0
         table.add_row(row["path"], str(row["clients"]), str(row["images"]), f"{row['seconds']:.2f}",
                       f"{row['images_per_s']:.2f}", f"{row['latency_p50_s']:.2f}", f"{row['latency_p95_s']:.2f}",
-                      f"{ratio:.2f}x")
+                      f"{ratio:.2f}x", f"{cpu:.2f}x")
     Console().print(table)
