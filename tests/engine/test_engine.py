@@ -201,6 +201,7 @@ def test_repeated_request_and_seed_skip_the_unet(engine: Engine) -> None:
     with tiny.count_calls(unet) as calls:
         second = engine.generate(request)
     assert calls[0] == 0 and second.from_cache and not first.from_cache
+    assert engine.cache_stats()["result"].hits >= 1
     assert [i.png for i in second.images] == [i.png for i in first.images]
     assert second.request == first.request
 

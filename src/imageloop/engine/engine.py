@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from imageloop.config import Settings
-from imageloop.engine.cache import LRUCache, PromptKey, result_key
+from imageloop.engine.cache import CacheStats, LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import load_controlnet
 from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
@@ -146,6 +146,10 @@ class Engine:
             _check_controlnet_fits(controlnet.config, model.pipe.unet.config, self.controlnet_spec)
             self._controlnet, self._controlnet_version = controlnet, version
         return self._controlnet, self._controlnet_version
+
+    def cache_stats(self) -> dict[str, CacheStats]:
+        """Hits, misses and sizes of the prompt-encoding and result caches (for metrics)."""
+        return {"prompt": self.prompt_cache.stats, "result": self.result_cache.stats}
 
     # -- checking and resolving ------------------------------------------------------------------------------------
 
