@@ -51,6 +51,10 @@ def serve(
     # Fail here, with one clear line, rather than inside the server's start-up: schema first, then the model.
     Storage.open(settings).close()
     engine_factory = None
+    if settings.jobs.mode == "scaled":
+        from imageloop.jobs.scaled import check_redis
+
+        check_redis(settings)
     if settings.jobs.mode == "embedded":
         engine = default_engine_factory(settings)()
         engine_factory = lambda: engine  # noqa: E731

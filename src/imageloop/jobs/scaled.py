@@ -59,6 +59,19 @@ def redis_client(settings: Settings) -> Any:
         raise ConfigError(f"jobs.redis_url: {exc}") from exc
 
 
+def check_redis(settings: Settings) -> None:
+    """StorageError naming ``jobs.redis_url`` unless Redis answers a PING."""
+    import redis
+
+    client = redis_client(settings)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise StorageError(f"jobs.redis_url: cannot reach Redis at {settings.jobs.redis_url}: {exc}") from exc
+    finally:
+        client.close()
+
+
 class RedisEventPublisher:
     """Publishes job events on the Redis channel the servers listen to (used by Celery workers)."""
 
@@ -87,12 +100,7 @@ class ScaledJobQueue(JobQueue):
 
     def start(self) -> None:
         """Check Redis answers (StorageError if not) and start relaying events."""
-        import redis
-
-        try:
-            self._redis.ping()
-        except redis.RedisError as exc:
-            raise StorageError(f"jobs.redis_url: cannot reach Redis at {self.settings.jobs.redis_url}: {exc}") from exc
+        check_redis(self.settings)
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(EVENTS_CHANNEL)
         self._thread = threading.Thread(target=self._relay, args=(pubsub,), name="imageloop-events", daemon=True)
