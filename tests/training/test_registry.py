@@ -12,6 +12,7 @@ from imageloop.config import Settings
 from imageloop.errors import ConflictError, NotFoundError
 from imageloop.storage import Storage
 from imageloop.training.registry import ArmStats, ModelKind, ModelStatus, Registry, two_proportion_interval
+from imageloop.training.serving import ExpanderRouting
 from tests.storage.conftest import FakeClock
 from tests.training.records import RED, keep, served
 
@@ -138,3 +139,26 @@ def test_two_proportion_interval_contains_the_difference() -> None:
     diff, low, high = two_proportion_interval(ArmStats(100, 60), ArmStats(100, 40), 0.95)
     assert diff == pytest.approx(0.2) and 0.05 < low < 0.2 < high < 0.35
     assert two_proportion_interval(ArmStats(0, 0), ArmStats(10, 5), 0.95) == (0.0, -1.0, 1.0)
+
+
+def test_expander_routing_follows_the_release_state(
+    storage: Storage, tmp_path: Path, make_registry: Callable[..., Registry]
+) -> None:
+    registry = make_registry()
+    now = [0.0]
+    routing = ExpanderRouting(storage.sessions, registry.settings, ttl=30, clock=lambda: now[0])
+    assert routing.adapter_for("ada") is None  # nothing trained: the base model
+    current = registry.promote(_register(registry, tmp_path, "cur").id)
+    assert routing.adapter_for("ada") is None  # cached for ttl seconds
+    now[0] = 31
+    served = routing.adapter_for("ada")
+    assert served is not None and served.tag == current.tag and (served.path / "adapter_model.safetensors").is_file()
+    candidate = registry.start_ab_test(_register(registry, tmp_path, "new").id, 0.5)
+    routing.refresh()
+    users = [f"user{i}" for i in range(400)]
+    picks = {u: routing.adapter_for(u) for u in users}
+    assert {p.version_id for p in picks.values() if p} == {current.id, candidate.id}
+    for user in users[:50]:
+        expected = registry.choose(ModelKind.EXPANDER, user)
+        assert expected is not None and picks[user] is not None and picks[user].version_id == expected.id
+    assert routing.adapter_for(None).version_id == current.id  # type: ignore[union-attr]

@@ -55,8 +55,8 @@ def prompt_text(intent: str, tokenizer: Any) -> str:
 
 def load_expander_base(settings: Settings) -> tuple[Any, Any]:
     """(model, tokenizer) of the LLM the expander adapters are trained on: ``training.expander_base`` if set,
-    else the local-LLM strategy's SmolLM2 copy (converted from the GGUF once, shared with it). bf16 weights: the
-    fastest to train on this kind of CPU."""
+    else the local-LLM strategy's SmolLM2 copy (converted from the GGUF once, shared with it), with the weights in
+    ``training.expander_dtype``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = settings.training.expander_base
@@ -66,7 +66,7 @@ def load_expander_base(settings: Settings) -> tuple[Any, Any]:
         path = convert_gguf(smollm2_gguf_path(), LocalLLMExpander(settings).model_dir())
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, settings.training.expander_dtype))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"expander base model {path}: {exc}") from exc
     if tokenizer.pad_token is None:
@@ -162,8 +162,9 @@ class ExpanderTrainer:
             "output_dir": str(run_dir), "per_device_train_batch_size": cfg.batch_size, "max_steps": steps,
             "learning_rate": cfg.learning_rate, "report_to": [], "save_strategy": "no", "logging_steps": 10,
             "use_cpu": True, "max_length": cfg.max_length, "dataloader_num_workers": 0, "disable_tqdm": True,
-            # Explicit, because TRL's defaults (checkpointing on, bf16 on) are wrong for a small CPU model.
-            "gradient_checkpointing": False, "bf16": _bf16_ok(), "seed": 0,
+            # Explicit, because TRL's defaults (checkpointing on, bf16 autocast on) are wrong for a small model on a
+            # CPU: autocast over fp32 weights was slower than either plain dtype here.
+            "gradient_checkpointing": False, "bf16": False, "seed": 0,
         }
 
     def _sft(self, model: Any, rows: Sequence[dict[str, Any]], run_dir: Path, steps: int, progress: Progress) -> None:
@@ -206,16 +207,6 @@ def _run(trainer: Any, what: str) -> None:
         trainer.train()
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"expander {what} failed: {exc}") from exc
-
-
-def _bf16_ok() -> bool:
-    """bf16 autocast on the CPU: fast where the CPU has bf16 instructions (checked by torch), else off."""
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            torch.ones(2, 2) @ torch.ones(2, 2)
-        return True
-    except RuntimeError:
-        return False
 
 
 def _scaled(progress: Progress | None, start: float, span: float) -> Progress:

@@ -191,7 +191,7 @@ class Registry:
         """Which version serves the request identified by ``key`` (e.g. the user id): the A/B candidate for a
         stable ``traffic_share`` of keys, else the current version (None = the untrained base)."""
         candidate = self.ab_test(kind)
-        if candidate is not None and _bucket(f"{candidate.id}:{key}") < candidate.traffic_share:
+        if candidate is not None and bucket(f"{candidate.id}:{key}") < candidate.traffic_share:
             return candidate
         return self.current(kind)
 
@@ -409,7 +409,7 @@ class Registry:
             return _record(row)
 
 
-def _bucket(key: str) -> float:
+def bucket(key: str) -> float:
     """A stable number in [0, 1) for ``key``."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
