@@ -92,11 +92,18 @@ class ServerSettings(BaseModel):
     )
 
 
+ExpanderStrategy = Literal["retrieval", "local_llm", "remote_llm", "rules"]
+
+
+def _default_strategies() -> list[ExpanderStrategy]:
+    return ["retrieval", "local_llm", "rules"]
+
+
 class PromptSettings(BaseModel):
     """How intents become prompts (``imageloop.prompts``): strategies, LLMs, retrieval, recipes, moderation."""
 
-    strategies: list[Literal["retrieval", "local_llm", "remote_llm", "rules"]] = Field(
-        default_factory=lambda: ["retrieval", "local_llm", "rules"],
+    strategies: list[ExpanderStrategy] = Field(
+        default_factory=_default_strategies,
         min_length=1,
         description="Expansion strategies tried in order; the next runs when one fails, times out or declines. "
         "'rules' (always available) is appended when missing.",
