@@ -289,7 +289,7 @@ def test_bad_input_shows_the_apis_message_and_keeps_the_input(page: Any, served:
     page.fill("#c-intent", "a quiet harbour at dawn")
     page.click("#c-advanced summary")
     page.fill("#c-width", "100")
-    page.click("#c-generate")
+    page.keyboard.press("Control+Enter")  # generate from the keyboard
     error = page.locator("#c-error")
     expect(error).to_be_visible()
     api = httpx.post(served.base + "/api/v1/generations", headers={"Authorization": f"Bearer {served.user_key}"},

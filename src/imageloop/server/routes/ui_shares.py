@@ -104,6 +104,14 @@ _PAGE = """<!doctype html>
 """
 
 
+# The page shows an image and text from this server only; no-store so a revoked link stops working at once.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 @router.get("/s/{token}", response_class=HTMLResponse, include_in_schema=False)
 def shared_page(token: TokenPath, services: ServicesDep) -> HTMLResponse:
     """The page a share link opens: the image and its prompt, or a plain 404 once revoked."""
@@ -111,10 +119,10 @@ def shared_page(token: TokenPath, services: ServicesDep) -> HTMLResponse:
         found = _shares(services).resolve(token)
     except NotFoundError:
         body = "<h1>Link not found</h1><p>This share link was revoked or never existed.</p>"
-        return HTMLResponse(_PAGE.format(title="Not found", body=body), status_code=404)
+        return HTMLResponse(_PAGE.format(title="Not found", body=body), status_code=404, headers=_PAGE_HEADERS)
     prompt = html.escape(found.prompt or "")
     body = (
         f'<figure class="shared"><img src="/api/v1/shared/{html.escape(token)}/image" alt="{prompt}" '
         f'width="{found.width}" height="{found.height}"><figcaption>{prompt}</figcaption></figure>'
     )
-    return HTMLResponse(_PAGE.format(title="Shared image", body=body), headers={"Cache-Control": "no-store"})
+    return HTMLResponse(_PAGE.format(title="Shared image", body=body), headers=_PAGE_HEADERS)
