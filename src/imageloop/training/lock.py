@@ -11,6 +11,7 @@ finished, so a run that was interrupted (stopped, crashed, lease expired) resume
 
 from __future__ import annotations
 
+import builtins
 import os
 import socket
 import uuid
@@ -255,3 +256,13 @@ class RunStore:
         with read_session(self.sessions) as session:
             row = session.scalar(query.order_by(TrainingRunRow.started_at.desc()).limit(1))
             return _run(row) if row is not None else None
+
+    def delete_for_user(self, kind: RunKind, user_id: str) -> builtins.list[TrainingRun]:
+        """Remove every run of ``kind`` started by ``user_id``; returns what was removed."""
+        with write_session(self.sessions) as session:
+            rows = builtins.list(session.scalars(sa.select(TrainingRunRow).where(
+                TrainingRunRow.kind == kind, TrainingRunRow.user_id == user_id)))
+            removed = [_run(row) for row in rows]
+            for row in rows:
+                session.delete(row)
+        return removed

@@ -43,8 +43,8 @@ from imageloop.storage.records import utcnow
 from imageloop.training.lock import RunKind, RunStatus, RunStore, TrainingLock, TrainingRun, new_owner_id
 from imageloop.training.registry import ModelKind, ModelStatus, Registry
 
-__all__ = ["LoraUpload", "check_upload", "delete_user_lora", "lora_upload_limit", "queue_user_lora",
-           "run_next_user_lora", "train_user_lora", "user_recipe", "user_recipes"]
+__all__ = ["LoraUpload", "check_upload", "delete_user_lora", "delete_user_loras", "lora_upload_limit",
+           "queue_user_lora", "run_next_user_lora", "train_user_lora", "user_recipe", "user_recipes"]
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,8 @@ def _train_run(
                         loras=[LoraWeight(file=str(registry.path(version) / LORA_FILE))])
         _write_recipe(_user_recipes_dir(settings, run.user_id) / f"{name}.yaml", recipe)
         shutil.rmtree(work, ignore_errors=True)
+        for key in run.params["images"]:  # the LoRA is what the user asked for; their photos need not stay
+            storage.blobs.delete(key)
         return runs.update(run.id, status=RunStatus.SUCCEEDED, progress=1.0, finished_at=runs.clock(),
                            message="done", result={"version_id": version.id, "recipe": name})
     except _Stopped:
@@ -304,6 +306,21 @@ def _pixels(images: Sequence[bytes], width: int, height: int) -> torch.Tensor:
         left, top = (resized.width - width) // 2, (resized.height - height) // 2
         arrays.append(np.asarray(resized.crop((left, top, left + width, top + height))))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def delete_user_loras(settings: Settings, storage: Storage, user_id: str) -> int:
+    """Remove everything private-LoRA of ``user_id`` (recipes, LoRA versions and files, jobs, uploaded images), as
+    part of deleting a user's data; returns how many LoRA versions went."""
+    registry = Registry(storage.sessions, settings)
+    versions = registry.list(ModelKind.LORA, owner_id=user_id)
+    for version in versions:
+        registry.delete_private(version.id, user_id)
+    for run in RunStore(storage.sessions).delete_for_user(RunKind.USER_LORA, user_id):
+        for key in run.params.get("images", []):
+            storage.blobs.delete(key)
+        shutil.rmtree(settings.data_dir / "training" / "runs" / run.id, ignore_errors=True)
+    shutil.rmtree(_user_recipes_dir(settings, user_id), ignore_errors=True)
+    return len(versions)
 
 
 def delete_user_lora(settings: Settings, storage: Storage, user_id: str, name: str) -> None:

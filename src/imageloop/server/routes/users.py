@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.schemas import DeletedDataOut, OptOutIn, UserOut, user_out
+from imageloop.training.user_lora import delete_user_loras
 
 router = APIRouter(prefix="/api/v1/users/me", tags=["users"])
 
@@ -25,6 +26,7 @@ def set_training_opt_out(body: OptOutIn, user: CurrentUser, services: ServicesDe
 def delete_my_data(user: CurrentUser, services: ServicesDep) -> DeletedDataOut:
     """Removes the records (so no later export sees them) and the image files; the account and keys stay."""
     deleted = services.storage.users.delete_user_data(user.id, services.storage.blobs)
+    delete_user_loras(services.settings, services.storage, user.id)  # private LoRAs, their jobs and uploads
     return DeletedDataOut(
         generations=deleted.generations, images=deleted.images, actions=deleted.actions, blobs=deleted.blobs
     )
