@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from imageloop.config import Settings
 from imageloop.errors import ConflictError
 from imageloop.storage import Storage
-from imageloop.training.cycle import TrainingCycle
+from imageloop.training.cycle import TrainingCycle, run_cycle
 from imageloop.training.gate import correctness, evaluate_gate
 from imageloop.training.lock import CYCLE_LOCK, RunKind, RunStatus, TrainingLock
 from imageloop.training.registry import ModelKind, ModelStatus
@@ -171,3 +171,11 @@ def test_real_smollm2_trains_an_expander_adapter(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
     [margin] = preference_margins(trained, tokenizer, rows[:1], max_length=192)
     assert math.isfinite(margin)
+
+
+def test_run_cycle_records_everything_at_the_given_time(storage: Storage, tmp_path: Path) -> None:
+    week = datetime(2030, 3, 4, 5, 0, tzinfo=UTC)
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url), training=FAST)
+    result = run_cycle(settings, now=week, storage=storage, expander_loader=TinyLoader())
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.run.created_at == result.run.started_at == result.run.data_until == week

@@ -339,11 +339,13 @@ def run_cycle(
     expander_loader: ExpanderLoader | None = None,
 ) -> CycleResult:
     """Run one training cycle for ``settings`` (opening storage unless given) with the data up to ``now``
-    (default: the current time; the flywheel simulation passes its simulated clock). See :class:`TrainingCycle`."""
+    (default: the current time). A given ``now`` is also the clock of everything the cycle records (run times,
+    A/B start, promotions), so a simulation with its own clock stays consistent. See :class:`TrainingCycle`."""
     own = storage is None
     store = storage if storage is not None else Storage.open(settings)
+    clock: Callable[[], datetime] = (lambda: now) if now is not None else utcnow
     try:
-        return TrainingCycle(settings, store, expander_loader=expander_loader).run(
+        return TrainingCycle(settings, store, expander_loader=expander_loader, clock=clock).run(
             now=now, trigger=trigger, on_progress=on_progress)
     finally:
         if own:
