@@ -12,8 +12,10 @@ from imageloop.config import Settings
 from imageloop.errors import ConfigError
 from imageloop.storage import Storage
 from imageloop.training.lock import RunKind, RunStatus
+from imageloop.training.registry import ModelKind, ModelStatus
 from imageloop.training.scheduler import TrainingWorker, next_run, validate_schedule
 from tests.storage.conftest import FakeClock
+from tests.training.records import RED, keep, served
 
 
 def _worker(storage: Storage, tmp_path: Path, clock: FakeClock, **training: object) -> TrainingWorker:
@@ -83,3 +85,23 @@ def test_stopping_interrupts_a_cycle_which_the_next_worker_resumes(
     again.stop(timeout=10)
     finished = again.cycle.runs.get(run.id)
     assert finished.status is RunStatus.SUCCEEDED and finished.attempts == 2
+
+
+def test_the_worker_decides_ab_tests_between_cycles(storage: Storage, tmp_path: Path, clock: FakeClock) -> None:
+    worker = _worker(storage, tmp_path, clock, schedule_enabled=False, ab_min_samples=10)
+    registry = worker.cycle.registry
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "adapter_model.safetensors").write_bytes(b"a")
+    current = registry.promote(registry.register(ModelKind.EXPANDER, tmp_path / "a", name="e", data_hash="",
+                                                 metrics={}).id)
+    candidate = registry.start_ab_test(registry.register(ModelKind.EXPANDER, tmp_path / "a", name="e",
+                                                         data_hash="", metrics={}).id, 0.5)
+    user, _ = storage.users.create_user("ada")
+    for i in range(40):
+        tag = candidate.tag if i % 2 else current.tag
+        record = served(storage, user.id, f"a cat {i}", "cat", [RED], tag=f"local_llm+{tag}")
+        if i % 2 or i % 8 == 0:  # candidate arm: all kept; control: a quarter
+            keep(storage, user.id, record)
+    assert worker.run_once() is None  # nothing to train, but the test was looked at
+    assert registry.get(candidate.id).status is ModelStatus.PROMOTED
+    assert registry.get(current.id).status is ModelStatus.RETIRED

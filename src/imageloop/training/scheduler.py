@@ -3,7 +3,9 @@
 One background thread (training is CPU-heavy; one job at a time is what a shared machine can take). Each turn it:
 
 1. runs a queued private-LoRA job, if any (oldest first);
-2. resumes an interrupted cycle, runs a cycle queued by the admin API, or runs a scheduled one when the cron
+2. looks at running A/B tests (at most every ``AB_CHECK_SECONDS``) and promotes or rolls back the ones whose keep
+   rates are clear, so a test does not have to wait for the next cycle;
+3. resumes an interrupted cycle, runs a cycle queued by the admin API, or runs a scheduled one when the cron
    expression ``training.schedule`` (UTC) says one is due since the last scheduled cycle (or since the worker
    started, the first time).
 
@@ -26,12 +28,14 @@ from imageloop.storage import Storage
 from imageloop.storage.records import utcnow
 from imageloop.training.cycle import ExpanderLoader, TrainingCycle
 from imageloop.training.lock import RunKind
+from imageloop.training.registry import AB_TESTED_KINDS
 
 __all__ = ["TrainingWorker", "next_run", "validate_schedule"]
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0
+AB_CHECK_SECONDS = 3600.0
 
 
 def validate_schedule(expression: str) -> str:
@@ -69,6 +73,7 @@ class TrainingWorker:
         self._wake = threading.Event()
         self.cycle = TrainingCycle(settings, storage, expander_loader=expander_loader, clock=clock, stop=self._stop)
         self.started_at = clock()
+        self._ab_checked_at: datetime | None = None
         self._thread = threading.Thread(target=self._loop, name="imageloop-training", daemon=True)
 
     def start(self) -> None:
@@ -104,6 +109,7 @@ class TrainingWorker:
 
         if run_next_user_lora(self.settings, self.storage, clock=self.clock, stop=self._stop) is not None:
             return "lora"
+        self._check_ab_tests()
         pending = self.cycle.runs.resumable(RunKind.CYCLE)
         due = self.next_scheduled()
         if pending is None and (due is None or due > self.clock()):
@@ -114,6 +120,16 @@ class TrainingWorker:
             log.info("training cycle not started: %s", exc.message)
             return None
         return "cycle" if pending is not None else "schedule"
+
+    def _check_ab_tests(self) -> None:
+        now = self.clock()
+        if self._ab_checked_at is not None and (now - self._ab_checked_at).total_seconds() < AB_CHECK_SECONDS:
+            return
+        self._ab_checked_at = now
+        for kind in sorted(AB_TESTED_KINDS):
+            decision = self.cycle.registry.decide_ab_test(kind)
+            if decision is not None and decision.action != "wait":
+                log.info("A/B test of %s %s decided: %s", kind.value, decision.version_id, decision.action)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
