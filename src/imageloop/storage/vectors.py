@@ -384,7 +384,8 @@ def open_vector_index(engine: Engine, sessions: SessionFactory | None = None) ->
         with engine.connect() as connection:
             if load_sqlite_vec(connection):
                 # New pool connections need the extension too.
-                sa.event.listen(engine, "connect", _load_on_connect)
+                if not sa.event.contains(engine, "connect", _load_on_connect):
+                    sa.event.listen(engine, "connect", _load_on_connect)
                 return SqliteVecIndex(engine, sessions)
         return NumpyVectorIndex(engine, sessions)
     if engine.dialect.name == "postgresql" and _pgvector_installed(engine):
