@@ -2,7 +2,7 @@
 
 A version has a kind, a number (1, 2, ... per kind), its parent (the version it was trained from), the hash of the
 data snapshot it was trained on, its metrics (the eval gate's numbers), its files (copied under
-``data_dir/models/registry/<kind>/v<N>/``) and a status::
+``data_dir/models/registry/<kind>/v<N>-<id>/``) and a status::
 
     candidate ──gate fails──▶ rejected
         │ gate passes
@@ -197,7 +197,7 @@ class Registry:
 
     def path(self, version: ModelVersion) -> Path:
         """The folder holding ``version``'s files."""
-        return self.root / version.kind.value / f"v{version.version}"
+        return _folder(self.root, version.kind, version.version, version.id)
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
@@ -235,10 +235,12 @@ class Registry:
         with write_session(self.sessions) as session:
             number = (session.scalar(sa.select(sa.func.max(ModelVersionRow.version)).where(
                 ModelVersionRow.kind == kind)) or 0) + 1
-            target = self.root / kind.value / f"v{number}"
+            version_id = new_id()
+            # The id in the folder name: a number another process takes first can never share our folder.
+            target = _folder(self.root, kind, number, version_id)
             files = _copy_files(source, target)
             row = ModelVersionRow(
-                id=new_id(), kind=kind, version=number, files=files, created_at=now,
+                id=version_id, kind=kind, version=number, files=files, created_at=now,
                 traffic_share=1.0 if fields["status"] is ModelStatus.PROMOTED else 0.0,
                 promoted_at=now if fields["status"] is ModelStatus.PROMOTED else None, **fields,
             )
@@ -325,7 +327,7 @@ class Registry:
             row = session.get(ModelVersionRow, version_id)
             if row is None or row.owner_id != owner_id:
                 raise NotFoundError(f"no model version {version_id!r}")
-            target = self.root / row.kind.value / f"v{row.version}"
+            target = _folder(self.root, row.kind, row.version, row.id)
             session.delete(row)
         shutil.rmtree(target, ignore_errors=True)
 
@@ -407,6 +409,10 @@ class Registry:
                 raise ConflictError(f"{row.kind.value} v{row.version} is {row.status.value}")
             row.status, row.traffic_share, row.decided_at, row.note = status, 0.0, self.clock(), note
             return _record(row)
+
+
+def _folder(root: Path, kind: ModelKind, number: int, version_id: str) -> Path:
+    return root / kind.value / f"v{number}-{version_id[:8]}"
 
 
 def bucket(key: str) -> float:
