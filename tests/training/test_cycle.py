@@ -134,8 +134,9 @@ def test_an_interrupted_cycle_resumes_at_its_stage(storage: Storage, tmp_path: P
             raise KeyboardInterrupt
 
     cycle.before_stage = crash_at_reward
+    exported_at = clock()
     with pytest.raises(KeyboardInterrupt):
-        cycle.run(now=clock())
+        cycle.run(now=exported_at)
     [run] = cycle.runs.list(RunKind.CYCLE)
     assert run.status is RunStatus.INTERRUPTED and run.stage == "reward" and set(run.state) == {
         "ab_tests", "export", "expander"}
@@ -149,6 +150,7 @@ def test_an_interrupted_cycle_resumes_at_its_stage(storage: Storage, tmp_path: P
     assert result.stages["expander"] == run.state["expander"]
     assert cycle.registry.get(result.stages["reward"]["version_id"]).status is ModelStatus.PROMOTED
     assert len(cycle.runs.list(RunKind.CYCLE)) == 1
+    assert result.run.data_until == exported_at  # the next cycle exports from the first attempt's export
 
 
 def test_real_smollm2_trains_an_expander_adapter(tmp_path: Path) -> None:

@@ -136,8 +136,11 @@ class TrainingCycle:
                 output = _STAGE_FUNCTIONS[stage](self, run, now, reporter)
                 following = STAGES[STAGES.index(stage) + 1] if stage != STAGES[-1] else stage
                 run = self.runs.finish_stage(run.id, stage, output, next_stage=following)
+            # The time of the export (an interrupted cycle resumes later): the next cycle exports from there.
+            until = run.state.get("export", {}).get("until")
             run = self.runs.update(run.id, status=RunStatus.SUCCEEDED, progress=1.0, finished_at=self.clock(),
-                                   data_until=now, result=_summary(run.state), message="done")
+                                   data_until=datetime.fromisoformat(until) if until else now,
+                                   result=_summary(run.state), message="done")
             reporter.report(1.0, "cycle finished")
             return CycleResult(run, resumed, run.state)
         except CycleInterrupted as exc:
@@ -175,7 +178,7 @@ class TrainingCycle:
         shutil.rmtree(folder, ignore_errors=True)
         results = export_datasets(_DATASETS, self.storage.engine, folder, since=since, blobs=self.storage.blobs)
         files = [folder / kind / "data.parquet" for kind in _DATASETS]
-        return {"since": since.isoformat() if since else None, "folder": str(folder),
+        return {"since": since.isoformat() if since else None, "until": now.isoformat(), "folder": str(folder),
                 "rows": {r.kind: r.rows for r in results}, "data_hash": snapshot_hash(files)}
 
     def _expander(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
