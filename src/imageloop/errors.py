@@ -18,7 +18,8 @@ what is wrong. The server maps each class to an HTTP status through ``http_statu
     ├── RecipeError                 a recipe or LoRA file is invalid                             (422)
     ├── GenerationCancelled         a run was cancelled through its callback                     (409)
     ├── StorageError                the database or blob store failed                            (503)
-    └── TrainingError               a training run failed or cannot start                        (500)
+    ├── TrainingError               a training run failed or cannot start                        (500)
+    └── SimulationError             a benchmark simulation met a service answer it cannot go on from (500)
 """
 
 from __future__ import annotations
@@ -151,3 +152,7 @@ class StorageError(ImageloopError):
 
 class TrainingError(ImageloopError):
     """A training run failed or cannot start."""
+
+
+class SimulationError(ImageloopError):
+    """A benchmark simulation (``imageloop bench flywheel``) got an answer from the service it cannot go on from."""

@@ -1,0 +1,50 @@
+"""The arms of the flywheel simulation: the same users and seeds against differently configured services.
+
+``frozen`` never trains; ``full`` runs the real training cycle at the end of every simulated week; the ablations
+train too but switch one part off through settings: ``no_dpo`` (expander DPO steps 0), ``no_memory`` (no
+re-ranking toward a user's kept images), ``no_retrieval`` (the retrieval strategy is left out of the chain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from imageloop.errors import UnknownNameError
+
+__all__ = ["ARMS", "DEFAULT_ARMS", "Arm", "parse_arms"]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: whether it trains weekly and the settings it changes (nested dicts merged into the base)."""
+
+    name: str
+    trains: bool
+    prompts: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    without_strategies: tuple[str, ...] = ()
+    description: str = ""
+
+
+ARMS: dict[str, Arm] = {
+    "frozen": Arm("frozen", trains=False, description="no training: the system as shipped"),
+    "full": Arm("full", trains=True, description="the whole flywheel: weekly cycles, memory, retrieval"),
+    "no_dpo": Arm("no_dpo", trains=True, training={"dpo_max_steps": 0}, description="cycles without expander DPO"),
+    "no_memory": Arm("no_memory", trains=True, prompts={"personalization": False},
+                     description="no re-ranking toward the user's kept images"),
+    "no_retrieval": Arm("no_retrieval", trains=True, without_strategies=("retrieval",),
+                        description="no retrieval over kept prompts"),
+}
+DEFAULT_ARMS = ("frozen", "full")
+
+
+def parse_arms(text: str) -> list[Arm]:
+    """``"frozen,full"`` -> the arms, in order, without repeats; UnknownNameError for a name not in ARMS."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in ARMS:
+            raise UnknownNameError("arms", name, sorted(ARMS))
+    if not names:
+        raise UnknownNameError("arms", text, sorted(ARMS))
+    return [ARMS[n] for n in dict.fromkeys(names)]

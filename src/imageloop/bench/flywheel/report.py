@@ -1,0 +1,115 @@
+"""Statistics and output of the flywheel simulation: Wilson intervals, the week-6 gap, table, JSON and PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["ArmWeek", "difference_interval", "plot_keep_rate", "print_table", "wilson", "write_json"]
+
+Z95 = 1.959963984540054
+
+
+def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion; (0, 1) when there are no trials."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def difference_interval(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float, float]:
+    """Newcombe's hybrid score interval (from two Wilson intervals) of p1 - p2: (difference, low, high)."""
+    p1 = k1 / n1 if n1 else 0.0
+    p2 = k2 / n2 if n2 else 0.0
+    l1, u1 = wilson(k1, n1, z)
+    l2, u2 = wilson(k2, n2, z)
+    diff = p1 - p2
+    low = diff - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = diff + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return diff, low, high
+
+
+@dataclass(frozen=True)
+class ArmWeek:
+    """One arm's week, counted from the service's own records (sessions = intents sent that week)."""
+
+    arm: str
+    week: int
+    sessions: int
+    kept: int
+    rerolls: int
+    rerolls_kept: int
+    failed: int
+
+    @property
+    def keep_rate(self) -> float:
+        return self.kept / self.sessions if self.sessions else 0.0
+
+    @property
+    def rerolls_per_kept(self) -> float | None:
+        """Rerolls (regenerate + edit) spent in sessions that ended kept, per kept image; None with none kept."""
+        return self.rerolls_kept / self.kept if self.kept else None
+
+    def to_dict(self) -> dict[str, Any]:
+        low, high = wilson(self.kept, self.sessions)
+        return {**asdict(self), "keep_rate": self.keep_rate, "ci95": [low, high],
+                "rerolls_per_kept": self.rerolls_per_kept}
+
+
+def print_table(rows: list[ArmWeek], console: Console | None = None) -> None:
+    """Keep rate (95% CI) and rerolls per kept image, one row per arm and week."""
+    table = Table(title="Flywheel simulation: keep rate per week")
+    for column in ("arm", "week", "sessions", "kept", "keep rate", "95% CI", "rerolls/kept", "failed"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for row in rows:
+        low, high = wilson(row.kept, row.sessions)
+        per_kept = row.rerolls_per_kept
+        table.add_row(row.arm, str(row.week), str(row.sessions), str(row.kept), f"{row.keep_rate:.1%}",
+                      f"{low:.1%}–{high:.1%}", "-" if per_kept is None else f"{per_kept:.2f}", str(row.failed))
+    (console or Console()).print(table)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write the result JSON (UTF-8, indented)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def plot_keep_rate(rows: list[ArmWeek], path: Path) -> Path:
+    """Keep rate per week per arm with 95% Wilson intervals as a shaded band, plus rerolls per kept image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for arm in dict.fromkeys(r.arm for r in rows):
+        mine = [r for r in rows if r.arm == arm]
+        weeks = [r.week for r in mine]
+        bounds = [wilson(r.kept, r.sessions) for r in mine]
+        (line,) = ax.plot(weeks, [100 * r.keep_rate for r in mine], marker="o", label=arm)
+        ax.fill_between(weeks, [100 * b[0] for b in bounds], [100 * b[1] for b in bounds], alpha=0.15,
+                        color=line.get_color())
+        per_kept = [(r.week, r.rerolls_per_kept) for r in mine if r.rerolls_per_kept is not None]
+        ax2.plot([w for w, _ in per_kept], [v for _, v in per_kept], marker="o", label=arm, color=line.get_color())
+    ax.set(xlabel="simulated week", ylabel="keep rate (%)", title="Keep rate (95% Wilson CI)")
+    ax2.set(xlabel="simulated week", ylabel="rerolls per kept image", title="Rerolls per kept image")
+    for axis in (ax, ax2):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,298 @@
+"""Run the flywheel simulation: simulated users against the real service, one data dir per arm.
+
+Each arm gets a fresh data dir under ``out/arms/<arm>``. Every simulated week starts the real app
+(``create_app(settings)``, embedded worker) behind an in-process HTTP client, lets every user send
+``sessions_per_week`` intents through ``POST /api/v1/generations``, fetches the generated PNG through its link,
+shows it to the independent attribute judge and records the user's decision through ``POST /api/v1/actions``
+(regenerate and edit start the next try server-side). After the week the app stops and arms that train run the
+real training cycle (:func:`imageloop.training.cycle.run_cycle`). Keep rates are then counted from the service's
+own records (actions joined to generations by session), not from the simulator's memory.
+
+The simulator's randomness (users, intents, first seeds, decisions) comes from ``seed`` and is the same in every
+arm. Rerolls get their seed from the service itself (``secrets``), so images after a reroll differ between runs.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from imageloop.bench.flywheel.arms import Arm
+from imageloop.bench.flywheel.cohort import Cohort
+from imageloop.bench.flywheel.report import ArmWeek, difference_interval
+from imageloop.bench.flywheel.users import Decision, Intent, SimulatedUser, edited_prompt, sample_users
+from imageloop.config import Settings
+from imageloop.errors import SimulationError
+from imageloop.storage import Storage
+from imageloop.storage.models import Generation, UserAction
+from imageloop.training.base.judge import AttributeJudge, predict
+from imageloop.training.base.scenes import ATTRIBUTE_KEYS, ATTRIBUTE_NAMES
+from imageloop.training.cycle import ExpanderLoader, run_cycle
+
+__all__ = ["FlywheelConfig", "FlywheelRun", "WeekCycle", "arm_settings", "count_week", "result_payload", "run_flywheel"]
+
+ProgressFn = Callable[[str], None]
+_KEPT = {"download", "share"}
+_REROLLS = {"regenerate", "edit"}
+
+
+@dataclass(frozen=True)
+class FlywheelConfig:
+    """What to simulate. ``base_settings`` are merged into every arm's settings (model, threads, steps ...)."""
+
+    cohort: Cohort
+    users: int
+    weeks: int
+    seed: int
+    arms: list[Arm]
+    out: Path
+    base_settings: dict[str, Any] = field(default_factory=dict)
+    generation_params: dict[str, Any] = field(default_factory=dict)
+    poll_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class WeekCycle:
+    """The training cycle that ended one arm's week (its run status and each model's decision)."""
+
+    arm: str
+    week: int
+    status: str
+    seconds: float
+    summary: dict[str, Any]
+
+
+@dataclass
+class FlywheelRun:
+    """Everything one simulation produced."""
+
+    rows: list[ArmWeek] = field(default_factory=list)
+    cycles: list[WeekCycle] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Session:
+    """One intent's life: its tries so far and the generation now being looked at."""
+
+    user: SimulatedUser
+    key: str
+    session_id: str
+    intent: Intent
+    rng: np.random.Generator
+    generation_id: str = ""
+    rerolls: int = 0
+    done: bool = False
+
+
+def arm_settings(config: FlywheelConfig, arm: Arm) -> Settings:
+    """The arm's settings: the base merged with the arm's changes; its own data dir; no scheduled cycles."""
+    values: dict[str, Any] = {key: dict(value) if isinstance(value, dict) else value
+                              for key, value in config.base_settings.items()}
+    values["data_dir"] = config.out / "arms" / arm.name
+    prompts = {**values.get("prompts", {}), **arm.prompts}
+    if arm.without_strategies:
+        strategies = prompts.get("strategies", ["retrieval", "local_llm", "rules"])
+        prompts["strategies"] = [s for s in strategies if s not in arm.without_strategies] or ["rules"]
+    values["prompts"] = prompts
+    values["training"] = {**values.get("training", {}), **arm.training, "schedule_enabled": False}
+    return Settings(**values)
+
+
+def run_flywheel(
+    config: FlywheelConfig,
+    judge: AttributeJudge,
+    *,
+    on_progress: ProgressFn | None = None,
+    expander_loader: ExpanderLoader | None = None,
+) -> FlywheelRun:
+    """Run every arm for ``config.weeks`` weeks with the same users and seeds; see the module docstring."""
+    users = sample_users(config.cohort, config.users, config.seed)
+    result = FlywheelRun()
+    for arm in config.arms:
+        started = time.monotonic()
+        settings = arm_settings(config, arm)
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+        keys: dict[str, str] = {}
+        for week in range(1, config.weeks + 1):
+            _note(on_progress, f"{arm.name}: week {week}/{config.weeks}: users at work")
+            _simulate_week(config, settings, judge, users, keys, week)
+            if arm.trains:
+                _note(on_progress, f"{arm.name}: week {week}/{config.weeks}: training cycle")
+                result.cycles.append(_train(settings, arm, week, expander_loader))
+            result.rows.append(count_week(settings, arm.name, week))
+        result.seconds[arm.name] = time.monotonic() - started
+    return result
+
+
+def _note(on_progress: ProgressFn | None, message: str) -> None:
+    if on_progress is not None:
+        on_progress(message)
+
+
+def _train(settings: Settings, arm: Arm, week: int, loader: ExpanderLoader | None) -> WeekCycle:
+    started = time.monotonic()
+    cycle = run_cycle(settings, trigger="flywheel", expander_loader=loader)
+    summary = {stage: _decision(cycle.stages.get(stage)) for stage in ("expander", "reward")}
+    return WeekCycle(arm.name, week, cycle.status.value, time.monotonic() - started, summary)
+
+
+def _decision(stage: Any) -> Any:
+    if not isinstance(stage, dict):
+        return None
+    if "skipped" in stage:
+        return {"skipped": stage["skipped"]}
+    gate = stage.get("gate") or {}
+    return {"status": stage.get("status"), "version": stage.get("version"), "gate_passed": gate.get("passed"),
+            "gate_reason": gate.get("reason")}
+
+
+def _simulate_week(config: FlywheelConfig, settings: Settings, judge: AttributeJudge,
+                   users: list[SimulatedUser], keys: dict[str, str], week: int) -> None:
+    """One week of every user's sessions through a freshly started app (it sees last week's trained models)."""
+    from imageloop.server import create_app
+
+    with TestClient(create_app(settings)) as client:
+        storage: Storage = client.app.state.services.storage  # type: ignore[attr-defined]
+        for user in users:
+            if user.name not in keys:
+                keys[user.name] = storage.users.create_user(user.name)[1]
+        sessions = [_Session(user, keys[user.name], f"w{week}-{user.name}-{k}", *_intent(config, user, week, k))
+                    for user in users for k in range(config.cohort.sessions_per_week)]
+        for session in sessions:
+            params = {**config.generation_params, "seed": int(session.rng.integers(2**31))}
+            body = {"intent": session.intent.text, "intent_language": session.intent.language, "n": 1,
+                    "session_id": session.session_id, "params": params}
+            session.generation_id = _post(client, session.key, "/api/v1/generations", body)["id"]
+        while any(not s.done for s in sessions):
+            active = [s for s in sessions if not s.done]
+            looked = [(s, _finished(client, s, config.poll_timeout_s)) for s in active]
+            shown = [(s, g) for s, g in looked if g is not None]
+            seen = _judge(judge, [_image(client, s.key, g) for s, g in shown])
+            for (session, generation), attributes in zip(shown, seen, strict=True):
+                _act(client, session, generation, attributes, config.cohort)
+
+
+def _intent(config: FlywheelConfig, user: SimulatedUser, week: int, k: int) -> tuple[Intent, np.random.Generator]:
+    # One stream per (seed, user, week, session): identical in every arm whatever happened before.
+    rng = np.random.default_rng([config.seed, user.seed, week, k])
+    return user.intent(config.cohort, rng), rng
+
+
+def _post(client: TestClient, key: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(path, headers={"Authorization": f"Bearer {key}"}, json=body)
+    if response.status_code >= 400:
+        raise SimulationError(f"POST {path} answered {response.status_code}: {response.text[:300]}")
+    payload: dict[str, Any] = response.json()
+    return payload
+
+
+def _finished(client: TestClient, session: _Session, timeout: float) -> dict[str, Any] | None:
+    """The session's generation once terminal; None (and the session over) when it did not succeed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/api/v1/generations/{session.generation_id}",
+                              headers={"Authorization": f"Bearer {session.key}"})
+        body: dict[str, Any] = response.json()
+        if body.get("status") in {"succeeded", "failed", "cancelled"}:
+            break
+        if time.monotonic() > deadline:
+            raise SimulationError(f"generation {session.generation_id} not finished after {timeout:.0f} s")
+        time.sleep(0.05)
+    if body["status"] != "succeeded" or not body.get("images"):
+        session.done = True
+        return None
+    return body
+
+
+def _image(client: TestClient, key: str, generation: dict[str, Any]) -> np.ndarray:
+    response = client.get(generation["images"][0]["url"], headers={"Authorization": f"Bearer {key}"})
+    if response.status_code != 200:
+        raise SimulationError(f"image of {generation['id']} answered {response.status_code}")
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB").resize((64, 64), Image.Resampling.BOX))
+
+
+def _judge(judge: AttributeJudge, images: list[np.ndarray]) -> list[dict[str, str]]:
+    """What the judge sees in each image: attribute name -> value key."""
+    if not images:
+        return []
+    predicted = predict(judge, np.stack(images))
+    return [{name: ATTRIBUTE_KEYS[name][int(row[i])] for i, name in enumerate(ATTRIBUTE_NAMES)} for row in predicted]
+
+
+def _act(client: TestClient, session: _Session, generation: dict[str, Any], seen: dict[str, str],
+         cohort: Cohort) -> None:
+    decision = session.user.decide(seen, session.intent, session.rerolls, cohort, session.rng)
+    body: dict[str, Any] = {"type": decision.value, "image_id": generation["images"][0]["id"],
+                            "client_event_id": f"{session.session_id}-{session.rerolls}"}
+    if decision is Decision.EDIT:
+        prompt = edited_prompt(generation.get("final_prompt") or session.intent.text, session.user, seen)
+        if prompt == (generation.get("final_prompt") or session.intent.text):
+            body["type"] = Decision.REGENERATE.value  # nothing left to add: a plain reroll
+        else:
+            body["prompt"] = prompt
+    action = _post(client, session.key, "/api/v1/actions", body)
+    if body["type"] in _REROLLS:
+        session.rerolls += 1
+        session.generation_id = str(action["child_generation_id"])
+    else:
+        session.done = True
+
+
+def count_week(settings: Settings, arm: str, week: int) -> ArmWeek:
+    """Keep rate and rerolls of one week, counted from the service's records (generations and actions)."""
+    storage = Storage.open(settings)
+    try:
+        prefix = f"w{week}-%"
+        with storage.engine.connect() as conn:
+            sessions = conn.execute(sa.select(Generation.session_id, Generation.status)
+                                    .where(Generation.session_id.like(prefix))).all()
+            actions = conn.execute(sa.select(Generation.session_id, UserAction.type)
+                                   .join(Generation, UserAction.generation_id == Generation.id)
+                                   .where(Generation.session_id.like(prefix))).all()
+    finally:
+        storage.close()
+    all_sessions = {str(s) for s, _ in sessions}
+    failed = sum(1 for _, status in sessions if str(getattr(status, "value", status)) != "succeeded")
+    kept = {str(s) for s, kind in actions if str(getattr(kind, "value", kind)) in _KEPT}
+    rerolls = [(str(s), str(getattr(kind, "value", kind))) for s, kind in actions]
+    reroll_count = sum(1 for _, kind in rerolls if kind in _REROLLS)
+    rerolls_kept = sum(1 for s, kind in rerolls if kind in _REROLLS and s in kept)
+    return ArmWeek(arm, week, len(all_sessions), len(kept), reroll_count, rerolls_kept, failed)
+
+
+def result_payload(config: FlywheelConfig, run: FlywheelRun) -> dict[str, Any]:
+    """The result JSON: config, per-arm weekly rows, the last week's full-vs-frozen gap and the cycles."""
+    arms = {arm.name: [r.to_dict() for r in run.rows if r.arm == arm.name] for arm in config.arms}
+    payload: dict[str, Any] = {
+        "config": {"users": config.users, "weeks": config.weeks, "seed": config.seed,
+                   "arms": [a.name for a in config.arms], "cohort": asdict(config.cohort),
+                   "settings": config.base_settings, "generation_params": config.generation_params},
+        "arms": arms,
+        "cycles": [asdict(c) for c in run.cycles],
+        "seconds": run.seconds,
+    }
+    last = {r.arm: r for r in run.rows if r.week == config.weeks}
+    if "full" in last and "frozen" in last:
+        full, frozen = last["full"], last["frozen"]
+        diff, low, high = difference_interval(full.kept, full.sessions, frozen.kept, frozen.sessions)
+        per_kept = [r.rerolls_per_kept for r in run.rows if r.arm == "full"]
+        payload["target"] = {
+            "week": config.weeks, "full_minus_frozen": diff, "ci95": [low, high],
+            "met": bool(diff >= 0.20 and low > 0.0),
+            "rerolls_per_kept_fall_weekly": all(a is not None and b is not None and b < a
+                                                for a, b in pairwise(per_kept)),
+            "rule": "full beats frozen by >= 20 points of keep rate in the last week, 95% CI (Newcombe) above 0",
+        }
+    return payload

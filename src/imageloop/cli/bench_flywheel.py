@@ -1,0 +1,80 @@
+"""``imageloop bench flywheel``: simulated users through the real service, frozen vs the training flywheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from imageloop.cli.groups import bench_app
+
+# Sized to finish in under 30 minutes on 2 shared CPU cores with the embedded model (see README).
+DEFAULT_USERS = 24
+DEFAULT_WEEKS = 4
+QUICK = {"users": 4, "weeks": 2}
+# Training caps per weekly cycle: small, so the cycles fit the time budget (the real defaults are for serving).
+TRAIN_CAPS = {"sft_max_steps": 8, "dpo_max_steps": 16, "reward_epochs": 4, "min_pairs": 8}
+QUICK_CAPS = {"sft_max_steps": 2, "dpo_max_steps": 4, "reward_epochs": 1, "min_pairs": 4}
+
+
+@bench_app.command("flywheel")
+def bench_flywheel(
+    weeks: Annotated[int | None, typer.Option(min=1, max=52, help=f"Simulated weeks (default {DEFAULT_WEEKS}).")]
+    = None,
+    users: Annotated[int | None, typer.Option(min=1, max=10_000, help=f"Simulated users (default {DEFAULT_USERS}).")]
+    = None,
+    cohort: Annotated[Path | None, typer.Option(help="Cohort YAML (default: the shipped cohort).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of users, intents, first seeds and decisions.")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for result.json, keep_rate.png and each arm's data dir.")] = Path(
+        "benchmarks/results/flywheel"),
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: frozen, full, no_dpo, no_memory, no_retrieval.")]
+    = "frozen,full",
+    quick: Annotated[bool, typer.Option("--quick", help="A tiny run (4 users, 2 weeks, minimal training).")] = False,
+    model: Annotated[str | None, typer.Option(help="Model to serve (default: the embedded one).")] = None,
+    judge: Annotated[Path | None, typer.Option(help="Attribute judge folder (default: the shipped judge).")] = None,
+    strategies: Annotated[str | None, typer.Option(help="Expander strategies, comma-separated (default: settings).")]
+    = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps (default: the model's).")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads of the engine (0 = torch's default).")] = 0,
+) -> None:
+    """Run the arms with the same simulated users; print keep rate per week with 95% CIs, write JSON and PNG."""
+    from tqdm import tqdm
+
+    from imageloop.bench.flywheel import FlywheelConfig, load_cohort, parse_arms, result_payload, run_flywheel
+    from imageloop.bench.flywheel.report import plot_keep_rate, print_table, write_json
+    from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_NAME
+    from imageloop.training.base.judge import load_judge
+
+    chosen = parse_arms(arms)
+    loaded = load_cohort(cohort)
+    attribute_judge = load_judge(judge or ASSETS_DIR / "judge")
+    base: dict[str, Any] = {"engine": {"model": model or EMBEDDED_MODEL_NAME, "threads": threads},
+                            "training": dict(QUICK_CAPS if quick else TRAIN_CAPS)}
+    if strategies:
+        base["prompts"] = {"strategies": [s.strip() for s in strategies.split(",") if s.strip()]}
+    config = FlywheelConfig(
+        cohort=loaded, users=users or (QUICK["users"] if quick else DEFAULT_USERS),
+        weeks=weeks or (QUICK["weeks"] if quick else DEFAULT_WEEKS), seed=seed, arms=chosen, out=out,
+        base_settings=base, generation_params={"steps": steps} if steps else {},
+    )
+    console = Console(stderr=True)
+    stages = sum(config.weeks * (2 if arm.trains else 1) for arm in chosen)
+    with tqdm(total=stages, desc="flywheel", unit="stage") as bar:
+        def progress(message: str) -> None:
+            bar.set_postfix_str(message)
+            bar.update(1)
+
+        run = run_flywheel(config, attribute_judge, on_progress=progress)
+    print_table(run.rows, Console())
+    payload = result_payload(config, run)
+    write_json(out / "result.json", payload)
+    plot_keep_rate(run.rows, out / "keep_rate.png")
+    target = payload.get("target")
+    if target is not None:
+        low, high = target["ci95"]
+        verdict = "met" if target["met"] else "NOT met"
+        console.print(f"week {config.weeks}: full - frozen = {target['full_minus_frozen']:+.1%} "
+                      f"(95% CI {low:+.1%} to {high:+.1%}); target (>= +20 points, CI above 0) {verdict}")
+    console.print(f"wrote {out / 'result.json'} and {out / 'keep_rate.png'}")
