@@ -47,7 +47,7 @@ def png(color: tuple[int, int, int], noise_seed: int = 0) -> bytes:
 
 def served(
     storage: Storage, user: UserId, intent: str, final: str, colors: list[tuple[int, int, int]], *,
-    tag: str | None = None, parent: GenerationRecord | None = None,
+    tag: str | None = None, parent: GenerationRecord | None = None, strategy: str = "local_llm",
 ) -> GenerationRecord:
     """Create (or reroll from ``parent``) and finish one generation with one image per colour."""
     if parent is None:
@@ -60,7 +60,7 @@ def served(
         job_id = recorded.action.child_generation_id
     [claimed] = storage.generations.claim(WorkerId("test-worker"))
     assert claimed.id == job_id
-    storage.generations.record_expansion(job_id, Expansion(final, expander_strategy="local_llm",
+    storage.generations.record_expansion(job_id, Expansion(final, expander_strategy=strategy,
                                                            expander_version=tag or "base"))
     images = []
     for index, color in enumerate(colors):

@@ -107,10 +107,12 @@ def test_rejected_candidates_are_kept_but_never_served(
         registry.rollback(candidate.id)
 
 
-def _traffic(storage: Storage, tag: str | None, images: int, kept: int, user: str) -> None:
+def _traffic(
+    storage: Storage, tag: str | None, images: int, kept: int, user: str, strategy: str = "local_llm"
+) -> None:
     account, _ = storage.users.create_user(user)
     for i in range(images):
-        record = served(storage, account.id, f"a cat {i}", "cat", [RED], tag=tag)
+        record = served(storage, account.id, f"a cat {i}", "cat", [RED], tag=tag, strategy=strategy)
         if i < kept:
             keep(storage, account.id, record)
 
@@ -124,6 +126,7 @@ def test_ab_test_is_decided_on_the_measured_keep_rate(
     candidate = registry.start_ab_test(_register(registry, tmp_path, "new").id, 0.5)
     _traffic(storage, f"local_llm+{current.tag}", 20, 9, "control")
     _traffic(storage, f"local_llm+{candidate.tag}", 20, kept_candidate, "treated")
+    _traffic(storage, "rules-1", 30, 0, "by-rules", strategy="rules")  # another strategy: in neither arm
     decision = registry.decide_ab_test(ModelKind.EXPANDER)
     assert decision is not None and decision.action == expected
     assert (decision.candidate.images, decision.candidate.kept) == (20, kept_candidate)

@@ -335,16 +335,18 @@ class Registry:
 
     def arm_stats(self, version: ModelVersion) -> tuple[ArmStats, ArmStats]:
         """(candidate, control) images and kept images since ``version``'s A/B test started: the candidate arm is
-        generations tagged with its tag, the control arm every other generation since then."""
+        generations tagged with its tag, the control arm the other generations since then made by the same
+        expander strategies (so prompts from retrieval or rules do not dilute the comparison)."""
         since = version.ab_started_at or version.created_at
         tagged = Generation.expander_version.contains(version.tag, autoescape=True)
+        strategies = sa.select(Generation.expander_strategy).where(tagged, Generation.created_at >= since).distinct()
         kept = sa.exists(sa.select(UserAction.id).where(
             UserAction.image_id == Image.id, UserAction.type.in_(sorted(KEPT_ACTIONS))))
         query = (
             sa.select(sa.func.coalesce(tagged, False), sa.func.count(Image.id),
                       sa.func.sum(sa.case((kept, 1), else_=0)))
             .join(Generation, Generation.id == Image.generation_id)
-            .where(Generation.created_at >= since)
+            .where(Generation.created_at >= since, Generation.expander_strategy.in_(strategies.scalar_subquery()))
             .group_by(sa.func.coalesce(tagged, False))
         )
         arms = {True: ArmStats(0, 0), False: ArmStats(0, 0)}
