@@ -10,12 +10,14 @@ from rich.console import Console
 
 from imageloop.cli.groups import bench_app
 
-# Sized to finish in under 30 minutes on 2 shared CPU cores with the embedded model (see README).
-DEFAULT_USERS = 24
+# Sized for under 30 minutes on 2 shared CPU cores: a week of 4 users x 2 intents took ~46 s per arm with an
+# embedded-shaped model (20 steps) on a machine at load ~8, so 16 users x 4 weeks x 2 arms is ~15 min of users
+# plus the weekly cycles (small caps below).
+DEFAULT_USERS = 16
 DEFAULT_WEEKS = 4
 QUICK = {"users": 4, "weeks": 2}
 # Training caps per weekly cycle: small, so the cycles fit the time budget (the real defaults are for serving).
-TRAIN_CAPS = {"sft_max_steps": 8, "dpo_max_steps": 16, "reward_epochs": 4, "min_pairs": 8}
+TRAIN_CAPS = {"sft_max_steps": 4, "dpo_max_steps": 8, "reward_epochs": 4, "min_pairs": 8}
 QUICK_CAPS = {"sft_max_steps": 2, "dpo_max_steps": 4, "reward_epochs": 1, "min_pairs": 4}
 
 
@@ -62,11 +64,17 @@ def bench_flywheel(
     console = Console(stderr=True)
     stages = sum(config.weeks * (2 if arm.trains else 1) for arm in chosen)
     with tqdm(total=stages, desc="flywheel", unit="stage") as bar:
+        started = [0]
+
         def progress(message: str) -> None:
+            # Called as a stage starts: the previous one is done.
+            if started[0]:
+                bar.update(1)
+            started[0] += 1
             bar.set_postfix_str(message)
-            bar.update(1)
 
         run = run_flywheel(config, attribute_judge, on_progress=progress)
+        bar.update(1)
     print_table(run.rows, Console())
     payload = result_payload(config, run)
     write_json(out / "result.json", payload)
