@@ -156,10 +156,14 @@ class Engine:
     def check(self, request: GenerationRequest) -> Recipe | None:
         """Check everything about ``request`` that needs no model: limits, recipe, style, images.
 
-        Returns the recipe it names (or None). Raises InvalidRequestError / UnknownNameError naming the field.
+        Returns the recipe it names (or None): the one the request carries (``request.with_recipe``, e.g. a user's
+        private recipe) or else the shared recipe of that name. Raises InvalidRequestError / UnknownNameError naming
+        the field.
         """
         check_limits(request, self.settings)
-        recipe = self.recipes.get(request.recipe) if request.recipe is not None else None
+        recipe = request.resolved_recipe
+        if recipe is None and request.recipe is not None:
+            recipe = self.recipes.get(request.recipe)
         if recipe is not None and recipe.scheduler is not None:
             canonical_scheduler_name(recipe.scheduler, "recipe.scheduler")
         style = request.style or (recipe.style if recipe else None)

@@ -16,9 +16,10 @@ import json
 from typing import Any, Self
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from imageloop.config import Settings
+from imageloop.engine.recipes import Recipe
 from imageloop.engine.schedulers import canonical_scheduler_name
 from imageloop.errors import ImageloopError, InvalidRequestError
 
@@ -80,6 +81,9 @@ class GenerationRequest(BaseModel):
     strength: float | None = Field(default=None, gt=0.0, le=1.0, description="img2img denoising strength.")
     control_image: bytes | None = Field(default=None, description="ControlNet condition image (sketch, scribble).")
     controlnet_conditioning_scale: float | None = Field(default=None, ge=0.0, le=2.0, description="ControlNet weight.")
+    # The recipe object ``recipe`` names, when the caller resolved it (a user's private recipe, which the engine's
+    # shared RecipeStore cannot see). Not a field: never serialized, never part of the canonical JSON.
+    _resolved_recipe: Recipe | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -152,6 +156,22 @@ class GenerationRequest(BaseModel):
             raise InvalidRequestError("controlnet_conditioning_scale", "only applies with a control_image",
                                       value=self.controlnet_conditioning_scale)
         return self
+
+    def with_recipe(self, recipe: Recipe) -> Self:
+        """A copy of this request that carries ``recipe`` itself, so the engine uses it instead of looking the name
+        up in the shared recipes (how a user's private recipe reaches the engine). ``recipe.name`` must be the
+        request's ``recipe``; InvalidRequestError otherwise."""
+        if recipe.name != self.recipe:
+            raise InvalidRequestError("recipe", f"the resolved recipe {recipe.name!r} is not the one the request names",
+                                      value=self.recipe)
+        copy = self.model_copy()
+        copy._resolved_recipe = recipe
+        return copy
+
+    @property
+    def resolved_recipe(self) -> Recipe | None:
+        """The recipe given with :meth:`with_recipe`, or None (the engine then looks ``recipe`` up by name)."""
+        return self._resolved_recipe
 
     def canonical_json(self) -> str:
         """A stable JSON text of every field (sorted keys, images as base64): equal requests give equal text."""

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from imageloop.config import Settings
+from imageloop.engine.recipes import Recipe, RecipeStore
 from imageloop.engine.request import MAX_SEED, GenerationRequest, check_limits
-from imageloop.errors import InvalidRequestError
+from imageloop.errors import InvalidRequestError, UnknownNameError
 from imageloop.storage import GenerationRecord
+from imageloop.training.user_lora import user_recipe, user_recipes
 
 # The engine request fields a stored generation's ``params`` may hold.
 PARAM_FIELDS = ("steps", "guidance_scale", "seed", "width", "height", "scheduler", "num_images")
@@ -47,24 +49,45 @@ def engine_request(
     return request
 
 
-def check_names(recipe: str | None, style: str | None, settings: Settings) -> None:
-    """Raise UnknownNameError (or RecipeError for a broken recipe file) when ``recipe`` or ``style`` is not usable."""
-    from imageloop.engine.recipes import RecipeStore
+def find_recipe(name: str, settings: Settings, user_id: str | None = None) -> Recipe:
+    """The recipe ``name`` as ``user_id`` sees it: their private recipe of that name first, then the shared one.
+
+    Raises UnknownNameError listing the names this user may use (never another user's private recipes), or
+    RecipeError for a broken recipe file.
+    """
+    private = user_recipe(settings, user_id, name) if user_id is not None else None
+    if private is not None:
+        return private
+    store = RecipeStore(settings)
+    try:
+        return store.get(name)
+    except UnknownNameError as exc:
+        own = [r.name for r in user_recipes(settings, user_id)] if user_id is not None else []
+        raise UnknownNameError("recipe", name, sorted({*store.names(), *own})) from exc
+
+
+def check_names(recipe: str | None, style: str | None, settings: Settings, user_id: str | None = None) -> None:
+    """Raise UnknownNameError (or RecipeError for a broken recipe file) when ``recipe`` (as ``user_id`` sees it:
+    their private recipes, then the shared ones) or ``style`` is not usable."""
     from imageloop.prompts.styles import get_style
 
     if recipe is not None:
-        RecipeStore(settings).get(recipe)
+        find_recipe(recipe, settings, user_id)
     if style is not None:
         get_style(style)
 
 
 def record_request(record: GenerationRecord, settings: Settings) -> GenerationRequest:
-    """The engine request a claimed generation runs: its final prompt (set by the expansion) and its params."""
+    """The engine request a claimed generation runs: its final prompt (set by the expansion) and its params, with
+    its recipe resolved as its user sees it (their private recipe of that name first)."""
     prompt = record.final_prompt or record.prompt or record.intent or ""
-    return engine_request(
+    request = engine_request(
         prompt=prompt, negative_prompt=record.negative_prompt, params=record.params, recipe=record.recipe,
         style=record.style, settings=settings,
     )
+    if record.recipe is None:
+        return request
+    return request.with_recipe(find_recipe(record.recipe, settings, record.user_id))
 
 
 def with_seed(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,9 +32,10 @@ def renamed(exc: InvalidRequestError, field: str) -> InvalidRequestError:
     return InvalidRequestError(field, text, value=exc.value, allowed=exc.allowed)
 
 
-def new_generation(body: GenerationCreate, settings: Settings) -> NewGeneration:
-    """A queued generation for ``body``: params checked by the engine's own rules, recipe and style known, a seed
-    drawn when none is given. InvalidRequestError names the API field."""
+def new_generation(body: GenerationCreate, settings: Settings, user_id: str | None = None) -> NewGeneration:
+    """A queued generation for ``body``: params checked by the engine's own rules, recipe (``user_id``'s private
+    recipes, then the shared ones) and style known, a seed drawn when none is given. InvalidRequestError names the
+    API field."""
     if not (body.intent and body.intent.strip()) and not (body.prompt and body.prompt.strip()):
         raise InvalidRequestError("intent", "give an intent or a prompt (both are empty)")
     params: dict[str, Any] = body.params.model_dump(exclude_none=True)
@@ -44,7 +45,7 @@ def new_generation(body: GenerationCreate, settings: Settings) -> NewGeneration:
     return new_generation_from(
         intent=body.intent, intent_language=body.intent_language, prompt=body.prompt,
         negative_prompt=body.negative_prompt, params=params, recipe=body.recipe, style=body.style,
-        session_id=body.session_id, settings=settings,
+        session_id=body.session_id, settings=settings, user_id=user_id,
     )
 
 
@@ -60,15 +61,17 @@ def new_generation_from(
     session_id: str | None,
     settings: Settings,
     parent: GenerationRecord | None = None,
+    user_id: str | None = None,
 ) -> NewGeneration:
-    """Validate the parts of a generation and build it (seeded, with its batch key)."""
+    """Validate the parts of a generation and build it (seeded, with its batch key); ``recipe`` may name one of
+    ``user_id``'s private recipes."""
     seeded = with_seed(params)
     try:
         engine_request(
             prompt=prompt or intent or "", negative_prompt=negative_prompt, params=seeded, recipe=recipe, style=style,
             settings=settings,
         )
-        check_names(recipe, style, settings)
+        check_names(recipe, style, settings, user_id)
     except InvalidRequestError as exc:
         raise renamed(exc, _api_field(exc.field)) from exc
     return NewGeneration(
@@ -85,5 +88,5 @@ def child_generation(parent: GenerationRecord, settings: Settings, *, prompt: st
         intent=parent.intent, intent_language=parent.intent_language,
         prompt=prompt if prompt is not None else parent.prompt, negative_prompt=parent.negative_prompt,
         params=params, recipe=parent.recipe, style=parent.style, session_id=parent.session_id, settings=settings,
-        parent=parent,
+        parent=parent, user_id=parent.user_id,
     )

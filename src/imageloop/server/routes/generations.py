@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from imageloop.errors import InvalidRequestError
 from imageloop.jobs import JobCancelled, JobEvent
 from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.intents import PreparedRequest, prepare_request
 from imageloop.server.schemas import (
     MAX_ID,
     GenerationAccepted,
@@ -26,7 +27,7 @@ from imageloop.server.schemas import (
 )
 from imageloop.server.services import Services
 from imageloop.server.submit import new_generation, renamed
-from imageloop.storage import GenerationId, GenerationRecord, JobStatus, UserAccount
+from imageloop.storage import GenerationId, GenerationRecord, JobStatus, NewGeneration, UserAccount
 
 router = APIRouter(prefix="/api/v1", tags=["generations"])
 
@@ -46,10 +47,26 @@ def _accepted(services: Services, record: GenerationRecord) -> GenerationAccepte
     return GenerationAccepted(id=record.id, status=record.status, queue_position=position)
 
 
+def _prepared(services: Services, user: UserAccount, body: GenerationCreate) -> tuple[NewGeneration, PreparedRequest]:
+    """Moderate and complete ``body`` with the prompt service ("the usual", a recipe choice), then validate it."""
+    prepared = prepare_request(body, services.prompts, services.settings, user.id)
+    return new_generation(prepared.body, services.settings, user.id), prepared
+
+
+def _log_recipe_choice(
+    services: Services, user: UserAccount, record: GenerationRecord, prepared: PreparedRequest
+) -> None:
+    if prepared.recipe_choice is not None:
+        services.prompts.record_recipe_choice(record.id, user.id, prepared.recipe_choice)
+
+
 @router.post("/generations", status_code=202, summary="Queue a generation")
 def create_generation(body: GenerationCreate, user: CurrentUser, services: ServicesDep) -> GenerationAccepted:
-    """Store a queued generation and wake the workers; 202 with its id, status and queue position."""
-    record = services.storage.generations.create(user.id, new_generation(body, services.settings))
+    """Store a queued generation and wake the workers; 202 with its id, status and queue position. A blocked
+    intent or prompt is a 400 naming its category; "the usual" fills the params, recipe and style left open."""
+    request, prepared = _prepared(services, user, body)
+    record = services.storage.generations.create(user.id, request)
+    _log_recipe_choice(services, user, record, prepared)
     services.queue.submitted([record.id])
     return _accepted(services, record)
 
@@ -62,13 +79,17 @@ def create_generations(
     limit = services.settings.server.max_batch_requests
     if len(body.generations) > limit:
         raise InvalidRequestError("generations", f"{len(body.generations)} is too many", allowed=f"1..{limit}")
-    requests = []
+    requests, prepared = [], []
     for index, item in enumerate(body.generations):
         try:
-            requests.append(new_generation(item, services.settings))
+            request, ready = _prepared(services, user, item)
         except InvalidRequestError as exc:
             raise renamed(exc, f"generations.{index}.{exc.field}") from exc
+        requests.append(request)
+        prepared.append(ready)
     records = services.storage.generations.create_many(user.id, requests)
+    for record, ready in zip(records, prepared, strict=True):
+        _log_recipe_choice(services, user, record, ready)
     services.queue.submitted([record.id for record in records])
     return GenerationBatchAccepted(generations=[_accepted(services, record) for record in records])
 
