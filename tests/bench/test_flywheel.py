@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import torch
 
 import imageloop.cli.commands  # noqa: F401  (registers every command on `app`)
 from imageloop.bench.flywheel.arms import ARMS, parse_arms
@@ -22,6 +23,7 @@ from imageloop.errors import InvalidRequestError, UnknownNameError
 from imageloop.storage import Storage
 from imageloop.storage.models import Generation, UserAction
 from imageloop.training.base.judge import AttributeJudge
+from imageloop.training.base.scenes import ATTRIBUTE_KEYS, ATTRIBUTE_NAMES
 from tests.server.kit import TINY_DEFAULTS, save_tiny_model
 from tests.training.tiny_lm import tiny_lm, tiny_tokenizer
 
@@ -81,6 +83,33 @@ def test_actions_are_recorded_through_the_api_and_counted(simulated: tuple[Flywh
         assert sum(r.rerolls for r in rows) == len(rerolls)
     assert [c.arm for c in run.cycles] == ["full", "full"]
     assert all(c.status == "succeeded" for c in run.cycles)
+
+
+def _forced_judge(seen: dict[str, str]) -> AttributeJudge:
+    """A judge that sees ``seen`` (attribute -> value; first value elsewhere) in every image."""
+    judge = AttributeJudge(8)
+    with torch.no_grad():
+        for name, head in zip(ATTRIBUTE_NAMES, judge.heads, strict=True):
+            head.weight.zero_()
+            head.bias.fill_(-10.0)
+            head.bias[ATTRIBUTE_KEYS[name].index(seen.get(name, ATTRIBUTE_KEYS[name][0]))] = 10.0
+    return judge
+
+
+def test_users_keep_what_fits_their_taste_and_the_record_says_so(tiny: Path, tmp_path: Path) -> None:
+    cohort = parse_cohort({"subjects": ["fox"], "taste_attributes": ["weather"], "taste_size": [1, 1],
+                           "patience": [1, 1], "sessions_per_week": 2, "edit_probability": 0.5,
+                           "intents": {"en": ["a {subject}"]}})
+    config = FlywheelConfig(**{**_config(tmp_path, tiny).__dict__, "cohort": cohort, "users": 6, "weeks": 1,
+                               "arms": parse_arms("frozen")})
+    run = run_flywheel(config, _forced_judge({"subject": "fox", "weather": "rain"}))
+    users = sample_users(cohort, config.users, config.seed)
+    fitting = sum(u.taste == {"weather": "rain"} for u in users)
+    assert 0 < fitting < len(users)  # the seed gives both kinds of users
+    (row,) = run.rows
+    assert (row.sessions, row.kept) == (12, 2 * fitting)
+    assert row.rerolls == 2 * (len(users) - fitting)  # one reroll each, then discard (patience 1)
+    assert row.rerolls_kept == 0 and row.rerolls_per_kept == 0.0
 
 
 def test_same_seed_same_users_intents_and_first_seeds(
