@@ -19,7 +19,7 @@ from imageloop.bench.flywheel.report import difference_interval, wilson
 from imageloop.bench.flywheel.run import FlywheelConfig, FlywheelRun, arm_settings, run_flywheel
 from imageloop.bench.flywheel.users import SimulatedUser, edited_prompt, sample_users
 from imageloop.config import Settings
-from imageloop.errors import InvalidRequestError, UnknownNameError
+from imageloop.errors import ConfigError, InvalidRequestError, UnknownNameError
 from imageloop.storage import Storage
 from imageloop.storage.models import Generation, UserAction
 from imageloop.training.base.judge import AttributeJudge
@@ -150,6 +150,8 @@ def test_cli_writes_json_png_and_table(tiny: Path, tmp_path: Path) -> None:
     assert (out / "keep_rate.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["bench", "flywheel", "--arms", "frozen,warm", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "warm" in str(bad.exception)
+    bad = CliRunner().invoke(app, [*args[:-6], "--judge", str(judge_dir), "--strategies", "telepathy"])
+    assert isinstance(bad.exception, ConfigError) and "prompts.strategies" in str(bad.exception)
 
 
 def test_users_fit_only_with_subject_and_taste() -> None:

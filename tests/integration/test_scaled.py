@@ -82,7 +82,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "IMAGELOOP_JOBS__BATCH_MAX_WAIT_MS": "300", "IMAGELOOP_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
         "IMAGELOOP_BLOB_STORE": "s3", "IMAGELOOP_S3__ENDPOINT_URL": settings.s3.endpoint_url,
         "IMAGELOOP_S3__BUCKET": settings.s3.bucket, "IMAGELOOP_S3__ACCESS_KEY_ID": "test",
-        "IMAGELOOP_S3__SECRET_ACCESS_KEY": "test",
+        "IMAGELOOP_S3__SECRET_ACCESS_KEY": "test", "IMAGELOOP_PROMPTS__STRATEGIES": '["rules"]',
     }
 
 

@@ -23,11 +23,13 @@ def save_tiny_model(folder: Path) -> Path:
 
 
 def tiny_settings(data_dir: Path, model: Path, **overrides: Any) -> Settings:
-    """Settings for tests: the tiny model on one CPU thread, a short batching wait, the given overrides."""
+    """Settings for tests: the tiny model on one CPU thread, a short batching wait, rules-only prompt expansion
+    (the default strategies load a 135M LLM), the given overrides."""
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "engine": {"model": str(model), "threads": 1, "device": "cpu"},
         "jobs": {"batch_max_wait_ms": 50},
+        "prompts": {"strategies": ["rules"]},
     }
     values.update(overrides)
     return Settings(**values)

@@ -20,6 +20,7 @@ from imageloop.errors import StorageError
 from imageloop.jobs.embedded import Sweeper, new_worker_id
 from imageloop.jobs.runner import ImageEngine, JobRunner
 from imageloop.jobs.scaled import QUEUE_NAME, TASK_NAME, RedisEventPublisher, make_celery
+from imageloop.prompts.service import PromptService
 from imageloop.storage import GenerationId, Storage
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,18 @@ GATHER_POLL_SECONDS = 0.02
 
 
 class CeleryJobWorker:
-    """The job-running half of a Celery worker process: runner, sweeper and the task body."""
+    """The job-running half of a Celery worker process: runner, sweeper and the task body. ``prompts`` is the
+    process's prompt service (None: intents get the word rules only, images are not checked)."""
 
-    def __init__(self, storage: Storage, engine: ImageEngine, settings: Settings, celery: Any) -> None:
+    def __init__(
+        self, storage: Storage, engine: ImageEngine, settings: Settings, celery: Any,
+        *, prompts: PromptService | None = None,
+    ) -> None:
         self.storage = storage
         self.settings = settings
         self.celery = celery
-        self.runner = JobRunner(storage, engine, settings, new_worker_id("celery"), RedisEventPublisher(settings))
+        self.runner = JobRunner(storage, engine, settings, new_worker_id("celery"), RedisEventPublisher(settings),
+                                prompts=prompts)
         self.sweeper = Sweeper(storage, settings, self.send_tasks, on_tick=self.kick_if_idle)
 
     def send_tasks(self, generation_ids: list[GenerationId]) -> None:
@@ -85,10 +91,12 @@ def register_task(celery: Any, worker: Callable[[], CeleryJobWorker]) -> Any:
 
 
 def run_worker(settings: Settings, engine_factory: Callable[[], ImageEngine], *, loglevel: str = "INFO") -> None:
-    """Run a Celery worker in this process until it is stopped (blocks)."""
+    """Run a Celery worker in this process until it is stopped (blocks). The process builds one prompt service
+    (the settings' strategies, memory and recipes over its storage) and runs every job with it."""
     storage = Storage.open(settings)
     celery = make_celery(settings)
-    worker = CeleryJobWorker(storage, engine_factory(), settings, celery)
+    prompts = PromptService(settings, storage)
+    worker = CeleryJobWorker(storage, engine_factory(), settings, celery, prompts=prompts)
     register_task(celery, lambda: worker)
     worker.start()
     try:

@@ -16,11 +16,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from imageloop.config import Settings
 from imageloop.jobs._common import EventHub, JobQueue
 from imageloop.jobs.runner import ImageEngine, JobRunner
 from imageloop.storage import GenerationId, Storage, WorkerId
+
+if TYPE_CHECKING:
+    from imageloop.prompts.service import PromptService
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +83,24 @@ class Sweeper:
 
 
 class EmbeddedJobQueue(JobQueue):
-    """Runs jobs on a worker thread of this process. ``engine_factory`` builds the engine (once, at start)."""
+    """Runs jobs on a worker thread of this process. ``engine_factory`` builds the engine (once, at start);
+    ``prompts`` is the process's prompt service (None: intents get the word rules only, images are not checked)."""
 
     def __init__(
-        self, storage: Storage, settings: Settings, hub: EventHub, engine_factory: Callable[[], ImageEngine]
+        self,
+        storage: Storage,
+        settings: Settings,
+        hub: EventHub,
+        engine_factory: Callable[[], ImageEngine],
+        *,
+        prompts: PromptService | None = None,
     ) -> None:
         super().__init__(hub)
         self.storage = storage
         self.settings = settings
         self.worker_id = new_worker_id("embedded")
         self._engine_factory = engine_factory
+        self._prompts = prompts
         self._runner: JobRunner | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -103,7 +115,8 @@ class EmbeddedJobQueue(JobQueue):
 
     def start(self) -> None:
         """Build the engine (errors surface here), re-queue stale jobs, and start the worker and sweeper threads."""
-        self._runner = JobRunner(self.storage, self._engine_factory(), self.settings, self.worker_id, self.hub.publish)
+        self._runner = JobRunner(self.storage, self._engine_factory(), self.settings, self.worker_id, self.hub.publish,
+                                 prompts=self._prompts)
         self._sweeper.start()
         self._thread = threading.Thread(target=self._work, name="imageloop-worker", daemon=True)
         self._thread.start()

@@ -2,9 +2,10 @@
 
 For each batch: (1) resolve each job's final prompt once (a re-run reuses the stored one), (2) build the engine
 requests, (3) generate — compatible jobs in ONE pipeline call — while a lease keeper heartbeats every job and
-picks up cancels, (4) put the PNGs in the blob store under deterministic keys and record the images (idempotent),
-(5) publish what happened. A job whose lease was lost (the worker stalled and it was re-queued) is dropped
-silently: whoever runs it next records it, each image once.
+picks up cancels, then check each image with the prompt service's checker and make failing ones again with new seeds
+(every try goes in the generation's ``timings["image_checks"]``), (4) put the PNGs in the blob store under
+deterministic keys and record the images (idempotent), (5) publish what happened. A job whose lease was lost (the
+worker stalled and it was re-queued) is dropped silently: whoever runs it next records it, each image once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imageloop.config import Settings
 from imageloop.engine.request import GenerationRequest
@@ -27,6 +28,7 @@ from imageloop.jobs._common import (
     JobStarted,
     JobSucceeded,
 )
+from imageloop.jobs.checks import CheckedImages, check_images
 from imageloop.jobs.requests import record_request
 from imageloop.prompts.expand import resolve_prompt
 from imageloop.storage import (
@@ -41,6 +43,9 @@ from imageloop.storage import (
     WorkerId,
     image_blob_key,
 )
+
+if TYPE_CHECKING:
+    from imageloop.prompts.service import PromptService
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +157,25 @@ def heartbeat_interval(settings: Settings) -> float:
 
 
 class JobRunner:
-    """Runs claimed jobs for one worker. ``engine`` generates; ``publish`` receives every event."""
+    """Runs claimed jobs for one worker. ``engine`` generates; ``publish`` receives every event; ``prompts`` (the
+    process's prompt service) expands intents and checks every image, regenerating failures with new seeds; without
+    it intents get the word rules only and images are not checked."""
 
     def __init__(
-        self, storage: Storage, engine: ImageEngine, settings: Settings, worker_id: WorkerId, publish: EventSink
+        self,
+        storage: Storage,
+        engine: ImageEngine,
+        settings: Settings,
+        worker_id: WorkerId,
+        publish: EventSink,
+        *,
+        prompts: PromptService | None = None,
     ) -> None:
         self.storage = storage
         self.engine = engine
         self.settings = settings
         self.worker_id = worker_id
+        self.prompts = prompts
         self._publish = publish
         self._running: dict[str, RunningJob] = {}
         self._lock = threading.Lock()
@@ -218,7 +233,7 @@ class JobRunner:
         try:
             resolved = resolve_prompt(
                 intent=record.intent, prompt=record.prompt, negative_prompt=record.negative_prompt,
-                language=record.intent_language, user_id=record.user_id,
+                language=record.intent_language, user_id=record.user_id, service=self.prompts,
             )
             stored = self.storage.generations.record_expansion(record.id, Expansion(
                 final_prompt=resolved.final_prompt, negative_prompt=resolved.negative_prompt,
@@ -249,7 +264,26 @@ class JobRunner:
                 self._generate([job])
             return
         for job, result in zip(jobs, results, strict=True):
-            self._finish(job, result, batch_size=len(jobs))
+            try:
+                checked = self._check(job, result)
+            except GenerationCancelled:  # stopped while an image was made again: _finish records the stop
+                checked = None
+            except Exception as exc:
+                self._fail_with(job, exc)
+                continue
+            self._finish(job, result, batch_size=len(jobs), checked=checked)
+
+    def _check(self, job: RunningJob, result: GenerationResultLike) -> CheckedImages | None:
+        """Check the job's images; failing ones are made again alone with new seeds (None: no checker, or the job
+        was stopped)."""
+        if self.prompts is None or job.stopped:
+            return None
+
+        def regenerate(request: GenerationRequest) -> GeneratedImageLike:
+            return self.engine.generate(request, on_step=lambda _step, _total: not job.stopped).images[0]
+
+        return check_images(result.images, job.request, regenerate, checker=self.prompts.image_checker,
+                            max_retries=self.settings.prompts.max_quality_retries)
 
     def _call_engine(self, jobs: list[RunningJob]) -> Sequence[GenerationResultLike]:
         def on_step(step: int, total: int) -> bool:
@@ -279,7 +313,9 @@ class JobRunner:
             else:
                 self._generate([job])
 
-    def _finish(self, job: RunningJob, result: GenerationResultLike, *, batch_size: int) -> None:
+    def _finish(
+        self, job: RunningJob, result: GenerationResultLike, *, batch_size: int, checked: CheckedImages | None = None
+    ) -> None:
         # A last heartbeat stores the final progress and confirms the job is still ours.
         LeaseKeeper(self.storage, self.worker_id, [job], 0).beat()
         job.done = True
@@ -289,11 +325,14 @@ class JobRunner:
             self._cancelled(job)
             return
         try:
-            images = [self._store_image(job.id, index, image) for index, image in enumerate(result.images)]
+            kept = checked.images if checked is not None else result.images
+            images = [self._store_image(job.id, index, image) for index, image in enumerate(kept)]
         except StorageError as exc:
             self._fail(job.id, f"could not store the images: {exc.message}")
             return
         timings: dict[str, Any] = {**dict(result.timings), "batch_size": batch_size}
+        if checked is not None:
+            timings["image_checks"] = checked.log  # every try of every image: seed, NSFW and quality scores
         finished = FinishedGeneration(
             images=images, base_model_id=result.model_id, base_model_version=result.model_version, timings=timings
         )

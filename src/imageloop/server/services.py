@@ -1,4 +1,5 @@
-"""The one place the server's services are built from settings: storage, event hub, job queue, metrics, links.
+"""The one place the server's services are built from settings: storage, event hub, job queue, metrics, links and
+the prompt service (expansion, moderation, recipes, image checks) that the routes and the embedded worker share.
 
 Embedded mode: SQLite (or any database_url) + the blob store + a worker thread in this process running the engine.
 Scaled mode: the same storage (PostgreSQL, S3 in production) + Celery workers elsewhere, events over Redis.
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from imageloop.config import Settings
 from imageloop.jobs import EmbeddedJobQueue, EventHub, ImageEngine, JobEvent, JobProgress, JobQueue, ScaledJobQueue
+from imageloop.prompts.service import PromptService
 from imageloop.server.links import ImageLinks, load_secret
 from imageloop.server.metrics import Metrics
 from imageloop.server.schemas import Progress
@@ -69,6 +71,7 @@ class Services:
     metrics: Metrics
     links: ImageLinks
     progress: ProgressBoard
+    prompts: PromptService  # the one prompt service of this process, shared with the embedded worker
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver events on ``loop`` and start the job queue (the embedded worker loads the model here)."""
@@ -84,10 +87,13 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
     """Open storage (upgrading the schema) and wire the queue the settings ask for. ``engine_factory`` replaces
     the default engine builder (embedded mode only)."""
     storage = Storage.open(settings)
+    prompts = PromptService(settings, storage)  # settings.prompts.strategies, memory and recipes over this storage
     hub = EventHub()
     queue: JobQueue
     if settings.jobs.mode == "embedded":
-        queue = EmbeddedJobQueue(storage, settings, hub, engine_factory or default_engine_factory(settings))
+        queue = EmbeddedJobQueue(
+            storage, settings, hub, engine_factory or default_engine_factory(settings), prompts=prompts
+        )
     else:
         queue = ScaledJobQueue(settings, hub)
     metrics = Metrics(storage)
@@ -96,5 +102,5 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
     hub.add_listener(progress.on_event)
     return Services(
         settings=settings, storage=storage, hub=hub, queue=queue, metrics=metrics,
-        links=ImageLinks(load_secret(settings)), progress=progress,
+        links=ImageLinks(load_secret(settings)), progress=progress, prompts=prompts,
     )

@@ -1,8 +1,10 @@
 """The arms of the flywheel simulation: the same users and seeds against differently configured services.
 
-``frozen`` never trains; ``full`` runs the real training cycle at the end of every simulated week; the ablations
-train too but switch one part off through settings: ``no_dpo`` (expander DPO steps 0), ``no_memory`` (no
-re-ranking toward a user's kept images), ``no_retrieval`` (the retrieval strategy is left out of the chain).
+``frozen`` is the system that learns nothing from its users: no training cycles, and neither retrieval over kept
+prompts nor re-ranking toward a user's kept images (the online half of the loop). ``full`` has both halves: the
+online memory and the real training cycle at the end of every simulated week. The ablations train too but switch
+one part off through settings: ``no_dpo`` (expander DPO steps 0), ``no_memory`` (no re-ranking toward a user's
+kept images), ``no_retrieval`` (the retrieval strategy is left out of the chain).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class Arm:
 
 
 ARMS: dict[str, Arm] = {
-    "frozen": Arm("frozen", trains=False, description="no training: the system as shipped"),
+    "frozen": Arm("frozen", trains=False, prompts={"personalization": False}, without_strategies=("retrieval",),
+                  description="learns nothing: no training, no retrieval or re-ranking over kept prompts"),
     "full": Arm("full", trains=True, description="the whole flywheel: weekly cycles, memory, retrieval"),
     "no_dpo": Arm("no_dpo", trains=True, training={"dpo_max_steps": 0}, description="cycles without expander DPO"),
     "no_memory": Arm("no_memory", trains=True, prompts={"personalization": False},

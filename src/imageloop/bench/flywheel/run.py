@@ -32,7 +32,7 @@ from imageloop.bench.flywheel.arms import Arm
 from imageloop.bench.flywheel.cohort import Cohort
 from imageloop.bench.flywheel.report import ArmWeek, difference_interval
 from imageloop.bench.flywheel.users import Decision, Intent, SimulatedUser, edited_prompt, sample_users
-from imageloop.config import Settings
+from imageloop.config import Settings, load_settings
 from imageloop.errors import SimulationError
 from imageloop.storage import Storage
 from imageloop.storage.models import Generation, UserAction
@@ -107,7 +107,7 @@ def arm_settings(config: FlywheelConfig, arm: Arm) -> Settings:
         prompts["strategies"] = [s for s in strategies if s not in arm.without_strategies] or ["rules"]
     values["prompts"] = prompts
     values["training"] = {**values.get("training", {}), **arm.training, "schedule_enabled": False}
-    return Settings(**values)
+    return load_settings(**values)
 
 
 def run_flywheel(

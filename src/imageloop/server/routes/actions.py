@@ -33,6 +33,7 @@ def _child_and_edit(
     if body.type is ActionType.EDIT:
         if body.prompt is None:
             raise InvalidRequestError("prompt", "an edit action needs the edited prompt")
+        services.prompts.check_prompt(body.prompt)  # the edited prompt is moderated like any explicit prompt
         parent = _acted_on(services, user_id, body)
         before = parent.final_prompt or parent.prompt or parent.intent or ""
         return child_generation(parent, services.settings, prompt=body.prompt), edit_details(before, body.prompt)

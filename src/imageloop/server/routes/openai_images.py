@@ -48,6 +48,7 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 def _submit(services: Services, user_id: UserId, body: OpenAIImageRequest) -> GenerationRecord:
     if body.model is not None and body.model not in served_models(services):
         raise UnknownNameError("model", body.model, served_models(services))
+    services.prompts.check_prompt(body.prompt)  # a blocked prompt is a 400 naming its category; nothing stored
     width, height = parse_size(body.size)
     params = {"width": width, "height": height, "num_images": body.n or 1}
     try:

@@ -31,13 +31,13 @@ def recipes(user: CurrentUser, services: ServicesDep) -> list[RecipeOut]:
 
 
 @router.post("/prompts/expand", summary="Expand an intent into a prompt without generating")
-async def expand(body: ExpandRequest, user: CurrentUser) -> ExpansionOut:
-    """The prompt a generation with this intent would run with, by the same expander the workers use, so the
-    user can read and edit it first. Nothing is stored."""
+async def expand(body: ExpandRequest, user: CurrentUser, services: ServicesDep) -> ExpansionOut:
+    """The prompt a generation with this intent would run with, by the same prompt service the workers use
+    (moderated: a blocked intent is a 400), so the user can read and edit it first. Nothing is stored."""
     # Called exactly as the job runner calls it (imageloop.jobs.runner), so the preview is what would run.
     resolved = await run_in_threadpool(
         lambda: resolve_prompt(intent=body.intent, prompt=None, negative_prompt=body.negative_prompt,
-                               language=body.intent_language, user_id=user.id)
+                               language=body.intent_language, user_id=user.id, service=services.prompts)
     )
     recall = None
     if resolved.recall is not None:
