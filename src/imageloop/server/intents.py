@@ -17,6 +17,7 @@ from imageloop.prompts.expander import Recall
 from imageloop.prompts.language import resolve_language
 from imageloop.prompts.recipes import RecipeChoice, fitting_recipes
 from imageloop.prompts.service import PromptService
+from imageloop.prompts.usual import usual_request
 from imageloop.server.schemas import GenerationCreate
 
 __all__ = ["PreparedRequest", "fill_recall", "prepare_request"]
@@ -80,6 +81,8 @@ def prepare_request(
         prompts.check_prompt(body.intent, field="intent")
     elif body.intent is not None and body.intent.strip():
         language = resolve_language(body.intent, body.intent_language)
+        if usual_request(body.intent) is not None:  # an image kept a moment ago counts for "the usual"
+            prompts.sync_memory(force=True)
         expansion = prompts.expand(body.intent, user=user_id, language=language)
         if expansion.recall is not None:
             body = fill_recall(body, expansion.recall)
