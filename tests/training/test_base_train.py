@@ -12,6 +12,7 @@ from diffusers import StableDiffusionPipeline
 
 from imageloop.errors import TrainingError
 from imageloop.training.base.autoencoder import atomic_torch_save, encode_dataset, latent_scaling_factor
+from imageloop.training.base.dataset import build_dataset
 from imageloop.training.base.model import ModelSize, build_vae
 from imageloop.training.base.scenes import ATTRIBUTE_NAMES, random_spec
 from imageloop.training.base.train import (
@@ -20,7 +21,9 @@ from imageloop.training.base.train import (
     _save_size,
     export_pipeline,
     load_or_build_tokenizer,
+    polish_decoder,
 )
+from tests.training.base_helpers import needs_emoji_font
 
 TINY = ModelSize.tiny()
 
@@ -115,3 +118,27 @@ def test_export_without_checkpoint_names_the_problem(tmp_path: Path) -> None:
 
 def test_label_width_matches_attributes() -> None:
     assert _labels(2).shape == (2, len(ATTRIBUTE_NAMES))
+
+
+@needs_emoji_font
+def test_decoder_polish_changes_only_the_decoder_and_export_uses_it(tmp_path: Path) -> None:
+    ckpt, data_dir = tmp_path / "ckpt", tmp_path / "data"
+    data = build_dataset(data_dir, 8, seed=0)
+    trainer = _trainer(ckpt)
+    trainer.save(ckpt, keep=1)
+    vae = build_vae(TINY)
+    encode_dataset(vae, np.asarray(data.images), ckpt)
+    atomic_torch_save({"model": vae.state_dict(), "step": 0, "done": True, "elapsed_s": 0.0}, ckpt / "vae.pt")
+    polish_decoder(ckpt, data_dir, minutes=0.05)
+    polished = torch.load(ckpt / "decoder.pt", weights_only=True)
+    first_steps = polished["step"]
+    assert first_steps > 0
+    before = vae.state_dict()
+    changed = {k for k, v in polished["model"].items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    polish_decoder(ckpt, data_dir, minutes=0.05)  # more minutes continue from the saved state
+    assert torch.load(ckpt / "decoder.pt", weights_only=True)["step"] > first_steps
+    export_pipeline(ckpt, tmp_path / "out", dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "out"), dtype=torch.float32)
+    key = next(iter(changed))
+    torch.testing.assert_close(pipe.vae.state_dict()[key], torch.load(ckpt / "decoder.pt")["model"][key])

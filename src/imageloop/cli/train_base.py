@@ -32,16 +32,20 @@ def train_base(
     batch_size: Annotated[int, typer.Option(min=1, help="Diffusion batch size.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is faster on a busy 2-core machine).")] = 1,
     tiny: Annotated[bool, typer.Option("--tiny", help="Tiny networks (smoke tests only).")] = False,
+    polish_decoder_minutes: Annotated[float, typer.Option(
+        "--polish-decoder", min=0, help="Instead of training: fine-tune only the decoder for N more minutes.")] = 0.0,
 ) -> None:
     """Train the embedded model on procedurally rendered scenes, resuming from checkpoints, then export it."""
     import torch
 
     from imageloop.training.base.model import ModelSize
-    from imageloop.training.base.train import BaseTrainConfig, export_pipeline, run_training
+    from imageloop.training.base.train import BaseTrainConfig, export_pipeline, polish_decoder, run_training
 
     torch.set_num_threads(threads)
     ckpt = checkpoints or _default_checkpoints()
-    if not export_only:
+    if polish_decoder_minutes > 0:
+        polish_decoder(ckpt, data, polish_decoder_minutes)
+    elif not export_only:
         if not resume and any(ckpt.glob("*.pt")):
             raise InvalidRequestError("--resume", f"checkpoints already exist in {ckpt}",
                                       allowed="--resume to continue them, or another --checkpoints folder")
@@ -63,6 +67,8 @@ def train_judge_command(
     minutes: Annotated[float, typer.Option(min=0, help="Training time.")] = 5.0,
     validation_images: Annotated[int, typer.Option(min=16, help="Held-out real images to validate on.")] = 2000,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue training the judge saved in --out.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of batches and augmentation (vary it when resuming).")] = 0,
 ) -> None:
     """Train the attribute judge on real composites only and report its accuracy on held-out real images."""
     import torch
@@ -70,10 +76,12 @@ def train_judge_command(
 
     from imageloop.config import ASSETS_DIR
     from imageloop.training.base.dataset import build_dataset, load_dataset
-    from imageloop.training.base.judge import accuracy, save_judge, train_judge, validation_set
+    from imageloop.training.base.judge import accuracy, load_judge, save_judge, train_judge, validation_set
 
     torch.set_num_threads(threads)
     dataset = load_dataset(data) if (data / "manifest.json").is_file() else build_dataset(data, 50_000)
+    target = out or ASSETS_DIR / "judge"
+    start_model = load_judge(target) if resume else None
     with tqdm(total=int(minutes * 60), desc="judge", unit="s", mininterval=10) as bar:
         start = time.monotonic()
 
@@ -82,10 +90,10 @@ def train_judge_command(
             bar.set_postfix(step=step, loss=f"{loss:.3f}", refresh=False)
             bar.update(0)
 
-        model = train_judge(dataset.images, dataset.labels, minutes=minutes, on_step=on_step)
+        model = train_judge(dataset.images, dataset.labels, minutes=minutes, on_step=on_step, start=start_model,
+                            seed=seed)
     images, labels = validation_set(validation_images)
     metrics = accuracy(model, images, labels)
-    target = out or ASSETS_DIR / "judge"
     save_judge(model, target, metrics)
     for name, acc in metrics.items():
         typer.echo(f"{name:12s} {acc:.4f}")

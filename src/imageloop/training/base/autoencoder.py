@@ -27,7 +27,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def autoencoder_loss(vae: Any, x: torch.Tensor) -> torch.Tensor:
@@ -55,20 +55,26 @@ def train_autoencoder(
     seed: int = 0,
     stop_at: float | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    latents: np.ndarray | None = None,
 ) -> int:
     """Train ``vae`` for up to ``minutes`` (resuming from ``checkpoint``); return the total steps done.
 
     The checkpoint holds the weights, the optimizer and the step; its ``done`` flag is set when the budget is
     spent, after which this returns immediately. ``stop_at`` (a time.monotonic() value) ends this call early.
+    With ``latents`` (the encoded ``images``, unscaled) only the decoder trains, on those latents: the encoder
+    and so the diffusion model's latent space stay fixed while decoded images get sharper; then ``minutes`` is
+    a total that may be raised later to train more.
     """
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    trained = ([*vae.post_quant_conv.parameters(), *vae.decoder.parameters()] if latents is not None
+               else list(vae.parameters()))
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     step, done, elapsed0 = 0, False, 0.0
     if checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=True)
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, done, elapsed0 = int(state["step"]), bool(state["done"]), float(state["elapsed_s"])
-    if done:
+    if done and latents is None:  # the encoder is final once done: the latents depend on it
         vae.eval()
         return step
     vae.train()
@@ -77,10 +83,15 @@ def train_autoencoder(
     deadline = budget_end if stop_at is None else min(budget_end, stop_at)
     while time.monotonic() < deadline:
         rng = np.random.default_rng([seed, step])
-        idx = np.sort(rng.choice(len(images), batch_size, replace=False))
+        idx = np.sort(rng.choice(len(images), min(batch_size, len(images)), replace=False))
         x = images_to_tensor(images[idx])
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = autoencoder_loss(vae, x)
+            if latents is None:
+                loss = autoencoder_loss(vae, x)
+            else:
+                z = torch.from_numpy(latents[idx].astype(np.float32))
+                recon = vae.decode(z).sample.float()
+                loss = torch.nn.functional.mse_loss(recon, x) + 0.5 * (recon - x).abs().mean()
         torch.autograd.backward(loss)
         opt.step()
         opt.zero_grad(set_to_none=True)

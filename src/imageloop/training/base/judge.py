@@ -29,12 +29,14 @@ CONFIG_FILE = "judge.json"
 class AttributeJudge(nn.Module):
     """CNN over 64x64 RGB; ``forward`` returns one logits tensor per attribute in ATTRIBUTE_NAMES order."""
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 24) -> None:
         super().__init__()
-        chans = (width, width * 2, width * 4, width * 4)
-        layers: list[nn.Module] = []
-        c_in = 3
-        for c in chans:  # 64 -> 32 -> 16 -> 8 -> 4
+        chans = (width * 2, width * 4, width * 4)
+        # A strided stem (64 -> 32) keeps the cost low on a busy CPU; 1-px details (rain, snow, stars) survive it.
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 4, stride=2, padding=1), nn.BatchNorm2d(width),
+                                   nn.ReLU(inplace=True)]
+        c_in = width
+        for c in chans:  # 32 -> 16 -> 8 -> 4
             layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                        nn.Conv2d(c, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
             c_in = c
@@ -70,12 +72,13 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def train_judge(
     images: np.ndarray, labels: np.ndarray, *, minutes: float, batch_size: int = 32, seed: int = 0,
-    width: int = 24, on_step: Callable[[int, float], None] | None = None,
+    width: int = 24, on_step: Callable[[int, float], None] | None = None, start: AttributeJudge | None = None,
 ) -> AttributeJudge:
-    """Train a judge on real composites ``images`` (N, 64, 64, 3) with ``labels`` (N, 8) for ``minutes``."""
+    """Train a judge (``start``, or a new one) on real composites ``images`` (N, 64, 64, 3) with ``labels``
+    (N, 8) for ``minutes``."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = AttributeJudge(width)
+    model = start if start is not None else AttributeJudge(width)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     deadline = time.monotonic() + minutes * 60.0
     rng = np.random.default_rng(seed)

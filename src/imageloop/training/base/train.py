@@ -270,6 +270,43 @@ def _diffusion_loop(trainer: DiffusionTrainer, cfg: BaseTrainConfig, stop_at: fl
     trainer.save(cfg.checkpoint_dir, cfg.keep_checkpoints)
 
 
+def polish_decoder(checkpoint_dir: Path, data_dir: Path, minutes: float) -> int:
+    """Fine-tune only the autoencoder's decoder on the cached latents for ``minutes`` more (resumable).
+
+    Writes ``decoder.pt``; export prefers its weights. The encoder, the latents and therefore the diffusion
+    model are untouched, so this can run at any time, before or after more diffusion training.
+    """
+    if not (checkpoint_dir / "vae.pt").is_file() or "scaling_factor" not in json.loads(
+        (checkpoint_dir / "latents.json").read_text() if (checkpoint_dir / "latents.json").is_file() else "{}"
+    ):
+        raise TrainingError(f"no trained autoencoder and latents in {checkpoint_dir}; run imageloop train base")
+    size = _save_size(checkpoint_dir, ModelSize())
+    vae = build_vae(size)
+    target = checkpoint_dir / "decoder.pt"
+    spent_min = 0.0
+    if target.is_file():
+        spent_min = float(torch.load(target, weights_only=True)["elapsed_s"]) / 60.0
+    else:
+        vae.load_state_dict(torch.load(checkpoint_dir / "vae.pt", weights_only=True)["model"])
+    data = load_dataset(data_dir)
+    latents = np.load(checkpoint_dir / "latents.npy", mmap_mode="r")
+    with tqdm(desc="decoder", unit="step", mininterval=10) as bar:
+        def on_step(step: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        return train_autoencoder(vae, data.images, checkpoint=target, minutes=spent_min + minutes, lr=3e-4,
+                                 latents=latents, seed=1, on_step=on_step)
+
+
+def _vae_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    """The autoencoder's weights; the polished decoder's when there is one."""
+    polished = checkpoint_dir / "decoder.pt"
+    source = polished if polished.is_file() else checkpoint_dir / "vae.pt"
+    weights: dict[str, torch.Tensor] = torch.load(source, weights_only=True)["model"]
+    return weights
+
+
 def export_pipeline(checkpoint_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float16) -> dict[str, Any]:
     """Export the newest checkpoint's EMA weights as a StableDiffusionPipeline folder; return its training info.
 
@@ -282,7 +319,7 @@ def export_pipeline(checkpoint_dir: Path, out_dir: Path, dtype: torch.dtype = to
     tokenizer = load_or_build_tokenizer(checkpoint_dir)
     state = torch.load(newest, weights_only=True)
     vae = build_vae(size)
-    vae.load_state_dict(torch.load(checkpoint_dir / "vae.pt", weights_only=True)["model"])
+    vae.load_state_dict(_vae_weights(checkpoint_dir))
     vae.register_to_config(scaling_factor=latent_scaling_factor(checkpoint_dir))
     text = build_text_encoder(len(tokenizer), size, tokenizer.bos_token_id, tokenizer.eos_token_id,
                               tokenizer.pad_token_id)
