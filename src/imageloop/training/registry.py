@@ -342,13 +342,15 @@ class Registry:
         strategies = sa.select(Generation.expander_strategy).where(tagged, Generation.created_at >= since).distinct()
         kept = sa.exists(sa.select(UserAction.id).where(
             UserAction.image_id == Image.id, UserAction.type.in_(sorted(KEPT_ACTIONS))))
-        query = (
-            sa.select(sa.func.coalesce(tagged, False), sa.func.count(Image.id),
-                      sa.func.sum(sa.case((kept, 1), else_=0)))
+        # Arm per image in a subquery: PostgreSQL will not group by an expression holding a bind parameter.
+        per_image = (
+            sa.select(sa.func.coalesce(tagged, False).label("arm"), sa.case((kept, 1), else_=0).label("kept"))
+            .select_from(Image)
             .join(Generation, Generation.id == Image.generation_id)
             .where(Generation.created_at >= since, Generation.expander_strategy.in_(strategies.scalar_subquery()))
-            .group_by(sa.func.coalesce(tagged, False))
+            .subquery()
         )
+        query = sa.select(per_image.c.arm, sa.func.count(), sa.func.sum(per_image.c.kept)).group_by(per_image.c.arm)
         arms = {True: ArmStats(0, 0), False: ArmStats(0, 0)}
         with read_session(self.sessions) as session:
             for is_candidate, images, kept_count in session.execute(query):
