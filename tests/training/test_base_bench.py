@@ -47,7 +47,7 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     cfg = BaseTrainConfig(data_dir=tmp_path, checkpoint_dir=ckpt, batch_size=2, size=tiny)
     _save_size(ckpt, tiny)
-    latents = np.zeros((4, 4, 16, 16), np.float16)
+    latents = np.zeros((4, tiny.latent_channels, 16, 16), np.float16)
     trainer = DiffusionTrainer(cfg, tokenizer_for(ckpt), latents, np.zeros((4, 8), np.int16), 1.0, tiny)
     trainer.save(ckpt, keep=1)
     vae = build_vae(tiny)

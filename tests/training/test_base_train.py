@@ -37,7 +37,7 @@ def _trainer(ckpt: Path) -> DiffusionTrainer:
     cfg = BaseTrainConfig(data_dir=ckpt / "data", checkpoint_dir=ckpt, batch_size=4, size=TINY, warmup_steps=2)
     _save_size(ckpt, TINY)
     tokenizer = load_or_build_tokenizer(ckpt)
-    latents = np.random.default_rng(1).standard_normal((16, 4, 16, 16)).astype(np.float16)
+    latents = np.random.default_rng(1).standard_normal((16, TINY.latent_channels, 16, 16)).astype(np.float16)
     torch.manual_seed(0)
     return DiffusionTrainer(cfg, tokenizer, latents, _labels(16), 1.0, TINY)
 
@@ -142,3 +142,12 @@ def test_decoder_polish_changes_only_the_decoder_and_export_uses_it(tmp_path: Pa
     pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "out"), dtype=torch.float32)
     key = next(iter(changed))
     torch.testing.assert_close(pipe.vae.state_dict()[key], torch.load(ckpt / "decoder.pt")["model"][key])
+
+
+def test_runs_recorded_before_new_size_fields_keep_their_shapes(tmp_path: Path) -> None:
+    legacy = {"unet_channels": [64, 128, 192], "unet_layers": 1, "text_hidden": 256, "text_layers": 3,
+              "vae_channels": [16, 32, 64]}
+    (tmp_path / "model.json").write_text(json.dumps(legacy))
+    size = _save_size(tmp_path, ModelSize())
+    assert (size.latent_channels, size.vae_mid_attention) == (4, True)
+    assert size.unet_channels == (64, 128, 192)

@@ -28,7 +28,7 @@ def train_base(
     ] = None,
     export_only: Annotated[bool, typer.Option("--export-only", help="Only export the newest checkpoint.")] = False,
     dataset_size: Annotated[int, typer.Option(min=64, help="Images rendered when the dataset is built.")] = 50_000,
-    vae_minutes: Annotated[float, typer.Option(min=0, help="Total autoencoder training time.")] = 30.0,
+    vae_steps: Annotated[int, typer.Option(min=1, help="Total autoencoder steps (batch 16).")] = 6000,
     batch_size: Annotated[int, typer.Option(min=1, help="Diffusion batch size.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is faster on a busy 2-core machine).")] = 1,
     tiny: Annotated[bool, typer.Option("--tiny", help="Tiny networks (smoke tests only).")] = False,
@@ -50,7 +50,7 @@ def train_base(
             raise InvalidRequestError("--resume", f"checkpoints already exist in {ckpt}",
                                       allowed="--resume to continue them, or another --checkpoints folder")
         cfg = BaseTrainConfig(data_dir=data, checkpoint_dir=ckpt, out_dir=out, minutes=minutes,
-                              dataset_size=dataset_size, vae_minutes=vae_minutes, batch_size=batch_size,
+                              dataset_size=dataset_size, vae_steps=vae_steps, batch_size=batch_size,
                               size=ModelSize.tiny() if tiny else ModelSize())
         if run_training(cfg) is None:
             typer.echo(f"budget spent before diffusion training began; run again with --resume ({ckpt})")

@@ -48,7 +48,8 @@ def train_autoencoder(
     images: np.ndarray,
     *,
     checkpoint: Path,
-    minutes: float,
+    minutes: float | None = None,
+    max_steps: int | None = None,
     batch_size: int = 16,
     lr: float = 1e-3,
     save_every_s: float = 300.0,
@@ -57,7 +58,8 @@ def train_autoencoder(
     on_step: Callable[[int, float], None] | None = None,
     latents: np.ndarray | None = None,
 ) -> int:
-    """Train ``vae`` for up to ``minutes`` (resuming from ``checkpoint``); return the total steps done.
+    """Train ``vae`` for up to ``minutes`` or ``max_steps`` in total (resuming from ``checkpoint``); return the
+    total steps done.
 
     The checkpoint holds the weights, the optimizer and the step; its ``done`` flag is set when the budget is
     spent, after which this returns immediately. ``stop_at`` (a time.monotonic() value) ends this call early.
@@ -79,9 +81,10 @@ def train_autoencoder(
         return step
     vae.train()
     start = last_save = time.monotonic()
-    budget_end = start + minutes * 60.0 - elapsed0
+    budget_end = start + minutes * 60.0 - elapsed0 if minutes is not None else float("inf")
     deadline = budget_end if stop_at is None else min(budget_end, stop_at)
-    while time.monotonic() < deadline:
+    steps_end = max_steps if max_steps is not None else 2**62
+    while time.monotonic() < deadline and step < steps_end:
         rng = np.random.default_rng([seed, step])
         idx = np.sort(rng.choice(len(images), min(batch_size, len(images)), replace=False))
         x = images_to_tensor(images[idx])
@@ -104,7 +107,8 @@ def train_autoencoder(
                                "elapsed_s": elapsed, "done": False}, checkpoint)
             last_save = time.monotonic()
     atomic_torch_save({"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                       "elapsed_s": elapsed0 + time.monotonic() - start, "done": time.monotonic() >= budget_end},
+                       "elapsed_s": elapsed0 + time.monotonic() - start,
+                       "done": time.monotonic() >= budget_end or step >= steps_end},
                       checkpoint)
     vae.eval()
     return step

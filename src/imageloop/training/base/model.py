@@ -1,6 +1,6 @@
 """Component configurations of the embedded model (a standard diffusers StableDiffusionPipeline).
 
-Latent diffusion: a small AutoencoderKL maps 64x64 RGB to 16x16x4 latents (f=4), so each UNet step costs a
+Latent diffusion: a small AutoencoderKL maps 64x64 RGB to 16x16x8 latents (f=4), so each UNet step costs a
 fraction of a pixel-space one. The UNet has cross-attention at every latent resolution and pools the text
 into its time embedding (``addition_embed_type="text"``), which carries scene-wide attributes (colour mode,
 mood, time) to every block. Noise schedule: v-prediction with zero terminal SNR so that very dark or very
@@ -23,7 +23,6 @@ _UNet: Any = UNet2DConditionModel
 _Vae: Any = AutoencoderKL
 _Ddim: Any = DDIMScheduler
 
-LATENT_CHANNELS = 4
 LATENT_SIZE = IMAGE_SIZE // 4
 
 
@@ -36,6 +35,8 @@ class ModelSize:
     text_hidden: int = 256
     text_layers: int = 3
     vae_channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = 8
+    vae_mid_attention: bool = False
 
     @classmethod
     def tiny(cls) -> ModelSize:
@@ -71,8 +72,8 @@ def build_unet(size: ModelSize) -> Any:
     groups = min(32, min(size.unet_channels))
     return _UNet(
         sample_size=LATENT_SIZE,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
+        in_channels=size.latent_channels,
+        out_channels=size.latent_channels,
         down_block_types=("CrossAttnDownBlock2D",) * n,
         up_block_types=("CrossAttnUpBlock2D",) * n,
         block_out_channels=size.unet_channels,
@@ -95,7 +96,8 @@ def build_vae(size: ModelSize) -> Any:
         up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=size.vae_channels,
         layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
+        latent_channels=size.latent_channels,
+        mid_block_add_attention=size.vae_mid_attention,
         norm_num_groups=min(16, min(size.vae_channels)),
         sample_size=IMAGE_SIZE,
     )

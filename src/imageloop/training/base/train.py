@@ -57,7 +57,7 @@ class BaseTrainConfig:
     minutes: float = field(default=60.0, metadata={"help": "Wall-clock budget of this invocation, all stages."})
     dataset_size: int = field(default=50_000, metadata={"help": "Training images rendered into data_dir."})
     seed: int = field(default=0, metadata={"help": "Seed of the dataset, captions, batches and noise."})
-    vae_minutes: float = field(default=30.0, metadata={"help": "Total training time of the autoencoder."})
+    vae_steps: int = field(default=6000, metadata={"help": "Total optimisation steps of the autoencoder."})
     batch_size: int = field(default=64, metadata={"help": "Diffusion batch size."})
     lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate (after warm-up)."})
     warmup_steps: int = field(default=300, metadata={"help": "Linear learning-rate warm-up."})
@@ -92,6 +92,9 @@ def _save_size(checkpoint_dir: Path, size: ModelSize) -> ModelSize:
             unet_channels=tuple(saved["unet_channels"]), unet_layers=int(saved["unet_layers"]),
             text_hidden=int(saved["text_hidden"]), text_layers=int(saved["text_layers"]),
             vae_channels=tuple(saved["vae_channels"]),
+            # runs started before these fields existed used 4 latent channels and mid-block attention
+            latent_channels=int(saved.get("latent_channels", 4)),
+            vae_mid_attention=bool(saved.get("vae_mid_attention", True)),
         )
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(size)))
@@ -222,7 +225,7 @@ def _prepare_vae(cfg: BaseTrainConfig, data: SceneDataset, size: ModelSize, stop
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
-        train_autoencoder(vae, data.images, checkpoint=cfg.checkpoint_dir / "vae.pt", minutes=cfg.vae_minutes,
+        train_autoencoder(vae, data.images, checkpoint=cfg.checkpoint_dir / "vae.pt", max_steps=cfg.vae_steps,
                           seed=cfg.seed, stop_at=stop_at, on_step=on_step)
     state = torch.load(cfg.checkpoint_dir / "vae.pt", weights_only=True)
     return vae if state["done"] else None
