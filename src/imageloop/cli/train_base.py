@@ -69,6 +69,7 @@ def train_judge_command(
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue training the judge saved in --out.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of batches and augmentation (vary it when resuming).")] = 0,
+    lr: Annotated[float, typer.Option(min=0, help="Starting learning rate (decays linearly to a tenth).")] = 2e-3,
 ) -> None:
     """Train the attribute judge on real composites only and report its accuracy on held-out real images."""
     import torch
@@ -91,7 +92,7 @@ def train_judge_command(
             bar.update(0)
 
         model = train_judge(dataset.images, dataset.labels, minutes=minutes, on_step=on_step, start=start_model,
-                            seed=seed)
+                            seed=seed, lr=lr)
     images, labels = validation_set(validation_images)
     metrics = accuracy(model, images, labels)
     save_judge(model, target, metrics)

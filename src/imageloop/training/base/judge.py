@@ -73,19 +73,25 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_judge(
     images: np.ndarray, labels: np.ndarray, *, minutes: float, batch_size: int = 32, seed: int = 0,
     width: int = 24, on_step: Callable[[int, float], None] | None = None, start: AttributeJudge | None = None,
+    lr: float = 2e-3,
 ) -> AttributeJudge:
     """Train a judge (``start``, or a new one) on real composites ``images`` (N, 64, 64, 3) with ``labels``
     (N, 8) for ``minutes``."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = start if start is not None else AttributeJudge(width)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    deadline = time.monotonic() + minutes * 60.0
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    began = time.monotonic()
+    deadline = began + minutes * 60.0
     rng = np.random.default_rng(seed)
     step = 0
     model.train()
     while time.monotonic() < deadline:
-        idx = np.sort(rng.choice(len(images), batch_size, replace=False))
+        # linear decay to a tenth over the time budget: the last steps settle the fine attributes
+        progress = (time.monotonic() - began) / max(deadline - began, 1e-9)
+        for group in opt.param_groups:
+            group["lr"] = lr * (1.0 - 0.9 * progress)
+        idx = np.sort(rng.choice(len(images), min(batch_size, len(images)), replace=False))
         x = _augment(to_input(images[idx]), gen)
         y = torch.from_numpy(labels[idx].astype(np.int64))
         loss = sum((nn.functional.cross_entropy(logits, y[:, i]) for i, logits in enumerate(model(x))),
