@@ -101,7 +101,7 @@ def train_judge(
         opt.step()
         step += 1
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss.item())
     model.eval()
     return model
 
