@@ -82,7 +82,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("ui-e2e")
     env = {**os.environ, "IMAGELOOP_DATA_DIR": str(tmp / "data"), "IMAGELOOP_ENGINE__MODEL": _model(tmp),
            "IMAGELOOP_ENGINE__THREADS": "1", "IMAGELOOP_ENGINE__DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
-           "IMAGELOOP_ENGINE__MAX_STEPS": str(SLOW_STEPS)}
+           "IMAGELOOP_ENGINE__MAX_STEPS": str(SLOW_STEPS),
+           # The page is under test, not the 135M LLM: its first load and GGUF conversion take a minute here.
+           "IMAGELOOP_PROMPTS__STRATEGIES": '["retrieval", "rules"]'}
     storage = Storage.open(Settings(data_dir=tmp / "data"))
     admin, admin_key = storage.users.create_user("ada", is_admin=True)
     storage.users.set_password(admin.id, PASSWORD)
