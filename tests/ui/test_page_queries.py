@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imageloop.errors import NotFoundError
-from imageloop.flywheel.actions import is_kept
 from imageloop.storage import ActionType, JobStatus, NewGeneration, Storage, UserId
 from imageloop.storage.dashboard import (
     GalleryFilter,
@@ -18,12 +17,11 @@ from imageloop.storage.dashboard import (
     gallery_page,
     image_actions,
     keep_rate_by_day,
-    kept_clause,
-    liked_clause,
     served_models,
     user_counts,
 )
 from imageloop.storage.db import read_session
+from imageloop.storage.kept import is_kept, kept_clause, liked_clause
 from imageloop.storage.models import Image
 from imageloop.storage.shares import ShareLinkRepository
 from tests.flywheel.record import act, generate

@@ -14,7 +14,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from imageloop.errors import ImageloopError
-from imageloop.flywheel.actions import KEPT_ACTIONS
 from imageloop.jobs import JobEvent, JobSucceeded
 from imageloop.storage import Storage
 from imageloop.storage.stats import image_counts
@@ -34,7 +33,7 @@ class RecordCollector(Collector):
         try:
             depth = self._storage.generations.queue_depth()
             actions = self._storage.actions.count_by_type()
-            counts = image_counts(self._storage.sessions, KEPT_ACTIONS)
+            counts = image_counts(self._storage.sessions)
         except ImageloopError as exc:  # a scrape must not fail because the database is busy
             log.warning("metrics: cannot read the record: %s", exc)
             return
@@ -45,7 +44,8 @@ class RecordCollector(Collector):
             by_type.add_metric([action_type.value], count)
         yield by_type
         yield GaugeMetricFamily(
-            "imageloop_keep_rate", "Share of images downloaded, shared or liked.", value=counts.keep_rate
+            "imageloop_keep_rate", "Share of images kept: downloaded, shared, or liked and not un-liked since.",
+            value=counts.keep_rate,
         )
 
 

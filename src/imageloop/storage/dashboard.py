@@ -1,8 +1,6 @@
 """Read-only queries behind the web page: the filtered gallery, image reactions, and the flywheel dashboard.
 
-"Kept" and "liked" are computed in SQL with the same rule as :func:`imageloop.flywheel.actions.is_kept`: an image
-is kept for good once downloaded or shared, and liked while its latest like/unlike/discard is a like (the tests
-check the two agree on arbitrary action sequences).
+"Kept" and "liked" are the SQL half of the one definition in :mod:`imageloop.storage.kept`.
 """
 
 from __future__ import annotations
@@ -14,18 +12,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import InstrumentedAttribute
-from sqlalchemy.sql.elements import ColumnElement
 
 from imageloop.errors import InvalidRequestError
 from imageloop.storage._convert import load_generations
 from imageloop.storage.db import SessionFactory, read_session
 from imageloop.storage.generations import MAX_HISTORY_PAGE, decode_cursor, encode_cursor
+from imageloop.storage.kept import kept_clause, liked_clause
 from imageloop.storage.models import Generation, Image, User, UserAction
 from imageloop.storage.records import ActionType, HistoryPage, ImageId, JobStatus, UserId
-
-_REACTIONS = (ActionType.LIKE, ActionType.UNLIKE, ActionType.DISCARD)
-_LASTING_KEEPS = (ActionType.DOWNLOAD, ActionType.SHARE)
 
 
 class GalleryFilter(enum.StrEnum):
@@ -34,32 +28,6 @@ class GalleryFilter(enum.StrEnum):
     ALL = "all"
     KEPT = "kept"
     LIKED = "liked"
-
-
-def _latest_reaction(image_id: InstrumentedAttribute[str]) -> ColumnElement[ActionType]:
-    """The image's most recent like, unlike or discard (NULL when it has none)."""
-    return (
-        sa.select(UserAction.type)
-        .where(UserAction.image_id == image_id, UserAction.type.in_(_REACTIONS))
-        .order_by(UserAction.created_at.desc(), UserAction.id.desc())
-        .limit(1)
-        .correlate_except(UserAction)
-        .scalar_subquery()
-    )
-
-
-def liked_clause(image_id: InstrumentedAttribute[str]) -> ColumnElement[bool]:
-    """True for an image whose latest reaction is a like."""
-    return sa.func.coalesce(_latest_reaction(image_id), "") == ActionType.LIKE.value
-
-
-def kept_clause(image_id: InstrumentedAttribute[str]) -> ColumnElement[bool]:
-    """True for a kept image: downloaded or shared at any time, or liked now."""
-    lasting = sa.exists(
-        sa.select(UserAction.id).where(UserAction.image_id == image_id, UserAction.type.in_(_LASTING_KEEPS))
-        .correlate_except(UserAction)
-    )
-    return sa.or_(lasting, liked_clause(image_id))
 
 
 def gallery_page(

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from imageloop.storage.db import SessionFactory, read_session
-from imageloop.storage.models import Image, UserAction
-from imageloop.storage.records import ActionType
+from imageloop.storage.kept import kept_clause
+from imageloop.storage.models import Image
 
 
 @dataclass(frozen=True, slots=True)
 class ImageCounts:
-    """``images`` stored, of which ``kept`` have at least one keep action."""
+    """``images`` stored, of which ``kept`` are kept now (:mod:`imageloop.storage.kept`)."""
 
     images: int
     kept: int
@@ -25,11 +24,9 @@ class ImageCounts:
         return self.kept / self.images if self.images else 0.0
 
 
-def image_counts(sessions: SessionFactory, kept_actions: Iterable[ActionType]) -> ImageCounts:
-    """How many images are stored, and how many have an action of ``kept_actions`` (see flywheel.actions)."""
-    kept = sa.select(sa.func.count(sa.distinct(UserAction.image_id))).where(
-        UserAction.image_id.is_not(None), UserAction.type.in_(sorted(kept_actions))
-    )
+def image_counts(sessions: SessionFactory) -> ImageCounts:
+    """How many images are stored, and how many of them are kept (a like later taken back does not count)."""
+    kept = sa.select(sa.func.count(Image.id)).where(kept_clause(Image.id))
     with read_session(sessions) as session:
         images = session.scalar(sa.select(sa.func.count()).select_from(Image)) or 0
         return ImageCounts(images=int(images), kept=int(session.scalar(kept) or 0))

@@ -42,9 +42,9 @@ from sqlalchemy.orm import Session
 
 from imageloop.config import Settings
 from imageloop.errors import ConflictError, InvalidRequestError, NotFoundError, StorageError
-from imageloop.flywheel.actions import KEPT_ACTIONS
 from imageloop.storage.db import SessionFactory, read_session, write_session
-from imageloop.storage.models import Generation, Image, UserAction
+from imageloop.storage.kept import kept_clause
+from imageloop.storage.models import Generation, Image
 from imageloop.storage.records import new_id, utcnow
 from imageloop.storage.registry_models import ModelKind, ModelStatus, ModelVersionRow
 
@@ -340,8 +340,7 @@ class Registry:
         since = version.ab_started_at or version.created_at
         tagged = Generation.expander_version.contains(version.tag, autoescape=True)
         strategies = sa.select(Generation.expander_strategy).where(tagged, Generation.created_at >= since).distinct()
-        kept = sa.exists(sa.select(UserAction.id).where(
-            UserAction.image_id == Image.id, UserAction.type.in_(sorted(KEPT_ACTIONS))))
+        kept = kept_clause(Image.id)
         # Arm per image in a subquery: PostgreSQL will not group by an expression holding a bind parameter.
         per_image = (
             sa.select(sa.func.coalesce(tagged, False).label("arm"), sa.case((kept, 1), else_=0).label("kept"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import shutil
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
@@ -34,7 +35,8 @@ from imageloop.bench.flywheel.report import ArmWeek, difference_interval
 from imageloop.bench.flywheel.users import Decision, Intent, SimulatedUser, edited_prompt, sample_users
 from imageloop.config import Settings, load_settings
 from imageloop.errors import SimulationError
-from imageloop.storage import Storage
+from imageloop.storage import ActionType, Storage
+from imageloop.storage.kept import is_kept
 from imageloop.storage.models import Generation, UserAction
 from imageloop.training.base.judge import AttributeJudge, predict
 from imageloop.training.base.scenes import ATTRIBUTE_KEYS, ATTRIBUTE_NAMES
@@ -43,7 +45,6 @@ from imageloop.training.cycle import ExpanderLoader, run_cycle
 __all__ = ["FlywheelConfig", "FlywheelRun", "WeekCycle", "arm_settings", "count_week", "result_payload", "run_flywheel"]
 
 ProgressFn = Callable[[str], None]
-_KEPT = {"download", "share"}
 _REROLLS = {"regenerate", "edit"}
 
 
@@ -258,15 +259,21 @@ def count_week(settings: Settings, arm: str, week: int) -> ArmWeek:
         with storage.engine.connect() as conn:
             sessions = conn.execute(sa.select(Generation.session_id, Generation.status)
                                     .where(Generation.session_id.like(prefix))).all()
-            actions = conn.execute(sa.select(Generation.session_id, UserAction.type)
+            actions = conn.execute(sa.select(Generation.session_id, UserAction.image_id, UserAction.type)
                                    .join(Generation, UserAction.generation_id == Generation.id)
-                                   .where(Generation.session_id.like(prefix))).all()
+                                   .where(Generation.session_id.like(prefix))
+                                   .order_by(UserAction.created_at, UserAction.id)).all()
     finally:
         storage.close()
     all_sessions = {str(s) for s, _ in sessions}
     failed = sum(1 for _, status in sessions if str(getattr(status, "value", status)) != "succeeded")
-    kept = {str(s) for s, kind in actions if str(getattr(kind, "value", kind)) in _KEPT}
-    rerolls = [(str(s), str(getattr(kind, "value", kind))) for s, kind in actions]
+    # A session is kept when one of its images is kept, by the service's own rule (storage.kept).
+    per_image: dict[tuple[str, str], list[ActionType]] = defaultdict(list)
+    for s, image_id, kind in actions:
+        if image_id is not None:
+            per_image[(str(s), str(image_id))].append(ActionType(kind))
+    kept = {s for (s, _), kinds in per_image.items() if is_kept(kinds)}
+    rerolls = [(str(s), str(getattr(kind, "value", kind))) for s, _, kind in actions]
     reroll_count = sum(1 for _, kind in rerolls if kind in _REROLLS)
     rerolls_kept = sum(1 for s, kind in rerolls if kind in _REROLLS and s in kept)
     return ArmWeek(arm, week, len(all_sessions), len(kept), reroll_count, rerolls_kept, failed)
