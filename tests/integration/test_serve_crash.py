@@ -3,11 +3,7 @@ exactly once and every image is recorded once."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,49 +12,17 @@ import pytest
 
 from imageloop.config import Settings
 from imageloop.storage import GenerationId, JobStatus, Storage
+from tests.integration.serve_process import serve_env, start_server
 from tests.server.kit import free_port, make_user, save_tiny_model, wait_finished, wait_for
 
 pytestmark = pytest.mark.integration
 
 LEASE_SECONDS = 2
-IMAGELOOP = [sys.executable, "-c", "from imageloop.cli import main; main()"]
-
-
-def serve_env(data_dir: Path, model: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "IMAGELOOP_DATA_DIR": str(data_dir),
-        "IMAGELOOP_ENGINE__MODEL": str(model),
-        "IMAGELOOP_ENGINE__THREADS": "1",
-        "IMAGELOOP_ENGINE__DEVICE": "cpu",
-        "IMAGELOOP_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
-        "IMAGELOOP_JOBS__BATCH_MAX_WAIT_MS": "200",
-        "HF_HUB_OFFLINE": "1",
-    }
-
-
-def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [*IMAGELOOP, "serve", "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"imageloop serve did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
-    env = serve_env(tmp_path / "data", save_tiny_model(tmp_path / "model"))
+    env = serve_env(tmp_path / "data", save_tiny_model(tmp_path / "model"), lease_seconds=LEASE_SECONDS)
     yield env, tmp_path / "serve.log"
 
 

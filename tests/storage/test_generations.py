@@ -140,6 +140,32 @@ def test_job_failing_repeatedly_gives_up(storage: Storage, clock: FakeClock) -> 
     assert final.status is JobStatus.FAILED and "3 times" in (final.error or "")
 
 
+def test_release_requeues_the_workers_running_jobs_at_once(storage: Storage, clock: FakeClock) -> None:
+    ada, _ = storage.users.create_user("ada")
+    jobs = []
+    for word in ("fox", "owl", "cat"):
+        jobs.append(storage.generations.create(ada.id, NewGeneration(intent=f"a {word}")))
+        clock.advance(1)  # a clear queue order
+    mine, cancelled, other = jobs
+    storage.generations.claim(W1, limit=1)
+    storage.generations.claim(W1, limit=1)
+    storage.generations.request_cancel(ada.id, cancelled.id)
+    storage.generations.claim(W2, limit=1)
+    storage.generations.heartbeat(mine.id, W1, step=4, total=10)
+
+    assert storage.generations.release(W1) == [mine.id]  # the leases are still valid
+    released = storage.generations.get_for_worker(mine.id)
+    assert released.status is JobStatus.QUEUED and released.attempts == 0 and released.progress_step == 0
+    assert storage.generations.get_for_worker(cancelled.id).status is JobStatus.CANCELLED
+    assert storage.generations.get_for_worker(other.id).status is JobStatus.RUNNING  # another worker's
+    assert storage.generations.heartbeat(mine.id, W1) is HeartbeatResult.LOST
+    assert storage.generations.release(W1) == []
+    for _ in range(5):  # restarts never use up the attempts
+        [again] = storage.generations.claim(W2)
+        assert again.id == mine.id and again.attempts == 1
+        storage.generations.release(W2)
+
+
 def test_cancel_queued_and_running(storage: Storage) -> None:
     ada, _ = storage.users.create_user("ada")
     bob, _ = storage.users.create_user("bob")

@@ -205,7 +205,8 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def stop(self) -> None:
-        """Stop accepting work and release threads and connections (a running job's lease simply expires)."""
+        """Stop accepting work and release threads and connections; jobs a worker of this process was running go
+        back to the queue at once."""
 
     @abc.abstractmethod
     def submitted(self, generation_ids: Iterable[GenerationId]) -> None:

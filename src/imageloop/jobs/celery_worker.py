@@ -3,7 +3,8 @@
 One process holds one engine and runs one batch at a time (``--pool=solo``: a model per process, no fork after
 torch is loaded). Each task gathers a batch from the database and runs it with the shared
 :class:`~imageloop.jobs.runner.JobRunner`; events go to Redis. A sweeper thread re-queues jobs of dead workers
-and sends a task for each.
+and sends a task for each. A warm shutdown (SIGTERM, or Ctrl-C) stops the running batch at its next step and gives
+its jobs back to the queue at once, with a task each, instead of finishing the batch or waiting out the leases.
 """
 
 from __future__ import annotations
@@ -63,14 +64,27 @@ class CeleryJobWorker:
         if waiting:
             self.send_tasks([GenerationId("") for _ in range(waiting)])
 
+    def shutting_down(self, **_signal: Any) -> None:
+        """Celery's ``worker_shutting_down`` receiver (runs in the signal handler): stop the running batch at its
+        next step and claim nothing more."""
+        self.runner.stop()
+
     def stop(self) -> None:
+        """After the Celery loop ended: stop the sweeper and give the jobs this worker still holds back to the
+        queue, with a task each so another worker (or the next start) runs them."""
+        self.runner.stop()
         self.sweeper.stop()
+        try:
+            self.send_tasks(self.runner.release())
+        except Exception as exc:  # database or broker gone: the sweepers re-queue them when the leases expire
+            log.warning("could not give the running jobs back: %s", exc)
 
     def run_one_batch(self) -> int:
-        """The task body: wait (bounded) for a batch to gather, then claim and run it; return the jobs run."""
+        """The task body: wait (bounded) for a batch to gather, then claim and run it; return the jobs run (none
+        once the worker is shutting down: the job stays queued for another worker)."""
         limit = self.settings.jobs.batch_max_size
         deadline = time.monotonic() + self.settings.jobs.batch_max_wait_ms / 1000
-        while limit > 1 and time.monotonic() < deadline:
+        while limit > 1 and time.monotonic() < deadline and not self.runner.stopping:
             depth = self.storage.generations.queue_depth()
             if depth == 0 or depth >= limit:
                 break
@@ -99,6 +113,9 @@ def run_worker(settings: Settings, engine_factory: Callable[[], ImageEngine], *,
     prompts = PromptService(settings, storage, adapters=ExpanderRouting(storage.sessions, settings))
     worker = CeleryJobWorker(storage, engine_factory(), settings, celery, prompts=prompts)
     register_task(celery, lambda: worker)
+    from celery.signals import worker_shutting_down
+
+    worker_shutting_down.connect(worker.shutting_down, weak=False)
     worker.start()
     try:
         celery.worker_main([

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from imageloop.config import Settings
+from imageloop.errors import ImageloopError
 from imageloop.jobs._common import EventHub, JobQueue
 from imageloop.jobs.runner import ImageEngine, JobRunner
 from imageloop.storage import GenerationId, Storage, WorkerId
@@ -123,14 +124,20 @@ class EmbeddedJobQueue(JobQueue):
         self._wake.set()  # jobs may be waiting from before a restart
 
     def stop(self) -> None:
-        """Stop after the current step: a running job keeps its lease until it expires and then runs again."""
+        """Stop after the current step and give the jobs this worker held back to the queue at once (the next
+        start, or another worker, runs them; each image is recorded once)."""
         self._stopping.set()
         self._wake.set()
         if self._runner is not None:
-            self._runner.abandon_all()
+            self._runner.stop()
         if self._thread is not None:
             self._thread.join()
         self._sweeper.stop()
+        if self._runner is not None:
+            try:  # only now: the worker thread can no longer record an outcome
+                self._runner.release()
+            except ImageloopError as exc:  # the database is gone: the sweepers re-queue them when the leases expire
+                log.warning("could not give the running jobs back: %s", exc)
 
     def submitted(self, generation_ids: Iterable[GenerationId]) -> None:
         self._wake.set()

@@ -5,7 +5,9 @@ requests, (3) generate — compatible jobs in ONE pipeline call — while a leas
 picks up cancels, then check each image with the prompt service's checker and make failing ones again with new seeds
 (every try goes in the generation's ``timings["image_checks"]``), (4) put the PNGs in the blob store under
 deterministic keys and record the images (idempotent), (5) publish what happened. A job whose lease was lost (the
-worker stalled and it was re-queued) is dropped silently: whoever runs it next records it, each image once.
+worker stalled and it was re-queued) is dropped silently: whoever runs it next records it, each image once. A
+graceful shutdown (:meth:`JobRunner.stop`, then :meth:`JobRunner.release`) drops running jobs the same way at their
+next step and gives them back to the queue at once instead of letting their leases run out.
 """
 
 from __future__ import annotations
@@ -84,13 +86,14 @@ class ImageEngine(Protocol):
 
 @dataclass
 class RunningJob:
-    """One claimed job while it runs: its record, its engine request (once prepared), and flags set by the lease
-    keeper."""
+    """One claimed job while it runs: its record, its engine request (once prepared), flags set by the lease
+    keeper, and ``released``, the runner's shutdown flag (shared by all its jobs)."""
 
     record: GenerationRecord
     prepared: GenerationRequest | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
     step: int = 0
     total: int = 0
     done: bool = False  # set once its outcome is being recorded: no more heartbeats
@@ -106,8 +109,13 @@ class RunningJob:
         return self.prepared
 
     @property
+    def abandoned(self) -> bool:
+        """Not this worker's to finish: the lease was lost, or the worker is shutting down and gives it back."""
+        return self.lost.is_set() or self.released.is_set()
+
+    @property
     def stopped(self) -> bool:
-        return self.cancel.is_set() or self.lost.is_set()
+        return self.cancel.is_set() or self.abandoned
 
 
 class LeaseKeeper:
@@ -186,6 +194,7 @@ class JobRunner:
         self._publish = publish
         self._running: dict[str, RunningJob] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     def cancel(self, generation_id: GenerationId) -> bool:
         """Stop a running job of this worker at its next step (the cancel is already stored); False if not here."""
@@ -202,15 +211,29 @@ class JobRunner:
         with self._lock:
             return bool(self._running)
 
-    def abandon_all(self) -> None:
-        """Stop every running job without recording an outcome (shutdown): each runs again once its lease expires."""
-        with self._lock:
-            jobs = list(self._running.values())
-        for job in jobs:
-            job.lost.set()
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Graceful shutdown, step one: claim nothing more, and drop the running jobs at their next denoising step
+        without recording an outcome. Only sets a flag, so it is safe from any thread and from a signal handler."""
+        self._stopping.set()
+
+    def release(self) -> list[GenerationId]:
+        """Graceful shutdown, step two, once no batch runs any more: give every job this worker still holds back
+        to the queue at once (lease cleared, status queued); return their ids."""
+        released = self.storage.generations.release(self.worker_id)
+        if released:
+            log.info("gave %d running job(s) back to the queue: %s", len(released), ", ".join(released))
+        return released
 
     def claim_and_run(self, limit: int) -> int:
-        """Claim up to ``limit`` compatible queued jobs and run them; return how many were claimed."""
+        """Claim up to ``limit`` compatible queued jobs and run them; return how many were claimed (none once
+        :meth:`stop` was called)."""
+        if self.stopping:
+            return 0
         records = self.storage.generations.claim(self.worker_id, limit=limit)
         if records:
             self.run(records)
@@ -218,13 +241,13 @@ class JobRunner:
 
     def run(self, records: Sequence[GenerationRecord]) -> None:
         """Run claimed jobs (all running under this worker's lease) to a terminal state or a lost lease."""
-        jobs = [RunningJob(record=record) for record in records]
+        jobs = [RunningJob(record=record, released=self._stopping) for record in records]
         with self._lock:
             self._running.update({job.id: job for job in jobs})
         try:
             # The lease is kept from here on: expanding intents (an LLM, perhaps) can take a while too.
             with LeaseKeeper(self.storage, self.worker_id, jobs, heartbeat_interval(self.settings)) as keeper:
-                ready = [job for job in jobs if self._prepare(job, len(jobs))]
+                ready = [job for job in jobs if not job.abandoned and self._prepare(job, len(jobs))]
                 if ready:
                     keeper.beat()  # pick up a cancel that arrived since the claim
                     self._generate(ready)
@@ -256,7 +279,8 @@ class JobRunner:
             log.info("generation %s was deleted before it ran", record.id)
         except ImageloopError as exc:
             job.done = True
-            self._fail(record.id, exc.message)
+            if not job.abandoned:
+                self._fail(record.id, exc.message)
         return False
 
     def _generate(self, jobs: list[RunningJob]) -> None:
@@ -315,7 +339,7 @@ class JobRunner:
     def _after_stop(self, jobs: list[RunningJob]) -> None:
         """The pipeline stopped: cancelled jobs end cancelled; jobs still wanted run again on their own."""
         for job in jobs:
-            if job.lost.is_set():
+            if job.abandoned:
                 continue
             if job.cancel.is_set():
                 self._cancelled(job)
@@ -331,7 +355,7 @@ class JobRunner:
         # A last heartbeat stores the final progress and confirms the job is still ours.
         LeaseKeeper(self.storage, self.worker_id, [job], 0).beat()
         job.done = True
-        if job.lost.is_set():
+        if job.abandoned:
             return
         if job.cancel.is_set():
             self._cancelled(job)
@@ -392,7 +416,7 @@ class JobRunner:
         else:
             log.exception("generation %s failed", job.id, exc_info=exc)
             message = f"{type(exc).__name__}: {exc}"
-        if not job.lost.is_set():
+        if not job.abandoned:
             self._fail(job.id, message)
 
     def _fail(self, generation_id: GenerationId, message: str) -> None:

@@ -274,6 +274,31 @@ class GenerationRepository:
                     requeued.append(GenerationId(row.id))
         return requeued
 
+    def release(self, worker_id: WorkerId) -> list[GenerationId]:
+        """Give back every job ``worker_id`` still runs (its graceful shutdown): each goes back to the queue at
+        its old place at once, lease cleared, without waiting for the lease to expire. A release is not a failed
+        attempt (the count is taken back, so restarts never fail a job); a job whose cancel was requested is
+        cancelled. Returns the ids that were re-queued."""
+        now = self._clock()
+        requeued: list[GenerationId] = []
+        with write_session(self._sessions) as session:
+            held = session.scalars(
+                sa.select(Generation).where(
+                    Generation.status == JobStatus.RUNNING, Generation.worker_id == worker_id
+                ).with_for_update(skip_locked=True)
+            ).all()
+            for row in held:
+                row.worker_id = None
+                row.lease_expires_at = None
+                row.progress_step = 0
+                if row.cancel_requested:
+                    row.status, row.finished_at = JobStatus.CANCELLED, now
+                else:
+                    row.status = JobStatus.QUEUED
+                    row.attempts = max(row.attempts - 1, 0)
+                    requeued.append(GenerationId(row.id))
+        return requeued
+
     def record_expansion(self, generation_id: GenerationId, expansion: Expansion) -> GenerationRecord:
         """Store how the intent was expanded, once: if a previous attempt already stored one, keep and return it
         (so a re-run job generates from the same final prompt)."""
