@@ -171,6 +171,19 @@ class TrainingSettings(BaseModel):
     lora_max_images: int = Field(default=20, ge=1, description="Most images for a private LoRA.")
     lora_max_image_bytes: int = Field(default=8 << 20, ge=1024, description="Largest uploaded image file.")
     lora_steps: int = Field(default=200, ge=1, le=100_000, description="Training steps of a private LoRA.")
+    diffusion_dpo_enabled: bool = Field(default=True, description="Train a Diffusion-DPO LoRA for the generator in "
+                                        "each cycle (when there are enough image pairs).")
+    diffusion_dpo_min_pairs: int = Field(default=200, ge=2, description="Fewest image preference pairs (training "
+                                         "split) a Diffusion-DPO LoRA is trained on; fewer = the stage is skipped.")
+    diffusion_dpo_steps: int = Field(default=200, ge=1, le=100_000, description="Diffusion-DPO optimizer steps.")
+    diffusion_dpo_batch_size: int = Field(default=4, ge=1, le=256, description="Preference pairs per step.")
+    diffusion_dpo_beta: float = Field(default=2000.0, gt=0, le=1e6, description="Diffusion-DPO beta: the pull "
+                                      "toward the base UNet (errors are per-element means, so thousands).")
+    diffusion_dpo_learning_rate: float = Field(default=1e-4, gt=0, le=1.0, description="Diffusion-DPO LoRA "
+                                               "learning rate.")
+    diffusion_dpo_rank: int = Field(default=8, ge=1, le=256, description="Rank of the Diffusion-DPO LoRA.")
+    diffusion_dpo_eval_draws: int = Field(default=4, ge=1, le=64, description="Noise/timestep draws per held-out "
+                                          "pair when the gate measures the implicit preference.")
 
 
 class Settings(BaseSettings):

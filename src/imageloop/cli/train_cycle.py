@@ -16,9 +16,9 @@ from imageloop.training.cycle import CycleResult, run_cycle
 def train_cycle(
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a summary."),
 ) -> None:
-    """Export the flywheel data since the last cycle, train the prompt expander (SFT + DPO LoRA) and the reward
-    model, gate each against the current version, and register them. Resumes an interrupted cycle; refuses to
-    start while another one runs (also inside `imageloop serve`)."""
+    """Export the flywheel data since the last cycle, train the prompt expander (SFT + DPO LoRA), the reward model
+    and the generator's Diffusion-DPO LoRA, gate each against the current version, and register them. Resumes an
+    interrupted cycle; refuses to start while another one runs (also inside `imageloop serve`)."""
     settings = load_settings()
     with tqdm(total=1000, desc="training cycle", unit="‰", disable=None,
               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}") as bar:
@@ -45,7 +45,7 @@ def summary(result: CycleResult) -> str:
     if export:
         rows = ", ".join(f"{kind} {n}" for kind, n in export["rows"].items())
         lines.append(f"  data since {export['since'] or 'the beginning'}: {rows} (hash {export['data_hash'][:12]})")
-    for stage in ("expander", "reward"):
+    for stage in ("expander", "reward", "diffusion_dpo"):
         out = result.stages.get(stage)
         if not out:
             continue

@@ -28,11 +28,12 @@ from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_vari
 from imageloop.engine.lora import LoraManager
 from imageloop.engine.pngmeta import encode_png, format_parameters
 from imageloop.engine.progress import CancelToken, StepCallback, StepReporter
-from imageloop.engine.recipes import Recipe, RecipeStore
+from imageloop.engine.recipes import LoraWeight, Recipe, RecipeStore
 from imageloop.engine.request import (
     DEFAULT_CONTROL_SCALE,
     DEFAULT_STRENGTH,
     MAX_SEED,
+    BaseLora,
     GenerationRequest,
     check_limits,
     decode_image,
@@ -82,6 +83,7 @@ class _Plan:
     height: int
     scheduler: str
     mode: Mode
+    model_version: str  # the model's version, plus the tag of a base LoRA the plan applies
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call."""
@@ -206,10 +208,12 @@ class Engine:
         resolved = GenerationRequest.model_validate(resolved.model_dump())
         check_limits(resolved, self.settings)
         prompt, negative = apply_style(resolved.prompt, resolved.negative_prompt, style)
+        recipe, model_version = _with_base_lora(recipe, request.base_lora, self.model.version)
         assert resolved.seed is not None and resolved.steps is not None and resolved.guidance_scale is not None
         assert resolved.width is not None and resolved.height is not None and resolved.scheduler is not None
         return _Plan(resolved, recipe, random_seed, prompt, negative, resolved.seed, resolved.steps,
-                     resolved.guidance_scale, resolved.width, resolved.height, resolved.scheduler, Mode(request.mode))
+                     resolved.guidance_scale, resolved.width, resolved.height, resolved.scheduler, Mode(request.mode),
+                     model_version)
 
     # -- generation ------------------------------------------------------------------------------------------------
 
@@ -250,7 +254,7 @@ class Engine:
             images = self._run(pipe, plan, kwargs, plan.seeds, reporter)
             clock.lap("denoise")
             # 7. Encode PNGs with their A1111 parameters.
-            result = GenerationResult(plan.request, self._pngs(plan, images, model), model.name, model.version)
+            result = GenerationResult(plan.request, self._pngs(plan, images, model), model.name, plan.model_version)
             clock.lap("png")
             # 8. Remember the result (explicit seeds only: a random seed is not a request anyone can repeat).
             if not plan.random_seed:
@@ -312,8 +316,8 @@ class Engine:
             for i in todo:
                 plan = plans[i]
                 mine, images = images[: plan.request.num_images], images[plan.request.num_images:]
-                result = GenerationResult(plan.request, self._pngs(plan, mine, model), model.name, model.version,
-                                          timings=elapsed)
+                result = GenerationResult(plan.request, self._pngs(plan, mine, model), model.name,
+                                          plan.model_version, timings=elapsed)
                 if not plan.random_seed:
                     self.result_cache.put(result_key(plan.request.canonical_json(), version_key), result)
                 out[i] = result
@@ -404,6 +408,18 @@ def _check_controlnet_fits(controlnet: Any, unet: Any, spec: object) -> None:
         if controlnet.get(key) != unet.get(key):
             raise ModelLoadError(f"ControlNet {spec} does not fit the loaded model: its {key} is "
                                  f"{controlnet.get(key)!r}, the model's is {unet.get(key)!r}")
+
+
+def _with_base_lora(recipe: Recipe | None, lora: BaseLora | None, model_version: str) -> tuple[Recipe | None, str]:
+    """The recipe with the service's base LoRA added under its own LoRAs, and the model version to record; a LoRA
+    trained on another model is left out."""
+    if lora is None or lora.model_version != model_version:
+        return recipe, model_version
+    base = LoraWeight(file=lora.file, weight=lora.weight)
+    # model_copy skips validation: a recipe already at its LoRA limit still gets the service's LoRA.
+    merged = recipe.model_copy(update={"loras": [*recipe.loras, base]}) if recipe is not None else \
+        Recipe(name="base-lora", loras=[base])
+    return merged, f"{model_version}+{lora.tag}"
 
 
 def _png_bytes(result: GenerationResult) -> int:

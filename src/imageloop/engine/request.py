@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from typing import Any, Self
 
 from PIL import Image
@@ -59,6 +60,18 @@ def decode_image(data: bytes, field: str) -> Image.Image:
         ) from None
 
 
+@dataclass(frozen=True)
+class BaseLora:
+    """A LoRA the service puts under every request's recipe on one base model (the served Diffusion-DPO LoRA):
+    its ``.safetensors`` file, the ``tag`` recorded with what it made (appended to the result's model version), and
+    the ``model_version`` it was trained on: on any other model the engine leaves it out."""
+
+    file: str
+    tag: str
+    model_version: str
+    weight: float = 1.0
+
+
 class GenerationRequest(BaseModel):
     """One text-to-image (or img2img / ControlNet) request. ``None`` means "use the recipe's or model's default"."""
 
@@ -84,6 +97,8 @@ class GenerationRequest(BaseModel):
     # The recipe object ``recipe`` names, when the caller resolved it (a user's private recipe, which the engine's
     # shared RecipeStore cannot see). Not a field: never serialized, never part of the canonical JSON.
     _resolved_recipe: Recipe | None = PrivateAttr(default=None)
+    # A LoRA the service adds under the recipe (see BaseLora); like the resolved recipe, never serialized.
+    _base_lora: BaseLora | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -167,6 +182,17 @@ class GenerationRequest(BaseModel):
         copy = self.model_copy()
         copy._resolved_recipe = recipe
         return copy
+
+    def with_base_lora(self, lora: BaseLora | None) -> Self:
+        """A copy of this request that also applies ``lora`` (on the model it was trained on; None removes it)."""
+        copy = self.model_copy()
+        copy._base_lora = lora
+        return copy
+
+    @property
+    def base_lora(self) -> BaseLora | None:
+        """The LoRA given with :meth:`with_base_lora`, or None."""
+        return self._base_lora
 
     @property
     def resolved_recipe(self) -> Recipe | None:

@@ -17,6 +17,7 @@ from imageloop.engine.recipes import Recipe, RecipeStore
 from imageloop.engine.request import MAX_SEED, GenerationRequest, check_limits
 from imageloop.errors import InvalidRequestError, UnknownNameError
 from imageloop.storage import GenerationRecord
+from imageloop.training.serving import GeneratorRouting
 from imageloop.training.user_lora import user_recipe, user_recipes
 
 # The engine request fields a stored generation's ``params`` may hold.
@@ -77,17 +78,22 @@ def check_names(recipe: str | None, style: str | None, settings: Settings, user_
         get_style(style)
 
 
-def record_request(record: GenerationRecord, settings: Settings) -> GenerationRequest:
+def record_request(
+    record: GenerationRecord, settings: Settings, generator: GeneratorRouting | None = None
+) -> GenerationRequest:
     """The engine request a claimed generation runs: its final prompt (set by the expansion) and its params, with
-    its recipe resolved as its user sees it (their private recipe of that name first)."""
+    its recipe resolved as its user sees it (their private recipe of that name first) and, given ``generator``, the
+    Diffusion-DPO LoRA that serves this user (the engine applies it under the recipe, on its own base model only)."""
     prompt = record.final_prompt or record.prompt or record.intent or ""
     request = engine_request(
         prompt=prompt, negative_prompt=record.negative_prompt, params=record.params, recipe=record.recipe,
         style=record.style, settings=settings,
     )
-    if record.recipe is None:
-        return request
-    return request.with_recipe(find_recipe(record.recipe, settings, record.user_id))
+    if record.recipe is not None:
+        request = request.with_recipe(find_recipe(record.recipe, settings, record.user_id))
+    if generator is not None:
+        request = request.with_base_lora(generator.lora_for(record.user_id))
+    return request
 
 
 def with_seed(params: Mapping[str, Any]) -> dict[str, Any]:

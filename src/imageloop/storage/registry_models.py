@@ -1,7 +1,8 @@
 """Tables of the model registry and of training runs (owned by :mod:`imageloop.training`).
 
-- ``model_versions``: every trained expander adapter, reward model and LoRA, with its parent, the hash of the data
-  it was trained on, its metrics, its files and its place in the release process (status + traffic share).
+- ``model_versions``: every trained expander adapter, reward model, Diffusion-DPO LoRA and private LoRA, with its
+  parent, the hash of the data it was trained on, its metrics, its files and its place in the release process
+  (status + traffic share).
 - ``training_runs``: one row per training cycle or private-LoRA job: its stage, the outputs of finished stages
   (so a run resumes after a crash), progress, and a lease held by the process running it.
 - ``training_locks``: named leases (``"cycle"``) that make sure only one cycle runs at a time, across processes;
@@ -38,7 +39,8 @@ class ModelKind(enum.StrEnum):
 
     EXPANDER = "expander"  # PEFT LoRA adapter of the prompt expander LLM
     REWARD = "reward"  # image preference (reward) model
-    LORA = "lora"  # a generator LoRA (a user's private LoRA, or a Diffusion-DPO LoRA)
+    LORA = "lora"  # a user's private generator LoRA
+    DIFFUSION_DPO = "diffusion_dpo"  # the public generator LoRA trained with Diffusion-DPO on image preference pairs
 
 
 class ModelStatus(enum.StrEnum):

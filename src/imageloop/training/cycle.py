@@ -1,4 +1,4 @@
-"""One self-training cycle: decide A/B tests → export → expander (SFT + DPO) → reward model → finish.
+"""One self-training cycle: decide A/B tests → export → expander (SFT + DPO) → reward model → Diffusion-DPO → finish.
 
 ``run_cycle(settings, now=..., on_progress=...)`` runs one cycle to the end and returns a :class:`CycleResult`.
 Only one cycle runs at a time (the ``cycle`` lease of :mod:`imageloop.training.lock`); a second caller gets a
@@ -7,8 +7,10 @@ cycle that is stopped or whose process dies resumes at the stage it was in (the 
 that registered its model before the crash is not trained again.
 
 Every trained model goes through the eval gate (:mod:`imageloop.training.gate`) on held-out pairs against the
-current version (for the expander: the base LLM when no adapter is promoted yet; for the reward model: chance).
-A candidate that beats it is released (A/B tested, or promoted); one that does not is registered as rejected.
+current version (for the expander: the base LLM when no adapter is promoted yet; for the reward model: chance; for
+the Diffusion-DPO LoRA of the generator: the base UNet, i.e. chance). A candidate that beats it is released (A/B
+tested, or promoted); one that does not is registered as rejected. A stage without enough data records why it
+skipped (``{"skipped": reason}``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ __all__ = ["STAGES", "CycleInterrupted", "CycleResult", "TrainingCycle", "run_cy
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ab_tests", "export", "expander", "reward", "finish")
+STAGES = ("ab_tests", "export", "expander", "reward", "diffusion_dpo", "finish")
 # Share of the progress bar each stage takes (training dominates).
-_WEIGHTS = {"ab_tests": 0.02, "export": 0.08, "expander": 0.6, "reward": 0.28, "finish": 0.02}
+_WEIGHTS = {"ab_tests": 0.02, "export": 0.08, "expander": 0.5, "reward": 0.18, "diffusion_dpo": 0.2, "finish": 0.02}
+_TRAINED = ("expander", "reward", "diffusion_dpo")
 _DATASETS = ("sft", "dpo", "pairs")
 ProgressFn = Callable[[float, str], None]
 ExpanderLoader = Callable[[Settings], tuple[Any, Any]]
@@ -249,6 +252,54 @@ class TrainingCycle:
         )
         return self._decide(version, gate)
 
+    def _diffusion_dpo(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
+        from imageloop.engine.loader import Architecture, load_model
+        from imageloop.training.diffusion_dpo import LORA_FILE, DiffusionDpoConfig, preference_rows, train_diffusion_dpo
+        from imageloop.training.diffusion_dpo_eval import evaluate_heldout
+
+        cfg = self.settings.training
+        done = self.registry.find_by_run(run.id, ModelKind.DIFFUSION_DPO)
+        if done is not None:
+            return self._decided(done)
+        if not cfg.diffusion_dpo_enabled:
+            return {"skipped": "training.diffusion_dpo_enabled is off"}
+        data = self._data(run)
+        train, ties = preference_rows(data.pairs_train)
+        test, _ = preference_rows(data.pairs_test)
+        if len(train) < cfg.diffusion_dpo_min_pairs:
+            return {"skipped": f"{len(train)} image pairs for training (need {cfg.diffusion_dpo_min_pairs})",
+                    "counts": data.counts()}
+        model = load_model(self.settings.engine.model, self.settings)
+        if model.architecture is not Architecture.SD15:
+            return {"skipped": f"Diffusion-DPO trains SD1.x-style models; {model.name} is "
+                               f"{model.architecture.value}"}
+        current = self.registry.current(ModelKind.DIFFUSION_DPO)
+        if current is not None and current.metrics.get("base_model_version") != model.version:
+            current = None  # made for another base model: neither a starting point nor a baseline here
+        parent = self.registry.path(current) / LORA_FILE if current is not None else None
+        config = DiffusionDpoConfig(
+            beta=cfg.diffusion_dpo_beta, learning_rate=cfg.diffusion_dpo_learning_rate,
+            steps=cfg.diffusion_dpo_steps, batch_size=cfg.diffusion_dpo_batch_size, rank=cfg.diffusion_dpo_rank,
+            eval_draws=cfg.diffusion_dpo_eval_draws)
+        width, height = model.defaults.width, model.defaults.height
+        # Not cleared first: a checkpoint left there by an interrupted attempt resumes the training.
+        out_dir = self._run_dir(run) / "diffusion_dpo"
+        result = train_diffusion_dpo(model.pipe, train, config, out_dir, width=width, height=height, init_from=parent,
+                                     on_progress=reporter.within(0.0, 0.85),
+                                     info={"base_model": model.name, "base_model_version": model.version})
+        reporter.report_stage(0.85, "diffusion_dpo: evaluating on held-out pairs")
+        gate, heldout = evaluate_heldout(model.pipe, test, config, width=width, height=height,
+                                         confidence=cfg.gate_confidence, current=parent)
+        version = self.registry.register(
+            ModelKind.DIFFUSION_DPO, out_dir, name="diffusion-dpo-lora", data_hash=self._data_hash(run),
+            metrics={"gate": gate.to_dict(), "data": {**data.counts(), "ties_left_out": ties}, **heldout,
+                     "baseline": "current" if parent else "base UNet (chance)", "base_model": model.name,
+                     "base_model_version": model.version, "steps": result.steps,
+                     "train_accuracy": result.train_accuracy},
+            parent_id=current.id if current else None, run_id=run.id,
+        )
+        return self._decide(version, gate)
+
     def _finish(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
         # The exported data can be large (pairs hold JPEGs); the registry keeps what matters.
         shutil.rmtree(self._run_dir(run) / "data", ignore_errors=True)
@@ -288,6 +339,7 @@ _STAGE_FUNCTIONS: dict[str, Callable[[TrainingCycle, TrainingRun, datetime, _Rep
     "export": TrainingCycle._export,
     "expander": TrainingCycle._expander,
     "reward": TrainingCycle._reward,
+    "diffusion_dpo": TrainingCycle._diffusion_dpo,
     "finish": TrainingCycle._finish,
 }
 
@@ -329,7 +381,7 @@ class _Reporter:
 
 
 def _summary(state: dict[str, Any]) -> dict[str, Any]:
-    return {stage: state[stage] for stage in ("expander", "reward") if stage in state}
+    return {stage: state[stage] for stage in _TRAINED if stage in state}
 
 
 def run_cycle(

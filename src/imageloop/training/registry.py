@@ -19,8 +19,9 @@ Per kind, at most one public version is ``promoted`` (the *current* one) and at 
 Private versions (a user's LoRA) have an owner and live outside this release process.
 
 Serving code asks :meth:`Registry.choose` which version answers a request (stable per user), and tags what it
-produced with :attr:`ModelVersion.tag` (the prompt expander puts it in the generation's ``expander_version``), so
-:meth:`Registry.decide_ab_test` can measure each arm's keep rate.
+produced with :attr:`ModelVersion.tag` (the prompt expander puts it in the generation's ``expander_version``; the
+engine appends a Diffusion-DPO LoRA's to the ``base_model_version``), so :meth:`Registry.decide_ab_test` can measure
+each arm's keep rate.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from imageloop.storage.registry_models import ModelKind, ModelStatus, ModelVersi
 __all__ = ["AbDecision", "ArmStats", "ModelKind", "ModelStatus", "ModelVersion", "Registry"]
 
 # Kinds whose versions are measured on live traffic before full promotion (their output is tagged per request).
-AB_TESTED_KINDS = frozenset({ModelKind.EXPANDER})
+AB_TESTED_KINDS = frozenset({ModelKind.EXPANDER, ModelKind.DIFFUSION_DPO})
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,17 +337,21 @@ class Registry:
     def arm_stats(self, version: ModelVersion) -> tuple[ArmStats, ArmStats]:
         """(candidate, control) images and kept images since ``version``'s A/B test started: the candidate arm is
         generations tagged with its tag, the control arm the other generations since then made by the same
-        expander strategies (so prompts from retrieval or rules do not dilute the comparison)."""
+        expander strategies (so prompts from retrieval or rules do not dilute the comparison) or, for a generator
+        LoRA, on the same base model."""
         since = version.ab_started_at or version.created_at
-        tagged = Generation.expander_version.contains(version.tag, autoescape=True)
-        strategies = sa.select(Generation.expander_strategy).where(tagged, Generation.created_at >= since).distinct()
+        tag_column, arm_column = ((Generation.base_model_version, Generation.base_model_id)
+                                  if version.kind is ModelKind.DIFFUSION_DPO
+                                  else (Generation.expander_version, Generation.expander_strategy))
+        tagged = tag_column.contains(version.tag, autoescape=True)
+        strategies = sa.select(arm_column).where(tagged, Generation.created_at >= since).distinct()
         kept = kept_clause(Image.id)
         # Arm per image in a subquery: PostgreSQL will not group by an expression holding a bind parameter.
         per_image = (
             sa.select(sa.func.coalesce(tagged, False).label("arm"), sa.case((kept, 1), else_=0).label("kept"))
             .select_from(Image)
             .join(Generation, Generation.id == Image.generation_id)
-            .where(Generation.created_at >= since, Generation.expander_strategy.in_(strategies.scalar_subquery()))
+            .where(Generation.created_at >= since, arm_column.in_(strategies.scalar_subquery()))
             .subquery()
         )
         query = sa.select(per_image.c.arm, sa.func.count(), sa.func.sum(per_image.c.kept)).group_by(per_image.c.arm)

@@ -1,11 +1,16 @@
-"""Which trained expander adapter answers a request: the registry's release state, cached for serving code.
+"""Which trained versions answer a request: the registry's release state, cached for serving code.
 
-The local-LLM strategy asks :meth:`ExpanderRouting.adapter_for` with the user's id: it gets the A/B candidate for
-a stable ``traffic_share`` of users, else the promoted adapter, else None (the base model). It should load that
-folder as a PEFT adapter (one per version, e.g. ``model.load_adapter(path, adapter_name=tag)``) and put ``tag``
-into the expansion's ``version`` string, so that :meth:`Registry.decide_ab_test` can measure each arm's keep rate.
-The release state is re-read at most every ``ttl`` seconds, so a promotion or rollback reaches servers quickly
-without a database query per request.
+- :class:`ExpanderRouting` (prompt expander adapters): the local-LLM strategy asks :meth:`ExpanderRouting.adapter_for`
+  with the user's id and gets the A/B candidate for a stable ``traffic_share`` of users, else the promoted adapter,
+  else None (the base model). It loads that folder as a PEFT adapter (one per version, e.g.
+  ``model.load_adapter(path, adapter_name=tag)``) and puts ``tag`` into the expansion's ``version`` string.
+- :class:`GeneratorRouting` (Diffusion-DPO LoRAs of the generator): the worker asks :meth:`GeneratorRouting.lora_for`
+  the same way and attaches the answer to the engine request (``GenerationRequest.with_base_lora``); the engine
+  applies it only on the model version it was trained on, on top of the request's recipe, and appends ``tag`` to
+  the generation's ``base_model_version``.
+
+Either way :meth:`Registry.decide_ab_test` can then measure each arm's keep rate. The release state is re-read at
+most every ``ttl`` seconds, so a promotion or rollback reaches servers quickly without a database query per request.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageloop.config import Settings
+from imageloop.engine.request import BaseLora
 from imageloop.storage.db import SessionFactory
 from imageloop.training.registry import ModelKind, ModelVersion, Registry, bucket
 
-__all__ = ["ExpanderRouting", "ServedAdapter"]
+__all__ = ["ExpanderRouting", "GeneratorRouting", "ServedAdapter"]
+
+# The file a Diffusion-DPO version holds (diffusers LoRA format).
+GENERATOR_LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +41,10 @@ class ServedAdapter:
     path: Path
 
 
-class ExpanderRouting:
-    """Maps users to expander adapters by the registry's current release state (thread-safe)."""
+class _Routing:
+    """Maps users to the versions of one kind by the registry's current release state (thread-safe)."""
+
+    kind: ModelKind
 
     def __init__(
         self, sessions: SessionFactory, settings: Settings, *, ttl: float = 30.0,
@@ -47,21 +58,18 @@ class ExpanderRouting:
         self._current: ModelVersion | None = None
         self._candidate: ModelVersion | None = None
 
-    def adapter_for(self, user_id: str | None) -> ServedAdapter | None:
-        """The adapter for ``user_id`` (anonymous requests get the current one), or None for the base model."""
+    def version_for(self, user_id: str | None) -> ModelVersion | None:
+        """The version serving ``user_id`` (anonymous requests get the current one); None = the base model."""
         current, candidate = self._state()
-        chosen = current
         if candidate is not None and user_id is not None and \
                 bucket(f"{candidate.id}:{user_id}") < candidate.traffic_share:
-            chosen = candidate
-        if chosen is None:
-            return None
-        return ServedAdapter(chosen.id, chosen.tag, self.registry.path(chosen))
+            return candidate
+        return current
 
     def refresh(self) -> None:
         """Re-read the release state now."""
-        current = self.registry.current(ModelKind.EXPANDER)
-        candidate = self.registry.ab_test(ModelKind.EXPANDER)
+        current = self.registry.current(self.kind)
+        candidate = self.registry.ab_test(self.kind)
         with self._lock:
             self._current, self._candidate, self._loaded_at = current, candidate, self.clock()
 
@@ -72,3 +80,33 @@ class ExpanderRouting:
             self.refresh()
         with self._lock:
             return self._current, self._candidate
+
+
+class ExpanderRouting(_Routing):
+    """Maps users to expander adapters."""
+
+    kind = ModelKind.EXPANDER
+
+    def adapter_for(self, user_id: str | None) -> ServedAdapter | None:
+        """The adapter for ``user_id`` (anonymous requests get the current one), or None for the base model."""
+        chosen = self.version_for(user_id)
+        if chosen is None:
+            return None
+        return ServedAdapter(chosen.id, chosen.tag, self.registry.path(chosen))
+
+
+class GeneratorRouting(_Routing):
+    """Maps users to the generator's Diffusion-DPO LoRA."""
+
+    kind = ModelKind.DIFFUSION_DPO
+
+    def lora_for(self, user_id: str | None) -> BaseLora | None:
+        """The LoRA to apply to ``user_id``'s generations (on the model version it names), or None."""
+        chosen = self.version_for(user_id)
+        if chosen is None:
+            return None
+        model_version = str(chosen.metrics.get("base_model_version", ""))
+        path = self.registry.path(chosen) / GENERATOR_LORA_FILE
+        if not model_version or not path.is_file():
+            return None
+        return BaseLora(file=str(path), tag=chosen.tag, model_version=model_version)

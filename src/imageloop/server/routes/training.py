@@ -53,7 +53,8 @@ class ModelVersionOut(BaseModel):
     id: str
     kind: str
     version: int
-    tag: str = Field(description="Recorded with what this version served (e.g. in a generation's expander_version)")
+    tag: str = Field(description="Recorded with what this version served (in a generation's expander_version, or "
+                     "its base_model_version for a Diffusion-DPO LoRA)")
     name: str
     parent_id: str | None
     data_hash: str
@@ -126,7 +127,7 @@ def get_cycle(run_id: str, user: AdminUser, services: ServicesDep) -> TrainingRu
 @router.get("/models", summary="The model registry, newest first")
 def list_models(
     user: AdminUser, services: ServicesDep,
-    kind: Annotated[ModelKind | None, Query(description="expander, reward or lora")] = None,
+    kind: Annotated[ModelKind | None, Query(description="expander, reward, diffusion_dpo or lora")] = None,
 ) -> list[ModelVersionOut]:
     """Public versions (private LoRAs are listed to their owners under ``/api/v1/loras``)."""
     return [_version_out(v) for v in _registry(services).list(kind)]
