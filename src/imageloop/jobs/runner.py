@@ -45,6 +45,7 @@ from imageloop.storage import (
     WorkerId,
     image_blob_key,
 )
+from imageloop.training.serving import GeneratorRouting
 
 if TYPE_CHECKING:
     from imageloop.prompts.service import PromptService
@@ -192,6 +193,8 @@ class JobRunner:
         self.worker_id = worker_id
         self.prompts = prompts
         self._publish = publish
+        # Which Diffusion-DPO LoRA of the generator serves each user (the registry's release state, cached).
+        self.generator_loras = GeneratorRouting(storage.sessions, settings)
         self._running: dict[str, RunningJob] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -272,7 +275,7 @@ class JobRunner:
                 expander_strategy=resolved.strategy, expander_version=resolved.version,
                 intent_language=resolved.language,
             ))
-            job.record, job.prepared = stored, record_request(stored, self.settings)
+            job.record, job.prepared = stored, record_request(stored, self.settings, self.generator_loras)
             return True
         except NotFoundError:
             job.done = True
