@@ -74,6 +74,12 @@ class JobsSettings(BaseModel):
         default=100, ge=0, le=10_000, description="How long a worker waits for more compatible jobs before running."
     )
     max_attempts: int = Field(default=3, ge=1, le=100, description="Runs of a job whose worker keeps dying.")
+    reroll_seeds: Literal["random", "derived"] = Field(
+        default="random",
+        description="Seeds of rerolls and edits (child generations): 'random' = a fresh random seed; 'derived' = a "
+        "function of the parent's seed and the child's depth in its chain, so the same chain of actions makes the "
+        "same images (the flywheel simulation uses it).",
+    )
 
 
 class ServerSettings(BaseModel):

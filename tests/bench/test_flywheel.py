@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import torch
 
 import imageloop.cli.commands  # noqa: F401  (registers every command on `app`)
-from imageloop.bench.flywheel.arms import ARMS, parse_arms
+from imageloop.bench.flywheel.arms import ARMS, DEFAULT_ARMS, parse_arms
 from imageloop.bench.flywheel.cohort import load_cohort, parse_cohort
 from imageloop.bench.flywheel.report import difference_interval, wilson
 from imageloop.bench.flywheel.run import FlywheelConfig, FlywheelRun, arm_settings, run_flywheel
@@ -128,6 +128,29 @@ def test_same_seed_same_users_intents_and_first_seeds(
     # and the arms of one run saw the very same first requests
     full_gens, _ = _records(arm_settings(config, ARMS["full"]))
     assert [(g.session_id, g.intent, g.params["seed"]) for g in full_gens if g.parent_id is None] == first_tries(config)
+
+
+def test_rerolls_repeat_run_to_run_in_the_online_arm(tiny: Path, tmp_path: Path) -> None:
+    cohort = parse_cohort({"subjects": ["fox"], "taste_attributes": ["weather"], "taste_size": [1, 1],
+                           "patience": [2, 2], "sessions_per_week": 1, "edit_probability": 0.5,
+                           "intents": {"en": ["a {subject}"]}})
+    config = FlywheelConfig(**{**_config(tmp_path / "a", tiny).__dict__, "cohort": cohort, "users": 3, "weeks": 1,
+                               "arms": parse_arms("online")})
+    again = FlywheelConfig(**{**config.__dict__, "out": tmp_path / "b"})
+    judge = _forced_judge({"subject": "fox", "weather": "snow"})  # the same decisions in both runs
+    settings = arm_settings(config, ARMS["online"])
+    assert settings.jobs.reroll_seeds == "derived" and "online" not in DEFAULT_ARMS and not ARMS["online"].trains
+    assert "retrieval" in settings.prompts.strategies and settings.prompts.personalization  # the online half is on
+    run = run_flywheel(config, judge)
+    run_flywheel(again, judge)
+    assert run.cycles == []
+
+    def tries(cfg: FlywheelConfig) -> list[tuple[str, int, bool]]:
+        gens, _ = _records(arm_settings(cfg, ARMS["online"]))
+        return sorted((g.session_id, g.params["seed"], g.parent_id is None) for g in gens)
+
+    assert tries(config) == tries(again)
+    assert sum(not first for _, _, first in tries(config)) >= 3  # rerolls happened, with the same seeds
 
 
 def test_cli_writes_json_png_and_table(tiny: Path, tmp_path: Path) -> None:

@@ -32,7 +32,9 @@ def bench_flywheel(
     seed: Annotated[int, typer.Option(help="Seed of users, intents, first seeds and decisions.")] = 0,
     out: Annotated[Path, typer.Option(help="Folder for result.json, keep_rate.png and each arm's data dir.")] = Path(
         "benchmarks/results/flywheel"),
-    arms: Annotated[str, typer.Option(help="Comma-separated arms: frozen, full, no_dpo, no_memory, no_retrieval.")]
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: frozen, full, online (retrieval and memory, no "
+                                      "training: separates the weekly retraining from the online half), no_dpo, "
+                                      "no_memory, no_retrieval.")]
     = "frozen,full",
     quick: Annotated[bool, typer.Option("--quick", help="A tiny run (4 users, 2 weeks, minimal training).")] = False,
     model: Annotated[str | None, typer.Option(help="Model to serve (default: the embedded one).")] = None,
@@ -44,7 +46,10 @@ def bench_flywheel(
     steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps (default: the model's).")] = None,
     threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads of the engine (0 = torch's default).")] = 0,
 ) -> None:
-    """Run the arms with the same simulated users; print keep rate per week with 95% CIs, write JSON and PNG."""
+    """Run the arms with the same simulated users; print keep rate per week with 95% CIs, write JSON and PNG.
+
+    Rerolls and edits get derived seeds (``jobs.reroll_seeds = "derived"``), so arms see the same images for the
+    same requests and a run repeats."""
     from tqdm import tqdm
 
     from imageloop.bench.flywheel import FlywheelConfig, load_cohort, parse_arms, result_payload, run_flywheel

@@ -104,6 +104,13 @@ def with_seed(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def derived_seed(parent_seed: int, depth: int) -> int:
+    """The seed of a child generation (reroll or edit) under ``jobs.reroll_seeds = "derived"``: a hash of the
+    parent's seed and the child's depth in its chain (1 = the first reroll), in the range random seeds take."""
+    digest = hashlib.sha256(f"imageloop-reroll:{parent_seed}:{depth}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (MAX_SEED + 1)
+
+
 def batch_key(params: Mapping[str, Any], recipe: str | None, settings: Settings) -> str:
     """A key equal for generations the engine can run in one pipeline call: same model, size, steps, CFG,
     scheduler and recipe (prompts, seeds, styles and image counts may differ)."""

@@ -7,9 +7,9 @@ from typing import Any
 
 from imageloop.config import Settings
 from imageloop.errors import InvalidRequestError
-from imageloop.jobs.requests import batch_key, check_names, engine_request, with_seed
+from imageloop.jobs.requests import batch_key, check_names, derived_seed, engine_request, with_seed
 from imageloop.server.schemas import GenerationCreate
-from imageloop.storage import GenerationRecord, NewGeneration, SessionId
+from imageloop.storage import GenerationRecord, NewGeneration, SessionId, Storage
 
 # Engine field names as the API calls them.
 _API_FIELDS = {"num_images": "n", "prompt": "prompt"}
@@ -81,9 +81,23 @@ def new_generation_from(
     )
 
 
-def child_generation(parent: GenerationRecord, settings: Settings, *, prompt: str | None = None) -> NewGeneration:
-    """The request a ``regenerate`` (same request, new seed) or ``edit`` (the edited ``prompt``) starts."""
+def child_seed(parent: GenerationRecord, settings: Settings, storage: Storage) -> int | None:
+    """The seed of a reroll or edit of ``parent``: None (a fresh random one) unless ``jobs.reroll_seeds`` is
+    "derived", then a function of the parent's seed and the child's depth in its chain."""
+    seed = parent.params.get("seed")
+    if settings.jobs.reroll_seeds == "random" or not isinstance(seed, int):
+        return None
+    return derived_seed(seed, storage.generations.chain_depth(parent.id) + 1)
+
+
+def child_generation(
+    parent: GenerationRecord, settings: Settings, *, prompt: str | None = None, seed: int | None = None
+) -> NewGeneration:
+    """The request a ``regenerate`` (same request, new seed) or ``edit`` (the edited ``prompt``) starts; ``seed``
+    None draws a random one (see :func:`child_seed`)."""
     params = {key: value for key, value in parent.params.items() if key != "seed"}
+    if seed is not None:
+        params["seed"] = seed
     return new_generation_from(
         intent=parent.intent, intent_language=parent.intent_language,
         prompt=prompt if prompt is not None else parent.prompt, negative_prompt=parent.negative_prompt,

@@ -163,6 +163,16 @@ class GenerationRepository:
         next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
         return HistoryPage(items=tuple(items), next_cursor=next_cursor)
 
+    def chain_depth(self, generation_id: GenerationId) -> int:
+        """How many rerolls/edits lie between the generation and the first of its chain (0 for a first one)."""
+        depth = 0
+        with read_session(self._sessions) as session:
+            parent = session.scalar(sa.select(Generation.parent_id).where(Generation.id == generation_id))
+            while parent is not None:
+                depth += 1
+                parent = session.scalar(sa.select(Generation.parent_id).where(Generation.id == parent))
+        return depth
+
     # --- queue ---------------------------------------------------------------------------------------------
 
     def queue_depth(self) -> int:

@@ -9,7 +9,9 @@ real training cycle (:func:`imageloop.training.cycle.run_cycle`). Keep rates are
 own records (actions joined to generations by session), not from the simulator's memory.
 
 The simulator's randomness (users, intents, first seeds, decisions) comes from ``seed`` and is the same in every
-arm. Rerolls get their seed from the service itself (``secrets``), so images after a reroll differ between runs.
+arm. Every arm runs with ``jobs.reroll_seeds = "derived"``: a reroll's (or edit's) seed is a function of its parent's
+seed and its depth in the chain, so wherever two arms make the same request at the same point of a session they see
+the same image, and a run repeats.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class _Session:
 
 
 def arm_settings(config: FlywheelConfig, arm: Arm) -> Settings:
-    """The arm's settings: the base merged with the arm's changes; its own data dir; no scheduled cycles."""
+    """The arm's settings: the base merged with the arm's changes; its own data dir; no scheduled cycles; derived
+    reroll seeds."""
     values: dict[str, Any] = {key: dict(value) if isinstance(value, dict) else value
                               for key, value in config.base_settings.items()}
     values["data_dir"] = config.out / "arms" / arm.name
@@ -108,6 +111,7 @@ def arm_settings(config: FlywheelConfig, arm: Arm) -> Settings:
         prompts["strategies"] = [s for s in strategies if s not in arm.without_strategies] or ["rules"]
     values["prompts"] = prompts
     values["training"] = {**values.get("training", {}), **arm.training, "schedule_enabled": False}
+    values["jobs"] = {**values.get("jobs", {}), "reroll_seeds": "derived"}
     return load_settings(**values)
 
 

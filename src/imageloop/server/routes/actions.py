@@ -9,7 +9,7 @@ from imageloop.flywheel.editdiff import edit_details
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.schemas import ActionCreate, ActionOut, action_out
 from imageloop.server.services import Services
-from imageloop.server.submit import child_generation
+from imageloop.server.submit import child_generation, child_seed
 from imageloop.storage import ActionType, EditDetails, GenerationId, GenerationRecord, ImageId, NewGeneration, UserId
 
 router = APIRouter(prefix="/api/v1", tags=["actions"])
@@ -36,11 +36,15 @@ def _child_and_edit(
         services.prompts.check_prompt(body.prompt)  # the edited prompt is moderated like any explicit prompt
         parent = _acted_on(services, user_id, body)
         before = parent.final_prompt or parent.prompt or parent.intent or ""
-        return child_generation(parent, services.settings, prompt=body.prompt), edit_details(before, body.prompt)
+        seed = child_seed(parent, services.settings, services.storage)
+        child = child_generation(parent, services.settings, prompt=body.prompt, seed=seed)
+        return child, edit_details(before, body.prompt)
     if body.prompt is not None:
         raise InvalidRequestError("prompt", f"only edit actions carry a prompt, not {body.type.value}")
     if body.type is ActionType.REGENERATE:
-        return child_generation(_acted_on(services, user_id, body), services.settings), None
+        parent = _acted_on(services, user_id, body)
+        return child_generation(parent, services.settings,
+                                seed=child_seed(parent, services.settings, services.storage)), None
     return None, None
 
 
