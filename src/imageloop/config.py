@@ -42,6 +42,12 @@ class EngineSettings(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="Weights/compute dtype; 'auto' = fp16 on CUDA, fp32 elsewhere."
     )
+    cpu_autocast: Literal["auto", "bf16", "off"] = Field(
+        default="auto",
+        description="Denoise fp32 CPU models under bf16 autocast (prompt encoding and VAE decode stay fp32): "
+        "'auto' = when the CPU has native bf16 (AVX512-BF16 or AMX) and a one-off probe measures bf16 matmuls at "
+        "least 1.25x faster than fp32; 'bf16' = always on CPU; 'off' = never.",
+    )
     threads: int = Field(default=0, ge=0, description="Torch CPU threads; 0 = torch's default.")
     text_encoder_cache_size: int = Field(default=256, ge=0, description="Prompt encodings kept in memory.")
     result_cache_size: int = Field(default=64, ge=0, description="Finished results kept in memory.")

@@ -18,13 +18,31 @@ def test_percentiles_use_nearest_rank() -> None:
 
 def test_bench_measures_the_server_and_the_naive_loop(tmp_path: Path) -> None:
     model = save_tiny_model(tmp_path / "model")
-    config = ThroughputConfig(clients=(2,), requests_per_client=2, naive_requests=2, steps=1)
+    config = ThroughputConfig(clients=(2,), requests_per_client=2, naive_requests=2, steps=1, cpu_autocast="off")
     result = run_throughput_bench(tiny_settings(tmp_path / "data", model), config)
     assert result["naive"]["images"] == 2 and result["sampling"]["steps"] == 1
     (server,) = result["server"]
     assert (server["clients"], server["images"]) == (2, 4)
     assert server["latency_p95_s"] >= server["latency_p50_s"] > 0
     assert result["ratio_vs_naive"]["2"] == server["images_per_s"] / result["naive"]["images_per_s"]
+    # No autocast: the plain loop is already the same-dtype baseline.
+    assert result["naive_same_dtype"] is None and result["dtype_gain"] == 1.0
+    assert result["ratio_vs_naive_same_dtype"] == result["ratio_vs_naive"]
+    assert result["compute"]["server"] == {"dtype": "float32", "autocast": "off"}
+
+
+def test_bench_separates_the_dtype_gain_from_the_batching_gain(tmp_path: Path) -> None:
+    model = save_tiny_model(tmp_path / "model")
+    config = ThroughputConfig(clients=(2,), requests_per_client=1, naive_requests=2, steps=1, cpu_autocast="bf16")
+    result = run_throughput_bench(tiny_settings(tmp_path / "data", model), config)
+    naive, same, (server,) = result["naive"], result["naive_same_dtype"], result["server"]
+    assert (naive["autocast"], same["autocast"], server["autocast"]) == ("off", "bf16", "bf16")
+    assert same["path"] == "diffusers loop, bf16 autocast" and same["images"] == 2
+    assert result["compute"]["naive_same_dtype"] == result["compute"]["server"] == {"dtype": "float32",
+                                                                                   "autocast": "bf16"}
+    assert result["dtype_gain"] == same["images_per_s"] / naive["images_per_s"]
+    assert result["ratio_vs_naive_same_dtype"]["2"] == server["images_per_s"] / same["images_per_s"]
+    assert result["ratio_vs_naive"]["2"] == server["images_per_s"] / naive["images_per_s"]
 
 
 def test_cli_rejects_a_bad_size(tmp_path: Path) -> None:

@@ -7,10 +7,18 @@ for it on the SSE stream, and submit the next. Both use the same model, steps, C
 process and run, warm. Throughput is images per second over the whole run; latency is per request (the naive
 path's is its call time, with no queueing counted). On a shared machine the wall-clock ratio moves with other
 load, so the CPU time of this process is recorded too and the ratio is also given per CPU-second.
+
+The server denoises under CPU bf16 autocast where ``engine.cpu_autocast`` turns it on (see
+:mod:`imageloop.engine.autocast`). So that the batching gain is not confused with the dtype gain, there are two
+naive baselines: the plain fp32 loop, and (when the server autocasts) the same loop under the same autocast, with
+the same fp32 VAE decode. ``ratio_vs_naive`` is the whole gain over the plain loop, ``ratio_vs_naive_same_dtype``
+the server's own (batching, caching) at equal compute dtype, and ``dtype_gain`` the autocast loop over the plain
+one. Every path records its weights dtype and autocast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import statistics
 import tempfile
@@ -25,6 +33,7 @@ import httpx
 import torch
 
 from imageloop.config import JobsSettings, Settings
+from imageloop.engine.autocast import CpuAutocast, autocast_name, decode_latents, denoise_autocast
 from imageloop.engine.engine import Engine
 from imageloop.engine.request import GenerationRequest
 from imageloop.engine.schedulers import make_scheduler
@@ -47,6 +56,7 @@ class ThroughputConfig:
     height: int | None = None
     batch_max_size: int = 16
     batch_max_wait_ms: int = 100
+    cpu_autocast: CpuAutocast | None = None  # None: the settings' engine.cpu_autocast
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class PathResult:
     seconds: float
     latencies: list[float] = field(repr=False)
     cpu_seconds: float = 0.0  # CPU time of this whole process meanwhile: robust to other load on the machine
+    dtype: str = "float32"  # the weights' dtype
+    autocast: str = "off"  # what the denoising ran under: 'bf16' or 'off'
 
     @property
     def images_per_second(self) -> float:
@@ -77,7 +89,8 @@ class PathResult:
         return {"path": self.path, "clients": self.clients, "images": self.images, "seconds": self.seconds,
                 "images_per_s": self.images_per_second, "latency_p50_s": self.percentile(50),
                 "latency_p95_s": self.percentile(95), "latency_mean_s": statistics.fmean(self.latencies),
-                "cpu_seconds": self.cpu_seconds, "images_per_cpu_s": self.images_per_cpu_second}
+                "cpu_seconds": self.cpu_seconds, "images_per_cpu_s": self.images_per_cpu_second,
+                "dtype": self.dtype, "autocast": self.autocast}
 
 
 def prompt_for(index: int) -> str:
@@ -85,29 +98,48 @@ def prompt_for(index: int) -> str:
     return f"a {_WORDS[index % len(_WORDS)]} number {index}"
 
 
-def run_naive(
-    settings: Settings, config: ThroughputConfig, say: Callable[[str], None]
-) -> tuple[PathResult, dict[str, Any]]:
-    """The naive loop: the diffusers pipeline called once per request, one after another."""
-    engine = Engine(settings, model=config.model)
+def naive_sampling(engine: Engine, config: ThroughputConfig) -> dict[str, Any]:
+    """The sampling settings both paths use (the config's, else the model's defaults) and the model's identity."""
     model = engine.model
     resolved = engine.resolve(GenerationRequest(
         prompt="x", steps=config.steps, guidance_scale=config.guidance_scale, width=config.width,
         height=config.height, seed=0,
     ))
+    return {"steps": resolved.steps, "guidance_scale": resolved.guidance_scale, "width": resolved.width,
+            "height": resolved.height, "scheduler": resolved.scheduler,
+            "model": {"name": model.name, "version": model.version, "device": str(model.device),
+                      "dtype": _dtype_name(model.dtype)}}
+
+
+def run_naive(
+    engine: Engine, config: ThroughputConfig, sampling: dict[str, Any], say: Callable[[str], None],
+    *, autocast: torch.dtype | None = None,
+) -> PathResult:
+    """The naive loop: the diffusers pipeline called once per request, one after another; with ``autocast``, the
+    denoising runs under it and the VAE decodes in fp32, exactly as the engine does."""
+    model = engine.model
     pipe = model.pipe
-    pipe.scheduler = make_scheduler(resolved.scheduler or "Euler", model.scheduler_config)
+    pipe.scheduler = make_scheduler(sampling["scheduler"] or "Euler", model.scheduler_config)
+    name = "diffusers loop" if autocast is None else f"diffusers loop, {autocast_name(autocast)} autocast"
 
     def call(index: int) -> None:
-        pipe(prompt=prompt_for(index), num_inference_steps=resolved.steps, guidance_scale=resolved.guidance_scale,
-             width=resolved.width, height=resolved.height, output_type="pil",
-             generator=torch.Generator("cpu").manual_seed(index))
+        kwargs: dict[str, Any] = {
+            "prompt": prompt_for(index), "num_inference_steps": sampling["steps"],
+            "guidance_scale": sampling["guidance_scale"], "width": sampling["width"], "height": sampling["height"],
+            "generator": torch.Generator("cpu").manual_seed(index),
+        }
+        if autocast is None:
+            pipe(**kwargs, output_type="pil")
+            return
+        with torch.inference_mode(), denoise_autocast(autocast):
+            latents = pipe(**kwargs, output_type="latent").images
+        decode_latents(pipe, latents)
 
     latencies: list[float] = []
     clock: dict[str, float] = {}
 
     def loop() -> None:
-        say("naive: warming up")
+        say(f"{name}: warming up")
         call(10**6)
         clock["start"], clock["cpu_start"] = time.perf_counter(), time.process_time()
         for index in range(config.naive_requests):
@@ -123,11 +155,13 @@ def run_naive(
     worker.start()
     worker.join()
     seconds, cpu_seconds = clock["seconds"], clock["cpu_seconds"]
-    say(f"naive: {config.naive_requests} images in {seconds:.1f} s")
-    sampling = {"steps": resolved.steps, "guidance_scale": resolved.guidance_scale, "width": resolved.width,
-                "height": resolved.height, "scheduler": resolved.scheduler,
-                "model": {"name": model.name, "version": model.version, "device": str(model.device)}}
-    return PathResult("diffusers loop", 1, config.naive_requests, seconds, latencies, cpu_seconds), sampling
+    say(f"{name}: {config.naive_requests} images in {seconds:.1f} s")
+    return PathResult(name, 1, config.naive_requests, seconds, latencies, cpu_seconds,
+                      dtype=_dtype_name(model.dtype), autocast=autocast_name(autocast))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 class _Client(threading.Thread):
@@ -189,7 +223,10 @@ def run_server(base_url: str, key: str, clients: int, config: ThroughputConfig, 
 
 def server_settings(settings: Settings, config: ThroughputConfig, data_dir: Path) -> Settings:
     """The bench server's settings: a fresh embedded data dir, the same model and engine settings."""
-    engine = settings.engine.model_copy(update={"model": config.model} if config.model is not None else {})
+    update: dict[str, Any] = {"model": config.model} if config.model is not None else {}
+    if config.cpu_autocast is not None:
+        update["cpu_autocast"] = config.cpu_autocast
+    engine = settings.engine.model_copy(update=update)
     jobs = JobsSettings(mode="embedded", batch_max_size=config.batch_max_size,
                         batch_max_wait_ms=config.batch_max_wait_ms)
     return Settings(data_dir=data_dir, engine=engine, jobs=jobs)
@@ -204,11 +241,18 @@ def run_throughput_bench(
     from imageloop.storage import Storage
 
     report = say or (lambda _message: None)
-    naive, sampling = run_naive(settings, config, report)
-    params = {key: sampling[key] for key in ("steps", "guidance_scale", "width", "height", "scheduler")}
     runs: list[PathResult] = []
     with tempfile.TemporaryDirectory(prefix="imageloop-throughput-") as scratch:
         bench_settings = server_settings(settings, config, Path(scratch))
+        # The naive loops load the model the server will serve, with the server's engine settings: the autocast
+        # the server's engine resolves is the one the second baseline runs under.
+        engine = Engine(bench_settings, model=config.model)
+        sampling = naive_sampling(engine, config)
+        autocast = engine.autocast
+        naive = run_naive(engine, config, sampling, report)
+        naive_same = run_naive(engine, config, sampling, report, autocast=autocast) if autocast is not None else None
+        del engine
+        params = {key: sampling[key] for key in ("steps", "guidance_scale", "width", "height", "scheduler")}
         storage = Storage.open(bench_settings)
         key = storage.users.create_user("bench")[1]
         storage.close()
@@ -218,11 +262,15 @@ def run_throughput_bench(
             next_index = 0
             for clients in config.clients:
                 report(f"server: {clients} clients x {config.requests_per_client} requests")
-                runs.append(run_server(base_url, key, clients, config, params, next_index))
+                run = run_server(base_url, key, clients, config, params, next_index)
+                runs.append(dataclasses.replace(run, dtype=naive.dtype, autocast=autocast_name(autocast)))
                 next_index += clients * config.requests_per_client
                 report(f"server: {runs[-1].images} images in {runs[-1].seconds:.1f} s")
+    same = naive_same or naive  # without autocast the plain loop already computes as the server does
     ratios = {str(run.clients): run.images_per_second / naive.images_per_second for run in runs}
     cpu_ratios = {str(run.clients): run.images_per_cpu_second / naive.images_per_cpu_second for run in runs}
+    same_ratios = {str(run.clients): run.images_per_second / same.images_per_second for run in runs}
+    same_cpu_ratios = {str(run.clients): run.images_per_cpu_second / same.images_per_cpu_second for run in runs}
     return {
         "benchmark": "throughput",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -230,12 +278,23 @@ def run_throughput_bench(
                     "load_average": list(_load_average())},
         "config": {**asdict(config), "clients": list(config.clients)},
         "sampling": sampling,
+        "compute": {"server": {"dtype": naive.dtype, "autocast": autocast_name(autocast)},
+                    "naive": {"dtype": naive.dtype, "autocast": naive.autocast},
+                    "naive_same_dtype": {"dtype": same.dtype, "autocast": same.autocast}},
         "naive": naive.to_json(),
+        # The naive loop under the server's autocast (null when the server does not autocast: then "naive" is it).
+        "naive_same_dtype": naive_same.to_json() if naive_same is not None else None,
         "server": [run.to_json() for run in runs],
         "ratio_vs_naive": ratios,
         # Images per CPU-second of this process (server and its clients included) against the naive loop's: the
         # same comparison, insensitive to other processes taking the CPU from one phase and not the other.
         "cpu_ratio_vs_naive": cpu_ratios,
+        # The server against the naive loop at the same compute dtype: the batching/caching gain alone.
+        "ratio_vs_naive_same_dtype": same_ratios,
+        "cpu_ratio_vs_naive_same_dtype": same_cpu_ratios,
+        # The autocast loop against the plain one: the dtype gain alone (1.0 without autocast).
+        "dtype_gain": same.images_per_second / naive.images_per_second,
+        "cpu_dtype_gain": same.images_per_cpu_second / naive.images_per_cpu_second,
         "target_ratio_at_8_clients": TARGET_RATIO_AT_8,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
@@ -11,6 +12,9 @@ from rich.table import Table
 
 from imageloop.cli.groups import bench_app
 from imageloop.config import load_settings
+
+# engine.cpu_autocast's values (typed here without importing torch at CLI start-up)
+AUTOCAST_CHOICES: dict[str, Literal["auto", "bf16", "off"]] = {"auto": "auto", "bf16": "bf16", "off": "off"}
 
 
 @bench_app.command("throughput")
@@ -23,10 +27,16 @@ def bench_throughput(
     size: str | None = typer.Option(None, help="WIDTHxHEIGHT [default: the model's]."),
     batch_max_size: int = typer.Option(16, min=1, max=64, help="Most jobs per pipeline call."),
     batch_max_wait_ms: int = typer.Option(100, min=0, help="How long the worker waits for a batch to fill."),
+    autocast: str | None = typer.Option(
+        None, help="CPU autocast of the server (and of the second naive loop): auto, bf16 or off "
+        "[default: engine.cpu_autocast]."),
     out: Path = typer.Option(Path("benchmarks/results/throughput.json"), "--out", help="JSON result file."),
 ) -> None:
     """Images/s and p50/p95 latency of N concurrent clients through the real HTTP server, against a naive loop
-    calling the diffusers pipeline one request at a time on the same model (target: >= 2x at 8 clients)."""
+    calling the diffusers pipeline one request at a time on the same model (target: >= 2x at 8 clients).
+
+    When the server denoises under CPU bf16 autocast, a second naive loop runs under the same autocast, so the
+    result separates the batching gain (vs the same dtype) from the dtype gain."""
     from imageloop.bench.throughput import ThroughputConfig, run_throughput_bench
 
     width = height = None
@@ -35,9 +45,12 @@ def bench_throughput(
             width, height = (int(part) for part in size.lower().split("x"))
         except ValueError:
             raise typer.BadParameter(f"{size!r} is not WIDTHxHEIGHT", param_hint="--size") from None
+    if autocast is not None and autocast not in AUTOCAST_CHOICES:
+        raise typer.BadParameter(f"{autocast!r} is not auto, bf16 or off", param_hint="--autocast")
     config = ThroughputConfig(
         model=model, clients=tuple(clients), requests_per_client=requests_per_client, naive_requests=naive_requests,
         steps=steps, width=width, height=height, batch_max_size=batch_max_size, batch_max_wait_ms=batch_max_wait_ms,
+        cpu_autocast=AUTOCAST_CHOICES[autocast] if autocast is not None else None,
     )
     result = run_throughput_bench(load_settings(), config, lambda message: typer.echo(message, err=True))
     _print(result)
@@ -47,16 +60,23 @@ def bench_throughput(
 
 
 def _print(result: dict[str, object]) -> None:
-    table = Table(title="throughput: imageloop server vs a naive diffusers loop (same model, same run)")
-    for column in ("path", "clients", "images", "seconds", "images/s", "p50 s", "p95 s", "vs naive", "per CPU-s"):
-        table.add_column(column, justify="right" if column != "path" else "left")
+    table = Table(title="throughput: imageloop server vs naive diffusers loops (same model, same run)")
+    columns = ("path", "compute", "clients", "images", "seconds", "images/s", "p50 s", "p95 s", "vs naive",
+               "vs same dtype", "per CPU-s")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("path", "compute") else "right")
     naive = result["naive"]
-    assert isinstance(naive, dict)
-    rows = [naive, *result["server"]] if isinstance(result["server"], list) else [naive]
+    same = result.get("naive_same_dtype") or naive
+    assert isinstance(naive, dict) and isinstance(same, dict)
+    server = result["server"] if isinstance(result["server"], list) else []
+    rows = [naive, *([same] if same is not naive else []), *server]
     for row in rows:
         ratio = row["images_per_s"] / naive["images_per_s"] if naive["images_per_s"] else 0.0
+        same_ratio = row["images_per_s"] / same["images_per_s"] if same["images_per_s"] else 0.0
         cpu = row["images_per_cpu_s"] / naive["images_per_cpu_s"] if naive["images_per_cpu_s"] else 0.0
-        table.add_row(row["path"], str(row["clients"]), str(row["images"]), f"{row['seconds']:.2f}",
+        compute = row["dtype"] + (f", {row['autocast']} autocast" if row["autocast"] != "off" else "")
+        table.add_row(row["path"], compute, str(row["clients"]), str(row["images"]), f"{row['seconds']:.2f}",
                       f"{row['images_per_s']:.2f}", f"{row['latency_p50_s']:.2f}", f"{row['latency_p95_s']:.2f}",
-                      f"{ratio:.2f}x", f"{cpu:.2f}x")
+                      f"{ratio:.2f}x", f"{same_ratio:.2f}x", f"{cpu:.2f}x")
     Console().print(table)
+    typer.echo(f"dtype gain (autocast loop / plain loop): {result['dtype_gain']:.2f}x")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from imageloop.config import Settings
+from imageloop.engine.autocast import autocast_name, decode_latents, denoise_autocast, resolve_autocast
 from imageloop.engine.cache import CacheStats, LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import load_controlnet
@@ -148,6 +149,12 @@ class Engine:
             _check_controlnet_fits(controlnet.config, model.pipe.unet.config, self.controlnet_spec)
             self._controlnet, self._controlnet_version = controlnet, version
         return self._controlnet, self._controlnet_version
+
+    @property
+    def autocast(self) -> torch.dtype | None:
+        """The dtype the denoising runs under autocast (``engine.cpu_autocast``; bf16 on a capable CPU), or None."""
+        model = self.model
+        return resolve_autocast(self.settings.engine.cpu_autocast, model.device, model.dtype)
 
     def cache_stats(self) -> dict[str, CacheStats]:
         """Hits, misses and sizes of the prompt-encoding and result caches (for metrics)."""
@@ -341,8 +348,9 @@ class Engine:
         return pipe, controlnet_version
 
     def _version_key(self, pipe: Any, extra_version: str) -> str:
-        # What a result depends on besides the request: model weights, ControlNet weights, active LoRA adapters.
-        return f"{self.model.version}|{extra_version}|{self.loras.active(pipe)!r}"
+        # What a result depends on besides the request: model weights, ControlNet weights, active LoRA adapters,
+        # and the denoising's autocast (bf16 images differ slightly from fp32 ones).
+        return f"{self.model.version}|{extra_version}|{self.loras.active(pipe)!r}|{autocast_name(self.autocast)}"
 
     def _encode_pair(self, pipe: Any, plan: _Plan) -> tuple[EncodedPrompt, EncodedPrompt]:
         adapters = repr(self.loras.active(pipe))
@@ -375,15 +383,26 @@ class Engine:
             call["controlnet_conditioning_scale"] = request.controlnet_conditioning_scale
         if request.init_image is None or request.control_image is not None:  # plain img2img takes the image's size
             call.update(width=plan.width, height=plan.height)
-        with torch.inference_mode():
-            images = list(pipe(**call).images)
+        autocast = self.autocast
+        if autocast is None:
+            with torch.inference_mode():
+                images = list(pipe(**call).images)
+            reporter.raise_if_stopped()
+            return images
+        # Only the denoising under autocast; the fp32 latents are decoded by the VAE in fp32.
+        call["output_type"] = "latent"
+        with torch.inference_mode(), denoise_autocast(autocast):
+            latents = pipe(**call).images
         reporter.raise_if_stopped()
-        return images
+        return decode_latents(pipe, latents)
 
     def _pngs(self, plan: _Plan, images: list[Any], model: LoadedModel) -> list[GeneratedImage]:
         out = []
+        autocast = self.autocast
+        extras = {"Autocast": autocast_name(autocast)} if autocast is not None else None
         for image, seed in zip(images, plan.seeds, strict=True):
-            text = format_parameters(plan.request, seed=seed, model_name=model.name, model_hash=model.version)
+            text = format_parameters(plan.request, seed=seed, model_name=model.name, model_hash=model.version,
+                                     extras=extras)
             out.append(GeneratedImage(encode_png(image, text), seed, image.width, image.height))
         return out
 
