@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -132,27 +132,23 @@ def _alembic_config(engine: Engine) -> Any:
 
 def upgrade_schema(url: str | URL | Engine, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision`` (default: the newest). Safe to call on every start."""
-    from alembic import command
-
-    engine = url if isinstance(url, Engine) else create_db_engine(url)
-    try:
-        command.upgrade(_alembic_config(engine), revision)
-    except SQLAlchemyError as exc:
-        raise StorageError(f"schema upgrade failed: {exc}") from exc
-    finally:
-        if not isinstance(url, Engine):
-            engine.dispose()
+    _run_migrations("upgrade", url, revision)
 
 
 def downgrade_schema(url: str | URL | Engine, revision: str) -> None:
     """Take the database at ``url`` back to ``revision`` (for operators undoing an upgrade)."""
+    _run_migrations("downgrade", url, revision)
+
+
+def _run_migrations(direction: Literal["upgrade", "downgrade"], url: str | URL | Engine, revision: str) -> None:
     from alembic import command
 
     engine = url if isinstance(url, Engine) else create_db_engine(url)
     try:
-        command.downgrade(_alembic_config(engine), revision)
+        step = command.upgrade if direction == "upgrade" else command.downgrade
+        step(_alembic_config(engine), revision)
     except SQLAlchemyError as exc:
-        raise StorageError(f"schema downgrade failed: {exc}") from exc
+        raise StorageError(f"schema {direction} failed: {exc}") from exc
     finally:
         if not isinstance(url, Engine):
             engine.dispose()
