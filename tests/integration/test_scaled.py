@@ -22,8 +22,9 @@ from imageloop.config import Settings
 from imageloop.engine.pngmeta import read_png_parameters
 from imageloop.server import create_app
 from imageloop.storage import GenerationId, JobStatus, Storage
-from tests.server.kit import free_port, make_user, save_tiny_model, tiny_settings, wait_finished, wait_for
+from tests.server.kit import make_user, save_tiny_model, tiny_settings, wait_finished, wait_for
 from tests.storage.dbs import fresh_database
+from tests.storage.s3 import moto_s3_server
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,15 +46,8 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
