@@ -162,6 +162,7 @@ def synthesise(
 ) -> SyntheticCounts:
     """Bulk-insert a synthetic record holding about ``events`` user actions (stops at the first chain past it)."""
     maker = _Synthesiser(seed, users)
+    _fast_bulk_load(engine)
     with engine.begin() as connection:
         connection.execute(sa.insert(User), maker.users())
     batches: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] = ([], [], [])
@@ -176,6 +177,23 @@ def synthesise(
                 progress(maker.counts.actions - reported)
                 reported = maker.counts.actions
     return maker.counts
+
+
+def _fast_bulk_load(engine: Engine) -> None:
+    """Give SQLite a large page cache for the synthetic load only (random-key B-tree inserts thrash the default
+    2 MB cache, which made the set-up slow from ~1,300 to ~200 events/s as the file grew). The export being
+    measured opens its own engine with the product's settings."""
+    if engine.dialect.name != "sqlite":
+        return
+    engine.dispose()
+
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA cache_size=-1048576")  # 1 GiB, in KiB
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.close()
+
+    sa.event.listen(engine, "connect", _on_connect)
 
 
 def _insert(
