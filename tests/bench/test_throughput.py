@@ -37,7 +37,7 @@ def test_bench_separates_the_dtype_gain_from_the_batching_gain(tmp_path: Path) -
     result = run_throughput_bench(tiny_settings(tmp_path / "data", model), config)
     naive, same, (server,) = result["naive"], result["naive_same_dtype"], result["server"]
     assert (naive["autocast"], same["autocast"], server["autocast"]) == ("off", "bf16", "bf16")
-    assert same["path"] == "diffusers loop, bf16 autocast" and same["images"] == 2
+    assert same["path"] == "diffusers loop, same dtype" and same["images"] == 2
     assert result["compute"]["naive_same_dtype"] == result["compute"]["server"] == {"dtype": "float32",
                                                                                    "autocast": "bf16"}
     assert result["dtype_gain"] == same["images_per_s"] / naive["images_per_s"]

@@ -120,7 +120,7 @@ def run_naive(
     model = engine.model
     pipe = model.pipe
     pipe.scheduler = make_scheduler(sampling["scheduler"] or "Euler", model.scheduler_config)
-    name = "diffusers loop" if autocast is None else f"diffusers loop, {autocast_name(autocast)} autocast"
+    name = "diffusers loop" if autocast is None else "diffusers loop, same dtype"
 
     def call(index: int) -> None:
         kwargs: dict[str, Any] = {
