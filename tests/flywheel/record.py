@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 from dataclasses import dataclass
 
-from PIL import Image as PILImage
-
 from imageloop.flywheel.editdiff import edit_details
-from imageloop.storage import (
-    ActionType,
-    Expansion,
-    FinishedGeneration,
-    GenerationId,
-    GenerationRecord,
-    NewGeneration,
-    NewImage,
-    Storage,
-    UserId,
-    WorkerId,
-    image_blob_key,
-)
-
-
-def png(color: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    PILImage.new("RGB", (8, 8), color).save(out, format="PNG")
-    return out.getvalue()
+from imageloop.storage import ActionType, GenerationId, GenerationRecord, NewGeneration, Storage, UserId
+from tests.records import act, finish, png
 
 
 def run(storage: Storage, generation_id: GenerationId, final_prompt: str, n: int = 2) -> GenerationRecord:
     """Play the worker: claim, expand, render ``n`` images into the blob store, finish."""
-    [job] = storage.generations.claim(WorkerId("worker"))
-    assert job.id == generation_id
-    storage.generations.record_expansion(job.id, Expansion(final_prompt, expander_version="exp-1"))
-    images = []
-    for index in range(n):
-        data = png((index * 80, len(final_prompt) % 255, 100))
-        key = image_blob_key(job.id, index)
-        storage.blobs.put(key, data, "image/png")
-        images.append(NewImage(index, index, key, 8, 8, hashlib.sha256(data).hexdigest()))
-    return storage.generations.mark_succeeded(job.id, FinishedGeneration(images=images, base_model_version="m1"))
+    pngs = [png((index * 80, len(final_prompt) % 255, 100)) for index in range(n)]
+    return finish(storage, generation_id, final_prompt, pngs, expander_version="exp-1", base_model_version="m1")
 
 
 def generate(
@@ -49,14 +20,6 @@ def generate(
 ) -> GenerationRecord:
     job = storage.generations.create(user, NewGeneration(intent=intent, recipe=recipe, style=style))
     return run(storage, job.id, final)
-
-
-_events = iter(range(10**9))
-
-
-def act(storage: Storage, user: UserId, action: ActionType, image_id: str, **kwargs: object) -> GenerationId | None:
-    recorded = storage.actions.record(user, action, f"evt-{next(_events)}", image_id=image_id, **kwargs)  # type: ignore[arg-type]
-    return recorded.action.child_generation_id
 
 
 def reroll(storage: Storage, user: UserId, parent: GenerationRecord, final: str) -> GenerationRecord:

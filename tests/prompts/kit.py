@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 from typing import Any
 
-from imageloop.storage import (
-    ActionType,
-    Expansion,
-    FinishedGeneration,
-    GenerationRecord,
-    NewGeneration,
-    NewImage,
-    Storage,
-    UserId,
-    WorkerId,
-)
-
-_events = itertools.count()
+from imageloop.storage import ActionType, GenerationRecord, NewGeneration, Storage, UserId
+from tests.records import act, finish, png
 
 
 def finished(storage: Storage, user: UserId, intent: str | None, final: str, *, params: dict[str, Any] | None = None,
@@ -27,19 +14,11 @@ def finished(storage: Storage, user: UserId, intent: str | None, final: str, *, 
     request = NewGeneration(intent=intent, intent_language=language, prompt=None if intent else final,
                             params=params or {}, recipe=recipe, style=style)
     job = storage.generations.create(user, request)
-    [claimed] = storage.generations.claim(WorkerId("w"))
-    assert claimed.id == job.id
-    storage.generations.record_expansion(job.id, Expansion(final, expander_strategy="rules", expander_version="t"))
-    image = NewImage(0, 1, f"{job.id}/0.png", 8, 8, hashlib.sha256(job.id.encode()).hexdigest())
-    return storage.generations.mark_succeeded(job.id, FinishedGeneration(images=[image]))
-
-
-def act(storage: Storage, user: UserId, record: GenerationRecord, action: ActionType) -> None:
-    storage.actions.record(user, action, f"evt-{next(_events)}", image_id=record.images[0].id)
+    return finish(storage, job.id, final, [png((0, 0, 0))], expander_strategy="rules", expander_version="t")
 
 
 def kept(storage: Storage, user: UserId, intent: str | None, final: str, **kwargs: Any) -> GenerationRecord:
     """A generation whose image the user liked."""
     record = finished(storage, user, intent, final, **kwargs)
-    act(storage, user, record, ActionType.LIKE)
+    act(storage, user, ActionType.LIKE, record.images[0].id)
     return record

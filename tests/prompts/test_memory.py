@@ -4,7 +4,8 @@ from imageloop.prompts.embeddings import default_embedder
 from imageloop.prompts.expander.retrieval import RetrievalExpander
 from imageloop.prompts.memory import PromptMemory
 from imageloop.storage import ActionType, Storage
-from tests.prompts.kit import act, finished, kept
+from tests.prompts.kit import finished, kept
+from tests.records import act
 
 
 def test_sync_remembers_kept_generations_and_forgets_unliked_ones(storage: Storage) -> None:
@@ -13,14 +14,14 @@ def test_sync_remembers_kept_generations_and_forgets_unliked_ones(storage: Stora
     liked = kept(storage, ada.id, "a bleak rainy street", "rain, city street, bleak", params={"guidance_scale": 6.0})
     finished(storage, ada.id, "not kept", "fog")  # no action: not kept
     downloaded = finished(storage, ada.id, None, "a fox, explicit prompt")
-    act(storage, ada.id, downloaded, ActionType.DOWNLOAD)
+    act(storage, ada.id, ActionType.DOWNLOAD, downloaded.images[0].id)
     assert memory.sync().added == 2
     assert memory.sync().added == 0  # idempotent
     entries = memory.entries(ada.id)
     assert {e.final_prompt for e in entries} == {"rain, city street, bleak", "a fox, explicit prompt"}
     assert next(e for e in entries if e.generation_id == liked.id).params == {"guidance_scale": 6.0}
 
-    act(storage, ada.id, liked, ActionType.UNLIKE)
+    act(storage, ada.id, ActionType.UNLIKE, liked.images[0].id)
     assert memory.sync().removed == 1
     assert [e.final_prompt for e in memory.entries(ada.id)] == ["a fox, explicit prompt"]
 

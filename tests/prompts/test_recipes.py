@@ -6,7 +6,8 @@ from imageloop.errors import InvalidRequestError, NotFoundError
 from imageloop.prompts.recipes import RecipeChooser, fitting_recipes, read_recipe_stats
 from imageloop.storage import ActionType, Storage
 from imageloop.storage.recipe_choices import RecipeChoiceLog
-from tests.prompts.kit import act, finished, kept
+from tests.prompts.kit import finished, kept
+from tests.records import act
 
 
 def _history(storage: Storage) -> tuple[str, str]:
@@ -18,7 +19,7 @@ def _history(storage: Storage) -> tuple[str, str]:
         finished(storage, ada.id, "x", "x", recipe="plain")
     kept(storage, bob.id, "x", "x", recipe="plain")
     unliked = kept(storage, bob.id, "x", "x", recipe="film")
-    act(storage, bob.id, unliked, ActionType.UNLIKE)
+    act(storage, bob.id, ActionType.UNLIKE, unliked.images[0].id)
     return ada.id, bob.id
 
 

@@ -8,24 +8,19 @@ from imageloop.errors import ConflictError, InvalidRequestError, NotFoundError
 from imageloop.storage import (
     ActionType,
     EditDetails,
-    FinishedGeneration,
     GenerationRecord,
     NewGeneration,
-    NewImage,
     Storage,
     UserId,
-    WorkerId,
 )
+from tests.records import finish, png
 
 EDIT = EditDetails("a blue car", "a red car", 4, 1, [{"op": "replace", "before": "blue", "after": "red"}])
 
 
 def _finished(storage: Storage, user_id: UserId, intent: str = "a car") -> GenerationRecord:
     job = storage.generations.create(user_id, NewGeneration(intent=intent))
-    storage.generations.claim(WorkerId("w"))
-    return storage.generations.mark_succeeded(
-        job.id, FinishedGeneration(images=[NewImage(0, 1, f"images/{job.id}/0.png", 8, 8, "0" * 64)])
-    )
+    return finish(storage, job.id, None, [png((0, 0, 0))])
 
 
 def test_same_client_event_id_records_one_action(storage: Storage) -> None:

@@ -11,7 +11,8 @@ from imageloop.flywheel.export import export_dataset, iter_chains
 from imageloop.storage import ActionType, FinishedGeneration, NewGeneration, NewImage, Storage, WorkerId
 from imageloop.storage.kept import is_kept
 from imageloop.storage.stats import image_counts
-from tests.flywheel.record import act, generate
+from tests.flywheel.record import generate
+from tests.records import act
 
 A = ActionType
 # One image's actions, oldest first; each is_kept case of tests/flywheel/test_actions.py and a few more.

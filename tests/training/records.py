@@ -10,25 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import random
-from itertools import count
 
 from PIL import Image as PILImage
 
-from imageloop.storage import (
-    ActionType,
-    Expansion,
-    FinishedGeneration,
-    GenerationRecord,
-    NewGeneration,
-    NewImage,
-    Storage,
-    UserId,
-    WorkerId,
-    image_blob_key,
-)
+from imageloop.storage import ActionType, GenerationRecord, NewGeneration, Storage, UserId
+from tests.records import act, finish
 
 SUBJECTS = ["cat", "dog", "bird", "house", "tree", "river", "city", "beach", "forest", "sky"]
-_events = count()
 
 
 def png(color: tuple[int, int, int], noise_seed: int = 0) -> bytes:
@@ -51,28 +39,18 @@ def served(
 ) -> GenerationRecord:
     """Create (or reroll from ``parent``) and finish one generation with one image per colour."""
     if parent is None:
-        job = storage.generations.create(user, NewGeneration(intent=intent))
-        job_id = job.id
+        job_id = storage.generations.create(user, NewGeneration(intent=intent)).id
     else:
-        recorded = storage.actions.record(user, ActionType.REGENERATE, f"evt-{next(_events)}",
-                                          image_id=parent.images[0].id, child=NewGeneration(intent=intent))
-        assert recorded.action.child_generation_id is not None
-        job_id = recorded.action.child_generation_id
-    [claimed] = storage.generations.claim(WorkerId("test-worker"))
-    assert claimed.id == job_id
-    storage.generations.record_expansion(job_id, Expansion(final, expander_strategy=strategy,
-                                                           expander_version=tag or "base"))
-    images = []
-    for index, color in enumerate(colors):
-        data = png(color, noise_seed=int(hashlib.sha256(f"{intent}|{final}|{index}".encode()).hexdigest()[:6], 16))
-        key = image_blob_key(job_id, index)
-        storage.blobs.put(key, data, "image/png")
-        images.append(NewImage(index, index, key, 16, 16, hashlib.sha256(data).hexdigest()))
-    return storage.generations.mark_succeeded(job_id, FinishedGeneration(images=images))
+        child = act(storage, user, ActionType.REGENERATE, parent.images[0].id, child=NewGeneration(intent=intent))
+        assert child is not None
+        job_id = child
+    pngs = [png(color, noise_seed=int(hashlib.sha256(f"{intent}|{final}|{index}".encode()).hexdigest()[:6], 16))
+            for index, color in enumerate(colors)]
+    return finish(storage, job_id, final, pngs, expander_strategy=strategy, expander_version=tag or "base")
 
 
 def keep(storage: Storage, user: UserId, record: GenerationRecord, index: int = 0) -> None:
-    storage.actions.record(user, ActionType.DOWNLOAD, f"evt-{next(_events)}", image_id=record.images[index].id)
+    act(storage, user, ActionType.DOWNLOAD, record.images[index].id)
 
 
 RED, BLUE = (200, 40, 30), (30, 40, 200)

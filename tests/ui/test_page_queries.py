@@ -24,7 +24,8 @@ from imageloop.storage.db import read_session
 from imageloop.storage.kept import is_kept, kept_clause, liked_clause
 from imageloop.storage.models import Image
 from imageloop.storage.shares import ShareLinkRepository
-from tests.flywheel.record import act, generate
+from tests.flywheel.record import generate
+from tests.records import act
 
 SINCE = datetime(2025, 12, 1, tzinfo=UTC)
 IMAGE_ACTIONS = [ActionType.LIKE, ActionType.UNLIKE, ActionType.DISCARD, ActionType.DOWNLOAD, ActionType.SHARE]
