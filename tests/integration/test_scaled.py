@@ -178,6 +178,30 @@ def test_a_killed_worker_is_replaced_and_its_job_finishes_once(
     assert [image.index for image in record.images] == [0]
 
 
+def test_a_worker_stopped_with_sigterm_gives_its_job_back_at_once(
+    api: tuple[TestClient, Storage, str], settings: Settings, worker: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """Celery's warm shutdown stops the batch at its next step and re-queues its job with a task: with no worker
+    (and so no sweeper) left, only the release can have put it back; the next worker runs it once."""
+    client, storage, key = api
+    generation_id = GenerationId(client.post("/api/v1/generations", headers=headers(key),
+                                             json={"prompt": "a slow lake", "params": {"steps": 150}}).json()["id"])
+    wait_for(lambda: storage.generations.get_for_worker(generation_id),
+             lambda record: record.status is JobStatus.RUNNING and record.progress_step > 0)
+    for process in worker:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+    released = storage.generations.get_for_worker(generation_id)
+    assert released.status is JobStatus.QUEUED and released.worker_id is None and released.attempts == 0
+    assert released.images == ()
+    worker.append(start_worker(settings, tmp_path / "worker-3.log"))
+    record = wait_finished(storage, generation_id, timeout=120)
+    assert record.status is JobStatus.SUCCEEDED and record.attempts == 1
+    assert [image.index for image in record.images] == [0]
+
+
 def test_a_job_stored_without_a_task_is_still_run(api: tuple[TestClient, Storage, str]) -> None:
     """No task reached the broker (it restarted empty, or the server died after storing): the idle worker's
     sweeper sees the waiting job and sends one."""
