@@ -93,6 +93,8 @@ def test_doctor_reports_missing_model_and_fix(tmp_path: Path) -> None:
     findings = {f.topic: f for f in diagnose(settings)}
     assert findings["serving model"].status == "missing" and "IMAGELOOP_ENGINE__MODEL" in findings["serving model"].fix
     assert findings["device"].status in {"ok", "warn"}
+    if "CPU only" in findings["device"].detail:
+        assert findings["cpu autocast"].detail.startswith("auto: denoising in ")
     result = CliRunner().invoke(app, ["doctor"], env={"IMAGELOOP_DATA_DIR": str(tmp_path),
                                                      "IMAGELOOP_ENGINE__MODEL": str(tmp_path / "absent")})
     assert result.exit_code == 1 and "serving model" in result.output

@@ -50,6 +50,26 @@ def _runtime() -> list[Finding]:
     return findings
 
 
+def _cpu_autocast(settings: Settings) -> list[Finding]:
+    """What ``engine.cpu_autocast`` resolves to here (CPU engines only), and why."""
+    from imageloop.engine.autocast import bf16_speedup, cpu_has_native_bf16, resolve_autocast
+    from imageloop.engine.loader import resolve_device
+
+    try:
+        device, dtype = resolve_device(settings)
+    except ImageloopError:
+        return []  # the device finding already says what is wrong
+    if device.type != "cpu":
+        return []
+    setting = settings.engine.cpu_autocast
+    chosen = resolve_autocast(setting, device, dtype)
+    native = cpu_has_native_bf16()
+    why = f"native bf16: {'yes' if native else 'no'}"
+    if setting == "auto" and native:
+        why += f"; probe: bf16 matmul {bf16_speedup():.2f}x fp32"
+    return [Finding("cpu autocast", "ok", f"{setting}: denoising in {'bf16 autocast' if chosen else 'fp32'} ({why})")]
+
+
 def _data_dir(settings: Settings) -> list[Finding]:
     data = settings.data_dir
     if not data.exists():
@@ -129,7 +149,7 @@ def _extras(settings: Settings) -> list[Finding]:
 
 def diagnose(settings: Settings) -> list[Finding]:
     """Every finding about this installation, in report order."""
-    return [*_runtime(), *_data_dir(settings), *_models(settings), *_extras(settings)]
+    return [*_runtime(), *_cpu_autocast(settings), *_data_dir(settings), *_models(settings), *_extras(settings)]
 
 
 @app.command()
