@@ -1,10 +1,20 @@
-"""Settings for the whole test run."""
+"""Settings for the whole test run, and the fixtures tests of several packages share: the tiny model on disk and
+one running app on it per test module (a folder's conftest may override ``app_overrides``)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import torch
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from imageloop.server.services import Services
 
 # No hub, ever: tests build their own tiny models.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,3 +22,37 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Tiny models run fastest on one thread; more threads only add contention on a 2-core machine.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.server.kit import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def app_overrides() -> dict[str, Any]:
+    """Settings the module's app is made with beyond ``tiny_settings``."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def client(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, app_overrides: dict[str, Any]
+) -> Iterator[TestClient]:
+    """One running app (embedded worker on the tiny model) shared by a test module; tests use their own users."""
+    from fastapi.testclient import TestClient
+
+    from imageloop.server import create_app
+    from tests.server.kit import tiny_settings
+
+    settings = tiny_settings(tmp_path_factory.mktemp("app-data"), tiny_model, **app_overrides)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def services(client: TestClient) -> Services:
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    return services

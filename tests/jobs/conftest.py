@@ -1,12 +1,21 @@
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from tests.server.kit import save_tiny_model
+from imageloop.config import Settings
+from imageloop.storage import Storage, UserId
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny")
+@pytest.fixture
+def storage(settings: Settings) -> Iterator[Storage]:
+    """The storage of the module's ``settings``, closed after the test."""
+    store = Storage.open(settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def user(storage: Storage) -> UserId:
+    return storage.users.create_user("job-test")[0].id

@@ -42,18 +42,6 @@ def settings(tmp_path: Path, tiny_model: Path) -> Settings:
 
 
 @pytest.fixture
-def storage(settings: Settings) -> Iterator[Storage]:
-    store = Storage.open(settings)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def user(storage: Storage) -> UserId:
-    return storage.users.create_user("worker-test")[0].id
-
-
-@pytest.fixture
 def engine(settings: Settings) -> Engine:
     return Engine(settings)
 

@@ -4,7 +4,6 @@ worker alike (the real `imageloop serve` is stopped with signals in tests/integr
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,6 @@ LEASE_SECONDS = 600
 def settings(tmp_path: Path, tiny_model: Path) -> Settings:
     return tiny_settings(tmp_path / "data", tiny_model, job_lease_seconds=LEASE_SECONDS,
                          jobs={"batch_max_wait_ms": 0, "redis_url": "redis://127.0.0.1:9/0"})
-
-
-@pytest.fixture
-def storage(settings: Settings) -> Iterator[Storage]:
-    store = Storage.open(settings)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def user(storage: Storage) -> UserId:
-    return storage.users.create_user("stop-test")[0].id
 
 
 def mid_run(storage: Storage, generation_id: GenerationId) -> None:

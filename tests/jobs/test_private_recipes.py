@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +12,11 @@ from imageloop.config import Settings
 from imageloop.engine.recipes import LoraWeight, Recipe, dump_recipe
 from imageloop.errors import UnknownNameError
 from imageloop.jobs.requests import check_names, find_recipe
-from imageloop.server import create_app
 from imageloop.server.services import Services
 from imageloop.training.user_lora import user_recipe
 from tests.engine.tiny_loras import make_diffusers_lora
-from tests.server.kit import make_user, tiny_settings
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+from tests.server.kit import make_user
+from tests.server.test_generations_api import auth, wait_done
 
 
 def _write_private_recipe(settings: Settings, user_id: str, name: str, lora: Path) -> None:
@@ -33,35 +27,16 @@ def _write_private_recipe(settings: Settings, user_id: str, name: str, lora: Pat
     (folder / f"{name}.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[TestClient]:
-    settings = tiny_settings(tmp_path_factory.mktemp("private-recipes"), tiny_model)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
-def services(client: TestClient) -> Services:
-    services: Services = client.app.state.services  # type: ignore[attr-defined]
-    return services
-
-
 def _generate(client: TestClient, key: str, **body: Any) -> dict[str, Any]:
-    accepted = client.post("/api/v1/generations", headers=_auth(key),
+    accepted = client.post("/api/v1/generations", headers=auth(key),
                            json={"prompt": "a red cat", "params": {"seed": 7}, **body})
     assert accepted.status_code == 202, accepted.text
-    deadline = time.monotonic() + 60
-    while True:
-        done: dict[str, Any] = client.get(f"/api/v1/generations/{accepted.json()['id']}", headers=_auth(key)).json()
-        if done["status"] in {"succeeded", "failed", "cancelled"}:
-            return done
-        assert time.monotonic() < deadline, done
-        time.sleep(0.05)
+    return wait_done(client, key, accepted.json()["id"])
 
 
 def _png(client: TestClient, key: str, done: dict[str, Any]) -> bytes:
     assert done["status"] == "succeeded", done["error"]
-    return client.get(done["images"][0]["url"], headers=_auth(key)).content
+    return client.get(done["images"][0]["url"], headers=auth(key)).content
 
 
 def test_private_recipe_is_used_by_its_owner_and_invisible_to_others(
@@ -79,7 +54,7 @@ def test_private_recipe_is_used_by_its_owner_and_invisible_to_others(
     assert with_lora != plain  # the private LoRA changed the image
     assert _png(client, owner_key, _generate(client, owner_key, recipe="mine")) == with_lora  # and deterministically
 
-    refused = client.post("/api/v1/generations", headers=_auth(other_key),
+    refused = client.post("/api/v1/generations", headers=auth(other_key),
                           json={"prompt": "a red cat", "recipe": "mine"})
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"] == "UnknownNameError"

@@ -4,7 +4,7 @@ one made again with a new seed, each try recorded in the generation's timings.""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,18 +71,6 @@ class FakeEngine:
 def settings(tmp_path: Path) -> Settings:
     return tiny_settings(tmp_path / "data", tmp_path / "no-model", prompts={"strategies": ["rules"],
                                                                            "max_quality_retries": 2})
-
-
-@pytest.fixture
-def storage(settings: Settings) -> Iterator[Storage]:
-    store = Storage.open(settings)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def user(storage: Storage) -> UserId:
-    return storage.users.create_user("checked")[0].id
 
 
 @pytest.fixture
