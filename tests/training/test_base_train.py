@@ -151,3 +151,14 @@ def test_runs_recorded_before_new_size_fields_keep_their_shapes(tmp_path: Path) 
     size = _save_size(tmp_path, ModelSize())
     assert (size.latent_channels, size.vae_mid_attention) == (4, True)
     assert size.unet_channels == (64, 128, 192)
+
+
+def test_training_autocast_setting_is_checked_and_explicit_values_win() -> None:
+    from imageloop.errors import TrainingError
+    from imageloop.training.base.model import use_bf16
+
+    assert use_bf16("bf16") is True
+    assert use_bf16("off") is False
+    assert isinstance(use_bf16("auto"), bool)
+    with pytest.raises(TrainingError, match="autocast must be one of"):
+        use_bf16("fp8")

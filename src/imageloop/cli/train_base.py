@@ -32,26 +32,30 @@ def train_base(
     batch_size: Annotated[int, typer.Option(min=1, help="Diffusion batch size.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is faster on a busy 2-core machine).")] = 1,
     tiny: Annotated[bool, typer.Option("--tiny", help="Tiny networks (smoke tests only).")] = False,
+    autocast: Annotated[str, typer.Option(
+        help="bf16 autocast: auto (only where bf16 measures faster than fp32), bf16, off.")] = "auto",
     polish_decoder_minutes: Annotated[float, typer.Option(
         "--polish-decoder", min=0, help="Instead of training: fine-tune only the decoder for N more minutes.")] = 0.0,
 ) -> None:
     """Train the embedded model on procedurally rendered scenes, resuming from checkpoints, then export it."""
     import torch
 
-    from imageloop.training.base.model import ModelSize
+    from imageloop.training.base.model import TRAIN_AUTOCAST, ModelSize
     from imageloop.training.base.train import BaseTrainConfig, export_pipeline, polish_decoder, run_training
 
+    if autocast not in TRAIN_AUTOCAST:
+        raise InvalidRequestError("--autocast", f"must be one of {', '.join(TRAIN_AUTOCAST)}, not {autocast!r}")
     torch.set_num_threads(threads)
     ckpt = checkpoints or _default_checkpoints()
     if polish_decoder_minutes > 0:
-        polish_decoder(ckpt, data, polish_decoder_minutes)
+        polish_decoder(ckpt, data, polish_decoder_minutes, autocast)
     elif not export_only:
         if not resume and any(ckpt.glob("*.pt")):
             raise InvalidRequestError("--resume", f"checkpoints already exist in {ckpt}",
                                       allowed="--resume to continue them, or another --checkpoints folder")
         cfg = BaseTrainConfig(data_dir=data, checkpoint_dir=ckpt, out_dir=out, minutes=minutes,
                               dataset_size=dataset_size, vae_steps=vae_steps, batch_size=batch_size,
-                              size=ModelSize.tiny() if tiny else ModelSize())
+                              size=ModelSize.tiny() if tiny else ModelSize(), autocast=autocast)
         if run_training(cfg) is None:
             typer.echo(f"budget spent before diffusion training began; run again with --resume ({ckpt})")
             return

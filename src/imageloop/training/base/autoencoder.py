@@ -57,6 +57,7 @@ def train_autoencoder(
     stop_at: float | None = None,
     on_step: Callable[[int, float], None] | None = None,
     latents: np.ndarray | None = None,
+    bf16: bool = True,
 ) -> int:
     """Train ``vae`` for up to ``minutes`` or ``max_steps`` in total (resuming from ``checkpoint``); return the
     total steps done.
@@ -88,7 +89,7 @@ def train_autoencoder(
         rng = np.random.default_rng([seed, step])
         idx = np.sort(rng.choice(len(images), min(batch_size, len(images)), replace=False))
         x = images_to_tensor(images[idx])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if latents is None:
                 loss = autoencoder_loss(vae, x)
             else:

@@ -37,6 +37,7 @@ from imageloop.training.base.model import (
     build_unet,
     build_vae,
     scheduler_config,
+    use_bf16,
 )
 from imageloop.training.base.scenes import SceneSpec
 from imageloop.training.base.tokenizer import MAX_LENGTH, build_tokenizer, save_tokenizer
@@ -67,6 +68,8 @@ class BaseTrainConfig:
     save_every_minutes: float = field(default=10.0, metadata={"help": "Checkpoint interval."})
     keep_checkpoints: int = field(default=3, metadata={"help": "Diffusion checkpoints kept."})
     size: ModelSize = field(default_factory=ModelSize, metadata={"help": "Network widths."})
+    autocast: str = field(default="auto", metadata={
+        "help": "bf16 autocast for training: auto (only where bf16 measures faster than fp32), bf16, off."})
 
 
 def _newest(folder: Path) -> Path | None:
@@ -120,6 +123,7 @@ class DiffusionTrainer:
         params = [*self.unet.parameters(), *self.text_encoder.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
         self.step, self.images_seen, self.elapsed_s = 0, 0, 0.0
+        self.bf16 = use_bf16(cfg.autocast)
 
     def captions(self, rows: np.ndarray, rng: np.random.Generator) -> list[str]:
         """Fresh captions for label rows: random language and phrasing, some dropped to '' for CFG."""
@@ -152,7 +156,7 @@ class DiffusionTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup_steps, 1))
         hidden = self.encode_text(self.captions(self.labels[idx], rng), self.text_encoder)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             pred = self.unet(noisy, t, hidden).sample
         loss = torch.nn.functional.mse_loss(pred.float(), target)
         torch.autograd.backward(loss)
@@ -226,7 +230,7 @@ def _prepare_vae(cfg: BaseTrainConfig, data: SceneDataset, size: ModelSize, stop
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
         train_autoencoder(vae, data.images, checkpoint=cfg.checkpoint_dir / "vae.pt", max_steps=cfg.vae_steps,
-                          seed=cfg.seed, stop_at=stop_at, on_step=on_step)
+                          seed=cfg.seed, stop_at=stop_at, on_step=on_step, bf16=use_bf16(cfg.autocast))
     state = torch.load(cfg.checkpoint_dir / "vae.pt", weights_only=True)
     return vae if state["done"] else None
 
@@ -273,7 +277,7 @@ def _diffusion_loop(trainer: DiffusionTrainer, cfg: BaseTrainConfig, stop_at: fl
     trainer.save(cfg.checkpoint_dir, cfg.keep_checkpoints)
 
 
-def polish_decoder(checkpoint_dir: Path, data_dir: Path, minutes: float) -> int:
+def polish_decoder(checkpoint_dir: Path, data_dir: Path, minutes: float, autocast: str = "auto") -> int:
     """Fine-tune only the autoencoder's decoder on the cached latents for ``minutes`` more (resumable).
 
     Writes ``decoder.pt``; export prefers its weights. The encoder, the latents and therefore the diffusion
@@ -299,7 +303,8 @@ def polish_decoder(checkpoint_dir: Path, data_dir: Path, minutes: float) -> int:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
         return train_autoencoder(vae, data.images, checkpoint=target, minutes=spent_min + minutes, lr=3e-4,
-                                 latents=latents, seed=1, on_step=on_step)
+                                 latents=latents, seed=1, on_step=on_step,
+                                 bf16=use_bf16(autocast))
 
 
 def _vae_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
