@@ -67,6 +67,14 @@ def test_claim_runs_jobs_in_order_and_batches_by_key(storage: Storage) -> None:
     assert storage.generations.claim(W2) == []
 
 
+def test_a_batch_is_claimed_in_the_order_it_was_submitted(storage: Storage) -> None:
+    # The whole batch is stored in one transaction with one clock reading; the ids are random.
+    ada, _ = storage.users.create_user("ada")
+    created = storage.generations.create_many(ada.id, [NewGeneration(intent=f"job {i}") for i in range(12)])
+    claimed = [job.id for _ in created for job in storage.generations.claim(W1)]
+    assert claimed == [job.id for job in created]
+
+
 def test_concurrent_workers_never_claim_the_same_job(storage: Storage) -> None:
     ada, _ = storage.users.create_user("ada")
     created = storage.generations.create_many(ada.id, [NewGeneration(intent=f"job {i}") for i in range(40)])

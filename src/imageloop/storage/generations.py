@@ -115,7 +115,9 @@ class GenerationRepository:
             validate_new_generation(request)
         with write_session(self._sessions) as session:
             now = self._clock()
-            rows = [add_generation(session, user_id, request, now=now) for request in requests]
+            # One microsecond apart: the queue orders by enqueue time, so a batch keeps its order when claimed.
+            rows = [add_generation(session, user_id, request, now=now + timedelta(microseconds=i))
+                    for i, request in enumerate(requests)]
             return [generation_record(row) for row in rows]
 
     def get(self, user_id: UserId, generation_id: GenerationId) -> GenerationRecord:
