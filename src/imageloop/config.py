@@ -75,6 +75,12 @@ class JobsSettings(BaseModel):
         description="'embedded': a worker thread inside the server; 'scaled': Celery workers fed through Redis.",
     )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for Celery and progress (scaled).")
+    workers: int = Field(
+        default=1, ge=1, le=32,
+        description="Worker threads of the embedded queue, each with its own engine: each loads its own copy of the "
+        "model, so this is for small models on many cores (e.g. 2 workers with engine.threads=1 on 2 cores); one "
+        "GPU wants 1. Scaled mode ignores it (start more `imageloop worker` processes instead).",
+    )
     batch_max_size: int = Field(default=8, ge=1, le=64, description="Most compatible jobs run in one pipeline call.")
     batch_max_wait_ms: int = Field(
         default=100, ge=0, le=10_000, description="How long a worker waits for more compatible jobs before running."

@@ -13,7 +13,7 @@ from imageloop.config import Settings, load_settings
 def _describe(settings: Settings) -> str:
     if settings.jobs.mode == "embedded":
         return (f"embedded: database {settings.database_url}, images in {settings.blobs_dir}, "
-                f"in-process worker on model {settings.engine.model!r}")
+                f"{settings.jobs.workers} in-process worker(s) on model {settings.engine.model!r}")
     return f"scaled: database {settings.database_url}, Celery workers via {settings.jobs.redis_url}"
 
 
@@ -42,7 +42,7 @@ def serve(
     import uvicorn
 
     from imageloop.server import create_app
-    from imageloop.server.services import default_engine_factory
+    from imageloop.server.services import preloaded_engine_factory
     from imageloop.storage import Storage
 
     settings = _settings(host, port, model)
@@ -56,8 +56,7 @@ def serve(
 
         check_redis(settings)
     if settings.jobs.mode == "embedded":
-        engine = default_engine_factory(settings)()
-        engine_factory = lambda: engine  # noqa: E731
+        engine_factory = preloaded_engine_factory(settings)  # the first worker's model now, the others' at start
     typer.echo(f"imageloop: http://{settings.server.host}:{settings.server.port} ({_describe(settings)})", err=True)
     uvicorn.run(
         create_app(settings, engine_factory=engine_factory), host=settings.server.host, port=settings.server.port,

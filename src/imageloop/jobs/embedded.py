@@ -1,28 +1,32 @@
-"""The embedded job queue: one worker thread inside the server process, fed from the database.
+"""The embedded job queue: ``jobs.workers`` worker threads inside the server process, fed from the database.
 
-The GPU/CPU work runs on the worker thread; events go to the server's loop through the :class:`EventHub`
-(``loop.call_soon_threadsafe``). Dynamic batching: when jobs are waiting, the worker waits up to
-``jobs.batch_max_wait_ms`` for the queue to fill to ``jobs.batch_max_size``, then claims up to that many
-compatible jobs at once and runs them in one pipeline call. A sweeper re-queues jobs whose lease expired (their
-worker was killed), at start-up and then every half lease.
+Each worker has its own engine (its own pipeline: a diffusers pipeline must not run two calls at once), its own
+worker id and leases, and claims from the same database queue (the claim is atomic). The GPU/CPU work runs on the
+worker threads; events go to the server's loop through the :class:`EventHub` (``loop.call_soon_threadsafe``).
+Dynamic batching, per worker: when jobs are waiting, a worker waits up to ``jobs.batch_max_wait_ms`` for the queue
+to fill to ``jobs.batch_max_size``, then claims up to that many compatible jobs at once and runs them in one
+pipeline call; while other workers are idle it claims only its share of the queue, so the jobs spread over them.
+A sweeper re-queues jobs whose lease expired (their worker was killed), at start-up and then every half lease.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from imageloop.config import Settings
 from imageloop.errors import ImageloopError
 from imageloop.jobs._common import EventHub, JobQueue
 from imageloop.jobs.runner import ImageEngine, JobRunner
-from imageloop.storage import GenerationId, Storage, WorkerId
+from imageloop.storage import GenerationId, GenerationRecord, Storage, WorkerId
 
 if TYPE_CHECKING:
     from imageloop.prompts.service import PromptService
@@ -83,9 +87,26 @@ class Sweeper:
                 log.exception("sweeping stale jobs failed")
 
 
+@dataclass(eq=False)
+class EmbeddedWorker:
+    """One worker thread of the embedded queue: its runner (own engine, own worker id), its wake-up event, and
+    whether it holds claimed jobs (``busy``, read by the other workers when they size their share)."""
+
+    runner: JobRunner
+    wake: threading.Event = field(default_factory=threading.Event)
+    busy: bool = False
+    thread: threading.Thread | None = None
+
+    @property
+    def worker_id(self) -> WorkerId:
+        return self.runner.worker_id
+
+
 class EmbeddedJobQueue(JobQueue):
-    """Runs jobs on a worker thread of this process. ``engine_factory`` builds the engine (once, at start);
-    ``prompts`` is the process's prompt service (None: intents get the word rules only, images are not checked)."""
+    """Runs jobs on ``settings.jobs.workers`` worker threads of this process. ``engine_factory`` builds one engine
+    per worker (all at start; each must be its own instance for the workers to run side by side); ``prompts`` is
+    the process's prompt service, shared by the workers (None: intents get the word rules only, images are not
+    checked)."""
 
     def __init__(
         self,
@@ -99,75 +120,114 @@ class EmbeddedJobQueue(JobQueue):
         super().__init__(hub)
         self.storage = storage
         self.settings = settings
-        self.worker_id = new_worker_id("embedded")
         self._engine_factory = engine_factory
         self._prompts = prompts
-        self._runner: JobRunner | None = None
-        self._wake = threading.Event()
+        self._workers: list[EmbeddedWorker] = []
+        # The workers of this process claim one at a time, so each sees the others' claims when taking its share.
+        self._claim_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._sweeper = Sweeper(storage, settings, lambda _ids: self._wake.set())
+        self._sweeper = Sweeper(storage, settings, lambda _ids: self._wake_all())
 
     @property
-    def runner(self) -> JobRunner:
-        if self._runner is None:
-            raise RuntimeError("the embedded job queue is not started")
-        return self._runner
+    def workers(self) -> list[EmbeddedWorker]:
+        """The started workers (empty before :meth:`start`)."""
+        return list(self._workers)
+
+    @property
+    def worker_ids(self) -> list[WorkerId]:
+        return [worker.worker_id for worker in self._workers]
 
     def start(self) -> None:
-        """Build the engine (errors surface here), re-queue stale jobs, and start the worker and sweeper threads."""
-        self._runner = JobRunner(self.storage, self._engine_factory(), self.settings, self.worker_id, self.hub.publish,
-                                 prompts=self._prompts)
+        """Build every worker's engine (errors surface here), re-queue stale jobs, and start the worker and sweeper
+        threads."""
+        engines = [self._engine_factory() for _ in range(self.settings.jobs.workers)]
+        if len({id(engine) for engine in engines}) < len(engines):
+            log.warning("the engine factory returned one engine for several workers: they will take turns on it")
+        self._workers = [
+            EmbeddedWorker(JobRunner(self.storage, engine, self.settings, new_worker_id("embedded"), self.hub.publish,
+                                     prompts=self._prompts))
+            for engine in engines
+        ]
         self._sweeper.start()
-        self._thread = threading.Thread(target=self._work, name="imageloop-worker", daemon=True)
-        self._thread.start()
-        self._wake.set()  # jobs may be waiting from before a restart
+        for index, worker in enumerate(self._workers):
+            worker.thread = threading.Thread(target=self._work, args=(worker,), name=f"imageloop-worker-{index}",
+                                             daemon=True)
+            worker.thread.start()
+        self._wake_all()  # jobs may be waiting from before a restart
 
     def stop(self) -> None:
-        """Stop after the current step and give the jobs this worker held back to the queue at once (the next
-        start, or another worker, runs them; each image is recorded once)."""
+        """Stop every worker after its current step and give the jobs they held back to the queue at once (the
+        next start, or another worker, runs them; each image is recorded once)."""
         self._stopping.set()
-        self._wake.set()
-        if self._runner is not None:
-            self._runner.stop()
-        if self._thread is not None:
-            self._thread.join()
+        for worker in self._workers:
+            worker.runner.stop()
+            worker.wake.set()
+        for worker in self._workers:
+            if worker.thread is not None:
+                worker.thread.join()
         self._sweeper.stop()
-        if self._runner is not None:
-            try:  # only now: the worker thread can no longer record an outcome
-                self._runner.release()
+        for worker in self._workers:
+            try:  # only now: no worker thread can record an outcome any more
+                worker.runner.release()
             except ImageloopError as exc:  # the database is gone: the sweepers re-queue them when the leases expire
-                log.warning("could not give the running jobs back: %s", exc)
+                log.warning("could not give the running jobs of %s back: %s", worker.worker_id, exc)
 
     def submitted(self, generation_ids: Iterable[GenerationId]) -> None:
-        self._wake.set()
+        self._wake_all()
 
     def cancel_requested(self, generation_id: GenerationId) -> None:
-        if self._runner is not None:
-            self._runner.cancel(generation_id)
+        for worker in self._workers:
+            if worker.runner.cancel(generation_id):
+                return
 
     def healthy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return bool(self._workers) and all(
+            worker.thread is not None and worker.thread.is_alive() for worker in self._workers
+        )
 
-    # --- worker thread -------------------------------------------------------------------------------------
+    def _wake_all(self) -> None:
+        for worker in self._workers:
+            worker.wake.set()
 
-    def _work(self) -> None:
-        limit = self.settings.jobs.batch_max_size
+    # --- worker threads ------------------------------------------------------------------------------------
+
+    def _work(self, worker: EmbeddedWorker) -> None:
         while not self._stopping.is_set():
             claimed = 0
             try:
-                self._wait_for_batch()
+                self._wait_for_batch(worker)
                 if self._stopping.is_set():
                     break
-                claimed = self.runner.claim_and_run(limit)
+                records = self._claim(worker)
+                claimed = len(records)
+                if records:
+                    worker.runner.run(records)
             except Exception:
-                log.exception("the worker loop failed; retrying")
+                log.exception("the worker loop of %s failed; retrying", worker.worker_id)
                 time.sleep(IDLE_POLL_SECONDS)
+            finally:
+                worker.busy = False
             if claimed == 0:
-                self._wake.wait(IDLE_POLL_SECONDS)
-                self._wake.clear()
+                worker.wake.wait(IDLE_POLL_SECONDS)
+                worker.wake.clear()
 
-    def _wait_for_batch(self) -> None:
+    def _claim(self, worker: EmbeddedWorker) -> list[GenerationRecord]:
+        """Claim this worker's share of the queue: up to ``jobs.batch_max_size`` jobs, but while other workers are
+        idle only an even split of the queued jobs among the idle ones (then wake them for the rest)."""
+        limit = self.settings.jobs.batch_max_size
+        with self._claim_lock:
+            idle = [other for other in self._workers if other is not worker and not other.busy]
+            if idle and limit > 1:
+                depth = self.storage.generations.queue_depth()
+                limit = max(1, min(limit, math.ceil(depth / (len(idle) + 1))))
+            records = worker.runner.claim(limit)
+            worker.busy = bool(records)
+        if records and idle:
+            for other in idle:
+                other.wake.set()
+        return records
+
+    def _wait_for_batch(self, worker: EmbeddedWorker) -> None:
         """When some jobs wait but fewer than a full batch, wait (bounded) for more to arrive."""
         limit = self.settings.jobs.batch_max_size
         max_wait = self.settings.jobs.batch_max_wait_ms / 1000
@@ -179,6 +239,6 @@ class EmbeddedJobQueue(JobQueue):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._wake.clear()
-            self._wake.wait(remaining)
+            worker.wake.clear()
+            worker.wake.wait(remaining)
             depth = self.storage.generations.queue_depth()

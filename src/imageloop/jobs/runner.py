@@ -232,12 +232,17 @@ class JobRunner:
             log.info("gave %d running job(s) back to the queue: %s", len(released), ", ".join(released))
         return released
 
+    def claim(self, limit: int) -> list[GenerationRecord]:
+        """Claim up to ``limit`` compatible queued jobs under this worker's lease, to :meth:`run` next (none once
+        :meth:`stop` was called)."""
+        if self.stopping:
+            return []
+        return self.storage.generations.claim(self.worker_id, limit=limit)
+
     def claim_and_run(self, limit: int) -> int:
         """Claim up to ``limit`` compatible queued jobs and run them; return how many were claimed (none once
         :meth:`stop` was called)."""
-        if self.stopping:
-            return 0
-        records = self.storage.generations.claim(self.worker_id, limit=limit)
+        records = self.claim(limit)
         if records:
             self.run(records)
         return len(records)

@@ -1,7 +1,8 @@
 """The one place the server's services are built from settings: storage, event hub, job queue, metrics, links and
 the prompt service (expansion, moderation, recipes, image checks) that the routes and the embedded worker share.
 
-Embedded mode: SQLite (or any database_url) + the blob store + a worker thread in this process running the engine.
+Embedded mode: SQLite (or any database_url) + the blob store + ``jobs.workers`` worker threads in this process, each
+running its own engine.
 Scaled mode: the same storage (PostgreSQL, S3 in production) + Celery workers elsewhere, events over Redis.
 """
 
@@ -27,16 +28,31 @@ _MAX_TRACKED = 10_000
 
 
 def default_engine_factory(settings: Settings) -> EngineFactory:
-    """Builds :class:`imageloop.engine.Engine` for ``settings`` and loads its model (so errors show at start)."""
+    """Builds a new :class:`imageloop.engine.Engine` for ``settings`` on each call (one per embedded worker) and
+    loads its model (so errors show at start)."""
 
     def build() -> ImageEngine:
         from imageloop.engine import Engine
 
         engine = Engine(settings)
         _ = engine.model  # load now: a missing or broken model fails the start, not the first job
+        # Resolve engine.cpu_autocast now too: its one-off speed probe should not run while other workers generate.
+        _ = engine.autocast
         return engine
 
     return build
+
+
+def preloaded_engine_factory(settings: Settings) -> EngineFactory:
+    """:func:`default_engine_factory` with its first engine built now (a broken model fails here, before a server
+    starts): the first call returns that one, later calls build more (one per further embedded worker)."""
+    build = default_engine_factory(settings)
+    ready = [build()]
+
+    def factory() -> ImageEngine:
+        return ready.pop() if ready else build()
+
+    return factory
 
 
 @dataclass
