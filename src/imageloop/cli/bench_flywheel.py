@@ -18,8 +18,11 @@ DEFAULT_WEEKS = 4
 QUICK = {"users": 4, "weeks": 2}
 DEFAULT_STRATEGIES = "retrieval,rules"
 # Training caps per weekly cycle: small, so the cycles fit the time budget (the real defaults are for serving).
-TRAIN_CAPS = {"sft_max_steps": 4, "dpo_max_steps": 8, "reward_epochs": 4, "min_pairs": 8}
-QUICK_CAPS = {"sft_max_steps": 2, "dpo_max_steps": 4, "reward_epochs": 1, "min_pairs": 4}
+# Diffusion-DPO runs in the weekly cycle too, on the week's image pairs (~0.9 s per step on the embedded model).
+TRAIN_CAPS = {"sft_max_steps": 4, "dpo_max_steps": 8, "reward_epochs": 4, "min_pairs": 8,
+              "diffusion_dpo_min_pairs": 16, "diffusion_dpo_steps": 40}
+QUICK_CAPS = {"sft_max_steps": 2, "dpo_max_steps": 4, "reward_epochs": 1, "min_pairs": 4,
+              "diffusion_dpo_min_pairs": 8, "diffusion_dpo_steps": 4}
 
 
 @bench_app.command("flywheel")

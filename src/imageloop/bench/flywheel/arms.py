@@ -5,8 +5,9 @@ prompts nor re-ranking toward a user's kept images (the online half of the loop)
 online memory and the real training cycle at the end of every simulated week. ``online`` is the system as shipped
 learning only online: retrieval and memory on, no training cycles; ``online`` vs ``frozen`` is what the online half
 adds, ``full`` vs ``online`` what the weekly retraining adds on top (not a default arm: it costs a third run). The
-ablations train too but switch one part off through settings: ``no_dpo`` (expander DPO steps 0), ``no_memory`` (no
-re-ranking toward a user's kept images), ``no_retrieval`` (the retrieval strategy is left out of the chain).
+ablations train too but switch one part off through settings: ``no_dpo`` (expander DPO steps 0 and no
+Diffusion-DPO), ``no_memory`` (no re-ranking toward a user's kept images), ``no_retrieval`` (the retrieval strategy
+is left out of the chain).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ ARMS: dict[str, Arm] = {
     "full": Arm("full", trains=True, description="the whole flywheel: weekly cycles, memory, retrieval"),
     "online": Arm("online", trains=False,
                   description="learns online only: retrieval and memory over kept prompts, no training cycles"),
-    "no_dpo": Arm("no_dpo", trains=True, training={"dpo_max_steps": 0}, description="cycles without expander DPO"),
+    "no_dpo": Arm("no_dpo", trains=True, training={"dpo_max_steps": 0, "diffusion_dpo_enabled": False},
+                  description="cycles without DPO (neither the expander's nor Diffusion-DPO)"),
     "no_memory": Arm("no_memory", trains=True, prompts={"personalization": False},
                      description="no re-ranking toward the user's kept images"),
     "no_retrieval": Arm("no_retrieval", trains=True, without_strategies=("retrieval",),
