@@ -1,0 +1,31 @@
+"""Settings: a bad value stops start-up with a message naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imageloop.config import load_settings
+from imageloop.errors import ConfigError
+
+
+def test_jobs_workers_defaults_to_one(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path).jobs.workers == 1
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    (0, "greater than or equal to 1"), (-2, "greater than or equal to 1"), (33, "less than or equal to 32"),
+    ("two", "valid integer"), (1.5, "valid integer"),
+])
+def test_bad_jobs_workers_name_the_field(tmp_path: Path, value: object, problem: str) -> None:
+    with pytest.raises(ConfigError, match=rf"jobs\.workers: .*{problem}"):
+        load_settings(data_dir=tmp_path, jobs={"workers": value})
+
+
+def test_jobs_workers_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGELOOP_JOBS__WORKERS", "2")
+    assert load_settings(data_dir=tmp_path).jobs.workers == 2
+    monkeypatch.setenv("IMAGELOOP_JOBS__WORKERS", "many")
+    with pytest.raises(ConfigError, match=r"jobs\.workers"):
+        load_settings(data_dir=tmp_path)
