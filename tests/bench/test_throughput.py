@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
-from imageloop.bench.throughput import PathResult, ThroughputConfig, run_throughput_bench
+from imageloop.bench.throughput import TORCH_DEFAULT_THREADS, PathResult, ThroughputConfig, run_throughput_bench
 from imageloop.cli import app
 from tests.server.kit import save_tiny_model, tiny_settings
 
@@ -28,7 +29,22 @@ def test_bench_measures_the_server_and_the_naive_loop(tmp_path: Path) -> None:
     # No autocast: the plain loop is already the same-dtype baseline.
     assert result["naive_same_dtype"] is None and result["dtype_gain"] == 1.0
     assert result["ratio_vs_naive_same_dtype"] == result["ratio_vs_naive"]
-    assert result["compute"]["server"] == {"dtype": "float32", "autocast": "off"}
+    # tiny_settings: one torch thread for the server's one worker; the naive loop keeps torch's default.
+    assert result["compute"]["server"] == {"dtype": "float32", "autocast": "off", "workers": 1, "torch_threads": 1}
+    assert result["compute"]["naive"]["torch_threads"] == TORCH_DEFAULT_THREADS == result["naive"]["torch_threads"]
+
+
+def test_bench_runs_the_server_with_the_workers_and_threads_asked_for(tmp_path: Path) -> None:
+    model = save_tiny_model(tmp_path / "model")
+    config = ThroughputConfig(clients=(4,), requests_per_client=1, naive_requests=1, steps=1, cpu_autocast="off",
+                              workers=2, threads=1)
+    before = torch.get_num_threads()
+    result = run_throughput_bench(tiny_settings(tmp_path / "data", model), config)
+    (server,) = result["server"]
+    assert (server["images"], server["workers"], server["torch_threads"]) == (4, 2, 1)
+    assert result["config"]["workers"] == 2 and result["config"]["threads"] == 1
+    assert result["naive"]["workers"] == 1 and result["naive"]["torch_threads"] == TORCH_DEFAULT_THREADS
+    assert torch.get_num_threads() == before  # the engines' process-wide setting is undone
 
 
 def test_bench_separates_the_dtype_gain_from_the_batching_gain(tmp_path: Path) -> None:
@@ -38,8 +54,8 @@ def test_bench_separates_the_dtype_gain_from_the_batching_gain(tmp_path: Path) -
     naive, same, (server,) = result["naive"], result["naive_same_dtype"], result["server"]
     assert (naive["autocast"], same["autocast"], server["autocast"]) == ("off", "bf16", "bf16")
     assert same["path"] == "diffusers loop, same dtype" and same["images"] == 2
-    assert result["compute"]["naive_same_dtype"] == result["compute"]["server"] == {"dtype": "float32",
-                                                                                   "autocast": "bf16"}
+    dtypes = {path: {k: result["compute"][path][k] for k in ("dtype", "autocast")} for path in result["compute"]}
+    assert dtypes["naive_same_dtype"] == dtypes["server"] == {"dtype": "float32", "autocast": "bf16"}
     assert result["dtype_gain"] == same["images_per_s"] / naive["images_per_s"]
     assert result["ratio_vs_naive_same_dtype"]["2"] == server["images_per_s"] / same["images_per_s"]
     assert result["ratio_vs_naive"]["2"] == server["images_per_s"] / naive["images_per_s"]

@@ -14,11 +14,17 @@ naive baselines: the plain fp32 loop, and (when the server autocasts) the same l
 the same fp32 VAE decode. ``ratio_vs_naive`` is the whole gain over the plain loop, ``ratio_vs_naive_same_dtype``
 the server's own (batching, caching) at equal compute dtype, and ``dtype_gain`` the autocast loop over the plain
 one. Every path records its weights dtype and autocast.
+
+The server may run several embedded workers (``--workers``, ``jobs.workers``), each with its own engine, and its
+own torch thread count (``--threads``, ``engine.threads``): on a few CPU cores a small model runs faster as two
+single-threaded generations side by side than as one generation over two threads. The naive loops always run with
+torch's default thread count, as a plain script would. Every path records its workers and torch threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import statistics
 import tempfile
@@ -39,6 +45,8 @@ from imageloop.engine.request import GenerationRequest
 from imageloop.engine.schedulers import make_scheduler
 
 TARGET_RATIO_AT_8 = 2.0
+# Torch's own thread count, before any engine setting changed it: what a plain diffusers script runs with.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 _WORDS = ("cat", "dog", "bird", "house", "tree", "car", "castle", "dragon", "ship", "flower", "river", "mountain")
 
 
@@ -57,6 +65,8 @@ class ThroughputConfig:
     batch_max_size: int = 16
     batch_max_wait_ms: int = 100
     cpu_autocast: CpuAutocast | None = None  # None: the settings' engine.cpu_autocast
+    workers: int | None = None  # the server's embedded workers; None: the settings' jobs.workers
+    threads: int | None = None  # the server's torch threads (0 = torch's default); None: the settings' engine.threads
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,8 @@ class PathResult:
     cpu_seconds: float = 0.0  # CPU time of this whole process meanwhile: robust to other load on the machine
     dtype: str = "float32"  # the weights' dtype
     autocast: str = "off"  # what the denoising ran under: 'bf16' or 'off'
+    workers: int = 1  # generations that can run at once (the server's embedded workers; 1 for the naive loop)
+    torch_threads: int = 0  # torch's intra-op threads of each of them
 
     @property
     def images_per_second(self) -> float:
@@ -90,7 +102,8 @@ class PathResult:
                 "images_per_s": self.images_per_second, "latency_p50_s": self.percentile(50),
                 "latency_p95_s": self.percentile(95), "latency_mean_s": statistics.fmean(self.latencies),
                 "cpu_seconds": self.cpu_seconds, "images_per_cpu_s": self.images_per_cpu_second,
-                "dtype": self.dtype, "autocast": self.autocast}
+                "dtype": self.dtype, "autocast": self.autocast, "workers": self.workers,
+                "torch_threads": self.torch_threads}
 
 
 def prompt_for(index: int) -> str:
@@ -157,7 +170,8 @@ def run_naive(
     seconds, cpu_seconds = clock["seconds"], clock["cpu_seconds"]
     say(f"{name}: {config.naive_requests} images in {seconds:.1f} s")
     return PathResult(name, 1, config.naive_requests, seconds, latencies, cpu_seconds,
-                      dtype=_dtype_name(model.dtype), autocast=autocast_name(autocast))
+                      dtype=_dtype_name(model.dtype), autocast=autocast_name(autocast),
+                      torch_threads=torch.get_num_threads())
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -222,13 +236,17 @@ def run_server(base_url: str, key: str, clients: int, config: ThroughputConfig, 
 
 
 def server_settings(settings: Settings, config: ThroughputConfig, data_dir: Path) -> Settings:
-    """The bench server's settings: a fresh embedded data dir, the same model and engine settings."""
+    """The bench server's settings: a fresh embedded data dir, the same model and engine settings, and the config's
+    workers and threads where it names them."""
     update: dict[str, Any] = {"model": config.model} if config.model is not None else {}
     if config.cpu_autocast is not None:
         update["cpu_autocast"] = config.cpu_autocast
+    if config.threads is not None:
+        update["threads"] = config.threads
     engine = settings.engine.model_copy(update=update)
+    workers = config.workers if config.workers is not None else settings.jobs.workers
     jobs = JobsSettings(mode="embedded", batch_max_size=config.batch_max_size,
-                        batch_max_wait_ms=config.batch_max_wait_ms)
+                        batch_max_wait_ms=config.batch_max_wait_ms, workers=workers)
     return Settings(data_dir=data_dir, engine=engine, jobs=jobs)
 
 
@@ -242,30 +260,43 @@ def run_throughput_bench(
 
     report = say or (lambda _message: None)
     runs: list[PathResult] = []
-    with tempfile.TemporaryDirectory(prefix="imageloop-throughput-") as scratch:
-        bench_settings = server_settings(settings, config, Path(scratch))
-        # The naive loops load the model the server will serve, with the server's engine settings: the autocast
-        # the server's engine resolves is the one the second baseline runs under.
-        engine = Engine(bench_settings, model=config.model)
-        sampling = naive_sampling(engine, config)
-        autocast = engine.autocast
-        naive = run_naive(engine, config, sampling, report)
-        naive_same = run_naive(engine, config, sampling, report, autocast=autocast) if autocast is not None else None
-        del engine
-        params = {key: sampling[key] for key in ("steps", "guidance_scale", "width", "height", "scheduler")}
-        storage = Storage.open(bench_settings)
-        key = storage.users.create_user("bench")[1]
-        storage.close()
-        with serve_in_thread(create_app(bench_settings)) as base_url:
-            report("server: warming up")
-            run_server(base_url, key, 1, ThroughputConfig(requests_per_client=1), params, 10**6)
-            next_index = 0
-            for clients in config.clients:
-                report(f"server: {clients} clients x {config.requests_per_client} requests")
-                run = run_server(base_url, key, clients, config, params, next_index)
-                runs.append(dataclasses.replace(run, dtype=naive.dtype, autocast=autocast_name(autocast)))
-                next_index += clients * config.requests_per_client
-                report(f"server: {runs[-1].images} images in {runs[-1].seconds:.1f} s")
+    threads_before = torch.get_num_threads()
+    try:
+        with tempfile.TemporaryDirectory(prefix="imageloop-throughput-") as scratch:
+            bench_settings = server_settings(settings, config, Path(scratch))
+            server_threads = bench_settings.engine.threads or TORCH_DEFAULT_THREADS
+            # The naive loops load the model the server will serve, with the server's engine settings (the autocast
+            # the server's engine resolves is the one the second baseline runs under) but torch's default threads.
+            torch.set_num_threads(TORCH_DEFAULT_THREADS)
+            naive_settings = bench_settings.model_copy(
+                update={"engine": bench_settings.engine.model_copy(update={"threads": 0})})
+            engine = Engine(naive_settings, model=config.model)
+            sampling = naive_sampling(engine, config)
+            autocast = engine.autocast
+            naive = run_naive(engine, config, sampling, report)
+            naive_same = (run_naive(engine, config, sampling, report, autocast=autocast)
+                          if autocast is not None else None)
+            del engine
+            params = {key: sampling[key] for key in ("steps", "guidance_scale", "width", "height", "scheduler")}
+            storage = Storage.open(bench_settings)
+            key = storage.users.create_user("bench")[1]
+            storage.close()
+            # The server's engines set engine.threads (process-wide) as they load; each worker thread runs with it.
+            with serve_in_thread(create_app(bench_settings)) as base_url:
+                report("server: warming up")
+                # One request per worker at once: each worker's engine makes its first (slower) call here.
+                workers = bench_settings.jobs.workers
+                run_server(base_url, key, workers, ThroughputConfig(requests_per_client=1), params, 10**6)
+                next_index = 0
+                for clients in config.clients:
+                    report(f"server: {clients} clients x {config.requests_per_client} requests")
+                    run = run_server(base_url, key, clients, config, params, next_index)
+                    runs.append(dataclasses.replace(run, dtype=naive.dtype, autocast=autocast_name(autocast),
+                                                    workers=workers, torch_threads=server_threads))
+                    next_index += clients * config.requests_per_client
+                    report(f"server: {runs[-1].images} images in {runs[-1].seconds:.1f} s")
+    finally:  # the engines changed torch's process-wide thread count
+        torch.set_num_threads(threads_before)
     same = naive_same or naive  # without autocast the plain loop already computes as the server does
     ratios = {str(run.clients): run.images_per_second / naive.images_per_second for run in runs}
     cpu_ratios = {str(run.clients): run.images_per_cpu_second / naive.images_per_cpu_second for run in runs}
@@ -274,13 +305,12 @@ def run_throughput_bench(
     return {
         "benchmark": "throughput",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(),
-                    "load_average": list(_load_average())},
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "torch_default_threads": TORCH_DEFAULT_THREADS, "load_average": list(_load_average())},
         "config": {**asdict(config), "clients": list(config.clients)},
         "sampling": sampling,
-        "compute": {"server": {"dtype": naive.dtype, "autocast": autocast_name(autocast)},
-                    "naive": {"dtype": naive.dtype, "autocast": naive.autocast},
-                    "naive_same_dtype": {"dtype": same.dtype, "autocast": same.autocast}},
+        "compute": {"server": _compute(runs[0]) if runs else None, "naive": _compute(naive),
+                    "naive_same_dtype": _compute(same)},
         "naive": naive.to_json(),
         # The naive loop under the server's autocast (null when the server does not autocast: then "naive" is it).
         "naive_same_dtype": naive_same.to_json() if naive_same is not None else None,
@@ -299,7 +329,10 @@ def run_throughput_bench(
     }
 
 
-def _load_average() -> tuple[float, float, float]:
-    import os
+def _compute(run: PathResult) -> dict[str, Any]:
+    """How a path computed: weights dtype, autocast, generations at once and torch threads of each."""
+    return {"dtype": run.dtype, "autocast": run.autocast, "workers": run.workers, "torch_threads": run.torch_threads}
 
+
+def _load_average() -> tuple[float, float, float]:
     return os.getloadavg()

@@ -30,13 +30,19 @@ def bench_throughput(
     autocast: str | None = typer.Option(
         None, help="CPU autocast of the server (and of the second naive loop): auto, bf16 or off "
         "[default: engine.cpu_autocast]."),
+    workers: int | None = typer.Option(
+        None, min=1, max=32, help="The server's embedded workers, each with its own engine [default: jobs.workers]."),
+    threads: int | None = typer.Option(
+        None, min=0, help="The server's torch threads (0 = torch's default) [default: engine.threads]. The naive "
+        "loops always use torch's default."),
     out: Path = typer.Option(Path("benchmarks/results/throughput.json"), "--out", help="JSON result file."),
 ) -> None:
     """Images/s and p50/p95 latency of N concurrent clients through the real HTTP server, against a naive loop
     calling the diffusers pipeline one request at a time on the same model (target: >= 2x at 8 clients).
 
     When the server denoises under CPU bf16 autocast, a second naive loop runs under the same autocast, so the
-    result separates the batching gain (vs the same dtype) from the dtype gain."""
+    result separates the batching gain (vs the same dtype) from the dtype gain. On a few CPU cores and a small model,
+    try --workers 2 --threads 1: two single-threaded generations side by side."""
     from imageloop.bench.throughput import ThroughputConfig, run_throughput_bench
 
     width = height = None
@@ -50,7 +56,7 @@ def bench_throughput(
     config = ThroughputConfig(
         model=model, clients=tuple(clients), requests_per_client=requests_per_client, naive_requests=naive_requests,
         steps=steps, width=width, height=height, batch_max_size=batch_max_size, batch_max_wait_ms=batch_max_wait_ms,
-        cpu_autocast=AUTOCAST_CHOICES[autocast] if autocast is not None else None,
+        cpu_autocast=AUTOCAST_CHOICES[autocast] if autocast is not None else None, workers=workers, threads=threads,
     )
     result = run_throughput_bench(load_settings(), config, lambda message: typer.echo(message, err=True))
     _print(result)
@@ -75,6 +81,7 @@ def _print(result: dict[str, object]) -> None:
         same_ratio = row["images_per_s"] / same["images_per_s"] if same["images_per_s"] else 0.0
         cpu = row["images_per_cpu_s"] / naive["images_per_cpu_s"] if naive["images_per_cpu_s"] else 0.0
         compute = row["dtype"] + (f", {row['autocast']} autocast" if row["autocast"] != "off" else "")
+        compute += f", {row['workers']}x{row['torch_threads']} thr"  # generations at once x torch threads each
         table.add_row(row["path"], compute, str(row["clients"]), str(row["images"]), f"{row['seconds']:.2f}",
                       f"{row['images_per_s']:.2f}", f"{row['latency_p50_s']:.2f}", f"{row['latency_p95_s']:.2f}",
                       f"{ratio:.2f}x", f"{same_ratio:.2f}x", f"{cpu:.2f}x")
