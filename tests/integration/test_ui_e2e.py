@@ -23,7 +23,7 @@ import pytest
 from imageloop.config import EMBEDDED_MODEL_DIR, Settings
 from imageloop.storage import Storage
 from imageloop.training.registry import ModelKind, Registry
-from tests.integration.test_serve_crash import start_server
+from tests.integration.serve_process import start_server
 from tests.server.kit import free_port, save_tiny_model
 
 playwright_api = pytest.importorskip("playwright.sync_api")
