@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from imageloop.errors import InvalidRequestError, TrainingError
+from imageloop.training.user_lora import fit_rgb, rgb_to_tensor
 
 __all__ = ["ADAPTER_NAME", "LORA_FILE", "DiffusionDpoConfig", "DiffusionDpoResult", "DiffusionDpoStopped",
            "EncodedPairs", "diffusion_dpo_loss", "encode_pairs", "preference_rows", "read_pairs_folder",
@@ -178,12 +178,8 @@ def _pixels(blobs: Sequence[bytes], width: int, height: int, where: Sequence[str
                 rgb = opened.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise TrainingError(f"{label} is not an image Pillow can read: {exc}") from exc
-        scale = max(width / rgb.width, height / rgb.height)
-        resized = rgb.resize((max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))),
-                             Image.Resampling.BICUBIC)
-        left, top = (resized.width - width) // 2, (resized.height - height) // 2
-        arrays.append(np.asarray(resized.crop((left, top, left + width, top + height))))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        arrays.append(fit_rgb(rgb, width, height))
+    return rgb_to_tensor(arrays)
 
 
 @dataclass(frozen=True)

@@ -299,12 +299,21 @@ def _pixels(images: Sequence[bytes], width: int, height: int) -> torch.Tensor:
     arrays = []
     for data in images:
         with Image.open(io.BytesIO(data)) as image:
-            rgb = image.convert("RGB")
-        scale = max(width / rgb.width, height / rgb.height)
-        resized = rgb.resize((max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))),
-                             Image.Resampling.BICUBIC)
-        left, top = (resized.width - width) // 2, (resized.height - height) // 2
-        arrays.append(np.asarray(resized.crop((left, top, left + width, top + height))))
+            arrays.append(fit_rgb(image.convert("RGB"), width, height))
+    return rgb_to_tensor(arrays)
+
+
+def fit_rgb(rgb: Image.Image, width: int, height: int) -> np.ndarray:
+    """Resize ``rgb`` to cover (width, height), keeping its aspect ratio, and crop the centre; (H, W, 3) uint8."""
+    scale = max(width / rgb.width, height / rgb.height)
+    resized = rgb.resize((max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale))),
+                         Image.Resampling.BICUBIC)
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    return np.asarray(resized.crop((left, top, left + width, top + height)))
+
+
+def rgb_to_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) uint8 arrays -> one (N, 3, H, W) float tensor in [-1, 1]."""
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
