@@ -36,6 +36,9 @@ def train_base(
         help="bf16 autocast: auto (only where bf16 measures faster than fp32), bf16, off.")] = "auto",
     polish_decoder_minutes: Annotated[float, typer.Option(
         "--polish-decoder", min=0, help="Instead of training: fine-tune only the decoder for N more minutes.")] = 0.0,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Seed an empty checkpoint folder from this exported model and continue training it "
+        "(when the checkpoints are gone).")] = None,
 ) -> None:
     """Train the embedded model on procedurally rendered scenes, resuming from checkpoints, then export it."""
     import torch
@@ -47,6 +50,15 @@ def train_base(
         raise InvalidRequestError("--autocast", f"must be one of {', '.join(TRAIN_AUTOCAST)}, not {autocast!r}")
     torch.set_num_threads(threads)
     ckpt = checkpoints or _default_checkpoints()
+    if init_from is not None:
+        from imageloop.training.base.seed import seed_from_export
+
+        if any(ckpt.glob("*.pt")):
+            raise InvalidRequestError("--init-from", f"checkpoints already exist in {ckpt}",
+                                      allowed="an empty --checkpoints folder, or --resume without --init-from")
+        info = seed_from_export(init_from, ckpt)
+        typer.echo(f"seeded {ckpt} from {init_from} (step {info.get('step')}, {info.get('images_seen')} images)")
+        resume = True
     if polish_decoder_minutes > 0:
         polish_decoder(ckpt, data, polish_decoder_minutes, autocast)
     elif not export_only:

@@ -58,6 +58,7 @@ def train_autoencoder(
     on_step: Callable[[int, float], None] | None = None,
     latents: np.ndarray | None = None,
     bf16: bool = True,
+    latent_noise: float = 0.0,
 ) -> int:
     """Train ``vae`` for up to ``minutes`` or ``max_steps`` in total (resuming from ``checkpoint``); return the
     total steps done.
@@ -66,7 +67,9 @@ def train_autoencoder(
     spent, after which this returns immediately. ``stop_at`` (a time.monotonic() value) ends this call early.
     With ``latents`` (the encoded ``images``, unscaled) only the decoder trains, on those latents: the encoder
     and so the diffusion model's latent space stay fixed while decoded images get sharper; then ``minutes`` is
-    a total that may be raised later to train more.
+    a total that may be raised later to train more. ``latent_noise`` (unscaled latent units) adds Gaussian noise
+    of a random strength up to it to each latent before decoding, so the decoder learns to map the slightly
+    off-manifold latents a diffusion model samples to clean images instead of amplifying their error into texture.
     """
     trained = ([*vae.post_quant_conv.parameters(), *vae.decoder.parameters()] if latents is not None
                else list(vae.parameters()))
@@ -94,6 +97,8 @@ def train_autoencoder(
                 loss = autoencoder_loss(vae, x)
             else:
                 z = torch.from_numpy(latents[idx].astype(np.float32))
+                if latent_noise > 0:
+                    z = z + _latent_jitter(z, latent_noise, rng)
                 recon = vae.decode(z).sample.float()
                 loss = torch.nn.functional.mse_loss(recon, x) + 0.5 * (recon - x).abs().mean()
         torch.autograd.backward(loss)
@@ -115,6 +120,13 @@ def train_autoencoder(
     return step
 
 
+def _latent_jitter(z: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
+    """Gaussian noise for a batch of latents, each sample's std drawn uniformly from [0, strength]."""
+    sigma = torch.from_numpy(rng.uniform(0.0, strength, (z.shape[0], 1, 1, 1)).astype(np.float32))
+    noise = torch.from_numpy(rng.standard_normal(z.shape).astype(np.float32))
+    return sigma * noise
+
+
 @torch.no_grad()
 def encode_dataset(
     vae: Any,
@@ -126,13 +138,18 @@ def encode_dataset(
 ) -> np.ndarray:
     """Encode every image to its posterior mean, written to ``folder/latents.npy`` (fp16, resumable).
 
-    Also writes ``folder/latents.json`` with the rows done and the scaling factor (1 / std of the latents).
+    Also writes ``folder/latents.json`` with the rows done and the scaling factor (1 / std of the latents), unless
+    that file already names a scaling factor before the rows are done (a checkpoint folder seeded from an export,
+    whose UNet was trained with it).
     """
     vae.eval()
     n = len(images)
     path, meta_path = folder / "latents.npy", folder / "latents.json"
     shape = (n, vae.config.latent_channels, images.shape[1] // 4, images.shape[2] // 4)
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() and path.is_file() else {"done": 0}
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"done": 0}
+    fixed_scale = meta.get("scaling_factor") if meta.get("done", 0) < n else None  # seeded from an export
+    if not path.is_file():
+        meta["done"] = 0
     mode = "r+" if meta["done"] > 0 else "w+"
     latents = np.lib.format.open_memmap(path, mode, np.float16, shape)
     for start in range(int(meta["done"]), n, chunk):
@@ -141,7 +158,7 @@ def encode_dataset(
             mean = vae.encode(images_to_tensor(images[start:stop])).latent_dist.mean
         latents[start:stop] = mean.float().numpy().astype(np.float16)
         latents.flush()
-        meta = {"done": stop}
+        meta = {"done": stop} if fixed_scale is None else {"done": stop, "scaling_factor": fixed_scale}
         meta_path.write_text(json.dumps(meta))
         if on_chunk is not None:
             on_chunk(stop - start)
