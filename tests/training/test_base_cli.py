@@ -35,7 +35,19 @@ def test_train_base_builds_data_trains_resumes_and_exports(tmp_path: Path) -> No
     assert isinstance(again.exception, InvalidRequestError) and "--resume" in str(again.exception)
     resumed = CliRunner().invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
-    assert json.loads((tmp_path / "out" / "training.json").read_text())["step"] > step
+    resumed_step = json.loads((tmp_path / "out" / "training.json").read_text())["step"]
+    assert resumed_step > step
+
+    # The checkpoints are gone: a new folder is seeded from the export and training carries on from its step.
+    from_export = [*args[:6], "--checkpoints", str(tmp_path / "ckpt2"), *args[8:], "--init-from",
+                   str(tmp_path / "out")]
+    from_export[from_export.index("--out") + 1] = str(tmp_path / "out2")
+    seeded = CliRunner().invoke(app, from_export)
+    assert seeded.exit_code == 0, seeded.output
+    assert f"step {resumed_step}" in seeded.output
+    assert json.loads((tmp_path / "out2" / "training.json").read_text())["step"] > resumed_step
+    refused = CliRunner().invoke(app, from_export)  # the folder now holds checkpoints
+    assert isinstance(refused.exception, InvalidRequestError) and "--init-from" in str(refused.exception)
 
     judge = CliRunner().invoke(app, ["train", "judge", "--data", str(tmp_path / "data"), "--out",
                                      str(tmp_path / "judge"), "--minutes", "0.05", "--validation-images", "16"])
