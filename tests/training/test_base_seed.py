@@ -75,7 +75,7 @@ def test_seeded_folder_resumes_with_the_exported_weights_and_scaling(tmp_path: P
 
 
 def test_seeding_names_what_is_wrong(tmp_path: Path) -> None:
-    with pytest.raises(TrainingError, match="missing unet/config.json"):
+    with pytest.raises(TrainingError, match=r"missing unet/config\.json"):
         seed_from_export(tmp_path, tmp_path / "ckpt")
     export, _ = _exported(tmp_path)
     with pytest.raises(TrainingError, match="already holds checkpoints"):

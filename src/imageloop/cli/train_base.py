@@ -36,6 +36,8 @@ def train_base(
         help="bf16 autocast: auto (only where bf16 measures faster than fp32), bf16, off.")] = "auto",
     polish_decoder_minutes: Annotated[float, typer.Option(
         "--polish-decoder", min=0, help="Instead of training: fine-tune only the decoder for N more minutes.")] = 0.0,
+    subject_loss_weight: Annotated[float, typer.Option(
+        min=0, help="Extra loss weight on the subject's latent pixels (0 = plain MSE).")] = 3.0,
     init_from: Annotated[Path | None, typer.Option(
         "--init-from", help="Seed an empty checkpoint folder from this exported model and continue training it "
         "(when the checkpoints are gone).")] = None,
@@ -67,7 +69,8 @@ def train_base(
                                       allowed="--resume to continue them, or another --checkpoints folder")
         cfg = BaseTrainConfig(data_dir=data, checkpoint_dir=ckpt, out_dir=out, minutes=minutes,
                               dataset_size=dataset_size, vae_steps=vae_steps, batch_size=batch_size,
-                              size=ModelSize.tiny() if tiny else ModelSize(), autocast=autocast)
+                              size=ModelSize.tiny() if tiny else ModelSize(), autocast=autocast,
+                              subject_loss_weight=subject_loss_weight)
         if run_training(cfg) is None:
             typer.echo(f"budget spent before diffusion training began; run again with --resume ({ckpt})")
             return

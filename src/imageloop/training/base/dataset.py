@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from imageloop.errors import TrainingError
-from imageloop.training.base.scenes import ATTRIBUTE_KEYS, ATTRIBUTE_NAMES, IMAGE_SIZE, SceneSpec, render_scene
+from imageloop.training.base.scenes import (
+    ATTRIBUTE_KEYS,
+    ATTRIBUTE_NAMES,
+    IMAGE_SIZE,
+    SceneSpec,
+    render_scene,
+    render_scene_and_mask,
+)
 
 FORMAT_VERSION = 1
 HELDOUT_KEY = ("subject", "place", "weather", "time")
@@ -87,6 +94,33 @@ def render_one(seed: int, index: int, heldout: bool = False) -> tuple[np.ndarray
     rng = np.random.default_rng([seed, index, int(heldout)])
     spec = sample_spec(rng, heldout)
     return render_scene(spec, rng), np.asarray(spec.indices(), np.int16)
+
+
+def render_one_mask(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``index`` of the training set again, with its subject mask: (image, (64, 64) float32 mask)."""
+    rng = np.random.default_rng([seed, index, 0])
+    spec = sample_spec(rng, False)
+    return render_scene_and_mask(spec, rng)
+
+
+def subject_masks(data: SceneDataset, size: int, progress: Callable[[int], object] | None = None,
+                  chunk: int = 1000) -> np.ndarray:
+    """Each training image's subject coverage on a ``size`` x ``size`` grid (the latent grid), float16 in [0, 1].
+
+    The masks are not stored with the dataset; they are rendered again from the dataset's seed, and every image
+    re-rendered on the way must equal the stored one (else the dataset was built by other code: an error).
+    """
+    n, factor = len(data), IMAGE_SIZE // size
+    out = np.empty((n, size, size), np.float16)
+    for start in range(0, n, chunk):
+        for i in range(start, min(start + chunk, n)):
+            image, mask = render_one_mask(data.seed, i)
+            if not np.array_equal(image, data.images[i]):
+                raise TrainingError(f"image {i} of the dataset differs from its re-rendering; rebuild the dataset")
+            out[i] = mask.reshape(size, factor, size, factor).mean(axis=(1, 3))
+        if progress is not None:
+            progress(min(start + chunk, n) - start)
+    return out
 
 
 def build_dataset(

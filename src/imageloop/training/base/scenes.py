@@ -290,6 +290,11 @@ def _apply_colour(img: np.ndarray, colour: str) -> np.ndarray:
 
 def render_scene(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
     """Render ``spec`` as a (64, 64, 3) uint8 RGB image; the same spec and rng state give the same pixels."""
+    return render_scene_and_mask(spec, rng)[0]
+
+
+def render_scene_and_mask(spec: SceneSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render_scene`'s image and the subject's alpha mask ((64, 64) float32 in [0, 1])."""
     img = _sky(spec.time, rng)
     _draw_place(img, spec.place, spec.time, rng)
     mask = _place_subject(img, spec, rng)
@@ -300,7 +305,7 @@ def render_scene(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
     if spec.lighting == "cinematic":  # letterbox bars survive every colour mode
         img[:7] = 0.0
         img[-7:] = 0.0
-    return np.asarray((np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    return np.asarray((np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)), mask
 
 
 def random_spec(rng: np.random.Generator) -> SceneSpec:
