@@ -40,3 +40,17 @@ def test_the_preloaded_factory_hands_out_its_engine_once_then_builds_new_ones(tm
     first, second = factory(), factory()
     assert first is not second
     assert first.model is not second.model  # type: ignore[attr-defined]  # each its own pipeline
+
+
+def test_the_workers_engines_share_their_caches(client: TestClient, services: Services) -> None:
+    queue = services.queue
+    assert isinstance(queue, EmbeddedJobQueue)
+    first, second = (worker.runner.engine for worker in queue.workers)
+    assert first.result_cache is second.result_cache  # type: ignore[attr-defined]
+    assert first.prompt_cache is second.prompt_cache  # type: ignore[attr-defined]
+    _, key = make_user(services.storage, "cache-user")
+    body = {"prompt": "a cached owl", "params": {"seed": 5}}
+    for _ in range(2):  # the same request twice: the second is a hit whichever worker takes it
+        done = wait_done(client, key, client.post("/api/v1/generations", headers=auth(key), json=body).json()["id"])
+        assert done["status"] == "succeeded"
+    assert first.result_cache.stats.hits >= 1  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from imageloop.engine.cache import CacheStats, LRUCache
-    from imageloop.engine.engine import Engine, GeneratedImage, GenerationResult
+    from imageloop.engine.engine import Engine, EngineCaches, GeneratedImage, GenerationResult
     from imageloop.engine.loader import Architecture, LoadedModel, Mode, detect_architecture, load_model
     from imageloop.engine.pngmeta import (
         ImageParameters,
@@ -39,6 +39,7 @@ _EXPORTS = {
     "CacheStats": "cache",
     "CancelToken": "progress",
     "Engine": "engine",
+    "EngineCaches": "engine",
     "GeneratedImage": "engine",
     "GenerationRequest": "request",
     "GenerationResult": "engine",
@@ -66,6 +67,7 @@ __all__ = [
     "CacheStats",
     "CancelToken",
     "Engine",
+    "EngineCaches",
     "GeneratedImage",
     "GenerationRequest",
     "GenerationResult",

@@ -97,8 +97,24 @@ class _Plan:
         return [self.seed + i for i in range(self.request.num_images)]
 
 
+@dataclass(frozen=True)
+class EngineCaches:
+    """The prompt-encoding and result caches. Engines of one model may share them (the embedded workers do): the
+    keys name the model version, adapters and autocast, so an entry made by one engine is valid for the others."""
+
+    prompt: LRUCache[PromptKey, EncodedPrompt]
+    result: LRUCache[str, GenerationResult]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineCaches:
+        return cls(LRUCache(settings.engine.text_encoder_cache_size),
+                   LRUCache(settings.engine.result_cache_size, weigh=_png_bytes, max_weight=RESULT_CACHE_MAX_BYTES))
+
+
 class Engine:
-    """Generates images with one model (``settings.engine.model`` unless ``model`` is given), loaded on first use."""
+    """Generates images with one model (``settings.engine.model`` unless ``model`` is given), loaded on first use.
+
+    ``caches`` lets several engines share one prompt and result cache (default: caches of its own)."""
 
     def __init__(
         self,
@@ -107,6 +123,7 @@ class Engine:
         model: str | Path | None = None,
         config: Path | None = None,
         controlnet: str | Path | None = None,
+        caches: EngineCaches | None = None,
     ) -> None:
         self.settings = settings
         self.model_spec = model if model is not None else settings.engine.model
@@ -116,10 +133,9 @@ class Engine:
             torch.set_num_threads(settings.engine.threads)
         self.recipes = RecipeStore(settings)
         self.loras = LoraManager(settings)
-        self.prompt_cache: LRUCache[PromptKey, EncodedPrompt] = LRUCache(settings.engine.text_encoder_cache_size)
-        self.result_cache: LRUCache[str, GenerationResult] = LRUCache(
-            settings.engine.result_cache_size, weigh=_png_bytes, max_weight=RESULT_CACHE_MAX_BYTES
-        )
+        shared = caches if caches is not None else EngineCaches.from_settings(settings)
+        self.prompt_cache: LRUCache[PromptKey, EncodedPrompt] = shared.prompt
+        self.result_cache: LRUCache[str, GenerationResult] = shared.result
         self._model: LoadedModel | None = None
         self._controlnet: Any = None
         self._controlnet_version = ""

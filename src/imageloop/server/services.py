@@ -29,12 +29,16 @@ _MAX_TRACKED = 10_000
 
 def default_engine_factory(settings: Settings) -> EngineFactory:
     """Builds a new :class:`imageloop.engine.Engine` for ``settings`` on each call (one per embedded worker) and
-    loads its model (so errors show at start)."""
+    loads its model (so errors show at start). The engines share one prompt and result cache, so a repeated
+    request is answered from the cache whichever worker runs it."""
+    from imageloop.engine import EngineCaches
+
+    caches = EngineCaches.from_settings(settings)
 
     def build() -> ImageEngine:
         from imageloop.engine import Engine
 
-        engine = Engine(settings)
+        engine = Engine(settings, caches=caches)
         _ = engine.model  # load now: a missing or broken model fails the start, not the first job
         # Resolve engine.cpu_autocast now too: its one-off speed probe should not run while other workers generate.
         _ = engine.autocast
