@@ -68,3 +68,31 @@ def test_loss_weights_only_the_masked_pixels(tmp_path: Path) -> None:
     plain = _trainer(tmp_path, 0.0, masks)
     assert float(plain._loss(pred, target, np.array([0, 1]))) == pytest.approx(background)
     assert np.isfinite(trainer.train_step())
+
+
+def test_subject_head_learns_the_caption_subject_and_resumes(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, 0.0, None)
+    trainer.cfg.subject_text_loss_weight = 1.0
+    rows = _labels(8)
+    texts = trainer.captions(rows, np.random.default_rng(3))
+    texts[0] = ""  # a dropped caption names no subject: left out of the head's loss
+    ids = trainer.tokenize(texts)
+    opt = torch.optim.Adam([*trainer.text_encoder.parameters(), *trainer.subject_probe.parameters()], lr=3e-3)
+    first = None
+    for _ in range(40):
+        loss = trainer.subject_text_loss(ids, trainer.text_encoder(ids).last_hidden_state, rows, texts)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.5 * first and trainer.last_probe_accuracy == 1.0
+    none = trainer.subject_text_loss(ids[:1], trainer.text_encoder(ids[:1]).last_hidden_state, rows[:1], [""])
+    assert float(none) == 0.0
+
+    trainer.train_step()
+    state = trainer.state_dict()
+    again = _trainer(tmp_path, 0.0, None)
+    again.load_state_dict(state)
+    assert torch.equal(again.subject_probe.weight, trainer.subject_probe.weight)
+    del state["subject_probe"], state["probe_optimizer"]  # a checkpoint from before the head
+    _trainer(tmp_path, 0.0, None).load_state_dict(state)

@@ -38,6 +38,8 @@ def train_base(
         "--polish-decoder", min=0, help="Instead of training: fine-tune only the decoder for N more minutes.")] = 0.0,
     subject_loss_weight: Annotated[float, typer.Option(
         min=0, help="Extra loss weight on the subject's latent pixels (0 = plain MSE).")] = 3.0,
+    subject_text_loss_weight: Annotated[float, typer.Option(
+        min=0, help="Weight of the text encoder's auxiliary subject classification loss (0 = off).")] = 0.1,
     init_from: Annotated[Path | None, typer.Option(
         "--init-from", help="Seed an empty checkpoint folder from this exported model and continue training it "
         "(when the checkpoints are gone).")] = None,
@@ -70,7 +72,8 @@ def train_base(
         cfg = BaseTrainConfig(data_dir=data, checkpoint_dir=ckpt, out_dir=out, minutes=minutes,
                               dataset_size=dataset_size, vae_steps=vae_steps, batch_size=batch_size,
                               size=ModelSize.tiny() if tiny else ModelSize(), autocast=autocast,
-                              subject_loss_weight=subject_loss_weight)
+                              subject_loss_weight=subject_loss_weight,
+                              subject_text_loss_weight=subject_text_loss_weight)
         if run_training(cfg) is None:
             typer.echo(f"budget spent before diffusion training began; run again with --resume ({ckpt})")
             return

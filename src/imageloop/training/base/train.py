@@ -39,7 +39,7 @@ from imageloop.training.base.model import (
     scheduler_config,
     use_bf16,
 )
-from imageloop.training.base.scenes import SceneSpec
+from imageloop.training.base.scenes import ATTRIBUTE_KEYS, ATTRIBUTE_NAMES, SceneSpec
 from imageloop.training.base.tokenizer import MAX_LENGTH, build_tokenizer, save_tokenizer
 
 _Pipeline: Any = StableDiffusionPipeline  # diffusers is untyped for mypy
@@ -48,6 +48,8 @@ _Ddpm: Any = DDPMScheduler
 # Strongest jitter (scaled latent units) the polished decoder is trained to ignore; the embedded model's x0
 # estimate at t=200 of 1000 is off by about 0.2 (measured on the v2 export).
 DECODER_LATENT_NOISE = 0.3
+
+_SUBJECT_COLUMN = ATTRIBUTE_NAMES.index("subject")
 
 GENERATION_DEFAULTS = {"steps": 20, "guidance_scale": 4.0, "width": 64, "height": 64, "scheduler": "DDIM"}
 
@@ -74,6 +76,8 @@ class BaseTrainConfig:
     size: ModelSize = field(default_factory=ModelSize, metadata={"help": "Network widths."})
     subject_loss_weight: float = field(default=3.0, metadata={
         "help": "Extra loss weight on the latent pixels the subject covers (0 = plain MSE)."})
+    subject_text_loss_weight: float = field(default=0.1, metadata={
+        "help": "Weight of the text encoder's auxiliary subject classification loss (0 = off)."})
     autocast: str = field(default="auto", metadata={
         "help": "bf16 autocast for training: auto (only where bf16 measures faster than fp32), bf16, off."})
 
@@ -131,6 +135,12 @@ class DiffusionTrainer:
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
         self.step, self.images_seen, self.elapsed_s = 0, 0, 0.0
         self.bf16 = use_bf16(cfg.autocast)
+        # Auxiliary head: the subject from the caption's mean token state. Without it the subject words' embeddings
+        # stayed near their tiny random init (the UNet drew no subject, so nothing pushed them apart), and the UNet
+        # could not learn to draw a subject it could not tell apart: a chicken-and-egg stall.
+        self.subject_probe = torch.nn.Linear(size.text_hidden, len(ATTRIBUTE_KEYS["subject"]))
+        self.probe_optimizer = torch.optim.AdamW(self.subject_probe.parameters(), lr=1e-3, weight_decay=0.0)
+        self.last_probe_accuracy = float("nan")
 
     def captions(self, rows: np.ndarray, rng: np.random.Generator) -> list[str]:
         """Fresh captions for label rows: random language and phrasing, some dropped to '' for CFG."""
@@ -143,11 +153,29 @@ class DiffusionTrainer:
             out.append(strip_weights(caption(SceneSpec.from_indices(row.tolist()), lang, rng)))
         return out
 
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids of ``texts`` padded to MAX_LENGTH."""
+        ids: torch.Tensor = self.tokenizer(texts, padding="max_length", max_length=MAX_LENGTH, truncation=True,
+                                           return_tensors="pt").input_ids
+        return ids
+
     def encode_text(self, texts: list[str], model: CLIPTextModel) -> torch.Tensor:
         """Hidden states of ``model`` for ``texts`` padded to MAX_LENGTH."""
-        ids = self.tokenizer(texts, padding="max_length", max_length=MAX_LENGTH, truncation=True,
-                             return_tensors="pt").input_ids
-        return model(ids).last_hidden_state  # type: ignore[no-any-return]
+        return model(self.tokenize(texts)).last_hidden_state  # type: ignore[no-any-return]
+
+    def subject_text_loss(self, ids: torch.Tensor, hidden: torch.Tensor, rows: np.ndarray,
+                          texts: list[str]) -> torch.Tensor:
+        """Cross-entropy of the subject head on the mean token state of each non-empty caption (every non-empty
+        caption names its subject); records the head's accuracy on the batch."""
+        named = torch.tensor([bool(text) for text in texts])
+        if not bool(named.any()):
+            return hidden.new_zeros(())
+        keep = (ids != self.tokenizer.pad_token_id).unsqueeze(-1).float()
+        pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        logits = self.subject_probe(pooled[named].float())
+        target = torch.from_numpy(rows[:, _SUBJECT_COLUMN].astype(np.int64))[named]
+        self.last_probe_accuracy = float((logits.detach().argmax(-1) == target).float().mean())
+        return torch.nn.functional.cross_entropy(logits, target)
 
     def train_step(self) -> float:
         """One optimisation step on a batch drawn deterministically from (seed, step); returns the loss."""
@@ -162,14 +190,24 @@ class DiffusionTrainer:
         target = self.noise_scheduler.get_velocity(z, noise, t)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup_steps, 1))
-        hidden = self.encode_text(self.captions(self.labels[idx], rng), self.text_encoder)
+        texts = self.captions(self.labels[idx], rng)
+        ids = self.tokenize(texts)
+        hidden = self.text_encoder(ids).last_hidden_state
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             pred = self.unet(noisy, t, hidden).sample
         loss = self._loss(pred.float(), target, idx)
-        torch.autograd.backward(loss)
-        torch.nn.utils.clip_grad_norm_([*self.unet.parameters(), *self.text_encoder.parameters()], 1.0)
+        total = loss
+        if self.cfg.subject_text_loss_weight > 0:
+            total = total + self.cfg.subject_text_loss_weight * self.subject_text_loss(
+                ids, hidden, self.labels[idx], texts)
+        torch.autograd.backward(total)
+        torch.nn.utils.clip_grad_norm_(list(self.unet.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(list(self.text_encoder.parameters()), 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.subject_text_loss_weight > 0:
+            self.probe_optimizer.step()
+            self.probe_optimizer.zero_grad(set_to_none=True)
         self._update_ema()
         self.step += 1
         self.images_seen += len(idx)
@@ -199,7 +237,8 @@ class DiffusionTrainer:
             "unet": self.unet.state_dict(), "text_encoder": self.text_encoder.state_dict(),
             "ema_unet": self.ema_unet.state_dict(), "ema_text": self.ema_text.state_dict(),
             "optimizer": self.optimizer.state_dict(), "step": self.step, "images_seen": self.images_seen,
-            "elapsed_s": self.elapsed_s,
+            "elapsed_s": self.elapsed_s, "subject_probe": self.subject_probe.state_dict(),
+            "probe_optimizer": self.probe_optimizer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -211,6 +250,9 @@ class DiffusionTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
         self.elapsed_s = float(state["elapsed_s"])
+        if "subject_probe" in state:  # checkpoints from before the auxiliary head start it afresh
+            self.subject_probe.load_state_dict(state["subject_probe"])
+            self.probe_optimizer.load_state_dict(state["probe_optimizer"])
 
     def save(self, folder: Path, keep: int) -> Path:
         """Write ``diffusion-<step>.pt`` atomically and delete all but the newest ``keep``."""
@@ -300,7 +342,8 @@ def _diffusion_loop(trainer: DiffusionTrainer, cfg: BaseTrainConfig, stop_at: fl
             now = time.monotonic()
             trainer.elapsed_s = elapsed0 + now - start
             bar.n = min(int(now - start), int(total))
-            bar.set_postfix(step=trainer.step, loss=f"{smoothed:.4f}", seen=trainer.images_seen, refresh=False)
+            bar.set_postfix(step=trainer.step, loss=f"{smoothed:.4f}", seen=trainer.images_seen,
+                            subject_text_acc=f"{trainer.last_probe_accuracy:.2f}", refresh=False)
             bar.update(0)
             if trainer.step % 50 == 0:
                 _log(cfg.checkpoint_dir, {"step": trainer.step, "images_seen": trainer.images_seen,
