@@ -40,6 +40,8 @@ def train_base(
         min=0, help="Extra loss weight on the subject's latent pixels (0 = plain MSE).")] = 3.0,
     subject_text_loss_weight: Annotated[float, typer.Option(
         min=0, help="Weight of the text encoder's auxiliary subject classification loss (0 = off).")] = 0.1,
+    ema_decay: Annotated[float, typer.Option(
+        min=0.0, max=0.99999, help="EMA decay of the exported weights (lower tracks a fast run closer).")] = 0.999,
     init_from: Annotated[Path | None, typer.Option(
         "--init-from", help="Seed an empty checkpoint folder from this exported model and continue training it "
         "(when the checkpoints are gone).")] = None,
@@ -73,7 +75,7 @@ def train_base(
                               dataset_size=dataset_size, vae_steps=vae_steps, batch_size=batch_size,
                               size=ModelSize.tiny() if tiny else ModelSize(), autocast=autocast,
                               subject_loss_weight=subject_loss_weight,
-                              subject_text_loss_weight=subject_text_loss_weight)
+                              subject_text_loss_weight=subject_text_loss_weight, ema_decay=ema_decay)
         if run_training(cfg) is None:
             typer.echo(f"budget spent before diffusion training began; run again with --resume ({ckpt})")
             return
