@@ -38,6 +38,8 @@ def test_effect_prompts_remove_the_attribute_under_test() -> None:
     for (plain, _), (same, negative) in zip(arms["no_negative"], arms["negative_rain"], strict=True):
         assert plain == same and negative == "rain"
         assert not any(w in plain for w in ("clear weather", ", rain", "snow,", ", fog"))
+    for (plain, _), (weighted, _) in zip(arms["rain_plain"], arms["rain_weighted"], strict=True):
+        assert plain.endswith(", rain") and weighted == plain.removesuffix("rain") + "(rain:1.4)"
 
 
 @pytest.mark.slow
@@ -65,5 +67,6 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert set(result["hit_rate"]["en"]) == {*ATTRIBUTE_NAMES, "all"}
     assert all(0.0 <= v <= 1.0 for lang in ("en", "zh") for v in result["hit_rate"][lang].values())
     assert {"plain", "weighted_1.4"} == set(result["effects"]["monochrome_rate"])
+    assert {"plain", "weighted_1.4"} == set(result["effects"]["rain_weight_rate"])
     assert result["speed"]["batch_16"]["engine_s_per_image"] > 0
     assert grid.size[0] > 64 * 4 and grid.size[1] == 3 * 66 * 3

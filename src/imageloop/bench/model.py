@@ -94,6 +94,8 @@ def effect_prompts(specs: list[SceneSpec]) -> dict[str, list[tuple[str, str]]]:
     return {
         "monochrome_plain": [(_without(s, "colour", "en") + ", monochrome", "") for s in specs],
         "monochrome_weighted": [(_without(s, "colour", "en") + ", (monochrome:1.4)", "") for s in specs],
+        "rain_plain": [(_without(s, "weather", "en") + ", rain", "") for s in specs],
+        "rain_weighted": [(_without(s, "weather", "en") + ", (rain:1.4)", "") for s in specs],
         "no_negative": [(_without(s, "weather", "en"), "") for s in specs],
         "negative_rain": [(_without(s, "weather", "en"), "rain") for s in specs],
     }
@@ -176,7 +178,9 @@ def _effects(engine: Engine, judge: Any, cfg: ModelBenchConfig, say: Callable[[s
         "monochrome_rate": {"plain": rates["monochrome_plain"], "weighted_1.4": rates["monochrome_weighted"]},
         "rain_rate": {"no_negative": rates["no_negative"], "negative_rain": rates["negative_rain"],
                       "chance": 1.0 / len(ATTRIBUTE_KEYS["weather"])},
+        "rain_weight_rate": {"plain": rates["rain_plain"], "weighted_1.4": rates["rain_weighted"]},
         "weight_raises_monochrome": rates["monochrome_weighted"] > rates["monochrome_plain"],
+        "weight_raises_rain": rates["rain_weighted"] > rates["rain_plain"],
         "negative_lowers_rain": rates["negative_rain"] < rates["no_negative"],
     }
 

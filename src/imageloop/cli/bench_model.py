@@ -62,6 +62,8 @@ def result_tables(result: dict[str, Any]) -> list[Table]:
         effects.add_column(column, justify="right")
     effects.add_row("monochrome rate: plain -> (monochrome:1.4)", f"{eff['monochrome_rate']['plain']:.2f}",
                     f"{eff['monochrome_rate']['weighted_1.4']:.2f}", str(eff["weight_raises_monochrome"]))
+    effects.add_row("rain rate: rain -> (rain:1.4)", f"{eff['rain_weight_rate']['plain']:.2f}",
+                    f"{eff['rain_weight_rate']['weighted_1.4']:.2f}", str(eff["weight_raises_rain"]))
     effects.add_row("rain rate: no negative -> negative 'rain'", f"{eff['rain_rate']['no_negative']:.2f}",
                     f"{eff['rain_rate']['negative_rain']:.2f}", str(eff["negative_lowers_rain"]))
     speed = Table(title=f"speed (load average {result['speed']['load_average'][0]:.1f})")
