@@ -16,6 +16,7 @@ from imageloop.jobs import (
     JobEvent,
     JobFailed,
     JobProgress,
+    JobRequeued,
     JobStarted,
     JobSucceeded,
     event_from_dict,
@@ -30,6 +31,7 @@ events = st.one_of(
               latency_seconds=st.floats(0, 1e6)),
     st.builds(JobFailed, ids, error=st.text(max_size=50)),
     st.builds(JobCancelled, ids),
+    st.builds(JobRequeued, ids, reason=st.sampled_from(["released", "lease expired"])),
 )
 
 
@@ -43,6 +45,9 @@ def test_terminal_events_carry_their_status() -> None:
     assert [e.status for e in (JobSucceeded(gid), JobFailed(gid), JobCancelled(gid))] == [
         JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
     assert not JobProgress(gid).is_terminal and JobStarted(gid).status is JobStatus.RUNNING
+    assert JobRequeued(gid).status is JobStatus.QUEUED and not JobRequeued(gid).is_terminal
+    assert JobRequeued(gid, reason="released").to_dict() == {"type": "queued", "generation_id": "g",
+                                                             "reason": "released"}
 
 
 def test_malformed_events_are_rejected() -> None:

@@ -17,7 +17,7 @@ import pytest
 from imageloop.config import Settings
 from imageloop.engine.request import GenerationRequest
 from imageloop.errors import GenerationCancelled
-from imageloop.jobs import EmbeddedJobQueue, EventHub
+from imageloop.jobs import EmbeddedJobQueue, EventHub, JobRequeued
 from imageloop.storage import JobStatus, Storage, UserId
 from tests.jobs.test_embedded_queue import submit
 from tests.server.kit import tiny_settings, wait_finished
@@ -128,7 +128,9 @@ def test_a_graceful_stop_gives_back_the_jobs_of_every_worker(
 ) -> None:
     inside = threading.Semaphore(0)
     jobs = [submit(storage, user, settings, f"a slow dog number {i}") for i in range(2)]
-    queue = EmbeddedJobQueue(storage, settings, EventHub(), lambda: StepUntilStoppedEngine(inside))
+    hub, events = EventHub(), []
+    hub.add_listener(events.append)
+    queue = EmbeddedJobQueue(storage, settings, hub, lambda: StepUntilStoppedEngine(inside))
     queue.start()
     for _ in jobs:  # both workers are generating
         assert inside.acquire(timeout=WAIT_SECONDS)
@@ -136,6 +138,10 @@ def test_a_graceful_stop_gives_back_the_jobs_of_every_worker(
     assert held == set(queue.worker_ids) and len(held) == 2
     queue.stop()
     assert not queue.healthy()
+    requeued = [event for event in events if isinstance(event, JobRequeued)]  # SSE clients hear "queued"
+    assert sorted(event.generation_id for event in requeued) == sorted(jobs)
+    assert {event.reason for event in requeued} == {"released"}
+    assert {event.status for event in requeued} == {JobStatus.QUEUED}
     for job in jobs:
         record = storage.generations.get_for_worker(job)
         assert record.status is JobStatus.QUEUED and record.worker_id is None and record.lease_expires_at is None

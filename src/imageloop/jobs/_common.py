@@ -104,8 +104,21 @@ class JobCancelled(JobEvent):
         return JobStatus.CANCELLED
 
 
+@dataclass(frozen=True, slots=True)
+class JobRequeued(JobEvent):
+    """The job is back in the queue without an outcome: its worker shut down (``released``) or stopped answering
+    (``lease expired``); another worker, or the same after a restart, runs it."""
+
+    kind: ClassVar[str] = "queued"
+    reason: str = ""
+
+    @property
+    def status(self) -> JobStatus | None:
+        return JobStatus.QUEUED
+
+
 EVENT_TYPES: dict[str, type[JobEvent]] = {
-    cls.kind: cls for cls in (JobStarted, JobProgress, JobSucceeded, JobFailed, JobCancelled)
+    cls.kind: cls for cls in (JobStarted, JobProgress, JobSucceeded, JobFailed, JobCancelled, JobRequeued)
 }
 
 

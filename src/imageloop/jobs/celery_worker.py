@@ -41,9 +41,9 @@ class CeleryJobWorker:
         self.storage = storage
         self.settings = settings
         self.celery = celery
-        self.runner = JobRunner(storage, engine, settings, new_worker_id("celery"), RedisEventPublisher(settings),
-                                prompts=prompts)
-        self.sweeper = Sweeper(storage, settings, self.send_tasks, on_tick=self.kick_if_idle)
+        publisher = RedisEventPublisher(settings)
+        self.runner = JobRunner(storage, engine, settings, new_worker_id("celery"), publisher, prompts=prompts)
+        self.sweeper = Sweeper(storage, settings, self.send_tasks, on_tick=self.kick_if_idle, publish=publisher)
 
     def send_tasks(self, generation_ids: list[GenerationId]) -> None:
         """One wake-up task per job (re-queued or found waiting)."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from imageloop.config import Settings
 from imageloop.errors import ImageloopError
-from imageloop.jobs._common import EventHub, JobQueue
+from imageloop.jobs._common import EventHub, EventSink, JobQueue, JobRequeued
 from imageloop.jobs.runner import ImageEngine, JobRunner
 from imageloop.storage import GenerationId, GenerationRecord, Storage, WorkerId
 
@@ -44,7 +44,7 @@ def new_worker_id(kind: str) -> WorkerId:
 
 class Sweeper:
     """Re-queues jobs whose lease expired: once at :meth:`start`, then every half lease on a thread (calling
-    ``on_tick`` after each sweep)."""
+    ``on_tick`` after each sweep); ``publish`` receives a ``queued`` event for each job re-queued."""
 
     def __init__(
         self,
@@ -52,8 +52,10 @@ class Sweeper:
         settings: Settings,
         on_requeued: Callable[[list[GenerationId]], None],
         on_tick: Callable[[], None] | None = None,
+        publish: EventSink | None = None,
     ) -> None:
         self._storage = storage
+        self._publish = publish
         self._settings = settings
         self._on_requeued = on_requeued
         self._on_tick = on_tick
@@ -65,6 +67,9 @@ class Sweeper:
         requeued = self._storage.generations.requeue_stale(max_attempts=self._settings.jobs.max_attempts)
         if requeued:
             log.warning("re-queued %d job(s) whose worker stopped: %s", len(requeued), ", ".join(requeued))
+            if self._publish is not None:
+                for generation_id in requeued:
+                    self._publish(JobRequeued(generation_id, reason="lease expired"))
             self._on_requeued(requeued)
         return requeued
 
@@ -126,7 +131,7 @@ class EmbeddedJobQueue(JobQueue):
         # The workers of this process claim one at a time, so each sees the others' claims when taking its share.
         self._claim_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._sweeper = Sweeper(storage, settings, lambda _ids: self._wake_all())
+        self._sweeper = Sweeper(storage, settings, lambda _ids: self._wake_all(), publish=hub.publish)
 
     @property
     def workers(self) -> list[EmbeddedWorker]:

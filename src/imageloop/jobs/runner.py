@@ -27,6 +27,7 @@ from imageloop.jobs._common import (
     JobCancelled,
     JobFailed,
     JobProgress,
+    JobRequeued,
     JobStarted,
     JobSucceeded,
 )
@@ -230,6 +231,8 @@ class JobRunner:
         released = self.storage.generations.release(self.worker_id)
         if released:
             log.info("gave %d running job(s) back to the queue: %s", len(released), ", ".join(released))
+        for generation_id in released:
+            self._publish(JobRequeued(generation_id, reason="released"))
         return released
 
     def claim(self, limit: int) -> list[GenerationRecord]:

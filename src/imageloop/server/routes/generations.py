@@ -143,11 +143,12 @@ async def _event_stream(services: Services, user: UserAccount, generation_id: Ge
     "/generations/{generation_id}/events",
     summary="Progress as server-sent events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "status, started, progress events"}},
+    responses={200: {"content": {"text/event-stream": {}}, "description": "status, started, progress, queued events"}},
 )
 def generation_events(generation_id: GenerationIdPath, user: CurrentUser, services: ServicesDep) -> StreamingResponse:
     """Stream the job's progress: ``status`` (a full snapshot, first and last), ``started`` and ``progress``
-    (``step``/``total``). The stream ends when the job finishes, fails or is cancelled."""
+    (``step``/``total``), and ``queued`` (with a ``reason``) when a worker gives the job back or its lease
+    expires. The stream ends when the job finishes, fails or is cancelled."""
     services.storage.generations.get(user.id, GenerationId(generation_id))  # 404 before the stream starts
     return StreamingResponse(
         _event_stream(services, user, GenerationId(generation_id)), media_type="text/event-stream",
