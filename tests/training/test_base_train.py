@@ -162,3 +162,24 @@ def test_training_autocast_setting_is_checked_and_explicit_values_win() -> None:
     assert isinstance(use_bf16("auto"), bool)
     with pytest.raises(TrainingError, match="autocast must be one of"):
         use_bf16("fp8")
+
+
+def test_an_interrupted_run_keeps_its_steps(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from imageloop.training.base.train import _diffusion_loop
+
+    trainer = _trainer(tmp_path)
+    trainer.cfg.save_every_minutes = 60.0  # no periodic checkpoint: only the one the interrupt writes
+    before = trainer.step
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        _diffusion_loop(trainer, trainer.cfg, time.monotonic() + 600)
+    timer.cancel()
+    saved = sorted(tmp_path.glob("diffusion-*.pt"))
+    assert saved and trainer.step > before
+    assert torch.load(saved[-1], weights_only=True)["step"] == trainer.step

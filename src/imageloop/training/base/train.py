@@ -332,26 +332,30 @@ def run_training(cfg: BaseTrainConfig) -> DiffusionTrainer | None:
 
 
 def _diffusion_loop(trainer: DiffusionTrainer, cfg: BaseTrainConfig, stop_at: float) -> None:
+    """Train until ``stop_at``, with a checkpoint every ``save_every_minutes`` and one at the end, also when the
+    run is interrupted (Ctrl-C, SIGINT): the steps since the last checkpoint are kept."""
     start = last_save = time.monotonic()
     elapsed0, smoothed = trainer.elapsed_s, None
     total = max(0.0, stop_at - start)
     with tqdm(total=int(total), desc="diffusion", unit="s", mininterval=30) as bar:
-        while time.monotonic() < stop_at:
-            loss = trainer.train_step()
-            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
-            now = time.monotonic()
-            trainer.elapsed_s = elapsed0 + now - start
-            bar.n = min(int(now - start), int(total))
-            bar.set_postfix(step=trainer.step, loss=f"{smoothed:.4f}", seen=trainer.images_seen,
-                            subject_text_acc=f"{trainer.last_probe_accuracy:.2f}", refresh=False)
-            bar.update(0)
-            if trainer.step % 50 == 0:
-                _log(cfg.checkpoint_dir, {"step": trainer.step, "images_seen": trainer.images_seen,
-                                          "elapsed_s": trainer.elapsed_s, "loss": smoothed})
-            if now - last_save > cfg.save_every_minutes * 60.0:
-                trainer.save(cfg.checkpoint_dir, cfg.keep_checkpoints)
-                last_save = now
-    trainer.save(cfg.checkpoint_dir, cfg.keep_checkpoints)
+        try:
+            while time.monotonic() < stop_at:
+                loss = trainer.train_step()
+                smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+                now = time.monotonic()
+                trainer.elapsed_s = elapsed0 + now - start
+                bar.n = min(int(now - start), int(total))
+                bar.set_postfix(step=trainer.step, loss=f"{smoothed:.4f}", seen=trainer.images_seen,
+                                subject_text_acc=f"{trainer.last_probe_accuracy:.2f}", refresh=False)
+                bar.update(0)
+                if trainer.step % 50 == 0:
+                    _log(cfg.checkpoint_dir, {"step": trainer.step, "images_seen": trainer.images_seen,
+                                              "elapsed_s": trainer.elapsed_s, "loss": smoothed})
+                if now - last_save > cfg.save_every_minutes * 60.0:
+                    trainer.save(cfg.checkpoint_dir, cfg.keep_checkpoints)
+                    last_save = now
+        finally:
+            trainer.save(cfg.checkpoint_dir, cfg.keep_checkpoints)
 
 
 def polish_decoder(checkpoint_dir: Path, data_dir: Path, minutes: float, autocast: str = "auto",
