@@ -181,3 +181,23 @@ def test_run_cycle_records_everything_at_the_given_time(storage: Storage, tmp_pa
     result = run_cycle(settings, now=week, storage=storage, expander_loader=TinyLoader())
     assert result.status is RunStatus.SUCCEEDED
     assert result.run.created_at == result.run.started_at == result.run.data_until == week
+
+
+def test_data_of_cycles_that_trained_nothing_stays_in_the_next_window(
+    storage: Storage, tmp_path: Path, clock: FakeClock
+) -> None:
+    user, _ = storage.users.create_user("slow-start")
+    preference_world(storage, user.id, chains=2)  # too few pairs (min 8): every training stage is skipped
+    cycle, _ = _cycle(storage, tmp_path, clock)
+    first = cycle.run(now=clock())
+    assert first.status is RunStatus.SUCCEEDED
+    assert all("skipped" in first.stages[stage] for stage in ("expander", "reward")), first.stages
+    clock.advance(3600)
+    preference_world(storage, user.id, chains=12, seed=1)
+    second = cycle.run(now=clock())
+    # The window still starts at the beginning: the first week's pairs count, and now there are enough.
+    assert second.stages["export"]["since"] is None and second.stages["export"]["rows"]["dpo"] == 14
+    assert "version_id" in second.stages["expander"]
+    clock.advance(3600)
+    third = cycle.run(now=clock())
+    assert third.stages["export"]["since"] == second.run.data_until.isoformat()  # type: ignore[union-attr]

@@ -175,7 +175,9 @@ class TrainingCycle:
         return out
 
     def _export(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
-        previous = self.runs.last_finished(RunKind.CYCLE)
+        # The window starts where the newest cycle that trained something ended: the data of cycles whose every
+        # training stage was skipped (too few pairs) stays in it, so a slow start accumulates until it suffices.
+        previous = self.runs.last_finished_where(RunKind.CYCLE, trained_something)
         since = previous.data_until if previous is not None else None
         folder = self._run_dir(run) / "data"
         shutil.rmtree(folder, ignore_errors=True)
@@ -378,6 +380,11 @@ class _Reporter:
             self._last_write = time.monotonic()
             self.cycle.runs.update(self.run_id, progress=overall, message=message)
             self.cycle.lock.renew(self.owner)
+
+
+def trained_something(run: TrainingRun) -> bool:
+    """Whether a finished cycle ran at least one of its training stages (rather than skipping them all)."""
+    return any(stage in run.state and "skipped" not in run.state[stage] for stage in _TRAINED)
 
 
 def _summary(state: dict[str, Any]) -> dict[str, Any]:

@@ -248,6 +248,20 @@ class RunStore:
             )
             return _run(row) if row is not None else None
 
+    def last_finished_where(self, kind: RunKind, keep: Callable[[TrainingRun], bool]) -> TrainingRun | None:
+        """The newest succeeded run of ``kind`` for which ``keep`` is true."""
+        with read_session(self.sessions) as session:
+            rows = session.scalars(
+                sa.select(TrainingRunRow)
+                .where(TrainingRunRow.kind == kind, TrainingRunRow.status == RunStatus.SUCCEEDED)
+                .order_by(TrainingRunRow.created_at.desc())
+            )
+            for row in rows:
+                run = _run(row)
+                if keep(run):
+                    return run
+        return None
+
     def last_started(self, kind: RunKind, trigger: str | None = None) -> TrainingRun | None:
         """The newest run of ``kind`` (with ``trigger``) that started."""
         query = sa.select(TrainingRunRow).where(TrainingRunRow.kind == kind, TrainingRunRow.started_at.is_not(None))
