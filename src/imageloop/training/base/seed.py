@@ -22,6 +22,7 @@ from transformers import CLIPTextModel
 from imageloop.errors import TrainingError
 from imageloop.training.base.autoencoder import atomic_torch_save
 from imageloop.training.base.model import ModelSize
+from imageloop.training.base.train import _save_size
 
 _UNet: Any = UNet2DConditionModel
 _Vae: Any = AutoencoderKL
@@ -59,13 +60,7 @@ def seed_from_export(export_dir: Path, checkpoint_dir: Path) -> dict[str, Any]:
         raise TrainingError(f"{checkpoint_dir} already holds checkpoints; seed an empty folder")
     info = json.loads((export_dir / "training.json").read_text())
     size = size_of_export(export_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / "model.json").write_text(json.dumps({
-        "unet_channels": list(size.unet_channels), "unet_layers": size.unet_layers,
-        "text_hidden": size.text_hidden, "text_layers": size.text_layers,
-        "vae_channels": list(size.vae_channels), "latent_channels": size.latent_channels,
-        "vae_mid_attention": size.vae_mid_attention,
-    }))
+    _save_size(checkpoint_dir, size)
     shutil.copytree(export_dir / "tokenizer", checkpoint_dir / "tokenizer", dirs_exist_ok=True)
     _seed_autoencoder(export_dir, checkpoint_dir)
     _seed_diffusion(export_dir, checkpoint_dir, info)
