@@ -140,8 +140,15 @@ class PromptSettings(BaseModel):
         default=0.82, ge=0.0, le=1.0, description="Cosine similarity above which a kept prompt is reused as is."
     )
     few_shot_examples: int = Field(default=3, ge=0, le=8, description="Kept examples shown to the LLMs.")
-    personalization: bool = Field(default=True, description="Re-rank expansions toward the user's kept images.")
+    personalization: bool = Field(
+        default=True, description="Re-rank expansions toward the user's kept images and fill the attributes an "
+        "intent leaves open with the user's habitual values (from their edits and kept prompts).",
+    )
     personalization_min_kept: int = Field(default=5, ge=1, description="Kept images before re-ranking starts.")
+    personal_values_min_evidence: int = Field(
+        default=2, ge=1, description="Signs (a value added in an edit, or named in a kept prompt) before a value "
+        "becomes one of the user's habits.",
+    )
     thompson_sampling: bool = Field(
         default=True, description="Choose among fitting recipes by Thompson sampling (off: best posterior mean)."
     )

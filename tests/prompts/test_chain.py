@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from imageloop.errors import InvalidRequestError
+from imageloop.flywheel.editdiff import edit_details
 from imageloop.prompts.embeddings import default_embedder
 from imageloop.prompts.expander import Expander, Expansion, StrategyFailed
 from imageloop.prompts.expander.chain import ChainExpander
@@ -10,8 +11,9 @@ from imageloop.prompts.expander.rules import RulesExpander
 from imageloop.prompts.language import Language
 from imageloop.prompts.lexicon import load_lexicon
 from imageloop.prompts.memory import PromptMemory
-from imageloop.storage import Storage
-from tests.prompts.kit import kept
+from imageloop.storage import ActionType, NewGeneration, Storage
+from tests.prompts.kit import finished, kept
+from tests.records import act, finish, png
 
 
 class Scripted(Expander):
@@ -102,7 +104,8 @@ def test_the_usual_recalls_favourite_lighting_recipe_cfg_size_and_style(storage:
 def test_personalisation_picks_the_look_a_user_keeps_once_they_have_enough_history(storage: Storage) -> None:
     ada, _ = storage.users.create_user("ada")
     memory = PromptMemory(storage, default_embedder())
-    chain = ChainExpander([RulesExpander()], memory=memory, min_kept=5)
+    # Habits off (min_evidence out of reach), to see the re-ranking alone.
+    chain = ChainExpander([RulesExpander()], memory=memory, min_kept=5, min_evidence=1000)
     subjects = ["fox", "castle", "car", "tent", "church"]
     for subject in subjects[:4]:
         kept(storage, ada.id, f"a {subject}", f"{subject}, cinematic lighting, (monochrome:1.1)")
@@ -114,3 +117,26 @@ def test_personalisation_picks_the_look_a_user_keeps_once_they_have_enough_histo
     assert load_lexicon().attributes_in(result.prompt)["colour"] == {"monochrome"}
     assert result.details["personalized"]["changed"] is True
     assert chain.expand("a penguin on the beach").prompt == "penguin, beach"  # anonymous: no taste
+
+
+def test_what_a_user_adds_by_hand_fills_what_their_next_intents_leave_open(storage: Storage) -> None:
+    ada, _ = storage.users.create_user("ada")
+    bob, _ = storage.users.create_user("bob")
+    memory = PromptMemory(storage, default_embedder())
+    chain = ChainExpander([RulesExpander()], memory=memory, min_evidence=2)
+    for subject in ("fox", "owl"):
+        first = finished(storage, ada.id, f"a {subject}", subject)
+        after = f"{subject}, night, sepia"
+        child = act(storage, ada.id, ActionType.EDIT, first.images[0].id, edit=edit_details(subject, after),
+                    child=NewGeneration(prompt=after, params={}))
+        assert child is not None
+        finish(storage, child, after, [png((0, 0, 0))])  # seen, not kept: the edit alone is the sign
+        if subject == "fox":
+            assert chain.expand("a penguin", user=ada.id).prompt == "penguin"  # one sign: not a habit yet
+    result = chain.expand("a penguin", user=ada.id)
+    assert result.prompt == "penguin, night, sepia"
+    assert result.details["personal_values"]["applied"] == {"time": "night", "colour": "sepia"}
+    assert chain.expand("a penguin at dawn in full colour", user=ada.id).prompt.count("sepia") == 0
+    assert chain.expand("a penguin", user=bob.id).prompt == "penguin"  # another user's habits stay theirs
+    off = ChainExpander([RulesExpander()], memory=memory, personalization=False)
+    assert off.expand("a penguin", user=ada.id).prompt == "penguin"

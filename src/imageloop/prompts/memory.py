@@ -146,6 +146,17 @@ class PromptMemory:
         """The user's remembered generations, most recently kept first."""
         return self.index.entries(user_id, limit=limit)
 
+    def edits(self, user_id: str, *, limit: int = 50) -> list[tuple[str, str]]:
+        """The user's most recent hand edits of a prompt as ``(before, after)``, newest first."""
+        query = (
+            sa.select(UserAction.prompt_before, UserAction.prompt_after)
+            .where(UserAction.user_id == user_id, UserAction.type == ActionType.EDIT,
+                   UserAction.prompt_after.is_not(None))
+            .order_by(UserAction.created_at.desc(), UserAction.id.desc()).limit(limit)
+        )
+        with self.storage.engine.connect() as connection:
+            return [(before or "", after) for before, after in connection.execute(query) if after]
+
     def prompt_vectors(self, user_id: str, *, limit: int = 200) -> Vector:
         """The user's kept final-prompt embeddings, (n, d); n = 0 without history."""
         return self.index.vectors(user_id, embedder=self.embedder.name, vector_field="prompt", limit=limit)

@@ -63,7 +63,7 @@ class PromptService:
         built = list(strategies) if strategies is not None else self._build_strategies()
         self.expander = ChainExpander(
             built, memory=self.memory, lexicon=self.lexicon, personalization=config.personalization,
-            min_kept=config.personalization_min_kept,
+            min_kept=config.personalization_min_kept, min_evidence=config.personal_values_min_evidence,
         )
         self._sync_lock = threading.Lock()
         self._synced_at = 0.0

@@ -8,6 +8,8 @@
    answer. ``details["attempts"]`` says what happened to each.
 4. With personalisation on and enough kept history, the winning expansion and its alternatives are re-ranked toward
    the user's taste (``details["personalized"]``).
+5. With personalisation on, attributes the intent leaves open are set to the user's habitual values, read from the
+   values they added in their own edits and kept (``details["personal_values"]``); the intent's words always win.
 Every expansion is logged with its strategy and version.
 """
 
@@ -24,7 +26,7 @@ from imageloop.prompts.expander.rules import RulesExpander, plan_scene, render
 from imageloop.prompts.language import Language, resolve_language
 from imageloop.prompts.lexicon import Lexicon, load_lexicon
 from imageloop.prompts.memory import PromptMemory
-from imageloop.prompts.personalize import rerank, taste_from_history
+from imageloop.prompts.personalize import apply_personal_values, personal_values, rerank, taste_from_history
 from imageloop.prompts.usual import Favourites, UsualKind, favourites, last_time, split_tags, usual_request
 
 __all__ = ["MEMORY_VERSION", "ChainExpander"]
@@ -47,6 +49,7 @@ class ChainExpander(Expander):
         lexicon: Lexicon | None = None,
         personalization: bool = True,
         min_kept: int = 5,
+        min_evidence: int = 2,
     ) -> None:
         self.lexicon = lexicon or load_lexicon()
         self.rules = next((s for s in strategies if isinstance(s, RulesExpander)), RulesExpander(self.lexicon))
@@ -54,6 +57,7 @@ class ChainExpander(Expander):
         self.memory = memory
         self.personalization = personalization
         self.min_kept = min_kept
+        self.min_evidence = min_evidence
 
     @property
     def version(self) -> str:
@@ -72,6 +76,7 @@ class ChainExpander(Expander):
         else:
             result = self._first_answer(intent, user=user, language=lang)
             result = self._personalize(result, user)
+            result = self._apply_habits(result, intent, user, lang)
         result = result.with_latency(watch.seconds)
         log.info("expanded intent with %s %s in %.3f s", result.strategy, result.version, result.latency)
         return result
@@ -114,6 +119,23 @@ class ChainExpander(Expander):
         }}
         return replace(result, prompt=ranked[0].prompt, alternatives=tuple(r.prompt for r in ranked[1:]),
                        details=details)
+
+    def _apply_habits(self, result: Expansion, intent: str, user: str | None, language: Language) -> Expansion:
+        if not (self.personalization and self.memory is not None and user):
+            return result
+        kept = [e.final_prompt for e in self.memory.entries(user, limit=HISTORY_WINDOW)]
+        values = personal_values(kept, self.memory.edits(user, limit=HISTORY_WINDOW), self.lexicon,
+                                 min_evidence=self.min_evidence)
+        stated = set(plan_scene(intent, self.lexicon, language).values)
+        prompt, applied = apply_personal_values(result.prompt, values, stated=stated, negative=result.negative,
+                                                lexicon=self.lexicon)
+        if not applied:
+            return result
+        details = {**result.details, "personal_values": {
+            "applied": {v.attribute: v.key for v in applied}, "before": result.prompt,
+            "evidence": {v.attribute: {"key": v.key, "signs": v.evidence, "share": v.share} for v in values.values()},
+        }}
+        return replace(result, prompt=prompt, details=details)
 
     def _recall(self, kind: UsualKind, remainder: str, *, user: str | None, language: Language) -> Expansion:
         if user is None or self.memory is None:
