@@ -149,7 +149,7 @@ def _note(on_progress: ProgressFn | None, message: str) -> None:
 def _train(settings: Settings, arm: Arm, week: int, loader: ExpanderLoader | None) -> WeekCycle:
     started = time.monotonic()
     cycle = run_cycle(settings, trigger="flywheel", expander_loader=loader)
-    summary = {stage: _decision(cycle.stages.get(stage)) for stage in ("expander", "reward")}
+    summary = {stage: _decision(cycle.stages.get(stage)) for stage in ("expander", "reward", "diffusion_dpo")}
     return WeekCycle(arm.name, week, cycle.status.value, time.monotonic() - started, summary)
 
 
