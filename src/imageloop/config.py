@@ -145,6 +145,10 @@ class PromptSettings(BaseModel):
         "intent leaves open with the user's habitual values (from their edits and kept prompts).",
     )
     personalization_min_kept: int = Field(default=5, ge=1, description="Kept images before re-ranking starts.")
+    memory_sync_seconds: float = Field(
+        default=10.0, ge=0.0, description="Longest wait between two syncs of the prompt memory with new keeps (0 = "
+        "before every expansion).",
+    )
     personal_values_min_evidence: int = Field(
         default=2, ge=1, description="Signs (a value added in an edit, or named in a kept prompt) before a value "
         "becomes one of the user's habits.",

@@ -24,7 +24,8 @@ from tests.training.records import BLUE, RED, png, preference_world
 from tests.training.tiny_lm import tiny_lm, tiny_tokenizer
 
 FAST = {"sft_max_steps": 6, "dpo_max_steps": 24, "batch_size": 8, "learning_rate": 1e-2, "min_pairs": 8,
-        "reward_epochs": 12, "gate_confidence": 0.9, "heldout_fraction": 0.3, "max_length": 48, "ab_share": 0.3}
+        "reward_epochs": 12, "gate_confidence": 0.9, "heldout_fraction": 0.3, "max_length": 48, "ab_share": 0.3,
+        "diffusion_dpo_enabled": False}
 
 
 class TinyLoader:
@@ -200,4 +201,24 @@ def test_data_of_cycles_that_trained_nothing_stays_in_the_next_window(
     assert "version_id" in second.stages["expander"]
     clock.advance(3600)
     third = cycle.run(now=clock())
+    assert third.stages["export"]["since"] == second.run.data_until.isoformat()  # type: ignore[union-attr]
+
+
+def test_a_stage_still_short_of_pairs_keeps_the_window_open_for_itself(
+    storage: Storage, tmp_path: Path, clock: FakeClock
+) -> None:
+    user, _ = storage.users.create_user("slow-start")
+    preference_world(storage, user.id, chains=12)
+    # Diffusion-DPO needs far more pairs than the expander and the reward model: they train, it is skipped.
+    cycle, _ = _cycle(storage, tmp_path, clock, diffusion_dpo_enabled=True, diffusion_dpo_min_pairs=1000)
+    first = cycle.run(now=clock())
+    assert "version_id" in first.stages["reward"] and "counts" in first.stages["diffusion_dpo"], first.stages
+    clock.advance(3600)
+    preference_world(storage, user.id, chains=2, seed=1)
+    second = cycle.run(now=clock())
+    assert second.stages["export"]["since"] is None and second.stages["export"]["rows"]["dpo"] == 14
+    # Switched off, it no longer holds the window: the export starts where the newest cycle trained.
+    off, _ = _cycle(storage, tmp_path, clock, diffusion_dpo_enabled=False)
+    clock.advance(3600)
+    third = off.run(now=clock())
     assert third.stages["export"]["since"] == second.run.data_until.isoformat()  # type: ignore[union-attr]

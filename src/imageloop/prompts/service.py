@@ -32,7 +32,6 @@ from imageloop.storage import Storage
 __all__ = ["PromptService"]
 
 log = logging.getLogger(__name__)
-MEMORY_SYNC_SECONDS = 10.0
 
 
 class PromptService:
@@ -90,11 +89,12 @@ class PromptService:
         return out
 
     def sync_memory(self, *, force: bool = False) -> None:
-        """Bring the memory up to date with kept actions (at most every 10 s unless ``force``)."""
+        """Bring the memory up to date with kept actions (at most every ``prompts.memory_sync_seconds`` unless
+        ``force``)."""
         if self.memory is None:
             return
         with self._sync_lock:
-            if not force and time.monotonic() - self._synced_at < MEMORY_SYNC_SECONDS:
+            if not force and time.monotonic() - self._synced_at < self.settings.prompts.memory_sync_seconds:
                 return
             self._synced_at = time.monotonic()
         try:

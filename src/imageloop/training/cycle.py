@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from imageloop.config import Settings
@@ -175,16 +176,37 @@ class TrainingCycle:
         return out
 
     def _export(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
-        # The window starts where the newest cycle that trained something ended: the data of cycles whose every
-        # training stage was skipped (too few pairs) stays in it, so a slow start accumulates until it suffices.
-        previous = self.runs.last_finished_where(RunKind.CYCLE, trained_something)
-        since = previous.data_until if previous is not None else None
+        since = self._window_start()
         folder = self._run_dir(run) / "data"
         shutil.rmtree(folder, ignore_errors=True)
         results = export_datasets(_DATASETS, self.storage.engine, folder, since=since, blobs=self.storage.blobs)
         files = [folder / kind / "data.parquet" for kind in _DATASETS]
         return {"since": since.isoformat() if since else None, "until": now.isoformat(), "folder": str(folder),
                 "rows": {r.kind: r.rows for r in results}, "data_hash": snapshot_hash(files)}
+
+    def _window_start(self) -> datetime | None:
+        """Where this cycle's export starts: the oldest of each training stage's own window, None for everything.
+
+        A stage's window starts where the newest cycle in which it trained ended. A stage skipped for too few
+        pairs keeps its window open, so its data accumulates until it suffices (another stage that trained
+        meanwhile sees that older data again, as replay); a stage switched off or unsupported is left out.
+        """
+        starts: list[datetime | None] = []
+        for stage in _TRAINED:
+            if stage == "diffusion_dpo" and not self.settings.training.diffusion_dpo_enabled:
+                continue
+            latest = self.runs.last_finished_where(RunKind.CYCLE, partial(_ran, stage=stage))
+            if latest is None or not (_trained(latest, stage) or _starved(latest, stage)):
+                continue
+            trained = latest if _trained(latest, stage) else self.runs.last_finished_where(
+                RunKind.CYCLE, partial(_trained, stage=stage))
+            starts.append(trained.data_until if trained is not None else None)
+        if not starts:  # no cycle yet, or every stage off: the window starts where the last cycle ended
+            previous = self.runs.last_finished(RunKind.CYCLE)
+            return previous.data_until if previous is not None else None
+        if any(start is None for start in starts):
+            return None
+        return min(start for start in starts if start is not None)
 
     def _expander(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
         from imageloop.training.expander import ExpanderTrainer, preference_margins
@@ -382,9 +404,17 @@ class _Reporter:
             self.cycle.lock.renew(self.owner)
 
 
-def trained_something(run: TrainingRun) -> bool:
-    """Whether a finished cycle ran at least one of its training stages (rather than skipping them all)."""
-    return any(stage in run.state and "skipped" not in run.state[stage] for stage in _TRAINED)
+def _ran(run: TrainingRun, stage: str) -> bool:
+    return stage in run.state
+
+
+def _trained(run: TrainingRun, stage: str) -> bool:
+    return stage in run.state and "skipped" not in run.state[stage]
+
+
+def _starved(run: TrainingRun, stage: str) -> bool:
+    """Whether ``stage`` was skipped for too little data (such skips carry the data counts)."""
+    return "counts" in run.state.get(stage, {})
 
 
 def _summary(state: dict[str, Any]) -> dict[str, Any]:

@@ -101,7 +101,7 @@ class _Session:
 
 def arm_settings(config: FlywheelConfig, arm: Arm) -> Settings:
     """The arm's settings: the base merged with the arm's changes; its own data dir; no scheduled cycles; derived
-    reroll seeds."""
+    reroll seeds; the prompt memory synced before every expansion."""
     values: dict[str, Any] = {key: dict(value) if isinstance(value, dict) else value
                               for key, value in config.base_settings.items()}
     values["data_dir"] = config.out / "arms" / arm.name
@@ -109,6 +109,8 @@ def arm_settings(config: FlywheelConfig, arm: Arm) -> Settings:
     if arm.without_strategies:
         strategies = prompts.get("strategies", ["retrieval", "local_llm", "rules"])
         prompts["strategies"] = [s for s in strategies if s not in arm.without_strategies] or ["rules"]
+    # Every expansion sees every keep before it, whatever the wall clock: arms stay comparable and runs repeat.
+    prompts["memory_sync_seconds"] = 0.0
     values["prompts"] = prompts
     values["training"] = {**values.get("training", {}), **arm.training, "schedule_enabled": False}
     values["jobs"] = {**values.get("jobs", {}), "reroll_seeds": "derived"}
