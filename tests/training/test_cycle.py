@@ -222,3 +222,16 @@ def test_a_stage_still_short_of_pairs_keeps_the_window_open_for_itself(
     clock.advance(3600)
     third = off.run(now=clock())
     assert third.stages["export"]["since"] == second.run.data_until.isoformat()  # type: ignore[union-attr]
+
+
+def test_the_expander_is_not_trained_where_no_strategy_serves_it(
+    storage: Storage, tmp_path: Path, clock: FakeClock
+) -> None:
+    user, _ = storage.users.create_user("ada")
+    preference_world(storage, user.id, chains=12)
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url), training=FAST,
+                        prompts={"strategies": ["retrieval", "rules"]})
+    loader = TinyLoader()
+    result = TrainingCycle(settings, storage, expander_loader=loader, clock=clock).run(now=clock())
+    assert "leaves out local_llm" in result.stages["expander"]["skipped"] and loader.calls == 0
+    assert "version_id" in result.stages["reward"]

@@ -193,7 +193,7 @@ class TrainingCycle:
         """
         starts: list[datetime | None] = []
         for stage in _TRAINED:
-            if stage == "diffusion_dpo" and not self.settings.training.diffusion_dpo_enabled:
+            if not self._stage_on(stage):
                 continue
             latest = self.runs.last_finished_where(RunKind.CYCLE, partial(_ran, stage=stage))
             if latest is None or not (_trained(latest, stage) or _starved(latest, stage)):
@@ -208,6 +208,14 @@ class TrainingCycle:
             return None
         return min(start for start in starts if start is not None)
 
+    def _stage_on(self, stage: str) -> bool:
+        """Whether the settings let ``stage`` train at all (a switched-off stage holds no data window open)."""
+        if stage == "diffusion_dpo":
+            return self.settings.training.diffusion_dpo_enabled
+        if stage == "expander":
+            return "local_llm" in self.settings.prompts.strategies
+        return True
+
     def _expander(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
         from imageloop.training.expander import ExpanderTrainer, preference_margins
 
@@ -216,6 +224,8 @@ class TrainingCycle:
         done = self.registry.find_by_run(run.id, ModelKind.EXPANDER)
         if done is not None:  # trained and registered before an interruption
             return self._decided(done)
+        if not self._stage_on("expander"):
+            return {"skipped": "prompts.strategies leaves out local_llm, the only strategy that serves the adapters"}
         if len(data.dpo_train) < cfg.min_pairs:
             return {"skipped": f"{len(data.dpo_train)} DPO pairs for training (need {cfg.min_pairs})",
                     "counts": data.counts()}
