@@ -10,11 +10,11 @@ from rich.console import Console
 
 from imageloop.cli.groups import bench_app
 
-# Sized for under 30 minutes on 2 shared CPU cores: a week of 4 users x 2 intents took ~46 s per arm with an
-# embedded-shaped model (20 steps) on a machine at load ~8, so 16 users x 4 weeks x 2 arms is ~15 min of users
-# plus the weekly cycles (small caps below).
-DEFAULT_USERS = 16
-DEFAULT_WEEKS = 4
+# Sized for under 30 minutes on 2 CPU cores: a week of 32 users x 2 intents took 85-95 s per arm with the embedded
+# model on one core (the other one busy), so 6 weeks x 2 arms is ~19 min of users plus the weekly cycles (small
+# caps below; ~1 min when Diffusion-DPO trains). A third arm (online) adds ~9 min.
+DEFAULT_USERS = 32
+DEFAULT_WEEKS = 6
 QUICK = {"users": 4, "weeks": 2}
 DEFAULT_STRATEGIES = "retrieval,rules"
 # Training caps per weekly cycle: small, so the cycles fit the time budget (the real defaults are for serving).
