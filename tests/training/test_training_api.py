@@ -59,10 +59,11 @@ def test_a_cycle_started_through_the_api_runs_in_the_background(client: TestClie
     run_id = started.json()["id"]
     run = _wait(client, f"/api/v1/admin/training/cycles/{run_id}", admin,
                 lambda body: body["status"] in {"succeeded", "failed"})
-    # An empty record: nothing to train, each model stage says why.
+    # An empty record: nothing to train, each model stage says why (this app's strategies are rules only, so
+    # nothing would serve an expander adapter).
     assert run["status"] == "succeeded" and run["progress"] == 1.0
-    expander, reward = run["state"]["expander"]["skipped"], run["state"]["reward"]["skipped"]
-    assert ("need" in expander or "leaves out local_llm" in expander) and "need" in reward
+    assert "leaves out local_llm" in run["state"]["expander"]["skipped"]
+    assert "need" in run["state"]["reward"]["skipped"]
     listed = client.get("/api/v1/admin/training/cycles", headers=admin).json()
     assert listed["runs"][0]["id"] == run_id and listed["schedule"] == "0 3 * * 0"
 
