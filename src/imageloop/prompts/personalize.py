@@ -59,14 +59,13 @@ def taste_from_history(
     norm = float(np.linalg.norm(centroid))
     counts: Counter[tuple[str, str]] = Counter()
     for prompt in prompts:
-        for attribute, keys in lexicon.attributes_in(prompt).items():
-            counts.update((attribute, key) for key in keys)
+        counts.update(_values(prompt, lexicon))
     share = {value: count / len(prompts) for value, count in counts.items()}
     return Taste(centroid / norm if norm > 0 else centroid, share, len(prompts))
 
 
 def _affinity(prompt: str, taste: Taste, lexicon: Lexicon) -> float:
-    values = [(a, k) for a, keys in lexicon.attributes_in(prompt).items() for k in keys]
+    values = _values(prompt, lexicon)
     return sum(taste.value_share.get(v, 0.0) for v in values) / max(len(values), 1)
 
 
@@ -137,6 +136,7 @@ def personal_values(
 
 
 def _values(prompt: str, lexicon: Lexicon) -> list[tuple[str, str]]:
+    """The ``(attribute, key)`` values ``prompt`` names, in a stable order."""
     return [(a, k) for a, keys in lexicon.attributes_in(prompt).items() for k in sorted(keys)]
 
 
@@ -154,7 +154,7 @@ def apply_personal_values(
     prompt reused from someone else) is replaced; a value the negative prompt names is never added. Returns the
     prompt and the values applied.
     """
-    banned = {(a, k) for a, keys in lexicon.attributes_in(negative or "").items() for k in keys}
+    banned = set(_values(negative or "", lexicon))
     present = lexicon.attributes_in(prompt)
     applied = [v for attribute, v in values.items()
                if attribute not in stated and present.get(attribute) != {v.key} and (attribute, v.key) not in banned]

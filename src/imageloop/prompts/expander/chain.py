@@ -75,8 +75,10 @@ class ChainExpander(Expander):
             result = self._recall(usual[0], usual[1], user=user, language=lang)
         else:
             result = self._first_answer(intent, user=user, language=lang)
-            result = self._personalize(result, user)
-            result = self._apply_habits(result, intent, user, lang)
+            if self.personalization and self.memory is not None and user:
+                kept = [e.final_prompt for e in self.memory.entries(user, limit=HISTORY_WINDOW)]
+                result = self._personalize(result, user, kept)
+                result = self._apply_habits(result, intent, user, kept, lang)
         result = result.with_latency(watch.seconds)
         log.info("expanded intent with %s %s in %.3f s", result.strategy, result.version, result.latency)
         return result
@@ -103,12 +105,13 @@ class ChainExpander(Expander):
             return replace(result, details={**result.details, "attempts": attempts})
         raise AssertionError("the rules strategy always answers")  # pragma: no cover
 
-    def _personalize(self, result: Expansion, user: str | None) -> Expansion:
-        if not (self.personalization and self.memory is not None and user and result.alternatives):
+    def _personalize(self, result: Expansion, user: str, kept: list[str]) -> Expansion:
+        """Re-rank toward the taste of ``user``'s ``kept`` final prompts (newest first)."""
+        assert self.memory is not None
+        if not result.alternatives:
             return result
-        entries = self.memory.entries(user, limit=HISTORY_WINDOW)
         vectors = self.memory.prompt_vectors(user, limit=HISTORY_WINDOW)
-        taste = taste_from_history([e.final_prompt for e in entries], vectors, self.lexicon, min_kept=self.min_kept)
+        taste = taste_from_history(kept, vectors, self.lexicon, min_kept=self.min_kept)
         if taste is None:
             return result
         candidates = [result.prompt, *result.alternatives]
@@ -120,10 +123,10 @@ class ChainExpander(Expander):
         return replace(result, prompt=ranked[0].prompt, alternatives=tuple(r.prompt for r in ranked[1:]),
                        details=details)
 
-    def _apply_habits(self, result: Expansion, intent: str, user: str | None, language: Language) -> Expansion:
-        if not (self.personalization and self.memory is not None and user):
-            return result
-        kept = [e.final_prompt for e in self.memory.entries(user, limit=HISTORY_WINDOW)]
+    def _apply_habits(self, result: Expansion, intent: str, user: str, kept: list[str],
+                      language: Language) -> Expansion:
+        """Fill what ``intent`` leaves open with ``user``'s habits (from ``kept`` prompts and their edits)."""
+        assert self.memory is not None
         values = personal_values(kept, self.memory.edits(user, limit=HISTORY_WINDOW), self.lexicon,
                                  min_evidence=self.min_evidence)
         stated = set(plan_scene(intent, self.lexicon, language).values)
