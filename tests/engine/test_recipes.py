@@ -223,6 +223,12 @@ recipes = st.builds(
 )
 
 
+@pytest.mark.parametrize("description", ["next\x85line", "a\u2028b\u2029c", "雨中 \x85"])
+def test_yaml_line_break_characters_round_trip(store: RecipeStore, description: str) -> None:
+    recipe = Recipe(name="breaks", description=description)
+    assert parse_recipe_file(store.save(recipe)) == recipe
+
+
 @hyp_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(recipe=recipes, as_json=st.booleans())
 def test_any_valid_recipe_round_trips_through_its_file(store: RecipeStore, recipe: Recipe, as_json: bool) -> None:

@@ -278,7 +278,24 @@ def dump_recipe(recipe: Recipe, *, json_format: bool = False) -> str:
     data = recipe.model_dump(mode="json", exclude_none=True)
     if json_format:
         return json.dumps(data, indent=2) + "\n"
-    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return str(yaml.dump(data, Dumper=_RecipeDumper, sort_keys=False, allow_unicode=True))
+
+
+# YAML reads these characters in a plain or single-quoted scalar as line breaks and folds them; written raw (as
+# allow_unicode does) a description holding one would not read back the same.
+_YAML_LINE_BREAKS = frozenset("\x85\u2028\u2029")
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """SafeDumper that double-quotes (and so escapes) strings holding a YAML line-break character."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if _YAML_LINE_BREAKS.intersection(text) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_RecipeDumper.add_representer(str, _represent_str)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
