@@ -29,6 +29,10 @@ def test_prompt_problems() -> None:
     assert "weight outside 0-2" in prompt_problems("(rain:5)")
 
 
+def test_unbalanced_square_brackets_are_dropped() -> None:
+    assert clean_llm_output("a[, [b, c]]], [d]", LEXICON) == "a, b, c, [d]"
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_whatever_the_model_writes_the_result_is_empty_or_valid(raw: str) -> None:

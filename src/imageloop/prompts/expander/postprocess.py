@@ -35,6 +35,8 @@ def _clean_tag(raw: str) -> WeightedTag | None:
     text = _EDGE_JUNK.sub("", normalise_text(raw))
     if text.count("(") != text.count(")"):
         text = re.sub(r":\s*[0-9.]*$", "", text.replace("(", "").replace(")", "")).strip()
+    if text.count("[") != text.count("]"):
+        text = text.replace("[", "").replace("]", "").strip()
     tag = parse_tag(text)
     body = tag.text.replace("(", "").replace(")", "").strip()
     if not body or not _ASCII_TAG.match(body) or not re.search(r"[a-z]", body):
