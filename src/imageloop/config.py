@@ -49,6 +49,12 @@ class EngineSettings(BaseModel):
         "least 1.25x faster than fp32; 'bf16' = always on CPU; 'off' = never.",
     )
     threads: int = Field(default=0, ge=0, description="Torch CPU threads; 0 = torch's default.")
+    prompt_weighting: Literal["model", "a1111", "context"] = Field(
+        default="model",
+        description="How (word:1.2) weights act: 'a1111' scales the words' token states (A1111's 'Original'), "
+        "'context' scales the difference the words make to the whole encoding; 'model' = the model's "
+        "imageloop.json choice, else 'a1111'.",
+    )
     text_encoder_cache_size: int = Field(default=256, ge=0, description="Prompt encodings kept in memory.")
     result_cache_size: int = Field(default=64, ge=0, description="Finished results kept in memory.")
     max_steps: int = Field(default=150, ge=1, le=1000, description="Upper bound for a request's steps.")

@@ -131,6 +131,43 @@ def test_zero_mean_chunk_is_scaled_but_not_rescaled(sd15: Any) -> None:
     torch.testing.assert_close(weighted[0, :5], plain[0, :5])
 
 
+def test_context_weighting_without_weights_is_the_plain_encoding(sd15: Any) -> None:
+    torch.testing.assert_close(encode_prompt(sd15, "a photo of a cat", "context").embeds,
+                               encode_prompt(sd15, "a photo of a cat").embeds, rtol=0, atol=0)
+
+
+def test_context_weight_zero_is_the_prompt_with_the_words_padded_out(sd15: Any) -> None:
+    tokenizer = sd15.tokenizer
+    assert tokenizer(tokenizer.pad_token, add_special_tokens=False)["input_ids"] == [tokenizer.pad_token_id]
+    dropped = encode_prompt(sd15, "a photo of a (cat:0) sky", "context").embeds
+    padded = encode_prompt(sd15, f"a photo of a {tokenizer.pad_token} sky").embeds
+    torch.testing.assert_close(dropped, padded, rtol=0, atol=1e-5)
+
+
+def test_context_weight_scales_the_difference_the_words_make(sd15: Any) -> None:
+    plain = encode_prompt(sd15, "a photo of a cat sky").embeds
+    without = encode_prompt(sd15, "a photo of a (cat:0) sky", "context").embeds
+    for weight in (0.5, 1.5, 2.0):
+        weighted = encode_prompt(sd15, f"a photo of a (cat:{weight}) sky", "context").embeds
+        torch.testing.assert_close(weighted, plain + (weight - 1.0) * (plain - without), rtol=0, atol=1e-5)
+    # Causal encoder: tokens before the weighted word keep their states, the word and the tokens after it move.
+    weighted = encode_prompt(sd15, "a photo of a (cat:1.5) sky", "context").embeds
+    torch.testing.assert_close(weighted[0, :5], plain[0, :5])
+    assert not torch.allclose(weighted[0, 6], plain[0, 6])
+    # A1111's weighting leaves the word after the weighted one alone (this encoder's chunk means are ~0).
+    torch.testing.assert_close(encode_prompt(sd15, "a photo of a (cat:1.5) sky").embeds[0, 6], plain[0, 6])
+
+
+def test_context_weighting_adds_the_effects_of_each_weight(sdxl: Any) -> None:
+    plain = encode_prompt(sdxl, "a photo of a cat dog")
+    cat_only = encode_prompt(sdxl, "a photo of a (cat:1.5) dog", "context").embeds
+    dog_only = encode_prompt(sdxl, "a photo of a cat (dog:0.5)", "context").embeds
+    both = encode_prompt(sdxl, "a photo of a (cat:1.5) (dog:0.5)", "context")
+    torch.testing.assert_close(both.embeds, cat_only + dog_only - plain.embeds, rtol=0, atol=1e-5)
+    assert both.pooled is not None and plain.pooled is not None
+    torch.testing.assert_close(both.pooled, plain.pooled)  # the pooled embedding is the unweighted prompt's
+
+
 def test_sdxl_weights_change_both_halves_and_keep_pooled(sdxl: Any) -> None:
     plain = encode_prompt(sdxl, "a photo of a cat")
     weighted = encode_prompt(sdxl, "a photo of a (cat:1.5)")

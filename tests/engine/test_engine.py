@@ -321,3 +321,17 @@ def test_model_with_its_own_word_tokenizer(tmp_path: Path) -> None:
     assert read_png_parameters(runs[0].images[0].png).prompt == prompt
     tail = engine.generate(GenerationRequest(prompt=prompt + " dragon", negative_prompt="blurry", seed=8))
     assert tail.images[0].png != runs[0].images[0].png  # the end of a long prompt still counts
+
+
+def test_prompt_weighting_comes_from_the_model_unless_the_settings_choose(tmp_path: Path) -> None:
+    folder = tmp_path / "word-model"
+    tiny.sd15_word_pipeline().save_pretrained(folder)
+    (folder / "imageloop.json").write_text(json.dumps({"steps": 2, "scheduler": "DDIM",
+                                                       "prompt_weighting": "context"}))
+    by_model = Engine(make_settings(tmp_path), model=folder)
+    forced = Engine(make_settings(tmp_path, prompt_weighting="a1111"), model=folder)
+    assert (by_model.prompt_weighting, forced.prompt_weighting) == ("context", "a1111")
+    weighted = GenerationRequest(prompt="a (cat:1.8) in the city", seed=3)
+    plain = GenerationRequest(prompt="a cat in the city", seed=3)
+    assert by_model.generate(weighted).images[0].png != forced.generate(weighted).images[0].png
+    assert by_model.generate(plain).images[0].png == forced.generate(plain).images[0].png

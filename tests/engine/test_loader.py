@@ -16,7 +16,8 @@ from imageloop.errors import ModelLoadError, UnsupportedModelError
 from tests import tiny
 from tests.engine.ldm_layout import pipeline_to_ldm, save_single_file
 
-DEFAULTS = {"steps": 4, "guidance_scale": 3.5, "width": 128, "height": 64, "scheduler": "ddim"}
+DEFAULTS = {"steps": 4, "guidance_scale": 3.5, "width": 128, "height": 64, "scheduler": "ddim",
+            "prompt_weighting": "context"}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,7 @@ def test_folder_loads_with_its_defaults(models: dict[str, Path], settings: Setti
     assert type(model.pipe).__name__ == "StableDiffusionPipeline"
     d = model.defaults
     assert (d.steps, d.guidance_scale, d.width, d.height, d.scheduler) == (4, 3.5, 128, 64, "DDIM")
+    assert d.prompt_weighting == "context"
     assert len(model.version) == 64 and model.short_hash == model.version[:10]
 
 
@@ -57,6 +59,7 @@ def test_defaults_fall_back_to_native_size_and_a1111_values(models: dict[str, Pa
     assert (d.width, d.height) == (tiny.TINY_SIZE, tiny.TINY_SIZE)  # UNet sample size x VAE scale factor
     assert (d.steps, d.guidance_scale, d.scheduler) == (loader.FALLBACK_STEPS, loader.FALLBACK_GUIDANCE,
                                                         loader.FALLBACK_SCHEDULER)
+    assert d.prompt_weighting == "a1111"
 
 
 def test_name_under_models_dir(models: dict[str, Path], settings: Settings) -> None:
@@ -220,6 +223,8 @@ def test_bad_model_defaults(models: dict[str, Path], settings: Settings, tmp_pat
     assert "steps" in load_error(tmp_path / "m", settings).message
     (tmp_path / "m" / "imageloop.json").write_text('{"scheduler": "Warp drive"}')
     assert "Warp drive" in load_error(tmp_path / "m", settings).message
+    (tmp_path / "m" / "imageloop.json").write_text('{"prompt_weighting": "loud"}')
+    assert "prompt_weighting" in load_error(tmp_path / "m", settings).message
 
 
 def test_embedded_model_missing_is_explained(settings: Settings, tmp_path: Path,

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from imageloop.bench.model import ModelBenchConfig, chance_levels, effect_prompts, hit_rates, run_model_bench
+from imageloop.cli.bench_model import result_tables
 from imageloop.config import load_settings
 from imageloop.training.base.autoencoder import atomic_torch_save, encode_dataset
 from imageloop.training.base.dataset import evaluation_specs
@@ -33,13 +35,14 @@ def test_hit_rates_and_chance() -> None:
 
 def test_effect_prompts_remove_the_attribute_under_test() -> None:
     arms = effect_prompts(evaluation_specs(3))
-    for prompt, negative in arms["monochrome_weighted"]:
+    for prompt, negative in arms["monochrome@1.4"]:
         assert prompt.endswith("(monochrome:1.4)") and "full colour" not in prompt and negative == ""
     for (plain, _), (same, negative) in zip(arms["no_negative"], arms["negative_rain"], strict=True):
         assert plain == same and negative == "rain"
         assert not any(w in plain for w in ("clear weather", ", rain", "snow,", ", fog"))
-    for (plain, _), (weighted, _) in zip(arms["rain_plain"], arms["rain_weighted"], strict=True):
-        assert plain.endswith(", rain") and weighted == plain.removesuffix("rain") + "(rain:1.4)"
+    for weight, tag in (("0.5", "(rain:0.5)"), ("1.4", "(rain:1.4)"), ("2", "(rain:2)")):
+        for (plain, _), (weighted, _) in zip(arms["rain@1"], arms[f"rain@{weight}"], strict=True):
+            assert plain.endswith(", rain") and weighted == plain.removesuffix("rain") + tag
 
 
 @pytest.mark.slow
@@ -66,7 +69,15 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     result, grid = run_model_bench(settings, bench)
     assert set(result["hit_rate"]["en"]) == {*ATTRIBUTE_NAMES, "all"}
     assert all(0.0 <= v <= 1.0 for lang in ("en", "zh") for v in result["hit_rate"][lang].values())
-    assert {"plain", "weighted_1.4"} == set(result["effects"]["monochrome_rate"])
-    assert {"plain", "weighted_1.4"} == set(result["effects"]["rain_weight_rate"])
+    effects = result["effects"]
+    assert effects["weighting"] == "context"  # the export's imageloop.json chooses it
+    assert set(effects["weight_rate"]) == {"monochrome", "rain"}
+    assert set(effects["weight_rate"]["rain"]) == set(effects["weight_rate_a1111"]["rain"]) == {"0.5", "1", "1.4", "2"}
+    assert isinstance(effects["weight_raises_rain"], bool) and isinstance(effects["negative_lowers_rain"], bool)
     assert result["speed"]["batch_16"]["engine_s_per_image"] > 0
+    console = Console(record=True, width=200)
+    for table in result_tables(result):
+        console.print(table)
+    text = console.export_text()
+    assert "(rain:w), A1111 weighting" in text and "negative 'rain'" in text and "context weighting" in text
     assert grid.size[0] > 64 * 4 and grid.size[1] == 3 * 66 * 3

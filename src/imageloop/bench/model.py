@@ -3,8 +3,9 @@
 For held-out attribute combinations (never in the training set) it generates one image per caption language
 through the engine, and the independent attribute judge (trained on real composites only) says which subject
 and attributes each image shows. Reported per attribute: how often the judge finds the requested value, with
-chance level beside it; the same for prompt weights (``(monochrome:1.4)`` vs ``monochrome``) and negative
-prompts (``rain`` as negative vs none); and speed at batch 1 and 16 against a plain diffusers call.
+chance level beside it; the same for prompt weights (``monochrome``/``rain`` at weights 0.5, 1, 1.4 and 2, with the
+model's weighting and, for comparison, A1111's) and negative prompts (``rain`` as negative vs none); and speed at
+batch 1 and 16 against a plain diffusers call.
 """
 
 from __future__ import annotations
@@ -89,16 +90,27 @@ def _without(spec: SceneSpec, attribute: str, lang: Language) -> str:
     return sep.join(p for p in prompt_for(spec, lang).split(sep) if p != phrase)
 
 
+# Weights tried in the prompt-weight experiment; 1.0 is the plain word.
+EFFECT_WEIGHTS = (0.5, 1.0, 1.4, 2.0)
+# The word under test per weight experiment and the attribute it sets.
+WEIGHT_WORDS = {"monochrome": "colour", "rain": "weather"}
+
+
+def _weighted(word: str, weight: float) -> str:
+    return word if weight == 1.0 else f"({word}:{weight:g})"
+
+
 def effect_prompts(specs: list[SceneSpec]) -> dict[str, list[tuple[str, str]]]:
-    """(prompt, negative) per arm of the prompt-weight and negative-prompt experiments (English)."""
-    return {
-        "monochrome_plain": [(_without(s, "colour", "en") + ", monochrome", "") for s in specs],
-        "monochrome_weighted": [(_without(s, "colour", "en") + ", (monochrome:1.4)", "") for s in specs],
-        "rain_plain": [(_without(s, "weather", "en") + ", rain", "") for s in specs],
-        "rain_weighted": [(_without(s, "weather", "en") + ", (rain:1.4)", "") for s in specs],
-        "no_negative": [(_without(s, "weather", "en"), "") for s in specs],
-        "negative_rain": [(_without(s, "weather", "en"), "rain") for s in specs],
+    """(prompt, negative) per arm of the prompt-weight (``<word>@<weight>``) and negative-prompt experiments
+    (English); the spec's own value of the attribute under test is removed from each prompt."""
+    arms = {
+        f"{word}@{weight:g}": [(_without(s, attribute, "en") + ", " + _weighted(word, weight), "") for s in specs]
+        for word, attribute in WEIGHT_WORDS.items()
+        for weight in EFFECT_WEIGHTS
     }
+    arms["no_negative"] = [(_without(s, "weather", "en"), "") for s in specs]
+    arms["negative_rain"] = [(_without(s, "weather", "en"), "rain") for s in specs]
+    return arms
 
 
 def sample_grid(specs: list[SceneSpec], images: dict[str, np.ndarray], columns: int = 12, scale: int = 3
@@ -137,7 +149,7 @@ def run_model_bench(settings: Settings, cfg: ModelBenchConfig, progress: Callabl
         requests = [_request(cfg, prompt_for(s, lang), seed=cfg.seed + i) for i, s in enumerate(specs)]
         images[lang] = generate(engine, requests, tick)
         by_language[lang] = hit_rates(predict(judge, images[lang]), specs)
-    effects = _effects(engine, judge, cfg, say)
+    effects = _effects(settings, engine, judge, cfg, say)
     generation_s = time.perf_counter() - started
     speed = _speed(settings, cfg, say)
     both = {a: (by_language["en"][a] + by_language["zh"][a]) / 2 for a in by_language["en"]}
@@ -161,28 +173,52 @@ def run_model_bench(settings: Settings, cfg: ModelBenchConfig, progress: Callabl
     return result, sample_grid(specs, images)
 
 
-def _effects(engine: Engine, judge: Any, cfg: ModelBenchConfig, say: Callable[[str], None]) -> dict[str, Any]:
+def _arm_rate(engine: Engine, judge: Any, cfg: ModelBenchConfig, pairs: list[tuple[str, str]], attribute: str,
+              value: str) -> float:
+    """Share of the arm's images in which the judge finds ``attribute`` = ``value``."""
+    requests = [_request(cfg, p, seed=cfg.seed + 10_000 + i, negative=n) for i, (p, n) in enumerate(pairs)]
+    pred = predict(judge, generate(engine, requests))
+    column = ATTRIBUTE_NAMES.index(attribute)
+    return float((pred[:, column] == ATTRIBUTE_KEYS[attribute].index(value)).mean())
+
+
+def _weight_rates(engine: Engine, judge: Any, cfg: ModelBenchConfig, arms: dict[str, list[tuple[str, str]]],
+                  words: tuple[str, ...], say: Callable[[str], None]) -> dict[str, dict[str, float]]:
+    """Per word, the judge's rate of its value at each weight in :data:`EFFECT_WEIGHTS`."""
+    rates: dict[str, dict[str, float]] = {}
+    for word in words:
+        rates[word] = {}
+        for weight in EFFECT_WEIGHTS:
+            say(f"effects: {_weighted(word, weight)} ({engine.prompt_weighting})")
+            rates[word][f"{weight:g}"] = _arm_rate(engine, judge, cfg, arms[f"{word}@{weight:g}"],
+                                                   WEIGHT_WORDS[word], word)
+    return rates
+
+
+def _effects(settings: Settings, engine: Engine, judge: Any, cfg: ModelBenchConfig, say: Callable[[str], None]
+             ) -> dict[str, Any]:
     specs = evaluation_specs(cfg.effect_prompts, seed=4321 + cfg.seed)
     arms = effect_prompts(specs)
-    mono, rain = ATTRIBUTE_NAMES.index("colour"), ATTRIBUTE_NAMES.index("weather")
-    mono_id, rain_id = ATTRIBUTE_KEYS["colour"].index("monochrome"), ATTRIBUTE_KEYS["weather"].index("rain")
-    rates: dict[str, float] = {}
-    for arm, pairs in arms.items():
-        say(f"effects: {arm}")
-        requests = [_request(cfg, p, seed=cfg.seed + 10_000 + i, negative=n) for i, (p, n) in enumerate(pairs)]
-        pred = predict(judge, generate(engine, requests))
-        column, value = (mono, mono_id) if arm.startswith("monochrome") else (rain, rain_id)
-        rates[arm] = float((pred[:, column] == value).mean())
-    return {
+    by_weight = _weight_rates(engine, judge, cfg, arms, tuple(WEIGHT_WORDS), say)
+    say("effects: negative prompt")
+    negative = {arm: _arm_rate(engine, judge, cfg, arms[arm], "weather", "rain")
+                for arm in ("no_negative", "negative_rain")}
+    out: dict[str, Any] = {
         "prompts": len(specs),
-        "monochrome_rate": {"plain": rates["monochrome_plain"], "weighted_1.4": rates["monochrome_weighted"]},
-        "rain_rate": {"no_negative": rates["no_negative"], "negative_rain": rates["negative_rain"],
-                      "chance": 1.0 / len(ATTRIBUTE_KEYS["weather"])},
-        "rain_weight_rate": {"plain": rates["rain_plain"], "weighted_1.4": rates["rain_weighted"]},
-        "weight_raises_monochrome": rates["monochrome_weighted"] > rates["monochrome_plain"],
-        "weight_raises_rain": rates["rain_weighted"] > rates["rain_plain"],
-        "negative_lowers_rain": rates["negative_rain"] < rates["no_negative"],
+        "weighting": engine.prompt_weighting,
+        "weight_rate": by_weight,
+        "rain_rate": {**negative, "chance": 1.0 / len(ATTRIBUTE_KEYS["weather"])},
+        "negative_lowers_rain": negative["negative_rain"] < negative["no_negative"],
     }
+    for word, rates in by_weight.items():
+        out[f"weight_raises_{word}"] = rates["1.4"] > rates["1"] or rates["2"] > rates["1"]
+        out[f"weight_lowers_{word}"] = rates["0.5"] < rates["1"]
+    if engine.prompt_weighting != "a1111":
+        # The same rain prompts with A1111's weighting, for comparison in the same run.
+        a1111 = settings.model_copy(update={"engine": settings.engine.model_copy(
+            update={"prompt_weighting": "a1111"})})
+        out["weight_rate_a1111"] = _weight_rates(Engine(a1111, model=cfg.model), judge, cfg, arms, ("rain",), say)
+    return out
 
 
 def _speed(settings: Settings, cfg: ModelBenchConfig, say: Callable[[str], None]) -> dict[str, Any]:

@@ -57,15 +57,18 @@ def result_tables(result: dict[str, Any]) -> list[Table]:
         follow.add_row(name, f"{chance[name]:.2f}", f"{rates['en'][name]:.2f}", f"{rates['zh'][name]:.2f}",
                        f"{result['en_minus_zh'][name]:+.2f}", f"{target:.2f}" if target else "")
     eff = result["effects"]
-    effects = Table(title=f"prompt weight and negative prompt ({eff['prompts']} prompts per arm)")
-    for column in ("experiment", "without", "with", "works"):
+    effects = Table(title=f"prompt weights ({eff['weighting']} weighting) and negative prompt: judge's rate of the "
+                          f"word's value ({eff['prompts']} prompts per arm)")
+    weights = list(next(iter(eff["weight_rate"].values())))
+    for column in ("experiment", *[f"weight {w}" for w in weights], "works"):
         effects.add_column(column, justify="right")
-    effects.add_row("monochrome rate: plain -> (monochrome:1.4)", f"{eff['monochrome_rate']['plain']:.2f}",
-                    f"{eff['monochrome_rate']['weighted_1.4']:.2f}", str(eff["weight_raises_monochrome"]))
-    effects.add_row("rain rate: rain -> (rain:1.4)", f"{eff['rain_weight_rate']['plain']:.2f}",
-                    f"{eff['rain_weight_rate']['weighted_1.4']:.2f}", str(eff["weight_raises_rain"]))
-    effects.add_row("rain rate: no negative -> negative 'rain'", f"{eff['rain_rate']['no_negative']:.2f}",
-                    f"{eff['rain_rate']['negative_rain']:.2f}", str(eff["negative_lowers_rain"]))
+    for word, rates in eff["weight_rate"].items():
+        works = eff[f"weight_raises_{word}"] and eff[f"weight_lowers_{word}"]
+        effects.add_row(f"({word}:w)", *[f"{rates[w]:.2f}" for w in weights], str(works))
+    for word, rates in eff.get("weight_rate_a1111", {}).items():
+        effects.add_row(f"({word}:w), A1111 weighting", *[f"{rates[w]:.2f}" for w in weights], "")
+    effects.add_row("rain: no negative -> negative 'rain'", "", f"{eff['rain_rate']['no_negative']:.2f}",
+                    f"{eff['rain_rate']['negative_rain']:.2f}", "", str(eff["negative_lowers_rain"]))
     speed = Table(title=f"speed (load average {result['speed']['load_average'][0]:.1f})")
     for column in ("batch", "engine s/img", "diffusers s/img", "engine vs diffusers", "target s/img"):
         speed.add_column(column, justify="right")

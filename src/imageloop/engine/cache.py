@@ -105,11 +105,13 @@ class LRUCache(Generic[K, V]):
 
 @dataclass(frozen=True)
 class PromptKey:
-    """What a prompt encoding depends on: the model version, the active text-encoder adapters, and the text."""
+    """What a prompt encoding depends on: the model version, the active text-encoder adapters, the text, and how its
+    weights are applied."""
 
     model_version: str
     adapters: str
     text: str
+    weighting: str = "a1111"
 
 
 def result_key(canonical_request: str, model_version: str) -> str:

@@ -4,9 +4,20 @@ A prompt is parsed with :func:`imageloop.prompts.parse_weights`, each fragment i
 to its tokens, and the tokens are cut into chunks of ``model_max_length - 2`` (75 for CLIP), each framed by the
 start/end tokens and padded. ``BREAK`` starts a new chunk; a chunk that fills up moves the words after its last
 comma (if that comma is at most :data:`COMMA_BACKTRACK` tokens back) into the next chunk. Every chunk goes through
-the text encoder, each token's hidden state is multiplied by its weight and the chunk is rescaled so its mean
-equals the unweighted mean (unless that mean is ~0, see :data:`MEAN_TOLERANCE`). The chunks are then concatenated
-along the sequence axis, so long prompts keep their tail instead of being truncated.
+the text encoder and the weights are applied in one of two ways (:data:`PromptWeighting`):
+
+- ``"a1111"`` (A1111's "Original" emphasis, the default): each token's hidden state is multiplied by its weight
+  and the chunk is rescaled so its mean equals the unweighted mean (unless that mean is ~0, see
+  :data:`MEAN_TOLERANCE`).
+- ``"context"``: a weight scales the *difference the fragment makes* to the whole encoding: the chunks are encoded
+  once as written and once per distinct weight with that weight's tokens replaced by padding, and the encoding is
+  moved ``weight - 1`` times that difference further (``weight`` 0 is the prompt without the fragment). In a causal
+  text encoder the tokens after a fragment carry it too, so this reaches models whose UNet normalises token states
+  or reads the fragment mostly from later tokens, where scaling the fragment's own tokens changes nothing (our
+  embedded model). ComfyUI offers similar choices ("weight interpretation").
+
+The chunks are then concatenated along the sequence axis, so long prompts keep their tail instead of being
+truncated.
 
 Works with any diffusers pipeline that has ``tokenizer``/``text_encoder`` (SD1.5-like: the last hidden state) and
 optionally ``tokenizer_2``/``text_encoder_2`` (SDXL-like: the penultimate hidden state of each encoder, joined on
@@ -17,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers.utils.torch_utils import get_module_execution_device
@@ -28,8 +39,10 @@ from imageloop.prompts.weights import BREAK, parse_weights
 __all__ = [
     "COMMA_BACKTRACK",
     "MEAN_TOLERANCE",
+    "PROMPT_WEIGHTINGS",
     "EncodedPrompt",
     "PromptChunk",
+    "PromptWeighting",
     "batch_for_pipeline",
     "encode_prompt",
     "pair_for_pipeline",
@@ -40,6 +53,9 @@ __all__ = [
 COMMA_BACKTRACK = 20
 # Below this |mean| / mean(|value|) a chunk's mean is treated as zero and not restored (see _apply_weights).
 MEAN_TOLERANCE = 1e-3
+
+PromptWeighting = Literal["a1111", "context"]
+PROMPT_WEIGHTINGS: tuple[PromptWeighting, ...] = ("a1111", "context")
 
 
 @dataclass(frozen=True)
@@ -223,14 +239,13 @@ def _apply_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _run_encoder(
+def _encoder_states(
     encoder: _TextEncoder, chunks: Sequence[PromptChunk], penultimate: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Encode all chunks in one batch; return weighted hidden states ``[1, n*T, D]`` and chunk 0's pooled output."""
+    """Unweighted hidden states ``[n, T, D]`` of the chunks and chunk 0's pooled output (when the encoder has one)."""
     model = encoder.model
     device = get_module_execution_device(model)
     ids = torch.tensor([chunk.ids for chunk in chunks], dtype=torch.long, device=device)
-    weights = torch.tensor([chunk.weights for chunk in chunks], dtype=torch.float32, device=device)
     kwargs: dict[str, Any] = {}
     if penultimate:
         kwargs["output_hidden_states"] = True
@@ -240,9 +255,47 @@ def _run_encoder(
     output = model(ids, **kwargs)
     hidden = output.hidden_states[-2] if penultimate else output.last_hidden_state
     pooled = getattr(output, "text_embeds", None)
-    return _apply_weights(hidden, weights).reshape(1, -1, hidden.shape[-1]), (
-        pooled[:1] if isinstance(pooled, torch.Tensor) else None
-    )
+    return hidden, pooled[:1] if isinstance(pooled, torch.Tensor) else None
+
+
+def _without_weight(encoder: _TextEncoder, chunks: Sequence[PromptChunk], weight: float) -> list[PromptChunk]:
+    """The chunks with every token of ``weight`` replaced by padding (positions of the other tokens unchanged)."""
+    return [
+        PromptChunk(
+            ids=tuple(encoder.pad if w == weight else i for i, w in zip(chunk.ids, chunk.weights, strict=True)),
+            weights=tuple(1.0 for _ in chunk.weights),
+            token_count=chunk.token_count,
+        )
+        for chunk in chunks
+    ]
+
+
+def _context_weights(
+    encoder: _TextEncoder, chunks: Sequence[PromptChunk], penultimate: bool, hidden: torch.Tensor
+) -> torch.Tensor:
+    """``"context"`` weighting: move ``hidden`` ``weight - 1`` times the difference each weight's tokens make."""
+    weights = sorted({w for chunk in chunks for w in chunk.weights} - {1.0})
+    if not weights:
+        return hidden
+    work = hidden.float()
+    out = work.clone()
+    for weight in weights:
+        without, _ = _encoder_states(encoder, _without_weight(encoder, chunks, weight), penultimate)
+        out += (weight - 1.0) * (work - without.float())
+    return out.to(hidden.dtype)
+
+
+def _run_encoder(
+    encoder: _TextEncoder, chunks: Sequence[PromptChunk], penultimate: bool, weighting: PromptWeighting = "a1111"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode all chunks in one batch; return weighted hidden states ``[1, n*T, D]`` and chunk 0's pooled output."""
+    hidden, pooled = _encoder_states(encoder, chunks, penultimate)
+    if weighting == "context":
+        weighted = _context_weights(encoder, chunks, penultimate, hidden)
+    else:
+        weights = torch.tensor([chunk.weights for chunk in chunks], dtype=torch.float32, device=hidden.device)
+        weighted = _apply_weights(hidden, weights)
+    return weighted.reshape(1, -1, hidden.shape[-1]), pooled
 
 
 def _attention_mask(chunks: Sequence[PromptChunk]) -> torch.Tensor:
@@ -250,8 +303,9 @@ def _attention_mask(chunks: Sequence[PromptChunk]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
-def encode_prompt(pipe: object, text: str) -> EncodedPrompt:
-    """Encode ``text`` (A1111 attention syntax) with the pipeline's CLIP text encoder(s).
+def encode_prompt(pipe: object, text: str, weighting: PromptWeighting = "a1111") -> EncodedPrompt:
+    """Encode ``text`` (A1111 attention syntax) with the pipeline's CLIP text encoder(s), applying its weights the
+    ``weighting`` way (see the module docstring).
 
     Returns ``embeds`` of shape ``[1, chunks * max_length, D]`` (D is the sum of both encoders' widths for
     SDXL-like pipelines) and, for SDXL-like pipelines, the second encoder's pooled embedding ``[1, P]``.
@@ -270,7 +324,7 @@ def encode_prompt(pipe: object, text: str) -> EncodedPrompt:
     for enc, chunks in zip(encoders, per_encoder, strict=True):
         # Different tokenizers may chunk differently; pad with empty chunks so the sequences line up.
         padded = chunks + [_empty_chunk(enc)] * (count - len(chunks))
-        hidden, enc_pooled = _run_encoder(enc, padded, penultimate=sdxl)
+        hidden, enc_pooled = _run_encoder(enc, padded, penultimate=sdxl, weighting=weighting)
         hidden_states.append(hidden)
         if pooled is None and enc_pooled is not None:
             pooled = enc_pooled

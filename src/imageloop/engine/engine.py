@@ -23,7 +23,7 @@ import torch
 from imageloop.config import Settings
 from imageloop.engine.autocast import autocast_name, decode_latents, denoise_autocast, resolve_autocast
 from imageloop.engine.cache import CacheStats, LRUCache, PromptKey, result_key
-from imageloop.engine.conditioning import EncodedPrompt, batch_for_pipeline, encode_prompt
+from imageloop.engine.conditioning import EncodedPrompt, PromptWeighting, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import load_controlnet
 from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
 from imageloop.engine.lora import LoraManager
@@ -363,19 +363,27 @@ class Engine:
             raise RecipeError(f"recipe {plan.request.recipe!r} cannot be applied: {exc}") from exc
         return pipe, controlnet_version
 
+    @property
+    def prompt_weighting(self) -> PromptWeighting:
+        """How prompt weights act: the ``engine.prompt_weighting`` setting, else the model's own choice."""
+        chosen = self.settings.engine.prompt_weighting
+        return self.model.defaults.prompt_weighting if chosen == "model" else chosen
+
     def _version_key(self, pipe: Any, extra_version: str) -> str:
         # What a result depends on besides the request: model weights, ControlNet weights, active LoRA adapters,
-        # and the denoising's autocast (bf16 images differ slightly from fp32 ones).
-        return f"{self.model.version}|{extra_version}|{self.loras.active(pipe)!r}|{autocast_name(self.autocast)}"
+        # the prompt weighting, and the denoising's autocast (bf16 images differ slightly from fp32 ones).
+        return (f"{self.model.version}|{extra_version}|{self.loras.active(pipe)!r}|{self.prompt_weighting}|"
+                f"{autocast_name(self.autocast)}")
 
     def _encode_pair(self, pipe: Any, plan: _Plan) -> tuple[EncodedPrompt, EncodedPrompt]:
         adapters = repr(self.loras.active(pipe))
         return self._encode(pipe, adapters, plan.prompt), self._encode(pipe, adapters, plan.negative)
 
     def _encode(self, pipe: Any, adapters: str, text: str) -> EncodedPrompt:
-        key = PromptKey(self.model.version, adapters, text)
+        weighting = self.prompt_weighting
+        key = PromptKey(self.model.version, adapters, text, weighting)
         with torch.inference_mode():
-            return self.prompt_cache.get_or_compute(key, lambda: encode_prompt(pipe, text))
+            return self.prompt_cache.get_or_compute(key, lambda: encode_prompt(pipe, text, weighting))
 
     def _run(
         self, pipe: Any, plan: _Plan, kwargs: dict[str, Any], seeds: list[int], reporter: StepReporter

@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
+from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.schedulers import canonical_scheduler_name
 from imageloop.errors import ImageloopError, ModelLoadError, UnsupportedModelError
 
@@ -86,6 +87,9 @@ class ModelDefaults(BaseModel):
     width: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
     height: int | None = Field(default=None, ge=64, le=4096, multiple_of=8)
     scheduler: str | None = None
+    prompt_weighting: PromptWeighting | None = Field(
+        default=None, description="How (word:1.2) weights act: 'a1111' (the default) or 'context' (see conditioning)."
+    )
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class ResolvedDefaults:
     width: int
     height: int
     scheduler: str
+    prompt_weighting: PromptWeighting = "a1111"
 
 
 @dataclass
@@ -265,6 +270,7 @@ def complete_defaults(pipe: Any, own: ModelDefaults) -> ResolvedDefaults:
         width=own.width or native,
         height=own.height or native,
         scheduler=canonical_scheduler_name(own.scheduler) if own.scheduler else FALLBACK_SCHEDULER,
+        prompt_weighting=own.prompt_weighting or "a1111",
     )
 
 

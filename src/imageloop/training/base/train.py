@@ -51,7 +51,11 @@ DECODER_LATENT_NOISE = 0.3
 
 _SUBJECT_COLUMN = ATTRIBUTE_NAMES.index("subject")
 
-GENERATION_DEFAULTS = {"steps": 20, "guidance_scale": 4.0, "width": 64, "height": 64, "scheduler": "DDIM"}
+# Written to the export's imageloop.json. "context" weighting: this UNet's pooled text path layer-normalises each
+# token and its causal text encoder spreads a word into the tokens after it, so A1111's scaling of the word's own
+# token states leaves its images unchanged (measured by ``imageloop bench model``).
+GENERATION_DEFAULTS = {"steps": 20, "guidance_scale": 4.0, "width": 64, "height": 64, "scheduler": "DDIM",
+                       "prompt_weighting": "context"}
 
 
 @dataclass
