@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +58,36 @@ def test_train_base_builds_data_trains_resumes_and_exports(tmp_path: Path) -> No
                                      str(tmp_path / "judge"), "--minutes", "0.05", "--validation-images", "16"])
     assert judge.exit_code == 0, judge.output
     assert "composition" in judge.output and (tmp_path / "judge" / "judge.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("signals") / "data"  # rendered by the first run, reused by the next
+
+
+@pytest.mark.slow
+@needs_emoji_font
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_background_run_stops_on_a_signal_and_keeps_its_steps(tmp_path: Path, shared_data: Path,
+                                                                 signum: int) -> None:
+    # As `imageloop train base ... &` from a shell script: SIGINT starts out ignored.
+    ckpt = tmp_path / "ckpt"
+    args = [sys.executable, "-m", "imageloop", "train", "base", "--data", str(shared_data), "--out",
+            str(tmp_path / "out"), "--checkpoints", str(ckpt), "--dataset-size", "64", "--vae-steps", "2",
+            "--batch-size", "4", "--minutes", "10", "--tiny"]
+    env = {**os.environ, "IMAGELOOP_DATA_DIR": str(tmp_path / "home")}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.stderr is not None
+    seen = ""
+    while "diffusion:" not in seen:  # the diffusion loop's progress bar has started (drawn with \r, no newline)
+        text = proc.stderr.read(1)
+        assert text, f"training ended before the diffusion stage: {seen}"
+        seen += text
+    time.sleep(2)
+    proc.send_signal(signum)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, seen + rest
+    assert "--resume" in rest
+    saved = sorted(ckpt.glob("diffusion-*.pt"))
+    assert saved and int(saved[-1].stem.split("-")[1]) > 0  # the steps since the start were saved

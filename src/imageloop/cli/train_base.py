@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -15,6 +20,27 @@ from imageloop.errors import InvalidRequestError
 
 def _default_checkpoints() -> Path:
     return load_settings().data_dir / "checkpoints" / "embedded"
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT stop training the way Ctrl-C does (the loop saves a checkpoint on its way out), also in
+    a background run, where the shell starts the process with SIGINT ignored. Handlers are restored after."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @train_app.command("base")
@@ -76,7 +102,14 @@ def train_base(
                               size=ModelSize.tiny() if tiny else ModelSize(), autocast=autocast,
                               subject_loss_weight=subject_loss_weight,
                               subject_text_loss_weight=subject_text_loss_weight, ema_decay=ema_decay)
-        if run_training(cfg) is None:
+        try:
+            with stop_on_signals():
+                trained = run_training(cfg)
+        except KeyboardInterrupt:
+            typer.echo(f"stopped; the newest checkpoint is in {ckpt}: continue with --resume, or export it with "
+                       "--export-only", err=True)
+            raise typer.Exit(130) from None
+        if trained is None:
             typer.echo(f"budget spent before diffusion training began; run again with --resume ({ckpt})")
             return
     info = export_pipeline(ckpt, out)
