@@ -39,7 +39,6 @@ from imageloop.prompts.weights import BREAK, parse_weights
 __all__ = [
     "COMMA_BACKTRACK",
     "MEAN_TOLERANCE",
-    "PROMPT_WEIGHTINGS",
     "EncodedPrompt",
     "PromptChunk",
     "PromptWeighting",
@@ -54,8 +53,8 @@ COMMA_BACKTRACK = 20
 # Below this |mean| / mean(|value|) a chunk's mean is treated as zero and not restored (see _apply_weights).
 MEAN_TOLERANCE = 1e-3
 
+# How (word:1.2) weights act on the encoding; see the module docstring.
 PromptWeighting = Literal["a1111", "context"]
-PROMPT_WEIGHTINGS: tuple[PromptWeighting, ...] = ("a1111", "context")
 
 
 @dataclass(frozen=True)
