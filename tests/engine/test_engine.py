@@ -16,6 +16,7 @@ from imageloop.engine.engine import Engine
 from imageloop.engine.pngmeta import read_png_parameters
 from imageloop.engine.progress import CancelToken
 from imageloop.engine.request import GenerationRequest
+from imageloop.engine.schedulers import SCHEDULER_NAMES
 from imageloop.errors import GenerationCancelled, InvalidRequestError, ModelLoadError, UnknownNameError
 from imageloop.prompts.styles import apply_style
 from tests import tiny
@@ -74,6 +75,15 @@ def test_result_records_model_and_resolved_request(engine: Engine) -> None:
     assert (image.seed, image.width, image.height) == (5, 64, 64)
     assert Image.open(io.BytesIO(image.png)).size == (64, 64)
     assert {"check", "encode", "denoise", "png", "total"} <= set(result.timings)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_every_sampler_name_generates_through_the_engine(engine: Engine, scheduler: str) -> None:
+    # Each listed sampler must work in a plain install (LMS needs scipy: an undeclared dependency fails here).
+    result = engine.generate(GenerationRequest(prompt="a lighthouse", scheduler=scheduler, seed=3))
+    assert result.request.scheduler == scheduler
+    assert np.isfinite(pixels(result.images[0].png)).all()
+    assert Image.open(io.BytesIO(result.images[0].png)).size == (64, 64)
 
 
 def test_random_seed_is_recorded_and_not_cached(engine: Engine) -> None:
