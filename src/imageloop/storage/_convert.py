@@ -104,6 +104,8 @@ def generation_record(row: Generation, images: Iterable[Image] = ()) -> Generati
         timings=dict(row.timings),
         created_at=row.created_at,
         images=tuple(image_record(image) for image in sorted(images, key=lambda image: image.index)),
+        expansion_details=dict(row.expansion_details or {}),
+        expansion_recall=dict(row.expansion_recall) if row.expansion_recall else None,
     )
 
 

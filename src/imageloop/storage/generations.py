@@ -4,7 +4,8 @@ The database is the source of truth for job state. A worker claims jobs with a l
 PostgreSQL the candidates are picked with ``FOR UPDATE SKIP LOCKED``), extends it with heartbeats, and finishes
 them; ``requeue_stale`` puts back the jobs of workers that died. Finishing is idempotent: images are unique per
 (generation, index), so a retried finish records each image once. Apart from the job-state columns (and the
-expansion, written once), a generation never changes after it is created.
+expansion, written once: at submit, or by the worker for a job stored without one), a generation never changes
+after it is created.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def validate_new_generation(request: NewGeneration) -> None:
     for name, limit in (("recipe", 128), ("style", 128), ("session_id", 64), ("intent_language", 16),
                         ("batch_key", 256), ("base_model_id", 256)):
         check_text(name, getattr(request, name), max_length=limit)
+    if request.expansion is not None:
+        check_text("final_prompt", request.expansion.final_prompt, max_length=MAX_TEXT, required=True)
+        check_text("negative_prompt", request.expansion.negative_prompt, max_length=MAX_TEXT)
 
 
 def new_generation_row(
@@ -66,7 +70,7 @@ def new_generation_row(
 ) -> Generation:
     """An ORM row for a queued generation (``chain_id`` is the parent's chain; None starts a new chain)."""
     generation_id = new_id()
-    return Generation(
+    row = Generation(
         id=generation_id, user_id=user_id, session_id=request.session_id, intent=request.intent,
         intent_language=request.intent_language, prompt=request.prompt, final_prompt=None,
         negative_prompt=request.negative_prompt, params=dict(request.params), recipe=request.recipe,
@@ -75,6 +79,20 @@ def new_generation_row(
         cancel_requested=False, enqueued_at=now, attempts=0, progress_step=0, progress_total=0, timings={},
         created_at=now,
     )
+    if request.expansion is not None:
+        _store_expansion(row, request.expansion)
+    return row
+
+
+def _store_expansion(row: Generation, expansion: Expansion) -> None:
+    row.final_prompt = expansion.final_prompt
+    if expansion.negative_prompt is not None:
+        row.negative_prompt = expansion.negative_prompt
+    row.expander_strategy = expansion.expander_strategy
+    row.expander_version = expansion.expander_version
+    row.intent_language = row.intent_language or expansion.intent_language
+    row.expansion_details = dict(expansion.details)
+    row.expansion_recall = dict(expansion.recall) if expansion.recall is not None else None
 
 
 def encode_cursor(created_at: datetime, generation_id: str) -> str:
@@ -318,12 +336,7 @@ class GenerationRepository:
         with write_session(self._sessions) as session:
             row = self._locked(session, generation_id)
             if row.final_prompt is None:
-                row.final_prompt = expansion.final_prompt
-                if expansion.negative_prompt is not None:
-                    row.negative_prompt = expansion.negative_prompt
-                row.expander_strategy = expansion.expander_strategy
-                row.expander_version = expansion.expander_version
-                row.intent_language = row.intent_language or expansion.intent_language
+                _store_expansion(row, expansion)
             return load_generations(session, [row])[0]
 
     def mark_succeeded(self, generation_id: GenerationId, finished: FinishedGeneration) -> GenerationRecord:

@@ -125,6 +125,9 @@ class Generation(Base):
     base_model_version: Mapped[str | None] = mapped_column(sa.String(128))
     expander_strategy: Mapped[str | None] = mapped_column(sa.String(64))
     expander_version: Mapped[str | None] = mapped_column(sa.String(128))
+    # The expander's account of the final prompt (provenance, personal values) and what "the usual" recalled.
+    expansion_details: Mapped[dict[str, Any] | None]
+    expansion_recall: Mapped[dict[str, Any] | None]
     # Reroll/edit chain: parent is the generation this one replaced; chain is the first generation of the chain.
     parent_id: Mapped[str | None] = _fk("generations.id", nullable=True, ondelete="SET NULL")
     chain_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
@@ -163,6 +166,28 @@ class Image(Base):
     sha256: Mapped[str] = mapped_column(sa.String(64))
     content_type: Mapped[str] = mapped_column(sa.String(64), default="image/png")
     created_at: Mapped[datetime]
+
+
+class PromptPreviewRow(Base):
+    """An expanded prompt shown to a user, kept until it expires (see :mod:`imageloop.storage.previews`)."""
+
+    __tablename__ = "prompt_previews"
+
+    id: Mapped[str] = _id()
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    intent: Mapped[str] = mapped_column(sa.Text)
+    intent_language: Mapped[str | None] = mapped_column(sa.String(16))
+    final_prompt: Mapped[str] = mapped_column(sa.Text)
+    # The expander's own negative terms (the request's negative prompt is joined to them when generating).
+    negative_prompt: Mapped[str | None] = mapped_column(sa.Text)
+    expander_strategy: Mapped[str | None] = mapped_column(sa.String(64))
+    expander_version: Mapped[str | None] = mapped_column(sa.String(128))
+    language: Mapped[str | None] = mapped_column(sa.String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recall: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class UserAction(Base):

@@ -106,17 +106,24 @@ class NewGeneration:
     parent_id: GenerationId | None = None
     batch_key: str | None = None
     base_model_id: str | None = None
+    # The prompt as expanded (or passed through) at submit: stored with the generation, so the worker does not
+    # expand again. None: the worker expands the intent when the job runs.
+    expansion: Expansion | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Expansion:
-    """How the intent became the final prompt (written once per generation; a re-run reuses it)."""
+    """How the intent became the final prompt (written once per generation; a re-run reuses it). ``details`` is
+    the expander's JSON-safe account of the prompt (provenance, personal values...), ``recall`` the settings "the
+    usual" recalled (JSON), if any."""
 
     final_prompt: str
     negative_prompt: str | None = None
     expander_strategy: str | None = None
     expander_version: str | None = None
     intent_language: str | None = None
+    details: JsonObject = field(default_factory=dict)
+    recall: JsonObject | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +201,8 @@ class GenerationRecord:
     timings: JsonObject
     created_at: datetime
     images: tuple[ImageRecord, ...] = ()
+    expansion_details: JsonObject = field(default_factory=dict)  # Expansion.details, once expanded
+    expansion_recall: JsonObject | None = None  # Expansion.recall, once expanded
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from imageloop.errors import AuthError, ConflictError, InvalidRequestError, NotF
 from imageloop.storage._convert import api_key_record, user_record
 from imageloop.storage.blobs import BlobStore
 from imageloop.storage.db import SessionFactory, read_session, write_session
-from imageloop.storage.models import ApiKey, Generation, Image, User, UserAction
+from imageloop.storage.models import ApiKey, Generation, Image, PromptPreviewRow, User, UserAction
 from imageloop.storage.records import ApiKeyId, ApiKeyInfo, UserAccount, UserId, new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class UserRepository:
             return user_record(user)
 
     def delete_user_data(self, user_id: UserId, blobs: BlobStore) -> DeletedData:
-        """Delete every generation, image (row and bytes) and action of the user; the account stays.
+        """Delete every generation, image (row and bytes), action and prompt preview of the user; the account stays.
 
         Rows go first in one transaction, so no later export can see them; then the image bytes. Raises
         StorageError naming the blobs that could not be deleted (the rows are gone by then).
@@ -198,6 +198,7 @@ class UserRepository:
             images = _delete_count(session, sa.delete(Image).where(Image.user_id == user_id))
             # No need to delete children first: parent_id is ON DELETE SET NULL and all rows go in one statement.
             generations = _delete_count(session, sa.delete(Generation).where(Generation.user_id == user_id))
+            session.execute(sa.delete(PromptPreviewRow).where(PromptPreviewRow.user_id == user_id))
         failed: list[str] = []
         for key in keys:
             try:
