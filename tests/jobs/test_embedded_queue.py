@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from imageloop.engine.engine import Engine
 from imageloop.jobs import EmbeddedJobQueue, EventHub, JobEvent, JobProgress, JobStarted
 from imageloop.jobs.requests import batch_key, with_seed
 from imageloop.storage import GenerationId, JobStatus, NewGeneration, Storage, UserId, WorkerId
-from tests.server.kit import tiny_settings, wait_finished
+from tests.server.kit import Gate, GatedEngine, tiny_settings, wait_finished
 from tests.tiny import count_calls
 
 
@@ -56,23 +55,35 @@ def queue(storage: Storage, settings: Settings, engine: Engine) -> Iterator[tupl
     job_queue.stop()
 
 
+@pytest.fixture
+def held(
+    storage: Storage, settings: Settings, engine: Engine
+) -> Iterator[tuple[EmbeddedJobQueue, Recorder, Gate]]:
+    """A queue whose engine holds each job after its first step until the test opens the gate."""
+    hub = EventHub()
+    recorder = Recorder()
+    hub.add_listener(recorder)
+    gate = Gate()
+    job_queue = EmbeddedJobQueue(storage, settings, hub, lambda: GatedEngine(engine, gate))
+    yield job_queue, recorder, gate
+    gate.open()  # a failed test may leave a job held: the worker must get out to stop
+    job_queue.stop()
+
+
 def submit(storage: Storage, user: UserId, settings: Settings, prompt: str, **params: Any) -> GenerationId:
     seeded = with_seed(params)
     request = NewGeneration(prompt=prompt, params=seeded, batch_key=batch_key(seeded, None, settings))
     return storage.generations.create(user, request).id
 
 
-def test_jobs_arriving_within_the_wait_share_one_pipeline_call(
+def test_compatible_queued_jobs_share_one_pipeline_call(
     storage: Storage, user: UserId, settings: Settings, engine: Engine, queue: tuple[EmbeddedJobQueue, Recorder]
 ) -> None:
     job_queue, _ = queue
-    job_queue.start()
+    # Four separate requests, all queued before the worker looks: how fast they arrive does not matter.
+    ids = [submit(storage, user, settings, f"a {word}") for word in ("cat", "dog", "bird", "tree")]
     with count_calls(engine.model.pipe.unet) as unet_calls:
-        ids = []
-        for word in ("cat", "dog", "bird", "tree"):
-            ids.append(submit(storage, user, settings, f"a {word}"))
-            job_queue.submitted([ids[-1]])
-            time.sleep(0.02)  # separate requests, well inside the 300 ms batching wait
+        job_queue.start()
         records = [wait_finished(storage, generation_id) for generation_id in ids]
     assert [record.status for record in records] == [JobStatus.SUCCEEDED] * 4
     assert {record.timings["batch_size"] for record in records} == {4}
@@ -92,22 +103,20 @@ def test_incompatible_jobs_run_in_separate_calls(
 
 
 def test_cancel_a_queued_job_and_a_running_job(
-    storage: Storage, user: UserId, settings: Settings, queue: tuple[EmbeddedJobQueue, Recorder]
+    storage: Storage, user: UserId, settings: Settings, held: tuple[EmbeddedJobQueue, Recorder, Gate]
 ) -> None:
-    job_queue, recorder = queue
-    running = submit(storage, user, settings, "a slow cat", steps=150)
-    queued = submit(storage, user, settings, "a waiting dog", steps=149)  # other steps: not batched with it
+    job_queue, recorder, gate = held
+    running = submit(storage, user, settings, "a held cat", steps=3)
+    queued = submit(storage, user, settings, "a waiting dog", steps=2)  # other steps: not batched with it
     job_queue.start()
-    deadline = time.monotonic() + 30
-    while not recorder.of(running, JobProgress):
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.01)
+    gate.wait_reached()  # the running job is held after its first step
     assert storage.generations.request_cancel(user, queued).status is JobStatus.CANCELLED  # at once
     storage.generations.request_cancel(user, running)
     job_queue.cancel_requested(running)
-    record = wait_finished(storage, running, timeout=30)
+    gate.open()
+    record = wait_finished(storage, running)
     assert record.status is JobStatus.CANCELLED and record.images == ()
-    assert max(event.step for event in recorder.of(running, JobProgress)) < 150  # stopped mid-run
+    assert [event.step for event in recorder.of(running, JobProgress)] == [1]  # stopped at the next step, of 3
     assert not recorder.of(queued, JobStarted)  # the cancelled queued job never ran
     assert not any(storage.blobs.root.rglob("*.png"))  # type: ignore[attr-defined]
 
@@ -145,16 +154,14 @@ def test_jobs_of_a_dead_worker_are_requeued_and_recorded_once(
 
 
 def test_deleting_the_users_data_mid_run_leaves_nothing_behind(
-    storage: Storage, user: UserId, settings: Settings, queue: tuple[EmbeddedJobQueue, Recorder]
+    storage: Storage, user: UserId, settings: Settings, held: tuple[EmbeddedJobQueue, Recorder, Gate]
 ) -> None:
-    job_queue, recorder = queue
-    doomed = submit(storage, user, settings, "a doomed cat", steps=150)
+    job_queue, _, gate = held
+    doomed = submit(storage, user, settings, "a doomed cat", steps=3)
     job_queue.start()
-    deadline = time.monotonic() + 30
-    while not recorder.of(doomed, JobProgress):
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.01)
+    gate.wait_reached()  # held after its first step
     storage.users.delete_user_data(user, storage.blobs)
+    gate.open()
     after = submit(storage, user, settings, "a later dog")  # the worker goes on with the next job
     job_queue.submitted([after])
     assert wait_finished(storage, after).status is JobStatus.SUCCEEDED

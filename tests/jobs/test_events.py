@@ -22,6 +22,7 @@ from imageloop.jobs import (
     event_from_dict,
 )
 from imageloop.storage import GenerationId, JobStatus
+from tests.server.kit import HANG_GUARD_SECONDS
 
 ids = st.text(alphabet="0123456789abcdef", min_size=1, max_size=32).map(GenerationId)
 events = st.one_of(
@@ -73,7 +74,7 @@ def test_events_from_a_worker_thread_reach_subscribers_on_the_loop() -> None:
 
             worker = threading.Thread(target=work)
             worker.start()
-            received = [await asyncio.wait_for(queue.get(), timeout=5) for _ in range(3)]
+            received = [await asyncio.wait_for(queue.get(), timeout=HANG_GUARD_SECONDS) for _ in range(3)]
             worker.join()
         assert set(seen_on) == {loop_thread}  # delivered on the loop, never on the worker thread
         return received

@@ -20,9 +20,7 @@ from imageloop.errors import GenerationCancelled
 from imageloop.jobs import EmbeddedJobQueue, EventHub, JobRequeued
 from imageloop.storage import JobStatus, Storage, UserId
 from tests.jobs.test_embedded_queue import submit
-from tests.server.kit import tiny_settings, wait_finished
-
-WAIT_SECONDS = 10  # a stub that waits this long for its neighbour means the workers did not run side by side
+from tests.server.kit import HANG_GUARD_SECONDS, tiny_settings, wait_finished
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,8 @@ class RendezvousEngine:
     def generate_many(self, requests: Sequence[GenerationRequest], *, on_step: Any = None) -> list[StubResult]:
         with self.lock:
             self.calls.extend((id(self), request.prompt) for request in requests)
-        self.group.wait(timeout=WAIT_SECONDS)  # BrokenBarrierError (a failed job) unless the others come in too
+        # BrokenBarrierError (a failed job) unless the others come in too: workers that do not run side by side.
+        self.group.wait(timeout=HANG_GUARD_SECONDS)
         return [_result(request) for request in requests]
 
 
@@ -108,7 +107,7 @@ def test_two_workers_run_jobs_side_by_side_and_each_job_finishes_once(
     queue = EmbeddedJobQueue(storage, settings, EventHub(), build)
     queue.start()
     try:
-        records = [wait_finished(storage, job, timeout=30) for job in jobs]
+        records = [wait_finished(storage, job) for job in jobs]
         assert queue.healthy()
     finally:
         queue.stop()
@@ -133,7 +132,7 @@ def test_a_graceful_stop_gives_back_the_jobs_of_every_worker(
     queue = EmbeddedJobQueue(storage, settings, hub, lambda: StepUntilStoppedEngine(inside))
     queue.start()
     for _ in jobs:  # both workers are generating
-        assert inside.acquire(timeout=WAIT_SECONDS)
+        assert inside.acquire(timeout=HANG_GUARD_SECONDS)
     held = {storage.generations.get_for_worker(job).worker_id for job in jobs}
     assert held == set(queue.worker_ids) and len(held) == 2
     queue.stop()
@@ -153,7 +152,7 @@ def test_a_graceful_stop_gives_back_the_jobs_of_every_worker(
     again = EmbeddedJobQueue(storage, settings, EventHub(), lambda: RendezvousEngine(group, calls, lock))
     again.start()
     try:
-        records = [wait_finished(storage, job, timeout=30) for job in jobs]
+        records = [wait_finished(storage, job) for job in jobs]
     finally:
         again.stop()
     assert [(record.status, record.attempts, len(record.images)) for record in records] == \
@@ -168,11 +167,11 @@ def test_a_cancel_reaches_the_worker_that_runs_the_job(storage: Storage, user: U
     queue.start()
     try:
         for _ in jobs:
-            assert inside.acquire(timeout=WAIT_SECONDS)
+            assert inside.acquire(timeout=HANG_GUARD_SECONDS)
         for job in jobs:
             storage.generations.request_cancel(user, job)
             queue.cancel_requested(job)
-        records = [wait_finished(storage, job, timeout=WAIT_SECONDS) for job in jobs]
+        records = [wait_finished(storage, job) for job in jobs]
     finally:
         queue.stop()
     assert [record.status for record in records] == [JobStatus.CANCELLED] * 2
@@ -186,7 +185,7 @@ def test_one_engine_for_every_worker_still_runs_each_job_once(
     queue = EmbeddedJobQueue(storage, settings, EventHub(), lambda: shared)
     queue.start()
     try:
-        records = [wait_finished(storage, job, timeout=30) for job in jobs]
+        records = [wait_finished(storage, job) for job in jobs]
     finally:
         queue.stop()
     assert "one engine for several workers" in caplog.text
