@@ -12,29 +12,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
 
 from imageloop.errors import InvalidRequestError, NotFoundError
 from imageloop.storage.db import SessionFactory, read_session, write_session
-from imageloop.storage.models import ID_LENGTH, Base
+from imageloop.storage.models import RecipeChoiceRow
 from imageloop.storage.records import new_id, utcnow
 
-__all__ = ["LoggedRecipeChoice", "RecipeChoiceLog", "RecipeChoiceRow"]
-
-
-class RecipeChoiceRow(Base):
-    __tablename__ = "recipe_choices"
-
-    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
-    generation_id: Mapped[str] = mapped_column(
-        sa.String(ID_LENGTH), sa.ForeignKey("generations.id", ondelete="CASCADE"), unique=True
-    )
-    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"))
-    recipe: Mapped[str] = mapped_column(sa.String(128))
-    propensity: Mapped[float] = mapped_column(sa.Float())
-    policy: Mapped[str] = mapped_column(sa.String(32))
-    candidates: Mapped[list[Any]] = mapped_column(default=list)
-    created_at: Mapped[datetime] = mapped_column(index=True)
+__all__ = ["LoggedRecipeChoice", "RecipeChoiceLog"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,47 @@ class HeartbeatResult(enum.StrEnum):
     LOST = "lost"
 
 
+class ModelKind(enum.StrEnum):
+    """What a registered model is."""
+
+    EXPANDER = "expander"  # PEFT LoRA adapter of the prompt expander LLM
+    REWARD = "reward"  # image preference (reward) model
+    LORA = "lora"  # a user's private generator LoRA
+    DIFFUSION_DPO = "diffusion_dpo"  # the public generator LoRA trained with Diffusion-DPO on image preference pairs
+
+
+class ModelStatus(enum.StrEnum):
+    """Where a version is in its release: candidate → ab_test → promoted (→ retired when replaced), or rejected
+    by the gate, or rolled_back."""
+
+    CANDIDATE = "candidate"
+    AB_TEST = "ab_test"
+    PROMOTED = "promoted"
+    RETIRED = "retired"
+    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+
+
+class RunKind(enum.StrEnum):
+    """What a training run does: a whole training cycle, or one user's private LoRA."""
+
+    CYCLE = "cycle"
+    USER_LORA = "user_lora"
+
+
+class RunStatus(enum.StrEnum):
+    """A run's state. ``interrupted`` runs (stopped or crashed) resume from their recorded stage."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in {RunStatus.SUCCEEDED, RunStatus.FAILED}
+
 @dataclass(frozen=True, slots=True)
 class UserAccount:
     id: UserId

@@ -13,29 +13,15 @@ from datetime import datetime
 from typing import NewType
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
 
 from imageloop.errors import NotFoundError
 from imageloop.storage.db import SessionFactory, read_session, write_session
-from imageloop.storage.models import ID_LENGTH, Base, Generation, Image
+from imageloop.storage.models import SHARE_TOKEN_LENGTH, Generation, Image, ShareLinkRow
 from imageloop.storage.records import GenerationId, ImageId, UserId, new_id, utcnow
 
 ShareLinkId = NewType("ShareLinkId", str)
 TOKEN_BYTES = 24  # 32 URL-safe characters: unguessable, short enough to paste
-MAX_TOKEN = 64
-
-
-class ShareLinkRow(Base):
-    __tablename__ = "share_links"
-
-    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
-    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"),
-                                         index=True)
-    image_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), sa.ForeignKey("images.id", ondelete="CASCADE"),
-                                          index=True)
-    token: Mapped[str] = mapped_column(sa.String(MAX_TOKEN), unique=True)
-    created_at: Mapped[datetime]
-    revoked_at: Mapped[datetime | None]
+MAX_TOKEN = SHARE_TOKEN_LENGTH
 
 
 @dataclass(frozen=True, slots=True)

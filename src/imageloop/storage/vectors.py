@@ -24,15 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
-from numpy.typing import NDArray
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from imageloop.errors import StorageError
 from imageloop.storage.db import SessionFactory, read_session, session_factory, write_session
-from imageloop.storage.models import ID_LENGTH, Base, User
+from imageloop.storage.models import EmbeddingType, PromptMemoryRow, User, Vector
 from imageloop.storage.records import new_id, utcnow
 
 __all__ = [
@@ -50,58 +47,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-Vector = NDArray[np.float32]
 VectorField = Literal["intent", "prompt"]
-
-
-class EmbeddingType(sa.types.TypeDecorator[Vector]):
-    """A float32 vector: a little-endian blob in SQLite, ``real[]`` in PostgreSQL (castable to pgvector)."""
-
-    impl = sa.LargeBinary
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.ARRAY(sa.REAL()))
-        return dialect.type_descriptor(sa.LargeBinary())
-
-    def process_bind_param(self, value: Vector | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        vector = np.asarray(value, dtype=np.float32).reshape(-1)
-        return vector.tolist() if dialect.name == "postgresql" else vector.astype("<f4").tobytes()
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Vector | None:
-        if value is None:
-            return None
-        if isinstance(value, bytes | bytearray | memoryview):
-            return np.frombuffer(bytes(value), dtype="<f4").astype(np.float32)
-        return np.asarray(value, dtype=np.float32)
-
-
-class PromptMemoryRow(Base):
-    """One kept generation in the vector memory (one row per generation; deleted with its user or generation)."""
-
-    __tablename__ = "prompt_memory"
-    __table_args__ = (sa.Index("ix_prompt_memory_user_kept", "user_id", "kept_at"),)
-
-    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
-    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"))
-    generation_id: Mapped[str] = mapped_column(
-        sa.String(ID_LENGTH), sa.ForeignKey("generations.id", ondelete="CASCADE"), unique=True
-    )
-    intent: Mapped[str | None] = mapped_column(sa.Text)
-    intent_language: Mapped[str | None] = mapped_column(sa.String(16))
-    final_prompt: Mapped[str] = mapped_column(sa.Text)
-    negative_prompt: Mapped[str | None] = mapped_column(sa.Text)
-    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    recipe: Mapped[str | None] = mapped_column(sa.String(128))
-    style: Mapped[str | None] = mapped_column(sa.String(128))
-    embedder: Mapped[str] = mapped_column(sa.String(64), index=True)
-    intent_embedding: Mapped[Vector | None] = mapped_column(EmbeddingType())
-    prompt_embedding: Mapped[Vector] = mapped_column(EmbeddingType())
-    kept_at: Mapped[datetime]
-    created_at: Mapped[datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +122,9 @@ class VectorIndex(abc.ABC):
 
     backend: str = "abstract"
 
-    def __init__(self, engine: Engine, sessions: SessionFactory | None = None) -> None:
-        self.engine = engine
-        self.sessions = sessions or session_factory(engine)
+    def __init__(self, db_engine: Engine, sessions: SessionFactory | None = None) -> None:
+        self.db_engine = db_engine
+        self.sessions = sessions or session_factory(db_engine)
 
     def add(self, memory: NewMemory) -> bool:
         """Remember a kept generation; False (and nothing changes) when it is already remembered."""
@@ -285,7 +231,7 @@ class NumpyVectorIndex(VectorIndex):
     ) -> list[Neighbour]:
         column = _column(vector_field)
         select = self._filtered(sa.select(PromptMemoryRow.id, column), embedder, vector_field, user_id)
-        with self.engine.connect() as connection:
+        with self.db_engine.connect() as connection:
             rows = connection.execute(select).all()
         if not rows:
             return []
@@ -300,7 +246,7 @@ class NumpyVectorIndex(VectorIndex):
         return self._neighbours([(ids[i], float(scores[i])) for i in top])
 
     def _neighbours(self, ranked: list[tuple[str, float]]) -> list[Neighbour]:
-        with self.engine.connect() as connection:
+        with self.db_engine.connect() as connection:
             rows = connection.execute(
                 sa.select(*_ENTRY_COLUMNS).where(PromptMemoryRow.id.in_([i for i, _ in ranked]))
             ).all()
@@ -320,7 +266,7 @@ class SqliteVecIndex(VectorIndex):
         blob = query.astype("<f4").tobytes()
         distance = sa.func.vec_distance_cosine(column, sa.literal(blob, sa.LargeBinary())).label("distance")
         select = self._filtered(sa.select(*_ENTRY_COLUMNS, distance), embedder, vector_field, user_id)
-        with self.engine.connect() as connection:
+        with self.db_engine.connect() as connection:
             if not load_sqlite_vec(connection):
                 raise StorageError("sqlite-vec could not be loaded into this connection")
             rows = connection.execute(select.order_by(distance, PromptMemoryRow.id).limit(k)).all()
@@ -341,7 +287,7 @@ class PgVectorIndex(NumpyVectorIndex):
         distance = sa.text(f"(prompt_memory.{column.key}::vector <=> CAST(:q AS vector)) AS distance")
         select = self._filtered(sa.select(PromptMemoryRow.id), embedder, vector_field, user_id)
         select = select.add_columns(distance).order_by(sa.text("distance")).limit(k)
-        with self.engine.connect() as connection:
+        with self.db_engine.connect() as connection:
             rows = connection.execute(select, {"q": literal}).all()
         return self._neighbours([(row[0], 1.0 - float(row[-1])) for row in rows])
 
@@ -373,24 +319,24 @@ def load_sqlite_vec(connection: sa.Connection) -> bool:
         return False
 
 
-def _pgvector_installed(engine: Engine) -> bool:
-    with engine.connect() as connection:
+def _pgvector_installed(db_engine: Engine) -> bool:
+    with db_engine.connect() as connection:
         return bool(connection.exec_driver_sql("SELECT 1 FROM pg_extension WHERE extname = 'vector'").scalar())
 
 
-def open_vector_index(engine: Engine, sessions: SessionFactory | None = None) -> VectorIndex:
+def open_vector_index(db_engine: Engine, sessions: SessionFactory | None = None) -> VectorIndex:
     """The best index this database supports: sqlite-vec or pgvector when they load, NumPy otherwise."""
-    if engine.dialect.name == "sqlite":
-        with engine.connect() as connection:
+    if db_engine.dialect.name == "sqlite":
+        with db_engine.connect() as connection:
             if load_sqlite_vec(connection):
                 # New pool connections need the extension too.
-                if not sa.event.contains(engine, "connect", _load_on_connect):
-                    sa.event.listen(engine, "connect", _load_on_connect)
-                return SqliteVecIndex(engine, sessions)
-        return NumpyVectorIndex(engine, sessions)
-    if engine.dialect.name == "postgresql" and _pgvector_installed(engine):
-        return PgVectorIndex(engine, sessions)
-    return NumpyVectorIndex(engine, sessions)
+                if not sa.event.contains(db_engine, "connect", _load_on_connect):
+                    sa.event.listen(db_engine, "connect", _load_on_connect)
+                return SqliteVecIndex(db_engine, sessions)
+        return NumpyVectorIndex(db_engine, sessions)
+    if db_engine.dialect.name == "postgresql" and _pgvector_installed(db_engine):
+        return PgVectorIndex(db_engine, sessions)
+    return NumpyVectorIndex(db_engine, sessions)
 
 
 def _load_on_connect(dbapi_connection: Any, _record: Any) -> None:
