@@ -13,13 +13,13 @@ from imageloop.flywheel.export import export_datasets
 
 def test_synthetic_record_exports_every_kind(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'e.db'}"
-    engine = prepare_database(url)
-    counts = synthesise(engine, 2_000, users=40)
+    db_engine = prepare_database(url)
+    counts = synthesise(db_engine, 2_000, users=40)
     assert counts.actions >= 2_000 and counts.images == 2 * counts.generations
-    sft, dpo, recipes = export_datasets(["sft", "dpo", "recipes"], engine, tmp_path / "out")
+    sft, dpo, recipes = export_datasets(["sft", "dpo", "recipes"], db_engine, tmp_path / "out")
     assert sft.rows > 0 and dpo.rows > 0 and recipes.rows > 0
     assert sft.chains < counts.generations  # opted-out users (1 in 20) are skipped, chains group generations
-    engine.dispose()
+    db_engine.dispose()
     assert repository_ingest_rate(url, 20) > 0
 
 

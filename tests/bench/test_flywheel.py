@@ -56,7 +56,7 @@ def simulated(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Fly
 def _records(settings: Settings) -> tuple[list[Any], list[Any]]:
     storage = Storage.open(settings)
     try:
-        with storage.engine.connect() as conn:
+        with storage.db_engine.connect() as conn:
             gens = conn.execute(sa.select(Generation.session_id, Generation.intent, Generation.params,
                                           Generation.parent_id).order_by(Generation.session_id)).all()
             acts = conn.execute(sa.select(UserAction.type, UserAction.client_event_id)).all()

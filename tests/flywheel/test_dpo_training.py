@@ -29,7 +29,7 @@ def test_one_dpo_step_on_the_exported_file(storage: Storage, tmp_path: Path) -> 
     from trl import DPOConfig, DPOTrainer
 
     build_record(storage)
-    result = export_dataset("dpo", storage.engine, tmp_path / "export")
+    result = export_dataset("dpo", storage.db_engine, tmp_path / "export")
     train = datasets.load_dataset("parquet", data_files=str(result.path), split="train")
     assert len(train) == 2
 

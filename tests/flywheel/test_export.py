@@ -20,13 +20,13 @@ def _load(path: Path) -> datasets.Dataset:
 
 def test_sft_and_dpo(storage: Storage, tmp_path: Path) -> None:
     record = build_record(storage)
-    sft = export_dataset("sft", storage.engine, tmp_path)
+    sft = export_dataset("sft", storage.db_engine, tmp_path)
     rows = sorted(_load(sft.path).to_list(), key=lambda r: r["prompt"])
     assert [(r["prompt"], r["completion"]) for r in rows] == [
         ("a cozy cabin", "cozy log cabin in snow, golden hour, 35mm"),
         ("une voiture rouge", "a red car, studio light"),
     ]
-    dpo = export_dataset("dpo", storage.engine, tmp_path)
+    dpo = export_dataset("dpo", storage.db_engine, tmp_path)
     rows = sorted(_load(dpo.path).to_list(), key=lambda r: r["prompt"])
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [
         ("a cozy cabin", "cozy log cabin in snow, golden hour, 35mm", "cabin, photo"),
@@ -38,7 +38,7 @@ def test_sft_and_dpo(storage: Storage, tmp_path: Path) -> None:
 
 def test_pairs_hold_jpeg_bytes_and_labels(storage: Storage, tmp_path: Path) -> None:
     record = build_record(storage)
-    result = export_dataset("pairs", storage.engine, tmp_path, blobs=storage.blobs)
+    result = export_dataset("pairs", storage.db_engine, tmp_path, blobs=storage.blobs)
     rows = _load(result.path).to_list()
     kept = record.cabin_kept.images[1].id
     cabin = [r for r in rows if kept in (r["image_0_uid"], r["image_1_uid"])]
@@ -56,7 +56,7 @@ def test_pairs_hold_jpeg_bytes_and_labels(storage: Storage, tmp_path: Path) -> N
 
 def test_recipes_keep_rate_with_interval(storage: Storage, tmp_path: Path) -> None:
     build_record(storage)
-    rows = {(r["recipe"], r["style"]): r for r in _load(export_dataset("recipes", storage.engine, tmp_path).path)}
+    rows = {(r["recipe"], r["style"]): r for r in _load(export_dataset("recipes", storage.db_engine, tmp_path).path)}
     assert set(rows) == {("film", "warm"), ("film", "noir"), ("(none)", "(none)")}
     noir = rows[("film", "noir")]  # car (rejected), dog (un-liked)... the edited child has no recipe
     assert (noir["uses"], noir["kept"], noir["keep_rate"]) == (2, 0, 0.0)
@@ -68,7 +68,7 @@ def test_recipes_keep_rate_with_interval(storage: Storage, tmp_path: Path) -> No
 def test_opted_out_and_deleted_users_never_appear(storage: Storage, tmp_path: Path) -> None:
     build_record(storage)
     for kind in ("sft", "dpo", "pairs", "recipes"):
-        result = export_dataset(kind, storage.engine, tmp_path, blobs=storage.blobs)
+        result = export_dataset(kind, storage.db_engine, tmp_path, blobs=storage.blobs)
         table = pq.read_table(result.path)
         text = str(table.drop_columns([c for c in ("jpg_0", "jpg_1") if c in table.column_names]).to_pylist())
         assert "olga" not in text and "dan" not in text and "private" not in text and "secret" not in text
@@ -84,14 +84,14 @@ def test_since_filters_by_generation_date(storage: Storage, clock: FakeClock, tm
     new = generate(storage, ada.id, "new intent", "new prompt")
     storage.actions.record(ada.id, ActionType.LIKE, "b", image_id=new.images[0].id)
     cutoff = (clock.now.date())
-    result = export_dataset("sft", storage.engine, tmp_path, since=cutoff)
+    result = export_dataset("sft", storage.db_engine, tmp_path, since=cutoff)
     assert [r["prompt"] for r in _load(result.path)] == ["new intent"]
-    everything = export_dataset("sft", storage.engine, tmp_path, since=date(2000, 1, 1))
+    everything = export_dataset("sft", storage.db_engine, tmp_path, since=date(2000, 1, 1))
     assert everything.rows == 2
 
 
 def test_unknown_kind_and_missing_blob_store(storage: Storage, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="kind"):
-        export_dataset("rlhf", storage.engine, tmp_path)
+        export_dataset("rlhf", storage.db_engine, tmp_path)
     with pytest.raises(InvalidRequestError, match="blob"):
-        export_dataset("pairs", storage.engine, tmp_path)
+        export_dataset("pairs", storage.db_engine, tmp_path)

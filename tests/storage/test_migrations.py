@@ -27,21 +27,21 @@ def _head() -> str | None:
 def test_upgrade_on_empty_database_creates_the_schema_of_the_models(database_url: str) -> None:
     upgrade_schema(database_url)
     upgrade_schema(database_url)  # a second start is a no-op
-    engine = create_db_engine(database_url)
+    db_engine = create_db_engine(database_url)
     try:
-        assert current_revision(engine) == _head()
-        with engine.connect() as connection:
+        assert current_revision(db_engine) == _head()
+        with db_engine.connect() as connection:
             diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
         assert diff == []
     finally:
-        engine.dispose()
+        db_engine.dispose()
 
 
 def test_downgrade_then_upgrade_keeps_rows(database_url: str) -> None:
     upgrade_schema(database_url)
-    engine = create_db_engine(database_url)
+    db_engine = create_db_engine(database_url)
     try:
-        with engine.begin() as connection:
+        with db_engine.begin() as connection:
             connection.execute(sa.text(
                 "INSERT INTO users (id, name, is_admin, training_opt_out, credits, tier, created_at) "
                 "VALUES ('u1', 'ada', false, false, 7, 'pro', :now)"), {"now": NOW})
@@ -53,31 +53,31 @@ def test_downgrade_then_upgrade_keeps_rows(database_url: str) -> None:
                 "enqueued_at, attempts, progress_step, progress_total, timings, created_at) VALUES "
                 "('g1', 'u1', 'a cat', '{}', 'g1', 'queued', false, :now, 0, 0, 0, '{}', :now)"), {"now": NOW})
         downgrade_schema(database_url, "0001")
-        assert current_revision(engine) == "0001"
-        with engine.connect() as connection:
+        assert current_revision(db_engine) == "0001"
+        with db_engine.connect() as connection:
             assert connection.execute(sa.text("SELECT name FROM users")).scalar_one() == "ada"
             # The table rebuild of a batch migration must not cascade deletes into child tables.
             assert connection.execute(sa.text("SELECT count(*) FROM api_keys")).scalar_one() == 1
             assert connection.execute(sa.text("SELECT count(*) FROM generations")).scalar_one() == 1
         upgrade_schema(database_url)
-        with engine.connect() as connection:
+        with db_engine.connect() as connection:
             row = connection.execute(sa.text("SELECT name, credits, tier FROM users")).one()
             assert tuple(row) == ("ada", 0, "free")  # columns come back with their defaults
             assert connection.execute(sa.text("SELECT count(*) FROM api_keys")).scalar_one() == 1
             assert connection.execute(sa.text("SELECT intent FROM generations")).scalar_one() == "a cat"
     finally:
-        engine.dispose()
+        db_engine.dispose()
 
 
 def test_sqlite_engine_uses_wal_foreign_keys_and_busy_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'sub' / 'x.db'}")
+    db_engine = create_db_engine(f"sqlite:///{tmp_path / 'sub' / 'x.db'}")
     try:
-        with engine.connect() as connection:
+        with db_engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
     finally:
-        engine.dispose()
+        db_engine.dispose()
 
 
 def test_bad_database_url_is_a_config_error() -> None:

@@ -52,7 +52,7 @@ def test_metric_and_exports_agree_on_what_was_kept(storage: Storage, tmp_path: P
     assert 0 < expected < len(sequences)
 
     metric = image_counts(storage.sessions)
-    exported_images = set().union(*(view(chain).kept_images for chain in iter_chains(storage.engine)))
-    sft = export_dataset("sft", storage.engine, tmp_path / "sft")  # one row per kept generation (distinct prompts)
+    exported_images = set().union(*(view(chain).kept_images for chain in iter_chains(storage.db_engine)))
+    sft = export_dataset("sft", storage.db_engine, tmp_path / "sft")  # one row per kept generation (distinct prompts)
     assert metric.images == 2 * len(sequences)
     assert metric.kept == len(exported_images) == sft.rows == expected

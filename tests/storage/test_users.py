@@ -12,7 +12,7 @@ def test_create_user_returns_a_key_that_authenticates_and_is_stored_hashed(stora
     assert key.startswith("il_") and len(key) > 40
     assert storage.users.authenticate(key) == user
     assert user.is_admin and user.tier == "free" and user.credits == 0 and user.created_at.tzinfo is not None
-    with storage.engine.connect() as connection:
+    with storage.db_engine.connect() as connection:
         stored = connection.exec_driver_sql("SELECT key_hash, prefix FROM api_keys").one()
     assert key not in stored[0] and stored[1] == key[:10]
 

@@ -69,17 +69,17 @@ def _check_index(index: VectorIndex, storage: Storage) -> None:
 
 
 def test_numpy_index_on_every_backend(storage: Storage) -> None:
-    _check_index(NumpyVectorIndex(storage.engine), storage)
+    _check_index(NumpyVectorIndex(storage.db_engine), storage)
 
 
 def test_open_vector_index_picks_a_working_index(storage: Storage) -> None:
-    index = open_vector_index(storage.engine)
+    index = open_vector_index(storage.db_engine)
     assert index.backend in {"numpy", "sqlite-vec", "pgvector"}
     _check_index(index, storage)
 
 
 def test_sqlite_vec_index_when_the_driver_can_load_extensions(tmp_path: Path, storage: Storage) -> None:
-    if storage.engine.dialect.name != "sqlite":
+    if storage.db_engine.dialect.name != "sqlite":
         pytest.skip("sqlite-vec is the SQLite index")
     if importlib.util.find_spec("pysqlite3") is None:
         pytest.skip("pysqlite3-binary (a sqlite3 that can load extensions) is not installed")
@@ -88,18 +88,18 @@ def test_sqlite_vec_index_when_the_driver_can_load_extensions(tmp_path: Path, st
     from imageloop.storage import Storage as StorageClass
     from imageloop.storage.db import session_factory
 
-    engine = sa.create_engine(storage.engine.url, module=loadable_sqlite)
-    upgrade_schema(engine)
-    index = open_vector_index(engine)
+    db_engine = sa.create_engine(storage.db_engine.url, module=loadable_sqlite)
+    upgrade_schema(db_engine)
+    index = open_vector_index(db_engine)
     assert isinstance(index, SqliteVecIndex)
-    loadable = StorageClass(engine=engine, sessions=session_factory(engine), blobs=storage.blobs,
+    loadable = StorageClass(db_engine=db_engine, sessions=session_factory(db_engine), blobs=storage.blobs,
                             users=storage.users, generations=storage.generations, actions=storage.actions)
     _check_index(index, loadable)
-    engine.dispose()
+    db_engine.dispose()
 
 
 def test_vectors_are_normalised_and_round_trip(storage: Storage) -> None:
-    index = NumpyVectorIndex(storage.engine)
+    index = NumpyVectorIndex(storage.db_engine)
     ada, _ = storage.users.create_user("ada")
     _remember(index, storage, ada.id, "p", _vec(3, 4, 0))
     assert np.allclose(index.vectors(ada.id, embedder="test-3d", vector_field="intent"), [[0.6, 0.8, 0.0]])

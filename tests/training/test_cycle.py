@@ -41,7 +41,7 @@ class TinyLoader:
 
 
 def _cycle(storage: Storage, tmp_path: Path, clock: FakeClock, **training: Any) -> tuple[TrainingCycle, TinyLoader]:
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url),
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url),
                         training={**FAST, **training})
     loader = TinyLoader()
     return TrainingCycle(settings, storage, expander_loader=loader, clock=clock), loader
@@ -178,7 +178,7 @@ def test_real_smollm2_trains_an_expander_adapter(tmp_path: Path) -> None:
 
 def test_run_cycle_records_everything_at_the_given_time(storage: Storage, tmp_path: Path) -> None:
     week = datetime(2030, 3, 4, 5, 0, tzinfo=UTC)
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url), training=FAST)
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=FAST)
     result = run_cycle(settings, now=week, storage=storage, expander_loader=TinyLoader())
     assert result.status is RunStatus.SUCCEEDED
     assert result.run.created_at == result.run.started_at == result.run.data_until == week
@@ -229,7 +229,7 @@ def test_the_expander_is_not_trained_where_no_strategy_serves_it(
 ) -> None:
     user, _ = storage.users.create_user("ada")
     preference_world(storage, user.id, chains=12)
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url), training=FAST,
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=FAST,
                         prompts={"strategies": ["retrieval", "rules"]})
     loader = TinyLoader()
     result = TrainingCycle(settings, storage, expander_loader=loader, clock=clock).run(now=clock())

@@ -30,7 +30,7 @@ FAST = {"min_pairs": 10_000, "diffusion_dpo_min_pairs": 8, "diffusion_dpo_steps"
 
 def _cycle(storage: Storage, tmp_path: Path, clock: FakeClock, **training: Any) -> TrainingCycle:
     model = save_sd15(tmp_path / "tiny-sd")
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url),
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url),
                         engine={"model": str(model), "device": "cpu", "threads": 1}, training={**FAST, **training})
     return TrainingCycle(settings, storage, clock=clock)
 
@@ -83,7 +83,7 @@ def _generation(storage: Storage, user: str, version: str, *, kept: bool) -> Non
 def test_ab_arms_of_a_generator_lora_are_read_from_the_base_model_version(
     storage: Storage, tmp_path: Path, clock: FakeClock
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url))
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url))
     registry = Registry(storage.sessions, settings, clock=clock)
     lora = tmp_path / "lora"
     lora.mkdir()

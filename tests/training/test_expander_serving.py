@@ -52,7 +52,7 @@ def test_served_adapters_reach_the_local_llm_and_their_tag_is_recorded(
 ) -> None:
     from transformers import AutoModelForCausalLM
 
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url),
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url),
                         prompts={"llm_max_new_tokens": 8, "few_shot_examples": 0})
     routing = ExpanderRouting(storage.sessions, settings, ttl=0)
     expander = _expander(settings, tmp_path, routing)

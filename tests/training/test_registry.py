@@ -20,7 +20,7 @@ from tests.training.records import RED, keep, served
 @pytest.fixture
 def make_registry(storage: Storage, tmp_path: Path, clock: FakeClock) -> Callable[..., Registry]:
     def build(**training: object) -> Registry:
-        settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url), training=training)
+        settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=training)
         # The repositories' clock, so A/B windows and generation times agree.
         return Registry(storage.sessions, settings, clock=clock)
 

@@ -19,7 +19,7 @@ from tests.training.records import RED, keep, served
 
 
 def _worker(storage: Storage, tmp_path: Path, clock: FakeClock, **training: object) -> TrainingWorker:
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.engine.url), training=training)
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=training)
     return TrainingWorker(settings, storage, clock=clock, poll_seconds=0.05)
 
 

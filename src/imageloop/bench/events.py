@@ -159,12 +159,12 @@ class _Synthesiser:
 
 
 def synthesise(
-    engine: Engine, events: int, *, seed: int = 0, users: int = 500, progress: Callable[[int], None] | None = None
+    db_engine: Engine, events: int, *, seed: int = 0, users: int = 500, progress: Callable[[int], None] | None = None
 ) -> SyntheticCounts:
     """Bulk-insert a synthetic record holding about ``events`` user actions (stops at the first chain past it)."""
     maker = _Synthesiser(seed, users)
-    _fast_bulk_load(engine)
-    with engine.begin() as connection:
+    _fast_bulk_load(db_engine)
+    with db_engine.begin() as connection:
         connection.execute(sa.insert(User), maker.users())
     batches: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] = ([], [], [])
     reported = 0
@@ -172,7 +172,7 @@ def synthesise(
         for batch, rows in zip(batches, maker.chain(), strict=True):
             batch.extend(rows)
         if len(batches[2]) >= INSERT_BATCH or maker.counts.actions >= events:
-            _insert(engine, *batches)
+            _insert(db_engine, *batches)
             batches = ([], [], [])
             if progress is not None:
                 progress(maker.counts.actions - reported)
@@ -180,13 +180,13 @@ def synthesise(
     return maker.counts
 
 
-def _fast_bulk_load(engine: Engine) -> None:
+def _fast_bulk_load(db_engine: Engine) -> None:
     """Give SQLite a large page cache for the synthetic load only (random-key B-tree inserts thrash the default
     2 MB cache, which made the set-up slow from ~1,300 to ~200 events/s as the file grew). The export being
-    measured opens its own engine with the product's settings."""
-    if engine.dialect.name != "sqlite":
+    measured opens its own database engine with the product's settings."""
+    if db_engine.dialect.name != "sqlite":
         return
-    engine.dispose()
+    db_engine.dispose()
 
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -194,15 +194,15 @@ def _fast_bulk_load(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=OFF")
         cursor.close()
 
-    sa.event.listen(engine, "connect", _on_connect)
+    sa.event.listen(db_engine, "connect", _on_connect)
 
 
 def _insert(
-    engine: Engine, generations: list[dict[str, Any]], images: list[dict[str, Any]], actions: list[dict[str, Any]]
+    db_engine: Engine, generations: list[dict[str, Any]], images: list[dict[str, Any]], actions: list[dict[str, Any]]
 ) -> None:
     for row in actions:
         row.setdefault("child_generation_id", None)
-    with engine.begin() as connection:
+    with db_engine.begin() as connection:
         connection.execute(sa.insert(Generation), generations)
         connection.execute(sa.insert(Image), images)
         connection.execute(sa.insert(UserAction), actions)
@@ -212,13 +212,13 @@ def _export_in_child(kinds: tuple[str, ...], database_url: str, out_dir: str) ->
     # Runs in a fresh process: its max RSS is the export's own (plus the interpreter and imports, reported apart).
     from imageloop.flywheel.export import export_datasets
 
-    engine = create_db_engine(database_url)
+    db_engine = create_db_engine(database_url)
     _reset_peak_rss()
     baseline = _peak_rss_mb()
     before = resource.getrusage(resource.RUSAGE_SELF)
-    results = export_datasets(kinds, engine, Path(out_dir))
+    results = export_datasets(kinds, db_engine, Path(out_dir))
     after = resource.getrusage(resource.RUSAGE_SELF)
-    engine.dispose()
+    db_engine.dispose()
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     peak = _peak_rss_mb()
     return [ExportTiming(r.kind, r.seconds, r.rows, r.chains, peak, baseline, cpu) for r in results]
@@ -263,13 +263,13 @@ def repository_ingest_rate(database_url: str, count: int = 2_000) -> float:
     from imageloop.storage.db import session_factory
     from imageloop.storage.records import GenerationId, UserId
 
-    engine = create_db_engine(database_url)
+    db_engine = create_db_engine(database_url)
     try:
-        with engine.connect() as connection:
+        with db_engine.connect() as connection:
             user_id, generation_id = connection.execute(
                 sa.select(Generation.user_id, Generation.id).limit(1)
             ).one()
-        actions = ActionRepository(session_factory(engine))
+        actions = ActionRepository(session_factory(db_engine))
         run = f"{time.time_ns():x}"
 
         def send(i: int) -> object:
@@ -278,11 +278,11 @@ def repository_ingest_rate(database_url: str, count: int = 2_000) -> float:
 
         return measure_ingest(send, count)
     finally:
-        engine.dispose()
+        db_engine.dispose()
 
 
 def prepare_database(database_url: str) -> Engine:
     """Create the schema on an empty database for the benchmark."""
-    engine = create_db_engine(database_url)
-    upgrade_schema(engine)
-    return engine
+    db_engine = create_db_engine(database_url)
+    upgrade_schema(db_engine)
+    return db_engine

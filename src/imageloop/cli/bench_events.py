@@ -37,16 +37,16 @@ def bench_events(
     """Export time and peak memory for N synthetic events (target: under 60 s for 1,000,000)."""
     with tempfile.TemporaryDirectory(prefix="imageloop-bench-") as scratch:
         url = database_url or f"sqlite:///{Path(scratch) / 'events.db'}"
-        engine = prepare_database(url)
+        db_engine = prepare_database(url)
         start = time.perf_counter()
         with tqdm(total=events, unit="event", desc="insert") as bar:
 
             def advance(done: int) -> None:
                 bar.update(done)
 
-            counts = synthesise(engine, events, progress=advance)
-        engine.dispose()
-        result = EventsBenchResult(events=counts.actions, database=engine.dialect.name, counts=counts,
+            counts = synthesise(db_engine, events, progress=advance)
+        db_engine.dispose()
+        result = EventsBenchResult(events=counts.actions, database=db_engine.dialect.name, counts=counts,
                                    insert_seconds=time.perf_counter() - start)
         typer.echo("exporting sft, dpo and recipes in one pass...", err=True)
         result.exports = time_export(url, Path(scratch) / "export")

@@ -37,13 +37,13 @@ def run_export(kind: str, out: Path, since: str | None) -> None:
     cutoff = parse_since(since)
     storage = Storage.open(load_settings())
     try:
-        total = count_chains(storage.engine, since=cutoff)
+        total = count_chains(storage.db_engine, since=cutoff)
         with tqdm(total=total, unit="chain", desc=f"export {kind}", disable=None) as bar:
 
             def advance(chains: int) -> None:
                 bar.update(chains)
 
-            result = export_dataset(kind, storage.engine, out, since=cutoff, blobs=storage.blobs, progress=advance)
+            result = export_dataset(kind, storage.db_engine, out, since=cutoff, blobs=storage.blobs, progress=advance)
     finally:
         storage.close()
     typer.echo(f"{result.rows} rows from {result.chains} chains in {result.seconds:.1f} s → {result.path}")

@@ -1,7 +1,7 @@
 """The flywheel: what counts as kept, how prompt edits are measured, and the datasets built from the record.
 
 The record itself (generations, images, actions) lives in :mod:`imageloop.storage`; this package reads it.
-``export_dataset(kind, engine, out_dir)`` writes ``sft``, ``dpo``, ``pairs`` or ``recipes`` as Parquet + card.
+``export_dataset(kind, db_engine, out_dir)`` writes ``sft``, ``dpo``, ``pairs`` or ``recipes`` as Parquet + card.
 """
 
 from imageloop.flywheel.actions import KEPT_ACTIONS, ActionType, is_kept

@@ -93,17 +93,17 @@ def _eligible(query: AnySelect, since: datetime | None) -> AnySelect:
     return query.where(Generation.created_at >= since) if since is not None else query
 
 
-def count_chains(engine: Engine, *, since: datetime | None = None) -> int:
+def count_chains(db_engine: Engine, *, since: datetime | None = None) -> int:
     """How many chains an export will walk (for progress bars)."""
     query = _eligible(sa.select(sa.func.count(sa.distinct(Generation.chain_id))).select_from(Generation), since)
-    with engine.connect() as connection:
+    with db_engine.connect() as connection:
         return int(connection.execute(query).scalar_one())
 
 
 _END = object()
 
 
-def _stream(engine: Engine, query: sa.Select[*tuple[Any, ...]]) -> Iterator[AnyRow]:
+def _stream(db_engine: Engine, query: sa.Select[*tuple[Any, ...]]) -> Iterator[AnyRow]:
     """The rows of ``query``, fetched by a background thread a few partitions ahead.
 
     The database drivers release the GIL while the database works, so on two or more cores fetching overlaps with
@@ -123,7 +123,7 @@ def _stream(engine: Engine, query: sa.Select[*tuple[Any, ...]]) -> Iterator[AnyR
 
     def produce() -> None:
         try:
-            with engine.connect() as connection:
+            with db_engine.connect() as connection:
                 result = connection.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(query)
                 for partition in result.partitions():
                     if not put(partition):
@@ -145,21 +145,21 @@ def _stream(engine: Engine, query: sa.Select[*tuple[Any, ...]]) -> Iterator[AnyR
         thread.join()
 
 
-def iter_chains(engine: Engine, *, since: datetime | None = None, images: bool = True) -> Iterator[Chain]:
+def iter_chains(db_engine: Engine, *, since: datetime | None = None, images: bool = True) -> Iterator[Chain]:
     """Every eligible chain with its generations, actions and (unless ``images`` is False) images, streamed in
     chain-id order."""
-    generations = _stream(engine, _eligible(sa.select(
+    generations = _stream(db_engine, _eligible(sa.select(
         Generation.chain_id, Generation.id, Generation.parent_id, Generation.status, Generation.intent,
         Generation.intent_language, Generation.final_prompt, Generation.recipe, Generation.style,
         Generation.expander_version,
     ), since).order_by(Generation.chain_id, Generation.created_at, Generation.id))
-    image_stream = _stream(engine, _eligible(
+    image_stream = _stream(db_engine, _eligible(
         sa.select(Generation.chain_id, Image.id, Image.generation_id, Image.index, Image.blob_key)
         .join(Generation, Generation.id == Image.generation_id), since,
     ).order_by(Generation.chain_id)) if images else iter(())
     # Ordered by chain only (an index walk); each chain's few actions are put in time order in Python, which is
     # much cheaper than sorting every action in the database. The raw timestamp is enough to compare.
-    actions = _stream(engine, _eligible(
+    actions = _stream(db_engine, _eligible(
         sa.select(Generation.chain_id, UserAction.generation_id, UserAction.image_id, UserAction.type,
                   sa.type_coerce(UserAction.created_at, sa.String), UserAction.id)
         .join(Generation, Generation.id == UserAction.generation_id), since,
@@ -289,7 +289,7 @@ class _Dataset:
 
 def export_datasets(
     kinds: Sequence[str],
-    engine: Engine,
+    db_engine: Engine,
     out_dir: Path,
     *,
     since: date | datetime | None = None,
@@ -314,7 +314,7 @@ def export_datasets(
     chains = pending = 0
     try:
         # Only image pairs need the image rows; the text datasets skip that (largest) table.
-        for chain in iter_chains(engine, since=cutoff, images="pairs" in kinds):
+        for chain in iter_chains(db_engine, since=cutoff, images="pairs" in kinds):
             info = view(chain)  # classified once, shared by every dataset
             for sink in sinks:
                 sink.add(info)
@@ -335,7 +335,7 @@ def export_datasets(
 
 def export_dataset(
     kind: str,
-    engine: Engine,
+    db_engine: Engine,
     out_dir: Path,
     *,
     since: date | datetime | None = None,
@@ -343,4 +343,4 @@ def export_dataset(
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
     """Export one dataset; see :func:`export_datasets`."""
-    return export_datasets([kind], engine, out_dir, since=since, blobs=blobs, progress=progress)[0]
+    return export_datasets([kind], db_engine, out_dir, since=since, blobs=blobs, progress=progress)[0]

@@ -47,7 +47,7 @@ class PromptMemory:
     def __init__(self, storage: Storage, embedder: TextEmbedder, index: VectorIndex | None = None) -> None:
         self.storage = storage
         self.embedder = embedder
-        self.index = index or open_vector_index(storage.engine, storage.sessions)
+        self.index = index or open_vector_index(storage.db_engine, storage.sessions)
         self._lock = threading.Lock()
         self._synced_until: datetime | None = None
 
@@ -71,7 +71,7 @@ class PromptMemory:
         """Add generations kept since the last sync, remove those no longer kept. Safe to call concurrently."""
         with self._lock:
             # The high-water mark comes from the record's own clock, read before the scan.
-            with self.storage.engine.connect() as connection:
+            with self.storage.db_engine.connect() as connection:
                 newest = connection.execute(sa.select(sa.func.max(UserAction.created_at))).scalar()
             touched = self._touched_images(self._synced_until)
             kept: dict[str, datetime] = {}
@@ -112,7 +112,7 @@ class PromptMemory:
             )
             query = query.where(Image.id.in_(recent))
         per_image: dict[tuple[str, str], tuple[list[ActionType], list[datetime]]] = defaultdict(lambda: ([], []))
-        with self.storage.engine.connect() as connection:
+        with self.storage.db_engine.connect() as connection:
             for generation_id, image_id, action, created_at in connection.execute(query):
                 types, keeps = per_image[(generation_id, image_id)]
                 types.append(ActionType(action))
@@ -154,7 +154,7 @@ class PromptMemory:
                    UserAction.prompt_after.is_not(None))
             .order_by(UserAction.created_at.desc(), UserAction.id.desc()).limit(limit)
         )
-        with self.storage.engine.connect() as connection:
+        with self.storage.db_engine.connect() as connection:
             return [(before or "", after) for before, after in connection.execute(query) if after]
 
     def prompt_vectors(self, user_id: str, *, limit: int = 200) -> Vector:

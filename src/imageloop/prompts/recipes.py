@@ -79,7 +79,7 @@ def read_recipe_stats(storage: Storage) -> RecipeStats:
         .order_by(Image.id, UserAction.created_at, UserAction.id)
     )
     per_image: dict[tuple[str, str], list[ActionType]] = defaultdict(list)
-    with storage.engine.connect() as connection:
+    with storage.db_engine.connect() as connection:
         rows = connection.execute(generations).all()
         for generation_id, image_id, action in connection.execute(actions):
             per_image[(generation_id, image_id)].append(ActionType(action))

@@ -43,7 +43,7 @@ def normalise_url(url: str | URL) -> URL:
 
 
 def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
-    """An engine for ``url`` configured for concurrent use by several processes.
+    """A database engine for ``url`` configured for concurrent use by several processes.
 
     SQLite: the file's folder is created, WAL journal, ``foreign_keys=ON``, a 30 s busy timeout, and transactions
     that Python's sqlite3 module would otherwise start late are begun explicitly. PostgreSQL: psycopg 3 with
@@ -59,11 +59,11 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(
+    db_engine = sa.create_engine(
         url, echo=echo, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     )
 
-    @event.listens_for(engine, "connect")
+    @event.listens_for(db_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module; "begin" below issues BEGIN itself.
         dbapi_connection.isolation_level = None
@@ -74,19 +74,19 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
+    @event.listens_for(db_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         # A write transaction takes the lock up front: upgrading a read lock later can fail with SQLITE_BUSY
         # without waiting for the busy timeout.
         immediate = connection.get_execution_options().get(_BEGIN_IMMEDIATE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    return engine
+    return db_engine
 
 
-def session_factory(engine: Engine) -> SessionFactory:
-    """A session factory bound to ``engine``; sessions keep loaded values after commit."""
-    return sessionmaker(bind=engine, expire_on_commit=False, future=True)
+def session_factory(db_engine: Engine) -> SessionFactory:
+    """A session factory bound to ``db_engine``; sessions keep loaded values after commit."""
+    return sessionmaker(bind=db_engine, expire_on_commit=False, future=True)
 
 
 @contextmanager
@@ -120,13 +120,13 @@ def read_session(sessions: SessionFactory) -> Iterator[Session]:
             session.rollback()
 
 
-def _alembic_config(engine: Engine) -> Any:
+def _alembic_config(db_engine: Engine) -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Passed as an object, not a URL string: passwords with '%' would break Alembic's config interpolation.
-    config.attributes["engine"] = engine
+    config.attributes["db_engine"] = db_engine
     return config
 
 
@@ -143,20 +143,20 @@ def downgrade_schema(url: str | URL | Engine, revision: str) -> None:
 def _run_migrations(direction: Literal["upgrade", "downgrade"], url: str | URL | Engine, revision: str) -> None:
     from alembic import command
 
-    engine = url if isinstance(url, Engine) else create_db_engine(url)
+    db_engine = url if isinstance(url, Engine) else create_db_engine(url)
     try:
         step = command.upgrade if direction == "upgrade" else command.downgrade
-        step(_alembic_config(engine), revision)
+        step(_alembic_config(db_engine), revision)
     except SQLAlchemyError as exc:
         raise StorageError(f"schema {direction} failed: {exc}") from exc
     finally:
         if not isinstance(url, Engine):
-            engine.dispose()
+            db_engine.dispose()
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revision(db_engine: Engine) -> str | None:
     """The Alembic revision the database is at, or None for an empty database."""
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as connection:
+    with db_engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

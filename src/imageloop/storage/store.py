@@ -1,4 +1,4 @@
-"""One place that wires the storage layer together from settings: engine, sessions, blob store, repositories."""
+"""One place that wires the storage layer together from settings: database engine, sessions, blobs, repositories."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from imageloop.storage.actions import ActionRepository
 from imageloop.storage.blobs import BlobStore, blob_store_from_settings
 from imageloop.storage.db import SessionFactory, create_db_engine, session_factory, upgrade_schema
 from imageloop.storage.generations import GenerationRepository
-from imageloop.storage.previews import PreviewRepository
 from imageloop.storage.records import utcnow
 from imageloop.storage.users import UserRepository
 
@@ -22,13 +21,12 @@ from imageloop.storage.users import UserRepository
 class Storage:
     """Everything the server, the workers and the exports need to reach stored data."""
 
-    engine: Engine
+    db_engine: Engine
     sessions: SessionFactory
     blobs: BlobStore
     users: UserRepository
     generations: GenerationRepository
     actions: ActionRepository
-    previews: PreviewRepository
 
     @classmethod
     def open(
@@ -41,20 +39,19 @@ class Storage:
     ) -> Storage:
         """Connect to ``settings.database_url`` (upgrading the schema first unless ``upgrade`` is False) and the
         configured blob store (or ``blobs``). ``clock`` is for tests."""
-        engine = create_db_engine(settings.database_url)
+        db_engine = create_db_engine(settings.database_url)
         if upgrade:
-            upgrade_schema(engine)
-        sessions = session_factory(engine)
+            upgrade_schema(db_engine)
+        sessions = session_factory(db_engine)
         return cls(
-            engine=engine,
+            db_engine=db_engine,
             sessions=sessions,
             blobs=blobs if blobs is not None else blob_store_from_settings(settings, create_bucket=upgrade),
             users=UserRepository(sessions, clock=clock),
             generations=GenerationRepository(sessions, lease_seconds=settings.job_lease_seconds, clock=clock),
             actions=ActionRepository(sessions, clock=clock),
-            previews=PreviewRepository(sessions, clock=clock),
         )
 
     def close(self) -> None:
         """Release the database connections."""
-        self.engine.dispose()
+        self.db_engine.dispose()

@@ -179,7 +179,7 @@ class TrainingCycle:
         since = self._window_start()
         folder = self._run_dir(run) / "data"
         shutil.rmtree(folder, ignore_errors=True)
-        results = export_datasets(_DATASETS, self.storage.engine, folder, since=since, blobs=self.storage.blobs)
+        results = export_datasets(_DATASETS, self.storage.db_engine, folder, since=since, blobs=self.storage.blobs)
         files = [folder / kind / "data.parquet" for kind in _DATASETS]
         return {"since": since.isoformat() if since else None, "until": now.isoformat(), "folder": str(folder),
                 "rows": {r.kind: r.rows for r in results}, "data_hash": snapshot_hash(files)}

@@ -262,7 +262,7 @@ def count_week(settings: Settings, arm: str, week: int) -> ArmWeek:
     storage = Storage.open(settings)
     try:
         prefix = f"w{week}-%"
-        with storage.engine.connect() as conn:
+        with storage.db_engine.connect() as conn:
             sessions = conn.execute(sa.select(Generation.session_id, Generation.status)
                                     .where(Generation.session_id.like(prefix))).all()
             actions = conn.execute(sa.select(Generation.session_id, UserAction.image_id, UserAction.type)

@@ -60,11 +60,11 @@ def daily_series(sessions: SessionFactory, first: date, days: int) -> list[Daily
     return out
 
 
-def count_datasets(engine: Engine) -> tuple[DatasetSizesOut, list[RecipeRankOut]]:
+def count_datasets(db_engine: Engine) -> tuple[DatasetSizesOut, list[RecipeRankOut]]:
     """Rows each export would write now, and the recipe table, in one pass over the record."""
     chains = sft = dpo = pairs = 0
     tally = RecipeTally()
-    for chain in iter_chains(engine):
+    for chain in iter_chains(db_engine):
         info = view(chain)
         chains += 1
         sft += sum(1 for _ in sft_examples(info))
@@ -112,13 +112,13 @@ class _DatasetCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, tuple[DatasetSizesOut, list[RecipeRankOut]]]] = {}
 
-    def get(self, engine: Engine) -> tuple[DatasetSizesOut, list[RecipeRankOut]]:
-        key = str(engine.url)
+    def get(self, db_engine: Engine) -> tuple[DatasetSizesOut, list[RecipeRankOut]]:
+        key = str(db_engine.url)
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None and time.monotonic() - entry[0] < DATASET_CACHE_SECONDS:
             return entry[1]
-        value = count_datasets(engine)
+        value = count_datasets(db_engine)
         with self._lock:
             self._entries[key] = (time.monotonic(), value)
         return value
@@ -142,7 +142,8 @@ def dashboard(
     first = datetime.now(UTC).date() - timedelta(days=days - 1)
     funnel = action_funnel(sessions)
     users, opted_out = user_counts(sessions)
-    datasets, recipes = count_datasets(services.storage.engine) if fresh else _datasets.get(services.storage.engine)
+    db_engine = services.storage.db_engine
+    datasets, recipes = count_datasets(db_engine) if fresh else _datasets.get(db_engine)
     return DashboardOut(
         days=days, users=users, users_opted_out=opted_out,
         queue_depth=services.storage.generations.queue_depth(),

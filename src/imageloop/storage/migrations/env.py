@@ -1,4 +1,4 @@
-"""Alembic environment: runs Imageloop's revisions against the engine handed over by ``imageloop.storage.db``."""
+"""Alembic environment: runs Imageloop's revisions against the database engine ``imageloop.storage.db`` hands over."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ target_metadata = Base.metadata
 
 
 def _engine() -> Engine:
-    engine = config.attributes.get("engine")
-    if isinstance(engine, Engine):
-        return engine
+    db_engine = config.attributes.get("db_engine")
+    if isinstance(db_engine, Engine):
+        return db_engine
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("no engine or sqlalchemy.url given to the Alembic environment")
+        raise RuntimeError("no database engine or sqlalchemy.url given to the Alembic environment")
     return create_db_engine(url)
 
 
 def run_migrations_online() -> None:
-    engine = _engine()
-    with engine.connect() as connection:
+    db_engine = _engine()
+    with db_engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
             # Batch migrations rebuild tables (copy, drop, rename); with foreign keys on, the DROP would cascade
