@@ -5,8 +5,8 @@ Start here: ``Storage.open(settings)`` gives the database engine, the blob store
 :mod:`imageloop.storage.records`, never ORM objects.
 """
 
-import imageloop.storage.registry_models  # noqa: F401  (the training tables: registry, runs, locks)
-from imageloop.storage import recipe_choices, shares, vectors  # noqa: F401  (register their tables in Base.metadata)
+# Every table is declared in imageloop.storage.models: importing it is what makes Base.metadata complete.
+from imageloop.storage import models  # noqa: F401
 from imageloop.storage.actions import ActionRepository
 from imageloop.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, blob_store_from_settings, image_blob_key
 from imageloop.storage.db import create_db_engine, session_factory, upgrade_schema

@@ -13,6 +13,7 @@ from imageloop.storage.actions import ActionRepository
 from imageloop.storage.blobs import BlobStore, blob_store_from_settings
 from imageloop.storage.db import SessionFactory, create_db_engine, session_factory, upgrade_schema
 from imageloop.storage.generations import GenerationRepository
+from imageloop.storage.previews import PreviewRepository
 from imageloop.storage.records import utcnow
 from imageloop.storage.users import UserRepository
 
@@ -27,6 +28,7 @@ class Storage:
     users: UserRepository
     generations: GenerationRepository
     actions: ActionRepository
+    previews: PreviewRepository
 
     @classmethod
     def open(
@@ -50,6 +52,7 @@ class Storage:
             users=UserRepository(sessions, clock=clock),
             generations=GenerationRepository(sessions, lease_seconds=settings.job_lease_seconds, clock=clock),
             actions=ActionRepository(sessions, clock=clock),
+            previews=PreviewRepository(sessions, clock=clock),
         )
 
     def close(self) -> None:

@@ -24,15 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
-from numpy.typing import NDArray
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from imageloop.errors import StorageError
 from imageloop.storage.db import SessionFactory, read_session, session_factory, write_session
-from imageloop.storage.models import ID_LENGTH, Base, User
+from imageloop.storage.models import EmbeddingType, PromptMemoryRow, User, Vector
 from imageloop.storage.records import new_id, utcnow
 
 __all__ = [
@@ -50,58 +47,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-Vector = NDArray[np.float32]
 VectorField = Literal["intent", "prompt"]
-
-
-class EmbeddingType(sa.types.TypeDecorator[Vector]):
-    """A float32 vector: a little-endian blob in SQLite, ``real[]`` in PostgreSQL (castable to pgvector)."""
-
-    impl = sa.LargeBinary
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.ARRAY(sa.REAL()))
-        return dialect.type_descriptor(sa.LargeBinary())
-
-    def process_bind_param(self, value: Vector | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        vector = np.asarray(value, dtype=np.float32).reshape(-1)
-        return vector.tolist() if dialect.name == "postgresql" else vector.astype("<f4").tobytes()
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Vector | None:
-        if value is None:
-            return None
-        if isinstance(value, bytes | bytearray | memoryview):
-            return np.frombuffer(bytes(value), dtype="<f4").astype(np.float32)
-        return np.asarray(value, dtype=np.float32)
-
-
-class PromptMemoryRow(Base):
-    """One kept generation in the vector memory (one row per generation; deleted with its user or generation)."""
-
-    __tablename__ = "prompt_memory"
-    __table_args__ = (sa.Index("ix_prompt_memory_user_kept", "user_id", "kept_at"),)
-
-    id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
-    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), sa.ForeignKey("users.id", ondelete="CASCADE"))
-    generation_id: Mapped[str] = mapped_column(
-        sa.String(ID_LENGTH), sa.ForeignKey("generations.id", ondelete="CASCADE"), unique=True
-    )
-    intent: Mapped[str | None] = mapped_column(sa.Text)
-    intent_language: Mapped[str | None] = mapped_column(sa.String(16))
-    final_prompt: Mapped[str] = mapped_column(sa.Text)
-    negative_prompt: Mapped[str | None] = mapped_column(sa.Text)
-    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    recipe: Mapped[str | None] = mapped_column(sa.String(128))
-    style: Mapped[str | None] = mapped_column(sa.String(128))
-    embedder: Mapped[str] = mapped_column(sa.String(64), index=True)
-    intent_embedding: Mapped[Vector | None] = mapped_column(EmbeddingType())
-    prompt_embedding: Mapped[Vector] = mapped_column(EmbeddingType())
-    kept_at: Mapped[datetime]
-    created_at: Mapped[datetime]
 
 
 @dataclass(frozen=True, slots=True)
