@@ -21,28 +21,12 @@ from imageloop.training.registry import ModelKind, ModelStatus
 from imageloop.training.reward import pair_margins, train_reward_model
 from tests.storage.conftest import FakeClock
 from tests.training.records import BLUE, RED, png, preference_world
-from tests.training.tiny_lm import tiny_lm, tiny_tokenizer
-
-FAST = {"sft_max_steps": 6, "dpo_max_steps": 24, "batch_size": 8, "learning_rate": 1e-2, "min_pairs": 8,
-        "reward_epochs": 12, "gate_confidence": 0.9, "heldout_fraction": 0.3, "max_length": 48, "ab_share": 0.3,
-        "diffusion_dpo_enabled": False}
-
-
-class TinyLoader:
-    """Hands the cycle a fresh tiny LM and counts how often it was asked (a resumed cycle must not retrain)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, settings: Settings) -> tuple[Any, Any]:
-        self.calls += 1
-        tokenizer = tiny_tokenizer()
-        return tiny_lm(tokenizer), tokenizer
+from tests.training.tiny_lm import FAST_CYCLE, TinyLoader
 
 
 def _cycle(storage: Storage, tmp_path: Path, clock: FakeClock, **training: Any) -> tuple[TrainingCycle, TinyLoader]:
     settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url),
-                        training={**FAST, **training})
+                        training={**FAST_CYCLE, **training})
     loader = TinyLoader()
     return TrainingCycle(settings, storage, expander_loader=loader, clock=clock), loader
 
@@ -130,20 +114,18 @@ def test_an_interrupted_cycle_resumes_at_its_stage(storage: Storage, tmp_path: P
     preference_world(storage, user.id, chains=24)
     cycle, loader = _cycle(storage, tmp_path, clock)
 
-    def crash_at_reward(stage: str) -> None:
-        if stage == "reward":
+    def crash_at_reward(fraction: float, message: str) -> None:
+        if message == "reward: started":  # Ctrl-C as the reward stage begins
             raise KeyboardInterrupt
 
-    cycle.before_stage = crash_at_reward
     exported_at = clock()
     with pytest.raises(KeyboardInterrupt):
-        cycle.run(now=exported_at)
+        cycle.run(now=exported_at, on_progress=crash_at_reward)
     [run] = cycle.runs.list(RunKind.CYCLE)
     assert run.status is RunStatus.INTERRUPTED and run.stage == "reward" and set(run.state) == {
         "ab_tests", "export", "expander"}
     assert cycle.registry.current(ModelKind.REWARD) is None
 
-    cycle.before_stage = None
     clock.advance(timedelta(minutes=5).total_seconds())
     result = cycle.run(now=clock())
     assert result.resumed and result.run.id == run.id and result.status is RunStatus.SUCCEEDED
@@ -178,7 +160,7 @@ def test_real_smollm2_trains_an_expander_adapter(tmp_path: Path) -> None:
 
 def test_run_cycle_records_everything_at_the_given_time(storage: Storage, tmp_path: Path) -> None:
     week = datetime(2030, 3, 4, 5, 0, tzinfo=UTC)
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=FAST)
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=FAST_CYCLE)
     result = run_cycle(settings, now=week, storage=storage, expander_loader=TinyLoader())
     assert result.status is RunStatus.SUCCEEDED
     assert result.run.created_at == result.run.started_at == result.run.data_until == week
@@ -229,7 +211,7 @@ def test_the_expander_is_not_trained_where_no_strategy_serves_it(
 ) -> None:
     user, _ = storage.users.create_user("ada")
     preference_world(storage, user.id, chains=12)
-    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=FAST,
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=FAST_CYCLE,
                         prompts={"strategies": ["retrieval", "rules"]})
     loader = TinyLoader()
     result = TrainingCycle(settings, storage, expander_loader=loader, clock=clock).run(now=clock())

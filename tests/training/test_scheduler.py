@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,13 +13,17 @@ from imageloop.storage import Storage
 from imageloop.training.lock import RunKind, RunStatus
 from imageloop.training.registry import ModelKind, ModelStatus
 from imageloop.training.scheduler import TrainingWorker, next_run, validate_schedule
+from tests.server.kit import HANG_GUARD_SECONDS, Gate
 from tests.storage.conftest import FakeClock
-from tests.training.records import RED, keep, served
+from tests.training.records import RED, keep, preference_world, served
+from tests.training.tiny_lm import FAST_CYCLE, TinyLoader
 
 
-def _worker(storage: Storage, tmp_path: Path, clock: FakeClock, **training: object) -> TrainingWorker:
+def _worker(
+    storage: Storage, tmp_path: Path, clock: FakeClock, loader: TinyLoader | None = None, **training: object
+) -> TrainingWorker:
     settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url), training=training)
-    return TrainingWorker(settings, storage, clock=clock, poll_seconds=0.05)
+    return TrainingWorker(settings, storage, expander_loader=loader, clock=clock, poll_seconds=0.05)
 
 
 def test_cron_expressions_are_checked_and_followed() -> None:
@@ -64,27 +67,28 @@ def test_disabled_schedule_still_runs_cycles_asked_for(storage: Storage, tmp_pat
 def test_stopping_interrupts_a_cycle_which_the_next_worker_resumes(
     storage: Storage, tmp_path: Path, clock: FakeClock
 ) -> None:
-    worker = _worker(storage, tmp_path, clock, schedule_enabled=False)
+    user, _ = storage.users.create_user("ada")
+    preference_world(storage, user.id, chains=12)  # enough pairs for the expander stage to load its base LLM
+    gate = Gate()
+    worker = _worker(storage, tmp_path, clock, TinyLoader(gate), schedule_enabled=False, **FAST_CYCLE)
     run = worker.cycle.request()
-    worker.cycle.before_stage = lambda stage: worker._stop.set() if stage == "expander" else None
     worker.start()
     worker.wake()
-    deadline = time.monotonic() + 30
-    while worker.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    worker.stop()
+    gate.wait_reached()  # the cycle is inside its expander stage, loading the base LLM
+    # The app shuts down: ask without waiting (the thread is held), then let the stage go on to its next report.
+    worker.stop(timeout=0)
+    gate.open()
+    worker.stop(timeout=HANG_GUARD_SECONDS)
     assert not worker.is_alive()
     stopped = worker.cycle.runs.get(run.id)
     assert stopped.status is RunStatus.INTERRUPTED and stopped.stage == "expander"
+    assert worker.cycle.registry.find_by_run(run.id, ModelKind.EXPANDER) is None  # stopped before it registered
 
-    again = _worker(storage, tmp_path, clock, schedule_enabled=False)
-    again.start()
-    deadline = time.monotonic() + 30
-    while again.cycle.runs.get(run.id).status is not RunStatus.SUCCEEDED and time.monotonic() < deadline:
-        time.sleep(0.05)
-    again.stop(timeout=10)
+    again = _worker(storage, tmp_path, clock, TinyLoader(), schedule_enabled=False, **FAST_CYCLE)
+    assert again.run_once() == "cycle"
     finished = again.cycle.runs.get(run.id)
     assert finished.status is RunStatus.SUCCEEDED and finished.attempts == 2
+    assert "version_id" in finished.state["expander"]  # the interrupted stage ran again, to its end
 
 
 def test_the_worker_decides_ab_tests_between_cycles(storage: Storage, tmp_path: Path, clock: FakeClock) -> None:

@@ -1,4 +1,5 @@
-"""A tiny random causal LM + word-level tokenizer built offline, standing in for SmolLM2 in expander tests."""
+"""A tiny random causal LM + word-level tokenizer built offline, standing in for SmolLM2 in expander tests, and
+the loader that hands it to a training cycle."""
 
 from __future__ import annotations
 
@@ -6,6 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from imageloop.config import Settings
+from tests.server.kit import Gate
+
+# Training settings that let a cycle train, gate and register the expander and the reward model in seconds.
+FAST_CYCLE = {"sft_max_steps": 6, "dpo_max_steps": 24, "batch_size": 8, "learning_rate": 1e-2, "min_pairs": 8,
+              "reward_epochs": 12, "gate_confidence": 0.9, "heldout_fraction": 0.3, "max_length": 48, "ab_share": 0.3,
+              "diffusion_dpo_enabled": False}
 
 WORDS = (
     "a", "an", "the", "cat", "dog", "bird", "house", "tree", "red", "blue", "green", "night", "day", "rain", "snow",
@@ -44,3 +53,19 @@ def save_tiny_lm(folder: Path, seed: int = 0) -> Path:
     tiny_lm(tokenizer, seed).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class TinyLoader:
+    """The cycle's ``expander_loader``: a fresh tiny LM each call, counted (a resumed cycle must not retrain). With a
+    ``gate``, each call waits there first: the test holds the cycle inside its expander stage."""
+
+    def __init__(self, gate: Gate | None = None) -> None:
+        self.calls = 0
+        self.gate = gate
+
+    def __call__(self, settings: Settings) -> tuple[Any, Any]:
+        self.calls += 1
+        if self.gate is not None:
+            self.gate.pass_through()
+        tokenizer = tiny_tokenizer()
+        return tiny_lm(tokenizer), tokenizer

@@ -95,8 +95,6 @@ class TrainingCycle:
         self.expander_loader = expander_loader or _default_loader
         self.clock = clock
         self.stop = stop or threading.Event()
-        # Test hook: called with each stage name before it runs (e.g. to simulate a crash mid-cycle).
-        self.before_stage: Callable[[str], None] | None = None
 
     def request(self, *, trigger: str = "api") -> TrainingRun:
         """Queue a cycle to be run by the training worker; the queued run if one is already waiting or running."""
@@ -134,8 +132,6 @@ class TrainingCycle:
             for stage in STAGES[STAGES.index(run.stage):]:
                 if self.stop.is_set():
                     raise CycleInterrupted("the cycle was asked to stop")
-                if self.before_stage is not None:
-                    self.before_stage(stage)
                 reporter.enter(stage)
                 output = _STAGE_FUNCTIONS[stage](self, run, now, reporter)
                 following = STAGES[STAGES.index(stage) + 1] if stage != STAGES[-1] else stage
