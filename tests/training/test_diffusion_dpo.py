@@ -17,12 +17,11 @@ from PIL import Image
 from imageloop.config import Settings
 from imageloop.engine.engine import Engine
 from imageloop.engine.lora import LoraManager
-from imageloop.engine.recipes import LoraWeight, Recipe
+from imageloop.engine.recipes import LORA_FILE, LoraWeight, Recipe
 from imageloop.engine.request import BaseLora, GenerationRequest
 from imageloop.errors import InvalidRequestError, TrainingError
 from imageloop.training.diffusion_dpo import (
     ADAPTER_NAME,
-    LORA_FILE,
     DiffusionDpoConfig,
     DiffusionDpoStopped,
     diffusion_dpo_loss,

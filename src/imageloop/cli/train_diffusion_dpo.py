@@ -35,7 +35,7 @@ def train_diffusion_dpo_command(
     resumes from the checkpoint in --out."""
     from tqdm import tqdm
 
-    from imageloop.engine.loader import Architecture, load_model
+    from imageloop.engine.loader import load_model
     from imageloop.training.data import split
     from imageloop.training.diffusion_dpo import (
         DiffusionDpoConfig,
@@ -54,9 +54,7 @@ def train_diffusion_dpo_command(
                                   allowed="pairs whose labels differ")
     train, test = split(rows, "caption", heldout) if heldout > 0 else (rows, [])
     loaded = load_model(model or settings.engine.model, settings)
-    if loaded.architecture is not Architecture.SD15:
-        raise InvalidRequestError("--model", f"{loaded.name} is {loaded.architecture.value}",
-                                  allowed="an SD1.x-style model")
+    loaded.require_sd15("Diffusion-DPO")
     width, height = loaded.defaults.width, loaded.defaults.height
     with tqdm(total=steps, desc="Diffusion-DPO", unit="step", disable=None) as bar:
 

@@ -124,6 +124,12 @@ class LoadedModel:
         """The first 10 hex digits of the version, as A1111 shows a model hash."""
         return self.version[:10]
 
+    def require_sd15(self, purpose: str) -> None:
+        """UnsupportedModelError unless this is an SD1.x-style model, the only kind ``purpose`` trains."""
+        if self.architecture is not Architecture.SD15:
+            raise UnsupportedModelError(f"{purpose} needs an SD1.x-style model; {self.name} is "
+                                        f"{self.architecture.value}")
+
 
 def resolve_device(settings: Settings) -> tuple[torch.device, torch.dtype]:
     """The device and dtype from settings: 'auto' means CUDA with fp16 when available, else CPU with fp32."""

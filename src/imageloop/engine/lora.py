@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
+import shutil
 import threading
 import warnings
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from imageloop.config import Settings
 from imageloop.engine.recipes import LORA_SUFFIX, Recipe, resolve_lora_path
 from imageloop.errors import ConflictError, RecipeError
+from imageloop.files import atomic_write
 
 ADAPTER_PREFIX = "lora_"
 DEFAULT_MAX_LOADED = 8
@@ -434,17 +434,6 @@ def install_lora(source: Path, loras_dir: Path, *, name: str | None = None, over
     target = loras_dir / target_name
     if target.exists() and not overwrite:
         raise ConflictError(f"LoRA {target_name!r} already exists in {loras_dir}")
-    loras_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=loras_dir, prefix=f".{target_name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as out, source.open("rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
     return LoraFileInfo(target, info.sha256, info.layers, info.components, info.base)

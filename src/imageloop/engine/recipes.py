@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imageloop.config import Settings
 from imageloop.errors import ConflictError, RecipeError, UnknownNameError
+from imageloop.files import atomic_write_text
 
 RECIPE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 RECIPE_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json")
 LORA_SUFFIX = ".safetensors"
+# The file a diffusers-format LoRA folder holds (what ``save_lora_weights`` writes): private LoRAs and
+# Diffusion-DPO versions are such folders.
+LORA_FILE = "pytorch_lora_weights.safetensors"
 MAX_LORA_WEIGHT = 4.0
 MAX_LORAS_PER_RECIPE = 16
 
@@ -195,7 +197,7 @@ class RecipeStore:
             listed = ", ".join(str(p) for p in existing)
             raise RecipeError(f"recipe {recipe.name!r} is defined by several files ({listed}); keep one")
         path = existing[0] if existing else self.recipes_dir / f"{recipe.name}.yaml"
-        _atomic_write_text(path, dump_recipe(recipe, json_format=path.suffix == ".json"))
+        atomic_write_text(path, dump_recipe(recipe, json_format=path.suffix == ".json"))
         return path
 
     def delete(self, name: str) -> None:
@@ -297,18 +299,3 @@ def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 
 _RecipeDumper.add_representer(str, _represent_str)
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

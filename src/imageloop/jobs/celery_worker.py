@@ -18,11 +18,12 @@ from typing import Any
 
 from imageloop.config import Settings
 from imageloop.errors import StorageError
-from imageloop.jobs.embedded import Sweeper, new_worker_id
+from imageloop.jobs.embedded import Sweeper
 from imageloop.jobs.runner import ImageEngine, JobRunner
 from imageloop.jobs.scaled import QUEUE_NAME, TASK_NAME, RedisEventPublisher, make_celery
 from imageloop.prompts.service import PromptService
-from imageloop.storage import GenerationId, Storage
+from imageloop.storage import GenerationId, Storage, WorkerId
+from imageloop.training.lock import new_owner_id
 from imageloop.training.serving import ExpanderRouting
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class CeleryJobWorker:
         self.settings = settings
         self.celery = celery
         publisher = RedisEventPublisher(settings)
-        self.runner = JobRunner(storage, engine, settings, new_worker_id("celery"), publisher, prompts=prompts)
+        self.runner = JobRunner(storage, engine, settings, WorkerId(new_owner_id("celery")), publisher, prompts=prompts)
         self.sweeper = Sweeper(storage, settings, self.send_tasks, on_tick=self.kick_if_idle, publish=publisher)
 
     def send_tasks(self, generation_ids: list[GenerationId]) -> None:

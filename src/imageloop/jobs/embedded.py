@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,6 +24,7 @@ from imageloop.errors import ImageloopError
 from imageloop.jobs._common import EventHub, EventSink, JobQueue, JobRequeued
 from imageloop.jobs.runner import ImageEngine, JobRunner
 from imageloop.storage import GenerationId, GenerationRecord, Storage, WorkerId
+from imageloop.training.lock import new_owner_id
 
 if TYPE_CHECKING:
     from imageloop.prompts.service import PromptService
@@ -35,11 +33,6 @@ log = logging.getLogger(__name__)
 
 # How often an idle worker looks at the queue without being woken (jobs re-queued by a sweeper, other writers).
 IDLE_POLL_SECONDS = 1.0
-
-
-def new_worker_id(kind: str) -> WorkerId:
-    """A worker id unique across hosts, processes and restarts: ``kind:host:pid:random``."""
-    return WorkerId(f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
 
 
 class Sweeper:
@@ -149,8 +142,8 @@ class EmbeddedJobQueue(JobQueue):
         if len({id(engine) for engine in engines}) < len(engines):
             log.warning("the engine factory returned one engine for several workers: they will take turns on it")
         self._workers = [
-            EmbeddedWorker(JobRunner(self.storage, engine, self.settings, new_worker_id("embedded"), self.hub.publish,
-                                     prompts=self._prompts))
+            EmbeddedWorker(JobRunner(self.storage, engine, self.settings, WorkerId(new_owner_id("embedded")),
+                                     self.hub.publish, prompts=self._prompts))
             for engine in engines
         ]
         self._sweeper.start()

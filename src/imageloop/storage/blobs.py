@@ -7,13 +7,12 @@ same generation and index always give the same key, so a re-run job overwrites r
 from __future__ import annotations
 
 import abc
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imageloop.errors import ConfigError, InvalidRequestError, NotFoundError, StorageError
+from imageloop.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from imageloop.config import Settings
@@ -73,17 +72,7 @@ class LocalBlobStore(BlobStore):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                Path(tmp).replace(path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write_bytes(path, data)
         except OSError as exc:
             raise StorageError(f"cannot write blob {key!r} under {self.root}: {exc}") from exc
 

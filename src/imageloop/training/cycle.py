@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from imageloop.config import Settings
-from imageloop.errors import ConflictError, ImageloopError, TrainingError
+from imageloop.errors import ConflictError, ImageloopError, TrainingError, UnsupportedModelError
 from imageloop.flywheel.export import export_datasets
 from imageloop.storage import Storage
 from imageloop.storage.records import utcnow
@@ -283,8 +283,9 @@ class TrainingCycle:
         return self._decide(version, gate)
 
     def _diffusion_dpo(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
-        from imageloop.engine.loader import Architecture, load_model
-        from imageloop.training.diffusion_dpo import LORA_FILE, DiffusionDpoConfig, preference_rows, train_diffusion_dpo
+        from imageloop.engine.loader import load_model
+        from imageloop.engine.recipes import LORA_FILE
+        from imageloop.training.diffusion_dpo import DiffusionDpoConfig, preference_rows, train_diffusion_dpo
         from imageloop.training.diffusion_dpo_eval import evaluate_heldout
 
         cfg = self.settings.training
@@ -300,9 +301,10 @@ class TrainingCycle:
             return {"skipped": f"{len(train)} image pairs for training (need {cfg.diffusion_dpo_min_pairs})",
                     "counts": data.counts()}
         model = load_model(self.settings.engine.model, self.settings)
-        if model.architecture is not Architecture.SD15:
-            return {"skipped": f"Diffusion-DPO trains SD1.x-style models; {model.name} is "
-                               f"{model.architecture.value}"}
+        try:
+            model.require_sd15("Diffusion-DPO")
+        except UnsupportedModelError as exc:
+            return {"skipped": exc.message}
         current = self.registry.current(ModelKind.DIFFUSION_DPO)
         if current is not None and current.metrics.get("base_model_version") != model.version:
             current = None  # made for another base model: neither a starting point nor a baseline here

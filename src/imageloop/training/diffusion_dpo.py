@@ -37,19 +37,18 @@ import torch
 from PIL import Image
 
 from imageloop.errors import InvalidRequestError, TrainingError
-from imageloop.training.user_lora import fit_rgb, rgb_to_tensor
+from imageloop.files import atomic_write
+from imageloop.training.user_lora import LORA_TARGETS, fit_rgb, rgb_to_tensor, save_unet_lora
 
-__all__ = ["ADAPTER_NAME", "LORA_FILE", "DiffusionDpoConfig", "DiffusionDpoResult", "DiffusionDpoStopped",
+__all__ = ["ADAPTER_NAME", "DiffusionDpoConfig", "DiffusionDpoResult", "DiffusionDpoStopped",
            "EncodedPairs", "diffusion_dpo_loss", "encode_pairs", "preference_rows", "read_pairs_folder",
            "train_diffusion_dpo"]
 
 log = logging.getLogger(__name__)
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
 INFO_FILE = "diffusion_dpo.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 ADAPTER_NAME = "diffusion_dpo"
-LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 _ENCODE_CHUNK = 8
 Progress = Callable[[float, str], None]
 Row = dict[str, Any]
@@ -348,7 +347,7 @@ def train_diffusion_dpo(
             _save_checkpoint(checkpoint, stamp, done, unet, optimizer, schedule, generator)
         raise
     unet.eval()
-    path = save_dpo_lora(unet, out_dir)
+    path = save_unet_lora(unet, out_dir, ADAPTER_NAME)
     recent = hits[-4 * config.batch_size:]
     result = DiffusionDpoResult(path, config.steps, start, losses, sum(recent) / len(recent) if recent else 0.5)
     meta = {"config": asdict(config), "pairs": len(data), "result": result.to_dict(), **(info or {})}
@@ -381,22 +380,6 @@ def _step(unet: Any, scheduler: Any, data: EncodedPairs, config: DiffusionDpoCon
     return loss, margin.detach()
 
 
-def save_dpo_lora(unet: Any, out_dir: Path) -> Path:
-    """Write the :data:`ADAPTER_NAME` adapter of ``unet`` as a diffusers LoRA file; returns its path."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers  # type: ignore[attr-defined]
-    from peft.utils import get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME)
-    layers = convert_state_dict_to_diffusers(state)  # type: ignore[no-untyped-call]
-    layers = {key: value.detach().float().contiguous().cpu() for key, value in layers.items()}
-    StableDiffusionPipeline.save_lora_weights(str(out_dir), unet_lora_layers=layers, safe_serialization=True)
-    path = out_dir / LORA_FILE
-    if not path.is_file():
-        raise TrainingError(f"diffusers wrote no {LORA_FILE} in {out_dir}")
-    return path
-
-
 def _lora_state(unet: Any) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
@@ -407,9 +390,8 @@ def _save_checkpoint(path: Path, stamp: dict[str, Any], step: int, unet: Any, op
                      schedule: Any, generator: torch.Generator) -> None:
     state = {"stamp": json.dumps(stamp, sort_keys=True), "step": step, "lora": _lora_state(unet),
              "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "rng": generator.get_state()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
     log.info("Diffusion-DPO checkpoint at step %d: %s", step, path)
 
 

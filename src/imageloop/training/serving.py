@@ -22,14 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageloop.config import Settings
+from imageloop.engine.recipes import LORA_FILE
 from imageloop.engine.request import BaseLora
 from imageloop.storage.db import SessionFactory
 from imageloop.training.registry import ModelKind, ModelVersion, Registry, bucket
 
 __all__ = ["ExpanderRouting", "GeneratorRouting", "ServedAdapter"]
-
-# The file a Diffusion-DPO version holds (diffusers LoRA format).
-GENERATOR_LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +104,7 @@ class GeneratorRouting(_Routing):
         if chosen is None:
             return None
         model_version = str(chosen.metrics.get("base_model_version", ""))
-        path = self.registry.path(chosen) / GENERATOR_LORA_FILE
+        path = self.registry.path(chosen) / LORA_FILE
         if not model_version or not path.is_file():
             return None
         return BaseLora(file=str(path), tag=chosen.tag, model_version=model_version)

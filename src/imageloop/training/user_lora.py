@@ -23,21 +23,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from imageloop.config import Settings
-from imageloop.engine.recipes import RECIPE_NAME_PATTERN, LoraWeight, Recipe, dump_recipe, parse_recipe_file
+from imageloop.engine.recipes import (
+    LORA_FILE,
+    RECIPE_NAME_PATTERN,
+    LoraWeight,
+    Recipe,
+    dump_recipe,
+    parse_recipe_file,
+)
 from imageloop.errors import (
     ConflictError,
     InvalidRequestError,
     NotFoundError,
     RecipeError,
     TrainingError,
-    UnsupportedModelError,
 )
+from imageloop.files import atomic_write_text
 from imageloop.storage import Storage
 from imageloop.storage.records import utcnow
 from imageloop.training.lock import RunKind, RunStatus, RunStore, TrainingLock, TrainingRun, new_owner_id
@@ -49,8 +57,8 @@ __all__ = ["LoraUpload", "check_upload", "delete_user_lora", "delete_user_loras"
 log = logging.getLogger(__name__)
 
 TRIGGER_PATTERN = r"^[\w-]{2,32}$"
-LORA_FILE = "pytorch_lora_weights.safetensors"
 USER_LORA_LOCK = "user_lora"
+# The UNet modules a LoRA goes on (attention projections), for private LoRAs and Diffusion-DPO alike.
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 Progress = Callable[[float, str], None]
 
@@ -198,7 +206,7 @@ def _train_run(
         )
         recipe = Recipe(name=name, description=f"Private LoRA; put '{trigger}' in the prompt.",
                         loras=[LoraWeight(file=str(registry.path(version) / LORA_FILE))])
-        _write_recipe(_user_recipes_dir(settings, run.user_id) / f"{name}.yaml", recipe)
+        atomic_write_text(_user_recipes_dir(settings, run.user_id) / f"{name}.yaml", dump_recipe(recipe))
         shutil.rmtree(work, ignore_errors=True)
         for key in run.params["images"]:  # the LoRA is what the user asked for; their photos need not stay
             storage.blobs.delete(key)
@@ -216,13 +224,6 @@ class _Stopped(Exception):
     """The worker is stopping."""
 
 
-def _write_recipe(path: Path, recipe: Recipe) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dump_recipe(recipe), encoding="utf-8")
-    tmp.replace(path)
-
-
 def _images_hash(images: Sequence[bytes]) -> str:
     import hashlib
 
@@ -238,17 +239,12 @@ def train_user_lora(
 ) -> Path:
     """Train a LoRA on ``settings.engine.model``'s UNet to draw ``images`` for the caption ``trigger``; return the
     diffusers-format LoRA file (``out_dir/pytorch_lora_weights.safetensors``)."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers  # type: ignore[attr-defined]
     from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
 
-    from imageloop.engine.loader import Architecture, load_model
+    from imageloop.engine.loader import load_model
 
     model = load_model(settings.engine.model, settings)
-    if model.architecture is not Architecture.SD15:
-        raise UnsupportedModelError(f"private LoRAs train on SD1.x-style models; {model.name} is "
-                                    f"{model.architecture.value}")
+    model.require_sd15("a private LoRA")
     pipe = model.pipe
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
     torch.manual_seed(seed)
@@ -285,8 +281,20 @@ def train_user_lora(
             on_progress((step + 1) / steps, f"private LoRA step {step + 1}/{steps}, loss {float(loss.detach()):.4f}")
     if not torch.isfinite(loss):
         raise TrainingError(f"private LoRA training diverged (loss {float(loss.detach())})")
+    return save_unet_lora(unet, out_dir)
+
+
+def save_unet_lora(unet: Any, out_dir: Path, adapter_name: str = "default") -> Path:
+    """Write ``unet``'s LoRA adapter ``adapter_name`` (fp32) as ``out_dir/`` :data:`LORA_FILE`, the diffusers
+    format the engine's LoraManager loads; returns the file's path."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers  # type: ignore[attr-defined]
+    from peft.utils import get_peft_model_state_dict
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))  # type: ignore[no-untyped-call]
+    state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    layers = convert_state_dict_to_diffusers(state)  # type: ignore[no-untyped-call]
+    layers = {key: value.detach().float().contiguous().cpu() for key, value in layers.items()}
     StableDiffusionPipeline.save_lora_weights(str(out_dir), unet_lora_layers=layers, safe_serialization=True)
     path = out_dir / LORA_FILE
     if not path.is_file():

@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from imageloop.files import atomic_write
+
 KL_WEIGHT = 1e-6  # tiny: keeps the latent space smooth without blurring small subjects
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """Write ``obj`` with torch.save so that ``path`` is never left half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        torch.save(obj, handle)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:

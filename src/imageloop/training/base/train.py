@@ -22,6 +22,7 @@ from tqdm import tqdm
 from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
 from imageloop.errors import TrainingError
+from imageloop.files import atomic_write
 from imageloop.training.base.autoencoder import (
     atomic_torch_save,
     encode_dataset,
@@ -292,9 +293,8 @@ def _prepare_masks(cfg: BaseTrainConfig, data: SceneDataset, size: int) -> np.nd
             return cached
     with tqdm(total=len(data), desc="subject masks", unit="img", mininterval=10) as bar:
         masks = subject_masks(data, size, progress=bar.update)
-    tmp = path.with_name("subject_masks.tmp.npy")
-    np.save(tmp, masks)
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        np.save(handle, masks)
     return masks
 
 
