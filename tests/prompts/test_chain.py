@@ -43,7 +43,8 @@ def test_strategies_run_in_order_and_the_first_answer_wins() -> None:
     first, second = Scripted("a", "decline"), Scripted("b", "answer")
     third = Scripted("c", "answer")
     result = ChainExpander([first, second, third]).expand("a fox")
-    assert (result.prompt, result.strategy, result.version) == ("b prompt", "b", "b-v1")
+    # The intent's own word ("fox") is put first: a strategy may add to the intent, never drop from it.
+    assert (result.prompt, result.strategy, result.version) == ("fox, b prompt", "b", "b-v1")
     assert third.calls == 0
     assert [a["outcome"] for a in result.details["attempts"]] == ["declined", "used"]
 

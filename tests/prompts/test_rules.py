@@ -20,7 +20,7 @@ def test_bleak_in_english_and_chinese_gives_the_same_prompt() -> None:
     assert en.prompt == zh.prompt
     assert "(monochrome:1.2)" in en.prompt and "rain" in en.prompt and "lonely figure" in en.prompt
     assert (en.language, zh.language) == ("en", "zh")
-    assert en.strategy == "rules" and en.version.startswith("rules-1+lexicon-")
+    assert en.strategy == "rules" and en.version.startswith("rules-2+lexicon-")
 
 
 def test_explicit_words_beat_implied_ones_and_specific_beats_broad() -> None:
@@ -36,10 +36,11 @@ def test_negated_terms_go_to_the_negative_prompt() -> None:
     assert "rain" not in expansion.prompt
 
 
-def test_unknown_english_words_are_kept_and_unknown_chinese_falls_back_to_the_intent() -> None:
-    assert RULES.expand("an old lighthouse at sunset").prompt == "dusk, old lighthouse"
-    expansion = RULES.expand("量子计算")
-    assert expansion.prompt == "量子计算" and expansion.details["fallback"] is True
+def test_words_outside_the_lexicon_are_kept_in_english_and_an_unreadable_intent_falls_back_to_itself() -> None:
+    assert RULES.expand("an old lighthouse at sunset").prompt == "old lighthouse, dusk"
+    assert RULES.expand("孤独的宇航员").prompt.startswith("astronaut")  # CC-CEDICT, not the lexicon
+    expansion = RULES.expand("🙂🙂")
+    assert expansion.prompt == "🙂🙂" and expansion.details["fallback"] is True
 
 
 def test_alternatives_only_fill_open_attributes() -> None:

@@ -8,8 +8,12 @@
    answer. ``details["attempts"]`` says what happened to each.
 4. With personalisation on and enough kept history, the winning expansion and its alternatives are re-ranked toward
    the user's taste (``details["personalized"]``).
-5. With personalisation on, attributes the intent leaves open are set to the user's habitual values, read from the
+5. Whatever strategy answered, :func:`~imageloop.prompts.expander.guard.keep_intent` keeps the intent: the person's
+   words (translated for Chinese) are all in the prompt, nothing contradicts them, added tags are real words, and
+   each tag's origin is in ``details["provenance"]``.
+6. With personalisation on, attributes the intent leaves open are set to the user's habitual values, read from the
    values they added in their own edits and kept (``details["personal_values"]``); the intent's words always win.
+7. No term ends in both prompts (:func:`~imageloop.prompts.expander.guard.separate`), "the usual" included.
 Every expansion is logged with its strategy and version.
 """
 
@@ -22,7 +26,8 @@ from typing import Any
 
 from imageloop.errors import ImageloopError, InvalidRequestError
 from imageloop.prompts.expander._common import Expander, Expansion, Recall, Stopwatch, StrategyFailed
-from imageloop.prompts.expander.rules import RulesExpander, plan_scene, render
+from imageloop.prompts.expander.guard import keep_intent, provenance_of, separate
+from imageloop.prompts.expander.rules import RulesExpander, ScenePlan, plan_scene, render
 from imageloop.prompts.language import Language, resolve_language
 from imageloop.prompts.lexicon import Lexicon, load_lexicon
 from imageloop.prompts.memory import PromptMemory
@@ -74,11 +79,17 @@ class ChainExpander(Expander):
         if usual is not None:
             result = self._recall(usual[0], usual[1], user=user, language=lang)
         else:
+            plan = plan_scene(intent, self.lexicon, lang)
             result = self._first_answer(intent, user=user, language=lang)
-            if self.personalization and self.memory is not None and user:
+            personal = self.personalization and self.memory is not None and bool(user)
+            kept: list[str] = []
+            if personal and self.memory is not None and user:
                 kept = [e.final_prompt for e in self.memory.entries(user, limit=HISTORY_WINDOW)]
                 result = self._personalize(result, user, kept)
+            result = self._keep_intent(result, intent, plan)
+            if personal and user:
                 result = self._apply_habits(result, intent, user, kept, lang)
+            result = separate(result, plan.negatives)
         result = result.with_latency(watch.seconds)
         log.info("expanded intent with %s %s in %.3f s", result.strategy, result.version, result.latency)
         return result
@@ -104,6 +115,10 @@ class ChainExpander(Expander):
             attempts.append({"strategy": strategy.name, "outcome": "used", "seconds": round(step.seconds, 4)})
             return replace(result, details={**result.details, "attempts": attempts})
         raise AssertionError("the rules strategy always answers")  # pragma: no cover
+
+    def _keep_intent(self, result: Expansion, intent: str, plan: ScenePlan) -> Expansion:
+        return keep_intent(result, intent=intent, own=plan.own_tags(self.lexicon), stated=plan.stated(),
+                           negatives=plan.negatives, lexicon=self.lexicon)
 
     def _personalize(self, result: Expansion, user: str, kept: list[str]) -> Expansion:
         """Re-rank toward the taste of ``user``'s ``kept`` final prompts (newest first)."""
@@ -137,7 +152,7 @@ class ChainExpander(Expander):
         details = {**result.details, "personal_values": {
             "applied": {v.attribute: v.key for v in applied}, "before": result.prompt,
             "evidence": {v.attribute: {"key": v.key, "signs": v.evidence, "share": v.share} for v in values.values()},
-        }}
+        }, "provenance": provenance_of(prompt, result.details.get("provenance", []), "personal_value")}
         return replace(result, prompt=prompt, details=details)
 
     def _recall(self, kind: UsualKind, remainder: str, *, user: str | None, language: Language) -> Expansion:
@@ -151,13 +166,20 @@ class ChainExpander(Expander):
                 "an image first, or describe the picture you want",
             )
         prompt = self._merge_remainder(recalled, remainder, language)
-        return Expansion(
+        plan = plan_scene(remainder, self.lexicon, language) if remainder else None
+        result = Expansion(
             prompt=prompt, negative=recalled.negative, strategy="memory", version=MEMORY_VERSION, language=language,
             details={"kind": kind.value, "remainder": remainder, "lighting": list(recalled.lighting),
                      "based_on": recalled.based_on},
             recall=Recall(params=dict(recalled.params), recipe=recalled.recipe, style=recalled.style,
                           source_generation_ids=recalled.source_generation_ids),
         )
+        negated = plan.negatives if plan is not None else []
+        negative = ", ".join(dict.fromkeys([*(t.strip() for t in (recalled.negative or "").split(",") if t.strip()),
+                                            *negated])) or None
+        result = replace(result, negative=negative,
+                         details={**result.details, "provenance": provenance_of(prompt, [], "memory")})
+        return separate(result, negated)
 
     def _merge_remainder(self, recalled: Favourites, remainder: str, language: Language) -> str:
         """The recalled prompt with what the user added on top ("but at night") replacing the same attributes."""

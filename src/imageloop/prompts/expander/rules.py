@@ -4,22 +4,27 @@
 ``(monochrome:1.2), rain, cinematic lighting, (bleak:1.2), lonely figure``. Explicit vocabulary words beat what a
 vague word implies, a specific vague word beats a broad one ("bleak but sunny" keeps the sun), the first wins
 among equals, a negated term goes to
-the negative prompt ("no rain"), and English words the lexicon does not know are kept as free tags ("lighthouse").
+the negative prompt ("no rain", "不要下雨", "without people"), and the words the lexicon does not know are read by
+:func:`imageloop.prompts.reading.read_intent` and kept as free tags, in English: "lighthouse", "宇航员" → "astronaut".
+A free phrase that states a vocabulary value ("thunderstorm" → rain) sets it, so concepts cannot contradict it.
 Alternatives fill attributes the intent left open with the lexicon's completions (a look per alternative).
 """
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 
 from imageloop.prompts.expander._common import Expander, Expansion, Stopwatch
+from imageloop.prompts.expander.guard import IntentTag, load_exclusive_values
 from imageloop.prompts.language import Language, resolve_language
 from imageloop.prompts.lexicon import ATTRIBUTE_ORDER, Lexicon, TermMatch, WeightedTag, load_lexicon, normalise_text
+from imageloop.prompts.reading import IntentReading, read_intent
 
 __all__ = ["RULES_VERSION", "RulesExpander", "ScenePlan", "plan_scene"]
 
-RULES_VERSION = "rules-1"
-MAX_FREE_TAGS = 4
+RULES_VERSION = "rules-2"
+MAX_FREE_TAGS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,8 @@ class ScenePlan:
     free: list[str] = field(default_factory=list)
     negatives: list[str] = field(default_factory=list)
     concepts: list[str] = field(default_factory=list)
+    reading: IntentReading = field(default_factory=IntentReading)
+    translated: bool = False
 
     def set(self, attribute: str, key: str, weight: float, *, explicit: bool) -> None:
         """Set a value unless one is already set with at least as much authority (explicit > implied > none)."""
@@ -50,6 +57,22 @@ class ScenePlan:
     @property
     def is_empty(self) -> bool:
         return not (self.values or self.extras or self.free)
+
+    def own_tags(self, lexicon: Lexicon) -> list[IntentTag]:
+        """The person's own words as tags: the values they named, then their free phrases."""
+        named = [IntentTag(WeightedTag(lexicon.canonical(a, v.key)), self.translated)
+                 for a, v in self.values.items() if v.explicit]
+        translated = {p.text for p in self.reading.phrases if p.translated}
+        return named + [IntentTag(WeightedTag(text), text in translated) for text in self.free]
+
+    def stated(self) -> dict[str, builtins.set[str]]:
+        """Attribute → values the person set (named vocabulary values, and values their phrases state)."""
+        out: dict[str, builtins.set[str]] = {a: {v.key} for a, v in self.values.items() if v.explicit}
+        exclusive = load_exclusive_values()
+        for phrase in self.free:
+            for attribute, keys in exclusive.values_in(phrase).items():
+                out.setdefault(attribute, set()).update(keys)
+        return out
 
 
 def _apply_value(plan: ScenePlan, lexicon: Lexicon, match: TermMatch) -> None:
@@ -73,34 +96,61 @@ def _apply_concept(plan: ScenePlan, lexicon: Lexicon, match: TermMatch) -> None:
             plan.extras.append(tag)
 
 
+def _own_term(match: TermMatch, lexicon: Lexicon) -> str | None:
+    """The person's English word when the prompt should keep it beside what the lexicon makes of it: a synonym
+    ("cabin" for house) or a concept word its tags do not spell out ("cozy", "film")."""
+    if match.negated or not match.term.isascii():
+        return None
+    if match.concept is not None:
+        spelled = {w for tag in lexicon.concepts[match.concept] for w in tag.text.split()}
+        return None if set(match.term.split()) <= spelled else match.term
+    assert match.attribute is not None and match.key is not None
+    phrasings = {normalise_text(p) for p in lexicon.vocabulary[match.attribute][match.key].en}
+    return None if match.term in phrasings else match.term
+
+
 def plan_scene(intent: str, lexicon: Lexicon, language: Language) -> ScenePlan:
     """Read ``intent`` into a :class:`ScenePlan` (pure)."""
     plan = ScenePlan()
+    exclusive = load_exclusive_values()
     matches = lexicon.find_terms(intent)
     concepts = [match for match in matches if match.concept is not None]
     # Specific words before broad mood packs: in "bleak but sunny", "sunny" decides the weather.
     for match in sorted(concepts, key=lambda m: len(lexicon.concepts[m.concept or ""])):
         _apply_concept(plan, lexicon, match)
     for match in matches:  # explicit words after concepts so they override what a concept implied
-        if match.attribute is not None:
-            _apply_value(plan, lexicon, match)
-    if language == "en":
-        plan.free = lexicon.leftover_words(intent, matches)[:MAX_FREE_TAGS]
+        if match.attribute is None:
+            continue
+        stated = exclusive.values_in(match.term).get(match.attribute)
+        if stated and match.key not in stated:
+            continue  # "dawn" is not dusk, though dusk is the nearest value the embedded model knows
+        _apply_value(plan, lexicon, match)
+    plan.reading = read_intent(intent, lexicon, matches)
+    plan.translated = language == "zh"
+    own = [term for term in (_own_term(m, lexicon) for m in matches) if term is not None]
+    plan.free = list(dict.fromkeys([*own, *(p.text for p in plan.reading.phrases)]))[:MAX_FREE_TAGS]
+    plan.negatives += [p.text for p in plan.reading.negatives]
+    for phrase in plan.free:  # "thunderstorm" sets the weather the embedded model knows as rain
+        for attribute, keys in exclusive.values_in(phrase).items():
+            for key in sorted(keys):
+                if key in lexicon.vocabulary.get(attribute, {}):
+                    plan.set(attribute, key, 1.0, explicit=True)
     positive = {lexicon.canonical(a, v.key) for a, v in plan.values.items()}
     plan.negatives = [n for n in dict.fromkeys(plan.negatives) if n not in positive]
     return plan
 
 
 def render(plan: ScenePlan, lexicon: Lexicon) -> str:
-    """The prompt for a plan: attribute tags in caption order, then extra and free tags."""
-    tags = [
+    """The prompt for a plan: the subject, the person's free phrases (what they asked for, early where it weighs
+    most), the other attribute tags in caption order, then the extra tags concepts add."""
+    values = [
         WeightedTag(lexicon.canonical(attribute, plan.values[attribute].key), plan.values[attribute].weight).render()
         for attribute in ATTRIBUTE_ORDER
         if attribute in plan.values
     ]
-    tags += [extra.render() for extra in plan.extras]
-    tags += plan.free
-    return ", ".join(tags)
+    subject = values[:1] if "subject" in plan.values else []
+    tags = [*subject, *plan.free, *values[len(subject):], *(extra.render() for extra in plan.extras)]
+    return ", ".join(dict.fromkeys(tags))
 
 
 def _completed(plan: ScenePlan, lexicon: Lexicon, completion: tuple[WeightedTag, ...]) -> ScenePlan | None:
@@ -108,7 +158,8 @@ def _completed(plan: ScenePlan, lexicon: Lexicon, completion: tuple[WeightedTag,
     values = [lexicon.value_of(tag.text) for tag in completion]
     if any(v is None or v[0] in plan.values for v in values):
         return None
-    out = ScenePlan(dict(plan.values), list(plan.extras), list(plan.free), list(plan.negatives), list(plan.concepts))
+    out = ScenePlan(dict(plan.values), list(plan.extras), list(plan.free), list(plan.negatives), list(plan.concepts),
+                    plan.reading, plan.translated)
     for tag, value in zip(completion, values, strict=True):
         assert value is not None
         out.set(value[0], value[1], tag.weight, explicit=False)
@@ -142,6 +193,8 @@ class RulesExpander(Expander):
             "concepts": plan.concepts,
             "attributes": {a: v.key for a, v in plan.values.items()},
             "free_tags": plan.free,
+            "untranslated": list(plan.reading.untranslated),
+            "corrections": plan.reading.corrections,
             "fallback": plan.is_empty,
         }
         return Expansion(

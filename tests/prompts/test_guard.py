@@ -1,0 +1,92 @@
+"""Whatever strategy answers, the intent is kept: its words, its negations, no contradictions, no invented words."""
+
+from __future__ import annotations
+
+import pytest
+
+from imageloop.prompts.embeddings import default_embedder
+from imageloop.prompts.expander import Expander, Expansion
+from imageloop.prompts.expander.chain import ChainExpander
+from imageloop.prompts.expander.guard import separate
+from imageloop.prompts.expander.rules import RulesExpander
+from imageloop.prompts.language import Language
+from imageloop.prompts.memory import PromptMemory
+from imageloop.storage import Storage
+from tests.prompts.kit import kept
+
+
+class Fixed(Expander):
+    """A strategy that answers with a fixed prompt, as a drifting LLM or a retrieved prompt would."""
+
+    def __init__(self, name: str, prompt: str, negative: str | None = None) -> None:
+        self.name, self.prompt, self.negative = name, prompt, negative
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}-1"
+
+    def expand(self, intent: str, *, user: str | None = None, language: Language | None = None) -> Expansion:
+        return Expansion(self.prompt, self.negative, self.name, self.version, language or "en")
+
+
+def tags(prompt: str) -> list[str]:
+    return [t.strip() for t in prompt.split(",") if t.strip()]
+
+
+def test_a_drifting_strategy_cannot_contradict_invent_repeat_or_drop_the_subject() -> None:
+    drift = Fixed("local_llm", "rain, fox, foxy, moonlit, sunny, snowysunshine, snowysnow, night, night")
+    result = ChainExpander([drift]).expand("雨夜里的小狐狸")
+    positive = tags(result.prompt)
+    assert {"fox", "rain", "night"} <= set(positive)
+    assert "sunny" not in positive  # contradicts the rain
+    assert not {"snowysunshine", "snowysnow"} & set(positive)  # not words
+    assert len(positive) == len(set(positive))
+    reasons = {d["tag"]: d["reason"] for d in result.details["dropped"]}
+    assert reasons["sunny"].startswith("contradicts weather") and "not an English word" in reasons["snowysnow"]
+
+
+def test_the_subject_of_a_chinese_intent_survives_any_strategy_in_english() -> None:
+    result = ChainExpander([Fixed("local_llm", "bleak, lady, moonlit setting, snowy mountain")]).expand("孤独的宇航员")
+    assert "astronaut" in result.prompt
+    origin = {p["tag"]: (p["source"], p["added"]) for p in result.details["provenance"]}
+    assert origin["astronaut"] == ("translation", False)
+    assert origin["lady"] == ("local_llm", True)
+
+
+@pytest.mark.parametrize("strategy", [
+    Fixed("local_llm", "penguin, beach, rain, cheerful, sunny"),
+    Fixed("retrieval", "penguin, beach, no rain, rainy sky"),
+    RulesExpander(),
+])
+@pytest.mark.parametrize("intent", [
+    "a cheerful penguin on the beach, no rain",
+    "a cheerful penguin on the beach without rain",
+    "海滩上快乐的企鹅，不要下雨",
+])
+def test_a_negated_word_is_never_in_the_positive_prompt(strategy: Expander, intent: str) -> None:
+    result = ChainExpander([strategy]).expand(intent)
+    assert "rain" in tags(result.negative or "")
+    assert not any("rain" in tag.split() for tag in tags(result.prompt)), result.prompt
+    assert "penguin" in result.prompt
+
+
+def test_separate_lets_the_current_intent_win_and_otherwise_the_positive_prompt() -> None:
+    both = Expansion("fox, rain, night", "rain, blurry", "memory", "m", "en")
+    assert (separate(both).prompt, separate(both).negative) == ("fox, rain, night", "blurry")
+    negated = separate(both, ["rain"])
+    assert (negated.prompt, negated.negative) == ("fox, night", "rain, blurry")
+
+
+def test_the_usual_with_a_negation_moves_the_word_out_of_the_recalled_prompt(storage: Storage) -> None:
+    ada, _ = storage.users.create_user("ada")
+    memory = PromptMemory(storage, default_embedder())
+    for subject in ("fox", "owl", "frog", "car"):
+        kept(storage, ada.id, f"a {subject} in the rain", f"{subject}, rain, warm lighting")
+    memory.sync()
+    chain = ChainExpander([RulesExpander()], memory=memory)
+    usual = chain.expand("the usual", user=ada.id)
+    assert "rain" in tags(usual.prompt)
+    dry = chain.expand("the usual, but no rain", user=ada.id)
+    assert "rain" not in tags(dry.prompt) and "rain" in tags(dry.negative or "")
+    for result in (usual, dry):
+        assert not set(tags(result.prompt)) & set(tags(result.negative or ""))

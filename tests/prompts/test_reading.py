@@ -1,0 +1,70 @@
+"""Reading intents outside the lexicon: Chinese through jieba + CC-CEDICT, English typos, negation."""
+
+from __future__ import annotations
+
+import pytest
+
+from imageloop.prompts.dictionary import load_dictionary, pick_gloss
+from imageloop.prompts.lexicon import load_lexicon
+from imageloop.prompts.reading import read_intent
+from imageloop.prompts.words import correct_word, is_real_word, unreal_words
+
+LEXICON = load_lexicon()
+
+
+def read(intent: str):  # type: ignore[no-untyped-def]
+    return read_intent(intent, LEXICON, LEXICON.find_terms(intent))
+
+
+def test_gloss_skips_learner_notes_and_prefers_the_common_word() -> None:
+    assert pick_gloss(["(literary) to rain", "(of rain, snow etc) to fall", "to wet"]) == "wet"
+    assert pick_gloss(["fiddle", "violin"]) == "violin"
+    assert pick_gloss(["surname Hu", "fox", "fig. sly person"]) == "fox"
+    assert pick_gloss(["CL:個|个[ge4]"]) is None
+    assert pick_gloss(["station", "to stand"], verb=True) == "stand"
+
+
+def test_the_dictionary_reads_words_the_lexicon_was_never_written_for() -> None:
+    dictionary = load_dictionary()
+    assert dictionary.gloss("宇航员") == "astronaut"
+    assert dictionary.gloss("灯塔") == "lighthouse"
+    assert dictionary.gloss("赛博朋克") == "cyberpunk"  # image terms CC-CEDICT lacks
+    assert dictionary.gloss("量子计算机器人猫") is None
+
+
+@pytest.mark.parametrize(("intent", "expected"), [
+    ("孤独的宇航员", "lonely astronaut"),  # the modifier joins its noun across 的
+    ("一座灯塔", "lighthouse"),
+    ("一只corgi在海边奔跑", "corgi"),  # English inside Chinese stays English
+])
+def test_chinese_is_segmented_and_translated(intent: str, expected: str) -> None:
+    reading = read_intent(intent, LEXICON)  # nothing left to the lexicon: every word read here
+    assert expected in [p.text for p in reading.phrases]
+    assert all(p.text.isascii() and p.translated == (p.source != p.text) for p in reading.phrases)
+
+
+def test_english_typos_are_corrected_and_reported() -> None:
+    reading = read("a cute kitten on a windowsil")
+    assert "windowsill" in reading.english and reading.corrections == {"windowsil": "windowsill"}
+    assert correct_word("astronuat") == "astronaut" and correct_word("lowpoly") == "low poly"
+    assert correct_word("bokeh") == "bokeh"
+
+
+@pytest.mark.parametrize(("intent", "negated", "kept"), [
+    ("an old fisherman, without people or boats", {"people", "boats"}, "old fisherman"),
+    ("没有人的街道", {"people"}, None),
+    ("a lighthouse, don't want seagulls", {"seagulls"}, "lighthouse"),
+    ("一座灯塔，不要广告牌", {"billboard"}, "lighthouse"),
+])
+def test_negated_words_are_read_apart(intent: str, negated: set[str], kept: str | None) -> None:
+    reading = read(intent)
+    assert negated <= {p.text for p in reading.negatives}
+    assert not negated & {p.text for p in reading.phrases}
+    if kept is not None:
+        assert kept in reading.english
+
+
+def test_invented_words_are_told_from_real_ones() -> None:
+    assert unreal_words("rain, foxy, snowysunshine, 85mm, ukiyo-e, snowymoonlighting") == [
+        "snowysunshine", "snowymoonlighting"]
+    assert is_real_word("lighthouse") and not is_real_word("snowynight")
