@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 
 from imageloop.cli import _register, app
 from imageloop.errors import InvalidRequestError
+from tests.server.kit import HANG_GUARD_SECONDS, wait_until
 from tests.training.base_helpers import needs_emoji_font
 
 
@@ -84,10 +84,14 @@ def test_a_background_run_stops_on_a_signal_and_keeps_its_steps(tmp_path: Path, 
         text = proc.stderr.read(1)
         assert text, f"training ended before the diffusion stage: {seen}"
         seen += text
-    time.sleep(2)
+    # Steps have been taken once the loop logs its loss (every 50 steps); no checkpoint is due for minutes.
+    loss_log = ckpt / "loss.csv"
+    wait_until(lambda: loss_log.is_file() or proc.poll() is not None)
+    assert proc.poll() is None, "training ended before it logged a step"
     proc.send_signal(signum)
-    rest = proc.communicate(timeout=120)[1]
+    rest = proc.communicate(timeout=HANG_GUARD_SECONDS)[1]
     assert proc.returncode == 130, seen + rest
     assert "--resume" in rest
-    saved = sorted(ckpt.glob("diffusion-*.pt"))
-    assert saved and int(saved[-1].stem.split("-")[1]) > 0  # the steps since the start were saved
+    logged = [int(float(line.split(",")[0])) for line in loss_log.read_text().splitlines()[1:]]
+    [saved] = sorted(ckpt.glob("diffusion-*.pt"))  # only the checkpoint written on the way out
+    assert int(saved.stem.split("-")[1]) >= max(logged) >= 50  # the steps since the start were saved

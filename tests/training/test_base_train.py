@@ -153,21 +153,21 @@ def test_runs_recorded_before_new_size_fields_keep_their_shapes(tmp_path: Path) 
     assert size.unet_channels == (64, 128, 192)
 
 
-def test_training_autocast_setting_is_checked_and_explicit_values_win() -> None:
+def test_training_autocast_setting_is_checked_and_explicit_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imageloop.engine import autocast
     from imageloop.errors import TrainingError
     from imageloop.training.base.model import use_bf16
 
-    assert use_bf16("bf16") is True
-    assert use_bf16("off") is False
-    assert isinstance(use_bf16("auto"), bool)
+    # "auto" follows the CPU probe, whichever way it comes out; explicit values ignore it.
+    for pays_off in (True, False):
+        monkeypatch.setattr(autocast, "bf16_pays_off", lambda pays_off=pays_off: pays_off)
+        assert use_bf16("auto") is pays_off
+        assert (use_bf16("bf16"), use_bf16("off")) == (True, False)
     with pytest.raises(TrainingError, match="autocast must be one of"):
         use_bf16("fp8")
 
 
-def test_an_interrupted_run_keeps_its_steps(tmp_path: Path) -> None:
-    import os
-    import signal
-    import threading
+def test_an_interrupted_run_keeps_its_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
     from imageloop.training.base.train import _diffusion_loop
@@ -175,11 +175,16 @@ def test_an_interrupted_run_keeps_its_steps(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path)
     trainer.cfg.save_every_minutes = 60.0  # no periodic checkpoint: only the one the interrupt writes
     before = trainer.step
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C
-    timer.start()
+    train_step = trainer.train_step
+
+    def ctrl_c_in_the_third_step() -> float:
+        if trainer.step == before + 2:
+            raise KeyboardInterrupt
+        return train_step()
+
+    monkeypatch.setattr(trainer, "train_step", ctrl_c_in_the_third_step)
     with pytest.raises(KeyboardInterrupt):
         _diffusion_loop(trainer, trainer.cfg, time.monotonic() + 600)
-    timer.cancel()
-    saved = sorted(tmp_path.glob("diffusion-*.pt"))
-    assert saved and trainer.step > before
-    assert torch.load(saved[-1], weights_only=True)["step"] == trainer.step
+    [saved] = sorted(tmp_path.glob("diffusion-*.pt"))
+    assert trainer.step == before + 2
+    assert torch.load(saved, weights_only=True)["step"] == trainer.step  # the two steps done were saved
