@@ -19,52 +19,17 @@ import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from imageloop.flywheel.actions import ActionType, is_kept
+from imageloop.storage.chains import ActionRow as ActionRow  # re-exported: the rows the builders take
+from imageloop.storage.chains import Chain as Chain
+from imageloop.storage.chains import GenerationRow as GenerationRow
+from imageloop.storage.chains import ImageRow as ImageRow
 from imageloop.storage.records import JobStatus
 
 NO_NAME = "(none)"
 WILSON_Z = 1.959963984540054  # two-sided 95 %
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationRow:
-    id: str
-    chain_id: str
-    parent_id: str | None
-    status: JobStatus
-    intent: str | None
-    intent_language: str | None
-    final_prompt: str | None
-    recipe: str | None
-    style: str | None
-    expander_version: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRow:
-    id: str
-    generation_id: str
-    index: int
-    blob_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class ActionRow:
-    generation_id: str
-    image_id: str | None
-    type: ActionType
-
-
-@dataclass(slots=True)
-class Chain:
-    """All rows of one chain; generations in creation order, actions oldest first."""
-
-    chain_id: str
-    generations: list[GenerationRow] = field(default_factory=list)
-    images: list[ImageRow] = field(default_factory=list)
-    actions: list[ActionRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

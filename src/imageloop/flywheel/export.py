@@ -1,6 +1,7 @@
 """Dataset export: stream the flywheel record out of the database, chain by chain, into Parquet + a dataset card.
 
-Reads are streamed (three ordered cursors merged by chain id), examples come from the pure builders in
+Reads are streamed from one snapshot of the record with an upper time bound (:mod:`imageloop.storage.chains`:
+three ordered cursors in one transaction, merged by chain id), examples come from the pure builders in
 :mod:`imageloop.flywheel.datasets`, and rows are written in batches, so memory stays flat however large the record.
 Users who opted out of training, and deleted users, are filtered out in the query itself: their rows never leave
 the database. Each dataset lands in ``OUT/<kind>/data.parquet`` with ``OUT/<kind>/README.md`` beside it, ready for
@@ -10,29 +11,22 @@ the database. Each dataset lands in ``OUT/<kind>/data.parquet`` with ``OUT/<kind
 from __future__ import annotations
 
 import io
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imageloop.errors import InvalidRequestError, NotFoundError
 from imageloop.flywheel.cards import dataset_card
 from imageloop.flywheel.datasets import (
-    ActionRow,
-    Chain,
     ChainView,
-    GenerationRow,
-    ImageRow,
     RecipeTally,
     dpo_examples,
     pair_specs,
@@ -40,15 +34,13 @@ from imageloop.flywheel.datasets import (
     view,
 )
 from imageloop.storage.blobs import BlobStore
-from imageloop.storage.models import Generation, Image, User, UserAction
+from imageloop.storage.chains import Chain, read_chains
+from imageloop.storage.chains import count_chains as count_chains  # the CLI's progress bar
+from imageloop.storage.records import utcnow
 
-AnyRow = sa.Row[*tuple[Any, ...]]
-AnySelect = TypeVar("AnySelect", bound=sa.Select[*tuple[Any, ...]])
 ExportKind = Literal["sft", "dpo", "pairs", "recipes"]
 EXPORT_KINDS: tuple[str, ...] = get_args(ExportKind)
-STREAM_BATCH = 5_000
 WRITE_BATCH = 10_000
-PREFETCH_PARTITIONS = 2
 PAIRS_WRITE_BATCH = 256  # rows carry two JPEGs each
 JPEG_QUALITY = 95
 
@@ -86,117 +78,12 @@ def since_datetime(value: date | datetime | None) -> datetime | None:
     return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
-def _eligible(query: AnySelect, since: datetime | None) -> AnySelect:
-    query = query.join(User, User.id == Generation.user_id).where(
-        User.training_opt_out.is_(False), User.deleted_at.is_(None)
-    )
-    return query.where(Generation.created_at >= since) if since is not None else query
-
-
-def count_chains(db_engine: Engine, *, since: datetime | None = None) -> int:
-    """How many chains an export will walk (for progress bars)."""
-    query = _eligible(sa.select(sa.func.count(sa.distinct(Generation.chain_id))).select_from(Generation), since)
-    with db_engine.connect() as connection:
-        return int(connection.execute(query).scalar_one())
-
-
-_END = object()
-
-
-def _stream(db_engine: Engine, query: sa.Select[*tuple[Any, ...]]) -> Iterator[AnyRow]:
-    """The rows of ``query``, fetched by a background thread a few partitions ahead.
-
-    The database drivers release the GIL while the database works, so on two or more cores fetching overlaps with
-    building examples. Partitions, not single rows: fetching row by row costs more than building the examples.
-    """
-    buffer: queue.Queue[object] = queue.Queue(maxsize=PREFETCH_PARTITIONS)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            with db_engine.connect() as connection:
-                result = connection.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(query)
-                for partition in result.partitions():
-                    if not put(partition):
-                        return
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-            return
-        put(_END)
-
-    thread = threading.Thread(target=produce, name="imageloop-export-fetch", daemon=True)
-    thread.start()
-    try:
-        while (item := buffer.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield from item  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join()
-
-
-def iter_chains(db_engine: Engine, *, since: datetime | None = None, images: bool = True) -> Iterator[Chain]:
-    """Every eligible chain with its generations, actions and (unless ``images`` is False) images, streamed in
-    chain-id order."""
-    generations = _stream(db_engine, _eligible(sa.select(
-        Generation.chain_id, Generation.id, Generation.parent_id, Generation.status, Generation.intent,
-        Generation.intent_language, Generation.final_prompt, Generation.recipe, Generation.style,
-        Generation.expander_version,
-    ), since).order_by(Generation.chain_id, Generation.created_at, Generation.id))
-    image_stream = _stream(db_engine, _eligible(
-        sa.select(Generation.chain_id, Image.id, Image.generation_id, Image.index, Image.blob_key)
-        .join(Generation, Generation.id == Image.generation_id), since,
-    ).order_by(Generation.chain_id)) if images else iter(())
-    # Ordered by chain only (an index walk); each chain's few actions are put in time order in Python, which is
-    # much cheaper than sorting every action in the database. The raw timestamp is enough to compare.
-    actions = _stream(db_engine, _eligible(
-        sa.select(Generation.chain_id, UserAction.generation_id, UserAction.image_id, UserAction.type,
-                  sa.type_coerce(UserAction.created_at, sa.String), UserAction.id)
-        .join(Generation, Generation.id == UserAction.generation_id), since,
-    ).order_by(Generation.chain_id))
-    image_rows = _Peekable(image_stream)
-    action_rows = _Peekable(actions)
-    chain: Chain | None = None
-    for row in generations:
-        if chain is None or row[0] != chain.chain_id:
-            if chain is not None:
-                yield _complete(chain, image_rows, action_rows)
-            chain = Chain(chain_id=row[0])
-        chain.generations.append(GenerationRow(row[1], row[0], *row[2:]))
-    if chain is not None:
-        yield _complete(chain, image_rows, action_rows)
-
-
-class _Peekable:
-    """An ordered row stream from which one chain's rows are taken at a time."""
-
-    def __init__(self, rows: Iterator[AnyRow]) -> None:
-        self._rows = rows
-        self._next: AnyRow | None = next(rows, None)
-
-    def take(self, chain_id: str) -> Iterator[AnyRow]:
-        # Every chain in this stream also appears in the generation stream, in the same order, so rows of the
-        # chain asked for are either next or absent.
-        while self._next is not None and self._next[0] == chain_id:
-            yield self._next
-            self._next = next(self._rows, None)
-
-
-def _complete(chain: Chain, images: _Peekable, actions: _Peekable) -> Chain:
-    chain.images = [ImageRow(row[1], row[2], row[3], row[4]) for row in images.take(chain.chain_id)]
-    rows = sorted(actions.take(chain.chain_id), key=lambda row: (row[4], row[5]))
-    chain.actions = [ActionRow(row[1], row[2], row[3]) for row in rows]
-    return chain
+def iter_chains(
+    db_engine: Engine, *, since: datetime | None = None, until: datetime | None = None, images: bool = True
+) -> Iterator[Chain]:
+    """Every eligible chain created in ``[since, until)`` (``until``: now) with its generations, actions and (unless
+    ``images`` is False) images, streamed in chain-id order from one snapshot of the record."""
+    return read_chains(db_engine, since=since, until=until, images=images)
 
 
 class _BatchWriter:
@@ -293,13 +180,15 @@ def export_datasets(
     out_dir: Path,
     *,
     since: date | datetime | None = None,
+    until: datetime | None = None,
     blobs: BlobStore | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[ExportResult]:
     """Export several datasets (``sft``, ``dpo``, ``pairs``, ``recipes``) in ONE pass over the record, each to
     ``out_dir/<kind>/`` (``data.parquet`` + ``README.md``).
 
-    Only generations created at or after ``since`` are read. ``pairs`` needs ``blobs`` to read the images.
+    Only generations created at or after ``since`` and before ``until`` (default: when the export starts) are
+    read, all from one snapshot of the record. ``pairs`` needs ``blobs`` to read the images.
     ``progress`` is called with the number of chains done since its last call. Returns one result per kind (all
     with the same total ``seconds``).
     """
@@ -310,11 +199,12 @@ def export_datasets(
         raise InvalidRequestError("blobs", "the pairs dataset needs the blob store to read images")
     start = time.perf_counter()
     cutoff = since_datetime(since)
+    until = until or utcnow()
     sinks = [_Dataset(kind, Path(out_dir), blobs) for kind in dict.fromkeys(kinds)]
     chains = pending = 0
     try:
         # Only image pairs need the image rows; the text datasets skip that (largest) table.
-        for chain in iter_chains(db_engine, since=cutoff, images="pairs" in kinds):
+        for chain in iter_chains(db_engine, since=cutoff, until=until, images="pairs" in kinds):
             info = view(chain)  # classified once, shared by every dataset
             for sink in sinks:
                 sink.add(info)
@@ -339,8 +229,9 @@ def export_dataset(
     out_dir: Path,
     *,
     since: date | datetime | None = None,
+    until: datetime | None = None,
     blobs: BlobStore | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
     """Export one dataset; see :func:`export_datasets`."""
-    return export_datasets([kind], db_engine, out_dir, since=since, blobs=blobs, progress=progress)[0]
+    return export_datasets([kind], db_engine, out_dir, since=since, until=until, blobs=blobs, progress=progress)[0]
