@@ -1,6 +1,7 @@
 """The one worker code path: run a batch of claimed jobs to the end, for the embedded and the Celery worker alike.
 
-For each batch: (1) resolve each job's final prompt once (a re-run reuses the stored one), (2) build the engine
+For each batch: (1) take each job's final prompt as stored at submit (a job stored without one, e.g. queued by
+older code, is expanded here once and a re-run reuses that), (2) build the engine
 requests, (3) generate — compatible jobs in ONE pipeline call — while a lease keeper heartbeats every job and
 picks up cancels, then check each image with the prompt service's checker and make failing ones again with new seeds
 (every try goes in the generation's ``timings["image_checks"]``), (4) put the PNGs in the blob store under
@@ -33,9 +34,8 @@ from imageloop.jobs._common import (
 )
 from imageloop.jobs.checks import CheckedImages, check_images
 from imageloop.jobs.requests import record_request
-from imageloop.prompts.expand import resolve_prompt
+from imageloop.prompts.expand import expansion_record, resolve_prompt
 from imageloop.storage import (
-    Expansion,
     FinishedGeneration,
     GenerationId,
     GenerationRecord,
@@ -175,8 +175,8 @@ def heartbeat_interval(settings: Settings) -> float:
 
 class JobRunner:
     """Runs claimed jobs for one worker. ``engine`` generates; ``publish`` receives every event; ``prompts`` (the
-    process's prompt service) expands intents and checks every image, regenerating failures with new seeds; without
-    it intents get the word rules only and images are not checked."""
+    process's prompt service) expands the intents of jobs stored without an expansion and checks every image,
+    regenerating failures with new seeds; without it intents get the word rules only and images are not checked."""
 
     def __init__(
         self,
@@ -270,19 +270,18 @@ class JobRunner:
     # --- steps ---------------------------------------------------------------------------------------------
 
     def _prepare(self, job: RunningJob, batch_size: int) -> bool:
-        """Publish the start, store the expansion once, and build the engine request; False if the job failed."""
+        """Publish the start, expand the intent if the job was stored without its expansion (storing it once), and
+        build the engine request; False if the job failed."""
         record = job.record
         self._publish(JobStarted(record.id, batch_size=batch_size, attempt=record.attempts))
         try:
-            resolved = resolve_prompt(
-                intent=record.intent, prompt=record.prompt, negative_prompt=record.negative_prompt,
-                language=record.intent_language, user_id=record.user_id, service=self.prompts,
-            )
-            stored = self.storage.generations.record_expansion(record.id, Expansion(
-                final_prompt=resolved.final_prompt, negative_prompt=resolved.negative_prompt,
-                expander_strategy=resolved.strategy, expander_version=resolved.version,
-                intent_language=resolved.language,
-            ))
+            stored = record
+            if record.final_prompt is None:
+                resolved = resolve_prompt(
+                    intent=record.intent, prompt=record.prompt, negative_prompt=record.negative_prompt,
+                    language=record.intent_language, user_id=record.user_id, service=self.prompts,
+                )
+                stored = self.storage.generations.record_expansion(record.id, expansion_record(resolved))
             job.record, job.prepared = stored, record_request(stored, self.settings, self.generator_loras)
             return True
         except NotFoundError:

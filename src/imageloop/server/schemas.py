@@ -45,6 +45,12 @@ class GenerationCreate(StrictBody):
     style: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, description="Style preset name.")
     n: int = Field(default=1, ge=1, le=64, description="Images to generate (image i uses seed + i).")
     session_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID, description="Client session.")
+    expansion_id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID,
+        description="Run the expanded prompt POST /api/v1/prompts/expand returned, exactly as shown (not expanded or "
+        "moderated again). It must be yours and unexpired; the intent may be left out. An edited preview is sent as "
+        "`prompt` instead.",
+    )
 
 
 class GenerationBatchCreate(StrictBody):
@@ -78,6 +84,14 @@ class ImageOut(BaseModel):
     url: str = Field(description="Where to GET the PNG (authenticated).")
 
 
+DETAILS_DESCRIPTION = (
+    "Why the prompt reads as it does, from the expander (JSON, at most 16,000 characters; {} before expansion). "
+    "`provenance`: one {tag, source, added} per word of the final prompt, `source` one of intent, translation, "
+    "rules, retrieval, local_llm, remote_llm, memory, personal_value, style, `added` true for words the person did "
+    "not write; `personal_values`: the habits applied; `attempts`: what each strategy did."
+)
+
+
 class GenerationOut(BaseModel):
     """A generation: the request, how it was expanded and run, its job state and its images."""
 
@@ -98,6 +112,7 @@ class GenerationOut(BaseModel):
     chain_id: str
     expander_strategy: str | None
     expander_version: str | None
+    details: dict[str, Any] = Field(default_factory=dict, description=DETAILS_DESCRIPTION)
     base_model_id: str | None
     base_model_version: str | None
     attempts: int
@@ -170,6 +185,52 @@ class HealthOut(BaseModel):
     worker: bool
 
 
+class TrainingRunOut(BaseModel):
+    """A training cycle or private-LoRA job: its stage, progress and what its finished stages produced."""
+
+    id: str
+    kind: str
+    status: str = Field(description="queued, running, interrupted (resumes), succeeded or failed")
+    trigger: str
+    stage: str
+    progress: float = Field(description="0..1 over the whole run")
+    message: str | None
+    error: str | None
+    attempts: int
+    state: dict[str, Any] = Field(description="Output of each finished stage (gate metrics, data counts...)")
+    result: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    data_until: datetime | None
+
+
+class ModelVersionOut(BaseModel):
+    """A registered model version (expander adapter, reward model, LoRA) and where it is in its release."""
+
+    id: str
+    kind: str
+    version: int
+    tag: str = Field(description="Recorded with what this version served (in a generation's expander_version, or "
+                     "its base_model_version for a Diffusion-DPO LoRA)")
+    name: str
+    parent_id: str | None
+    data_hash: str
+    metrics: dict[str, Any] = Field(description="The eval gate's numbers.")
+    files: list[str]
+    status: str = Field(description="candidate, ab_test, promoted, retired, rolled_back or rejected")
+    traffic_share: float
+    note: str | None
+    created_at: datetime
+    ab_started_at: datetime | None
+    promoted_at: datetime | None
+    decided_at: datetime | None
+    ab_keep_rate: float | None = Field(
+        default=None, description="During an A/B test, on the dashboard: the keep rate of this version's arm.")
+    ab_control_keep_rate: float | None = Field(
+        default=None, description="During an A/B test, on the dashboard: the keep rate of the other arm.")
+
+
 class OpenAIImageRequest(StrictBody):
     """The OpenAI Images API request (``POST /v1/images/generations``)."""
 
@@ -217,7 +278,8 @@ def generation_out(
         negative_prompt=record.negative_prompt, params=dict(record.params), recipe=record.recipe, style=record.style,
         session_id=record.session_id, parent_id=record.parent_id, chain_id=record.chain_id,
         expander_strategy=record.expander_strategy, expander_version=record.expander_version,
-        base_model_id=record.base_model_id, base_model_version=record.base_model_version, attempts=record.attempts,
+        details=dict(record.expansion_details), base_model_id=record.base_model_id,
+        base_model_version=record.base_model_version, attempts=record.attempts,
         error=record.error, timings=dict(record.timings), created_at=record.created_at,
         started_at=record.started_at, finished_at=record.finished_at,
         images=[image_out(image) for image in record.images],

@@ -8,8 +8,9 @@ from typing import Any
 from imageloop.config import Settings
 from imageloop.errors import InvalidRequestError
 from imageloop.jobs.requests import batch_key, check_names, derived_seed, engine_request, with_seed
+from imageloop.prompts.expand import PASSTHROUGH_STRATEGY, PASSTHROUGH_VERSION
 from imageloop.server.schemas import GenerationCreate
-from imageloop.storage import GenerationRecord, NewGeneration, SessionId, Storage
+from imageloop.storage import Expansion, GenerationRecord, NewGeneration, SessionId, Storage
 
 # Engine field names as the API calls them.
 _API_FIELDS = {"num_images": "n", "prompt": "prompt"}
@@ -32,10 +33,12 @@ def renamed(exc: InvalidRequestError, field: str) -> InvalidRequestError:
     return InvalidRequestError(field, text, value=exc.value, allowed=exc.allowed)
 
 
-def new_generation(body: GenerationCreate, settings: Settings, user_id: str | None = None) -> NewGeneration:
+def new_generation(
+    body: GenerationCreate, settings: Settings, user_id: str | None = None, *, expansion: Expansion | None = None
+) -> NewGeneration:
     """A queued generation for ``body``: params checked by the engine's own rules, recipe (``user_id``'s private
-    recipes, then the shared ones) and style known, a seed drawn when none is given. InvalidRequestError names the
-    API field."""
+    recipes, then the shared ones) and style known, a seed drawn when none is given; stored with ``expansion``
+    (the prompt resolved at submit) when given. InvalidRequestError names the API field."""
     if not (body.intent and body.intent.strip()) and not (body.prompt and body.prompt.strip()):
         raise InvalidRequestError("intent", "give an intent or a prompt (both are empty)")
     params: dict[str, Any] = body.params.model_dump(exclude_none=True)
@@ -45,7 +48,7 @@ def new_generation(body: GenerationCreate, settings: Settings, user_id: str | No
     return new_generation_from(
         intent=body.intent, intent_language=body.intent_language, prompt=body.prompt,
         negative_prompt=body.negative_prompt, params=params, recipe=body.recipe, style=body.style,
-        session_id=body.session_id, settings=settings, user_id=user_id,
+        session_id=body.session_id, settings=settings, user_id=user_id, expansion=expansion,
     )
 
 
@@ -62,13 +65,18 @@ def new_generation_from(
     settings: Settings,
     parent: GenerationRecord | None = None,
     user_id: str | None = None,
+    expansion: Expansion | None = None,
 ) -> NewGeneration:
-    """Validate the parts of a generation and build it (seeded, with its batch key); ``recipe`` may name one of
-    ``user_id``'s private recipes."""
+    """Validate the parts of a generation and build it (seeded, with its batch key, with ``expansion`` when the
+    prompt was resolved at submit); ``recipe`` may name one of ``user_id``'s private recipes."""
     seeded = with_seed(params)
+    if expansion is not None:  # check what will run
+        prompt_to_run, negative_to_run = expansion.final_prompt, expansion.negative_prompt or negative_prompt
+    else:
+        prompt_to_run, negative_to_run = prompt or intent or "", negative_prompt
     try:
         engine_request(
-            prompt=prompt or intent or "", negative_prompt=negative_prompt, params=seeded, recipe=recipe, style=style,
+            prompt=prompt_to_run, negative_prompt=negative_to_run, params=seeded, recipe=recipe, style=style,
             settings=settings,
         )
         check_names(recipe, style, settings, user_id)
@@ -78,6 +86,7 @@ def new_generation_from(
         intent=intent, intent_language=intent_language, prompt=prompt, negative_prompt=negative_prompt,
         params=seeded, recipe=recipe, style=style, session_id=SessionId(session_id) if session_id else None,
         parent_id=parent.id if parent is not None else None, batch_key=batch_key(seeded, recipe, settings),
+        expansion=expansion,
     )
 
 
@@ -90,11 +99,27 @@ def child_seed(parent: GenerationRecord, settings: Settings, storage: Storage) -
     return derived_seed(seed, storage.generations.chain_depth(parent.id) + 1)
 
 
+def _child_expansion(parent: GenerationRecord, prompt: str | None) -> Expansion | None:
+    """What a child of ``parent`` runs: the edited ``prompt`` as written, or else the parent's final prompt as it
+    was expanded (None while the parent has none yet: the worker expands the intent then)."""
+    if prompt is not None:
+        return Expansion(final_prompt=prompt, negative_prompt=parent.negative_prompt,
+                         expander_strategy=PASSTHROUGH_STRATEGY, expander_version=PASSTHROUGH_VERSION,
+                         intent_language=parent.intent_language)
+    if parent.final_prompt is None:
+        return None
+    return Expansion(final_prompt=parent.final_prompt, negative_prompt=parent.negative_prompt,
+                     expander_strategy=parent.expander_strategy, expander_version=parent.expander_version,
+                     intent_language=parent.intent_language, details=dict(parent.expansion_details),
+                     recall=parent.expansion_recall)
+
+
 def child_generation(
     parent: GenerationRecord, settings: Settings, *, prompt: str | None = None, seed: int | None = None
 ) -> NewGeneration:
-    """The request a ``regenerate`` (same request, new seed) or ``edit`` (the edited ``prompt``) starts; ``seed``
-    None draws a random one (see :func:`child_seed`)."""
+    """The request a ``regenerate`` (the parent's final prompt, negative prompt and params, a new seed: nothing is
+    expanded again) or ``edit`` (the edited ``prompt``, as written) starts; ``seed`` None draws a random one (see
+    :func:`child_seed`)."""
     params = {key: value for key, value in parent.params.items() if key != "seed"}
     if seed is not None:
         params["seed"] = seed
@@ -102,5 +127,5 @@ def child_generation(
         intent=parent.intent, intent_language=parent.intent_language,
         prompt=prompt if prompt is not None else parent.prompt, negative_prompt=parent.negative_prompt,
         params=params, recipe=parent.recipe, style=parent.style, session_id=parent.session_id, settings=settings,
-        parent=parent, user_id=parent.user_id,
+        parent=parent, user_id=parent.user_id, expansion=_child_expansion(parent, prompt),
     )

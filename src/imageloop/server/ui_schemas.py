@@ -8,7 +8,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from imageloop.server.schemas import MAX_ID, MAX_TEXT, ActionOut, GenerationOut, StrictBody
+from imageloop.server.schemas import (
+    DETAILS_DESCRIPTION,
+    MAX_ID,
+    MAX_TEXT,
+    ActionOut,
+    GenerationOut,
+    ModelVersionOut,
+    StrictBody,
+    TrainingRunOut,
+)
 from imageloop.storage import ActionType, ApiKeyInfo, JobStatus, UserAccount
 
 # --- account ------------------------------------------------------------------------------------------------
@@ -90,11 +99,14 @@ class RecallOut(BaseModel):
 
 
 class ExpansionOut(BaseModel):
+    expansion_id: str = Field(description="Send it with POST /api/v1/generations to generate exactly this prompt.")
+    expires_at: datetime = Field(description="When expansion_id stops being accepted.")
     final_prompt: str
     negative_prompt: str | None
     strategy: str
     version: str
     language: str | None
+    details: dict[str, Any] = Field(default_factory=dict, description=DETAILS_DESCRIPTION)
     recall: RecallOut | None = Field(default=None, description="Set when the intent asked for 'the usual'.")
 
 
@@ -202,39 +214,6 @@ class RecipeRankOut(BaseModel):
     keep_rate: float
     keep_rate_low: float
     keep_rate_high: float
-
-
-class ModelVersionOut(BaseModel):
-    """A registered model version (expander adapter, reward model, LoRA) and where it is in its release."""
-
-    id: str
-    kind: str
-    version: int
-    name: str
-    tag: str
-    status: str
-    traffic_share: float
-    metrics: dict[str, Any] = Field(description="The eval gate's numbers.")
-    parent_id: str | None
-    note: str | None
-    created_at: datetime
-    promoted_at: datetime | None
-    ab_keep_rate: float | None = Field(description="During an A/B test: the keep rate of this version's arm.")
-    ab_control_keep_rate: float | None = Field(description="During an A/B test: the keep rate of the other arm.")
-
-
-class TrainingRunOut(BaseModel):
-    id: str
-    kind: str
-    status: str
-    trigger: str
-    stage: str
-    progress: float = Field(description="0..1")
-    message: str | None
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
 
 
 class DashboardOut(BaseModel):

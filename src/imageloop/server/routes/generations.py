@@ -48,9 +48,10 @@ def _accepted(services: Services, record: GenerationRecord) -> GenerationAccepte
 
 
 def _prepared(services: Services, user: UserAccount, body: GenerationCreate) -> tuple[NewGeneration, PreparedRequest]:
-    """Moderate and complete ``body`` with the prompt service ("the usual", a recipe choice), then validate it."""
-    prepared = prepare_request(body, services.prompts, services.settings, user.id)
-    return new_generation(prepared.body, services.settings, user.id), prepared
+    """Moderate ``body``, resolve its prompt once and complete it with the prompt service ("the usual", a recipe
+    choice), then validate it."""
+    prepared = prepare_request(body, services.prompts, services.settings, user.id, services.storage.previews)
+    return new_generation(prepared.body, services.settings, user.id, expansion=prepared.expansion), prepared
 
 
 def _log_recipe_choice(
@@ -62,8 +63,10 @@ def _log_recipe_choice(
 
 @router.post("/generations", status_code=202, summary="Queue a generation")
 def create_generation(body: GenerationCreate, user: CurrentUser, services: ServicesDep) -> GenerationAccepted:
-    """Store a queued generation and wake the workers; 202 with its id, status and queue position. A blocked
-    intent or prompt is a 400 naming its category; "the usual" fills the params, recipe and style left open."""
+    """Store a queued generation with its prompt (expanded here, once, or the preview ``expansion_id`` names) and
+    wake the workers; 202 with its id, status and queue position. A blocked intent or prompt is a 400 naming its
+    category; "the usual" fills the params, recipe and style left open. While models load at start-up the job
+    waits in the queue."""
     request, prepared = _prepared(services, user, body)
     record = services.storage.generations.create(user.id, request)
     _log_recipe_choice(services, user, record, prepared)

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imageloop.config import EMBEDDED_MODEL_NAME
 from imageloop.errors import GenerationCancelled, ImageloopError, InvalidRequestError, UnknownNameError
+from imageloop.prompts.expand import expansion_record, resolve_prompt
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.schemas import OpenAIImage, OpenAIImageRequest, OpenAIImagesResponse
 from imageloop.server.services import Services
@@ -48,14 +49,15 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 def _submit(services: Services, user_id: UserId, body: OpenAIImageRequest) -> GenerationRecord:
     if body.model is not None and body.model not in served_models(services):
         raise UnknownNameError("model", body.model, served_models(services))
-    services.prompts.check_prompt(body.prompt)  # a blocked prompt is a 400 naming its category; nothing stored
+    # A blocked prompt is a 400 naming its category, and nothing is stored; the prompt runs as written.
+    resolved = resolve_prompt(intent=None, prompt=body.prompt, service=services.prompts)
     width, height = parse_size(body.size)
     params = {"width": width, "height": height, "num_images": body.n or 1}
     try:
         request = new_generation_from(
             intent=None, intent_language=None, prompt=body.prompt, negative_prompt=None,
             params={key: value for key, value in params.items() if value is not None}, recipe=None, style=None,
-            session_id=body.user, settings=services.settings,
+            session_id=body.user, settings=services.settings, expansion=expansion_record(resolved),
         )
     except InvalidRequestError as exc:
         field = {"params.width": "size", "params.height": "size", "n": "n"}.get(exc.field, exc.field)

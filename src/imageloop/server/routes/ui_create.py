@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from imageloop.engine.recipes import RecipeStore
-from imageloop.prompts.expand import resolve_prompt
+from imageloop.prompts.expand import expansion_record, join_negatives, resolve_prompt, resolved_from_record
 from imageloop.prompts.styles import load_styles
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.ui_schemas import ExpandRequest, ExpansionOut, RecallOut, RecipeOut, StyleOut
@@ -32,17 +34,26 @@ def recipes(user: CurrentUser, services: ServicesDep) -> list[RecipeOut]:
 
 @router.post("/prompts/expand", summary="Expand an intent into a prompt without generating")
 async def expand(body: ExpandRequest, user: CurrentUser, services: ServicesDep) -> ExpansionOut:
-    """The prompt a generation with this intent would run with, by the same prompt service the workers use
-    (moderated: a blocked intent is a 400), so the user can read and edit it first. Nothing is stored."""
-    # Called exactly as the job runner calls it (imageloop.jobs.runner), so the preview is what would run.
+    """The prompt a generation with this intent runs, by the same prompt service (moderated: a blocked intent is
+    a 400), so the user can read and edit it first. It is stored for ``prompts.preview_ttl_seconds``: POST
+    /api/v1/generations with its ``expansion_id`` generates exactly this prompt, without expanding or moderating it
+    again; an edited prompt is sent as ``prompt``. ``details`` says where each word came from."""
+    # The request's negative prompt is joined at submit (it may change in between): the preview keeps the
+    # expander's own negative terms.
     resolved = await run_in_threadpool(
-        lambda: resolve_prompt(intent=body.intent, prompt=None, negative_prompt=body.negative_prompt,
-                               language=body.intent_language, user_id=user.id, service=services.prompts)
+        lambda: resolve_prompt(intent=body.intent, prompt=None, language=body.intent_language, user_id=user.id,
+                               service=services.prompts)
     )
+    ttl = timedelta(seconds=services.settings.prompts.preview_ttl_seconds)
+    preview = await run_in_threadpool(
+        lambda: services.storage.previews.store(user.id, body.intent, body.intent_language,
+                                                expansion_record(resolved), ttl=ttl)
+    )
+    shown = resolved_from_record(preview.expansion)  # what generating from it runs (details JSON-safe)
     recall = None
-    if resolved.recall is not None:
-        recall = RecallOut(params=dict(resolved.recall.params), recipe=resolved.recall.recipe,
-                           style=resolved.recall.style)
-    return ExpansionOut(final_prompt=resolved.final_prompt, negative_prompt=resolved.negative_prompt,
-                        strategy=resolved.strategy, version=resolved.version, language=resolved.language,
-                        recall=recall)
+    if shown.recall is not None:
+        recall = RecallOut(params=dict(shown.recall.params), recipe=shown.recall.recipe, style=shown.recall.style)
+    return ExpansionOut(expansion_id=preview.id, expires_at=preview.expires_at, final_prompt=shown.final_prompt,
+                        negative_prompt=join_negatives(body.negative_prompt, shown.negative_prompt),
+                        strategy=shown.strategy, version=shown.version, language=shown.language,
+                        details=shown.details, recall=recall)
