@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-import sqlalchemy as sa
 
 from imageloop.errors import NotFoundError
-from imageloop.flywheel.actions import KEPT_ACTIONS, is_kept
+from imageloop.flywheel.actions import is_kept
 from imageloop.prompts.embeddings import TextEmbedder, Vector
 from imageloop.prompts.expander._common import KeptExample
 from imageloop.storage import GenerationId, GenerationRecord, JobStatus, Storage
-from imageloop.storage.models import Image, UserAction
+from imageloop.storage.action_history import ActionHistory
 from imageloop.storage.records import ActionType, utcnow
 from imageloop.storage.vectors import MemoryEntry, NewMemory, VectorIndex, open_vector_index
 
@@ -48,6 +47,7 @@ class PromptMemory:
         self.storage = storage
         self.embedder = embedder
         self.index = index or open_vector_index(storage.db_engine, storage.sessions)
+        self.history = ActionHistory(storage.sessions)
         self._lock = threading.Lock()
         self._synced_until: datetime | None = None
 
@@ -71,8 +71,7 @@ class PromptMemory:
         """Add generations kept since the last sync, remove those no longer kept. Safe to call concurrently."""
         with self._lock:
             # The high-water mark comes from the record's own clock, read before the scan.
-            with self.storage.db_engine.connect() as connection:
-                newest = connection.execute(sa.select(sa.func.max(UserAction.created_at))).scalar()
+            newest = self.history.newest_at()
             touched = self._touched_images(self._synced_until)
             kept: dict[str, datetime] = {}
             not_kept: set[str] = set()
@@ -86,7 +85,7 @@ class PromptMemory:
             added = sum(self._remember_id(gid, at) for gid, at in kept.items() if gid not in remembered)
             removed = self.index.remove(sorted(not_kept & remembered))
             # Overlap the next window: an action committed late with an earlier timestamp is still seen.
-            if isinstance(newest, datetime):
+            if newest is not None:
                 self._synced_until = newest - SYNC_OVERLAP
             return SyncResult(added, removed)
 
@@ -99,28 +98,11 @@ class PromptMemory:
 
     def _touched_images(
         self, since: datetime | None
-    ) -> dict[str, list[tuple[list[ActionType], datetime | None]]]:
+    ) -> dict[str, list[tuple[tuple[ActionType, ...], datetime | None]]]:
         """Per generation, per image with an action since ``since``: its actions (oldest first), last keep time."""
-        query = (
-            sa.select(Image.generation_id, Image.id, UserAction.type, UserAction.created_at)
-            .join(UserAction, UserAction.image_id == Image.id)
-            .order_by(Image.generation_id, Image.id, UserAction.created_at, UserAction.id)
-        )
-        if since is not None:
-            recent = sa.select(UserAction.image_id).where(
-                UserAction.created_at >= since, UserAction.image_id.is_not(None)
-            )
-            query = query.where(Image.id.in_(recent))
-        per_image: dict[tuple[str, str], tuple[list[ActionType], list[datetime]]] = defaultdict(lambda: ([], []))
-        with self.storage.db_engine.connect() as connection:
-            for generation_id, image_id, action, created_at in connection.execute(query):
-                types, keeps = per_image[(generation_id, image_id)]
-                types.append(ActionType(action))
-                if ActionType(action) in KEPT_ACTIONS:
-                    keeps.append(created_at)
-        out: dict[str, list[tuple[list[ActionType], datetime | None]]] = defaultdict(list)
-        for (generation_id, _image), (types, keeps) in per_image.items():
-            out[generation_id].append((types, max(keeps) if keeps else None))
+        out: dict[str, list[tuple[tuple[ActionType, ...], datetime | None]]] = defaultdict(list)
+        for image in self.history.image_actions(since):
+            out[image.generation_id].append((image.actions, image.last_keep_at))
         return out
 
     # Reading --------------------------------------------------------------------------------------------------
@@ -148,14 +130,7 @@ class PromptMemory:
 
     def edits(self, user_id: str, *, limit: int = 50) -> list[tuple[str, str]]:
         """The user's most recent hand edits of a prompt as ``(before, after)``, newest first."""
-        query = (
-            sa.select(UserAction.prompt_before, UserAction.prompt_after)
-            .where(UserAction.user_id == user_id, UserAction.type == ActionType.EDIT,
-                   UserAction.prompt_after.is_not(None))
-            .order_by(UserAction.created_at.desc(), UserAction.id.desc()).limit(limit)
-        )
-        with self.storage.db_engine.connect() as connection:
-            return [(before or "", after) for before, after in connection.execute(query) if after]
+        return self.history.edits(user_id, limit=limit)
 
     def prompt_vectors(self, user_id: str, *, limit: int = 200) -> Vector:
         """The user's kept final-prompt embeddings, (n, d); n = 0 without history."""

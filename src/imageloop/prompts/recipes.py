@@ -13,46 +13,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from imageloop.errors import InvalidRequestError
-from imageloop.flywheel.actions import is_kept
-from imageloop.storage import JobStatus, Storage
-from imageloop.storage.models import Generation, Image, UserAction
+from imageloop.storage import Storage
+from imageloop.storage.action_history import ActionHistory, KeepCounts, RecipeStats
 from imageloop.storage.recipe_choices import RecipeChoiceLog
-from imageloop.storage.records import ActionType
 
 __all__ = ["KeepCounts", "RecipeChoice", "RecipeChooser", "RecipeStats", "fitting_recipes", "read_recipe_stats"]
 
 DEFAULT_SAMPLES = 4000
 STATS_TTL_SECONDS = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class KeepCounts:
-    uses: int = 0
-    kept: int = 0
-
-    @property
-    def keep_rate(self) -> float:
-        return self.kept / self.uses if self.uses else 0.0
-
-
-@dataclass(frozen=True)
-class RecipeStats:
-    """Keep counts per recipe, over everyone and per user."""
-
-    overall: dict[str, KeepCounts] = field(default_factory=dict)
-    by_user: dict[str, dict[str, KeepCounts]] = field(default_factory=dict)
-
-    def user(self, user_id: str | None) -> dict[str, KeepCounts]:
-        return self.by_user.get(user_id or "", {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,33 +43,7 @@ class RecipeChoice:
 
 def read_recipe_stats(storage: Storage) -> RecipeStats:
     """Uses and keeps per recipe (overall and per user) from the record."""
-    generations = sa.select(Generation.id, Generation.user_id, Generation.recipe).where(
-        Generation.recipe.is_not(None), Generation.status == JobStatus.SUCCEEDED
-    )
-    actions = (
-        sa.select(Image.generation_id, Image.id, UserAction.type)
-        .join(UserAction, UserAction.image_id == Image.id)
-        .join(Generation, Generation.id == Image.generation_id)
-        .where(Generation.recipe.is_not(None))
-        .order_by(Image.id, UserAction.created_at, UserAction.id)
-    )
-    per_image: dict[tuple[str, str], list[ActionType]] = defaultdict(list)
-    with storage.db_engine.connect() as connection:
-        rows = connection.execute(generations).all()
-        for generation_id, image_id, action in connection.execute(actions):
-            per_image[(generation_id, image_id)].append(ActionType(action))
-    kept_generations = {gid for (gid, _), types in per_image.items() if is_kept(types)}
-    overall: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    by_user: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for generation_id, user_id, recipe in rows:
-        kept = int(generation_id in kept_generations)
-        for counts in (overall[str(recipe)], by_user[user_id][str(recipe)]):
-            counts[0] += 1
-            counts[1] += kept
-    return RecipeStats(
-        overall={r: KeepCounts(*c) for r, c in overall.items()},
-        by_user={u: {r: KeepCounts(*c) for r, c in rs.items()} for u, rs in by_user.items()},
-    )
+    return ActionHistory(storage.sessions).recipe_keep_counts()
 
 
 def fitting_recipes(recipes: Mapping[str, Any], *, style: str | None) -> list[str]:
