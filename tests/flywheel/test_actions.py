@@ -24,5 +24,7 @@ def test_is_kept(actions: list[ActionType], kept: bool) -> None:
     assert is_kept(actions) is kept
 
 
-def test_kept_actions() -> None:
-    assert {A.DOWNLOAD, A.SHARE, A.LIKE} == KEPT_ACTIONS
+@pytest.mark.parametrize("action", list(ActionType))
+def test_kept_actions_are_exactly_the_actions_that_keep_an_image_on_their_own(action: ActionType) -> None:
+    # The prompt memory reads KEPT_ACTIONS directly: it must agree with is_kept for every action there is.
+    assert (action in KEPT_ACTIONS) is is_kept([action])
