@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from imageloop.prompts.language import detect_language, resolve_language
@@ -9,8 +7,6 @@ from imageloop.prompts.lexicon import load_lexicon, normalise_text, parse_tag
 
 
 def test_vocabulary_mirrors_the_embedded_models_scenes() -> None:
-    if importlib.util.find_spec("imageloop.training.base.scenes") is None:
-        pytest.skip("the embedded model's scene vocabulary is not in this checkout")
     from imageloop.training.base.scenes import SCENE_ATTRIBUTES
     from imageloop.training.base.sprites import SUBJECTS
 

@@ -63,12 +63,14 @@ def test_a_lora_adapter_is_loaded_and_named_in_the_version(expander: LocalLLMExp
     assert type(with_adapter.load()[0]).__name__.startswith("Peft")
 
 
-def test_a_missing_model_or_adapter_is_a_strategy_failure(tmp_path: Path) -> None:
+def test_a_missing_model_is_a_strategy_failure(tmp_path: Path) -> None:
     missing = LocalLLMExpander(Settings(data_dir=tmp_path), gguf=tmp_path / "nope.gguf")
     with pytest.raises(StrategyFailed, match="does not exist"):
         missing.expand("a fox")
-    if not (CACHE / "models").is_dir():
-        pytest.skip("no converted model cached yet")
+
+
+def test_a_folder_without_an_adapter_is_a_strategy_failure(expander: LocalLLMExpander, tmp_path: Path) -> None:
+    expander.load()  # the converted model is in the cache, whichever test runs first
     bad_adapter = LocalLLMExpander(_settings(llm_adapter=tmp_path))
     with pytest.raises(StrategyFailed, match=r"adapter_config\.json"):
         bad_adapter.expand("a fox")
