@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -19,6 +21,11 @@ if TYPE_CHECKING:
 # No hub, ever: tests build their own tiny models.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# A busy machine must not turn slowness into failures: no per-example deadline (200 ms by default) and no
+# too-slow health check for any property test, not only for those that say so.
+hypothesis_settings.register_profile("imageloop", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("imageloop")
 
 # Tiny models run fastest on one thread; more threads only add contention on a 2-core machine.
 torch.set_num_threads(1)
