@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from imageloop.cli.groups import train_app
 from imageloop.config import load_settings
-from imageloop.training.cycle import CycleResult, run_cycle
+from imageloop.training.cycle import TRAINED_STAGES, CycleResult, run_cycle
 
 
 @train_app.command("cycle")
@@ -45,13 +45,13 @@ def summary(result: CycleResult) -> str:
     if export:
         rows = ", ".join(f"{kind} {n}" for kind, n in export["rows"].items())
         lines.append(f"  data since {export['since'] or 'the beginning'}: {rows} (hash {export['data_hash'][:12]})")
-    for stage in ("expander", "reward", "diffusion_dpo"):
-        out = result.stages.get(stage)
+    for stage in TRAINED_STAGES:
+        out = result.stages.get(stage.name)
         if not out:
             continue
         if "skipped" in out:
-            lines.append(f"  {stage}: skipped, {out['skipped']}")
+            lines.append(f"  {stage.name}: skipped, {out['skipped']}")
         else:
             reason = (out.get("gate") or {}).get("reason", "")
-            lines.append(f"  {stage} v{out['version']}: {out['status']} — {reason}")
+            lines.append(f"  {stage.name} v{out['version']}: {out['status']} — {reason}")
     return "\n".join(lines)

@@ -19,15 +19,21 @@ def train_diffusion_dpo_command(
                                              "label_0, label_1), or an export root holding pairs/.")],
     out: Annotated[Path, typer.Option(help="Where to write pytorch_lora_weights.safetensors and its metrics.")],
     model: Annotated[str | None, typer.Option(help="Model to train on (default: engine.model).")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 200,
-    beta: Annotated[float, typer.Option(min=0, help="DPO beta (per-element errors, so thousands).")] = 2000.0,
-    lr: Annotated[float, typer.Option(min=0, help="Learning rate.")] = 1e-4,
-    batch: Annotated[int, typer.Option(min=1, help="Preference pairs per step.")] = 4,
-    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of init, batches and noise.")] = 0,
-    heldout: Annotated[float, typer.Option(min=0, max=0.9, help="Share of captions held out to measure the "
-                                                                "implicit preference accuracy (0 = none).")] = 0.2,
-    eval_draws: Annotated[int, typer.Option(min=1, help="Noise draws per held-out pair.")] = 4,
+    steps: Annotated[int | None, typer.Option(
+        min=1, help="Optimizer steps [default: training.diffusion_dpo_steps].")] = None,
+    beta: Annotated[float | None, typer.Option(
+        min=0, help="DPO beta (per-element errors, so thousands) [default: training.diffusion_dpo_beta].")] = None,
+    lr: Annotated[float | None, typer.Option(
+        min=0, help="Learning rate [default: training.diffusion_dpo_learning_rate].")] = None,
+    batch: Annotated[int | None, typer.Option(
+        min=1, help="Preference pairs per step [default: training.diffusion_dpo_batch_size].")] = None,
+    rank: Annotated[int | None, typer.Option(min=1, help="LoRA rank [default: training.diffusion_dpo_rank].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of init, batches and noise.")] = None,
+    heldout: Annotated[float | None, typer.Option(
+        min=0, max=0.9, help="Share of captions held out to measure the implicit preference accuracy (0 = none) "
+        "[default: training.heldout_fraction].")] = None,
+    eval_draws: Annotated[int | None, typer.Option(
+        min=1, help="Noise draws per held-out pair [default: training.diffusion_dpo_eval_draws].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train a LoRA on the generator's UNet that prefers the kept image of each pair (Diffusion-DPO), then report
@@ -46,8 +52,9 @@ def train_diffusion_dpo_command(
     from imageloop.training.diffusion_dpo_eval import evaluate_heldout
 
     settings = load_settings()
-    config = DiffusionDpoConfig(beta=beta, learning_rate=lr, steps=steps, batch_size=batch, rank=rank, seed=seed,
-                                eval_draws=eval_draws)
+    config = DiffusionDpoConfig.from_settings(settings.training, beta=beta, learning_rate=lr, steps=steps,
+                                              batch_size=batch, rank=rank, seed=seed, eval_draws=eval_draws)
+    heldout = settings.training.heldout_fraction if heldout is None else heldout
     rows, ties = preference_rows(read_pairs_folder(pairs))
     if not rows:
         raise InvalidRequestError("--pairs", f"{pairs} holds no preference pairs ({ties} ties, which teach nothing)",
@@ -56,10 +63,10 @@ def train_diffusion_dpo_command(
     loaded = load_model(model or settings.engine.model, settings)
     loaded.require_sd15("Diffusion-DPO")
     width, height = loaded.defaults.width, loaded.defaults.height
-    with tqdm(total=steps, desc="Diffusion-DPO", unit="step", disable=None) as bar:
+    with tqdm(total=config.steps, desc="Diffusion-DPO", unit="step", disable=None) as bar:
 
         def progress(fraction: float, message: str) -> None:
-            bar.update(max(0, round(fraction * steps) - bar.n))
+            bar.update(max(0, round(fraction * config.steps) - bar.n))
             bar.set_postfix_str(message.rsplit(", ", 1)[-1])
 
         result = train_diffusion_dpo(loaded.pipe, train, config, out, width=width, height=height,

@@ -35,17 +35,31 @@ from imageloop.training.gate import GateResult, correctness, evaluate_gate
 from imageloop.training.lock import CYCLE_LOCK, RunKind, RunStatus, RunStore, TrainingLock, TrainingRun, new_owner_id
 from imageloop.training.registry import AB_TESTED_KINDS, ModelKind, ModelVersion, Registry
 
-__all__ = ["STAGES", "CycleInterrupted", "CycleResult", "TrainingCycle", "run_cycle"]
+__all__ = ["STAGES", "TRAINED_STAGES", "CycleInterrupted", "CycleResult", "Stage", "TrainingCycle", "run_cycle"]
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ab_tests", "export", "expander", "reward", "diffusion_dpo", "finish")
-# Share of the progress bar each stage takes (training dominates).
-_WEIGHTS = {"ab_tests": 0.02, "export": 0.08, "expander": 0.5, "reward": 0.18, "diffusion_dpo": 0.2, "finish": 0.02}
-_TRAINED = ("expander", "reward", "diffusion_dpo")
 _DATASETS = ("sft", "dpo", "pairs")
 ProgressFn = Callable[[float, str], None]
 ExpanderLoader = Callable[[Settings], tuple[Any, Any]]
+StageRun = Callable[["TrainingCycle", TrainingRun, datetime, "_Reporter"], dict[str, Any]]
+
+
+def _always_on(settings: Settings) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a cycle (:data:`STAGES` lists them in order)."""
+
+    name: str  # the key of its output in the run's state, and the run's ``stage`` while it runs
+    trains: ModelKind | None  # the model it trains and registers; None for bookkeeping stages
+    progress_share: float  # its part of the cycle's progress bar (training dominates)
+    run: StageRun
+    # Why the settings switch its training off, None when they do not (a switched-off stage holds no data
+    # window open).
+    switched_off: Callable[[Settings], str | None] = _always_on
 
 
 class CycleInterrupted(TrainingError):
@@ -101,7 +115,7 @@ class TrainingCycle:
         pending = self.runs.resumable(RunKind.CYCLE)
         if pending is not None:
             return pending
-        return self.runs.create(RunKind.CYCLE, trigger=trigger, stage=STAGES[0])
+        return self.runs.create(RunKind.CYCLE, trigger=trigger, stage=STAGES[0].name)
 
     def run(
         self, *, now: datetime | None = None, trigger: str = "manual", on_progress: ProgressFn | None = None
@@ -114,7 +128,7 @@ class TrainingCycle:
             raise ConflictError(f"a training cycle is already running (run {holder[1] if holder else '?'})")
         try:
             run = self.runs.resumable(RunKind.CYCLE) or self.runs.create(RunKind.CYCLE, trigger=trigger,
-                                                                         stage=STAGES[0])
+                                                                         stage=STAGES[0].name)
             resumed = run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED)
             self.lock.acquire(owner, run.id)
             run = self.runs.claim(run.id, owner)
@@ -129,13 +143,14 @@ class TrainingCycle:
     ) -> CycleResult:
         reporter = _Reporter(self, run.id, owner, on_progress)
         try:
-            for stage in STAGES[STAGES.index(run.stage):]:
+            first = STAGES.index(_STAGE_NAMED[run.stage])
+            for index, stage in enumerate(STAGES[first:], start=first):
                 if self.stop.is_set():
                     raise CycleInterrupted("the cycle was asked to stop")
                 reporter.enter(stage)
-                output = _STAGE_FUNCTIONS[stage](self, run, now, reporter)
-                following = STAGES[STAGES.index(stage) + 1] if stage != STAGES[-1] else stage
-                run = self.runs.finish_stage(run.id, stage, output, next_stage=following)
+                output = stage.run(self, run, now, reporter)
+                following = STAGES[min(index + 1, len(STAGES) - 1)]
+                run = self.runs.finish_stage(run.id, stage.name, output, next_stage=following.name)
             # The time of the export (an interrupted cycle resumes later): the next cycle exports from there.
             until = run.state.get("export", {}).get("until")
             run = self.runs.update(run.id, status=RunStatus.SUCCEEDED, progress=1.0, finished_at=self.clock(),
@@ -188,14 +203,15 @@ class TrainingCycle:
         meanwhile sees that older data again, as replay); a stage switched off or unsupported is left out.
         """
         starts: list[datetime | None] = []
-        for stage in _TRAINED:
-            if not self._stage_on(stage):
+        for stage in TRAINED_STAGES:
+            if stage.switched_off(self.settings):
                 continue
-            latest = self.runs.last_finished_where(RunKind.CYCLE, partial(_ran, stage=stage))
-            if latest is None or not (_trained(latest, stage) or _starved(latest, stage)):
+            name = stage.name
+            latest = self.runs.last_finished_where(RunKind.CYCLE, partial(_ran, stage=name))
+            if latest is None or not (_trained(latest, name) or _starved(latest, name)):
                 continue
-            trained = latest if _trained(latest, stage) else self.runs.last_finished_where(
-                RunKind.CYCLE, partial(_trained, stage=stage))
+            trained = latest if _trained(latest, name) else self.runs.last_finished_where(
+                RunKind.CYCLE, partial(_trained, stage=name))
             starts.append(trained.data_until if trained is not None else None)
         if not starts:  # no cycle yet, or every stage off: the window starts where the last cycle ended
             previous = self.runs.last_finished(RunKind.CYCLE)
@@ -203,14 +219,6 @@ class TrainingCycle:
         if any(start is None for start in starts):
             return None
         return min(start for start in starts if start is not None)
-
-    def _stage_on(self, stage: str) -> bool:
-        """Whether the settings let ``stage`` train at all (a switched-off stage holds no data window open)."""
-        if stage == "diffusion_dpo":
-            return self.settings.training.diffusion_dpo_enabled
-        if stage == "expander":
-            return "local_llm" in self.settings.prompts.strategies
-        return True
 
     def _expander(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
         from imageloop.training.expander import ExpanderTrainer, preference_margins
@@ -220,8 +228,9 @@ class TrainingCycle:
         done = self.registry.find_by_run(run.id, ModelKind.EXPANDER)
         if done is not None:  # trained and registered before an interruption
             return self._decided(done)
-        if not self._stage_on("expander"):
-            return {"skipped": "prompts.strategies leaves out local_llm, the only strategy that serves the adapters"}
+        off = _expander_off(self.settings)
+        if off:
+            return {"skipped": off}
         if len(data.dpo_train) < cfg.min_pairs:
             return {"skipped": f"{len(data.dpo_train)} DPO pairs for training (need {cfg.min_pairs})",
                     "counts": data.counts()}
@@ -292,8 +301,9 @@ class TrainingCycle:
         done = self.registry.find_by_run(run.id, ModelKind.DIFFUSION_DPO)
         if done is not None:
             return self._decided(done)
-        if not cfg.diffusion_dpo_enabled:
-            return {"skipped": "training.diffusion_dpo_enabled is off"}
+        off = _diffusion_dpo_off(self.settings)
+        if off:
+            return {"skipped": off}
         data = self._data(run)
         train, ties = preference_rows(data.pairs_train)
         test, _ = preference_rows(data.pairs_test)
@@ -309,10 +319,7 @@ class TrainingCycle:
         if current is not None and current.metrics.get("base_model_version") != model.version:
             current = None  # made for another base model: neither a starting point nor a baseline here
         parent = self.registry.path(current) / LORA_FILE if current is not None else None
-        config = DiffusionDpoConfig(
-            beta=cfg.diffusion_dpo_beta, learning_rate=cfg.diffusion_dpo_learning_rate,
-            steps=cfg.diffusion_dpo_steps, batch_size=cfg.diffusion_dpo_batch_size, rank=cfg.diffusion_dpo_rank,
-            eval_draws=cfg.diffusion_dpo_eval_draws)
+        config = DiffusionDpoConfig.from_settings(cfg)
         width, height = model.defaults.width, model.defaults.height
         # Not cleared first: a checkpoint left there by an interrupted attempt resumes the training.
         out_dir = self._run_dir(run) / "diffusion_dpo"
@@ -366,14 +373,26 @@ class TrainingCycle:
         return str(self.runs.get(run.id).state.get("export", {}).get("data_hash", ""))
 
 
-_STAGE_FUNCTIONS: dict[str, Callable[[TrainingCycle, TrainingRun, datetime, _Reporter], dict[str, Any]]] = {
-    "ab_tests": TrainingCycle._ab_tests,
-    "export": TrainingCycle._export,
-    "expander": TrainingCycle._expander,
-    "reward": TrainingCycle._reward,
-    "diffusion_dpo": TrainingCycle._diffusion_dpo,
-    "finish": TrainingCycle._finish,
-}
+def _expander_off(settings: Settings) -> str | None:
+    if "local_llm" in settings.prompts.strategies:
+        return None
+    return "prompts.strategies leaves out local_llm, the only strategy that serves the adapters"
+
+
+def _diffusion_dpo_off(settings: Settings) -> str | None:
+    return None if settings.training.diffusion_dpo_enabled else "training.diffusion_dpo_enabled is off"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ab_tests", None, 0.02, TrainingCycle._ab_tests),
+    Stage("export", None, 0.08, TrainingCycle._export),
+    Stage("expander", ModelKind.EXPANDER, 0.5, TrainingCycle._expander, _expander_off),
+    Stage("reward", ModelKind.REWARD, 0.18, TrainingCycle._reward),
+    Stage("diffusion_dpo", ModelKind.DIFFUSION_DPO, 0.2, TrainingCycle._diffusion_dpo, _diffusion_dpo_off),
+    Stage("finish", None, 0.02, TrainingCycle._finish),
+)
+TRAINED_STAGES = tuple(stage for stage in STAGES if stage.trains is not None)
+_STAGE_NAMED = {stage.name: stage for stage in STAGES}
 
 
 class _Reporter:
@@ -390,13 +409,13 @@ class _Reporter:
         self.stage = STAGES[0]
         self._last_write = 0.0
 
-    def enter(self, stage: str) -> None:
+    def enter(self, stage: Stage) -> None:
         self.stage = stage
-        self.report_stage(0.0, f"{stage}: started")
+        self.report_stage(0.0, f"{stage.name}: started")
 
     def report_stage(self, fraction: float, message: str) -> None:
-        start = sum(_WEIGHTS[s] for s in STAGES[: STAGES.index(self.stage)])
-        self.report(start + _WEIGHTS[self.stage] * min(max(fraction, 0.0), 1.0), message)
+        start = sum(stage.progress_share for stage in STAGES[: STAGES.index(self.stage)])
+        self.report(start + self.stage.progress_share * min(max(fraction, 0.0), 1.0), message)
 
     def within(self, start: float, end: float) -> ProgressFn:
         return lambda fraction, message: self.report_stage(start + (end - start) * fraction, message)
@@ -426,7 +445,7 @@ def _starved(run: TrainingRun, stage: str) -> bool:
 
 
 def _summary(state: dict[str, Any]) -> dict[str, Any]:
-    return {stage: state[stage] for stage in _TRAINED if stage in state}
+    return {stage.name: state[stage.name] for stage in TRAINED_STAGES if stage.name in state}
 
 
 def run_cycle(

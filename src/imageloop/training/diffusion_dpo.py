@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from imageloop.config import TrainingSettings
 from imageloop.errors import InvalidRequestError, TrainingError
 from imageloop.files import atomic_write
 from imageloop.training.user_lora import LORA_TARGETS, fit_rgb, rgb_to_tensor, save_unet_lora
@@ -52,23 +53,34 @@ ADAPTER_NAME = "diffusion_dpo"
 _ENCODE_CHUNK = 8
 Progress = Callable[[float, str], None]
 Row = dict[str, Any]
+# Config field -> the ``training`` setting that defines its default (settings define every default once).
+_SETTING_OF = {"beta": "diffusion_dpo_beta", "learning_rate": "diffusion_dpo_learning_rate",
+               "steps": "diffusion_dpo_steps", "batch_size": "diffusion_dpo_batch_size", "rank": "diffusion_dpo_rank",
+               "eval_draws": "diffusion_dpo_eval_draws"}
+
+
+def _setting_default(name: str) -> Any:
+    return TrainingSettings.model_fields[_SETTING_OF[name]].default
 
 
 @dataclass(frozen=True)
 class DiffusionDpoConfig:
-    """How a Diffusion-DPO LoRA is trained and evaluated."""
+    """How a Diffusion-DPO LoRA is trained and evaluated; the knobs that are settings default to their defaults
+    (:meth:`from_settings` reads the configured values)."""
 
-    beta: float = field(default=2000.0, metadata={
+    beta: float = field(default=_setting_default("beta"), metadata={
         "help": "Strength of the pull toward the reference UNet (higher = stay closer). Errors are per-element "
                 "means, so values in the thousands are usual."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the LoRA weights."})
-    steps: int = field(default=200, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=4, metadata={"help": "Preference pairs per step (each pair is two images)."})
-    rank: int = field(default=8, metadata={"help": "LoRA rank (alpha = rank)."})
+    learning_rate: float = field(default=_setting_default("learning_rate"), metadata={
+        "help": "AdamW learning rate of the LoRA weights."})
+    steps: int = field(default=_setting_default("steps"), metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=_setting_default("batch_size"), metadata={
+        "help": "Preference pairs per step (each pair is two images)."})
+    rank: int = field(default=_setting_default("rank"), metadata={"help": "LoRA rank (alpha = rank)."})
     seed: int = field(default=0, metadata={"help": "Seed of the LoRA init, batches, noise and timesteps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = no clipping)."})
     warmup_steps: int = field(default=10, metadata={"help": "Steps of linear learning-rate warm-up."})
-    eval_draws: int = field(default=4, metadata={
+    eval_draws: int = field(default=_setting_default("eval_draws"), metadata={
         "help": "Noise/timestep draws per held-out pair when measuring the implicit preference (more = less noisy)."})
     checkpoint_every: int = field(default=50, metadata={
         "help": "Write a resumable checkpoint every N steps (0 = only when stopped)."})
@@ -82,6 +94,13 @@ class DiffusionDpoConfig:
         for name in ("max_grad_norm", "warmup_steps", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise InvalidRequestError(name, f"must not be negative, got {getattr(self, name)}")
+
+    @classmethod
+    def from_settings(cls, training: TrainingSettings, **overrides: Any) -> DiffusionDpoConfig:
+        """The config of ``training``'s ``diffusion_dpo_*`` settings, with the ``overrides`` that are not None."""
+        values = {name: getattr(training, setting) for name, setting in _SETTING_OF.items()}
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
 
     @classmethod
     def help(cls) -> dict[str, str]:

@@ -20,16 +20,15 @@ from imageloop.errors import PermissionDeniedError
 from imageloop.flywheel.datasets import RecipeTally, dpo_examples, pair_specs, sft_examples, view
 from imageloop.flywheel.export import iter_chains
 from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.schemas import ModelVersionOut, TrainingRunOut
 from imageloop.server.services import Services
 from imageloop.server.ui_schemas import (
     DailyKeepRateOut,
     DashboardOut,
     DatasetSizesOut,
     FunnelOut,
-    ModelVersionOut,
     RecipeRankOut,
     ServedModelOut,
-    TrainingRunOut,
 )
 from imageloop.storage.dashboard import action_funnel, keep_rate_by_day, served_models, user_counts
 from imageloop.storage.db import SessionFactory
@@ -87,22 +86,14 @@ def model_versions(services: Services) -> list[ModelVersionOut]:
         if version.status is ModelStatus.AB_TEST:
             arms = registry.arm_stats(version)
             candidate, control = arms[0].keep_rate, arms[1].keep_rate
-        out.append(ModelVersionOut(
-            id=version.id, kind=version.kind.value, version=version.version, name=version.name, tag=version.tag,
-            status=version.status.value, traffic_share=version.traffic_share, metrics=version.metrics,
-            parent_id=version.parent_id, note=version.note, created_at=version.created_at,
-            promoted_at=version.promoted_at, ab_keep_rate=candidate, ab_control_keep_rate=control,
-        ))
+        out.append(ModelVersionOut.model_validate(
+            {**version.to_dict(), "ab_keep_rate": candidate, "ab_control_keep_rate": control}))
     return out
 
 
 def training_runs(services: Services, limit: int = 10) -> list[TrainingRunOut]:
-    return [
-        TrainingRunOut(id=run.id, kind=run.kind.value, status=run.status.value, trigger=run.trigger, stage=run.stage,
-                       progress=run.progress, message=run.message, error=run.error, created_at=run.created_at,
-                       started_at=run.started_at, finished_at=run.finished_at)
-        for run in RunStore(services.storage.sessions).list(limit=limit)
-    ]
+    runs = RunStore(services.storage.sessions).list(limit=limit)
+    return [TrainingRunOut.model_validate(run.to_dict()) for run in runs]
 
 
 class _DatasetCache:

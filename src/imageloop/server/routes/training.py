@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imageloop.errors import PermissionDeniedError
 from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.schemas import ModelVersionOut, TrainingRunOut
 from imageloop.storage import UserAccount
 from imageloop.training.lock import RunKind, RunStore, TrainingLock
 from imageloop.training.registry import ModelKind, Registry
@@ -20,53 +21,11 @@ from imageloop.training.scheduler import TrainingWorker
 router = APIRouter(prefix="/api/v1/admin", tags=["training"])
 
 
-class TrainingRunOut(BaseModel):
-    """A training cycle or private-LoRA job: its stage, progress and what its finished stages produced."""
-
-    id: str
-    kind: str
-    status: str = Field(description="queued, running, interrupted (resumes), succeeded or failed")
-    trigger: str
-    stage: str
-    progress: float = Field(description="0..1 over the whole run")
-    message: str | None
-    error: str | None
-    attempts: int
-    state: dict[str, Any] = Field(description="Output of each finished stage (gate metrics, data counts...)")
-    result: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    data_until: datetime | None
-
-
 class CyclesOut(BaseModel):
     runs: list[TrainingRunOut]
     running: str | None = Field(description="Id of the cycle holding the lock, if one is running")
     next_scheduled: datetime | None = Field(description="When the next scheduled cycle is due (UTC)")
     schedule: str
-
-
-class ModelVersionOut(BaseModel):
-    """One version in the registry."""
-
-    id: str
-    kind: str
-    version: int
-    tag: str = Field(description="Recorded with what this version served (in a generation's expander_version, or "
-                     "its base_model_version for a Diffusion-DPO LoRA)")
-    name: str
-    parent_id: str | None
-    data_hash: str
-    metrics: dict[str, Any]
-    files: list[str]
-    status: str = Field(description="candidate, ab_test, promoted, retired, rolled_back or rejected")
-    traffic_share: float
-    note: str | None
-    created_at: datetime
-    ab_started_at: datetime | None
-    promoted_at: datetime | None
-    decided_at: datetime | None
 
 
 def _admin(user: CurrentUser) -> UserAccount:
