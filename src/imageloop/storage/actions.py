@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from imageloop.errors import ConflictError, InvalidRequestError, NotFoundError, StorageError
+from imageloop.errors import ConflictError, InvalidRequestError, StorageError
 from imageloop.storage._convert import action_record, check_text
-from imageloop.storage.db import SessionFactory, read_session, write_session
+from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.generations import add_generation, validate_new_generation
 from imageloop.storage.models import Generation, Image, UserAction
 from imageloop.storage.records import (
@@ -114,15 +114,12 @@ class ActionRepository:
         child: NewGeneration | None,
     ) -> UserAction:
         if image_id is not None:
-            image = session.get(Image, image_id)
-            if image is None or image.user_id != user_id:
-                raise NotFoundError(f"image {image_id!r} not found")
+            image = get_row(session, Image, image_id, f"image {image_id!r} not found", user_id=user_id)
             if generation_id is not None and generation_id != image.generation_id:
                 raise InvalidRequestError("generation_id", "is not the generation of the image", value=generation_id)
             generation_id = image.generation_id
-        generation = session.get(Generation, generation_id)
-        if generation is None or generation.user_id != user_id:
-            raise NotFoundError(f"generation {generation_id!r} not found")
+        generation = get_row(session, Generation, generation_id, f"generation {generation_id!r} not found",
+                             user_id=user_id)
         now = self._clock()
         child_id = None
         if child is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imageloop.errors import ConfigError, StorageError
+from imageloop.errors import ConfigError, NotFoundError, StorageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -26,6 +26,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BEGIN_IMMEDIATE = "imageloop_begin_immediate"
 
 SessionFactory = sessionmaker[Session]
+RowT = TypeVar("RowT")
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -118,6 +119,17 @@ def read_session(sessions: SessionFactory) -> Iterator[Session]:
             raise StorageError(f"database read failed: {exc.__class__.__name__}: {exc}") from exc
         finally:
             session.rollback()
+
+
+def get_row(session: Session, model: type[RowT], key: str | None, missing: str, *, user_id: str | None = None,
+            for_update: bool = False) -> RowT:
+    """The ``model`` row whose primary key is ``key`` (locked for update if asked); NotFoundError(``missing``)
+    when there is none (or no key), or when ``user_id`` is given and the row is another user's (it reads as
+    missing)."""
+    row = None if key is None else session.get(model, key, with_for_update=True if for_update else None)
+    if row is None or (user_id is not None and getattr(row, "user_id", None) != user_id):
+        raise NotFoundError(missing)
+    return row
 
 
 def _alembic_config(db_engine: Engine) -> Any:

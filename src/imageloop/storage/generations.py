@@ -26,7 +26,7 @@ from imageloop.storage._convert import (
     insert_ignoring_conflicts,
     load_generations,
 )
-from imageloop.storage.db import SessionFactory, read_session, write_session
+from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.models import Generation, Image
 from imageloop.storage.records import (
     Expansion,
@@ -141,25 +141,20 @@ class GenerationRepository:
     def get(self, user_id: UserId, generation_id: GenerationId) -> GenerationRecord:
         """The user's generation with its images; NotFoundError if it does not exist or is someone else's."""
         with read_session(self._sessions) as session:
-            row = session.get(Generation, generation_id)
-            if row is None or row.user_id != user_id:
-                raise NotFoundError(f"generation {generation_id!r} not found")
+            row = get_row(session, Generation, generation_id, f"generation {generation_id!r} not found",
+                          user_id=user_id)
             return load_generations(session, [row])[0]
 
     def get_for_worker(self, generation_id: GenerationId) -> GenerationRecord:
         """Any generation by id (workers act for every user); NotFoundError if it does not exist."""
         with read_session(self._sessions) as session:
-            row = session.get(Generation, generation_id)
-            if row is None:
-                raise NotFoundError(f"generation {generation_id!r} not found")
+            row = get_row(session, Generation, generation_id, f"generation {generation_id!r} not found")
             return load_generations(session, [row])[0]
 
     def get_image(self, user_id: UserId, image_id: ImageId) -> ImageRecord:
         """The user's image; NotFoundError if it does not exist or is someone else's."""
         with read_session(self._sessions) as session:
-            row = session.get(Image, image_id)
-            if row is None or row.user_id != user_id:
-                raise NotFoundError(f"image {image_id!r} not found")
+            row = get_row(session, Image, image_id, f"image {image_id!r} not found", user_id=user_id)
             return image_record(row)
 
     def history(self, user_id: UserId, *, cursor: str | None = None, limit: int = 20) -> HistoryPage:
@@ -396,19 +391,15 @@ class GenerationRepository:
 
     @staticmethod
     def _locked(session: Session, generation_id: str) -> Generation:
-        row = session.get(Generation, generation_id, with_for_update=True)
-        if row is None:
-            raise NotFoundError(f"generation {generation_id!r} not found")
-        return row
+        return get_row(session, Generation, generation_id, f"generation {generation_id!r} not found", for_update=True)
 
 
 def add_generation(session: Session, user_id: str, request: NewGeneration, *, now: datetime) -> Generation:
     """Add a queued generation to ``session`` (validated by the caller); a parent must be the user's."""
     chain_id = None
     if request.parent_id is not None:
-        parent = session.get(Generation, request.parent_id)
-        if parent is None or parent.user_id != user_id:
-            raise NotFoundError(f"parent generation {request.parent_id!r} not found")
+        parent = get_row(session, Generation, request.parent_id, f"parent generation {request.parent_id!r} not found",
+                         user_id=user_id)
         chain_id = parent.chain_id
     row = new_generation_row(user_id, request, now=now, chain_id=chain_id)
     session.add(row)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from imageloop.errors import ConflictError, NotFoundError
-from imageloop.storage.db import SessionFactory, read_session, write_session
+from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.kept import kept_clause
 from imageloop.storage.models import Generation, Image, ModelVersionRow
 from imageloop.storage.records import ModelKind, ModelStatus, new_id, utcnow
@@ -248,10 +248,7 @@ class ModelVersionRepository:
 
 
 def _row(session: Session, version_id: str) -> ModelVersionRow:
-    row = session.get(ModelVersionRow, version_id)
-    if row is None:
-        raise NotFoundError(f"no model version {version_id!r}")
-    return row
+    return get_row(session, ModelVersionRow, version_id, f"no model version {version_id!r}")
 
 
 def _public_rows(session: Session, kind: ModelKind, status: ModelStatus) -> builtins.list[ModelVersionRow]:

@@ -12,8 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from imageloop.errors import ConflictError, NotFoundError
-from imageloop.storage.db import SessionFactory, read_session, write_session
+from imageloop.errors import ConflictError
+from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.models import TrainingRunRow
 from imageloop.storage.records import RunKind, RunStatus, new_id, utcnow
 
@@ -84,9 +84,7 @@ class RunStore:
     def get(self, run_id: str) -> TrainingRun:
         """The run ``run_id``; NotFoundError when there is none."""
         with read_session(self.sessions) as session:
-            row = session.get(TrainingRunRow, run_id)
-            if row is None:
-                raise NotFoundError(f"no training run {run_id!r}")
+            row = get_row(session, TrainingRunRow, run_id, f"no training run {run_id!r}")
             return _run(row)
 
     def list(
@@ -118,9 +116,7 @@ class RunStore:
         """Mark ``run_id`` running for ``worker_id`` (another attempt when it was interrupted)."""
         now = self.clock()
         with write_session(self.sessions) as session:
-            row = session.get(TrainingRunRow, run_id)
-            if row is None:
-                raise NotFoundError(f"no training run {run_id!r}")
+            row = get_row(session, TrainingRunRow, run_id, f"no training run {run_id!r}")
             if row.status.is_terminal:
                 raise ConflictError(f"training run {run_id} already {row.status.value}")
             row.status, row.worker_id, row.attempts, row.error = RunStatus.RUNNING, worker_id, row.attempts + 1, None
@@ -135,9 +131,7 @@ class RunStore:
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)} of a training run")
         with write_session(self.sessions) as session:
-            row = session.get(TrainingRunRow, run_id)
-            if row is None:
-                raise NotFoundError(f"no training run {run_id!r}")
+            row = get_row(session, TrainingRunRow, run_id, f"no training run {run_id!r}")
             for name, value in fields.items():
                 setattr(row, name, value)
             return _run(row)
@@ -145,9 +139,7 @@ class RunStore:
     def finish_stage(self, run_id: str, stage: str, output: dict[str, Any], *, next_stage: str) -> TrainingRun:
         """Record ``stage``'s output (JSON) and move the run to ``next_stage``, in one transaction."""
         with write_session(self.sessions) as session:
-            row = session.get(TrainingRunRow, run_id)
-            if row is None:
-                raise NotFoundError(f"no training run {run_id!r}")
+            row = get_row(session, TrainingRunRow, run_id, f"no training run {run_id!r}")
             row.state = {**row.state, stage: output}
             row.stage = next_stage
             return _run(row)

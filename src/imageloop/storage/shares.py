@@ -15,7 +15,7 @@ from typing import NewType
 import sqlalchemy as sa
 
 from imageloop.errors import NotFoundError
-from imageloop.storage.db import SessionFactory, read_session, write_session
+from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.models import SHARE_TOKEN_LENGTH, Generation, Image, ShareLinkRow
 from imageloop.storage.records import GenerationId, ImageId, UserId, new_id, utcnow
 
@@ -72,9 +72,7 @@ class ShareLinkRepository:
     def create(self, user_id: UserId, image_id: ImageId) -> ShareLink:
         """A new active link to the user's image (each call makes a new one); NotFoundError if not theirs."""
         with write_session(self._sessions) as session:
-            image = session.get(Image, image_id)
-            if image is None or image.user_id != user_id:
-                raise NotFoundError(f"image {image_id!r} not found")
+            image = get_row(session, Image, image_id, f"image {image_id!r} not found", user_id=user_id)
             row = ShareLinkRow(
                 id=new_id(), user_id=user_id, image_id=image_id, token=secrets.token_urlsafe(TOKEN_BYTES),
                 created_at=self._clock(), revoked_at=None,
@@ -98,9 +96,7 @@ class ShareLinkRepository:
     def revoke(self, user_id: UserId, link_id: ShareLinkId) -> ShareLink:
         """Revoke one of the user's links (a no-op when already revoked); NotFoundError if it is not theirs."""
         with write_session(self._sessions) as session:
-            row = session.get(ShareLinkRow, link_id)
-            if row is None or row.user_id != user_id:
-                raise NotFoundError(f"share link {link_id!r} not found")
+            row = get_row(session, ShareLinkRow, link_id, f"share link {link_id!r} not found", user_id=user_id)
             if row.revoked_at is None:
                 row.revoked_at = self._clock()
             generation_id = session.scalar(sa.select(Image.generation_id).where(Image.id == row.image_id))

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from imageloop.errors import AuthError, ConflictError, InvalidRequestError, NotFoundError, StorageError
 from imageloop.storage._convert import api_key_record, user_record
 from imageloop.storage.blobs import BlobStore
-from imageloop.storage.db import SessionFactory, read_session, write_session
+from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.models import ApiKey, Generation, Image, PromptPreviewRow, User, UserAction
 from imageloop.storage.records import ApiKeyId, ApiKeyInfo, UserAccount, UserId, new_id, utcnow
 
@@ -125,9 +125,7 @@ class UserRepository:
     def get(self, user_id: UserId) -> UserAccount:
         """The user with this id (deleted ones included); NotFoundError if none."""
         with read_session(self._sessions) as session:
-            user = session.get(User, user_id)
-            if user is None:
-                raise NotFoundError(f"user {user_id!r} not found")
+            user = get_row(session, User, user_id, f"user {user_id!r} not found")
             return user_record(user)
 
     def get_by_name(self, name: str) -> UserAccount:
@@ -152,9 +150,7 @@ class UserRepository:
     def revoke_api_key(self, user_id: UserId, key_id: ApiKeyId) -> ApiKeyInfo:
         """Revoke one of the user's keys (a no-op if already revoked); NotFoundError if it is not theirs."""
         with write_session(self._sessions) as session:
-            row = session.get(ApiKey, key_id)
-            if row is None or row.user_id != user_id:
-                raise NotFoundError(f"API key {key_id!r} not found")
+            row = get_row(session, ApiKey, key_id, f"API key {key_id!r} not found", user_id=user_id)
             if row.revoked_at is None:
                 row.revoked_at = self._clock()
             return api_key_record(row)
@@ -225,10 +221,7 @@ class UserRepository:
 
     @staticmethod
     def _user(session: sa.orm.Session, user_id: str) -> User:
-        user = session.get(User, user_id)
-        if user is None:
-            raise NotFoundError(f"user {user_id!r} not found")
-        return user
+        return get_row(session, User, user_id, f"user {user_id!r} not found")
 
     def _live_user(self, session: sa.orm.Session, user_id: str) -> User:
         user = self._user(session, user_id)
