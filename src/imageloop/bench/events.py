@@ -182,7 +182,7 @@ def synthesise(
 
 def _fast_bulk_load(db_engine: Engine) -> None:
     """Give SQLite a large page cache for the synthetic load only (random-key B-tree inserts thrash the default
-    2 MB cache, which made the set-up slow from ~1,300 to ~200 events/s as the file grew). The export being
+    2 MB cache, so the set-up slows down as the file grows). The export being
     measured opens its own database engine with the product's settings."""
     if db_engine.dialect.name != "sqlite":
         return

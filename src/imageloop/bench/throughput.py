@@ -162,8 +162,8 @@ def run_naive(
         clock["seconds"] = time.perf_counter() - clock["start"]
         clock["cpu_seconds"] = time.process_time() - clock["cpu_start"]
 
-    # On the calling (main) thread, as a script would run it: measured here, torch's two intra-op threads ran a
-    # call 2.4x slower when started from another thread (1.6 vs 0.65 s/img), which would flatter the server.
+    # On the calling (main) thread, as a script would run it: torch's intra-op threads can run a call started
+    # from another thread much slower, which would flatter the server.
     loop()
     seconds, cpu_seconds = clock["seconds"], clock["cpu_seconds"]
     say(f"{name}: {config.naive_requests} images in {seconds:.1f} s")

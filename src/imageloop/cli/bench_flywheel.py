@@ -10,15 +10,14 @@ from rich.console import Console
 
 from imageloop.cli.groups import bench_app
 
-# Sized for under 30 minutes on 2 CPU cores: a week of 32 users x 2 intents took 85-95 s per arm with the embedded
-# model on one core (the other one busy), so 6 weeks x 2 arms is ~19 min of users plus the weekly cycles (small
-# caps below; ~1 min when Diffusion-DPO trains). A third arm (online) adds ~9 min.
+# Sized to finish within 30 minutes on 2 CPU cores with the embedded model (the recorded run's timings are in
+# benchmarks/results/flywheel/); the online arm adds about half an arm.
 DEFAULT_USERS = 32
 DEFAULT_WEEKS = 6
 QUICK = {"users": 4, "weeks": 2}
 DEFAULT_STRATEGIES = "retrieval,rules"
 # Training caps per weekly cycle: small, so the cycles fit the time budget (the real defaults are for serving).
-# Diffusion-DPO runs in the weekly cycle too, on the week's image pairs (~0.9 s per step on the embedded model).
+# Diffusion-DPO runs in the weekly cycle too, on the week's image pairs.
 TRAIN_CAPS = {"sft_max_steps": 4, "dpo_max_steps": 8, "reward_epochs": 4, "min_pairs": 8,
               "diffusion_dpo_min_pairs": 16, "diffusion_dpo_steps": 40}
 QUICK_CAPS = {"sft_max_steps": 2, "dpo_max_steps": 4, "reward_epochs": 1, "min_pairs": 4,

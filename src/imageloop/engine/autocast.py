@@ -1,8 +1,8 @@
 """CPU bf16 autocast for the denoising loop (``engine.cpu_autocast``).
 
 On CPUs whose bf16 matrix units are fast (AMX above all) the UNet runs much faster under
-``torch.autocast("cpu", dtype=torch.bfloat16)``. Having the instructions is not enough: on a 2-core VM that reports
-AVX512-BF16 (no AMX) bf16 matmuls measured at half the fp32 rate. So 'auto' asks the CPU for native bf16 *and*
+``torch.autocast("cpu", dtype=torch.bfloat16)``. Having the instructions is not enough: a CPU that reports
+AVX512-BF16 without AMX can run bf16 matmuls slower than fp32 ones. So 'auto' asks the CPU for native bf16 *and*
 times a one-off probe (:func:`bf16_speedup`, a few tens of milliseconds, once per process), and autocasts only when
 bf16 came out clearly faster. Only the denoising runs under autocast: prompt encodings are made in fp32 (so the
 encoding cache holds the same tensors either way), the latents stay fp32 between steps (the scheduler math

@@ -1,7 +1,7 @@
 """Fine-tuning the prompt expander: a PEFT LoRA on the local LLM (SmolLM2-135M-Instruct), trained with TRL.
 
 An SFT warm-start on (intent → kept prompt) teaches the output format when there is no adapter yet (DPO alone
-does not, see ``/work/shared/notes/expander-spike.md``); DPO on (intent, kept prompt, rejected prompt) then moves
+does not teach it); DPO on (intent, kept prompt, rejected prompt) then moves
 the model toward what people kept. With a PEFT adapter the adapter-disabled model is DPO's reference, so no second
 copy of the model is held: TRL keeps a frozen copy of the starting adapter (after the warm-start, or the parent
 adapter a cycle continues from) as DPO's reference.
@@ -163,7 +163,7 @@ class ExpanderTrainer:
             "learning_rate": cfg.learning_rate, "report_to": [], "save_strategy": "no", "logging_steps": 10,
             "use_cpu": True, "max_length": cfg.max_length, "dataloader_num_workers": 0, "disable_tqdm": True,
             # Explicit, because TRL's defaults (checkpointing on, bf16 autocast on) are wrong for a small model on a
-            # CPU: autocast over fp32 weights was slower than either plain dtype here.
+            # CPU: there is no memory to save, and autocast over fp32 weights adds casts to every op.
             "gradient_checkpointing": False, "bf16": False, "seed": 0,
         }
 

@@ -130,7 +130,7 @@ TRAIN_AUTOCAST = ("auto", "bf16", "off")
 
 def use_bf16(setting: str) -> bool:
     """Whether training runs under bf16 autocast: ``auto`` only where bf16 measures faster than fp32 (CPUs with
-    AMX do; AVX512-BF16 alone was 1.5x slower than fp32 for this UNet's training step)."""
+    AMX; AVX512-BF16 alone can be slower than fp32)."""
     if setting not in TRAIN_AUTOCAST:
         raise TrainingError(f"autocast must be one of {', '.join(TRAIN_AUTOCAST)}, not {setting!r}")
     if setting == "auto":

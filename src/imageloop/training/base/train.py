@@ -46,15 +46,15 @@ from imageloop.training.base.tokenizer import MAX_LENGTH, build_tokenizer, save_
 _Pipeline: Any = StableDiffusionPipeline  # diffusers is untyped for mypy
 _Ddpm: Any = DDPMScheduler
 
-# Strongest jitter (scaled latent units) the polished decoder is trained to ignore; the embedded model's x0
-# estimate at t=200 of 1000 is off by about 0.2 (measured on the v2 export).
+# Strongest jitter (scaled latent units) the polished decoder is trained to ignore: above the error of the UNet's
+# x0 estimate late in denoising, so the decoder does not draw that error.
 DECODER_LATENT_NOISE = 0.3
 
 _SUBJECT_COLUMN = ATTRIBUTE_NAMES.index("subject")
 
 # Written to the export's imageloop.json. "context" weighting: this UNet's pooled text path layer-normalises each
 # token and its causal text encoder spreads a word into the tokens after it, so A1111's scaling of the word's own
-# token states leaves its images unchanged (measured by ``imageloop bench model``).
+# token states barely changes its images (``imageloop bench model`` reports both weightings).
 GENERATION_DEFAULTS = {"steps": 20, "guidance_scale": 4.0, "width": 64, "height": 64, "scheduler": "DDIM",
                        "prompt_weighting": "context"}
 
