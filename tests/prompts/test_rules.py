@@ -17,7 +17,9 @@ RULES = RulesExpander()
 def test_bleak_in_english_and_chinese_gives_the_same_prompt() -> None:
     en = RULES.expand("I want that really bleak feeling")
     zh = RULES.expand("想要那种很丧的感觉")
-    assert en.prompt == zh.prompt
+    lexicon = load_lexicon()
+    assert lexicon.attributes_in(en.prompt) == lexicon.attributes_in(zh.prompt)
+    assert "dejected" in zh.prompt  # the person's own word, glossed, beside what the lexicon makes of it
     assert "(monochrome:1.2)" in en.prompt and "rain" in en.prompt and "lonely figure" in en.prompt
     assert (en.language, zh.language) == ("en", "zh")
     assert en.strategy == "rules" and en.version.startswith("rules-2+lexicon-")
@@ -37,7 +39,8 @@ def test_negated_terms_go_to_the_negative_prompt() -> None:
 
 
 def test_words_outside_the_lexicon_are_kept_in_english_and_an_unreadable_intent_falls_back_to_itself() -> None:
-    assert RULES.expand("an old lighthouse at sunset").prompt == "old lighthouse, dusk"
+    # "sunset" is the person's word, "dusk" the tag the embedded model knows for it: both are kept.
+    assert RULES.expand("an old lighthouse at sunset").prompt == "sunset, old lighthouse, dusk"
     assert RULES.expand("孤独的宇航员").prompt.startswith("astronaut")  # CC-CEDICT, not the lexicon
     expansion = RULES.expand("🙂🙂")
     assert expansion.prompt == "🙂🙂" and expansion.details["fallback"] is True

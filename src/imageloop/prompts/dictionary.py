@@ -36,6 +36,7 @@ _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
 _CANDIDATES = 3
 _PREFER_MARGIN = 0.3
+_RARE_FIRST = 4.0  # a first sense this common stays (风: "wind", not the more common "news")
 
 
 def _clean_sense(sense: str) -> str:
@@ -63,10 +64,14 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
     :data:`_MAX_GLOSS_WORDS` words are cut. ``verb`` (the segmenter's reading) prefers the first "to ..." sense
     ("站": "to stand", not "station").
     """
-    if verb:
-        verbal = [p for s in senses for p in s.split(";") if p.strip().startswith("to ")]
-        if verbal:
-            return _clean_sense(verbal[0]) or None
+    if verb:  # only "to ..." senses, the plainer verb of "put on or wear"; None when the word has none
+        verbal = [p for s in senses for p in s.split(";") if p.strip().startswith("to ")][:_CANDIDATES]
+        glosses = [g.split(" or ")[-1] for g in (_clean_sense(_BRACKETED.sub(" ", v)) for v in verbal) if g]
+        if glosses and len(glosses[0].split()) >= 3:  # "go to bed": a one-word verb after it reads better
+            return next((g for g in glosses if " " not in g), glosses[0])
+        return glosses[0] if glosses else None
+    # A noun or adjective reading: senses that are not verbs first ("摄影": "photography", not "take a photograph").
+    senses = sorted(senses, key=lambda sense: sense.strip().startswith("to "))
     candidates: list[str] = []
     for sense in senses:
         for part in sense.split(";"):
@@ -74,7 +79,8 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
             if _SKIP_SENSE.match(part.strip()) or part.strip().startswith("("):
                 continue
             text = _clean_sense(part)
-            if text and re.search(r"[a-z]", text) and text not in candidates:
+            usable = len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text)
+            if usable and text not in candidates:
                 candidates.append(" ".join(text.split()[:_MAX_GLOSS_WORDS]))
         if len(candidates) >= _CANDIDATES:
             break
@@ -83,7 +89,8 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
         return next((" ".join(c.split()[:_MAX_GLOSS_WORDS]) for c in cleaned if re.search(r"[a-z]", c)), None)
     best = candidates[0]
     for other in candidates[1:_CANDIDATES]:
-        if " " not in other and _commonness(other) > _commonness(best) + _PREFER_MARGIN:
+        rare = _commonness(best) < _RARE_FIRST
+        if rare and " " not in other and _commonness(other) > _commonness(best) + _PREFER_MARGIN:
             best = other
     return best
 
@@ -116,10 +123,10 @@ class ChineseDictionary:
         return word in self._image_terms or word in self._senses
 
     def gloss(self, word: str, *, verb: bool = False) -> str | None:
-        """The English for ``word`` (``verb``: read as a verb), or None when neither the image terms nor CC-CEDICT
-        has a usable sense."""
+        """The English for ``word`` (``verb``: only a verb sense), or None when neither the image terms nor
+        CC-CEDICT has a usable sense."""
         if word in self._image_terms:
-            return self._image_terms[word]
+            return None if verb else self._image_terms[word]
         key = (word, verb)
         with self._lock:
             if key not in self._glosses:

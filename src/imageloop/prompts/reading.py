@@ -38,6 +38,7 @@ _EN_NEGATION = re.compile(
 _ZH_NEGATION = re.compile(r"不要|不想要|不需要|没有|别|不带|去掉|不含|无需")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_RUN = re.compile(r"[a-z0-9][a-z0-9' -]*[a-z0-9]|[a-z0-9]")
+# 者 is the agentive suffix jieba splits off ("舞者"); its gloss ("one who") is no prompt word.
 # jieba part-of-speech tags of words that carry no picture: particles, prepositions, pronouns, numerals,
 # measure words, conjunctions, adverbs, modal and exclamation words, punctuation, locatives.
 _ZH_DROP_FLAGS = ("u", "p", "r", "m", "q", "c", "d", "y", "e", "o", "x", "f", "w")
@@ -45,7 +46,7 @@ _ZH_DROP_WORDS = frozenset((
     "帮", "帮我", "画", "画个", "画一", "想", "想要", "要", "来", "给", "给我",
     "生成", "做", "是", "有", "请", "能", "可以", "一下", "一张", "一幅", "一个",
     "一只", "图", "图片", "画面", "感觉", "风格", "那种", "这种", "样子", "效果",
-    "东西", "氛围", "的话"
+    "东西", "氛围", "的话", "者"
 ))
 # Prepositions and filler the lexicon's stopwords leave out; they split phrases and are dropped.
 _EN_STOPWORDS = frozenset((
@@ -54,6 +55,8 @@ _EN_STOPWORDS = frozenset((
     "whose", "what", "when", "how", "also", "maybe", "perhaps", "kinda", "sorta", "something", "someone",
     "somewhere", "everything", "lots"
 ))
+# Lexicon stopwords that still mean something in a picture request ("tiny crown", "film photo").
+_PICTURE_WORDS = frozenset(("tiny", "little", "big", "photo", "photos", "pic", "shot", "style", "scene"))
 _EN_FILLER = re.compile(
     r"^(?:(?:can|could|would) you(?: please)?|please|i(?:'d| would)? (?:want|like|need)(?: to see)?|i'd love|"
     r"make me|draw me|give me|show me|generate|create|draw|paint|render|make|imagine|picture of|image of)\b"
@@ -110,34 +113,82 @@ def _segments(text: str) -> list[tuple[str, str]]:
         return [(pair.word, pair.flag) for pair in _jieba().cut(text)]
 
 
-def _gloss_compound(word: str, dictionary: ChineseDictionary, *, verb: bool = False) -> str | None:
-    """Gloss of ``word``, or of its longest known parts left to right ("窗台上" → "windowsill")."""
-    whole = dictionary.gloss(word, verb=verb)
+def _gerund(verb: str) -> str:
+    """"sit" → "sitting", "look after" → "looking after", "put on or wear" → "wearing" (what prompts say)."""
+    words = verb.split(" or ")[-1].split()
+    if not words:
+        return verb
+    head = words[0]
+    if head.endswith("ing") or not head.isalpha():
+        return " ".join(words)
+    if head.endswith("ie"):
+        head = head[:-2] + "ying"
+    elif head.endswith("e") and not head.endswith(("ee", "ye", "oe")) and len(head) > 2:
+        head = head[:-1] + "ing"
+    elif (len(head) <= 4 and len(head) >= 3 and head[-1] not in "aeiouwxy" and head[-2] in "aeiou"
+          and head[-3] not in "aeiou"):
+        head = head + head[-1] + "ing"
+    else:
+        head += "ing"
+    return " ".join([head, *words[1:]])
+
+
+def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
+    """Gloss of ``word``; of the verb before an aspect particle ("坐在" → "sit", "戴着" → "wear"); or of its
+    longest known parts left to right ("窗台上" → "windowsill")."""
+    whole = dictionary.gloss(word)
     if whole is not None:
         return whole
+    stem = word.rstrip("着了过在到起")
+    if stem and stem != word:
+        found = dictionary.gloss(stem, verb=True)
+        if found is not None:
+            return _gerund(found)
+    if len(word) > 2 and word[0] in "一二两三几每这那":  # "一棵树": a numeral and measure word fused on
+        for rest in (word[2:], word[1:]):
+            found = dictionary.gloss(rest)
+            if found is not None:
+                return found
+    splits: list[list[str]] = [
+        s for s in (_pieces(word, dictionary, from_end=True), _pieces(word, dictionary, from_end=False)) if s
+    ]
+    if splits:  # fewest pieces; on a tie the head-noun-first split ("小女孩" → "small girl")
+        fewest: list[str] = min(splits, key=len)
+        return " ".join(fewest)
+    head = dictionary.gloss(word[-1]) if len(word) == 2 else None
+    return head if head is not None and " " not in head else None  # "橘猫": at least the cat
+
+
+def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list[str] | None:
+    """``word`` as known pieces, longest first from one end; a one-character piece must gloss as one plain word,
+    a trailing locative (上, 里...) is dropped; None when a part is unknown or most pieces are single characters."""
     parts: list[str] = []
-    start = 0
-    while start < len(word):
-        for end in range(len(word), start, -1):
-            piece = word[start:end]
-            gloss = dictionary.gloss(piece) if (end - start > 1 or piece not in "上下里中外边旁前后") else None
-            if gloss is not None:
+    singles = 0
+    rest = word.rstrip("上下里中外边旁前后") or word
+    while rest:
+        for size in range(len(rest), 0, -1):
+            piece = rest[-size:] if from_end else rest[:size]
+            gloss = dictionary.gloss(piece)
+            if gloss is not None and (size > 1 or (" " not in gloss and "-" not in gloss)):
                 parts.append(gloss)
-                start = end
+                singles += size == 1
+                rest = rest[:-size] if from_end else rest[size:]
                 break
         else:
-            start += 1
-    return " ".join(parts) if parts else None
+            return None
+    if len(word) > 2 and singles * 2 > len(parts):
+        return None  # mostly single characters: a name or a word the dictionary lacks ("圣托里尼")
+    return list(reversed(parts)) if from_end else parts
 
 
 def _is_modifier(flag: str, word: str) -> bool:
     return flag.startswith("a") or (len(word) == 1 and word in "小大老新旧红白黑蓝绿黄金银")
 
 
-def _read_han(text: str, dictionary: ChineseDictionary, untranslated: list[str]) -> list[Phrase]:
+def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str]) -> list[Phrase]:
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
-    for word, flag in _segments(text):
+    for word, flag in words:
         if word in ("的", "之") and pending:
             continue  # "孤独的宇航员": the modifier stays pending across 的
         if flag.startswith(_ZH_DROP_FLAGS) or word in _ZH_DROP_WORDS:
@@ -145,15 +196,21 @@ def _read_han(text: str, dictionary: ChineseDictionary, untranslated: list[str])
                 phrases.append(Phrase(" ".join(g for g, _ in pending), "".join(w for _, w in pending), True))
                 pending = []
             continue
-        gloss = word if flag == "eng" else _gloss_compound(word, dictionary, verb=flag.startswith("v"))
+        if word == "风" and (phrases or pending):  # "中国风", "胶片风": the style suffix, not the wind
+            word, flag = "风格", "n"
+        verbal = dictionary.gloss(word, verb=True) if flag.startswith("v") else None
+        if verbal is not None:
+            gloss: str | None = _gerund(verbal)
+        else:
+            gloss = word if flag == "eng" else _gloss_compound(word, dictionary)
         if gloss is None:
             untranslated.append(word)
             continue
         if _is_modifier(flag, word):
             pending.append((gloss, word))
             continue
-        words = [g for g, _ in pending] + [gloss]
-        phrases.append(Phrase(" ".join(words)[:80], "".join(w for _, w in pending) + word, True))
+        english = [g for g, _ in pending] + [gloss]
+        phrases.append(Phrase(" ".join(english)[:80], "".join(w for _, w in pending) + word, True))
         pending = []
     if pending:
         phrases.append(Phrase(" ".join(g for g, _ in pending), "".join(w for _, w in pending), True))
@@ -182,40 +239,71 @@ def _read_latin(text: str, stopwords: frozenset[str], corrections: dict[str, str
     return phrases
 
 
-def _uncovered(text: str, start: int, covered: Sequence[TermMatch]) -> str:
-    """``text`` (which starts at ``start`` in the normalised intent) with the lexicon's matches blanked out."""
-    chars = list(text)
+def _covered_mask(text: str, start: int, covered: Sequence[TermMatch]) -> list[bool]:
+    """Which characters of ``text`` (which starts at ``start`` in the normalised intent) the lexicon matched."""
+    mask = [False] * len(text)
     for match in covered:
         for i in range(max(match.start, start), min(match.end, start + len(text))):
-            chars[i - start] = ","
-    return "".join(chars)
+            mask[i - start] = True
+    return mask
 
 
-def _read_span(text: str, lexicon: Lexicon, dictionary: ChineseDictionary, untranslated: list[str],
-               corrections: dict[str, str]) -> list[Phrase]:
+def lexicon_matches_inside_words(text: str, matches: Sequence[TermMatch]) -> list[TermMatch]:
+    """``matches`` without the Chinese ones that sit strictly inside a longer word the dictionary knows: the
+    lexicon's "山" (mountains) is no match in "火山" (volcano), nor its "雨" in "暴风雨" (storm)."""
+    norm = normalise_text(text)
+    if not any(not m.term.isascii() for m in matches):
+        return list(matches)
+    dictionary = load_dictionary()
+    words: list[tuple[int, int]] = []
+    position = 0
+    for word, _ in _segments(norm):
+        if len(word) > 1 and _HAN_RUN.fullmatch(word) and dictionary.gloss(word) is not None:
+            words.append((position, position + len(word)))
+        position += len(word)
+    def inside(match: TermMatch) -> bool:
+        return any(a <= match.start and match.end <= b and b - a > match.end - match.start for a, b in words)
+    return [m for m in matches if m.term.isascii() or not inside(m)]
+
+
+def _han_words(run: str, offset: int, mask: Sequence[bool]) -> list[tuple[str, str]]:
+    """jieba's words of a Han ``run`` (at ``offset`` in the clause), leaving out words that touch a lexicon match:
+    the lexicon says those in its own tags ("雪花" goes whole when the lexicon read its 雪)."""
+    out = []
+    position = offset
+    for word, flag in _segments(run):
+        if not any(mask[position : position + len(word)]):
+            out.append((word, flag))
+        position += len(word)
+    return out
+
+
+def _read_span(text: str, mask: Sequence[bool], lexicon: Lexicon, dictionary: ChineseDictionary,
+               untranslated: list[str], corrections: dict[str, str]) -> list[Phrase]:
+    stopwords = lexicon.stopwords - _PICTURE_WORDS
+    latin = "".join("," if covered or _HAN_RUN.match(ch) else ch for ch, covered in zip(text, mask, strict=True))
     phrases: list[Phrase] = []
-    for piece in re.split(r",+", text):
-        position = 0
-        for han in _HAN_RUN.finditer(piece):
-            phrases += _read_latin(piece[position : han.start()], lexicon.stopwords, corrections)
-            phrases += _read_han(han.group(0), dictionary, untranslated)
-            position = han.end()
-        phrases += _read_latin(piece[position:], lexicon.stopwords, corrections)
+    for piece in re.split(r",+", latin):
+        phrases += _read_latin(piece, stopwords, corrections)
+    for han in _HAN_RUN.finditer(text):
+        phrases += _read_han(_han_words(han.group(0), han.start(), mask), dictionary, untranslated)
     return phrases
 
 
-def _negation_split(clause: str) -> tuple[str, str]:
-    """``clause`` split into what is wanted and what is negated (the text after a negation cue)."""
+def _negation_split(clause: str) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """The negated part of ``clause`` (the text after a negation cue; in Chinese up to 的, or the text before a
+    cue that ends the clause: "一个人都没有") and the wanted parts, as index ranges."""
     cues = [m for m in (_EN_NEGATION.search(clause), _ZH_NEGATION.search(clause)) if m is not None]
     if not cues:
-        return clause, ""
+        return (0, 0), [(0, len(clause))]
     cue = min(cues, key=lambda m: m.start())
-    negated = clause[cue.end() :]
-    wanted = clause[: cue.start()]
-    if _HAN_RUN.match(cue.group(0)) and "的" in negated:  # "没有人的街道": only 人 is negated
-        negated, rest = negated.split("的", 1)
-        wanted += "," + rest
-    return wanted, negated
+    chinese = bool(_HAN_RUN.match(cue.group(0)))
+    if chinese and not re.search(r"[\u4e00-\u9fffa-z]", re.sub(r"[了啊的呀吧哦呢]", "", clause[cue.end() :])):
+        return (0, cue.start()), []
+    negated_end = len(clause)
+    if chinese and "的" in clause[cue.end() :]:  # "没有人的街道": only 人 is negated
+        negated_end = clause.index("的", cue.end())
+    return (cue.end(), negated_end), [(0, cue.start()), (negated_end, len(clause))]
 
 
 def read_intent(intent: str, lexicon: Lexicon, covered: Iterable[TermMatch] = ()) -> IntentReading:
@@ -231,10 +319,13 @@ def read_intent(intent: str, lexicon: Lexicon, covered: Iterable[TermMatch] = ()
     position = 0
     for boundary in [*_CLAUSE.finditer(norm), None]:
         end = boundary.start() if boundary is not None else len(norm)
-        clause = _uncovered(norm[position:end], position, matches)
-        positive, negative = _negation_split(clause)
-        wanted += _read_span(positive, lexicon, dictionary, untranslated, corrections)
-        negated += _read_span(negative, lexicon, dictionary, untranslated, corrections)
+        clause = norm[position:end]
+        mask = _covered_mask(clause, position, matches)
+        (neg_start, neg_end), wanted_ranges = _negation_split(clause)
+        for a, b in wanted_ranges:
+            wanted += _read_span(clause[a:b], mask[a:b], lexicon, dictionary, untranslated, corrections)
+        negated += _read_span(clause[neg_start:neg_end], mask[neg_start:neg_end], lexicon, dictionary, untranslated,
+                              corrections)
         position = boundary.end() if boundary is not None else end
     negative_texts = {p.text for p in negated}
     unique = [p for p in {p.text: p for p in wanted}.values() if p.text not in negative_texts]

@@ -15,6 +15,8 @@ from functools import cache
 __all__ = ["MIN_ZIPF", "correct_word", "is_real_word", "unreal_words"]
 
 MIN_ZIPF = 1.5
+RARE_ZIPF = 3.2  # below this a real word may still be a typo of a much more common one
+TYPO_MARGIN = 1.5
 _FIGURE = re.compile(r"^\d+(?:\.\d+)?(?:mm|k|px|s|x|d|th|st|nd|rd)?$")
 _LETTERS = string.ascii_lowercase
 
@@ -61,10 +63,17 @@ def _split_compound(word: str) -> str | None:
 @cache
 def correct_word(word: str) -> str:
     """``word`` when it is real (or too short to guess), else the most frequent real word one edit away, else two
-    common words run together split apart, else ``word`` unchanged."""
+    common words run together split apart, else ``word`` unchanged. A rare real word (Zipf < :data:`RARE_ZIPF`)
+    becomes a word one edit away with the same first letter that is :data:`TYPO_MARGIN` more common."""
     lower = word.lower()
-    if len(lower) < 4 or not lower.isalpha() or is_real_word(lower):
+    if len(lower) < 4 or not lower.isalpha():
         return word
+    if is_real_word(lower):
+        # A rare spelling next to a far more common word is a typo too ("forrest", "sleepin").
+        if _zipf(lower) >= RARE_ZIPF:
+            return word
+        near = [w for w in _edits1(lower) if _zipf(w) >= _zipf(lower) + TYPO_MARGIN and w[0] == lower[0]]
+        return max(near, key=lambda w: (_zipf(w), w)) if near else word
     near = [w for w in _edits1(lower) if _zipf(w) >= MIN_ZIPF + 1.0]
     if near:
         return max(near, key=lambda w: (_zipf(w), w))

@@ -15,11 +15,12 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass, field
 
+from imageloop.prompts.dictionary import load_dictionary
 from imageloop.prompts.expander._common import Expander, Expansion, Stopwatch
 from imageloop.prompts.expander.guard import IntentTag, load_exclusive_values
 from imageloop.prompts.language import Language, resolve_language
 from imageloop.prompts.lexicon import ATTRIBUTE_ORDER, Lexicon, TermMatch, WeightedTag, load_lexicon, normalise_text
-from imageloop.prompts.reading import IntentReading, read_intent
+from imageloop.prompts.reading import IntentReading, lexicon_matches_inside_words, read_intent
 
 __all__ = ["RULES_VERSION", "RulesExpander", "ScenePlan", "plan_scene"]
 
@@ -62,8 +63,8 @@ class ScenePlan:
         """The person's own words as tags: the values they named, then their free phrases."""
         named = [IntentTag(WeightedTag(lexicon.canonical(a, v.key)), self.translated)
                  for a, v in self.values.items() if v.explicit]
-        translated = {p.text for p in self.reading.phrases if p.translated}
-        return named + [IntentTag(WeightedTag(text), text in translated) for text in self.free]
+        read = {p.text: p.translated for p in self.reading.phrases}
+        return named + [IntentTag(WeightedTag(text), read.get(text, self.translated)) for text in self.free]
 
     def stated(self) -> dict[str, builtins.set[str]]:
         """Attribute → values the person set (named vocabulary values, and values their phrases state)."""
@@ -97,23 +98,27 @@ def _apply_concept(plan: ScenePlan, lexicon: Lexicon, match: TermMatch) -> None:
 
 
 def _own_term(match: TermMatch, lexicon: Lexicon) -> str | None:
-    """The person's English word when the prompt should keep it beside what the lexicon makes of it: a synonym
-    ("cabin" for house) or a concept word its tags do not spell out ("cozy", "film")."""
-    if match.negated or not match.term.isascii():
+    """The person's word, in English, when the prompt should keep it beside what the lexicon makes of it: a phrasing
+    other than the tag ("sunset" for dusk, "cabin" for house), or a concept word its tags do not spell out ("cozy",
+    "film"). Chinese terms are glossed by CC-CEDICT ("黎明" → "dawn", "童话" → "fairy tale")."""
+    if match.negated:
+        return None
+    term = match.term if match.term.isascii() else load_dictionary().gloss(match.term)
+    if term is None:
         return None
     if match.concept is not None:
         spelled = {w for tag in lexicon.concepts[match.concept] for w in tag.text.split()}
-        return None if set(match.term.split()) <= spelled else match.term
+        return None if set(term.split()) <= spelled else term
     assert match.attribute is not None and match.key is not None
-    phrasings = {normalise_text(p) for p in lexicon.vocabulary[match.attribute][match.key].en}
-    return None if match.term in phrasings else match.term
+    content = set(term.split()) - lexicon.stopwords
+    return None if content <= set(lexicon.canonical(match.attribute, match.key).split()) else term
 
 
 def plan_scene(intent: str, lexicon: Lexicon, language: Language) -> ScenePlan:
     """Read ``intent`` into a :class:`ScenePlan` (pure)."""
     plan = ScenePlan()
     exclusive = load_exclusive_values()
-    matches = lexicon.find_terms(intent)
+    matches = lexicon_matches_inside_words(intent, lexicon.find_terms(intent))
     concepts = [match for match in matches if match.concept is not None]
     # Specific words before broad mood packs: in "bleak but sunny", "sunny" decides the weather.
     for match in sorted(concepts, key=lambda m: len(lexicon.concepts[m.concept or ""])):
