@@ -13,9 +13,7 @@ from imageloop.prompts.expand import ResolvedPrompt
 from imageloop.prompts.expander import Recall
 from imageloop.server.routes import ui_create
 from imageloop.server.services import Services
-from imageloop.storage.registry_models import RunKind
-from imageloop.training.lock import RunStore
-from imageloop.training.registry import ModelKind, Registry
+from imageloop.storage.records import ModelKind, RunKind
 from tests.server.kit import make_user
 from tests.server.test_generations_api import auth, wait_done
 
@@ -177,11 +175,11 @@ def test_dashboard_shows_the_model_registry_and_training_runs(
     _, admin_key = services.storage.users.create_user("registrar", is_admin=True)
     adapter = tmp_path / "adapter.safetensors"
     adapter.write_bytes(b"weights")
-    registry = Registry(services.storage.sessions, services.settings)
+    registry = services.training.registry
     version = registry.register(ModelKind.EXPANDER, adapter, name="expander", data_hash="abc",
                                 metrics={"win_rate": 0.61})
     registry.start_ab_test(version.id, 0.2)
-    run = RunStore(services.storage.sessions).create(RunKind.CYCLE, trigger="api", stage="export")
+    run = services.training.runs.create(RunKind.CYCLE, trigger="api", stage="export")
     data = client.get("/api/v1/dashboard", headers=auth(admin_key)).json()
     [shown] = data["model_versions"]
     assert (shown["id"], shown["status"], shown["traffic_share"]) == (version.id, "ab_test", 0.2)

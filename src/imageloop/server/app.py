@@ -18,7 +18,6 @@ from imageloop.server.errors import install_error_handlers
 from imageloop.server.limits import BodyLimitMiddleware
 from imageloop.server.routes import ROUTERS
 from imageloop.server.services import EngineFactory, build_services
-from imageloop.training.scheduler import TrainingWorker
 from imageloop.training.user_lora import lora_upload_limit
 
 API_DESCRIPTION = """Text-to-image that learns from what people keep.
@@ -37,13 +36,10 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, engine_factory=engine_factory)
         app.state.services = services
-        app.state.trainer = TrainingWorker(settings, services.storage)  # scheduled cycles, private LoRAs
         try:
             services.start(asyncio.get_running_loop())
-            app.state.trainer.start()
             yield
         finally:
-            app.state.trainer.stop()
             services.stop()
 
     app = FastAPI(

@@ -1,9 +1,15 @@
-"""The one place the server's services are built from settings: storage, event hub, job queue, metrics, links and
-the prompt service (expansion, moderation, recipes, image checks) that the routes and the embedded worker share.
+"""The one place the server's services are built from settings: storage, event hub, job queue, metrics, links,
+the prompt service (expansion, moderation, recipes, image checks) that the routes and the embedded worker share,
+and training (registry, runs, cycle lock, the training worker). Built once at start-up; routes get them as
+dependencies (:mod:`imageloop.server.deps`).
 
 Embedded mode: SQLite (or any database_url) + the blob store + ``jobs.workers`` worker threads in this process, each
 running its own engine.
 Scaled mode: the same storage (PostgreSQL, S3 in production) + Celery workers elsewhere, events over Redis.
+
+Warm-up: :meth:`Services.start` returns at once; the embedded workers load their engines and the expander strategies
+that load a model (the local LLM) load it in the background, and :meth:`Services.loading` names what is not ready
+yet (``/healthz`` says "starting" meanwhile; a generation submitted then waits in the queue).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from imageloop.config import Settings
 from imageloop.jobs import EmbeddedJobQueue, EventHub, ImageEngine, JobEvent, JobProgress, JobQueue, ScaledJobQueue
@@ -21,7 +28,9 @@ from imageloop.server.links import ImageLinks, load_secret
 from imageloop.server.metrics import Metrics
 from imageloop.server.schemas import Progress
 from imageloop.storage import Storage
+from imageloop.training.scheduler import TrainingWorker
 from imageloop.training.serving import ExpanderRouting
+from imageloop.training.stores import TrainingStores
 
 EngineFactory = Callable[[], ImageEngine]
 _MAX_TRACKED = 10_000
@@ -81,6 +90,19 @@ class ProgressBoard:
             return self._latest.get(generation_id)
 
 
+@runtime_checkable
+class LoadsInBackground(Protocol):
+    """An expander strategy with a model to load: ``start_loading`` returns at once and loads on a thread (the
+    strategy declines while it loads); ``ready`` once it can answer."""
+
+    name: str
+
+    def start_loading(self) -> None: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+
 @dataclass
 class Services:
     """Everything the routes use. Built by :func:`build_services`; started and stopped by the app's lifespan."""
@@ -93,13 +115,29 @@ class Services:
     links: ImageLinks
     progress: ProgressBoard
     prompts: PromptService  # the one prompt service of this process, shared with the embedded worker
+    training: TrainingStores  # the model registry, training runs and cycle lock, shared with the trainer
+    trainer: TrainingWorker  # scheduled cycles and private LoRAs, on its own thread
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Deliver events on ``loop`` and start the job queue (the embedded worker loads the model here)."""
+        """Deliver events on ``loop``, start the job queue (the embedded workers load their engines in the
+        background), start loading the expander's models, and start the training worker; waits for no model."""
         self.hub.bind(loop)
         self.queue.start()
+        for strategy in self._loading_strategies():
+            strategy.start_loading()
+        self.trainer.start()
+
+    def _loading_strategies(self) -> list[LoadsInBackground]:
+        return [s for s in self.prompts.expander.strategies if isinstance(s, LoadsInBackground)]
+
+    def loading(self) -> list[str]:
+        """What is still loading: each expander strategy by name, and ``engine`` until every worker of this
+        process has its model; empty once everything is ready."""
+        names = [strategy.name for strategy in self._loading_strategies() if not strategy.ready]
+        return names + ([] if self.queue.ready else ["engine"])
 
     def stop(self) -> None:
+        self.trainer.stop()
         self.queue.stop()
         self.storage.close()
 
@@ -108,6 +146,7 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
     """Open storage (upgrading the schema) and wire the queue the settings ask for. ``engine_factory`` replaces
     the default engine builder (embedded mode only)."""
     storage = Storage.open(settings)
+    training = TrainingStores.open(settings, storage)
     # settings.prompts.strategies, memory and recipes over this storage; the registry picks each user's LLM adapter
     prompts = PromptService(settings, storage, adapters=ExpanderRouting(storage.sessions, settings))
     hub = EventHub()
@@ -124,5 +163,6 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
     hub.add_listener(progress.on_event)
     return Services(
         settings=settings, storage=storage, hub=hub, queue=queue, metrics=metrics,
-        links=ImageLinks(load_secret(settings)), progress=progress, prompts=prompts,
+        links=ImageLinks(load_secret(settings)), progress=progress, prompts=prompts, training=training,
+        trainer=TrainingWorker(settings, storage, stores=training),
     )

@@ -19,9 +19,10 @@ from imageloop.storage.db import SessionFactory, read_session, write_session
 from imageloop.storage.models import TrainingLockRow
 from imageloop.storage.records import utcnow
 
-__all__ = ["CYCLE_LOCK", "TrainingLock"]
+__all__ = ["CYCLE_LOCK", "USER_LORA_LOCK", "TrainingLock"]
 
-CYCLE_LOCK = "cycle"
+CYCLE_LOCK = "cycle"  # one training cycle at a time
+USER_LORA_LOCK = "user_lora"  # one private-LoRA job at a time
 
 
 class TrainingLock:

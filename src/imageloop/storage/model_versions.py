@@ -14,15 +14,16 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from imageloop.errors import ConflictError, NotFoundError
+from imageloop.errors import ConflictError, NotFoundError, StorageError
 from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.kept import kept_clause
 from imageloop.storage.models import Generation, Image, ModelVersionRow
 from imageloop.storage.records import ModelKind, ModelStatus, new_id, utcnow
 
-__all__ = ["ArmStats", "ModelKind", "ModelStatus", "ModelVersion", "ModelVersionRepository"]
+__all__ = ["ArmStats", "ModelKind", "ModelStatus", "ModelVersion", "ModelVersionRepository", "VersionNumberTaken"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,10 @@ class ArmStats:
     @property
     def keep_rate(self) -> float:
         return self.kept / self.images if self.images else 0.0
+
+
+class VersionNumberTaken(ConflictError):
+    """Another process registered a version of the same kind with the same number at the same time."""
 
 
 def _record(row: ModelVersionRow) -> ModelVersion:
@@ -157,21 +162,27 @@ class ModelVersionRepository:
         self, kind: ModelKind, place_files: Callable[[int, str], builtins.list[str]], **fields: Any
     ) -> ModelVersion:
         """Insert a version of ``kind`` with the next number. ``place_files(number, version_id)`` puts the files in
-        place inside the transaction and returns their relative paths. A number taken by another process at the
-        same time surfaces as StorageError caused by an IntegrityError (the caller retries)."""
+        place inside the transaction and returns their relative paths. VersionNumberTaken when another process
+        took the same number at the same time (the caller retries)."""
         now = self.clock()
         promoted = fields["status"] is ModelStatus.PROMOTED
-        with write_session(self.sessions) as session:
-            number = (session.scalar(sa.select(sa.func.max(ModelVersionRow.version)).where(
-                ModelVersionRow.kind == kind)) or 0) + 1
-            version_id = new_id()
-            row = ModelVersionRow(
-                id=version_id, kind=kind, version=number, files=place_files(number, version_id), created_at=now,
-                traffic_share=1.0 if promoted else 0.0, promoted_at=now if promoted else None, **fields,
-            )
-            session.add(row)
-            session.flush()
-            return _record(row)
+        try:
+            with write_session(self.sessions) as session:
+                number = (session.scalar(sa.select(sa.func.max(ModelVersionRow.version)).where(
+                    ModelVersionRow.kind == kind)) or 0) + 1
+                version_id = new_id()
+                row = ModelVersionRow(
+                    id=version_id, kind=kind, version=number, files=place_files(number, version_id),
+                    created_at=now, traffic_share=1.0 if promoted else 0.0, promoted_at=now if promoted else None,
+                    **fields,
+                )
+                session.add(row)
+                session.flush()
+                return _record(row)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                raise VersionNumberTaken(f"another {kind.value} version took the same number") from exc
+            raise
 
     def start_ab_test(self, version_id: str, share: float, *, note: str | None = None) -> ModelVersion:
         """Move candidate ``version_id`` to A/B testing at ``share``; an older A/B test of its kind is rolled back."""

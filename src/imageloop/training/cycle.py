@@ -32,8 +32,9 @@ from imageloop.storage import Storage
 from imageloop.storage.records import utcnow
 from imageloop.training.data import CycleData, snapshot_hash
 from imageloop.training.gate import GateResult, correctness, evaluate_gate
-from imageloop.training.lock import CYCLE_LOCK, RunKind, RunStatus, RunStore, TrainingLock, TrainingRun, new_owner_id
-from imageloop.training.registry import AB_TESTED_KINDS, ModelKind, ModelVersion, Registry
+from imageloop.training.lock import RunKind, RunStatus, TrainingRun, new_owner_id
+from imageloop.training.registry import AB_TESTED_KINDS, ModelKind, ModelVersion
+from imageloop.training.stores import TrainingStores
 
 __all__ = ["STAGES", "TRAINED_STAGES", "CycleInterrupted", "CycleResult", "Stage", "TrainingCycle", "run_cycle"]
 
@@ -99,13 +100,15 @@ class TrainingCycle:
         expander_loader: ExpanderLoader | None = None,
         clock: Callable[[], datetime] = utcnow,
         stop: threading.Event | None = None,
+        stores: TrainingStores | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
-        self.registry = Registry(storage.sessions, settings, clock=clock)
-        self.runs = RunStore(storage.sessions, clock=clock)
-        self.lock = TrainingLock(storage.sessions, CYCLE_LOCK, lease_seconds=settings.training.lease_seconds,
-                                 clock=clock)
+        # The process's registry, runs and lock when given (the server's); else ones of our own.
+        stores = stores or TrainingStores.open(settings, storage, clock=clock)
+        self.registry = stores.registry
+        self.runs = stores.runs
+        self.lock = stores.cycle_lock
         self.expander_loader = expander_loader or _default_loader
         self.clock = clock
         self.stop = stop or threading.Event()
@@ -190,7 +193,9 @@ class TrainingCycle:
         since = self._window_start()
         folder = self._run_dir(run) / "data"
         shutil.rmtree(folder, ignore_errors=True)
-        results = export_datasets(_DATASETS, self.storage.db_engine, folder, since=since, blobs=self.storage.blobs)
+        # [since, now): the next cycle's window starts at this run's data_until (now), so no row is in two.
+        results = export_datasets(_DATASETS, self.storage.db_engine, folder, since=since, until=now,
+                                  blobs=self.storage.blobs)
         files = [folder / kind / "data.parquet" for kind in _DATASETS]
         return {"since": since.isoformat() if since else None, "until": now.isoformat(), "folder": str(folder),
                 "rows": {r.kind: r.rows for r in results}, "data_hash": snapshot_hash(files)}

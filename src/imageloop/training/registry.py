@@ -37,12 +37,10 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
 from imageloop.config import Settings
-from imageloop.errors import ConflictError, InvalidRequestError, StorageError
+from imageloop.errors import ConflictError, InvalidRequestError
 from imageloop.storage.db import SessionFactory
-from imageloop.storage.model_versions import ArmStats, ModelVersion, ModelVersionRepository
+from imageloop.storage.model_versions import ArmStats, ModelVersion, ModelVersionRepository, VersionNumberTaken
 from imageloop.storage.records import ModelKind, ModelStatus, utcnow
 
 __all__ = ["AbDecision", "ArmStats", "ModelKind", "ModelStatus", "ModelVersion", "Registry"]
@@ -150,9 +148,8 @@ class Registry:
             try:
                 return self._insert(kind, source, name=name, data_hash=data_hash, metrics=metrics,
                                     parent_id=parent_id, owner_id=owner_id, run_id=run_id, status=status, note=note)
-            except StorageError as exc:
-                if not isinstance(exc.__cause__, IntegrityError):
-                    raise
+            except VersionNumberTaken:
+                continue
         raise ConflictError(f"could not number a new {kind.value} version; too many concurrent registrations")
 
     def _insert(self, kind: ModelKind, source: Path, **fields: Any) -> ModelVersion:

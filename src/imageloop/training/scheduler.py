@@ -29,6 +29,7 @@ from imageloop.storage.records import utcnow
 from imageloop.training.cycle import ExpanderLoader, TrainingCycle
 from imageloop.training.lock import RunKind
 from imageloop.training.registry import AB_TESTED_KINDS
+from imageloop.training.stores import TrainingStores
 
 __all__ = ["TrainingWorker", "next_run", "validate_schedule"]
 
@@ -63,6 +64,7 @@ class TrainingWorker:
         expander_loader: ExpanderLoader | None = None,
         clock: Callable[[], datetime] = utcnow,
         poll_seconds: float = POLL_SECONDS,
+        stores: TrainingStores | None = None,
     ) -> None:
         validate_schedule(settings.training.schedule)
         self.settings = settings
@@ -71,7 +73,9 @@ class TrainingWorker:
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self.cycle = TrainingCycle(settings, storage, expander_loader=expander_loader, clock=clock, stop=self._stop)
+        self.stores = stores or TrainingStores.open(settings, storage, clock=clock)
+        self.cycle = TrainingCycle(settings, storage, expander_loader=expander_loader, clock=clock, stop=self._stop,
+                                   stores=self.stores)
         self.started_at = clock()
         self._ab_checked_at: datetime | None = None
         self._thread = threading.Thread(target=self._loop, name="imageloop-training", daemon=True)
@@ -107,7 +111,8 @@ class TrainingWorker:
         """Do the next piece of work, if any; returns what was done ("lora", "cycle", "schedule") or None."""
         from imageloop.training.user_lora import run_next_user_lora
 
-        if run_next_user_lora(self.settings, self.storage, clock=self.clock, stop=self._stop) is not None:
+        if run_next_user_lora(self.settings, self.storage, clock=self.clock, stop=self._stop,
+                              stores=self.stores) is not None:
             return "lora"
         self._check_ab_tests()
         pending = self.cycle.runs.resumable(RunKind.CYCLE)

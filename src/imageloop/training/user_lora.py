@@ -48,8 +48,9 @@ from imageloop.errors import (
 from imageloop.files import atomic_write_text
 from imageloop.storage import Storage
 from imageloop.storage.records import utcnow
-from imageloop.training.lock import RunKind, RunStatus, RunStore, TrainingLock, TrainingRun, new_owner_id
-from imageloop.training.registry import ModelKind, ModelStatus, Registry
+from imageloop.training.lock import RunKind, RunStatus, TrainingRun, new_owner_id
+from imageloop.training.registry import ModelKind, ModelStatus
+from imageloop.training.stores import TrainingStores
 
 __all__ = ["LoraUpload", "check_upload", "delete_user_lora", "delete_user_loras", "lora_upload_limit",
            "queue_user_lora", "run_next_user_lora", "train_user_lora", "user_recipe", "user_recipes"]
@@ -57,7 +58,6 @@ __all__ = ["LoraUpload", "check_upload", "delete_user_lora", "delete_user_loras"
 log = logging.getLogger(__name__)
 
 TRIGGER_PATTERN = r"^[\w-]{2,32}$"
-USER_LORA_LOCK = "user_lora"
 # The UNet modules a LoRA goes on (attention projections), for private LoRAs and Diffusion-DPO alike.
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 Progress = Callable[[float, str], None]
@@ -139,10 +139,12 @@ def user_recipe(settings: Settings, user_id: str, name: str) -> Recipe | None:
     return parse_recipe_file(path) if path.is_file() else None
 
 
-def queue_user_lora(settings: Settings, storage: Storage, user_id: str, upload: LoraUpload) -> TrainingRun:
+def queue_user_lora(
+    settings: Settings, storage: Storage, user_id: str, upload: LoraUpload, *, stores: TrainingStores | None = None
+) -> TrainingRun:
     """Store the images and queue the training job; ConflictError when the user already has (or is training)
-    a private LoRA of that name."""
-    runs = RunStore(storage.sessions)
+    a private LoRA of that name. ``stores``: the process's training stores (default: built for this call)."""
+    runs = (stores or TrainingStores.open(settings, storage)).runs
     taken = user_recipe(settings, user_id, upload.name) is not None or any(
         run.params.get("name") == upload.name and not run.status.is_terminal
         for run in runs.list(RunKind.USER_LORA, user_id=user_id, limit=100)
@@ -161,29 +163,30 @@ def queue_user_lora(settings: Settings, storage: Storage, user_id: str, upload: 
 
 def run_next_user_lora(
     settings: Settings, storage: Storage, *, clock: Callable[[], datetime] = utcnow,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, stores: TrainingStores | None = None,
 ) -> TrainingRun | None:
     """Train the oldest queued (or interrupted) private LoRA, if any; returns its finished run."""
-    runs = RunStore(storage.sessions, clock=clock)
+    stores = stores or TrainingStores.open(settings, storage, clock=clock)
+    runs = stores.runs
     pending = runs.resumable(RunKind.USER_LORA)
     if pending is None:
         return None
-    lock = TrainingLock(storage.sessions, USER_LORA_LOCK, lease_seconds=settings.training.lease_seconds,
-                        clock=clock)
+    lock = stores.lora_lock
     owner = new_owner_id("lora")
     if not lock.acquire(owner, pending.id):
         return None
     try:
         run = runs.claim(pending.id, owner)
-        return _train_run(settings, storage, runs, run, lambda: lock.renew(owner), stop)
+        return _train_run(settings, storage, stores, run, lambda: lock.renew(owner), stop)
     finally:
         lock.release(owner)
 
 
 def _train_run(
-    settings: Settings, storage: Storage, runs: RunStore, run: TrainingRun, renew: Callable[[], None],
+    settings: Settings, storage: Storage, stores: TrainingStores, run: TrainingRun, renew: Callable[[], None],
     stop: threading.Event | None,
 ) -> TrainingRun:
+    runs = stores.runs
     assert run.user_id is not None
     name, trigger = str(run.params["name"]), str(run.params["trigger"])
     work = settings.data_dir / "training" / "runs" / run.id
@@ -198,7 +201,7 @@ def _train_run(
         images = [storage.blobs.get(key) for key in run.params["images"]]
         lora = train_user_lora(settings, images, trigger, work, steps=settings.training.lora_steps,
                                on_progress=progress)
-        registry = Registry(storage.sessions, settings)
+        registry = stores.registry
         version = registry.register(
             ModelKind.LORA, lora, name=f"{name} ({trigger})", data_hash=_images_hash(images),
             metrics={"trigger": trigger, "images": len(images), "steps": settings.training.lora_steps},
@@ -325,14 +328,17 @@ def rgb_to_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def delete_user_loras(settings: Settings, storage: Storage, user_id: str) -> int:
+def delete_user_loras(
+    settings: Settings, storage: Storage, user_id: str, *, stores: TrainingStores | None = None
+) -> int:
     """Remove everything private-LoRA of ``user_id`` (recipes, LoRA versions and files, jobs, uploaded images), as
     part of deleting a user's data; returns how many LoRA versions went."""
-    registry = Registry(storage.sessions, settings)
+    stores = stores or TrainingStores.open(settings, storage)
+    registry = stores.registry
     versions = registry.list(ModelKind.LORA, owner_id=user_id)
     for version in versions:
         registry.delete_private(version.id, user_id)
-    for run in RunStore(storage.sessions).delete_for_user(RunKind.USER_LORA, user_id):
+    for run in stores.runs.delete_for_user(RunKind.USER_LORA, user_id):
         for key in run.params.get("images", []):
             storage.blobs.delete(key)
         shutil.rmtree(settings.data_dir / "training" / "runs" / run.id, ignore_errors=True)
@@ -340,12 +346,14 @@ def delete_user_loras(settings: Settings, storage: Storage, user_id: str) -> int
     return len(versions)
 
 
-def delete_user_lora(settings: Settings, storage: Storage, user_id: str, name: str) -> None:
+def delete_user_lora(
+    settings: Settings, storage: Storage, user_id: str, name: str, *, stores: TrainingStores | None = None
+) -> None:
     """Remove ``user_id``'s private recipe ``name`` and its LoRA version; NotFoundError when there is none."""
     path = _user_recipes_dir(settings, user_id) / f"{name}.yaml"
     if not re.fullmatch(RECIPE_NAME_PATTERN, name) or not path.is_file():
         raise NotFoundError(f"you have no private LoRA named {name!r}")
-    registry = Registry(storage.sessions, settings)
+    registry = (stores or TrainingStores.open(settings, storage)).registry
     for version in registry.list(ModelKind.LORA, owner_id=user_id):
         if version.name.startswith(f"{name} ("):
             registry.delete_private(version.id, user_id)

@@ -19,9 +19,8 @@ from sqlalchemy.engine import Engine
 from imageloop.errors import PermissionDeniedError
 from imageloop.flywheel.datasets import RecipeTally, dpo_examples, pair_specs, sft_examples, view
 from imageloop.flywheel.export import iter_chains
-from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.deps import CurrentUser, RegistryDep, RunsDep, ServicesDep
 from imageloop.server.schemas import ModelVersionOut, TrainingRunOut
-from imageloop.server.services import Services
 from imageloop.server.ui_schemas import (
     DailyKeepRateOut,
     DashboardOut,
@@ -32,8 +31,9 @@ from imageloop.server.ui_schemas import (
 )
 from imageloop.storage.dashboard import action_funnel, keep_rate_by_day, served_models, user_counts
 from imageloop.storage.db import SessionFactory
-from imageloop.training.lock import RunStore
-from imageloop.training.registry import ModelStatus, Registry
+from imageloop.storage.records import ModelStatus
+from imageloop.storage.runs import RunStore
+from imageloop.training.registry import Registry
 
 router = APIRouter(prefix="/api/v1", tags=["dashboard"])
 
@@ -77,9 +77,8 @@ def count_datasets(db_engine: Engine) -> tuple[DatasetSizesOut, list[RecipeRankO
     return DatasetSizesOut(chains=chains, sft=sft, dpo=dpo, pairs=pairs, recipes=len(stats)), recipes
 
 
-def model_versions(services: Services) -> list[ModelVersionOut]:
+def model_versions(registry: Registry) -> list[ModelVersionOut]:
     """Public registry versions, newest first; A/B candidates with both arms' keep rates."""
-    registry = Registry(services.storage.sessions, services.settings)
     out = []
     for version in registry.list():
         candidate = control = None
@@ -91,9 +90,8 @@ def model_versions(services: Services) -> list[ModelVersionOut]:
     return out
 
 
-def training_runs(services: Services, limit: int = 10) -> list[TrainingRunOut]:
-    runs = RunStore(services.storage.sessions).list(limit=limit)
-    return [TrainingRunOut.model_validate(run.to_dict()) for run in runs]
+def training_runs(runs: RunStore, limit: int = 10) -> list[TrainingRunOut]:
+    return [TrainingRunOut.model_validate(run.to_dict()) for run in runs.list(limit=limit)]
 
 
 class _DatasetCache:
@@ -122,6 +120,8 @@ _datasets = _DatasetCache()
 def dashboard(
     user: CurrentUser,
     services: ServicesDep,
+    registry: RegistryDep,
+    runs: RunsDep,
     days: Annotated[int, Query(ge=1, le=366, description="How many days the keep-rate plot covers.")] = 30,
     fresh: Annotated[bool, Query(description="Recount the datasets now instead of within 30 s.")] = False,
 ) -> DashboardOut:
@@ -150,6 +150,6 @@ def dashboard(
             for row in served_models(sessions)
         ],
         recipes=recipes,
-        model_versions=model_versions(services),
-        training_runs=training_runs(services),
+        model_versions=model_versions(registry),
+        training_runs=training_runs(runs),
     )

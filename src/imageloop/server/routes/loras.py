@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from imageloop.server.deps import CurrentUser, ServicesDep
-from imageloop.training.lock import RunKind, RunStore
-from imageloop.training.scheduler import TrainingWorker
+from imageloop.server.deps import CurrentUser, RunsDep, ServicesDep
+from imageloop.storage.records import RunKind
 from imageloop.training.user_lora import check_upload, delete_user_lora, queue_user_lora, user_recipes
 
 router = APIRouter(prefix="/api/v1", tags=["loras"])
@@ -53,7 +52,6 @@ def _job_out(run: Any) -> LoraJobOut:
 
 @router.post("/loras", status_code=202, summary="Train a private LoRA from your images")
 async def create_lora(
-    request: Request,
     user: CurrentUser,
     services: ServicesDep,
     name: Annotated[str, Form(max_length=64, description="Recipe name for the LoRA (lowercase slug)")],
@@ -64,22 +62,21 @@ async def create_lora(
     big or too small, or a bad name or trigger word; 409 when you already have a LoRA of that name."""
     files = [(image.filename or f"image {i}", await image.read()) for i, image in enumerate(images)]
     upload = await run_in_threadpool(check_upload, services.settings, name=name, trigger=trigger, files=files)
-    run = await run_in_threadpool(queue_user_lora, services.settings, services.storage, user.id, upload)
-    trainer = cast(TrainingWorker | None, getattr(request.app.state, "trainer", None))
-    if trainer is not None:
-        trainer.wake()
+    run = await run_in_threadpool(queue_user_lora, services.settings, services.storage, user.id, upload,
+                                  stores=services.training)
+    services.trainer.wake()
     return _job_out(run)
 
 
 @router.get("/loras", summary="Your private LoRAs and their training jobs")
-def list_loras(user: CurrentUser, services: ServicesDep) -> LorasOut:
+def list_loras(user: CurrentUser, services: ServicesDep, runs: RunsDep) -> LorasOut:
     recipes = [PrivateRecipeOut(name=r.name, description=r.description,
                                 loras=[lora.model_dump() for lora in r.loras])
                for r in user_recipes(services.settings, user.id)]
-    jobs = RunStore(services.storage.sessions).list(RunKind.USER_LORA, user_id=user.id)
+    jobs = runs.list(RunKind.USER_LORA, user_id=user.id)
     return LorasOut(recipes=recipes, jobs=[_job_out(run) for run in jobs])
 
 
 @router.delete("/loras/{name}", status_code=204, summary="Delete one of your private LoRAs")
 def delete_lora(name: str, user: CurrentUser, services: ServicesDep) -> None:
-    delete_user_lora(services.settings, services.storage, user.id, name)
+    delete_user_lora(services.settings, services.storage, user.id, name, stores=services.training)

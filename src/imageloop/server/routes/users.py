@@ -26,7 +26,8 @@ def set_training_opt_out(body: OptOutIn, user: CurrentUser, services: ServicesDe
 def delete_my_data(user: CurrentUser, services: ServicesDep) -> DeletedDataOut:
     """Removes the records (so no later export sees them) and the image files; the account and keys stay."""
     deleted = services.storage.users.delete_user_data(user.id, services.storage.blobs)
-    delete_user_loras(services.settings, services.storage, user.id)  # private LoRAs, their jobs and uploads
+    # private LoRAs, their jobs and uploads
+    delete_user_loras(services.settings, services.storage, user.id, stores=services.training)
     return DeletedDataOut(
         generations=deleted.generations, images=deleted.images, actions=deleted.actions, blobs=deleted.blobs
     )
