@@ -40,6 +40,7 @@ services:
 lint:
 	ruff check src tests
 	mypy
+	lint-imports  # the dependency direction (contracts in pyproject.toml)
 
 test: services install-test lint
 	. .ci/services.env && pytest -q
