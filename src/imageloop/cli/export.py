@@ -13,6 +13,7 @@ from imageloop.config import load_settings
 from imageloop.errors import InvalidRequestError
 from imageloop.flywheel.export import EXPORT_KINDS, count_chains, export_dataset, since_datetime
 from imageloop.storage import Storage
+from imageloop.storage.records import utcnow
 
 _HELP = {
     "sft": "Intent → final prompt of kept images (TRL SFT prompt/completion).",
@@ -35,15 +36,17 @@ def parse_since(value: str | None) -> datetime | None:
 def run_export(kind: str, out: Path, since: str | None) -> None:
     """Export one dataset with a progress bar, then say where it is."""
     cutoff = parse_since(since)
+    until = utcnow()  # the progress bar counts the chains the export will walk: the same window
     storage = Storage.open(load_settings())
     try:
-        total = count_chains(storage.db_engine, since=cutoff)
+        total = count_chains(storage.db_engine, since=cutoff, until=until)
         with tqdm(total=total, unit="chain", desc=f"export {kind}", disable=None) as bar:
 
             def advance(chains: int) -> None:
                 bar.update(chains)
 
-            result = export_dataset(kind, storage.db_engine, out, since=cutoff, blobs=storage.blobs, progress=advance)
+            result = export_dataset(kind, storage.db_engine, out, since=cutoff, until=until, blobs=storage.blobs,
+                                    progress=advance)
     finally:
         storage.close()
     typer.echo(f"{result.rows} rows from {result.chains} chains in {result.seconds:.1f} s → {result.path}")
