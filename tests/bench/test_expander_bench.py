@@ -42,6 +42,9 @@ def test_cli_prints_the_table_and_writes_json_and_png(tmp_path: Path) -> None:
     for lang in ("en", "zh"):
         lines = (DATA / f"intents_{lang}.jsonl").read_text(encoding="utf-8").splitlines()[:6]
         (data / f"intents_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = (DATA / "openworld_intents.jsonl").read_text(encoding="utf-8").splitlines()
+    picked = [r for r in rows if '"en-00' in r][:4] + [r for r in rows if '"zh-00' in r][:4]
+    (data / "openworld_intents.jsonl").write_text("\n".join(picked) + "\n", encoding="utf-8")
     out = tmp_path / "expander.json"
     result = CliRunner().invoke(app, ["bench", "expander", "--data", str(data), "-s", "rules", "-s", "retrieval",
                                       "--no-personalization", "--out", str(out)])
@@ -51,3 +54,6 @@ def test_cli_prints_the_table_and_writes_json_and_png(tmp_path: Path) -> None:
     assert [(s["strategy"], s["language"]) for s in report["strategies"]] == [
         ("rules", "en"), ("retrieval", "en"), ("rules", "zh"), ("retrieval", "zh")]
     assert all(0.0 <= s["recall"] <= 1.0 for s in report["strategies"])
+    assert {(s["strategy"], s["language"], s["split"]) for s in report["openworld"]} == {
+        (name, lang, split) for name in ("as typed", "rules") for lang in ("en", "zh") for split in ("dev", "test")}
+    assert "Open-vocabulary intents" in result.output

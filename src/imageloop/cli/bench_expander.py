@@ -28,6 +28,7 @@ from imageloop.bench.expander import (
     scratch_storage,
     summary_rows,
 )
+from imageloop.cli.bench_openworld import openworld_json, print_openworld, run_openworld
 from imageloop.cli.groups import bench_app
 from imageloop.config import load_settings
 from imageloop.errors import InvalidRequestError
@@ -80,6 +81,11 @@ def bench_expander(
     personalization: bool = typer.Option(True, "--personalization/--no-personalization",
                                          help="Also measure re-ranking for simulated users with known tastes."),
     plot_png: bool = typer.Option(True, "--plot/--no-plot", help="Also write a PNG chart next to the JSON."),
+    openworld: bool = typer.Option(True, "--openworld/--no-openworld",
+                                   help="Also score the open-vocabulary set (openworld_intents.jsonl, dev and test)."),
+    openworld_llm_limit: int = typer.Option(
+        0, "--openworld-llm-limit", min=0, help="Open-vocabulary intents per language and split for the local LLM "
+        "(0 = all)."),
 ) -> None:
     """Score each expansion strategy on the EN and ZH intent sets (see imageloop.bench.expander)."""
     unknown = sorted(set(strategy) - set(STRATEGIES))
@@ -124,10 +130,19 @@ def bench_expander(
             storage = scratch_storage(Path(scratch) / "tastes")
             effect = personalization_effect(storage, PromptMemory(storage, default_embedder()), lexicon)
             storage.close()
+    open_scores = []
+    if openworld:
+        local = llms.get("local_llm")
+        open_scores = run_openworld(data, local if isinstance(local, LocalLLMExpander) else None,
+                                    llm_limit=openworld_llm_limit)
     meta["load_average_end"] = os.getloadavg()[0]  # this CPU is shared: latencies only mean something next to it
     _print(scores, effect)
+    if open_scores:
+        print_openworld(open_scores)
+    result = result_json(scores, effect, meta)
+    result["openworld"] = openworld_json(open_scores)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result_json(scores, effect, meta), indent=2, ensure_ascii=False) + "\n")
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     typer.echo(f"wrote {out}", err=True)
     if plot_png:
         plot(scores, out.with_suffix(".png"))

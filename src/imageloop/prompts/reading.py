@@ -149,14 +149,21 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
             found = dictionary.gloss(rest)
             if found is not None:
                 return found
+    if len(word) > 1 and word[0] in "太很超好最更挺":  # "太暗": a degree adverb fused on
+        found = dictionary.gloss(word[1:])
+        if found is not None:
+            return found
     splits: list[list[str]] = [
         s for s in (_pieces(word, dictionary, from_end=True), _pieces(word, dictionary, from_end=False)) if s
     ]
     if splits:  # fewest pieces; on a tie the head-noun-first split ("小女孩" → "small girl")
         fewest: list[str] = min(splits, key=len)
         return " ".join(fewest)
-    head = dictionary.gloss(word[-1]) if len(word) == 2 else None
-    return head if head is not None and " " not in head else None  # "橘猫": at least the cat
+    for size in range(len(word) - 1, 0, -1):  # the head noun at least: "橘猫" → "cat", "小木屋" → "house"
+        head = dictionary.gloss(word[-size:])
+        if head is not None and (size > 1 or " " not in head):
+            return head
+    return None
 
 
 def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list[str] | None:
