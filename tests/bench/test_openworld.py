@@ -67,7 +67,7 @@ def test_the_shipped_set_is_large_enough_and_split() -> None:
 def test_a_malformed_line_names_its_place(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "x", "language": "en", "split": "train", "intent": "a"}\n', encoding="utf-8")
-    with pytest.raises(InvalidRequestError, match="bad.jsonl:1"):
+    with pytest.raises(InvalidRequestError, match=r"bad\.jsonl:1"):
         load_openworld(path)
 
 
