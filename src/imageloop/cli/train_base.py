@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +20,15 @@ from imageloop.errors import InvalidRequestError
 
 def _default_checkpoints() -> Path:
     return load_settings().data_dir / "checkpoints" / "embedded"
+
+
+def _config_default(name: str) -> Any:
+    """The default of ``BaseTrainConfig.<name>``: the run config defines each default once."""
+    import dataclasses
+
+    from imageloop.training.base.train import BaseTrainConfig
+
+    return next(f.default for f in dataclasses.fields(BaseTrainConfig) if f.name == name)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -47,27 +56,35 @@ def stop_on_signals() -> Iterator[None]:
 def train_base(
     data: Annotated[Path, typer.Option(help="Dataset folder; rendered deterministically when missing.")],
     out: Annotated[Path, typer.Option(help="Export the trained pipeline (diffusers folder) here.")],
-    minutes: Annotated[float, typer.Option(min=0, help="Wall-clock budget of this run, all stages.")] = 60.0,
+    minutes: Annotated[float | None, typer.Option(
+        min=0, help="Wall-clock budget of this run, all stages [default: BaseTrainConfig.minutes].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint.")] = False,
     checkpoints: Annotated[
         Path | None, typer.Option(help="Checkpoint folder (default: <data_dir>/checkpoints/embedded).")
     ] = None,
     export_only: Annotated[bool, typer.Option("--export-only", help="Only export the newest checkpoint.")] = False,
-    dataset_size: Annotated[int, typer.Option(min=64, help="Images rendered when the dataset is built.")] = 50_000,
-    vae_steps: Annotated[int, typer.Option(min=1, help="Total autoencoder steps (batch 16).")] = 6000,
-    batch_size: Annotated[int, typer.Option(min=1, help="Diffusion batch size.")] = 64,
+    dataset_size: Annotated[int | None, typer.Option(
+        min=64, help="Images rendered when the dataset is built [default: BaseTrainConfig.dataset_size].")] = None,
+    vae_steps: Annotated[int | None, typer.Option(
+        min=1, help="Total autoencoder steps (batch 16) [default: BaseTrainConfig.vae_steps].")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Diffusion batch size [default: BaseTrainConfig.batch_size].")] = None,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads (1 is faster on a busy 2-core machine).")] = 1,
     tiny: Annotated[bool, typer.Option("--tiny", help="Tiny networks (smoke tests only).")] = False,
-    autocast: Annotated[str, typer.Option(
-        help="bf16 autocast: auto (only where bf16 measures faster than fp32), bf16, off.")] = "auto",
+    autocast: Annotated[str | None, typer.Option(
+        help="bf16 autocast: auto (only where bf16 measures faster than fp32), bf16, off "
+        "[default: BaseTrainConfig.autocast].")] = None,
     polish_decoder_minutes: Annotated[float, typer.Option(
         "--polish-decoder", min=0, help="Instead of training: fine-tune only the decoder for N more minutes.")] = 0.0,
-    subject_loss_weight: Annotated[float, typer.Option(
-        min=0, help="Extra loss weight on the subject's latent pixels (0 = plain MSE).")] = 3.0,
-    subject_text_loss_weight: Annotated[float, typer.Option(
-        min=0, help="Weight of the text encoder's auxiliary subject classification loss (0 = off).")] = 0.1,
-    ema_decay: Annotated[float, typer.Option(
-        min=0.0, max=0.99999, help="EMA decay of the exported weights (lower tracks a fast run closer).")] = 0.999,
+    subject_loss_weight: Annotated[float | None, typer.Option(
+        min=0, help="Extra loss weight on the subject's latent pixels (0 = plain MSE) "
+        "[default: BaseTrainConfig.subject_loss_weight].")] = None,
+    subject_text_loss_weight: Annotated[float | None, typer.Option(
+        min=0, help="Weight of the text encoder's auxiliary subject classification loss (0 = off) "
+        "[default: BaseTrainConfig.subject_text_loss_weight].")] = None,
+    ema_decay: Annotated[float | None, typer.Option(
+        min=0.0, max=0.99999, help="EMA decay of the exported weights (lower tracks a fast run closer) "
+        "[default: BaseTrainConfig.ema_decay].")] = None,
     init_from: Annotated[Path | None, typer.Option(
         "--init-from", help="Seed an empty checkpoint folder from this exported model and continue training it "
         "(when the checkpoints are gone).")] = None,
@@ -78,6 +95,7 @@ def train_base(
     from imageloop.training.base.model import TRAIN_AUTOCAST, ModelSize
     from imageloop.training.base.train import BaseTrainConfig, export_pipeline, polish_decoder, run_training
 
+    autocast = autocast or _config_default("autocast")
     if autocast not in TRAIN_AUTOCAST:
         raise InvalidRequestError("--autocast", f"must be one of {', '.join(TRAIN_AUTOCAST)}, not {autocast!r}")
     torch.set_num_threads(threads)
@@ -97,11 +115,13 @@ def train_base(
         if not resume and any(ckpt.glob("*.pt")):
             raise InvalidRequestError("--resume", f"checkpoints already exist in {ckpt}",
                                       allowed="--resume to continue them, or another --checkpoints folder")
-        cfg = BaseTrainConfig(data_dir=data, checkpoint_dir=ckpt, out_dir=out, minutes=minutes,
-                              dataset_size=dataset_size, vae_steps=vae_steps, batch_size=batch_size,
-                              size=ModelSize.tiny() if tiny else ModelSize(), autocast=autocast,
-                              subject_loss_weight=subject_loss_weight,
-                              subject_text_loss_weight=subject_text_loss_weight, ema_decay=ema_decay)
+        given: dict[str, Any] = {
+            "minutes": minutes, "dataset_size": dataset_size, "vae_steps": vae_steps, "batch_size": batch_size,
+            "subject_loss_weight": subject_loss_weight, "subject_text_loss_weight": subject_text_loss_weight,
+            "ema_decay": ema_decay}
+        cfg = BaseTrainConfig(data_dir=data, checkpoint_dir=ckpt, out_dir=out, autocast=autocast,
+                              size=ModelSize.tiny() if tiny else ModelSize(),
+                              **{name: value for name, value in given.items() if value is not None})
         try:
             with stop_on_signals():
                 trained = run_training(cfg)
@@ -125,8 +145,10 @@ def train_judge_command(
     validation_images: Annotated[int, typer.Option(min=16, help="Held-out real images to validate on.")] = 2000,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue training the judge saved in --out.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of batches and augmentation (vary it when resuming).")] = 0,
-    lr: Annotated[float, typer.Option(min=0, help="Starting learning rate (decays linearly to a tenth).")] = 2e-3,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of batches and augmentation (vary it when resuming) [default: train_judge's].")] = None,
+    lr: Annotated[float | None, typer.Option(
+        min=0, help="Starting learning rate (decays linearly to a tenth) [default: train_judge's].")] = None,
 ) -> None:
     """Train the attribute judge on real composites only and report its accuracy on held-out real images."""
     import torch
@@ -137,7 +159,8 @@ def train_judge_command(
     from imageloop.training.base.judge import accuracy, load_judge, save_judge, train_judge, validation_set
 
     torch.set_num_threads(threads)
-    dataset = load_dataset(data) if (data / "manifest.json").is_file() else build_dataset(data, 50_000)
+    dataset = load_dataset(data) if (data / "manifest.json").is_file() else \
+        build_dataset(data, _config_default("dataset_size"))
     target = out or ASSETS_DIR / "judge"
     start_model = load_judge(target) if resume else None
     with tqdm(total=int(minutes * 60), desc="judge", unit="s", mininterval=10) as bar:
@@ -148,8 +171,9 @@ def train_judge_command(
             bar.set_postfix(step=step, loss=f"{loss:.3f}", refresh=False)
             bar.update(0)
 
+        given: dict[str, Any] = {"seed": seed, "lr": lr}
         model = train_judge(dataset.images, dataset.labels, minutes=minutes, on_step=on_step, start=start_model,
-                            seed=seed, lr=lr)
+                            **{name: value for name, value in given.items() if value is not None})
     images, labels = validation_set(validation_images)
     metrics = accuracy(model, images, labels)
     save_judge(model, target, metrics)
