@@ -68,3 +68,15 @@ def test_invented_words_are_told_from_real_ones() -> None:
     assert unreal_words("rain, foxy, snowysunshine, 85mm, ukiyo-e, snowymoonlighting") == [
         "snowysunshine", "snowymoonlighting"]
     assert is_real_word("lighthouse") and not is_real_word("snowynight")
+
+
+def test_an_english_negation_ends_at_a_preposition_or_a_contrast() -> None:
+    reading = read("a perfume bottle on a rock, no text or logo on the bottle")
+    assert {p.text for p in reading.negatives} == {"text", "logo"}
+    assert "perfume bottle" in reading.english
+    reading = read("a reading nook, no lamp just candles")
+    assert {p.text for p in reading.negatives} == {"lamp"} and "candles" in reading.english
+
+
+def test_of_joins_a_phrase() -> None:
+    assert "shallow depth of field" in read("macro, shallow depth of field").english

@@ -229,7 +229,12 @@ def _read_latin(text: str, stopwords: frozenset[str], corrections: dict[str, str
     phrases: list[Phrase] = []
     current: list[str] = []
     for token in re.findall(r"[a-z0-9][a-z0-9'-]*", text):
+        if token == "of" and current:  # "depth of field", "cup of coffee": one phrase
+            current.append(token)
+            continue
         if token in stopwords or token in _EN_STOPWORDS or token in {"i", "a"}:
+            if current and current[-1] == "of":
+                continue  # "cup of a coffee": the article inside an of-phrase goes
             if current:
                 phrases.append(Phrase(" ".join(current), " ".join(current)))
                 current = []
@@ -239,8 +244,11 @@ def _read_latin(text: str, stopwords: frozenset[str], corrections: dict[str, str
             corrections[token] = fixed
         current.append(fixed)
         if len(current) >= MAX_PHRASE_WORDS:
-            phrases.append(Phrase(" ".join(current), " ".join(current)))
+            words = current[:-1] if current[-1] == "of" else current
+            phrases.append(Phrase(" ".join(words), " ".join(words)))
             current = []
+    if current and current[-1] == "of":
+        current.pop()
     if current:
         phrases.append(Phrase(" ".join(current), " ".join(current)))
     return phrases
@@ -297,6 +305,12 @@ def _read_span(text: str, mask: Sequence[bool], lexicon: Lexicon, dictionary: Ch
     return phrases
 
 
+# In English a negation reaches up to a preposition ("no text on the bottle": the bottle is wanted) or a contrast
+# word ("no lamp, just candles").
+_EN_NEGATION_END = re.compile(r"\b(?:on|in|at|by|under|over|near|behind|from|for|inside|against|just|only|"
+                              r"instead|rather|but|with)\b")
+
+
 def _negation_split(clause: str) -> tuple[tuple[int, int], list[tuple[int, int]]]:
     """The negated part of ``clause`` (the text after a negation cue; in Chinese up to 的, or the text before a
     cue that ends the clause: "一个人都没有") and the wanted parts, as index ranges."""
@@ -310,6 +324,9 @@ def _negation_split(clause: str) -> tuple[tuple[int, int], list[tuple[int, int]]
     negated_end = len(clause)
     if chinese and "的" in clause[cue.end() :]:  # "没有人的街道": only 人 is negated
         negated_end = clause.index("的", cue.end())
+    stop = None if chinese else _EN_NEGATION_END.search(clause, cue.end())
+    if stop is not None:
+        negated_end = stop.start()
     return (cue.end(), negated_end), [(0, cue.start()), (negated_end, len(clause))]
 
 

@@ -15,7 +15,7 @@ from functools import cache
 __all__ = ["MIN_ZIPF", "correct_word", "is_real_word", "unreal_words"]
 
 MIN_ZIPF = 1.5
-RARE_ZIPF = 3.2  # below this a real word may still be a typo of a much more common one
+RARE_ZIPF = 3.5  # below this a real word may still be a typo of a much more common one
 TYPO_MARGIN = 1.5
 _FIGURE = re.compile(r"^\d+(?:\.\d+)?(?:mm|k|px|s|x|d|th|st|nd|rd)?$")
 _LETTERS = string.ascii_lowercase
@@ -74,7 +74,7 @@ def correct_word(word: str) -> str:
             return word
         near = [w for w in _edits1(lower) if _zipf(w) >= _zipf(lower) + TYPO_MARGIN and w[0] == lower[0]]
         return max(near, key=lambda w: (_zipf(w), w)) if near else word
-    near = [w for w in _edits1(lower) if _zipf(w) >= MIN_ZIPF + 1.0]
+    near = [w for w in _edits1(lower) if _zipf(w) >= MIN_ZIPF + 0.5]
     if near:
         return max(near, key=lambda w: (_zipf(w), w))
     return _split_compound(lower) or word
