@@ -1,7 +1,7 @@
 """One self-training cycle: decide A/B tests → export → expander (SFT + DPO) → reward model → Diffusion-DPO → finish.
 
 ``run_cycle(settings, now=..., on_progress=...)`` runs one cycle to the end and returns a :class:`CycleResult`.
-Only one cycle runs at a time (the ``cycle`` lease of :mod:`imageloop.training.lock`); a second caller gets a
+Only one cycle runs at a time (the ``cycle`` lease of :mod:`imageloop.storage.locks`); a second caller gets a
 ConflictError naming the running one. Each stage's output is recorded in the run's row when it finishes, so a
 cycle that is stopped or whose process dies resumes at the stage it was in (the next call picks it up); a stage
 that registered its model before the crash is not trained again.
