@@ -90,3 +90,12 @@ def test_the_usual_with_a_negation_moves_the_word_out_of_the_recalled_prompt(sto
     assert "rain" not in tags(dry.prompt) and "rain" in tags(dry.negative or "")
     for result in (usual, dry):
         assert not set(tags(result.prompt)) & set(tags(result.negative or ""))
+
+
+def test_the_chain_counts_each_strategys_outcomes_and_rejected_answers() -> None:
+    chain = ChainExpander([Fixed("local_llm", "snowysunshine, sunny")])
+    chain.expand("a fox in the rain")
+    chain.expand("a fox in the snow")
+    counts = chain.outcomes()
+    assert counts[("local_llm", "used")] == 2
+    assert counts[("local_llm", "rejected")] == 2  # nothing it added survived: the prompt is the intent's words

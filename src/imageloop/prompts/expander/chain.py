@@ -20,6 +20,8 @@ Every expansion is logged with its strategy and version.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -63,6 +65,8 @@ class ChainExpander(Expander):
         self.personalization = personalization
         self.min_kept = min_kept
         self.min_evidence = min_evidence
+        self._outcomes: Counter[tuple[str, str]] = Counter()
+        self._outcomes_lock = threading.Lock()
 
     @property
     def version(self) -> str:
@@ -102,23 +106,42 @@ class ChainExpander(Expander):
                 result = strategy.expand(intent, user=user, language=language)
             except (StrategyFailed, ImageloopError) as exc:
                 attempts.append({"strategy": strategy.name, "outcome": "failed", "error": str(exc)})
+                self._count(strategy.name, "failed")
                 log.warning("expander %s failed: %s", strategy.name, exc)
                 continue
             except Exception as exc:  # a broken strategy must not take the request down: the rules still answer
                 error = f"{type(exc).__name__}: {exc}"
                 attempts.append({"strategy": strategy.name, "outcome": "failed", "error": error})
+                self._count(strategy.name, "failed")
                 log.exception("expander %s crashed", strategy.name)
                 continue
             if result is None:
                 attempts.append({"strategy": strategy.name, "outcome": "declined", "seconds": round(step.seconds, 4)})
+                self._count(strategy.name, "declined")
                 continue
             attempts.append({"strategy": strategy.name, "outcome": "used", "seconds": round(step.seconds, 4)})
+            self._count(strategy.name, "used")
             return replace(result, details={**result.details, "attempts": attempts})
         raise AssertionError("the rules strategy always answers")  # pragma: no cover
 
+    def outcomes(self) -> dict[tuple[str, str], int]:
+        """(strategy, outcome) → count since start: used, declined, failed, and ``rejected`` for an answer whose
+        every added tag failed the intent checks (the prompt is then the intent's own words)."""
+        with self._outcomes_lock:
+            return dict(self._outcomes)
+
+    def _count(self, strategy: str, outcome: str) -> None:
+        with self._outcomes_lock:
+            self._outcomes[(strategy, outcome)] += 1
+
     def _keep_intent(self, result: Expansion, intent: str, plan: ScenePlan) -> Expansion:
-        return keep_intent(result, intent=intent, own=plan.own_tags(self.lexicon), stated=plan.stated(),
+        kept = keep_intent(result, intent=intent, own=plan.own_tags(self.lexicon), stated=plan.stated(),
                            negatives=plan.negatives, lexicon=self.lexicon)
+        if result.strategy != self.rules.name:
+            added = any(p["added"] for p in kept.details.get("provenance", []))
+            if not added and kept.details.get("dropped"):
+                self._count(result.strategy, "rejected")
+        return kept
 
     def _personalize(self, result: Expansion, user: str, kept: list[str]) -> Expansion:
         """Re-rank toward the taste of ``user``'s ``kept`` final prompts (newest first)."""
