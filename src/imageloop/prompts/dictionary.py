@@ -6,6 +6,9 @@ word: notes in brackets dropped, "to " of verbs dropped, cross-references, surna
 skipped, and a short sense preferred to a sentence. Words CC-CEDICT lacks that image prompts use every day
 (赛博朋克, 二次元...) come from ``data/zh_image_terms.yaml``; its entries win over the dictionary.
 
+For the most frequent words the sense is the one a multilingual encoder found closest to the Chinese word
+(``data/zh_senses.json``, built by :mod:`imageloop.prompts.senses`); the rules above decide the rest.
+
 The dictionary (about 120k entries) is parsed once per process on first use, in about half a second.
 """
 
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
 import re
 import threading
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -23,9 +28,10 @@ import yaml
 
 from imageloop.errors import ConfigError
 
-__all__ = ["ChineseDictionary", "load_dictionary", "pick_gloss"]
+__all__ = ["ChineseDictionary", "cedict_senses", "load_dictionary", "pick_gloss", "usable_senses"]
 
 IMAGE_TERMS_RESOURCE = "data/zh_image_terms.yaml"
+SENSES_RESOURCE = "data/zh_senses.json"  # built by imageloop.prompts.senses
 _LINE = re.compile(r"^(?P<trad>\S+) (?P<simp>\S+) \[(?P<pinyin>[^\]]*)\] /(?P<senses>.*)/\s*$")
 _SKIP_SENSE = re.compile(
     r"^(?:see |see also|variant of|old variant|also written|abbr\. for|surname |CL:|used in |fig\. |lit\. |"
@@ -55,14 +61,31 @@ def _commonness(text: str) -> float:
     return min(zipf_frequency(word, "en") for word in words) - 0.3 * (len(words) - 1)
 
 
+def usable_senses(senses: Sequence[str]) -> list[str]:
+    """``senses`` cleaned into prompt words, in dictionary order with the non-verb senses first ("摄影":
+    "photography" before "take a photograph"); learner notes, cross-references and narrower uses left out."""
+    ordered = sorted(senses, key=lambda sense: sense.strip().startswith("to "))
+    candidates: list[str] = []
+    for sense in ordered:
+        for part in sense.split(";"):
+            # A sense that opens with a note ("(of rain, snow etc) to fall") is a narrower use of the word.
+            if _SKIP_SENSE.match(part.strip()) or part.strip().startswith("("):
+                continue
+            text = " ".join(_clean_sense(part).split()[:_MAX_GLOSS_WORDS])
+            usable = len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text)
+            if usable and text not in candidates:
+                candidates.append(text)
+    return candidates
+
+
 def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
     """The best of ``senses`` (CC-CEDICT order) as a prompt word, cleaned; None when none is usable.
 
     The first usable sense wins unless one of the next is clearly more common English (by :data:`_PREFER_MARGIN`
-    on the Zipf scale; its rarest word decides, each extra word costs a little), so ``["fiddle", "violin"]`` →
-    ``"violin"`` and ``["(literary) to rain", "to wet"]`` → ``"rain"``; senses longer than
-    :data:`_MAX_GLOSS_WORDS` words are cut. ``verb`` (the segmenter's reading) prefers the first "to ..." sense
-    ("站": "to stand", not "station").
+    on the Zipf scale; its rarest word decides, each extra word costs a little) and the first is rare, so
+    ``["fiddle", "violin"]`` → ``"violin"`` and ``["(literary) to rain", "to wet"]`` → ``"wet"``; senses longer than
+    :data:`_MAX_GLOSS_WORDS` words are cut. ``verb`` reads only the "to ..." senses, a one-word verb first
+    ("站": "stand", not "station"; "睡觉": "sleep", not "go to bed"), and gives None when there is none.
     """
     if verb:  # only "to ..." senses, the plainer verb of "put on or wear"; None when the word has none
         verbal = [p for s in senses for p in s.split(";") if p.strip().startswith("to ")][:_CANDIDATES]
@@ -70,25 +93,12 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
         if glosses and len(glosses[0].split()) >= 3:  # "go to bed": a one-word verb after it reads better
             return next((g for g in glosses if " " not in g), glosses[0])
         return glosses[0] if glosses else None
-    # A noun or adjective reading: senses that are not verbs first ("摄影": "photography", not "take a photograph").
-    senses = sorted(senses, key=lambda sense: sense.strip().startswith("to "))
-    candidates: list[str] = []
-    for sense in senses:
-        for part in sense.split(";"):
-            # A sense that opens with a note ("(of rain, snow etc) to fall") is a narrower use of the word.
-            if _SKIP_SENSE.match(part.strip()) or part.strip().startswith("("):
-                continue
-            text = _clean_sense(part)
-            usable = len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text)
-            if usable and text not in candidates:
-                candidates.append(" ".join(text.split()[:_MAX_GLOSS_WORDS]))
-        if len(candidates) >= _CANDIDATES:
-            break
+    candidates = usable_senses(senses)[:_CANDIDATES]
     if not candidates:
         cleaned = (_clean_sense(p) for s in senses for p in s.split(";") if not _SKIP_SENSE.match(p.strip()))
         return next((" ".join(c.split()[:_MAX_GLOSS_WORDS]) for c in cleaned if re.search(r"[a-z]", c)), None)
     best = candidates[0]
-    for other in candidates[1:_CANDIDATES]:
+    for other in candidates[1:]:
         rare = _commonness(best) < _RARE_FIRST
         if rare and " " not in other and _commonness(other) > _commonness(best) + _PREFER_MARGIN:
             best = other
@@ -108,9 +118,11 @@ def _cedict_path() -> Path:
 class ChineseDictionary:
     """Simplified (or traditional) Chinese word → English gloss."""
 
-    def __init__(self, senses: dict[str, list[str]], image_terms: dict[str, str]) -> None:
+    def __init__(self, senses: dict[str, list[str]], image_terms: dict[str, str],
+                 chosen: dict[str, str] | None = None) -> None:
         self._senses = senses
         self._image_terms = image_terms
+        self._chosen = chosen or {}
         self._glosses: dict[tuple[str, bool], str | None] = {}
         self._lock = threading.Lock()
 
@@ -127,6 +139,8 @@ class ChineseDictionary:
         CC-CEDICT has a usable sense."""
         if word in self._image_terms:
             return None if verb else self._image_terms[word]
+        if not verb and word in self._chosen:
+            return self._chosen[word]
         key = (word, verb)
         with self._lock:
             if key not in self._glosses:
@@ -167,7 +181,26 @@ def _read_image_terms() -> dict[str, str]:
     return {key.strip(): value.strip().lower() for key, value in terms.items()}
 
 
+def _read_chosen_senses() -> dict[str, str]:
+    resource = resources.files("imageloop").joinpath(SENSES_RESOURCE)
+    if not resource.is_file():
+        return {}
+    try:
+        data = json.loads(resource.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{SENSES_RESOURCE}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{SENSES_RESOURCE}: expected an object of word -> English")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+@cache
+def cedict_senses() -> dict[str, list[str]]:
+    """Every CC-CEDICT word (simplified and traditional) → its senses, common-noun entries first (parsed once)."""
+    return _read_cedict(_cedict_path())
+
+
 @cache
 def load_dictionary() -> ChineseDictionary:
-    """The process-wide dictionary (parsed on first call)."""
-    return ChineseDictionary(_read_cedict(_cedict_path()), _read_image_terms())
+    """The process-wide dictionary (parsed on first call): CC-CEDICT, the image terms, the chosen senses."""
+    return ChineseDictionary(cedict_senses(), _read_image_terms(), _read_chosen_senses())

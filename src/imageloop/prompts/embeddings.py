@@ -72,17 +72,18 @@ class UniversalSentenceEncoder:
     def encode(self, texts: Sequence[str]) -> Vector:
         """Embeddings of ``texts`` (cached per text); an empty list gives a (0, 512) array."""
         with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+            missing = [t for t in dict.fromkeys(texts) if t not in found]
             if missing:
                 vectors = np.asarray(self._load().encode(list(missing)), dtype=np.float32).reshape(len(missing), -1)
-                for text, vector in zip(missing, vectors, strict=True):
-                    self._cache[text] = vector
-                    while len(self._cache) > _CACHE_SIZE:
-                        self._cache.popitem(last=False)
-            rows = []
-            for text in texts:
+                found.update(zip(missing, vectors, strict=True))
+            # Rows come from this call's own lookups: a batch larger than the cache evicts its own first texts.
+            for text in dict.fromkeys(texts):
+                self._cache[text] = found[text]
                 self._cache.move_to_end(text)
-                rows.append(self._cache[text])
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+            rows = [found[text] for text in texts]
         return np.stack(rows) if rows else np.zeros((0, 512), dtype=np.float32)
 
 
