@@ -52,10 +52,13 @@ def client(
     from fastapi.testclient import TestClient
 
     from imageloop.server import create_app
-    from tests.server.kit import tiny_settings
+    from tests.server.kit import tiny_settings, wait_until
 
     settings = tiny_settings(tmp_path_factory.mktemp("app-data"), tiny_model, **app_overrides)
     with TestClient(create_app(settings)) as test_client:
+        # The app loads its engine in the background: wait, so no test builds a model while it loads (diffusers'
+        # loading puts every module made meanwhile, in any thread, on the meta device).
+        wait_until(lambda: test_client.app.state.services.loading() == [])  # type: ignore[attr-defined]
         yield test_client
 
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from imageloop.jobs import EmbeddedJobQueue
 from imageloop.server.services import Services, preloaded_engine_factory
-from tests.server.kit import make_user, tiny_settings
+from tests.server.kit import make_user, tiny_settings, wait_until
 from tests.server.test_generations_api import auth, wait_done
 
 
@@ -23,6 +23,7 @@ def app_overrides() -> dict[str, Any]:
 def test_each_worker_gets_its_own_engine_and_the_api_runs_on_them(client: TestClient, services: Services) -> None:
     queue = services.queue
     assert isinstance(queue, EmbeddedJobQueue)
+    wait_until(lambda: queue.ready)  # the workers load their engines in the background
     engines = [worker.runner.engine for worker in queue.workers]
     assert len(engines) == 2 and engines[0] is not engines[1]
     assert len(set(queue.worker_ids)) == 2
@@ -45,6 +46,7 @@ def test_the_preloaded_factory_hands_out_its_engine_once_then_builds_new_ones(tm
 def test_the_workers_engines_share_their_caches(client: TestClient, services: Services) -> None:
     queue = services.queue
     assert isinstance(queue, EmbeddedJobQueue)
+    wait_until(lambda: queue.ready)
     first, second = (worker.runner.engine for worker in queue.workers)
     assert first.result_cache is second.result_cache  # type: ignore[attr-defined]
     assert first.prompt_cache is second.prompt_cache  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from imageloop.server import create_app
 from imageloop.server.deps import get_cycle_lock, get_registry, get_runs, get_trainer
 from imageloop.server.services import Services
-from tests.server.kit import save_tiny_model, tiny_settings
+from tests.server.kit import save_tiny_model, tiny_settings, wait_until
 
 
 def test_routes_and_the_training_worker_share_the_services_built_at_start(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_routes_and_the_training_worker_share_the_services_built_at_start(tmp_pa
     with TestClient(app) as client:
         services: Services = client.app.state.services  # type: ignore[attr-defined]
         trainer = services.trainer
-        assert trainer.is_alive()
+        wait_until(trainer.is_alive)  # it starts once the models have loaded in the background
         assert trainer.stores is services.training
         assert trainer.cycle.registry is services.training.registry
         assert trainer.cycle.runs is services.training.runs and trainer.cycle.lock is services.training.cycle_lock

@@ -232,3 +232,13 @@ class JobQueue(abc.ABC):
     def healthy(self) -> bool:
         """Whether the workers can take jobs (for ``/healthz``)."""
         return True
+
+    @property
+    def ready(self) -> bool:
+        """Whether this process's workers have loaded their models (jobs submitted before wait in the queue);
+        always True where the workers run elsewhere."""
+        return True
+
+    def wait_loaded(self) -> None:
+        """Until this process's workers have loaded their models or failed to (at once where they run elsewhere)."""
+        return

@@ -1,7 +1,9 @@
 """The embedded job queue: ``jobs.workers`` worker threads inside the server process, fed from the database.
 
 Each worker has its own engine (its own pipeline: a diffusers pipeline must not run two calls at once), its own
-worker id and leases, and claims from the same database queue (the claim is atomic). The GPU/CPU work runs on the
+worker id and leases, and claims from the same database queue (the claim is atomic). Each worker thread loads its
+engine first, so starting the queue does not wait for models: jobs submitted meanwhile wait in the queue, and
+:attr:`EmbeddedJobQueue.ready` says when every engine is loaded. The GPU/CPU work runs on the
 worker threads; events go to the server's loop through the :class:`EventHub` (``loop.call_soon_threadsafe``).
 Dynamic batching, per worker: when jobs are waiting, a worker waits up to ``jobs.batch_max_wait_ms`` for the queue
 to fill to ``jobs.batch_max_size``, then claims up to that many compatible jobs at once and runs them in one
@@ -87,22 +89,34 @@ class Sweeper:
 
 @dataclass(eq=False)
 class EmbeddedWorker:
-    """One worker thread of the embedded queue: its runner (own engine, own worker id), its wake-up event, and
-    whether it holds claimed jobs (``busy``, read by the other workers when they size their share)."""
+    """One worker thread of the embedded queue: its worker id, its runner (own engine; set on the thread once the
+    engine is loaded), its wake-up event, and whether it holds claimed jobs (``busy``, read by the other workers when
+    they size their share)."""
 
-    runner: JobRunner
+    worker_id: WorkerId
     wake: threading.Event = field(default_factory=threading.Event)
     busy: bool = False
     thread: threading.Thread | None = None
+    loaded: threading.Event = field(default_factory=threading.Event)  # set once ``runner`` is there
+    settled: threading.Event = field(default_factory=threading.Event)  # set once the engine loaded or failed to
+    _runner: JobRunner | None = None
 
     @property
-    def worker_id(self) -> WorkerId:
-        return self.runner.worker_id
+    def runner(self) -> JobRunner:
+        """The worker's runner; RuntimeError while its engine is still loading."""
+        if self._runner is None:
+            raise RuntimeError(f"worker {self.worker_id} is still loading its engine")
+        return self._runner
+
+    def set_runner(self, runner: JobRunner) -> None:
+        self._runner = runner
+        self.loaded.set()
 
 
 class EmbeddedJobQueue(JobQueue):
     """Runs jobs on ``settings.jobs.workers`` worker threads of this process. ``engine_factory`` builds one engine
-    per worker (all at start; each must be its own instance for the workers to run side by side); ``prompts`` is
+    per worker (each on its worker's thread, at start; each must be its own instance for the workers to run side by
+    side), after ``load_after`` returns (the other models of the process: no two load at once); ``prompts`` is
     the process's prompt service, shared by the workers (None: intents get the word rules only, images are not
     checked)."""
 
@@ -114,15 +128,18 @@ class EmbeddedJobQueue(JobQueue):
         engine_factory: Callable[[], ImageEngine],
         *,
         prompts: PromptService | None = None,
+        load_after: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(hub)
         self.storage = storage
         self.settings = settings
         self._engine_factory = engine_factory
+        self._load_after = load_after
         self._prompts = prompts
         self._workers: list[EmbeddedWorker] = []
         # The workers of this process claim one at a time, so each sees the others' claims when taking its share.
         self._claim_lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._stopping = threading.Event()
         self._sweeper = Sweeper(storage, settings, lambda _ids: self._wake_all(), publish=hub.publish)
 
@@ -135,17 +152,19 @@ class EmbeddedJobQueue(JobQueue):
     def worker_ids(self) -> list[WorkerId]:
         return [worker.worker_id for worker in self._workers]
 
+    @property
+    def ready(self) -> bool:
+        """Whether every worker has loaded its engine."""
+        return bool(self._workers) and all(worker.loaded.is_set() for worker in self._workers)
+
+    def wait_loaded(self) -> None:
+        for worker in self._workers:
+            worker.settled.wait()
+
     def start(self) -> None:
-        """Build every worker's engine (errors surface here), re-queue stale jobs, and start the worker and sweeper
-        threads."""
-        engines = [self._engine_factory() for _ in range(self.settings.jobs.workers)]
-        if len({id(engine) for engine in engines}) < len(engines):
-            log.warning("the engine factory returned one engine for several workers: they will take turns on it")
-        self._workers = [
-            EmbeddedWorker(JobRunner(self.storage, engine, self.settings, WorkerId(new_owner_id("embedded")),
-                                     self.hub.publish, prompts=self._prompts))
-            for engine in engines
-        ]
+        """Re-queue stale jobs and start the sweeper and the worker threads, which load their engines first (in the
+        background: see :attr:`ready`; a worker whose engine fails to load stops, and :meth:`healthy` says so)."""
+        self._workers = [EmbeddedWorker(WorkerId(new_owner_id("embedded"))) for _ in range(self.settings.jobs.workers)]
         self._sweeper.start()
         for index, worker in enumerate(self._workers):
             worker.thread = threading.Thread(target=self._work, args=(worker,), name=f"imageloop-worker-{index}",
@@ -158,13 +177,16 @@ class EmbeddedJobQueue(JobQueue):
         next start, or another worker, runs them; each image is recorded once)."""
         self._stopping.set()
         for worker in self._workers:
-            worker.runner.stop()
+            if worker.loaded.is_set():
+                worker.runner.stop()
             worker.wake.set()
         for worker in self._workers:
             if worker.thread is not None:
                 worker.thread.join()
         self._sweeper.stop()
         for worker in self._workers:
+            if not worker.loaded.is_set():  # never claimed anything
+                continue
             try:  # only now: no worker thread can record an outcome any more
                 worker.runner.release()
             except ImageloopError as exc:  # the database is gone: the sweepers re-queue them when the leases expire
@@ -175,7 +197,7 @@ class EmbeddedJobQueue(JobQueue):
 
     def cancel_requested(self, generation_id: GenerationId) -> None:
         for worker in self._workers:
-            if worker.runner.cancel(generation_id):
+            if worker.loaded.is_set() and worker.runner.cancel(generation_id):
                 return
 
     def healthy(self) -> bool:
@@ -189,7 +211,28 @@ class EmbeddedJobQueue(JobQueue):
 
     # --- worker threads ------------------------------------------------------------------------------------
 
+    def _load(self, worker: EmbeddedWorker) -> bool:
+        """Build the worker's engine and runner; False (logged, the worker stops) when the engine cannot load."""
+        try:
+            if self._load_after is not None:
+                self._load_after()
+            with self._load_lock:  # one model load at a time, as a sequential start did (memory, CPU probes)
+                engine = self._engine_factory()
+        except Exception:
+            log.exception("worker %s could not load its engine; it stops", worker.worker_id)
+            return False
+        finally:
+            worker.settled.set()
+        if any(other.loaded.is_set() and other.runner.engine is engine for other in self._workers):
+            log.warning("the engine factory returned one engine for several workers: they will take turns on it")
+        worker.set_runner(JobRunner(self.storage, engine, self.settings, worker.worker_id, self.hub.publish,
+                                    prompts=self._prompts))
+        log.info("worker %s is ready", worker.worker_id)
+        return True
+
     def _work(self, worker: EmbeddedWorker) -> None:
+        if not self._load(worker):
+            return
         while not self._stopping.is_set():
             claimed = 0
             try:

@@ -179,10 +179,15 @@ class DeletedDataOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "starting", "degraded"] = Field(
+        description="ok: ready; starting (HTTP 503): models still loading, submitted jobs wait in the queue; "
+        "degraded: the job queue cannot take jobs."
+    )
     mode: str
     queue_depth: int
     worker: bool
+    loading: list[str] = Field(default_factory=list, description="What is still loading: expander strategies "
+                               "(e.g. local_llm) and/or engine.")
 
 
 class TrainingRunOut(BaseModel):

@@ -7,14 +7,16 @@ Embedded mode: SQLite (or any database_url) + the blob store + ``jobs.workers`` 
 running its own engine.
 Scaled mode: the same storage (PostgreSQL, S3 in production) + Celery workers elsewhere, events over Redis.
 
-Warm-up: :meth:`Services.start` returns at once; the embedded workers load their engines and the expander strategies
-that load a model (the local LLM) load it in the background, and :meth:`Services.loading` names what is not ready
-yet (``/healthz`` says "starting" meanwhile; a generation submitted then waits in the queue).
+Warm-up: :meth:`Services.start` returns at once; in the background the expander strategies that load a model (the
+local LLM) load it, then the embedded workers their engines, then the training worker starts (one model load at a
+time); :meth:`Services.loading` names what is not ready yet (``/healthz`` says "starting" meanwhile; a generation
+submitted then waits in the queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from imageloop.training.serving import ExpanderRouting
 from imageloop.training.stores import TrainingStores
 
 EngineFactory = Callable[[], ImageEngine]
+log = logging.getLogger(__name__)
 _MAX_TRACKED = 10_000
 
 
@@ -92,15 +95,48 @@ class ProgressBoard:
 
 @runtime_checkable
 class LoadsInBackground(Protocol):
-    """An expander strategy with a model to load: ``start_loading`` returns at once and loads on a thread (the
-    strategy declines while it loads); ``ready`` once it can answer."""
+    """An expander strategy with a model to load: ``start_loading`` returns at once and loads on a thread of its
+    own (the strategy declines while it loads), ``load`` waits for that load (raising if it failed), ``ready`` once it
+    can answer."""
 
     name: str
 
     def start_loading(self) -> None: ...
 
+    def load(self) -> object: ...
+
     @property
     def ready(self) -> bool: ...
+
+
+class ModelWarmUp:
+    """The expander's model loads at start-up, in the background. Engines and training wait for them (:meth:`wait`),
+    so two models never load at once: diffusers' loading patches torch for the whole process, and a module built
+    meanwhile in another thread would be left on the meta device or uninitialised."""
+
+    def __init__(self, prompts: PromptService) -> None:
+        self.strategies = [s for s in prompts.expander.strategies if isinstance(s, LoadsInBackground)]
+        self._failed: set[str] = set()
+
+    def start(self) -> None:
+        """Start every load; returns at once (a request meanwhile gets the next strategy's answer)."""
+        for strategy in self.strategies:
+            strategy.start_loading()
+
+    def wait(self) -> None:
+        """Until every load has finished; a strategy whose model failed to load is logged and counted as not
+        loading any more (it keeps declining)."""
+        for strategy in self.strategies:
+            try:
+                strategy.load()
+            except Exception as exc:
+                if strategy.name not in self._failed:
+                    log.warning("expander strategy %s could not load its model: %s", strategy.name, exc)
+                self._failed.add(strategy.name)
+
+    def loading(self) -> list[str]:
+        """The strategies still loading, by name."""
+        return [s.name for s in self.strategies if not s.ready and s.name not in self._failed]
 
 
 @dataclass
@@ -118,25 +154,34 @@ class Services:
     training: TrainingStores  # the model registry, training runs and cycle lock, shared with the trainer
     trainer: TrainingWorker  # scheduled cycles and private LoRAs, on its own thread
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Deliver events on ``loop``, start the job queue (the embedded workers load their engines in the
-        background), start loading the expander's models, and start the training worker; waits for no model."""
-        self.hub.bind(loop)
-        self.queue.start()
-        for strategy in self._loading_strategies():
-            strategy.start_loading()
-        self.trainer.start()
+    warm_up: ModelWarmUp
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lifecycle: threading.Lock = field(default_factory=threading.Lock)
 
-    def _loading_strategies(self) -> list[LoadsInBackground]:
-        return [s for s in self.prompts.expander.strategies if isinstance(s, LoadsInBackground)]
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver events on ``loop``, start loading the expander's models and the job queue (the embedded workers
+        load their engines after those), and start the training worker once every model is loaded; waits for no
+        model (see :meth:`loading`)."""
+        self.hub.bind(loop)
+        self.warm_up.start()
+        self.queue.start()
+        threading.Thread(target=self._train_once_loaded, name="imageloop-warm-up", daemon=True).start()
+
+    def _train_once_loaded(self) -> None:
+        self.warm_up.wait()
+        self.queue.wait_loaded()
+        with self._lifecycle:  # not after a stop
+            if not self._stopping.is_set():
+                self.trainer.start()
 
     def loading(self) -> list[str]:
         """What is still loading: each expander strategy by name, and ``engine`` until every worker of this
         process has its model; empty once everything is ready."""
-        names = [strategy.name for strategy in self._loading_strategies() if not strategy.ready]
-        return names + ([] if self.queue.ready else ["engine"])
+        return self.warm_up.loading() + ([] if self.queue.ready else ["engine"])
 
     def stop(self) -> None:
+        with self._lifecycle:
+            self._stopping.set()
         self.trainer.stop()
         self.queue.stop()
         self.storage.close()
@@ -150,10 +195,12 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
     # settings.prompts.strategies, memory and recipes over this storage; the registry picks each user's LLM adapter
     prompts = PromptService(settings, storage, adapters=ExpanderRouting(storage.sessions, settings))
     hub = EventHub()
+    warm_up = ModelWarmUp(prompts)
     queue: JobQueue
     if settings.jobs.mode == "embedded":
         queue = EmbeddedJobQueue(
-            storage, settings, hub, engine_factory or default_engine_factory(settings), prompts=prompts
+            storage, settings, hub, engine_factory or default_engine_factory(settings), prompts=prompts,
+            load_after=warm_up.wait,
         )
     else:
         queue = ScaledJobQueue(settings, hub)
@@ -164,5 +211,5 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
     return Services(
         settings=settings, storage=storage, hub=hub, queue=queue, metrics=metrics,
         links=ImageLinks(load_secret(settings)), progress=progress, prompts=prompts, training=training,
-        trainer=TrainingWorker(settings, storage, stores=training),
+        trainer=TrainingWorker(settings, storage, stores=training), warm_up=warm_up,
     )

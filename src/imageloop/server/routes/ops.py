@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -12,13 +14,20 @@ from imageloop.server.schemas import HealthOut
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", summary="Health: database reachable, workers running")
-def healthz(services: ServicesDep) -> HealthOut:
-    """503 (StorageError) when the database cannot be read; ``degraded`` when the job queue cannot take jobs."""
+@router.get("/healthz", summary="Health: database reachable, models loaded, workers running",
+            responses={503: {"model": HealthOut, "description": "starting: models still loading (see loading)"}})
+def healthz(services: ServicesDep, response: Response) -> HealthOut:
+    """``ok`` when ready. While the expander's models or the engine load after start-up: HTTP 503 with status
+    ``starting`` and ``loading`` naming what is still loading (generations submitted meanwhile wait in the queue).
+    ``degraded`` when the job queue cannot take jobs; 503 (StorageError) when the database cannot be read."""
     depth = services.storage.generations.queue_depth()
     worker = services.queue.healthy()
-    return HealthOut(status="ok" if worker else "degraded", mode=services.settings.jobs.mode, queue_depth=depth,
-                     worker=worker)
+    loading = services.loading()
+    status: Literal["ok", "starting", "degraded"] = "degraded" if not worker else "starting" if loading else "ok"
+    if status == "starting":
+        response.status_code = 503
+    return HealthOut(status=status, mode=services.settings.jobs.mode, queue_depth=depth, worker=worker,
+                     loading=loading)
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
