@@ -184,6 +184,7 @@ def test_the_journey_from_a_chinese_intent_to_the_dashboard(page: Any, served: S
     page.click("#c-expand")
     expect(page.locator("#c-prompt")).not_to_have_value("")
     expect(page.locator("#c-expander")).to_contain_text("Expanded by")
+    previewed = page.locator("#c-prompt").input_value()
 
     generate(page, INTENT)
     panel = page.locator(".progress-panel")
@@ -199,8 +200,8 @@ def test_the_journey_from_a_chinese_intent_to_the_dashboard(page: Any, served: S
     first_id = first_group.get_attribute("data-generation-id")
     assert first_id
     first = record_of(served, first_id)["generation"]
-    # The preview was not edited, so the intent went alone and the server's expander wrote the final prompt.
-    assert (first["intent"], first["prompt"]) == (INTENT, None) and first["final_prompt"]
+    # The preview was not edited, so the page sent its expansion_id: the prompt shown is the prompt that ran.
+    assert (first["intent"], first["prompt"], first["final_prompt"]) == (INTENT, None, previewed)
 
     card = first_group.locator(".result").first
     with page.expect_download() as download:

@@ -1,9 +1,11 @@
 // The History page: the user's generations newest first, loaded page by page as the list scrolls, filtered by
-// kept / liked / style; a generation opens its full record (intent, prompts, params, versions, actions) with re-run.
+// kept / liked / style; a generation opens its full record (intent, prompts and where each word came from, params,
+// versions, actions) with re-run.
 
 import { api } from "./api.js";
 import { clear, describe, formatTime, h, onceClick } from "./dom.js";
 import { readDraft, saveDraft } from "./drafts.js";
+import { provenanceView } from "./provenance.js";
 import { authImage, resultGroup } from "./results.js";
 
 const PAGE = 24;
@@ -50,7 +52,8 @@ function rerunBody(g) {
   for (const key of ["intent", "intent_language", "prompt", "negative_prompt", "recipe", "style"]) {
     if (g[key]) body[key] = g[key];
   }
-  if (!body.intent && !body.prompt) body.prompt = g.final_prompt;
+  // The same prompt as it ran (not the intent expanded again), with the same seed.
+  if (g.final_prompt) body.prompt = g.final_prompt;
   return body;
 }
 
@@ -77,7 +80,8 @@ async function openRecord(id, onRerun) {
     });
     const facts = h("dl", { class: "facts" },
       row("Intent", g.intent), row("Language", g.intent_language), row("Prompt as sent", g.prompt),
-      row("Final prompt", g.final_prompt), row("Negative prompt", g.negative_prompt), row("Style", g.style),
+      row("Final prompt", g.final_prompt), row("Where the words came from", provenanceView(g.details)),
+      row("Negative prompt", g.negative_prompt), row("Style", g.style),
       row("Recipe", g.recipe), row("Parameters", g.params), row("Status", g.status), row("Error", g.error),
       row("Expander", g.expander_strategy && `${g.expander_strategy} ${g.expander_version ?? ""}`),
       row("Base model", g.base_model_id && `${g.base_model_id} ${g.base_model_version ?? ""}`),
