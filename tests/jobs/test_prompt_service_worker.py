@@ -18,7 +18,7 @@ from imageloop.engine.request import GenerationRequest
 from imageloop.jobs import JobRunner
 from imageloop.prompts.image_check import ImageChecker
 from imageloop.prompts.service import PromptService
-from imageloop.storage import GenerationRecord, JobStatus, NewGeneration, Storage, UserId, WorkerId
+from imageloop.storage import Expansion, GenerationRecord, JobStatus, NewGeneration, Storage, UserId, WorkerId
 from tests.server.kit import tiny_settings
 
 SECOND_TRY = 1_000_003  # generate_checked's default seed step
@@ -130,6 +130,25 @@ def test_the_worker_expands_and_moderates_intents_with_the_service(
     fine = run_one(storage, settings, engine, prompts, user, intent="城市的雨夜", params={"seed": 1})
     assert fine.status is JobStatus.SUCCEEDED and fine.final_prompt == "city street, rain, night"
     assert fine.expander_strategy == "rules"
+
+
+def test_the_worker_runs_the_expansion_stored_at_submit_and_expands_nothing(
+    storage: Storage, settings: Settings, prompts: PromptService, user: UserId, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def expand_again(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("the worker expanded an intent that was expanded at submit")
+
+    monkeypatch.setattr(prompts, "expand", expand_again)
+    monkeypatch.setattr(prompts, "check_prompt", expand_again)
+    engine = FakeEngine(bad_seeds=set())
+    details = {"provenance": [{"tag": "fox", "source": "intent", "added": False}]}
+    submitted = Expansion(final_prompt="fox, snow, moonlight", negative_prompt="blurry", expander_strategy="local_llm",
+                          expander_version="v1", intent_language="en", details=details)
+    record = run_one(storage, settings, engine, prompts, user, intent="城市的雨夜", params={"seed": 1},
+                     expansion=submitted)
+    assert record.status is JobStatus.SUCCEEDED, record.error
+    assert [(r.prompt, r.negative_prompt) for r in engine.requests] == [("fox, snow, moonlight", "blurry")]
+    assert (record.expander_strategy, record.expansion_details) == ("local_llm", details)
 
 
 def test_without_the_service_images_are_not_checked(storage: Storage, settings: Settings, user: UserId) -> None:
