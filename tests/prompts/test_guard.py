@@ -98,4 +98,6 @@ def test_the_chain_counts_each_strategys_outcomes_and_rejected_answers() -> None
     chain.expand("a fox in the snow")
     counts = chain.outcomes()
     assert counts[("local_llm", "used")] == 2
-    assert counts[("local_llm", "rejected")] == 2  # nothing it added survived: the prompt is the intent's words
+    assert counts[("local_llm", "rejected")] == 2  # nothing it added survived: the rules strategy answered
+    result = chain.expand("a fox in the rain")
+    assert result.strategy == "rules" and result.details["attempts"][-1]["outcome"] == "rejected"

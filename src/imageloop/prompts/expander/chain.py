@@ -90,7 +90,7 @@ class ChainExpander(Expander):
             if personal and self.memory is not None and user:
                 kept = [e.final_prompt for e in self.memory.entries(user, limit=HISTORY_WINDOW)]
                 result = self._personalize(result, user, kept)
-            result = self._keep_intent(result, intent, plan)
+            result = self._keep_intent(result, intent, plan, user=user, language=lang)
             if personal and user:
                 result = self._apply_habits(result, intent, user, kept, lang)
             result = separate(result, plan.negatives)
@@ -126,7 +126,7 @@ class ChainExpander(Expander):
 
     def outcomes(self) -> dict[tuple[str, str], int]:
         """(strategy, outcome) → count since start: used, declined, failed, and ``rejected`` for an answer whose
-        every added tag failed the intent checks (the prompt is then the intent's own words)."""
+        every added tag failed the intent checks (the rules strategy then answers)."""
         with self._outcomes_lock:
             return dict(self._outcomes)
 
@@ -134,14 +134,24 @@ class ChainExpander(Expander):
         with self._outcomes_lock:
             self._outcomes[(strategy, outcome)] += 1
 
-    def _keep_intent(self, result: Expansion, intent: str, plan: ScenePlan) -> Expansion:
+    def _keep_intent(self, result: Expansion, intent: str, plan: ScenePlan, *, user: str | None,
+                     language: Language) -> Expansion:
+        """``result`` checked against the intent; an answer none of whose added tags passes the checks is rejected
+        (counted) and the rules strategy answers instead, as if the strategy had failed."""
         kept = keep_intent(result, intent=intent, own=plan.own_tags(self.lexicon), stated=plan.stated(),
                            negatives=plan.negatives, lexicon=self.lexicon)
-        if result.strategy != self.rules.name:
-            added = any(p["added"] for p in kept.details.get("provenance", []))
-            if not added and kept.details.get("dropped"):
-                self._count(result.strategy, "rejected")
-        return kept
+        if result.strategy == self.rules.name:
+            return kept
+        added = any(p["added"] for p in kept.details.get("provenance", []))
+        if added or not kept.details.get("dropped"):
+            return kept
+        self._count(result.strategy, "rejected")
+        rules = self.rules.expand(intent, user=user, language=language)
+        attempts = [*result.details.get("attempts", []),
+                    {"strategy": result.strategy, "outcome": "rejected", "dropped": kept.details["dropped"]}]
+        fallback = replace(rules, details={**rules.details, "attempts": attempts})
+        return keep_intent(fallback, intent=intent, own=plan.own_tags(self.lexicon), stated=plan.stated(),
+                           negatives=plan.negatives, lexicon=self.lexicon)
 
     def _personalize(self, result: Expansion, user: str, kept: list[str]) -> Expansion:
         """Re-rank toward the taste of ``user``'s ``kept`` final prompts (newest first)."""
