@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from PIL import Image
 from imageloop.server import create_app
 from imageloop.server.services import Services
 from imageloop.training.registry import ModelKind, Registry
-from tests.server.kit import save_tiny_model, tiny_settings
+from tests.server.kit import save_tiny_model, tiny_settings, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +33,8 @@ def _user(client: TestClient, name: str, *, admin: bool = False) -> dict[str, st
     return {"Authorization": f"Bearer {key}"}
 
 
-def _wait(client: TestClient, url: str, headers: dict[str, str], done: Any, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(url, headers=headers).json()
-        if done(body):
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.2)
+def _wait(client: TestClient, url: str, headers: dict[str, str], done: Any) -> Any:
+    return wait_until(lambda: client.get(url, headers=headers).json(), done)
 
 
 def test_training_routes_are_for_admins(client: TestClient) -> None:
