@@ -120,3 +120,24 @@ def test_an_engine_that_cannot_load_leaves_the_server_up_and_degraded(
     with TestClient(create_app(tiny_settings(tmp_path / "data", tiny_model), engine_factory=broken)) as client:
         status, body = wait_until(lambda: _health(client), lambda health: health[1]["status"] != "starting")
         assert status == 200 and body["status"] == "degraded" and body["worker"] is False
+
+
+class BrokenLLM(LoadingLLM):
+    """An LLM whose model cannot load: it keeps declining, and is not reported as loading for ever."""
+
+    def start_loading(self) -> None:
+        pass
+
+    def load(self) -> None:
+        raise OSError("no weights here")
+
+
+def test_an_llm_that_cannot_load_is_not_waited_for(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BrokenLLM, "built", [], raising=False)
+    monkeypatch.setattr(prompt_service, "LocalLLMExpander", BrokenLLM)
+    settings = tiny_settings(tmp_path / "data", tiny_model, prompts={"strategies": ["local_llm", "rules"]})
+    with TestClient(create_app(settings)) as client:
+        status, body = wait_until(lambda: _health(client), lambda health: health[1]["status"] != "starting")
+        assert status == 200 and body["status"] == "ok" and body["loading"] == []
