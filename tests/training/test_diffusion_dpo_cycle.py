@@ -99,7 +99,7 @@ def test_ab_arms_of_a_generator_lora_are_read_from_the_base_model_version(
     candidate, control = registry.arm_stats(version)
     assert (candidate.images, candidate.kept, control.images, control.kept) == (4, 3, 4, 1)
     # Serving: the share of users in the candidate arm get its file, tagged, for the model it was trained on.
-    routing = GeneratorRouting(storage.sessions, settings)
+    routing = GeneratorRouting(Registry(storage.sessions, settings))
     # The arm is a hash of (user, version id), and the id is random: 400 users keep the share's spread small.
     served = [routing.lora_for(f"user-{i}") for i in range(400)]
     chosen = [lora for lora in served if lora is not None]

@@ -54,7 +54,7 @@ def test_served_adapters_reach_the_local_llm_and_their_tag_is_recorded(
 
     settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url),
                         prompts={"llm_max_new_tokens": 8, "few_shot_examples": 0})
-    routing = ExpanderRouting(storage.sessions, settings, ttl=0)
+    routing = ExpanderRouting(Registry(storage.sessions, settings), ttl=0)
     expander = _expander(settings, tmp_path, routing)
     # The tiny LM writes word salad with ':' and digits; keep its words as tags (post-processing is tested elsewhere).
     monkeypatch.setattr(local_llm, "clean_llm_output",

@@ -149,7 +149,7 @@ def test_expander_routing_follows_the_release_state(
 ) -> None:
     registry = make_registry()
     now = [0.0]
-    routing = ExpanderRouting(storage.sessions, registry.settings, ttl=30, clock=lambda: now[0])
+    routing = ExpanderRouting(registry, ttl=30, clock=lambda: now[0])
     assert routing.adapter_for("ada") is None  # nothing trained: the base model
     current = registry.promote(_register(registry, tmp_path, "cur").id)
     assert routing.adapter_for("ada") is None  # cached for ttl seconds

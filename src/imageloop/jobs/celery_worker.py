@@ -24,7 +24,8 @@ from imageloop.jobs.scaled import QUEUE_NAME, TASK_NAME, RedisEventPublisher, ma
 from imageloop.prompts.service import PromptService
 from imageloop.storage import GenerationId, Storage, WorkerId
 from imageloop.training.lock import new_owner_id
-from imageloop.training.serving import ExpanderRouting
+from imageloop.training.registry import Registry
+from imageloop.training.serving import ExpanderRouting, GeneratorRouting
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,14 @@ class CeleryJobWorker:
 
     def __init__(
         self, storage: Storage, engine: ImageEngine, settings: Settings, celery: Any,
-        *, prompts: PromptService | None = None,
+        *, prompts: PromptService | None = None, generator_loras: GeneratorRouting | None = None,
     ) -> None:
         self.storage = storage
         self.settings = settings
         self.celery = celery
         publisher = RedisEventPublisher(settings)
-        self.runner = JobRunner(storage, engine, settings, WorkerId(new_owner_id("celery")), publisher, prompts=prompts)
+        self.runner = JobRunner(storage, engine, settings, WorkerId(new_owner_id("celery")), publisher, prompts=prompts,
+                                generator_loras=generator_loras)
         self.sweeper = Sweeper(storage, settings, self.send_tasks, on_tick=self.kick_if_idle, publish=publisher)
 
     def send_tasks(self, generation_ids: list[GenerationId]) -> None:
@@ -111,8 +113,10 @@ def run_worker(settings: Settings, engine_factory: Callable[[], ImageEngine], *,
     (the settings' strategies, memory and recipes over its storage) and runs every job with it."""
     storage = Storage.open(settings)
     celery = make_celery(settings)
-    prompts = PromptService(settings, storage, adapters=ExpanderRouting(storage.sessions, settings))
-    worker = CeleryJobWorker(storage, engine_factory(), settings, celery, prompts=prompts)
+    registry = Registry(storage.sessions, settings)  # this worker process's one registry
+    prompts = PromptService(settings, storage, adapters=ExpanderRouting(registry))
+    worker = CeleryJobWorker(storage, engine_factory(), settings, celery, prompts=prompts,
+                             generator_loras=GeneratorRouting(registry))
     register_task(celery, lambda: worker)
     from celery.signals import worker_shutting_down
 

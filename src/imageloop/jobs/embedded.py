@@ -27,6 +27,7 @@ from imageloop.jobs._common import EventHub, EventSink, JobQueue, JobRequeued
 from imageloop.jobs.runner import ImageEngine, JobRunner
 from imageloop.storage import GenerationId, GenerationRecord, Storage, WorkerId
 from imageloop.training.lock import new_owner_id
+from imageloop.training.serving import GeneratorRouting
 
 if TYPE_CHECKING:
     from imageloop.prompts.service import PromptService
@@ -129,8 +130,10 @@ class EmbeddedJobQueue(JobQueue):
         *,
         prompts: PromptService | None = None,
         load_after: Callable[[], None] | None = None,
+        generator_loras: GeneratorRouting | None = None,
     ) -> None:
         super().__init__(hub)
+        self._generator_loras = generator_loras
         self.storage = storage
         self.settings = settings
         self._engine_factory = engine_factory
@@ -226,7 +229,7 @@ class EmbeddedJobQueue(JobQueue):
         if any(other.loaded.is_set() and other.runner.engine is engine for other in self._workers):
             log.warning("the engine factory returned one engine for several workers: they will take turns on it")
         worker.set_runner(JobRunner(self.storage, engine, self.settings, worker.worker_id, self.hub.publish,
-                                    prompts=self._prompts))
+                                    prompts=self._prompts, generator_loras=self._generator_loras))
         log.info("worker %s is ready", worker.worker_id)
         return True
 

@@ -46,6 +46,7 @@ from imageloop.storage import (
     WorkerId,
     image_blob_key,
 )
+from imageloop.training.registry import Registry
 from imageloop.training.serving import GeneratorRouting
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ class JobRunner:
         publish: EventSink,
         *,
         prompts: PromptService | None = None,
+        generator_loras: GeneratorRouting | None = None,
     ) -> None:
         self.storage = storage
         self.engine = engine
@@ -194,8 +196,9 @@ class JobRunner:
         self.worker_id = worker_id
         self.prompts = prompts
         self._publish = publish
-        # Which Diffusion-DPO LoRA of the generator serves each user (the registry's release state, cached).
-        self.generator_loras = GeneratorRouting(storage.sessions, settings)
+        # Which Diffusion-DPO LoRA of the generator serves each user (the registry's release state, cached): the
+        # process's routing when given (the server's, shared by its workers), else one of this runner's own.
+        self.generator_loras = generator_loras or GeneratorRouting(Registry(storage.sessions, settings))
         self._running: dict[str, RunningJob] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()

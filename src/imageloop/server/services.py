@@ -31,7 +31,7 @@ from imageloop.server.metrics import Metrics
 from imageloop.server.schemas import Progress
 from imageloop.storage import Storage
 from imageloop.training.scheduler import TrainingWorker
-from imageloop.training.serving import ExpanderRouting
+from imageloop.training.serving import ExpanderRouting, GeneratorRouting
 from imageloop.training.stores import TrainingStores
 
 EngineFactory = Callable[[], ImageEngine]
@@ -193,14 +193,14 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
     storage = Storage.open(settings)
     training = TrainingStores.open(settings, storage)
     # settings.prompts.strategies, memory and recipes over this storage; the registry picks each user's LLM adapter
-    prompts = PromptService(settings, storage, adapters=ExpanderRouting(storage.sessions, settings))
+    prompts = PromptService(settings, storage, adapters=ExpanderRouting(training.registry))
     hub = EventHub()
     warm_up = ModelWarmUp(prompts)
     queue: JobQueue
     if settings.jobs.mode == "embedded":
         queue = EmbeddedJobQueue(
             storage, settings, hub, engine_factory or default_engine_factory(settings), prompts=prompts,
-            load_after=warm_up.wait,
+            load_after=warm_up.wait, generator_loras=GeneratorRouting(training.registry),
         )
     else:
         queue = ScaledJobQueue(settings, hub)

@@ -21,10 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imageloop.config import Settings
 from imageloop.engine.recipes import LORA_FILE
 from imageloop.engine.request import BaseLora
-from imageloop.storage.db import SessionFactory
 from imageloop.training.registry import ModelKind, ModelVersion, Registry, bucket
 
 __all__ = ["ExpanderRouting", "GeneratorRouting", "ServedAdapter"]
@@ -44,11 +42,8 @@ class _Routing:
 
     kind: ModelKind
 
-    def __init__(
-        self, sessions: SessionFactory, settings: Settings, *, ttl: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.registry = Registry(sessions, settings)
+    def __init__(self, registry: Registry, *, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry  # the process's registry (built once at start-up)
         self.ttl = ttl
         self.clock = clock
         self._lock = threading.Lock()
