@@ -38,6 +38,8 @@ _EN_NEGATION = re.compile(
 _ZH_NEGATION = re.compile(r"不要|不想要|不需要|没有|别|不带|去掉|不含|无需")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_RUN = re.compile(r"[a-z0-9][a-z0-9' -]*[a-z0-9]|[a-z0-9]")
+_NUMERALS = frozenset("一二两三四五六七八九十几每这那")
+_MEASURE_WORDS = frozenset("个只位名条头匹张座棵朵艘辆把件")
 # 者 is the agentive suffix jieba splits off ("舞者"); its gloss ("one who") is no prompt word.
 # jieba part-of-speech tags of words that carry no picture: particles, prepositions, pronouns, numerals,
 # measure words, conjunctions, adverbs, modal and exclamation words, punctuation, locatives.
@@ -195,7 +197,11 @@ def _is_modifier(flag: str, word: str) -> bool:
 def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str]) -> list[Phrase]:
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
+    previous = ""
     for word, flag in words:
+        if previous in _NUMERALS and len(word) > 1 and word[0] in _MEASURE_WORDS:
+            word = word[1:]  # "一 个人": jieba joins the measure word to the noun ("a person", not "personal")
+        previous = word
         if word in ("的", "之") and pending:
             continue  # "孤独的宇航员": the modifier stays pending across 的
         if flag.startswith(_ZH_DROP_FLAGS) or word in _ZH_DROP_WORDS:
