@@ -132,9 +132,17 @@ class PromptSettings(BaseModel):
         description="Expansion strategies tried in order; the next runs when one fails, times out or declines. "
         "'rules' (always available) is appended when missing.",
     )
-    llm_max_new_tokens: int = Field(default=48, ge=8, le=512, description="Most tokens the local LLM writes.")
+    llm_max_new_tokens: int = Field(
+        default=20, ge=8, le=512,
+        description="Most tokens the local LLM writes: room for its few added tags; decoding is most of its time.",
+    )
     llm_timeout_seconds: float = Field(default=15.0, gt=0, description="Generation time limit of the local LLM.")
-    llm_threads: int = Field(default=0, ge=0, description="Torch threads for the local LLM; 0 = torch's default.")
+    llm_threads: int = Field(
+        default=1, ge=0,
+        description="Torch threads of the local LLM's own worker thread (the engine keeps its own count); "
+        "0 = the process default. One, because beside a busy engine a two-thread team waits for a core at "
+        "every step and gets many times slower, while one thread only shares.",
+    )
     llm_adapter: Path | None = Field(default=None, description="PEFT LoRA adapter folder for the local LLM.")
     remote_url: str | None = Field(
         default=None, description="OpenAI-compatible base URL (e.g. http://127.0.0.1:8080/v1) for 'remote_llm'."

