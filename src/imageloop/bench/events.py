@@ -25,12 +25,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imageloop.storage.db import create_db_engine, upgrade_schema
-from imageloop.storage.models import Generation, Image, User, UserAction
 from imageloop.storage.records import ActionType, JobStatus
+from imageloop.storage.simulation import any_generation, bulk_insert, tune_for_bulk_load
 
 EXPORTED_KINDS = ("sft", "dpo", "recipes")
 INSERT_BATCH = 20_000
@@ -163,9 +162,8 @@ def synthesise(
 ) -> SyntheticCounts:
     """Bulk-insert a synthetic record holding about ``events`` user actions (stops at the first chain past it)."""
     maker = _Synthesiser(seed, users)
-    _fast_bulk_load(db_engine)
-    with db_engine.begin() as connection:
-        connection.execute(sa.insert(User), maker.users())
+    tune_for_bulk_load(db_engine)
+    bulk_insert(db_engine, users=maker.users())
     batches: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] = ([], [], [])
     reported = 0
     while maker.counts.actions < events:
@@ -180,32 +178,12 @@ def synthesise(
     return maker.counts
 
 
-def _fast_bulk_load(db_engine: Engine) -> None:
-    """Give SQLite a large page cache for the synthetic load only (random-key B-tree inserts thrash the default
-    2 MB cache, so the set-up slows down as the file grows). The export being
-    measured opens its own database engine with the product's settings."""
-    if db_engine.dialect.name != "sqlite":
-        return
-    db_engine.dispose()
-
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA cache_size=-1048576")  # 1 GiB, in KiB
-        cursor.execute("PRAGMA synchronous=OFF")
-        cursor.close()
-
-    sa.event.listen(db_engine, "connect", _on_connect)
-
-
 def _insert(
     db_engine: Engine, generations: list[dict[str, Any]], images: list[dict[str, Any]], actions: list[dict[str, Any]]
 ) -> None:
     for row in actions:
         row.setdefault("child_generation_id", None)
-    with db_engine.begin() as connection:
-        connection.execute(sa.insert(Generation), generations)
-        connection.execute(sa.insert(Image), images)
-        connection.execute(sa.insert(UserAction), actions)
+    bulk_insert(db_engine, generations=generations, images=images, actions=actions)
 
 
 def _export_in_child(kinds: tuple[str, ...], database_url: str, out_dir: str) -> list[ExportTiming]:
@@ -265,10 +243,7 @@ def repository_ingest_rate(database_url: str, count: int = 2_000) -> float:
 
     db_engine = create_db_engine(database_url)
     try:
-        with db_engine.connect() as connection:
-            user_id, generation_id = connection.execute(
-                sa.select(Generation.user_id, Generation.id).limit(1)
-            ).one()
+        user_id, generation_id = any_generation(db_engine)
         actions = ActionRepository(session_factory(db_engine))
         run = f"{time.time_ns():x}"
 

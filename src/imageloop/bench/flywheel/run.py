@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -37,9 +36,9 @@ from imageloop.bench.flywheel.report import ArmWeek, difference_interval
 from imageloop.bench.flywheel.users import Decision, Intent, SimulatedUser, edited_prompt, sample_users
 from imageloop.config import Settings, load_settings
 from imageloop.errors import SimulationError
-from imageloop.storage import ActionType, Storage
+from imageloop.storage import ActionType, JobStatus, Storage
 from imageloop.storage.kept import is_kept
-from imageloop.storage.models import Generation, UserAction
+from imageloop.storage.simulation import session_outcomes
 from imageloop.training.base.judge import AttributeJudge, predict
 from imageloop.training.base.scenes import ATTRIBUTE_KEYS, ATTRIBUTE_NAMES
 from imageloop.training.cycle import ExpanderLoader, run_cycle
@@ -261,18 +260,11 @@ def count_week(settings: Settings, arm: str, week: int) -> ArmWeek:
     """Keep rate and rerolls of one week, counted from the service's records (generations and actions)."""
     storage = Storage.open(settings)
     try:
-        prefix = f"w{week}-%"
-        with storage.db_engine.connect() as conn:
-            sessions = conn.execute(sa.select(Generation.session_id, Generation.status)
-                                    .where(Generation.session_id.like(prefix))).all()
-            actions = conn.execute(sa.select(Generation.session_id, UserAction.image_id, UserAction.type)
-                                   .join(Generation, UserAction.generation_id == Generation.id)
-                                   .where(Generation.session_id.like(prefix))
-                                   .order_by(UserAction.created_at, UserAction.id)).all()
+        sessions, actions = session_outcomes(storage.db_engine, f"w{week}-")
     finally:
         storage.close()
-    all_sessions = {str(s) for s, _ in sessions}
-    failed = sum(1 for _, status in sessions if str(getattr(status, "value", status)) != "succeeded")
+    all_sessions = {s for s, _ in sessions}
+    failed = sum(1 for _, status in sessions if status is not JobStatus.SUCCEEDED)
     # A session is kept when one of its images is kept, by the service's own rule (storage.kept).
     per_image: dict[tuple[str, str], list[ActionType]] = defaultdict(list)
     for s, image_id, kind in actions:
