@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from imageloop.config import Settings
 from imageloop.jobs import EmbeddedJobQueue, EventHub, ImageEngine, JobEvent, JobProgress, JobQueue, ScaledJobQueue
+from imageloop.prompts.reading import warm_up_reading
 from imageloop.prompts.service import PromptService
 from imageloop.server.links import ImageLinks, load_secret
 from imageloop.server.metrics import Metrics
@@ -110,13 +111,28 @@ class LoadsInBackground(Protocol):
 
 
 class ModelWarmUp:
-    """The expander's model loads at start-up, in the background. Engines and training wait for them (:meth:`wait`),
-    so two models never load at once: diffusers' loading patches torch for the whole process, and a module built
-    meanwhile in another thread would be left on the meta device or uninitialised."""
+    """The expander's loads at start-up, in the background: what every expansion reads (:meth:`warm_text`) and the
+    strategies' models. Engines and training wait for the models (:meth:`wait`), so two never load at once: diffusers'
+    loading patches torch for the whole process, and a module built meanwhile in another thread would be left on the
+    meta device or uninitialised."""
 
     def __init__(self, prompts: PromptService) -> None:
+        self.prompts = prompts
         self.strategies = [s for s in prompts.expander.strategies if isinstance(s, LoadsInBackground)]
         self._failed: set[str] = set()
+        self._text_ready = threading.Event()
+
+    def warm_text(self) -> None:
+        """Load the Chinese segmenter, the dictionaries and the sentence embedder now rather than on the first
+        intent (pure Python and NumPy: safe beside a model load)."""
+        try:
+            warm_up_reading()
+            if self.prompts.memory is not None:
+                self.prompts.memory.embed(["warm up"])
+        except Exception as exc:  # the first expansion that needs it reports it; the start goes on
+            log.warning("could not warm up the expander's word lists: %s", exc)
+        finally:
+            self._text_ready.set()
 
     def start(self) -> None:
         """Start every load; returns at once (a request meanwhile gets the next strategy's answer)."""
@@ -135,8 +151,9 @@ class ModelWarmUp:
                 self._failed.add(strategy.name)
 
     def loading(self) -> list[str]:
-        """The strategies still loading, by name."""
-        return [s.name for s in self.strategies if not s.ready and s.name not in self._failed]
+        """What is still loading: ``expander`` (its word lists) and the strategies, by name."""
+        text = [] if self._text_ready.is_set() else ["expander"]
+        return text + [s.name for s in self.strategies if not s.ready and s.name not in self._failed]
 
 
 @dataclass
@@ -165,9 +182,10 @@ class Services:
         self.hub.bind(loop)
         self.warm_up.start()
         self.queue.start()
-        threading.Thread(target=self._train_once_loaded, name="imageloop-warm-up", daemon=True).start()
+        threading.Thread(target=self._warm_up, name="imageloop-warm-up", daemon=True).start()
 
-    def _train_once_loaded(self) -> None:
+    def _warm_up(self) -> None:
+        self.warm_up.warm_text()
         self.warm_up.wait()
         self.queue.wait_loaded()
         with self._lifecycle:  # not after a stop
@@ -175,8 +193,8 @@ class Services:
                 self.trainer.start()
 
     def loading(self) -> list[str]:
-        """What is still loading: each expander strategy by name, and ``engine`` until every worker of this
-        process has its model; empty once everything is ready."""
+        """What is still loading: ``expander`` (its word lists), each expander strategy with a model by name, and
+        ``engine`` until every worker of this process has its model; empty once everything is ready."""
         return self.warm_up.loading() + ([] if self.queue.ready else ["engine"])
 
     def stop(self) -> None:
