@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from imageloop.errors import ConfigError
+from imageloop.prompts.words import unreal_words
 
 __all__ = ["ChineseDictionary", "cedict_senses", "load_dictionary", "pick_gloss", "usable_senses"]
 
@@ -72,7 +73,9 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
             if _SKIP_SENSE.match(part.strip()) or part.strip().startswith("("):
                 continue
             text = " ".join(_clean_sense(part).split()[:_MAX_GLOSS_WORDS])
-            usable = len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text)
+            # A sense with a word English does not use ("papercutting") would put an invented word in the prompt.
+            usable = (len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text)
+                      and not unreal_words(text))
             if usable and text not in candidates:
                 candidates.append(text)
     return candidates
@@ -96,7 +99,8 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
     candidates = usable_senses(senses)[:_CANDIDATES]
     if not candidates:
         cleaned = (_clean_sense(p) for s in senses for p in s.split(";") if not _SKIP_SENSE.match(p.strip()))
-        return next((" ".join(c.split()[:_MAX_GLOSS_WORDS]) for c in cleaned if re.search(r"[a-z]", c)), None)
+        return next((" ".join(c.split()[:_MAX_GLOSS_WORDS]) for c in cleaned
+                     if re.search(r"[a-z]", c) and not unreal_words(c)), None)
     best = candidates[0]
     for other in candidates[1:]:
         rare = _commonness(best) < _RARE_FIRST
@@ -139,7 +143,7 @@ class ChineseDictionary:
         CC-CEDICT has a usable sense."""
         if word in self._image_terms:
             return None if verb else self._image_terms[word]
-        if not verb and word in self._chosen:
+        if not verb and word in self._chosen and not unreal_words(self._chosen[word]):
             return self._chosen[word]
         key = (word, verb)
         with self._lock:

@@ -25,17 +25,20 @@ from typing import Any
 
 from imageloop.prompts.dictionary import ChineseDictionary, load_dictionary
 from imageloop.prompts.lexicon import Lexicon, TermMatch, normalise_text
-from imageloop.prompts.words import correct_word
+from imageloop.prompts.words import correct_word, unreal_words
 
 __all__ = ["IntentReading", "Phrase", "read_intent", "warm_up_reading"]
 
 MAX_PHRASE_WORDS = 5
 _CLAUSE = re.compile(r"[,.;:!?，。；：！？、\n()（）\[\]【】]+|\bbut\b|但是|不过")
 _EN_NEGATION = re.compile(
-    r"\b(?:no|not|without|never|avoid|minus|don'?t (?:want|need|include|add|show)|do not (?:want|need|include|add|show)"
-    r"|nothing)\b"
+    r"\b(?:no|not|without|never|avoid|avoiding|minus|exclude|excluding|free of|none of|zero|"
+    r"(?:don'?t|do not|doesn'?t|does not) (?:want|need|include|add|show|have|put)|nothing)\b"
 )
-_ZH_NEGATION = re.compile(r"不要|不想要|不需要|没有|别|不带|去掉|不含|无需")
+# Longest first, so "不想要" is read before "不要" would leave a stray "想".
+_ZH_NEGATION = re.compile(
+    r"不想看到|不要出现|别出现|不想要|不需要|不要有|不能有|不出现|不要|没有|不带|去掉|去除|不含|无需|不加|不用|避免|禁止|别|没"
+)
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_RUN = re.compile(r"[a-z0-9][a-z0-9' -]*[a-z0-9]|[a-z0-9]")
 _NUMERALS = frozenset("一二两三四五六七八九十几每这那")
@@ -132,6 +135,8 @@ def _gerund(verb: str) -> str:
         head = head + head[-1] + "ing"
     else:
         head += "ing"
+    if unreal_words(head):  # "miniaturizing": keep the verb as the dictionary gives it
+        head = words[0]
     return " ".join([head, *words[1:]])
 
 
