@@ -108,6 +108,15 @@ def test_metrics_count_actions_images_and_latency(client: TestClient, owner: tup
     assert "imageloop_queue_depth" in values
 
 
+def test_metrics_count_expansions_by_strategy_and_outcome(client: TestClient, services: Services) -> None:
+    _, key = make_user(services.storage, "expander-metrics")
+    accepted = client.post("/api/v1/generations", headers=auth(key), json={"intent": "a lighthouse in the fog"})
+    assert accepted.status_code == 202, accepted.text
+    text = client.get("/metrics").text
+    counted = [line for line in text.splitlines() if line.startswith("imageloop_expander_outcomes_total{")]
+    assert any('outcome="used"' in line and float(line.split(" ")[1]) >= 1 for line in counted), counted
+
+
 def test_opt_out_and_delete_my_data(client: TestClient, services: Services) -> None:
     _, key = make_user(services.storage, "leaver")
     done = wait_done(client, key, client.post("/api/v1/generations", headers=auth(key),

@@ -7,7 +7,7 @@ restarts and across several servers; the latency histogram counts the jobs this 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -49,10 +49,26 @@ class RecordCollector(Collector):
         )
 
 
+class ExpanderCollector(Collector):
+    """The prompt chain's per-strategy outcomes (used, declined, failed, rejected) since start."""
+
+    def __init__(self, outcomes: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self._outcomes = outcomes
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("imageloop_expander_outcomes", "Expansion attempts by strategy and outcome "
+                                     "(rejected: none of its added tags passed the intent checks).",
+                                     labels=["strategy", "outcome"])
+        for (strategy, outcome), count in sorted(self._outcomes().items()):
+            family.add_metric([strategy, outcome], count)
+        yield family
+
+
 class Metrics:
     """The server's metrics registry (one per app, so tests can run several apps in one process)."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage,
+                 expander_outcomes: Callable[[], Mapping[tuple[str, str], int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.job_latency = Histogram(
             "imageloop_job_latency_seconds", "Seconds from enqueue to images stored.", buckets=LATENCY_BUCKETS,
@@ -63,6 +79,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(RecordCollector(storage))
+        if expander_outcomes is not None:
+            self.registry.register(ExpanderCollector(expander_outcomes))
 
     def on_event(self, event: JobEvent) -> None:
         """Hub listener: count terminal events and observe latencies."""

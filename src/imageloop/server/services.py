@@ -222,7 +222,7 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
         )
     else:
         queue = ScaledJobQueue(settings, hub)
-    metrics = Metrics(storage)
+    metrics = Metrics(storage, expander_outcomes=prompts.expander.outcomes)
     progress = ProgressBoard()
     hub.add_listener(metrics.on_event)
     hub.add_listener(progress.on_event)
