@@ -80,7 +80,7 @@ async function openRecord(id, onRerun) {
     });
     const facts = h("dl", { class: "facts" },
       row("Intent", g.intent), row("Language", g.intent_language), row("Prompt as sent", g.prompt),
-      row("Final prompt", g.final_prompt), row("Where the words came from", provenanceView(g.details)),
+      row("Final prompt", g.final_prompt), row("Where the words came from", provenanceView(g.details, { titled: false })),
       row("Negative prompt", g.negative_prompt), row("Style", g.style),
       row("Recipe", g.recipe), row("Parameters", g.params), row("Status", g.status), row("Error", g.error),
       row("Expander", g.expander_strategy && `${g.expander_strategy} ${g.expander_version ?? ""}`),

@@ -40,15 +40,16 @@ function personalValues(values) {
     applied.map(([attribute, value]) => `${attribute.replaceAll("_", " ")} ${value}`).join(", "), ".");
 }
 
-/** A view of `details` (from a generation or a preview), or null when the expander gave no provenance. */
-export function provenanceView(details) {
+/** A view of `details` (from a generation or a preview), or null when the expander gave no provenance;
+ * `titled` false leaves out the "Where the words came from" lead-in (where a label already says it). */
+export function provenanceView(details, { titled = true } = {}) {
   const words = Array.isArray(details?.provenance) ? details.provenance : [];
   const habits = personalValues(details?.personal_values);
   if (!words.length && !habits) return null;
   const added = words.filter((entry) => entry.added).length;
   const summary = added ? `${added} of ${words.length} words added; yours are plain.` : "Every word is yours.";
   return h("div", { class: "provenance" },
-    words.length ? h("p", { class: "muted" }, "Where the words came from: ", summary) : null,
+    words.length ? h("p", { class: "muted" }, titled ? "Where the words came from: " : "", summary) : null,
     words.length ? h("ul", { class: "words", "aria-label": "Words of the final prompt and where each came from" },
       words.map(word)) : null,
     habits);
