@@ -147,3 +147,21 @@ def test_an_explicit_prompt_is_stored_at_submit_as_passthrough(client: TestClien
     accepted = _post(client, key, {"intent": "a fox", "prompt": "fox, watercolor"})
     stored = services.storage.generations.get(UserId(user), GenerationId(accepted["id"]))
     assert (stored.final_prompt, stored.expander_strategy) == ("fox, watercolor", "passthrough")
+
+
+def test_a_batch_stores_each_prompt_at_submit(
+    client: TestClient, services: Services, changing: ChangingExpander
+) -> None:
+    user, key = make_user(services.storage, "batch")
+    shown = client.post("/api/v1/prompts/expand", headers=auth(key), json={"intent": "a fox"}).json()
+    response = client.post("/api/v1/generations/batch", headers=auth(key), json={"generations": [
+        {"intent": "a fox in a field"}, {"expansion_id": shown["expansion_id"]}, {"prompt": "fox, ink"}]})
+    assert response.status_code == 202, response.text
+    stored = [services.storage.generations.get(UserId(user), GenerationId(item["id"]))
+              for item in response.json()["generations"]]
+    assert [record.final_prompt is not None for record in stored] == [True, True, True]
+    assert stored[1].final_prompt == shown["final_prompt"] and stored[2].final_prompt == "fox, ink"
+    assert changing.calls == 2  # the preview and the first item; nothing else is expanded, now or when they run
+    for record in stored:
+        assert wait_done(client, key, record.id)["status"] == "succeeded"
+    assert changing.calls == 2
