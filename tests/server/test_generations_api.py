@@ -25,7 +25,8 @@ def wait_done(client: TestClient, key: str, generation_id: str) -> dict[str, Any
 
 def test_health_and_docs(client: TestClient) -> None:
     health = client.get("/healthz").json()
-    assert health == {"status": "ok", "mode": "embedded", "queue_depth": health["queue_depth"], "worker": True}
+    assert health == {"status": "ok", "mode": "embedded", "queue_depth": health["queue_depth"], "worker": True,
+                      "loading": []}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/v1/generations", "/api/v1/actions", "/v1/images/generations", "/metrics"} <= set(paths)
