@@ -277,12 +277,12 @@ class EmbeddedJobQueue(JobQueue):
         max_wait = self.settings.jobs.batch_max_wait_ms / 1000
         if limit == 1 or max_wait <= 0:
             return
-        depth = self.storage.generations.queue_depth()
         deadline = time.monotonic() + max_wait
-        while 0 < depth < limit and not self._stopping.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
+        while not self._stopping.is_set():
+            # Clear before reading the depth: a job that arrives after the read still wakes the wait below.
             worker.wake.clear()
-            worker.wake.wait(remaining)
             depth = self.storage.generations.queue_depth()
+            remaining = deadline - time.monotonic()
+            if not 0 < depth < limit or remaining <= 0:
+                return
+            worker.wake.wait(remaining)
