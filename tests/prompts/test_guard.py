@@ -101,3 +101,9 @@ def test_the_chain_counts_each_strategys_outcomes_and_rejected_answers() -> None
     assert counts[("local_llm", "rejected")] == 2  # nothing it added survived: the rules strategy answered
     result = chain.expand("a fox in the rain")
     assert result.strategy == "rules" and result.details["attempts"][-1]["outcome"] == "rejected"
+
+
+def test_an_added_tag_that_only_changes_the_number_of_another_is_a_repeat() -> None:
+    result = ChainExpander([Fixed("local_llm", "mountains, mountain, ink wash, soft light")]).expand("mountains in ink wash")
+    assert "mountain" not in tags(result.prompt)
+    assert {"tag": "mountain", "reason": "repeats a tag"} in result.details["dropped"]

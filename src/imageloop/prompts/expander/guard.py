@@ -83,6 +83,10 @@ def _key(text: str) -> str:
     return normalise_text(parse_tag(text).text)
 
 
+def _singular(text: str) -> str:
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in text.split())
+
+
 def _words(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"[a-z0-9][a-z0-9'-]*", _key(text)))
 
@@ -124,6 +128,9 @@ def keep_intent(
         tag = parse_tag(raw)
         key = _key(tag.text)
         if not key or key in seen:
+            continue
+        if key not in own_keys and _singular(key) in {_singular(k) for k in seen}:
+            dropped.append({"tag": key, "reason": "repeats a tag"})  # "mountain" beside "mountains"
             continue
         if _negated(key, negatives):
             dropped.append({"tag": key, "reason": "negated in the intent"})
