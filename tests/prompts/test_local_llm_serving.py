@@ -215,3 +215,16 @@ def test_added_tags_leave_out_the_phrases_own_tags_and_junk() -> None:
     assert added_tags(text, "little fox, rain, night", lexicon) == [
         "soft rim light", "wet fur", "reflections", "close-up", "bokeh", "film grain"]
     assert added_tags("", "fox", lexicon) == []
+
+
+def test_the_speed_benchmark_reports_latency_and_token_counts(expander: LocalLLMExpander) -> None:
+    from imageloop.bench.llm_speed import measure_llm_speed
+
+    result = measure_llm_speed(expander.settings, list(PHRASES), repeats=2, expander=expander)
+    assert (result["completions"], result["failures"]) == (6, 0)
+    assert 0 < result["p50_seconds"] <= result["p95_seconds"]
+    assert result["mean_prompt_tokens"] > result["mean_new_tokens"] > 0
+    assert result["tokens_per_second"] > 0 and result["load_seconds"] > 0
+    assert (result["threads"], result["max_new_tokens"]) == (1, NEW_TOKENS)
+    with pytest.raises(ValueError, match="repeats"):
+        measure_llm_speed(expander.settings, list(PHRASES), repeats=0, expander=expander)

@@ -35,8 +35,10 @@ candidate); its tag goes into the expansion's ``version`` so each A/B arm's keep
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
+import inspect
 import logging
 import shutil
 import tempfile
@@ -73,6 +75,7 @@ MAX_ROUTED_ADAPTERS = 4  # loaded registry adapters kept beside the base model (
 REPETITION_PENALTY = 1.1
 NO_REPEAT_NGRAM = 3
 BASE = "base"  # the prefix-cache key of the model with no adapter active
+_SLOT = "\x00"  # stands for the phrase while the chat template is rendered
 
 
 class RoutedAdapter(Protocol):
@@ -203,7 +206,7 @@ def greedy_continue(
     step = torch.tensor([list(ids[cached:])], dtype=torch.long)
     with torch.inference_mode():
         while len(new) < max_new_tokens:
-            logits = model(input_ids=step, cache=cache, use_cache=True).logits[0, -1].float()
+            logits = _forward(model, step, cache).logits[0, -1].float()
             if repetition_penalty != 1.0 and seen:
                 index = torch.tensor(sorted(set(seen)), dtype=torch.long)
                 scores = logits[index]
@@ -219,6 +222,18 @@ def greedy_continue(
                 break
             step = torch.tensor([[token]], dtype=torch.long)
     return new, False
+
+
+def _forward(model: Any, input_ids: Any, cache: Any) -> Any:
+    """One forward pass that reads and extends ``cache``, with logits for the last position only."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{_cache_argument(type(base).forward): cache})
+
+
+@functools.cache
+def _cache_argument(forward: Callable[..., Any]) -> str:
+    # transformers 5.25 renamed ``past_key_values`` to ``cache``; an unknown keyword would be silently ignored.
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def _banned_by_ngrams(tokens: list[int], n: int) -> set[int]:
@@ -411,35 +426,43 @@ class LocalLLMExpander(Expander):
             self._prefixes.pop(evicted, None)
         return model
 
+    def _chat_around(self, adapter: RoutedAdapter | None) -> tuple[str, str]:
+        """The chat's text before and after the phrase with ``adapter`` served: both constant, so the part before
+        (prefix, examples and the user turn's header) is read once and only the phrase and the rest run per
+        request."""
+        trained = adapter is not None or self.config.llm_adapter is not None
+        prefix = adapter_prefix(self.lexicon) if trained else enrich_prefix()
+        text = self._tokenizer.apply_chat_template([*prefix, user_message(_SLOT)], tokenize=False,
+                                                   add_generation_prompt=True)
+        before, found, after = str(text).partition(_SLOT)
+        if not found or _SLOT in after:
+            raise ModelLoadError("the local LLM's chat template does not show the user's turn as written")
+        return before, after
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _prefix(self, adapter: RoutedAdapter | None, model: Any) -> _Prefix:
-        """The constant prefix of the active adapter's chat, read once (the model is already switched to it)."""
+        """The constant start of the active adapter's chat, read once (the model is already switched to it)."""
         import torch
 
-        trained = adapter is not None or self.config.llm_adapter is not None
         key = _adapter_name(adapter.tag) if adapter is not None else BASE
         if key not in self._prefixes:
-            messages = adapter_prefix(self.lexicon) if trained else enrich_prefix()
-            text = self._tokenizer.apply_chat_template(messages, tokenize=False)
-            ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = self._tokens(self._chat_around(adapter)[0])
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
             with torch.inference_mode():
-                cache = model(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+                _forward(model, torch.tensor([ids]), cache)
             self._prefixes[key] = _Prefix(ids, cache)
         return self._prefixes[key]
 
-    # -- completing ----------------------------------------------------------------------------------------------
-
     def prompt_ids(self, adapter: RoutedAdapter | None, english_phrase: str) -> tuple[list[int], int]:
-        """The token ids the model reads for ``english_phrase`` and how many of them are the constant prefix."""
-        trained = adapter is not None or self.config.llm_adapter is not None
-        prefix = adapter_prefix(self.lexicon) if trained else enrich_prefix()
-        start = self._tokenizer.apply_chat_template(prefix, tokenize=False)
-        full = self._tokenizer.apply_chat_template([*prefix, user_message(english_phrase)], tokenize=False,
-                                                   add_generation_prompt=True)
-        if not full.startswith(start):
-            raise ModelLoadError("the local LLM's chat template does not extend a chat's text: no prefix to cache")
-        ids = list(self._tokenizer(start, add_special_tokens=False)["input_ids"])
-        rest = list(self._tokenizer(full[len(start) :], add_special_tokens=False)["input_ids"])
-        return ids + rest, len(ids)
+        """The token ids the model reads for ``english_phrase`` with ``adapter`` served, and how many of them are
+        the constant prefix."""
+        before, after = self._chat_around(adapter)
+        prefix = self._tokens(before)
+        return prefix + self._tokens(english_phrase.strip()) + self._tokens(after), len(prefix)
 
     def complete(self, english_phrase: str, *, user: str | None) -> LLMCompletion:
         """The LLM's added tags for ``english_phrase`` (the intent read into English tags, e.g. "little fox, rain,
