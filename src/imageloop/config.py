@@ -208,6 +208,9 @@ class TrainingSettings(BaseModel):
     min_pairs: int = Field(default=16, ge=2, description="Fewest preference pairs a model is trained on.")
     reward_epochs: int = Field(default=8, ge=1, le=1000, description="Epochs of reward-model training per cycle.")
     heldout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of pairs kept for the gate.")
+    min_heldout_items: int = Field(default=30, ge=2, description="Fewest held-out items (pairs) a candidate is gated "
+                                   "on: with fewer, no candidate is promoted or A/B-tested; the stage records "
+                                   "\"too little held-out data\" and keeps collecting (its data window stays open).")
     gate_confidence: float = Field(default=0.9, gt=0.5, lt=1.0, description="Confidence of the gate's interval: "
                                    "a candidate is promoted when the interval of its gain excludes zero.")
     ab_share: float = Field(default=0.2, gt=0.0, le=1.0, description="Traffic share a candidate serves first.")

@@ -84,8 +84,8 @@ def test_the_gate_prefers_the_better_of_two_reward_models() -> None:
     better = train_reward_model(truth[:24], epochs=10)
     worse = train_reward_model(rows_for(BLUE, RED)[:24], epochs=10)
     good, bad = correctness(pair_margins(better, truth[24:])), correctness(pair_margins(worse, truth[24:]))
-    assert evaluate_gate(good, bad, confidence=0.9).passed
-    verdict = evaluate_gate(bad, good, confidence=0.9)
+    assert evaluate_gate(good, bad, confidence=0.9, min_pairs=16).passed
+    verdict = evaluate_gate(bad, good, confidence=0.9, min_pairs=16)
     assert not verdict.passed and verdict.gain < 0
 
 

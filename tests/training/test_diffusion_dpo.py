@@ -123,11 +123,12 @@ def test_training_learns_the_toy_preference_and_the_lora_changes_engine_output(t
     assert loss_after < 0.5 * math.log(2), (loss_after, result.losses)
 
     # Held out: the LoRA prefers the kept layout more than the reference UNet does (which ties: chance).
-    gate, extra = evaluate_heldout(pipe, heldout, FAST, width=SIZE, height=SIZE, confidence=0.9)
+    gate, extra = evaluate_heldout(pipe, heldout, FAST, width=SIZE, height=SIZE, confidence=0.9, min_pairs=16)
     assert gate.passed and gate.candidate_accuracy >= 0.8 and gate.current_accuracy == 0.5, gate.reason
     assert extra["heldout_pairs"] == 16 and extra["mean_margin"] > 0
     # Against itself as the current version it gains nothing: the gate holds it.
-    same, _ = evaluate_heldout(pipe, heldout, FAST, width=SIZE, height=SIZE, confidence=0.9, current=result.path)
+    same, _ = evaluate_heldout(pipe, heldout, FAST, width=SIZE, height=SIZE, confidence=0.9, current=result.path,
+                               min_pairs=16)
     assert not same.passed and same.gain == 0.0
 
     # The file is a diffusers LoRA: the LoRA manager loads it and it changes the picture (and switches off cleanly).

@@ -25,7 +25,8 @@ from tests.training.test_diffusion_dpo import toy_pairs
 
 # Expander and reward model skipped (too few pairs for them), so only Diffusion-DPO trains.
 FAST = {"min_pairs": 10_000, "diffusion_dpo_min_pairs": 8, "diffusion_dpo_steps": 4, "diffusion_dpo_batch_size": 2,
-        "diffusion_dpo_rank": 2, "diffusion_dpo_eval_draws": 1, "heldout_fraction": 0.3, "ab_share": 0.5}
+        "diffusion_dpo_rank": 2, "diffusion_dpo_eval_draws": 1, "heldout_fraction": 0.3, "ab_share": 0.5,
+        "min_heldout_items": 2}
 
 
 def _cycle(storage: Storage, tmp_path: Path, clock: FakeClock, **training: Any) -> TrainingCycle:

@@ -73,7 +73,8 @@ def train_diffusion_dpo_command(
                                      on_progress=progress,
                                      info={"base_model": loaded.name, "base_model_version": loaded.version})
     gate, extra = evaluate_heldout(loaded.pipe, test, config, width=width, height=height,
-                                   confidence=settings.training.gate_confidence)
+                                   confidence=settings.training.gate_confidence,
+                                   min_pairs=settings.training.min_heldout_items)
     report = {"lora": str(result.path), "pairs": len(rows), "train_pairs": len(train), "heldout_pairs": len(test),
               "ties_left_out": ties, "steps": result.steps, "resumed_from": result.resumed_from,
               "final_loss": result.losses[-1] if result.losses else None, "gate": gate.to_dict(), **extra}

@@ -10,7 +10,9 @@ Every trained model goes through the eval gate (:mod:`imageloop.training.gate`) 
 current version (for the expander: the base LLM when no adapter is promoted yet; for the reward model: chance; for
 the Diffusion-DPO LoRA of the generator: the base UNet, i.e. chance). A candidate that beats it is released (A/B
 tested, or promoted); one that does not is registered as rejected. A stage without enough data records why it
-skipped (``{"skipped": reason}``).
+skipped (``{"skipped": reason}``): too few pairs to train on, or fewer held-out pairs than
+``training.min_heldout_items`` ("too little held-out data (n = 9 < 30)"), since no candidate is promoted or A/B-tested
+on less; either way its data window stays open and the next cycle sees this data again, with the new.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from imageloop.flywheel.export import export_datasets
 from imageloop.storage import Storage
 from imageloop.storage.records import utcnow
 from imageloop.training.data import CycleData, snapshot_hash
-from imageloop.training.gate import GateResult, correctness, evaluate_gate
+from imageloop.training.gate import GateResult, correctness, evaluate_gate, too_little_heldout
 from imageloop.training.lock import RunKind, RunStatus, TrainingRun, new_owner_id
 from imageloop.training.registry import AB_TESTED_KINDS, ModelKind, ModelVersion
 from imageloop.training.stores import TrainingStores
@@ -239,6 +241,9 @@ class TrainingCycle:
         if len(data.dpo_train) < cfg.min_pairs:
             return {"skipped": f"{len(data.dpo_train)} DPO pairs for training (need {cfg.min_pairs})",
                     "counts": data.counts()}
+        short = too_little_heldout(len(data.dpo_test), cfg.min_heldout_items)
+        if short is not None:
+            return {"skipped": short, "counts": data.counts()}
         model, tokenizer = self.expander_loader(self.settings)
         current = self.registry.current(ModelKind.EXPANDER)
         parent = self.registry.path(current) if current is not None else None
@@ -261,7 +266,7 @@ class TrainingCycle:
             peft_model.load_adapter(str(parent), adapter_name="current")
             peft_model.set_adapter("current")
             baseline = correctness([m - b for m, b in zip(margins(peft_model), base, strict=True)])
-        gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=2)
+        gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=cfg.min_heldout_items)
         version = self.registry.register(
             ModelKind.EXPANDER, out_dir / "adapter", name="expander-lora", data_hash=self._data_hash(run),
             metrics={"gate": gate.to_dict(), "data": data.counts(), "baseline": "current" if parent else "base",
@@ -271,7 +276,13 @@ class TrainingCycle:
         return self._decide(version, gate)
 
     def _reward(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
-        from imageloop.training.reward import load_reward_model, pair_margins, save_reward_model, train_reward_model
+        from imageloop.training.reward import (
+            heldout_metrics,
+            load_reward_model,
+            pair_margins,
+            save_reward_model,
+            train_reward_model,
+        )
 
         cfg = self.settings.training
         data = self._data(run)
@@ -281,17 +292,22 @@ class TrainingCycle:
         if len(data.pairs_train) < cfg.min_pairs:
             return {"skipped": f"{len(data.pairs_train)} image pairs for training (need {cfg.min_pairs})",
                     "counts": data.counts()}
+        short = too_little_heldout(len(data.pairs_test), cfg.min_heldout_items)
+        if short is not None:
+            return {"skipped": short, "counts": data.counts()}
         current = self.registry.current(ModelKind.REWARD)
         parent = load_reward_model(self.registry.path(current)) if current is not None else None
         model = train_reward_model(data.pairs_train, epochs=cfg.reward_epochs, parent=parent,
                                    on_progress=reporter.within(0.0, 0.9))
         candidate = correctness(pair_margins(model, data.pairs_test))
         baseline = correctness(pair_margins(parent, data.pairs_test)) if parent is not None else None
-        gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=2)
-        folder = save_reward_model(model, self._run_dir(run) / "reward", {"gate": gate.to_dict()})
+        gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=cfg.min_heldout_items)
+        heldout = heldout_metrics(model, data.pairs_test)
+        folder = save_reward_model(model, self._run_dir(run) / "reward", {"gate": gate.to_dict(), **heldout})
         version = self.registry.register(
             ModelKind.REWARD, folder, name="reward-cnn", data_hash=self._data_hash(run),
-            metrics={"gate": gate.to_dict(), "data": data.counts(), "baseline": "current" if parent else "chance"},
+            metrics={"gate": gate.to_dict(), **heldout, "data": data.counts(),
+                     "baseline": "current" if parent else "chance"},
             parent_id=current.id if current else None, run_id=run.id,
         )
         return self._decide(version, gate)
@@ -315,6 +331,9 @@ class TrainingCycle:
         if len(train) < cfg.diffusion_dpo_min_pairs:
             return {"skipped": f"{len(train)} image pairs for training (need {cfg.diffusion_dpo_min_pairs})",
                     "counts": data.counts()}
+        short = too_little_heldout(len(test), cfg.min_heldout_items)
+        if short is not None:
+            return {"skipped": short, "counts": data.counts()}
         model = load_model(self.settings.engine.model, self.settings)
         try:
             model.require_sd15("Diffusion-DPO")
@@ -333,7 +352,8 @@ class TrainingCycle:
                                      info={"base_model": model.name, "base_model_version": model.version})
         reporter.report_stage(0.85, "diffusion_dpo: evaluating on held-out pairs")
         gate, heldout = evaluate_heldout(model.pipe, test, config, width=width, height=height,
-                                         confidence=cfg.gate_confidence, current=parent)
+                                         confidence=cfg.gate_confidence, current=parent,
+                                         min_pairs=cfg.min_heldout_items)
         version = self.registry.register(
             ModelKind.DIFFUSION_DPO, out_dir, name="diffusion-dpo-lora", data_hash=self._data_hash(run),
             metrics={"gate": gate.to_dict(), "data": {**data.counts(), "ties_left_out": ties}, **heldout,

@@ -27,7 +27,7 @@ from imageloop.training.diffusion_dpo import (
     encode_pairs,
     training_scheduler,
 )
-from imageloop.training.gate import GateResult, correctness, evaluate_gate
+from imageloop.training.gate import MIN_HELDOUT_ITEMS, GateResult, correctness, evaluate_gate
 
 __all__ = ["CURRENT_ADAPTER", "evaluate_heldout", "implicit_margins"]
 
@@ -77,7 +77,7 @@ def evaluate_heldout(
     height: int,
     confidence: float,
     current: Path | None = None,
-    min_pairs: int = 2,
+    min_pairs: int = MIN_HELDOUT_ITEMS,
 ) -> tuple[GateResult, dict[str, Any]]:
     """Gate the trained adapter (:data:`ADAPTER_NAME`, on ``pipe.unet``) on held-out :func:`preference_rows` rows
     against ``current`` (the serving version's LoRA file) or, without one, the reference (chance). Returns the

@@ -3,7 +3,8 @@
 Both models judge the same held-out preference pairs; each pair scores 1 when a model prefers the side people
 kept, 0 when it prefers the other, 0.5 on a tie (and 0.5 always for "no model", i.e. chance). The gate looks at
 the per-pair differences (a paired comparison, so the shared difficulty of each pair cancels out) and passes the
-candidate when the lower end of the confidence interval of its mean gain is above zero.
+candidate when the lower end of the confidence interval of its mean gain is above zero, and never on fewer
+held-out pairs than ``training.min_heldout_items``: an interval over a handful of pairs is not evidence.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
-__all__ = ["GateResult", "correctness", "evaluate_gate"]
+from imageloop.config import TrainingSettings
+
+__all__ = ["MIN_HELDOUT_ITEMS", "GateResult", "correctness", "evaluate_gate", "too_little_heldout"]
+
+# The default lives in settings (one source of truth); callers with settings pass the configured value.
+MIN_HELDOUT_ITEMS: int = TrainingSettings.model_fields["min_heldout_items"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +46,14 @@ def correctness(margins: Sequence[float]) -> list[float]:
     return [1.0 if m > 0 else 0.0 if m < 0 else 0.5 for m in margins]
 
 
+def too_little_heldout(n: int, minimum: int) -> str | None:
+    """The reason a gate cannot judge ``n`` held-out items, or None when ``n`` reaches ``minimum``."""
+    return f"too little held-out data (n = {n} < {minimum})" if n < minimum else None
+
+
 def evaluate_gate(
-    candidate: Sequence[float], current: Sequence[float] | None, *, confidence: float, min_pairs: int = 2
+    candidate: Sequence[float], current: Sequence[float] | None, *, confidence: float,
+    min_pairs: int = MIN_HELDOUT_ITEMS,
 ) -> GateResult:
     """Compare per-pair correctness of ``candidate`` with ``current`` (None = chance) at ``confidence``.
 
@@ -54,9 +66,9 @@ def evaluate_gate(
     baseline = list(current) if current is not None else [0.5] * n
     if len(baseline) != n:
         raise ValueError(f"candidate has {n} pairs, current {len(baseline)}")
-    if n < min_pairs:
-        return GateResult(False, n, _mean(candidate), _mean(baseline), 0.0, -1.0, 1.0, confidence,
-                          f"only {n} held-out pairs (need {min_pairs})")
+    short = too_little_heldout(n, min_pairs)
+    if short is not None:
+        return GateResult(False, n, _mean(candidate), _mean(baseline), 0.0, -1.0, 1.0, confidence, short)
     diffs = [c - b for c, b in zip(candidate, baseline, strict=True)]
     gain = _mean(diffs)
     variance = max(sum((d - gain) ** 2 for d in diffs) / max(n - 1, 1), 1.0 / n)

@@ -27,9 +27,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from imageloop.errors import ModelLoadError, TrainingError
+from imageloop.training.gate import correctness
 
-__all__ = ["RewardModel", "encode_captions", "load_reward_model", "pair_margins", "save_reward_model",
-           "train_reward_model"]
+__all__ = ["RewardModel", "encode_captions", "heldout_metrics", "load_reward_model", "pair_margins",
+           "save_reward_model", "train_reward_model"]
 
 IMAGE_SIZE = 64
 BUCKETS = 4096
@@ -153,6 +154,12 @@ def pair_margins(model: RewardModel, rows: Sequence[dict[str, Any]]) -> list[flo
     """Per pair: score of the kept image minus the other's (positive = agrees with the person)."""
     model.eval()
     return [float(x) for x in _Pairs(rows).margins(model)] if rows else []
+
+
+def heldout_metrics(model: RewardModel, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pairwise accuracy on held-out pairs: the share where the kept image scores higher (a tie counts half)."""
+    right = correctness(pair_margins(model, rows))
+    return {"heldout_pairs": len(right), "heldout_pairwise_accuracy": sum(right) / len(right) if right else None}
 
 
 def save_reward_model(model: RewardModel, folder: Path, metrics: dict[str, Any] | None = None) -> Path:
