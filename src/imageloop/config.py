@@ -116,6 +116,31 @@ class ServerSettings(BaseModel):
     )
 
 
+class AuthSettings(BaseModel):
+    """Signing in with a password and the API keys it issues (see ``imageloop.server.signin``)."""
+
+    free_failures_per_account: int = Field(
+        default=5, ge=1, le=1000, description="Wrong passwords for one user name before sign-in backs off."
+    )
+    free_failures_per_address: int = Field(
+        default=20, ge=1, le=100_000, description="Failed sign-ins from one client address before it backs off."
+    )
+    backoff_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="The first wait after the free failures; it doubles with each "
+        "further failure (429 with Retry-After while it lasts).",
+    )
+    max_backoff_seconds: float = Field(
+        default=900.0, gt=0, le=86_400, description="Longest wait; failures older than this are forgotten."
+    )
+    session_key_ttl_hours: float = Field(
+        default=720.0, ge=0, le=87_600, description="Lifetime of an API key issued at sign-in; 0 = never expires."
+    )
+    max_api_keys_per_user: int = Field(
+        default=20, ge=1, le=10_000, description="Most live (not revoked, not expired) API keys a user may hold; "
+        "sign-in revokes the user's oldest sign-in key to make room, creating a key past it answers 409.",
+    )
+
+
 ExpanderStrategy = Literal["retrieval", "local_llm", "remote_llm", "rules"]
 
 
@@ -253,6 +278,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     job_lease_seconds: float = Field(

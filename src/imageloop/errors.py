@@ -102,9 +102,19 @@ class ConflictError(ImageloopError):
 
 
 class QuotaError(ImageloopError):
-    """Out of credits, or over a rate limit."""
+    """Out of credits, or over a rate limit; ``retry_after`` (seconds, optional) becomes the Retry-After header."""
 
     http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        return out
 
 
 class ModerationError(ImageloopError):

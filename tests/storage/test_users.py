@@ -5,6 +5,7 @@ import pytest
 from imageloop.errors import AuthError, ConflictError, InvalidRequestError, NotFoundError
 from imageloop.storage import FinishedGeneration, NewGeneration, NewImage, Storage, image_blob_key
 from imageloop.storage.records import ActionType
+from tests.storage.conftest import FakeClock
 
 
 def test_create_user_returns_a_key_that_authenticates_and_is_stored_hashed(storage: Storage) -> None:
@@ -98,3 +99,55 @@ def test_opt_out_flag(storage: Storage) -> None:
     assert storage.users.set_training_opt_out(ada.id, True).training_opt_out
     assert storage.users.get_by_name("ada").training_opt_out
     assert not storage.users.set_training_opt_out(ada.id, False).training_opt_out
+
+
+def test_an_unknown_name_costs_the_same_scrypt_hash_as_a_known_one(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imageloop.storage import users as users_module
+
+    user, _ = storage.users.create_user("ada")
+    storage.users.set_password(user.id, "correct horse")
+    storage.users.create_user("no-password")
+    checked: list[str] = []
+    real = users_module.check_password
+
+    def spy(password: str, stored: str) -> bool:
+        checked.append(stored)
+        return real(password, stored)
+
+    monkeypatch.setattr(users_module, "check_password", spy)
+    for name in ("nobody", "no-password", "ada"):
+        with pytest.raises(AuthError, match="wrong user name or password"):
+            storage.users.verify_password(name, "wrong horse")
+    assert len(checked) == 3 and all(stored.startswith("scrypt$16384$8$1$") for stored in checked)
+    assert checked[0] == checked[1] != checked[2]  # the unknown names hash against the dummy
+
+
+def test_sign_in_keys_expire(storage: Storage, clock: FakeClock) -> None:
+    user, _ = storage.users.create_user("ada")
+    info, key = storage.users.create_sign_in_key(user.id)
+    assert info.from_sign_in and info.expires_at is not None
+    assert storage.users.authenticate(key).id == user.id
+    clock.advance(720 * 3600 + 1)  # auth.session_key_ttl_hours
+    with pytest.raises(AuthError, match="expired"):
+        storage.users.authenticate(key)
+
+
+def test_the_key_cap_refuses_new_keys_and_sign_in_makes_room(storage: Storage) -> None:
+    user, first = storage.users.create_user("ada")
+    storage.users.max_api_keys = 3
+    _, sign_in_key = storage.users.create_sign_in_key(user.id)
+    storage.users.create_api_key(user.id)
+    with pytest.raises(ConflictError, match="at most 3 live API keys"):
+        storage.users.create_api_key(user.id)
+    newer, _ = storage.users.create_sign_in_key(user.id)  # at the cap: the oldest sign-in key goes
+    with pytest.raises(AuthError):
+        storage.users.authenticate(sign_in_key)
+    assert storage.users.authenticate(first).id == user.id
+    storage.users.revoke_api_key(user.id, newer.id)
+    hand_made = [k for k in storage.users.list_api_keys(user.id) if k.revoked_at is None]
+    assert len(hand_made) == 2 and not any(k.from_sign_in for k in hand_made)
+    storage.users.create_api_key(user.id)
+    with pytest.raises(ConflictError):
+        storage.users.create_sign_in_key(user.id)  # every live key was made by hand: nothing to revoke

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from imageloop.errors import AuthError, ImageloopError
+from imageloop.errors import AuthError, ImageloopError, QuotaError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ async def imageloop_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.http_status >= 500:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
+    if isinstance(exc, QuotaError) and exc.retry_after is not None:
+        headers = {"Retry-After": str(exc.retry_after)}
     return _respond(request, exc.http_status, exc.to_dict(), headers)
 
 

@@ -30,6 +30,7 @@ from imageloop.prompts.service import PromptService
 from imageloop.server.links import ImageLinks, load_secret
 from imageloop.server.metrics import Metrics
 from imageloop.server.schemas import Progress
+from imageloop.server.signin import SignInThrottle
 from imageloop.storage import Storage
 from imageloop.training.scheduler import TrainingWorker
 from imageloop.training.serving import ExpanderRouting, GeneratorRouting
@@ -172,6 +173,7 @@ class Services:
     trainer: TrainingWorker  # scheduled cycles and private LoRAs, on its own thread
 
     warm_up: ModelWarmUp
+    sign_in_throttle: SignInThrottle  # failed password sign-ins per user name and client address
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lifecycle: threading.Lock = field(default_factory=threading.Lock)
 
@@ -230,4 +232,5 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
         settings=settings, storage=storage, hub=hub, queue=queue, metrics=metrics,
         links=ImageLinks(load_secret(settings)), progress=progress, prompts=prompts, training=training,
         trainer=TrainingWorker(settings, storage, stores=training), warm_up=warm_up,
+        sign_in_throttle=SignInThrottle(settings.auth),
     )

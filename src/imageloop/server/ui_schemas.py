@@ -3,7 +3,7 @@ gallery, share links and the flywheel dashboard."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -35,6 +35,7 @@ class ApiKeyOut(BaseModel):
     prefix: str = Field(description="The key's first characters, to recognise it; the key itself is never shown.")
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(default=None, description="When a key issued at sign-in stops working.")
     active: bool
 
 
@@ -57,7 +58,11 @@ class SignedInOut(NewApiKeyOut):
 
 def api_key_out(info: ApiKeyInfo) -> ApiKeyOut:
     return ApiKeyOut(id=info.id, prefix=info.prefix, created_at=info.created_at, revoked_at=info.revoked_at,
-                     active=info.revoked_at is None)
+                     expires_at=info.expires_at, active=info.revoked_at is None and not _expired(info))
+
+
+def _expired(info: ApiKeyInfo) -> bool:
+    return info.expires_at is not None and info.expires_at <= datetime.now(UTC)
 
 
 def account_out(user: UserAccount) -> AccountOut:

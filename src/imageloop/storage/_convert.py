@@ -50,6 +50,8 @@ def api_key_record(row: ApiKey) -> ApiKeyInfo:
         prefix=row.prefix,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        expires_at=row.expires_at,
+        from_sign_in=row.from_sign_in,
     )
 
 

@@ -108,6 +108,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]  # keys issued at sign-in expire; others do not
+    from_sign_in: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class Generation(Base):

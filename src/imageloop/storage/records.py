@@ -130,6 +130,8 @@ class ApiKeyInfo:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    from_sign_in: bool = False
 
 
 @dataclass(frozen=True, slots=True)

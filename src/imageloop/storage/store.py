@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
@@ -49,7 +49,10 @@ class Storage:
             db_engine=db_engine,
             sessions=sessions,
             blobs=blobs if blobs is not None else blob_store_from_settings(settings, create_bucket=upgrade),
-            users=UserRepository(sessions, clock=clock),
+            users=UserRepository(
+                sessions, clock=clock, max_api_keys=settings.auth.max_api_keys_per_user,
+                sign_in_key_ttl=timedelta(hours=ttl) if (ttl := settings.auth.session_key_ttl_hours) > 0 else None,
+            ),
             generations=GenerationRepository(sessions, lease_seconds=settings.job_lease_seconds, clock=clock),
             actions=ActionRepository(sessions, clock=clock),
             previews=PreviewRepository(sessions, clock=clock),

@@ -10,7 +10,8 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import cache
 
 import sqlalchemy as sa
 
@@ -42,6 +43,13 @@ def hash_password(password: str) -> str:
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encode(salt).decode()}${encode(digest).decode()}"
 
 
+@cache
+def _dummy_password_hash() -> str:
+    # Hashed against when the user is unknown or has no password, so every sign-in costs one scrypt: the answer
+    # takes as long whether the name exists or not.
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def check_password(password: str, stored: str) -> bool:
     """True when ``password`` matches a hash made by :func:`hash_password` (constant-time comparison)."""
     try:
@@ -70,9 +78,14 @@ class DeletedData:
 class UserRepository:
     """Users and their API keys. Every method runs in its own transaction."""
 
-    def __init__(self, sessions: SessionFactory, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, sessions: SessionFactory, *, clock: Callable[[], datetime] = utcnow, max_api_keys: int = 20,
+        sign_in_key_ttl: timedelta | None = timedelta(days=30),
+    ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self.max_api_keys = max_api_keys  # settings.auth.max_api_keys_per_user
+        self.sign_in_key_ttl = sign_in_key_ttl  # settings.auth.session_key_ttl_hours; None = never expires
 
     def create_user(self, name: str, *, is_admin: bool = False) -> tuple[UserAccount, str]:
         """Create a user and a first API key; return the user and the key (shown once, stored only hashed).
@@ -94,32 +107,72 @@ class UserRepository:
             session.add(key_row)
             return user_record(user), key
 
-    def _new_key(self, user_id: str) -> tuple[ApiKey, str]:
+    def _new_key(self, user_id: str, *, from_sign_in: bool = False) -> tuple[ApiKey, str]:
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock()
+        ttl = self.sign_in_key_ttl if from_sign_in else None
         row = ApiKey(
-            id=new_id(), user_id=user_id, key_hash=hash_api_key(key), prefix=key[:10], created_at=self._clock()
+            id=new_id(), user_id=user_id, key_hash=hash_api_key(key), prefix=key[:10], created_at=now,
+            expires_at=now + ttl if ttl is not None else None, from_sign_in=from_sign_in,
         )
         return row, key
 
     def create_api_key(self, user_id: UserId) -> tuple[ApiKeyInfo, str]:
-        """A new API key for the user; the plain key is returned once and never stored."""
+        """A new API key for the user; the plain key is returned once and never stored. ConflictError (409) naming
+        the limit when the user already holds ``max_api_keys`` live keys."""
         with write_session(self._sessions) as session:
-            self._live_user(session, user_id)
+            self._live_user(session, user_id, lock=True)
+            if len(self._live_keys(session, user_id)) >= self.max_api_keys:
+                raise ConflictError(
+                    f"api_keys: a user may hold at most {self.max_api_keys} live API keys "
+                    "(auth.max_api_keys_per_user); revoke one first"
+                )
             row, key = self._new_key(user_id)
             session.add(row)
             return api_key_record(row), key
 
+    def create_sign_in_key(self, user_id: UserId) -> tuple[ApiKeyInfo, str]:
+        """A key for a client that signed in with a password: it expires after ``sign_in_key_ttl``. At the key cap
+        the user's oldest sign-in keys are revoked to make room (so signing in always works); when every live key
+        was created by hand, ConflictError (409) naming the limit."""
+        with write_session(self._sessions) as session:
+            self._live_user(session, user_id, lock=True)
+            live = self._live_keys(session, user_id)
+            excess = len(live) - self.max_api_keys + 1
+            oldest_sign_in = [row for row in live if row.from_sign_in][:max(excess, 0)]
+            if len(oldest_sign_in) < excess:
+                raise ConflictError(
+                    f"api_keys: a user may hold at most {self.max_api_keys} live API keys "
+                    "(auth.max_api_keys_per_user); revoke one first"
+                )
+            for row in oldest_sign_in:
+                row.revoked_at = self._clock()
+            row, key = self._new_key(user_id, from_sign_in=True)
+            session.add(row)
+            return api_key_record(row), key
+
+    def _live_keys(self, session: sa.orm.Session, user_id: str) -> list[ApiKey]:
+        """The user's keys neither revoked nor expired, oldest first."""
+        now = self._clock()
+        return list(session.scalars(
+            sa.select(ApiKey).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None),
+                                    sa.or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+            .order_by(ApiKey.created_at, ApiKey.id)
+        ))
+
     def authenticate(self, key: str) -> UserAccount:
-        """The user owning ``key``; AuthError when the key is unknown, revoked, or its user deleted."""
+        """The user owning ``key``; AuthError when the key is unknown, revoked, expired, or its user deleted."""
         if not key.startswith(API_KEY_PREFIX) or len(key) > 128:
             raise AuthError("invalid API key")
         with read_session(self._sessions) as session:
             row = session.execute(
-                sa.select(User, ApiKey.revoked_at).join(ApiKey, ApiKey.user_id == User.id)
+                sa.select(User, ApiKey.revoked_at, ApiKey.expires_at).join(ApiKey, ApiKey.user_id == User.id)
                 .where(ApiKey.key_hash == hash_api_key(key))
             ).first()
             if row is None or row[1] is not None or row[0].deleted_at is not None:
                 raise AuthError("invalid API key")
+            if row[2] is not None and row[2] <= self._clock():
+                raise AuthError("API key expired: sign in again")
             return user_record(row[0])
 
     def get(self, user_id: UserId) -> UserAccount:
@@ -166,11 +219,14 @@ class UserRepository:
             self._live_user(session, user_id).password_hash = hashed
 
     def verify_password(self, name: str, password: str) -> UserAccount:
-        """The user when name and password match; AuthError otherwise (same message either way)."""
+        """The user when name and password match; AuthError otherwise (same message either way). One scrypt hash is
+        computed either way (against a dummy hash when the user is unknown or has no password), so the answer takes
+        as long for a name that does not exist."""
         with read_session(self._sessions) as session:
             user = session.scalar(sa.select(User).where(User.name == name, User.deleted_at.is_(None)))
             stored = user.password_hash if user is not None else None
-            if user is None or stored is None or not check_password(password, stored):
+            matches = check_password(password, stored if stored is not None else _dummy_password_hash())
+            if user is None or stored is None or not matches:
                 raise AuthError("wrong user name or password")
             return user_record(user)
 
@@ -223,7 +279,9 @@ class UserRepository:
     def _user(session: sa.orm.Session, user_id: str) -> User:
         return get_row(session, User, user_id, f"user {user_id!r} not found")
 
-    def _live_user(self, session: sa.orm.Session, user_id: str) -> User:
+    def _live_user(self, session: sa.orm.Session, user_id: str, *, lock: bool = False) -> User:
+        if lock:  # serialise key creation per user on PostgreSQL, so two requests cannot both pass the cap
+            session.execute(sa.select(User.id).where(User.id == user_id).with_for_update())
         user = self._user(session, user_id)
         if user.deleted_at is not None:
             raise NotFoundError(f"user {user_id!r} was deleted")

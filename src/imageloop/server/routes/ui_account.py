@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from imageloop.errors import AuthError
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.schemas import MAX_ID
 from imageloop.server.ui_schemas import (
@@ -24,13 +25,22 @@ router = APIRouter(prefix="/api/v1", tags=["account"])
 
 
 @router.post("/session", summary="Sign in with a user name and password", status_code=201)
-async def sign_in(body: PasswordSignIn, services: ServicesDep) -> SignedInOut:
+async def sign_in(body: PasswordSignIn, request: Request, services: ServicesDep) -> SignedInOut:
     """Check the password set with ``imageloop users set-password`` and issue a new API key for this client
-    (listed with the user's other keys; signing out revokes it). 401 with the same message for an unknown user
-    and a wrong password."""
-    # scrypt is deliberately slow: keep it off the event loop.
-    user = await run_in_threadpool(services.storage.users.verify_password, body.name, body.password)
-    info, key = await run_in_threadpool(services.storage.users.create_api_key, user.id)
+    (listed with the user's other keys; it expires after ``auth.session_key_ttl_hours``; signing out revokes it).
+    401 with the same message, after the same work, for an unknown user and a wrong password. Repeated failures
+    for a user name or from a client address answer 429 with Retry-After, doubling the wait each time."""
+    throttle = services.sign_in_throttle
+    address = request.client.host if request.client is not None else None
+    throttle.check(body.name, address)
+    try:
+        # scrypt is deliberately slow: keep it off the event loop.
+        user = await run_in_threadpool(services.storage.users.verify_password, body.name, body.password)
+    except AuthError:
+        throttle.failed(body.name, address)
+        raise
+    throttle.succeeded(body.name)
+    info, key = await run_in_threadpool(services.storage.users.create_sign_in_key, user.id)
     return SignedInOut(api_key=key, key=api_key_out(info), account=account_out(user))
 
 
@@ -48,7 +58,8 @@ def list_keys(user: CurrentUser, services: ServicesDep) -> list[ApiKeyOut]:
 
 @router.post("/users/me/api-keys", summary="Create an API key", status_code=201)
 def create_key(user: CurrentUser, services: ServicesDep) -> NewApiKeyOut:
-    """The new key is in the response once; it cannot be shown again."""
+    """The new key is in the response once; it cannot be shown again. 409 naming the limit when the user already
+    holds ``auth.max_api_keys_per_user`` live keys."""
     info, key = services.storage.users.create_api_key(user.id)
     return NewApiKeyOut(api_key=key, key=api_key_out(info))
 
