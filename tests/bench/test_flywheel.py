@@ -4,6 +4,7 @@ records, the JSON and PNG are written, and a seed fixes what the simulator decid
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,11 @@ def test_cli_writes_json_png_and_table(tiny: Path, tmp_path: Path) -> None:
     assert "keep rate" in result.output
     payload = json.loads((out / "result.json").read_text())
     assert payload["config"]["seed"] == 5 and payload["arms"]["frozen"][0]["sessions"] >= 1
+    # --quick: one newcomer a week beside the one user; in week 1 both are new, and each session is plain or slang
+    groups = payload["arms"]["frozen"][0]["groups"]
+    assert payload["config"]["cohort"]["newcomers_per_week"] == 1 and len(payload["config"]["cohort"]["slang"]) >= 8
+    assert groups["newcomer"]["sessions"] == payload["arms"]["frozen"][0]["sessions"] == 4
+    assert groups["plain"]["sessions"] + groups["slang"]["sessions"] == 4
     assert (out / "keep_rate.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["bench", "flywheel", "--arms", "frozen,warm", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "warm" in str(bad.exception)
@@ -182,7 +188,8 @@ def test_users_fit_only_with_subject_and_taste() -> None:
     users = sample_users(cohort, 20, seed=1)
     assert users == sample_users(cohort, 20, seed=1) and users != sample_users(cohort, 20, seed=2)
     user = SimulatedUser("u", "en", 2, {"weather": "rain", "time": "night"}, 0)
-    intent = user.intent(cohort, np.random.default_rng(0))
+    intent = user.intent(replace(cohort, slang_probability=0.0), np.random.default_rng(0))
+    assert intent.slang is None and intent.means == {}
     seen = {"subject": intent.subject, "weather": "rain", "time": "night"}
     assert user.fits(seen, intent)
     assert not user.fits({**seen, "time": "day"}, intent)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["ArmWeek", "difference_interval", "plot_keep_rate", "print_table", "wilson", "write_json"]
+__all__ = ["GROUPS", "ArmWeek", "difference_interval", "plot_keep_rate", "print_table", "wilson", "write_json"]
 
 Z95 = 1.959963984540054
+# How a week's sessions are split: by intent (plain words, or a community phrase) and by user (in their first
+# week, or back from an earlier one). Each session is in one group of each pair.
+GROUPS = ("plain", "slang", "newcomer", "returning")
 
 
 def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
@@ -50,6 +53,7 @@ class ArmWeek:
     rerolls: int
     rerolls_kept: int
     failed: int
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)  # group -> (sessions, kept), see GROUPS
 
     @property
     def keep_rate(self) -> float:
@@ -62,8 +66,22 @@ class ArmWeek:
 
     def to_dict(self) -> dict[str, Any]:
         low, high = wilson(self.kept, self.sessions)
+        groups = {name: _rate(*self.groups.get(name, (0, 0))) for name in GROUPS}
         return {**asdict(self), "keep_rate": self.keep_rate, "ci95": [low, high],
-                "rerolls_per_kept": self.rerolls_per_kept}
+                "rerolls_per_kept": self.rerolls_per_kept, "groups": groups}
+
+
+def _rate(sessions: int, kept: int) -> dict[str, Any]:
+    low, high = wilson(kept, sessions)
+    return {"sessions": sessions, "kept": kept, "keep_rate": kept / sessions if sessions else None,
+            "ci95": [low, high]}
+
+
+def _cell(sessions: int, kept: int) -> str:
+    if not sessions:
+        return "-"
+    low, high = wilson(kept, sessions)
+    return f"{kept}/{sessions} {kept / sessions:.0%} ({low:.0%}–{high:.0%})"
 
 
 def print_table(rows: list[ArmWeek], console: Console | None = None) -> None:
@@ -76,7 +94,16 @@ def print_table(rows: list[ArmWeek], console: Console | None = None) -> None:
         per_kept = row.rerolls_per_kept
         table.add_row(row.arm, str(row.week), str(row.sessions), str(row.kept), f"{row.keep_rate:.1%}",
                       f"{low:.1%}–{high:.1%}", "-" if per_kept is None else f"{per_kept:.2f}", str(row.failed))
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
+    if not any(row.groups for row in rows):
+        return
+    split = Table(title="Keep rate by session kind: kept/sessions, rate (95% Wilson CI)")
+    for column in ("arm", "week", *GROUPS):
+        split.add_column(column, justify="left" if column == "arm" else "right")
+    for row in rows:
+        split.add_row(row.arm, str(row.week), *(_cell(*row.groups.get(name, (0, 0))) for name in GROUPS))
+    console.print(split)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:

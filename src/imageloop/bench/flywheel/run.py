@@ -6,7 +6,10 @@ Each arm gets a fresh data dir under ``out/arms/<arm>``. Every simulated week st
 shows it to the independent attribute judge and records the user's decision through ``POST /api/v1/actions``
 (regenerate and edit start the next try server-side). After the week the app stops and arms that train run the
 real training cycle (:func:`imageloop.training.cycle.run_cycle`). Keep rates are then counted from the service's
-own records (actions joined to generations by session), not from the simulator's memory.
+own records (actions joined to generations by session), not from the simulator's memory; each week's keep rate is
+also split by session kind (:data:`~imageloop.bench.flywheel.report.GROUPS`): plain vs slang intents, and newcomers
+(users in their first week: everyone in week 1, then the cohort's ``newcomers_per_week`` who join each week) vs
+returning users.
 
 The simulator's randomness (users, intents, first seeds, decisions) comes from ``seed`` and is the same in every
 arm. Every arm runs with ``jobs.reroll_seeds = "derived"``: a reroll's (or edit's) seed is a function of its parent's
@@ -33,7 +36,7 @@ from PIL import Image
 from imageloop.bench.flywheel.arms import Arm
 from imageloop.bench.flywheel.cohort import Cohort
 from imageloop.bench.flywheel.report import ArmWeek, difference_interval
-from imageloop.bench.flywheel.users import Decision, Intent, SimulatedUser, edited_prompt, sample_users
+from imageloop.bench.flywheel.users import Decision, Intent, SimulatedUser, edited_prompt, newcomers, sample_users
 from imageloop.config import Settings, load_settings
 from imageloop.errors import SimulationError
 from imageloop.storage import ActionType, JobStatus, Storage
@@ -125,19 +128,26 @@ def run_flywheel(
 ) -> FlywheelRun:
     """Run every arm for ``config.weeks`` weeks with the same users and seeds; see the module docstring."""
     users = sample_users(config.cohort, config.users, config.seed)
+    joined = {user.name: 1 for user in users}
+    rosters: list[list[SimulatedUser]] = []
+    for week in range(1, config.weeks + 1):  # the same users, newcomers included, in every arm
+        arrivals = newcomers(config.cohort, week, config.seed)
+        joined.update((user.name, week) for user in arrivals)
+        users = [*users, *arrivals]
+        rosters.append(users)
     result = FlywheelRun()
     for arm in config.arms:
         started = time.monotonic()
         settings = arm_settings(config, arm)
         shutil.rmtree(settings.data_dir, ignore_errors=True)
         keys: dict[str, str] = {}
-        for week in range(1, config.weeks + 1):
+        for week, roster in enumerate(rosters, start=1):
             _note(on_progress, f"{arm.name}: week {week}/{config.weeks}: users at work")
-            _simulate_week(config, settings, judge, users, keys, week)
+            kinds = _simulate_week(config, settings, judge, roster, keys, week, joined)
             if arm.trains:
                 _note(on_progress, f"{arm.name}: week {week}/{config.weeks}: training cycle")
                 result.cycles.append(_train(settings, arm, week, expander_loader))
-            result.rows.append(count_week(settings, arm.name, week))
+            result.rows.append(count_week(settings, arm.name, week, kinds))
         result.seconds[arm.name] = time.monotonic() - started
     return result
 
@@ -164,9 +174,10 @@ def _decision(stage: Any) -> Any:
             "gate_reason": gate.get("reason")}
 
 
-def _simulate_week(config: FlywheelConfig, settings: Settings, judge: AttributeJudge,
-                   users: list[SimulatedUser], keys: dict[str, str], week: int) -> None:
-    """One week of every user's sessions through a freshly started app (it sees last week's trained models)."""
+def _simulate_week(config: FlywheelConfig, settings: Settings, judge: AttributeJudge, users: list[SimulatedUser],
+                   keys: dict[str, str], week: int, joined: dict[str, int]) -> dict[str, tuple[str, ...]]:
+    """One week of every user's sessions through a freshly started app (it sees last week's trained models);
+    returns each session's groups (slang or plain, newcomer or returning)."""
     from imageloop.server import create_app
 
     with TestClient(create_app(settings)) as client:
@@ -188,6 +199,8 @@ def _simulate_week(config: FlywheelConfig, settings: Settings, judge: AttributeJ
             seen = _judge(judge, [_image(client, s.key, g) for s, g in shown])
             for (session, generation), attributes in zip(shown, seen, strict=True):
                 _act(client, session, generation, attributes, config.cohort)
+    return {s.session_id: ("slang" if s.intent.slang else "plain",
+                           "newcomer" if joined[s.user.name] == week else "returning") for s in sessions}
 
 
 def _intent(config: FlywheelConfig, user: SimulatedUser, week: int, k: int) -> tuple[Intent, np.random.Generator]:
@@ -243,7 +256,8 @@ def _act(client: TestClient, session: _Session, generation: dict[str, Any], seen
     body: dict[str, Any] = {"type": decision.value, "image_id": generation["images"][0]["id"],
                             "client_event_id": f"{session.session_id}-{session.rerolls}"}
     if decision is Decision.EDIT:
-        prompt = edited_prompt(generation.get("final_prompt") or session.intent.text, session.user, seen)
+        prompt = edited_prompt(generation.get("final_prompt") or session.intent.text, session.user, seen,
+                               session.intent)
         if prompt == (generation.get("final_prompt") or session.intent.text):
             body["type"] = Decision.REGENERATE.value  # nothing left to add: a plain reroll
         else:
@@ -256,8 +270,9 @@ def _act(client: TestClient, session: _Session, generation: dict[str, Any], seen
         session.done = True
 
 
-def count_week(settings: Settings, arm: str, week: int) -> ArmWeek:
-    """Keep rate and rerolls of one week, counted from the service's records (generations and actions)."""
+def count_week(settings: Settings, arm: str, week: int, kinds: dict[str, tuple[str, ...]] | None = None) -> ArmWeek:
+    """Keep rate and rerolls of one week, counted from the service's records (generations and actions); with
+    ``kinds`` (session id -> its groups) also per group."""
     storage = Storage.open(settings)
     try:
         sessions, actions = session_outcomes(storage.db_engine, f"w{week}-")
@@ -274,7 +289,12 @@ def count_week(settings: Settings, arm: str, week: int) -> ArmWeek:
     rerolls = [(str(s), str(getattr(kind, "value", kind))) for s, _, kind in actions]
     reroll_count = sum(1 for _, kind in rerolls if kind in _REROLLS)
     rerolls_kept = sum(1 for s, kind in rerolls if kind in _REROLLS and s in kept)
-    return ArmWeek(arm, week, len(all_sessions), len(kept), reroll_count, rerolls_kept, failed)
+    groups: dict[str, tuple[int, int]] = {}
+    for session in all_sessions:
+        for group in (kinds or {}).get(str(session), ()):
+            total, kept_count = groups.get(group, (0, 0))
+            groups[group] = (total + 1, kept_count + (session in kept))
+    return ArmWeek(arm, week, len(all_sessions), len(kept), reroll_count, rerolls_kept, failed, groups)
 
 
 def result_payload(config: FlywheelConfig, run: FlywheelRun) -> dict[str, Any]:
@@ -300,4 +320,11 @@ def result_payload(config: FlywheelConfig, run: FlywheelRun) -> dict[str, Any]:
                                                 for a, b in pairwise(per_kept)),
             "rule": "full beats frozen by >= 20 points of keep rate in the last week, 95% CI (Newcombe) above 0",
         }
+        by_group = {}
+        for group in ("slang", "newcomer"):
+            (n1, k1), (n2, k2) = full.groups.get(group, (0, 0)), frozen.groups.get(group, (0, 0))
+            if n1 and n2:
+                diff, low, high = difference_interval(k1, n1, k2, n2)
+                by_group[group] = {"full_minus_frozen": diff, "ci95": [low, high]}
+        payload["target"]["groups"] = by_group
     return payload
