@@ -20,7 +20,7 @@ from imageloop.errors import InvalidRequestError
 from imageloop.prompts.expander.chain import ChainExpander
 from imageloop.prompts.expander.rules import RulesExpander
 from imageloop.prompts.lexicon import load_lexicon
-from imageloop.training.base.captions import canonical_phrase
+from imageloop.training.base.captions import Language, canonical_phrase
 from tests.bench.test_flywheel import _config, _forced_judge, _records, tiny  # noqa: F401  (tiny: the model fixture)
 
 PLAIN = {"intents": {"en": ["a {subject}"]}}
@@ -36,13 +36,16 @@ def test_the_default_cohort_speaks_slang_the_rules_cannot_map() -> None:
     chain = ChainExpander([rules], lexicon=lexicon)  # the chain with the rules strategy only
     for phrase in cohort.slang:
         assert phrase.en and phrase.zh and 1 <= len(phrase.means) <= 3
-        intents = [f"a fox, {phrase.en}", f"a fox, {phrase.zh}"]
+        # The phrase after "a fox, " (language detected), and in every phrasing the simulated users send (their
+        # language given, as the simulation sends it).
+        intents: list[tuple[str, Language | None]] = [(f"a fox, {phrase.en}", None), (f"a fox, {phrase.zh}", None)]
         for language, phrasings in cohort.slang_intents.items():
-            subject = canonical_phrase("subject", "fox", language)
-            intents += [p.format(subject=subject, slang=phrase.text(language)) for p in phrasings]
-        for intent in intents:
+            lang: Language = "zh" if language == "zh" else "en"
+            subject = canonical_phrase("subject", "fox", lang)
+            intents += [(p.format(subject=subject, slang=phrase.text(lang)), lang) for p in phrasings]
+        for intent, lang in intents:
             for expander in (rules, chain):
-                expansion = expander.expand(intent)
+                expansion = expander.expand(intent, language=lang)
                 assert expansion is not None
                 named = lexicon.attributes_in(expansion.prompt)
                 leaked = {a: v for a, v in phrase.means.items() if v in named.get(a, set())}
