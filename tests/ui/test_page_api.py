@@ -36,7 +36,8 @@ def test_the_page_and_its_files_are_served_and_nothing_else(client: TestClient) 
     script = client.get("/static/js/main.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     assert client.get("/static/app.css").headers["content-type"].startswith("text/css")
-    for path in ("/static/../__init__.py", "/static/%2e%2e/__init__.py", "/static/nope.js", "/static/js"):
+    for path in ("/static/../__init__.py", "/static/%2e%2e/__init__.py", "/static/nope.js", "/static/js",
+                 "/static/app.css%00.js"):
         assert client.get(path).status_code == 404, path
 
 

@@ -65,6 +65,8 @@ class LocalBlobStore(BlobStore):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # Image bytes are private: files are written 0600 (atomic_write's temporary files), the root folder 0700.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*check_key(key).split("/"))

@@ -7,6 +7,7 @@ revision; the server calls it at start.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,9 +47,10 @@ def normalise_url(url: str | URL) -> URL:
 def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
     """A database engine for ``url`` configured for concurrent use by several processes.
 
-    SQLite: the file's folder is created, WAL journal, ``foreign_keys=ON``, a 30 s busy timeout, and transactions
-    that Python's sqlite3 module would otherwise start late are begun explicitly. PostgreSQL: psycopg 3 with
-    pre-ping so a restarted database does not break the pool.
+    SQLite: the file's folder is created (0700 when new), the file is readable by its owner only (0600, as are the
+    WAL and shared-memory files SQLite makes beside it with the same mode), WAL journal, ``foreign_keys=ON``, a 30 s
+    busy timeout, and transactions that Python's sqlite3 module would otherwise start late are begun explicitly.
+    PostgreSQL: psycopg 3 with pre-ping so a restarted database does not break the pool.
     """
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -56,10 +58,19 @@ def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
     return sa.create_engine(parsed, echo=echo, pool_pre_ping=True, future=True)
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` (empty) and its folder for the owner alone; tighten an existing file and its companions."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if companion.exists():
+            companion.chmod(0o600)
+
+
 def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(database).expanduser())
     db_engine = sa.create_engine(
         url, echo=echo, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     )

@@ -27,8 +27,12 @@ CONTENT_TYPES = {
 def static_file(name: str) -> Path:
     """The shipped file ``name`` (a path relative to ``static/``); NotFoundError for anything else, including
     paths that would leave the folder and file types the page does not use."""
-    path = (STATIC_DIR / name).resolve()
-    if not path.is_relative_to(STATIC_DIR) or path.suffix not in CONTENT_TYPES or not path.is_file():
+    try:
+        path = (STATIC_DIR / name).resolve()
+        found = path.is_relative_to(STATIC_DIR) and path.suffix in CONTENT_TYPES and path.is_file()
+    except (ValueError, OSError):  # a NUL byte ("app.css%00.js"), a name too long for the file system
+        found = False
+    if not found:
         raise NotFoundError(f"no page file {name!r}")
     return path
 
