@@ -110,7 +110,14 @@ class ServerSettings(BaseModel):
     wait_timeout_seconds: float = Field(
         default=600.0, gt=0, description="How long the OpenAI-compatible route waits for its images."
     )
-    public_url: str | None = Field(default=None, description="Base URL of image links; None = the request's own.")
+    public_url: str | None = Field(
+        default=None, description="Base URL of image and share links; None = the request's own when its Host is one "
+        "of trusted_hosts, else http://host:port of this server (a forged Host header never makes a link).",
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host header names that links may be built from when public_url is unset.",
+    )
     url_secret: SecretStr | None = Field(
         default=None, description="Key that signs image links; None = a random key kept in data_dir."
     )

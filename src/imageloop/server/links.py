@@ -10,6 +10,8 @@ import secrets
 import time
 from urllib.parse import quote
 
+from starlette.requests import Request
+
 from imageloop.config import Settings
 from imageloop.errors import PermissionDeniedError
 
@@ -31,6 +33,19 @@ def load_secret(settings: Settings) -> bytes:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
     return path.read_text().strip().encode("utf-8")
+
+
+def public_base_url(settings: Settings, request: Request) -> str:
+    """The base of absolute links (share links, OpenAI ``url`` answers): ``server.public_url``; else the request's
+    own base when its Host is one of ``server.trusted_hosts``; else this server's listen address. Never a Host
+    header nobody configured, so a forged one cannot point a link at another site."""
+    server = settings.server
+    if server.public_url:
+        return server.public_url.rstrip("/")
+    if request.url.hostname in server.trusted_hosts:
+        return str(request.base_url).rstrip("/")
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    return f"http://{host}:{server.port}{request.scope.get('root_path', '')}".rstrip("/")
 
 
 class ImageLinks:

@@ -18,6 +18,7 @@ from imageloop.config import EMBEDDED_MODEL_NAME
 from imageloop.errors import GenerationCancelled, ImageloopError, InvalidRequestError, UnknownNameError
 from imageloop.prompts.expand import expansion_record, resolve_prompt
 from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.links import public_base_url
 from imageloop.server.schemas import OpenAIImage, OpenAIImageRequest, OpenAIImagesResponse
 from imageloop.server.services import Services
 from imageloop.server.submit import new_generation_from, renamed
@@ -113,7 +114,7 @@ async def create_images(
         raise GenerationCancelled("the generation was cancelled")
     if record.status is JobStatus.FAILED:
         raise ImageloopError(f"the generation failed: {record.error}")
-    base_url = (services.settings.server.public_url or str(request.base_url)).rstrip("/")
+    base_url = public_base_url(services.settings, request)
     as_b64 = body.response_format == "b64_json"
     prompt = record.final_prompt or body.prompt
     data = await run_in_threadpool(

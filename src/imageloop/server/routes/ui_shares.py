@@ -1,7 +1,9 @@
 """Share links: the owner makes (and revokes) a public link to an image; anyone with it sees the image.
 
 Making a link records a ``share`` action (the flywheel counts the image as kept), idempotent on the client event
-id like every action: a retried request returns the same link.
+id like every action: a retried request returns the link made the first time, and never makes a new one when the
+owner has revoked it since. Links are absolute from ``server.public_url`` (see
+:func:`imageloop.server.links.public_base_url`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from imageloop.errors import NotFoundError
 from imageloop.server.deps import CurrentUser, ServicesDep
+from imageloop.server.links import public_base_url
 from imageloop.server.schemas import MAX_ID
 from imageloop.server.services import Services
 from imageloop.server.ui_schemas import ShareCreate, SharedImageOut, ShareLinkOut
@@ -30,7 +33,7 @@ def _shares(services: Services) -> ShareLinkRepository:
 
 
 def _base_url(services: Services, request: Request) -> str:
-    return (services.settings.server.public_url or str(request.base_url)).rstrip("/")
+    return public_base_url(services.settings, request)
 
 
 def share_out(link: ShareLink, base_url: str) -> ShareLinkOut:
@@ -46,14 +49,16 @@ def create_share(
     body: ShareCreate, user: CurrentUser, services: ServicesDep, request: Request, response: Response
 ) -> ShareLinkOut:
     """Records a ``share`` action and returns a link that works for visitors who are not signed in. 201 with a new
-    link; 200 with the link made the first time when this ``client_event_id`` was seen before."""
+    link; 200 with the link made the first time when this ``client_event_id`` was seen before (a revoked link stays
+    revoked)."""
     image_id = ImageId(body.image_id)
     recorded = services.storage.actions.record(user.id, ActionType.SHARE, body.client_event_id, image_id=image_id)
     shares = _shares(services)
     link = None
     if not recorded.created:
         response.status_code = 200
-        link = next((found for found in shares.list_for_user(user.id, image_id=image_id) if found.active), None)
+        # The newest link of the image, revoked or not: a retry never brings back a link its owner revoked.
+        link = next(iter(shares.list_for_user(user.id, image_id=image_id)), None)
     return share_out(link or shares.create(user.id, image_id), _base_url(services, request))
 
 
