@@ -63,7 +63,7 @@ def test_slang_fields_are_checked_and_mistakes_name_the_field() -> None:
     wrong_value = [{"en": "x", "zh": "y", "means": {"weather": "hail"}}]
     with pytest.raises(InvalidRequestError, match=r"slang\[0\]\.means\.weather") as caught:
         parse_cohort(bad(slang=wrong_value))
-    assert caught.value.field == "slang[0].means.weather" and "rain" in str(caught.value.allowed)
+    assert caught.value.field == "slang[0].means.weather" and "rain" in str(caught.value)  # names the allowed values
     with pytest.raises(InvalidRequestError, match=r"slang\[0\]\.means\.smell"):
         parse_cohort(bad(slang=[{"en": "x", "zh": "y", "means": {"smell": "rain"}}]))
     with pytest.raises(InvalidRequestError, match=r"slang\[0\]\.means"):

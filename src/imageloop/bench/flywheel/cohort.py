@@ -22,22 +22,26 @@ A cohort is YAML (the default ships as ``imageloop/data/cohorts/default.yaml``):
     newcomers_per_week: 8              # optional: users who join each week with no history (default 0)
 
 Tastes and slang meanings range over the embedded model's attribute vocabulary
-(:mod:`imageloop.training.base.scenes`, which the prompt lexicon mirrors); every name is checked: a mistake raises
-InvalidRequestError naming the field (and the allowed values). A slang intent asks for the phrase's meaning: the
+(:mod:`imageloop.training.base.scenes`, which the prompt lexicon mirrors). The file is validated by a pydantic
+model; every name is checked, and a mistake raises InvalidRequestError naming the field (``slang[0].means.weather``)
+and the allowed values. A slang intent asks for the phrase's meaning: the
 user keeps only an image that shows it, and where the meaning and their taste name the same attribute, the
 meaning wins. With ``slang_probability`` above 0, ``slang`` and ``slang_intents`` (for every language) are required.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from imageloop.config import PACKAGE_DIR
 from imageloop.errors import InvalidRequestError
+from imageloop.training.base.captions import Language
 from imageloop.training.base.scenes import ATTRIBUTE_KEYS
 from imageloop.training.base.sprites import SUBJECT_KEYS
 
@@ -81,123 +85,164 @@ class Cohort:
     newcomers_per_week: int = 0
 
 
-def _range(raw: dict[str, Any], field: str, default: list[int], low: int, high: int) -> tuple[int, int]:
-    value = raw.get(field, default)
-    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) for v in value)
-            or not low <= value[0] <= value[1] <= high):
-        raise InvalidRequestError(field, f"must be [min, max] integers with {low} <= min <= max <= {high}",
-                                  value=value)
-    return int(value[0]), int(value[1])
+class _Slang(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    en: str = Field(min_length=1)
+    zh: str = Field(min_length=1)
+    means: dict[str, str] = Field(min_length=1, max_length=MAX_MEANING)
+
+    @field_validator("en", "zh")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    @field_validator("means")
+    @classmethod
+    def _known_values(cls, value: dict[str, str]) -> dict[str, str]:
+        for attribute, key in value.items():
+            if attribute not in SCENE_TASTES:
+                raise _FieldError(attribute, f"unknown attribute (allowed: {', '.join(SCENE_TASTES)})", attribute)
+            if key not in ATTRIBUTE_KEYS[attribute]:
+                raise _FieldError(attribute, f"unknown value {key!r} (allowed: {', '.join(ATTRIBUTE_KEYS[attribute])})",
+                                  key)
+        return value
 
 
-def _probability(raw: dict[str, Any], field: str, default: float) -> float:
-    value = raw.get(field, default)
-    if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
-        raise InvalidRequestError(field, "must be a number between 0 and 1", value=value)
-    return float(value)
+Phrasings = Annotated[list[str], Field(min_length=1)]
 
 
-def _names(raw: dict[str, Any], field: str, allowed: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
-    value = raw.get(field, list(default))
-    if not isinstance(value, list) or not value:
-        raise InvalidRequestError(field, "must be a non-empty list", value=value)
+def _english_only() -> dict[Language, float]:
+    return {"en": 1.0}
+
+
+class _CohortFile(BaseModel):
+    """The file as written; :func:`parse_cohort` turns it into a :class:`Cohort`. Fields are declared in the order
+    their checks need (``languages`` before the phrasings that must cover them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    languages: dict[Language, float] = Field(default_factory=_english_only, min_length=1)
+    patience: tuple[int, int] = (1, 4)
+    taste_attributes: list[str] = Field(default_factory=lambda: list(SCENE_TASTES), min_length=1)
+    taste_size: tuple[int, int] = (2, 3)
+    sessions_per_week: int = Field(default=3, ge=1, le=100)
+    edit_probability: float = Field(default=0.3, ge=0.0, le=1.0)
+    share_probability: float = Field(default=0.2, ge=0.0, le=1.0)
+    subjects: list[str] = Field(default_factory=lambda: list(SUBJECT_KEYS), min_length=1)
+    intents: dict[str, Phrasings]
+    slang_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    slang: list[_Slang] = Field(default_factory=list)
+    slang_intents: dict[str, Phrasings] = Field(default_factory=dict)
+    newcomers_per_week: int = Field(default=0, ge=0, le=10_000)
+
+    @field_validator("languages")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(share < 0 for share in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("shares must be non-negative numbers, not all zero")
+        total = sum(value.values())
+        return {lang: share / total for lang, share in value.items()}
+
+    @field_validator("patience")
+    @classmethod
+    def _patience(cls, value: tuple[int, int]) -> tuple[int, int]:
+        return _ordered(value, 0, 50)
+
+    @field_validator("taste_attributes")
+    @classmethod
+    def _attributes(cls, value: list[str]) -> list[str]:
+        return _known(value, SCENE_TASTES)
+
+    @field_validator("taste_size")
+    @classmethod
+    def _taste_size(cls, value: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        return _ordered(value, 1, len(info.data.get("taste_attributes", SCENE_TASTES)))
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, value: list[str]) -> list[str]:
+        return _known(value, SUBJECT_KEYS)
+
+    @model_validator(mode="after")
+    def _phrasings_and_slang(self) -> _CohortFile:
+        _cover("intents", self.intents, self.languages, ("{subject}",))
+        if self.slang_probability > 0 and not self.slang:
+            raise _FieldError("slang", "must list at least one phrase when slang_probability > 0", [])
+        if self.slang_probability > 0 or self.slang_intents:
+            _cover("slang_intents", self.slang_intents, self.languages, ("{subject}", "{slang}"))
+        return self
+
+
+class _FieldError(ValueError):
+    """A failed check naming the field it is about, below the location pydantic gives (a key of a mapping, or a
+    field of a check across fields)."""
+
+    def __init__(self, field: str, message: str, value: Any) -> None:
+        super().__init__(message)
+        self.field, self.message, self.value = field, message, value
+
+
+def _ordered(value: tuple[int, int], low: int, high: int) -> tuple[int, int]:
+    if not low <= value[0] <= value[1] <= high:
+        raise ValueError(f"must be [min, max] integers with {low} <= min <= max <= {high}")
+    return value
+
+
+def _known(value: list[str], allowed: tuple[str, ...]) -> list[str]:
     unknown = [v for v in value if v not in allowed]
     if unknown:
-        raise InvalidRequestError(field, f"unknown name(s) {unknown}", value=value, allowed=", ".join(allowed))
-    return tuple(dict.fromkeys(value))
+        raise ValueError(f"unknown name(s) {unknown} (allowed: {', '.join(allowed)})")
+    return list(dict.fromkeys(value))
 
 
-def _languages(raw: dict[str, Any]) -> dict[str, float]:
-    value = raw.get("languages", {"en": 1.0})
-    if not isinstance(value, dict) or not value or any(k not in LANGUAGES for k in value):
-        raise InvalidRequestError("languages", "must map languages to shares", value=value,
-                                  allowed=", ".join(LANGUAGES))
-    if any(not isinstance(v, int | float) or v < 0 for v in value.values()) or sum(value.values()) <= 0:
-        raise InvalidRequestError("languages", "shares must be non-negative numbers, not all zero", value=value)
-    total = float(sum(value.values()))
-    return {k: float(v) / total for k, v in value.items()}
-
-
-def _intents(raw: dict[str, Any], languages: dict[str, float], name: str = "intents",
-             placeholders: tuple[str, ...] = ("{subject}",)) -> dict[str, tuple[str, ...]]:
-    value = raw.get(name)
-    if not isinstance(value, dict):
-        raise InvalidRequestError(name, "must map each language to a list of phrasings", value=value)
-    out: dict[str, tuple[str, ...]] = {}
+def _cover(field: str, phrasings: dict[str, list[str]], languages: Iterable[str],
+           placeholders: tuple[str, ...]) -> None:
     for lang in languages:
-        phrasings = value.get(lang)
-        if not isinstance(phrasings, list) or not phrasings or not all(isinstance(p, str) for p in phrasings):
-            raise InvalidRequestError(f"{name}.{lang}", "must be a non-empty list of strings", value=phrasings)
+        if lang not in phrasings:
+            raise _FieldError(f"{field}.{lang}", "must be a non-empty list of strings", None)
         for placeholder in placeholders:
-            missing = [p for p in phrasings if placeholder not in p]
+            missing = [p for p in phrasings[lang] if placeholder not in p]
             if missing:
-                raise InvalidRequestError(f"{name}.{lang}", f"every phrasing needs a {placeholder} placeholder",
-                                          value=missing)
-        out[lang] = tuple(phrasings)
-    return out
+                raise _FieldError(f"{field}.{lang}", f"every phrasing needs a {placeholder} placeholder", missing)
 
 
-def _slang(raw: dict[str, Any]) -> tuple[SlangPhrase, ...]:
-    value = raw.get("slang", [])
-    if not isinstance(value, list):
-        raise InvalidRequestError("slang", "must be a list of {en, zh, means} phrases", value=value)
-    phrases: list[SlangPhrase] = []
-    for index, entry in enumerate(value):
-        where = f"slang[{index}]"
-        if not isinstance(entry, dict) or set(entry) != {"en", "zh", "means"}:
-            raise InvalidRequestError(where, "must be a mapping with exactly en, zh and means", value=entry)
-        for lang in LANGUAGES:
-            if not isinstance(entry[lang], str) or not entry[lang].strip():
-                raise InvalidRequestError(f"{where}.{lang}", "must be a non-empty string", value=entry[lang])
-        means = entry["means"]
-        if not isinstance(means, dict) or not 1 <= len(means) <= MAX_MEANING:
-            raise InvalidRequestError(f"{where}.means", f"must map 1 to {MAX_MEANING} attributes to values",
-                                      value=means)
-        for attribute, key in means.items():
-            if attribute not in SCENE_TASTES:
-                raise InvalidRequestError(f"{where}.means.{attribute}", "unknown attribute", value=attribute,
-                                          allowed=", ".join(SCENE_TASTES))
-            if key not in ATTRIBUTE_KEYS[attribute]:
-                raise InvalidRequestError(f"{where}.means.{attribute}", "unknown value", value=key,
-                                          allowed=", ".join(ATTRIBUTE_KEYS[attribute]))
-        meaning = {str(a): str(k) for a, k in means.items()}
-        phrases.append(SlangPhrase(entry["en"].strip(), entry["zh"].strip(), meaning))
-    return tuple(phrases)
+def _location(loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as the field path users write: ``slang[0].means``."""
+    path = ""
+    for part in loc:
+        if part != "[key]":  # pydantic's marker for a mapping key: the key itself is already in the path
+            path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
 
 
 def parse_cohort(raw: Any) -> Cohort:
     """Validate a parsed cohort mapping; InvalidRequestError naming the first wrong field."""
     if not isinstance(raw, dict):
         raise InvalidRequestError("cohort", "must be a mapping", value=type(raw).__name__)
-    known = {"languages", "patience", "taste_size", "taste_attributes", "sessions_per_week", "edit_probability",
-             "share_probability", "subjects", "intents", "slang_probability", "slang", "slang_intents",
-             "newcomers_per_week"}
-    extra = sorted(set(raw) - known)
-    if extra:
-        raise InvalidRequestError(extra[0], "unknown cohort field", allowed=", ".join(sorted(known)))
-    languages = _languages(raw)
-    attributes = _names(raw, "taste_attributes", SCENE_TASTES, SCENE_TASTES)
-    taste_size = _range(raw, "taste_size", [2, 3], 1, len(attributes))
-    sessions = raw.get("sessions_per_week", 3)
-    if not isinstance(sessions, int) or not 1 <= sessions <= 100:
-        raise InvalidRequestError("sessions_per_week", "must be an integer from 1 to 100", value=sessions)
-    newcomers = raw.get("newcomers_per_week", 0)
-    if not isinstance(newcomers, int) or isinstance(newcomers, bool) or not 0 <= newcomers <= 10_000:
-        raise InvalidRequestError("newcomers_per_week", "must be an integer from 0 to 10000", value=newcomers)
-    slang_probability = _probability(raw, "slang_probability", 0.0)
-    slang = _slang(raw)
-    slang_intents: dict[str, tuple[str, ...]] = {}
-    if slang_probability > 0 and not slang:
-        raise InvalidRequestError("slang", "must list at least one phrase when slang_probability > 0", value=[])
-    if slang_probability > 0 or "slang_intents" in raw:
-        slang_intents = _intents(raw, languages, "slang_intents", ("{subject}", "{slang}"))
+    try:
+        data = _CohortFile.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, _FieldError):
+            where = ".".join(part for part in (_location(tuple(error["loc"])), cause.field) if part)
+            raise InvalidRequestError(where, cause.message, value=cause.value) from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = _location(tuple(error["loc"])) or "cohort"
+        raise InvalidRequestError(where, message, value=error.get("input")) from None
     return Cohort(
-        languages=languages, patience=_range(raw, "patience", [1, 4], 0, 50), taste_size=taste_size,
-        taste_attributes=attributes, sessions_per_week=sessions,
-        edit_probability=_probability(raw, "edit_probability", 0.3),
-        share_probability=_probability(raw, "share_probability", 0.2),
-        subjects=_names(raw, "subjects", SUBJECT_KEYS, SUBJECT_KEYS), intents=_intents(raw, languages),
-        slang_probability=slang_probability, slang=slang, slang_intents=slang_intents, newcomers_per_week=newcomers,
+        languages={str(lang): share for lang, share in data.languages.items()}, patience=data.patience,
+        taste_size=data.taste_size,
+        taste_attributes=tuple(data.taste_attributes), sessions_per_week=data.sessions_per_week,
+        edit_probability=data.edit_probability, share_probability=data.share_probability,
+        subjects=tuple(data.subjects), intents={lang: tuple(data.intents[lang]) for lang in data.languages},
+        slang_probability=data.slang_probability,
+        slang=tuple(SlangPhrase(p.en, p.zh, dict(p.means)) for p in data.slang),
+        slang_intents={lang: tuple(data.slang_intents[lang]) for lang in data.languages if lang in data.slang_intents},
+        newcomers_per_week=data.newcomers_per_week,
     )
 
 
