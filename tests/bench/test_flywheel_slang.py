@@ -36,6 +36,7 @@ def test_the_default_cohort_speaks_slang_the_rules_cannot_map() -> None:
     chain = ChainExpander([rules], lexicon=lexicon)  # the chain with the rules strategy only
     for phrase in cohort.slang:
         assert phrase.en and phrase.zh and 1 <= len(phrase.means) <= 3
+        assert lexicon.find_terms(phrase.en) == lexicon.find_terms(phrase.zh) == []  # no word of it is in the lexicon
         # The phrase after "a fox, " (language detected), and in every phrasing the simulated users send (their
         # language given, as the simulation sends it).
         intents: list[tuple[str, Language | None]] = [(f"a fox, {phrase.en}", None), (f"a fox, {phrase.zh}", None)]
