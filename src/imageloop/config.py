@@ -114,6 +114,10 @@ class ServerSettings(BaseModel):
         default=None, description="Base URL of image and share links; None = the request's own when its Host is one "
         "of trusted_hosts, else http://host:port of this server (a forged Host header never makes a link).",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token that /metrics requires; None = /metrics is open (keep it on a "
+        "private network then).",
+    )
     trusted_hosts: list[str] = Field(
         default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
         description="Host header names that links may be built from when public_url is unset.",

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from imageloop import __version__
 from imageloop.config import Settings
+from imageloop.server.docs import install_docs
 from imageloop.server.errors import install_error_handlers
 from imageloop.server.limits import BodyLimitMiddleware
 from imageloop.server.routes import ROUTERS
@@ -44,10 +45,12 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
 
     app = FastAPI(
         title="Imageloop", version=__version__, description=API_DESCRIPTION, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs is served with local assets (install_docs), never from a CDN
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes,
                        path_limits={"/api/v1/loras": lora_upload_limit(settings)})
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_docs(app)
     return app

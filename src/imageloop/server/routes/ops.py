@@ -1,13 +1,16 @@
-"""Operations: liveness/readiness and Prometheus metrics (no authentication)."""
+"""Operations: liveness/readiness (no authentication) and Prometheus metrics (open, or behind
+``server.metrics_token``)."""
 
 from __future__ import annotations
 
-from typing import Literal
+import hmac
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from imageloop.errors import AuthError
 from imageloop.server.deps import ServicesDep
 from imageloop.server.schemas import HealthOut
 
@@ -32,5 +35,11 @@ def healthz(services: ServicesDep, response: Response) -> HealthOut:
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def metrics(services: ServicesDep) -> Response:
+def metrics(services: ServicesDep, authorization: Annotated[str | None, Header(max_length=512)] = None) -> Response:
+    """Open unless ``server.metrics_token`` is set; then ``Authorization: Bearer <token>`` is required (401)."""
+    token = services.settings.server.metrics_token
+    if token is not None:
+        expected = f"Bearer {token.get_secret_value()}".encode()
+        if not hmac.compare_digest((authorization or "").encode(), expected):
+            raise AuthError("metrics: a valid bearer token (server.metrics_token) is required")
     return Response(content=services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
