@@ -20,12 +20,28 @@ what is wrong. The server maps each class to an HTTP status through ``http_statu
     ├── StorageError                the database or blob store failed                            (503)
     ├── TrainingError               a training run failed or cannot start                        (500)
     └── SimulationError             a benchmark simulation met a service answer it cannot go on from (500)
+
+Messages name files by their full path for the log and the CLI; what a client sees goes through
+:func:`redact_paths`, which keeps only each file's name.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
+
+# An absolute file path ("/home/ada/.imageloop/loras/x.safetensors", "C:\\data\\x.png"),
+# but not a route of this API ("/api/v1/generations", "/v1/images/generations", "/static/app.css", "/s/TOKEN").
+_FILE_PATH = re.compile(
+    r"(?<![\w.:/])(?!/(?:api|v1|static|s|docs)/)(?:/|[A-Za-z]:\\)(?:[\w.\-]+[/\\])+([\w.\-]+)"
+)
+
+
+def redact_paths(message: str) -> str:
+    """``message`` with every absolute file path replaced by the file's own name: responses never show where the
+    server keeps its files."""
+    return _FILE_PATH.sub(lambda match: match.group(1), message)
 
 
 class ImageloopError(Exception):

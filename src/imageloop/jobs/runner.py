@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from imageloop.config import Settings
 from imageloop.engine.request import GenerationRequest
-from imageloop.errors import GenerationCancelled, ImageloopError, NotFoundError, StorageError
+from imageloop.errors import GenerationCancelled, ImageloopError, NotFoundError, StorageError, redact_paths
 from imageloop.jobs._common import (
     EventSink,
     JobCancelled,
@@ -434,7 +434,8 @@ class JobRunner:
 
     def _fail(self, generation_id: GenerationId, message: str) -> None:
         try:
-            record = self.storage.generations.mark_failed(generation_id, message)
+            # The record's error is shown to its user: file names, never the server's paths.
+            record = self.storage.generations.mark_failed(generation_id, redact_paths(message))
         except NotFoundError:
             return
         self._publish_terminal(record)

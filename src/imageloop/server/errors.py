@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from imageloop.errors import AuthError, ImageloopError, QuotaError
+from imageloop.errors import AuthError, ImageloopError, QuotaError, redact_paths
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ async def imageloop_error(request: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
     if isinstance(exc, QuotaError) and exc.retry_after is not None:
         headers = {"Retry-After": str(exc.retry_after)}
-    return _respond(request, exc.http_status, exc.to_dict(), headers)
+    body = exc.to_dict()
+    body["message"] = redact_paths(str(body.get("message", "")))  # the log keeps the paths, the client gets names
+    return _respond(request, exc.http_status, body, headers)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
