@@ -138,6 +138,13 @@ _SPACED_AFTER_WORD = re.compile(r"\b([ai])\s+((?:[a-z][\s._\-*]+){2,}[a-z])\b")
 # A term right after a negation is not asked for ("不要血腥", "no gore", "without nudity"): it is not counted.
 _NEGATED = re.compile(r"(?:(?<![a-z])(?:no|not|without|never|avoid|avoiding|excluding|free of|zero)\s+(?:any\s+)?"
                       r"|(?:不要|不想要|不想看到|没有|不含|不带|避免|别有|别|无)\s*)$")
+
+
+def _negated(text: str, start: int) -> bool:
+    """Whether a negation ends right before ``start`` (only the few characters before it are read)."""
+    return _NEGATED.search(text, max(0, start - 24), start) is not None
+
+
 # Anything but a letter or digit between two Chinese characters: spaces, symbols, CJK punctuation ("色。情").
 _HAN_GAP = re.compile(rf"(?<={_HAN})[^\w]+(?={_HAN})")
 
@@ -208,12 +215,12 @@ class _Matcher:
         text = norm.text
         for pattern in (self._words, *self._patterns):
             for match in pattern.finditer(text) if pattern is not None else ():
-                if not _NEGATED.search(text, 0, match.start()):
+                if not _negated(text, match.start()):
                     return match.group(0)
         for term in self._chinese:
             at = text.find(term)
             while at >= 0:
-                if not norm.cuts_a_word(at, at + len(term)) and not _NEGATED.search(text, 0, at):
+                if not norm.cuts_a_word(at, at + len(term)) and not _negated(text, at):
                     return term
                 at = text.find(term, at + 1)
         return None
