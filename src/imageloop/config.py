@@ -143,6 +143,10 @@ class AuthSettings(BaseModel):
     max_backoff_seconds: float = Field(
         default=900.0, gt=0, le=86_400, description="Longest wait; failures older than this are forgotten."
     )
+    max_concurrent_password_checks: int = Field(
+        default=2, ge=1, le=64, description="Password hashes (scrypt, ~35 ms of a core each) computed at once; more "
+        "sign-ins wait their turn, so a flood from many addresses cannot take every core from generation.",
+    )
     session_key_ttl_hours: float = Field(
         default=720.0, ge=0, le=87_600, description="Lifetime of an API key issued at sign-in; 0 = never expires."
     )

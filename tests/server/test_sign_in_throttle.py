@@ -3,6 +3,8 @@ and per client address; a success clears the name's count, never the address's."
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from imageloop.config import AuthSettings
@@ -67,3 +69,26 @@ def test_a_success_clears_the_name_and_old_failures_are_forgotten() -> None:
     clock.now += 61  # longer than the longest wait: the count starts again
     gate.failed("ada", None)
     gate.check("ada", None)
+
+
+def test_only_so_many_passwords_are_hashed_at_once() -> None:
+    gate = SignInThrottle(AuthSettings(max_concurrent_password_checks=1))
+    inside: list[str] = []
+    release = asyncio.Event()
+
+    async def sign_in(name: str) -> None:
+        async with gate.hashing():
+            inside.append(name)
+            await release.wait()
+
+    async def scenario() -> None:
+        first = asyncio.create_task(sign_in("first"))
+        second = asyncio.create_task(sign_in("second"))
+        for _ in range(10):  # let both tasks run as far as they can: one event loop, no threads
+            await asyncio.sleep(0)
+        assert inside == ["first"]
+        release.set()
+        await asyncio.gather(first, second)
+        assert inside == ["first", "second"]
+
+    asyncio.run(scenario())

@@ -6,15 +6,18 @@ answers 429 with ``Retry-After`` before any password is hashed, so a flood of gu
 enumerate names (an unknown name backs off exactly like a known one). A successful sign-in clears the user name's
 failures, never the address's (one's own account must not reset the count of guesses against others). Failures older
 than ``max_backoff_seconds`` are forgotten. The state lives in this server process (one per deployment's API server;
-behind several processes each throttles on its own).
+behind several processes each throttles on its own). At most ``max_concurrent_password_checks`` passwords are hashed
+at once (:meth:`SignInThrottle.hashing`); further sign-ins wait on the event loop, holding no thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from imageloop.config import AuthSettings
@@ -49,6 +52,13 @@ class SignInThrottle:
         self._clock = clock
         self._failures: dict[tuple[str, str], _Failures] = {}
         self._lock = threading.Lock()
+        self._hashing = asyncio.Semaphore(settings.max_concurrent_password_checks)
+
+    @asynccontextmanager
+    async def hashing(self) -> AsyncIterator[None]:
+        """Hold one of the ``max_concurrent_password_checks`` slots while a password is hashed."""
+        async with self._hashing:
+            yield
 
     def _keys(self, name: str, address: str | None) -> list[tuple[str, str]]:
         keys = [("account", name.casefold())]

@@ -34,8 +34,9 @@ async def sign_in(body: PasswordSignIn, request: Request, services: ServicesDep)
     address = request.client.host if request.client is not None else None
     throttle.check(body.name, address)
     try:
-        # scrypt is deliberately slow: keep it off the event loop.
-        user = await run_in_threadpool(services.storage.users.verify_password, body.name, body.password)
+        # scrypt is deliberately slow: keep it off the event loop, and only a few at a time.
+        async with throttle.hashing():
+            user = await run_in_threadpool(services.storage.users.verify_password, body.name, body.password)
     except AuthError:
         throttle.failed(body.name, address)
         raise
