@@ -144,7 +144,7 @@ class AuthSettings(BaseModel):
         default=900.0, gt=0, le=86_400, description="Longest wait; failures older than this are forgotten."
     )
     max_concurrent_password_checks: int = Field(
-        default=2, ge=1, le=64, description="Password hashes (scrypt, ~35 ms of a core each) computed at once; more "
+        default=2, ge=1, le=64, description="Password hashes (scrypt, deliberately slow) computed at once; more "
         "sign-ins wait their turn, so a flood from many addresses cannot take every core from generation.",
     )
     session_key_ttl_hours: float = Field(
