@@ -180,8 +180,9 @@ class PromptSettings(BaseModel):
     llm_threads: int = Field(
         default=1, ge=0,
         description="Torch threads of the local LLM's own worker thread (the engine keeps its own count); "
-        "0 = the process default. One, because beside a busy engine a two-thread team waits for a core at "
-        "every step and gets many times slower, while one thread only shares.",
+        "0 = the process default. One, because beside other CPU-bound work a two-thread team waits for a core at "
+        "every step and gets many times slower, while one thread only shares; on cores nothing else uses, more "
+        "threads are faster.",
     )
     llm_adapter: Path | None = Field(default=None, description="PEFT LoRA adapter folder for the local LLM.")
     remote_url: str | None = Field(

@@ -10,19 +10,21 @@ the LLM.
 
 Where the time of one completion goes, and what this module does about each part:
 
-1. The prompt. The chat's constant prefix (instruction + examples, ~80 tokens; or an adapter's system prompt)
-   is run through the model once per adapter and its key/value cache kept; each request copies it and runs only
-   its own ~10 tokens (:func:`greedy_continue`).
+1. The prompt. The chat's constant start (instruction, examples and the user turn's header; or an adapter's
+   system prompt) is run through the model once per adapter and its key/value cache kept; each request copies it
+   and runs only its phrase and the assistant turn's header (:func:`greedy_continue`), with logits for the last
+   position only.
 2. Decoding, one forward pass per token, is most of the time: the model answers with at most
    ``MAX_ADDED_TAGS`` added tags, stops at the end of the line, and ``prompts.llm_max_new_tokens`` caps it.
    Greedy with a repetition penalty and no repeated 3-grams over the request's own tokens (plain greedy loops:
    "cozy, cozy, cozy").
 3. Threads. The model runs on one worker thread of its own, whose torch thread count is
-   ``prompts.llm_threads``. On a CPU shared with the engine, a team of OpenMP threads waits at every barrier for
-   whichever thread the engine's work has pushed off a core, so two LLM threads beside a busy engine are many
-   times slower than one; a worker with one thread degrades gracefully instead. ``torch.set_num_threads`` also
-   sets the default of threads that start later, so the starting thread's value is put back after the worker
-   has taken its own.
+   ``prompts.llm_threads`` (default 1). A token is a few hundred small operations, each ending at a barrier where
+   a team of OpenMP threads waits for its slowest member; when other CPU-bound work holds a core, that member
+   waits for a scheduler slice at every barrier and a two-thread team slows down many times over, where one
+   thread only shares the CPU. On an idle machine two threads are faster: set ``prompts.llm_threads`` to the
+   core count where nothing else runs beside the LLM. ``torch.set_num_threads`` also sets the default of threads
+   that start later, so the process default is put back (:func:`_use_threads`): the engine keeps its own count.
 4. Adapters. The base model is loaded once; each trained adapter is loaded once as a named PEFT adapter on it and
    switched per request (``set_adapter``; ``disable_adapter`` for the base), on the one worker thread, so a switch
    and the run it is for never interleave with another request.
