@@ -190,6 +190,10 @@ class PromptSettings(BaseModel):
     )
     remote_model: str = Field(default="gpt-4o-mini", min_length=1, description="Model name sent to remote_url.")
     remote_api_key: SecretStr | None = Field(default=None, description="Bearer token for remote_url.")
+    remote_max_new_tokens: int = Field(
+        default=96, ge=8, le=2048, description="Most tokens the remote LLM writes: it writes the whole prompt, not a "
+        "few added tags as the local one does.",
+    )
     remote_timeout_seconds: float = Field(default=10.0, gt=0, description="Time limit of one remote call.")
     retrieval_threshold: float = Field(
         default=0.82, ge=0.0, le=1.0, description="Cosine similarity above which a kept prompt is reused as is."

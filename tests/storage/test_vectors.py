@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,15 +86,14 @@ def test_sqlite_vec_index_when_the_driver_can_load_extensions(tmp_path: Path, st
         pytest.skip("pysqlite3-binary (a sqlite3 that can load extensions) is not installed")
     import pysqlite3.dbapi2 as loadable_sqlite
 
-    from imageloop.storage import Storage as StorageClass
     from imageloop.storage.db import session_factory
 
     db_engine = sa.create_engine(storage.db_engine.url, module=loadable_sqlite)
     upgrade_schema(db_engine)
     index = open_vector_index(db_engine)
     assert isinstance(index, SqliteVecIndex)
-    loadable = StorageClass(db_engine=db_engine, sessions=session_factory(db_engine), blobs=storage.blobs,
-                            users=storage.users, generations=storage.generations, actions=storage.actions)
+    # The same repositories over a connection that can load the extension (fields added later come along).
+    loadable = dataclasses.replace(storage, db_engine=db_engine, sessions=session_factory(db_engine))
     _check_index(index, loadable)
     db_engine.dispose()
 

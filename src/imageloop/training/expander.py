@@ -30,19 +30,15 @@ Progress = Callable[[float, str], None]
 
 
 def prompt_messages(intent: str) -> list[dict[str, str]]:
-    """The chat an adapter is trained on: the local-LLM strategy's system prompt and user turn (intent plus the
-    English keywords the rules recognise), without few-shot examples: they would triple every example's length,
-    and a trained adapter knows the format without them."""
-    from imageloop.prompts.expander.llm_prompt import system_prompt
-    from imageloop.prompts.expander.rules import plan_scene
-    from imageloop.prompts.language import resolve_language
+    """The chat an adapter is trained on, exactly as the local-LLM strategy serves it: the adapter's system prompt
+    and the intent read into English tags (``english_reading``: translated for Chinese), without few-shot examples
+    (they would triple every example's length, and a trained adapter knows the format without them)."""
+    from imageloop.prompts.expander.llm_prompt import adapter_prefix, user_message
+    from imageloop.prompts.expander.rules import english_reading
     from imageloop.prompts.lexicon import load_lexicon
 
     lexicon = load_lexicon()
-    plan = plan_scene(intent, lexicon, resolve_language(intent, None))
-    keywords = [lexicon.canonical(a, v.key) for a, v in plan.values.items()] + [t.text for t in plan.extras]
-    content = intent.strip() + (f"\n(keywords: {', '.join(keywords)})" if keywords else "")
-    return [{"role": "system", "content": system_prompt(lexicon)}, {"role": "user", "content": content}]
+    return [*adapter_prefix(lexicon), user_message(english_reading(intent, lexicon))]
 
 
 def prompt_text(intent: str, tokenizer: Any) -> str:

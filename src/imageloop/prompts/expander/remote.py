@@ -56,7 +56,7 @@ class RemoteLLMExpander(Expander):
         """The assistant text the endpoint answers to ``messages``; StrategyFailed on any failure."""
         body: dict[str, Any] = {
             "model": self.config.remote_model, "messages": messages, "temperature": 0.2,
-            "max_tokens": self.config.llm_max_new_tokens,
+            "max_tokens": self.config.remote_max_new_tokens,
         }
         try:
             response = self._client.post("/chat/completions", json=body)

@@ -22,7 +22,7 @@ from imageloop.prompts.language import Language, resolve_language
 from imageloop.prompts.lexicon import ATTRIBUTE_ORDER, Lexicon, TermMatch, WeightedTag, load_lexicon, normalise_text
 from imageloop.prompts.reading import IntentReading, lexicon_matches_inside_words, read_intent
 
-__all__ = ["RULES_VERSION", "RulesExpander", "ScenePlan", "plan_scene"]
+__all__ = ["RULES_VERSION", "RulesExpander", "ScenePlan", "english_reading", "plan_scene"]
 
 RULES_VERSION = "rules-2"
 MAX_FREE_TAGS = 10
@@ -169,6 +169,15 @@ def _completed(plan: ScenePlan, lexicon: Lexicon, completion: tuple[WeightedTag,
         assert value is not None
         out.set(value[0], value[1], tag.weight, explicit=False)
     return out
+
+
+def english_reading(intent: str, lexicon: Lexicon, language: Language | None = None) -> str:
+    """The intent read into English tags, as the local LLM is given it (served and in training alike): the person's
+    own words (translated for Chinese), else the values the lexicon read, else the intent as typed."""
+    plan = plan_scene(intent, lexicon, resolve_language(intent, language))
+    own = [tag.tag.render() for tag in plan.own_tags(lexicon)]
+    keywords = own or [lexicon.canonical(a, v.key) for a, v in plan.values.items()]
+    return ", ".join(keywords) if keywords else intent.strip()
 
 
 class RulesExpander(Expander):
