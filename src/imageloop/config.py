@@ -173,7 +173,7 @@ class PromptSettings(BaseModel):
         "'rules' (always available) is appended when missing.",
     )
     llm_max_new_tokens: int = Field(
-        default=20, ge=8, le=512,
+        default=14, ge=8, le=512,
         description="Most tokens the local LLM writes: room for its few added tags; decoding is most of its time.",
     )
     llm_timeout_seconds: float = Field(default=15.0, gt=0, description="Generation time limit of the local LLM.")

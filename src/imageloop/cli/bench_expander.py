@@ -28,7 +28,14 @@ from imageloop.bench.expander import (
     scratch_storage,
     summary_rows,
 )
-from imageloop.cli.bench_openworld import openworld_json, print_openworld, run_openworld
+from imageloop.bench.llm_speed import measure_llm_speed
+from imageloop.cli.bench_openworld import (
+    openworld_json,
+    print_llm_speed,
+    print_openworld,
+    run_openworld,
+    speed_phrases,
+)
 from imageloop.cli.groups import bench_app
 from imageloop.config import load_settings
 from imageloop.errors import InvalidRequestError
@@ -130,13 +137,17 @@ def bench_expander(
             storage = scratch_storage(Path(scratch) / "tastes")
             effect = personalization_effect(storage, PromptMemory(storage, default_embedder()), lexicon)
             storage.close()
+    local = llms.get("local_llm")
+    if isinstance(local, LocalLLMExpander):
+        meta["llm_speed"] = measure_llm_speed(load_settings(), speed_phrases(data), repeats=2, expander=local)
     open_scores = []
     if openworld:
-        local = llms.get("local_llm")
         open_scores = run_openworld(data, local if isinstance(local, LocalLLMExpander) else None,
                                     llm_limit=openworld_llm_limit)
     meta["load_average_end"] = os.getloadavg()[0]  # this CPU is shared: latencies only mean something next to it
     _print(scores, effect)
+    if "llm_speed" in meta:
+        print_llm_speed(meta["llm_speed"])
     if open_scores:
         print_openworld(open_scores)
     result = result_json(scores, effect, meta)

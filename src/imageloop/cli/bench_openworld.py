@@ -16,7 +16,7 @@ from imageloop.errors import InvalidRequestError
 from imageloop.prompts.expander import Expander
 from imageloop.prompts.expander.chain import ChainExpander
 from imageloop.prompts.expander.local_llm import LocalLLMExpander
-from imageloop.prompts.expander.rules import RulesExpander
+from imageloop.prompts.expander.rules import RulesExpander, english_reading
 from imageloop.prompts.lexicon import load_lexicon
 
 OPENWORLD_FILE = "openworld_intents.jsonl"
@@ -53,6 +53,25 @@ def run_openworld(data: Path, llm: LocalLLMExpander | None, *, llm_limit: int) -
                     scores.append(score_openworld(name, expander, selected, language=language, split=split,
                                                   llm=llm_name, progress=bar.update))
     return scores
+
+
+def speed_phrases(data: Path, count: int = 20) -> list[str]:
+    """English readings (what the local LLM is given) of the first ``count`` dev intents, half per language."""
+    cases = [c for c in load_openworld(data / OPENWORLD_FILE) if c.split == "dev"]
+    lexicon = load_lexicon()
+    picked = [c for c in cases if c.language == "en"][: count // 2] + [c for c in cases if c.language == "zh"][
+        : count - count // 2]
+    return [english_reading(c.intent, lexicon) for c in picked]
+
+
+def print_llm_speed(speed: dict[str, Any]) -> None:
+    Console().print(
+        f"Local LLM, model loaded once, {speed['completions']} completions of English readings: "
+        f"p50 {speed['p50_seconds']:.2f} s, p95 {speed['p95_seconds']:.2f} s; {speed['mean_prompt_tokens']:.0f} "
+        f"prompt tokens (the cached prefix included), {speed['mean_new_tokens']:.1f} new tokens, "
+        f"{speed['tokens_per_second']:.1f} tokens/s; {speed['threads']} thread(s); load average "
+        f"{speed['load_average_start']:.2f} -> {speed['load_average_end']:.2f}."
+    )
 
 
 def openworld_json(scores: list[OpenWorldScore]) -> list[dict[str, Any]]:
