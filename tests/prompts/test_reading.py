@@ -80,3 +80,21 @@ def test_an_english_negation_ends_at_a_preposition_or_a_contrast() -> None:
 
 def test_of_joins_a_phrase() -> None:
     assert "shallow depth of field" in read("macro, shallow depth of field").english
+
+
+@pytest.mark.parametrize(("intent", "negated"), [
+    ("城市夜景，请勿出现汽车", "car"),  # a cue the lexicon's own list lacks, before a lexicon word
+    ("街道，路上不要有车", "car"),
+    ("不希望有任何文字", "text"),
+    ("草原，避开电线杆", "electric pole"),
+])
+def test_every_cue_negates_lexicon_words_and_read_words_alike(intent: str, negated: str) -> None:
+    from imageloop.prompts.expander.rules import RulesExpander
+
+    expansion = RulesExpander().expand(intent)
+    assert negated in (expansion.negative or "").split(", ")
+    assert negated not in expansion.prompt.split(", ")
+
+
+def test_an_encoder_sense_far_rarer_than_the_first_is_not_used() -> None:
+    assert load_dictionary().gloss("骆驼") == "camel"  # not the colloquial "ninny"

@@ -43,6 +43,7 @@ _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
 _CANDIDATES = 3
 _PREFER_MARGIN = 0.3
+_CHOICE_MARGIN = 1.5
 _RARE_FIRST = 4.0  # a first sense this common stays (风: "wind", not the more common "news")
 
 
@@ -130,6 +131,14 @@ class ChineseDictionary:
         self._glosses: dict[tuple[str, bool], str | None] = {}
         self._lock = threading.Lock()
 
+    def _trust_choice(self, word: str, chosen: str) -> bool:
+        """The encoder's sense, unless it is far rarer English than the dictionary's first one ("骆驼": "camel",
+        not the colloquial "ninny"): the encoder's nearest is sometimes a slang sense."""
+        if unreal_words(chosen):
+            return False
+        first = usable_senses(self._senses.get(word, []))[:1]
+        return not first or _commonness(chosen) >= _commonness(first[0]) - _CHOICE_MARGIN
+
     @property
     def image_terms(self) -> tuple[str, ...]:
         """The words of ``data/zh_image_terms.yaml`` (the segmenter is told to keep them whole)."""
@@ -143,7 +152,7 @@ class ChineseDictionary:
         CC-CEDICT has a usable sense."""
         if word in self._image_terms:
             return None if verb else self._image_terms[word]
-        if not verb and word in self._chosen and not unreal_words(self._chosen[word]):
+        if not verb and word in self._chosen and self._trust_choice(word, self._chosen[word]):
             return self._chosen[word]
         key = (word, verb)
         with self._lock:

@@ -37,7 +37,8 @@ _EN_NEGATION = re.compile(
 )
 # Longest first, so "不想要" is read before "不要" would leave a stray "想".
 _ZH_NEGATION = re.compile(
-    r"不想看到|不要出现|别出现|不想要|不需要|不要有|不能有|不出现|不要|没有|不带|去掉|去除|不含|无需|不加|不用|避免|禁止|别|没"
+    r"不希望有|不想看到|不要出现|别出现|请勿出现|不想要|不需要|不希望|不要有|不能有|不出现|千万别|不要|没有|不带|去掉|去除|"
+    r"不含|无需|不加|不用|避免|避开|禁止|拒绝|请勿|不准|别|没|勿"
 )
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_RUN = re.compile(r"[a-z0-9][a-z0-9' -]*[a-z0-9]|[a-z0-9]")
@@ -85,6 +86,11 @@ class IntentReading:
     negatives: tuple[Phrase, ...] = ()
     untranslated: tuple[str, ...] = ()
     corrections: dict[str, str] = field(default_factory=dict)
+    negated_spans: tuple[tuple[int, int], ...] = ()  # in the normalised intent: what a negation cue reaches
+
+    def negates(self, start: int, end: int) -> bool:
+        """True when the span [start, end) of the normalised intent lies in a negated part."""
+        return any(a <= start and end <= b for a, b in self.negated_spans)
 
     @property
     def english(self) -> str:
@@ -351,12 +357,15 @@ def read_intent(intent: str, lexicon: Lexicon, covered: Iterable[TermMatch] = ()
     negated: list[Phrase] = []
     untranslated: list[str] = []
     corrections: dict[str, str] = {}
+    spans: list[tuple[int, int]] = []
     position = 0
     for boundary in [*_CLAUSE.finditer(norm), None]:
         end = boundary.start() if boundary is not None else len(norm)
         clause = norm[position:end]
         mask = _covered_mask(clause, position, matches)
         (neg_start, neg_end), wanted_ranges = _negation_split(clause)
+        if neg_end > neg_start:
+            spans.append((position + neg_start, position + neg_end))
         for a, b in wanted_ranges:
             wanted += _read_span(clause[a:b], mask[a:b], lexicon, dictionary, untranslated, corrections)
         negated += _read_span(clause[neg_start:neg_end], mask[neg_start:neg_end], lexicon, dictionary, untranslated,
@@ -369,4 +378,5 @@ def read_intent(intent: str, lexicon: Lexicon, covered: Iterable[TermMatch] = ()
         negatives=tuple({p.text: p for p in negated}.values()),
         untranslated=tuple(dict.fromkeys(untranslated)),
         corrections=corrections,
+        negated_spans=tuple(spans),
     )

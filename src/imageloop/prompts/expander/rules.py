@@ -13,7 +13,7 @@ Alternatives fill attributes the intent left open with the lexicon's completions
 from __future__ import annotations
 
 import builtins
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from imageloop.prompts.dictionary import load_dictionary
 from imageloop.prompts.expander._common import Expander, Expansion, Stopwatch
@@ -119,6 +119,9 @@ def plan_scene(intent: str, lexicon: Lexicon, language: Language) -> ScenePlan:
     plan = ScenePlan()
     exclusive = load_exclusive_values()
     matches = lexicon_matches_inside_words(intent, lexicon.find_terms(intent))
+    plan.reading = read_intent(intent, lexicon, matches)
+    # One reading of negation for all words: a term in the reach of any cue ("请勿出现汽车") is negated.
+    matches = [replace(m, negated=True) if plan.reading.negates(m.start, m.end) else m for m in matches]
     concepts = [match for match in matches if match.concept is not None]
     # Specific words before broad mood packs: in "bleak but sunny", "sunny" decides the weather.
     for match in sorted(concepts, key=lambda m: len(lexicon.concepts[m.concept or ""])):
@@ -130,7 +133,6 @@ def plan_scene(intent: str, lexicon: Lexicon, language: Language) -> ScenePlan:
         if stated and match.key not in stated:
             continue  # "dawn" is not dusk, though dusk is the nearest value the embedded model knows
         _apply_value(plan, lexicon, match)
-    plan.reading = read_intent(intent, lexicon, matches)
     plan.translated = language == "zh"
     own = [term for term in (_own_term(m, lexicon) for m in matches) if term is not None]
     plan.free = list(dict.fromkeys([*own, *(p.text for p in plan.reading.phrases)]))[:MAX_FREE_TAGS]
