@@ -104,6 +104,7 @@ def test_the_chain_counts_each_strategys_outcomes_and_rejected_answers() -> None
 
 
 def test_an_added_tag_that_only_changes_the_number_of_another_is_a_repeat() -> None:
-    result = ChainExpander([Fixed("local_llm", "mountains, mountain, ink wash, soft light")]).expand("mountains in ink wash")
+    drift = Fixed("local_llm", "mountains, mountain, ink wash, soft light")
+    result = ChainExpander([drift]).expand("mountains in ink wash")
     assert "mountain" not in tags(result.prompt)
     assert {"tag": "mountain", "reason": "repeats a tag"} in result.details["dropped"]
