@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imageloop.bench.stats import percentile
 from imageloop.config import Settings
 from imageloop.prompts.expander import Expander, Expansion
 from imageloop.prompts.expander.chain import ChainExpander
@@ -91,12 +92,6 @@ def load_cases(paths: Iterable[Path]) -> list[IntentCase]:
     return cases
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _found(expansion: Expansion | None, lexicon: Lexicon) -> set[tuple[str, str]]:
@@ -141,8 +136,8 @@ def score_strategy(
     return StrategyScore(
         strategy=expander.name, version=expander.version, language=language, intents=len(cases), answered=answered,
         recall=hits / expected if expected else 0.0, precision=hits / named if named else 0.0,
-        valid_share=valid / len(cases) if cases else 0.0, p50_seconds=_percentile(latencies, 0.5),
-        p95_seconds=_percentile(latencies, 0.95), examples=examples,
+        valid_share=valid / len(cases) if cases else 0.0, p50_seconds=percentile(latencies, 0.5),
+        p95_seconds=percentile(latencies, 0.95), examples=examples,
     )
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Sequence
 from typing import Any
 
+from imageloop.bench.stats import percentile
 from imageloop.config import Settings
 from imageloop.prompts.expander._common import StrategyFailed
 from imageloop.prompts.expander.local_llm import LocalLLMExpander
@@ -20,9 +20,6 @@ from imageloop.prompts.expander.local_llm import LocalLLMExpander
 __all__ = ["measure_llm_speed"]
 
 
-def _percentile(values: Sequence[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def measure_llm_speed(
@@ -61,7 +58,7 @@ def measure_llm_speed(
         raise StrategyFailed(f"the local LLM completed none of {len(phrases) * repeats} phrases")
     return {
         "p50_seconds": round(statistics.median(seconds), 3),
-        "p95_seconds": round(_percentile(seconds, 0.95), 3),
+        "p95_seconds": round(percentile(seconds, 0.95), 3),
         "mean_prompt_tokens": round(statistics.fmean(prompt_tokens), 1),
         "mean_new_tokens": round(statistics.fmean(new_tokens), 1),
         "tokens_per_second": round(sum(new_tokens) / sum(seconds), 1),

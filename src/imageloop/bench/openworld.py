@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imageloop.bench.stats import percentile
 from imageloop.errors import InvalidRequestError
 from imageloop.prompts.expander import Expander, Expansion
 from imageloop.prompts.lexicon import normalise_text
@@ -133,11 +134,6 @@ def _llm_fell_back(expansion: Expansion, strategy: str) -> bool:
     return not (used and survived)
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def score_openworld(
@@ -195,7 +191,7 @@ def score_openworld(
         contradiction_rate=contradicted / n, negation_kept=negated_ok / negated_total if negated_total else 1.0,
         invented_word_rate=invented / n, repeat_rate=repeated / n,
         fallback_rate=fell_back / n if llm is not None else None,
-        p50_seconds=_percentile(latencies, 0.5), p95_seconds=_percentile(latencies, 0.95), failures=failures,
+        p50_seconds=percentile(latencies, 0.5), p95_seconds=percentile(latencies, 0.95), failures=failures,
     )
 
 
