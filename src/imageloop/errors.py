@@ -17,6 +17,7 @@ what is wrong. The server maps each class to an HTTP status through ``http_statu
     │   └── UnsupportedModelError   the file is readable but not a model we can run              (422)
     ├── RecipeError                 a recipe or LoRA file is invalid                             (422)
     ├── GenerationCancelled         a run was cancelled through its callback                     (409)
+    ├── GenerationFailed            a waited-for generation ended without images (no retry helps) (422)
     ├── StorageError                the database or blob store failed                            (503)
     ├── TrainingError               a training run failed or cannot start                        (500)
     └── SimulationError             a benchmark simulation met a service answer it cannot go on from (500)
@@ -168,6 +169,13 @@ class GenerationCancelled(ImageloopError):
     """A generation was stopped through its cancel callback; it returns no image."""
 
     http_status = 409
+
+
+class GenerationFailed(ImageloopError):
+    """A generation the caller waited for ended without its images: it failed, every image was withheld, or it was
+    cancelled (also when the wait ran out). Not a retryable status: a client that retries would queue it again."""
+
+    http_status = 422
 
 
 class StorageError(ImageloopError):

@@ -63,3 +63,26 @@ def test_errors_reach_the_client_with_the_param(client: openai.OpenAI) -> None:
     assert bad_size.value.body is not None and bad_size.value.body["param"] == "size"  # type: ignore[index]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(api_key="il_wrong", base_url=str(client.base_url), max_retries=0).images.generate(prompt="a")
+
+
+def test_a_generation_that_ends_without_images_is_not_retried(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    # The job is held at a gate until the route's wait runs out; the answer must be one the official client does not
+    # retry (409, 429 and 5xx are retried), or each retry would queue the same job again.
+    from imageloop.engine.engine import Engine
+    from tests.server.kit import Gate, GatedEngine
+
+    settings = tiny_settings(tmp_path / "data", tiny_model, server={"wait_timeout_seconds": 0.5})
+    gate = Gate()
+    storage = Storage.open(settings)
+    user_id, key = make_user(storage, "impatient")
+    storage.close()
+    app = create_app(settings, engine_factory=lambda: GatedEngine(Engine(settings), gate))
+    with running_server(app) as base_url:
+        client = openai.OpenAI(api_key=key, base_url=f"{base_url}/v1", max_retries=2, timeout=60)
+        with pytest.raises(openai.UnprocessableEntityError, match="cancelled"):
+            client.images.generate(model="imageloop", prompt="a held fox", n=1, size="64x64")
+        gate.open()
+        services = app.state.services
+        assert len(services.storage.generations.history(user_id).items) == 1  # asked once, queued once

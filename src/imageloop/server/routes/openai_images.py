@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from imageloop.config import EMBEDDED_MODEL_NAME
-from imageloop.errors import GenerationCancelled, ImageloopError, InvalidRequestError, UnknownNameError
+from imageloop.errors import GenerationFailed, InvalidRequestError, UnknownNameError
 from imageloop.prompts.expand import expansion_record, resolve_prompt
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.links import public_base_url
@@ -71,7 +71,7 @@ def _submit(services: Services, user_id: UserId, body: OpenAIImageRequest) -> Ge
 async def wait_until_finished(
     services: Services, user_id: UserId, generation_id: GenerationId, timeout: float
 ) -> GenerationRecord:
-    """The record once the job is terminal. On timeout the job is cancelled and GenerationCancelled raised."""
+    """The record once the job is terminal. On timeout the job is cancelled and GenerationFailed raised."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     get = services.storage.generations.get
@@ -83,7 +83,7 @@ async def wait_until_finished(
             if loop.time() >= deadline:
                 await run_in_threadpool(services.storage.generations.request_cancel, user_id, generation_id)
                 services.queue.cancel_requested(generation_id)
-                raise GenerationCancelled(f"no image after {timeout:g} s; the generation was cancelled")
+                raise GenerationFailed(f"no image after {timeout:g} s; the generation was cancelled")
             poll_at = min(deadline, loop.time() + POLL_SECONDS)
             while (remaining := poll_at - loop.time()) > 0:
                 try:
@@ -110,10 +110,11 @@ async def create_images(
     ``size``: 'WIDTHxHEIGHT'; ``response_format``: 'url' (default) or 'b64_json'; ``user``: stored as the session."""
     record = await run_in_threadpool(_submit, services, user.id, body)
     record = await wait_until_finished(services, user.id, record.id, services.settings.server.wait_timeout_seconds)
+    # Never a status the OpenAI client retries (409, 429, 5xx): a retry would queue the same job again.
     if record.status is JobStatus.CANCELLED:
-        raise GenerationCancelled("the generation was cancelled")
+        raise GenerationFailed("the generation was cancelled")
     if record.status is JobStatus.FAILED:
-        raise ImageloopError(f"the generation failed: {record.error}")
+        raise GenerationFailed(f"the generation failed: {record.error}")
     base_url = public_base_url(services.settings, request)
     as_b64 = body.response_format == "b64_json"
     prompt = record.final_prompt or body.prompt
