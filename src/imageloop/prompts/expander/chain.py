@@ -92,7 +92,7 @@ class ChainExpander(Expander):
                 result = self._personalize(result, user, kept)
             result = self._keep_intent(result, intent, plan, user=user, language=lang)
             if personal and user:
-                result = self._apply_habits(result, intent, user, kept, lang)
+                result = self._apply_habits(result, plan, user, kept)
             result = separate(result, plan.negatives)
         result = result.with_latency(watch.seconds)
         log.info("expanded intent with %s %s in %.3f s", result.strategy, result.version, result.latency)
@@ -171,13 +171,13 @@ class ChainExpander(Expander):
         return replace(result, prompt=ranked[0].prompt, alternatives=tuple(r.prompt for r in ranked[1:]),
                        details=details)
 
-    def _apply_habits(self, result: Expansion, intent: str, user: str, kept: list[str],
-                      language: Language) -> Expansion:
-        """Fill what ``intent`` leaves open with ``user``'s habits (from ``kept`` prompts and their edits)."""
+    def _apply_habits(self, result: Expansion, plan: ScenePlan, user: str, kept: list[str]) -> Expansion:
+        """Fill what the intent (read as ``plan``) leaves open with ``user``'s habits (from ``kept`` prompts and
+        their edits)."""
         assert self.memory is not None
         values = personal_values(kept, self.memory.edits(user, limit=HISTORY_WINDOW), self.lexicon,
                                  min_evidence=self.min_evidence)
-        stated = set(plan_scene(intent, self.lexicon, language).values)
+        stated = set(plan.values)
         prompt, applied = apply_personal_values(result.prompt, values, stated=stated, negative=result.negative,
                                                 lexicon=self.lexicon)
         if not applied:

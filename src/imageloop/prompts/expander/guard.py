@@ -123,13 +123,14 @@ def keep_intent(
     chosen: dict[str, set[str]] = {a: set(v) for a, v in stated.items()}
     kept: list[tuple[WeightedTag, str, bool]] = []
     seen: set[str] = set()
+    seen_singular: set[str] = set()
     dropped: list[dict[str, str]] = []
     for raw in split_tags(expansion.prompt):
         tag = parse_tag(raw)
         key = _key(tag.text)
         if not key or key in seen:
             continue
-        if key not in own_keys and _singular(key) in {_singular(k) for k in seen}:
+        if key not in own_keys and _singular(key) in seen_singular:
             dropped.append({"tag": key, "reason": "repeats a tag"})  # "mountain" beside "mountains"
             continue
         if _negated(key, negatives):
@@ -137,6 +138,7 @@ def keep_intent(
             continue
         if key in own_keys:
             seen.add(key)
+            seen_singular.add(_singular(key))
             kept.append((tag, "translation" if own_keys[key].translated else "intent", False))
             continue
         reason = _added_problem(key, allowed_words, chosen, exclusive, lexicon)
@@ -146,6 +148,7 @@ def keep_intent(
         for attribute, values in exclusive.values_in(key).items():
             chosen.setdefault(attribute, set()).update(values)
         seen.add(key)
+        seen_singular.add(_singular(key))
         kept.append((tag, added_by, True))
     missing = [(t.tag, "translation" if t.translated else "intent", False) for k, t in own_keys.items()
                if k not in seen]

@@ -59,7 +59,7 @@ from imageloop.errors import ModelLoadError
 from imageloop.prompts.expander._common import ExampleSource, Expander, Expansion, Stopwatch, StrategyFailed
 from imageloop.prompts.expander.llm_prompt import MAX_ADDED_TAGS, adapter_prefix, enrich_prefix, user_message
 from imageloop.prompts.expander.postprocess import clean_llm_output
-from imageloop.prompts.expander.rules import english_reading, plan_scene
+from imageloop.prompts.expander.rules import plan_scene
 from imageloop.prompts.language import Language, resolve_language
 from imageloop.prompts.lexicon import Lexicon, load_lexicon, normalise_text
 from imageloop.prompts.usual import split_tags
@@ -510,7 +510,7 @@ class LocalLLMExpander(Expander):
         lang = resolve_language(intent, language)
         plan = plan_scene(intent, self.lexicon, lang)
         guard = {attribute: value.key for attribute, value in plan.values.items()}
-        reading = english_reading(intent, self.lexicon, lang)
+        reading = plan.english(self.lexicon) or intent.strip()  # english_reading, from the plan read above
         keywords = split_tags(reading)
         completion = self.complete(reading, user=user)
         if not completion.tags:

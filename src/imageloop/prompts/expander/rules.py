@@ -66,6 +66,12 @@ class ScenePlan:
         read = {p.text: p.translated for p in self.reading.phrases}
         return named + [IntentTag(WeightedTag(text), read.get(text, self.translated)) for text in self.free]
 
+    def english(self, lexicon: Lexicon) -> str:
+        """The person's own words as English tags, else the values the lexicon read ("" when neither)."""
+        own = [tag.tag.render() for tag in self.own_tags(lexicon)]
+        keywords = own or [lexicon.canonical(a, v.key) for a, v in self.values.items()]
+        return ", ".join(keywords)
+
     def stated(self) -> dict[str, builtins.set[str]]:
         """Attribute → values the person set (named vocabulary values, and values their phrases state)."""
         out: dict[str, builtins.set[str]] = {a: {v.key} for a, v in self.values.items() if v.explicit}
@@ -174,12 +180,8 @@ def _completed(plan: ScenePlan, lexicon: Lexicon, completion: tuple[WeightedTag,
 
 
 def english_reading(intent: str, lexicon: Lexicon, language: Language | None = None) -> str:
-    """The intent read into English tags, as the local LLM is given it (served and in training alike): the person's
-    own words (translated for Chinese), else the values the lexicon read, else the intent as typed."""
-    plan = plan_scene(intent, lexicon, resolve_language(intent, language))
-    own = [tag.tag.render() for tag in plan.own_tags(lexicon)]
-    keywords = own or [lexicon.canonical(a, v.key) for a, v in plan.values.items()]
-    return ", ".join(keywords) if keywords else intent.strip()
+    """The intent read into English tags, as the local LLM is given it (served and in training alike)."""
+    return plan_scene(intent, lexicon, resolve_language(intent, language)).english(lexicon) or intent.strip()
 
 
 class RulesExpander(Expander):
