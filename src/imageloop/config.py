@@ -7,6 +7,7 @@ Every value can be set through an environment variable with the prefix ``IMAGELO
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -156,6 +157,96 @@ class AuthSettings(BaseModel):
     )
 
 
+class TierSettings(BaseModel):
+    """What one tier of accounts gets: a credit allowance that refills, limits on each request, on jobs at once and
+    on requests per minute, and a place in the queue. A limit of 0 means "no limit"."""
+
+    refill_credits: int = Field(
+        default=100, ge=0, description="The balance is topped up to this many credits once per refill period (credits "
+        "above it, from grants, are kept; 0 = no refill)."
+    )
+    refill_period_hours: float = Field(default=24.0, gt=0, le=24 * 366, description="Hours between two refills.")
+    max_pixels: int = Field(default=0, ge=0, description="Largest width*height of a request (0 = engine.max_pixels).")
+    max_steps: int = Field(default=0, ge=0, description="Most steps of a request (0 = engine.max_steps).")
+    max_images: int = Field(default=0, ge=0, description="Most images of a request, n (0 = engine.max_images).")
+    max_concurrent_jobs: int = Field(
+        default=0, ge=0, description="Most of the user's jobs running at once; more wait in the queue (0 = no limit)."
+    )
+    max_queued_jobs: int = Field(
+        default=0, ge=0, description="Most of the user's jobs queued or running; a submit past it answers 429 "
+        "(0 = no limit)."
+    )
+    requests_per_minute: int = Field(
+        default=0, ge=0, description="Most generation submits per minute (60 s sliding window); 429 past it "
+        "(0 = no limit)."
+    )
+    priority: int = Field(
+        default=0, ge=-100, le=100, description="Queue priority: a queued job of a higher tier runs before older jobs "
+        "of lower tiers."
+    )
+
+
+def _default_tiers() -> dict[str, TierSettings]:
+    return {
+        "free": TierSettings(
+            refill_credits=100, refill_period_hours=24, max_pixels=1024 * 1024, max_steps=50, max_images=4,
+            max_concurrent_jobs=1, max_queued_jobs=4, requests_per_minute=20, priority=0,
+        ),
+        "pro": TierSettings(
+            refill_credits=2000, refill_period_hours=24 * 30, max_pixels=1536 * 1536, max_steps=100, max_images=8,
+            max_concurrent_jobs=2, max_queued_jobs=16, requests_per_minute=120, priority=10,
+        ),
+        "admin": TierSettings(refill_credits=0, priority=20),
+    }
+
+
+_TIER_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class CreditsSettings(BaseModel):
+    """Credits, tiers and fair use (``imageloop.server.credits``): what a generation costs and what each tier of
+    accounts may do. Off by default (a private install); a public deployment turns it on."""
+
+    enabled: bool = Field(
+        default=False, description="Charge credits for generations and apply the tier limits; off = everything is "
+        "free and only the engine limits apply (quotes still say what a request would cost)."
+    )
+    tiers: dict[str, TierSettings] = Field(
+        default_factory=_default_tiers, min_length=1, description="The tiers by name; a user's tier is set with "
+        "`imageloop users tier NAME TIER`."
+    )
+    default_tier: str = Field(default="free", description="Tier of new users and of users whose tier is not in tiers.")
+    unlimited_tiers: list[str] = Field(
+        default_factory=lambda: ["admin"], description="Tiers that are never charged (and have no limit but the "
+        "engine's)."
+    )
+    credits_per_image: int = Field(default=1, ge=1, le=1_000_000, description="Cost of one image at the reference "
+                                   "size and steps.")
+    reference_pixels: int = Field(default=512 * 512, ge=64 * 64, description="width*height that costs "
+                                  "credits_per_image; larger images cost proportionally more (smaller: the same).")
+    reference_steps: int = Field(default=30, ge=1, le=1000, description="Steps that cost credits_per_image; more "
+                                 "steps cost proportionally more (fewer: the same).")
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> CreditsSettings:
+        for name in self.tiers:
+            if not re.match(_TIER_NAME, name):
+                raise ValueError(f"tiers: invalid tier name {name!r} (lowercase letters, digits, '_', '-')")
+        known = ", ".join(sorted(self.tiers))
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier: {self.default_tier!r} is not one of the tiers ({known})")
+        unknown = [name for name in self.unlimited_tiers if name not in self.tiers]
+        if unknown:
+            raise ValueError(f"unlimited_tiers: {unknown[0]!r} is not one of the tiers ({known})")
+        return self
+
+    def tier(self, name: str) -> tuple[str, TierSettings]:
+        """The tier called ``name`` with its settings; the default tier for a name that is not (or no longer) one."""
+        if name in self.tiers:
+            return name, self.tiers[name]
+        return self.default_tier, self.tiers[self.default_tier]
+
+
 ExpanderStrategy = Literal["retrieval", "local_llm", "remote_llm", "rules"]
 
 
@@ -301,6 +392,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    credits: CreditsSettings = Field(default_factory=CreditsSettings)
     job_lease_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="A running job whose worker misses heartbeats this long is re-queued."
     )
@@ -329,6 +421,11 @@ class Settings(BaseSettings):
     @property
     def loras_dir(self) -> Path:
         return self.data_dir / "loras"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        """Textual-inversion embeddings, used by name in prompts (A1111's ``embeddings/``)."""
+        return self.data_dir / "embeddings"
 
     @property
     def recipes_dir(self) -> Path:

@@ -11,7 +11,8 @@ what is wrong. The server maps each class to an HTTP status through ``http_statu
     ├── AuthError                   missing or wrong credentials                                 (401)
     ├── PermissionDeniedError       authenticated but not allowed                                (403)
     ├── ConflictError               the request conflicts with stored state                      (409)
-    ├── QuotaError                  out of credits or over a rate limit                          (429)
+    ├── QuotaError                  over a rate, concurrency or queue limit                      (429)
+    │   └── OutOfCreditsError       the balance does not cover the request's cost                (402)
     ├── ModerationError             the request was blocked; ``category`` says why               (400)
     ├── ModelLoadError              a model file or folder cannot be loaded                      (422)
     │   └── UnsupportedModelError   the file is readable but not a model we can run              (422)
@@ -119,7 +120,8 @@ class ConflictError(ImageloopError):
 
 
 class QuotaError(ImageloopError):
-    """Out of credits, or over a rate limit; ``retry_after`` (seconds, optional) becomes the Retry-After header."""
+    """Over a rate, concurrency or queue limit (or, as OutOfCreditsError, out of credits); ``retry_after`` (seconds,
+    optional) becomes the Retry-After header."""
 
     http_status = 429
 
@@ -132,6 +134,13 @@ class QuotaError(ImageloopError):
         if self.retry_after is not None:
             out["retry_after"] = self.retry_after
         return out
+
+
+class OutOfCreditsError(QuotaError):
+    """The user's credit balance does not cover what the request costs; ``retry_after`` is the time to the next
+    refill when that refill would cover it."""
+
+    http_status = 402
 
 
 class ModerationError(ImageloopError):

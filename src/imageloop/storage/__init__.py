@@ -9,14 +9,18 @@ Start here: ``Storage.open(settings)`` gives the database engine, the blob store
 from imageloop.storage import models  # noqa: F401
 from imageloop.storage.actions import ActionRepository
 from imageloop.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, blob_store_from_settings, image_blob_key
+from imageloop.storage.credits import CreditRepository
 from imageloop.storage.db import create_db_engine, session_factory, upgrade_schema
 from imageloop.storage.generations import GenerationRepository
 from imageloop.storage.records import (
     ActionId,
     ActionRecord,
     ActionType,
+    Allowance,
     ApiKeyId,
     ApiKeyInfo,
+    Charge,
+    CreditBalance,
     EditDetails,
     Expansion,
     FinishedGeneration,
@@ -27,6 +31,8 @@ from imageloop.storage.records import (
     ImageId,
     ImageRecord,
     JobStatus,
+    LedgerEntry,
+    LedgerKind,
     NewGeneration,
     NewImage,
     RecordedAction,
@@ -43,9 +49,13 @@ __all__ = [
     "ActionRecord",
     "ActionRepository",
     "ActionType",
+    "Allowance",
     "ApiKeyId",
     "ApiKeyInfo",
     "BlobStore",
+    "Charge",
+    "CreditBalance",
+    "CreditRepository",
     "DeletedData",
     "EditDetails",
     "Expansion",
@@ -58,6 +68,8 @@ __all__ = [
     "ImageId",
     "ImageRecord",
     "JobStatus",
+    "LedgerEntry",
+    "LedgerKind",
     "LocalBlobStore",
     "NewGeneration",
     "NewImage",

@@ -6,6 +6,10 @@ them; ``requeue_stale`` puts back the jobs of workers that died. Finishing is id
 (generation, index), so a retried finish records each image once. Apart from the job-state columns (and the
 expansion, written once: at submit, or by the worker for a job stored without one), a generation never changes
 after it is created.
+
+Credits: a generation stored with a ``charge`` is debited in the transaction that stores it, and refunded in the
+transaction that ends it without its images (failed, cancelled, given up after lost workers) or with some withheld
+(see :mod:`imageloop.storage.credits`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from imageloop.storage._convert import (
     insert_ignoring_conflicts,
     load_generations,
 )
+from imageloop.storage.credits import admit_generation, charge_generation, refund_generation
 from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.models import Generation, Image
 from imageloop.storage.records import (
@@ -291,9 +296,11 @@ class GenerationRepository:
                 row.lease_expires_at = None
                 if row.cancel_requested:
                     row.status, row.finished_at = JobStatus.CANCELLED, now
+                    refund_generation(session, row.id, reason="cancelled", now=now)
                 elif row.attempts >= max_attempts:
                     row.status, row.finished_at = JobStatus.FAILED, now
                     row.error = f"worker lost {row.attempts} times; giving up"
+                    refund_generation(session, row.id, reason="failed: worker lost", now=now)
                 else:
                     row.status = JobStatus.QUEUED
                     requeued.append(GenerationId(row.id))
@@ -318,6 +325,7 @@ class GenerationRepository:
                 row.progress_step = 0
                 if row.cancel_requested:
                     row.status, row.finished_at = JobStatus.CANCELLED, now
+                    refund_generation(session, row.id, reason="cancelled", now=now)
                 else:
                     row.status = JobStatus.QUEUED
                     row.attempts = max(row.attempts - 1, 0)
@@ -357,6 +365,10 @@ class GenerationRepository:
             row.base_model_version = finished.base_model_version or row.base_model_version
             row.timings = dict(finished.timings)
             row.progress_step = row.progress_total
+            asked = int(row.params.get("num_images", 1) or 1)
+            if len(finished.images) < asked:  # the rest were withheld by the image checks
+                refund_generation(session, row.id, reason=f"{asked - len(finished.images)} of {asked} images withheld",
+                                  now=now, missing=asked - len(finished.images), of=asked)
             session.flush()
             return load_generations(session, [row])[0]
 
@@ -377,6 +389,7 @@ class GenerationRepository:
                 raise NotFoundError(f"generation {generation_id!r} not found")
             if row.status == JobStatus.QUEUED:
                 row.status, row.finished_at = JobStatus.CANCELLED, self._clock()
+                refund_generation(session, row.id, reason="cancelled", now=row.finished_at)
             elif row.status == JobStatus.RUNNING:
                 row.cancel_requested = True
             return load_generations(session, [row])[0]
@@ -387,6 +400,7 @@ class GenerationRepository:
             if row.status in _ACTIVE:
                 row.status, row.finished_at, row.lease_expires_at = status, self._clock(), None
                 row.error = error
+                refund_generation(session, row.id, reason=status.value, now=row.finished_at)
             return load_generations(session, [row])[0]
 
     @staticmethod
@@ -395,13 +409,19 @@ class GenerationRepository:
 
 
 def add_generation(session: Session, user_id: str, request: NewGeneration, *, now: datetime) -> Generation:
-    """Add a queued generation to ``session`` (validated by the caller); a parent must be the user's."""
+    """Add a queued generation to ``session`` (validated by the caller); a parent must be the user's. With a
+    ``charge``, the user is admitted (QuotaError over the queue limit) and debited (OutOfCreditsError), all in the
+    caller's transaction."""
     chain_id = None
     if request.parent_id is not None:
         parent = get_row(session, Generation, request.parent_id, f"parent generation {request.parent_id!r} not found",
                          user_id=user_id)
         chain_id = parent.chain_id
+    if request.charge is not None:
+        admit_generation(session, user_id, request.charge, now=now)
     row = new_generation_row(user_id, request, now=now, chain_id=chain_id)
     session.add(row)
     session.flush()
+    if request.charge is not None:
+        charge_generation(session, user_id, row.id, request.charge, now=now)
     return row

@@ -23,7 +23,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from imageloop.storage.records import ActionType, JobStatus, ModelKind, ModelStatus, RunKind, RunStatus
+from imageloop.storage.records import (
+    ActionType,
+    JobStatus,
+    LedgerKind,
+    ModelKind,
+    ModelStatus,
+    RunKind,
+    RunStatus,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -92,9 +100,11 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(default=False)
     password_hash: Mapped[str | None] = mapped_column(sa.String(256))
     training_opt_out: Mapped[bool] = mapped_column(default=False)
-    # Account limits (credits, tiers) belong to a later issue; the columns exist so that issue needs no backfill.
+    # The credit balance (every change is a credit_ledger row), the tier (a name in settings.credits.tiers) and
+    # when the tier's allowance was last topped up.
     credits: Mapped[int] = mapped_column(default=0, server_default="0")
     tier: Mapped[str] = mapped_column(sa.String(32), default="free", server_default="free")
+    credits_refilled_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
 
@@ -218,6 +228,27 @@ class UserAction(Base):
     token_distance: Mapped[int | None]
     token_changes: Mapped[list[Any] | None]
     created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CreditLedgerRow(Base):
+    """Every change of a user's credit balance (see :mod:`imageloop.storage.credits`): append-only. A generation has
+    at most one debit and one refund, so a refund retried after a crash or a restart is refused by the database."""
+
+    __tablename__ = "credit_ledger"
+    __table_args__ = (
+        sa.UniqueConstraint("generation_id", "kind"),
+        sa.Index("ix_credit_ledger_user_created", "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = _id()
+    user_id: Mapped[str] = _fk("users.id", index=False)
+    kind: Mapped[LedgerKind] = mapped_column(_enum(LedgerKind, "ledger_kind"))
+    amount: Mapped[int]
+    balance_after: Mapped[int]
+    # Kept when the user deletes their data: the ledger is the account's history, not the generation's.
+    generation_id: Mapped[str | None] = _fk("generations.id", nullable=True, ondelete="SET NULL", index=False)
+    reason: Mapped[str] = mapped_column(sa.String(256))
+    created_at: Mapped[datetime]
 
 
 # --- beside the record ---------------------------------------------------------------------------------------

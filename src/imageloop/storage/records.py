@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NewType
 
 UserId = NewType("UserId", str)
@@ -108,6 +108,58 @@ class RunStatus(enum.StrEnum):
     def is_terminal(self) -> bool:
         return self in {RunStatus.SUCCEEDED, RunStatus.FAILED}
 
+class LedgerKind(enum.StrEnum):
+    """Why a user's credit balance changed: a grant (or a taking, negative) by an operator, a scheduled refill of
+    the tier's allowance, a generation's debit, or the refund of work that failed, was cancelled or withheld."""
+
+    GRANT = "grant"
+    REFILL = "refill"
+    DEBIT = "debit"
+    REFUND = "refund"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One change of a user's balance: ``amount`` (negative for a debit) and the balance after it."""
+
+    id: str
+    user_id: UserId
+    kind: LedgerKind
+    amount: int
+    balance_after: int
+    generation_id: GenerationId | None
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """A tier's credit allowance: the balance is topped up to ``credits`` once every ``period``."""
+
+    tier: str
+    credits: int
+    period: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What storing a generation costs its user: ``cost`` credits (taken atomically with the insert, refilled first
+    by ``allowance`` when it is due), admitted only while the user has fewer than ``max_active_jobs`` jobs queued or
+    running (0 = no limit)."""
+
+    cost: int
+    allowance: Allowance | None = None
+    max_active_jobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CreditBalance:
+    """A user's balance now, and when the next refill is due (None without an allowance)."""
+
+    credits: int
+    next_refill_at: datetime | None
+
+
 @dataclass(frozen=True, slots=True)
 class UserAccount:
     id: UserId
@@ -152,6 +204,8 @@ class NewGeneration:
     # The prompt as expanded (or passed through) at submit: stored with the generation, so the worker does not
     # expand again. None: the worker expands the intent when the job runs.
     expansion: Expansion | None = None
+    # What it costs its user, debited in the transaction that stores it; None: free (credits off, unlimited tier).
+    charge: Charge | None = None
 
 
 @dataclass(frozen=True, slots=True)

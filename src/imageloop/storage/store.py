@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from imageloop.config import Settings
 from imageloop.storage.actions import ActionRepository
 from imageloop.storage.blobs import BlobStore, blob_store_from_settings
+from imageloop.storage.credits import CreditRepository
 from imageloop.storage.db import SessionFactory, create_db_engine, session_factory, upgrade_schema
 from imageloop.storage.generations import GenerationRepository
 from imageloop.storage.previews import PreviewRepository
@@ -29,6 +30,7 @@ class Storage:
     generations: GenerationRepository
     actions: ActionRepository
     previews: PreviewRepository
+    credits: CreditRepository
 
     @classmethod
     def open(
@@ -56,6 +58,7 @@ class Storage:
             generations=GenerationRepository(sessions, lease_seconds=settings.job_lease_seconds, clock=clock),
             actions=ActionRepository(sessions, clock=clock),
             previews=PreviewRepository(sessions, clock=clock),
+            credits=CreditRepository(sessions, clock=clock),
         )
 
     def close(self) -> None:
