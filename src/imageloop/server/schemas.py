@@ -8,7 +8,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from imageloop.engine.request import MAX_SEED, MAX_SIDE, MIN_SIDE
-from imageloop.storage import ActionRecord, ActionType, GenerationRecord, ImageRecord, JobStatus, UserAccount
+from imageloop.storage import (
+    ActionRecord,
+    ActionType,
+    GenerationRecord,
+    ImageRecord,
+    JobStatus,
+    LedgerEntry,
+    LedgerKind,
+    UserAccount,
+)
 
 MAX_TEXT = 10_000
 MAX_EDIT_PROMPT = 4_000  # an edit's character diff is quadratic in the prompt length
@@ -159,6 +168,60 @@ class ActionOut(BaseModel):
     created: bool = Field(description="False when this client_event_id was recorded before.")
     edit: EditOut | None
     created_at: datetime
+
+
+class QuoteOut(BaseModel):
+    """What a generation would cost now (``POST /api/v1/generations/quote``); nothing is charged."""
+
+    cost: int = Field(description="Credits the generation costs: n * per_image.")
+    per_image: int = Field(description="Credits one image costs (from its pixels and steps).")
+    n: int
+    tier: str
+    charged: bool = Field(description="False when credits are off or the tier is unlimited: nothing is debited.")
+    balance: int
+    next_refill_at: datetime | None = Field(description="When the tier's allowance is next topped up.")
+    affordable: bool = Field(description="Whether the balance covers the cost (always, when not charged).")
+    problem: str | None = Field(description="The tier limit the request is over (the submit would answer 422).")
+
+
+class LedgerEntryOut(BaseModel):
+    kind: LedgerKind
+    amount: int = Field(description="Credits added (negative: taken).")
+    balance_after: int
+    generation_id: str | None
+    reason: str
+    created_at: datetime
+
+
+class TierLimitsOut(BaseModel):
+    """The limits of a tier; 0 = no limit beyond the engine's."""
+
+    refill_credits: int
+    refill_period_hours: float
+    max_pixels: int
+    max_steps: int
+    max_images: int
+    max_concurrent_jobs: int
+    max_queued_jobs: int
+    requests_per_minute: int
+    priority: int
+
+
+class CreditsOut(BaseModel):
+    """The caller's credits: balance, tier and its limits, the next refill and the newest ledger rows."""
+
+    enabled: bool = Field(description="False: generations are free and only the engine limits apply.")
+    charged: bool = Field(description="Whether this account's generations cost credits (not for unlimited tiers).")
+    tier: str
+    balance: int
+    next_refill_at: datetime | None
+    limits: TierLimitsOut
+    history: list[LedgerEntryOut] = Field(description="The newest changes of the balance, newest first.")
+
+
+def ledger_entry_out(entry: LedgerEntry) -> LedgerEntryOut:
+    return LedgerEntryOut(kind=entry.kind, amount=entry.amount, balance_after=entry.balance_after,
+                          generation_id=entry.generation_id, reason=entry.reason, created_at=entry.created_at)
 
 
 class OptOutIn(StrictBody):

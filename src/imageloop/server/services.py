@@ -27,6 +27,7 @@ from imageloop.config import Settings
 from imageloop.jobs import EmbeddedJobQueue, EventHub, ImageEngine, JobEvent, JobProgress, JobQueue, ScaledJobQueue
 from imageloop.prompts.reading import warm_up_reading
 from imageloop.prompts.service import PromptService
+from imageloop.server.credits import FairUse
 from imageloop.server.links import ImageLinks, load_secret
 from imageloop.server.metrics import Metrics
 from imageloop.server.schemas import Progress
@@ -174,6 +175,7 @@ class Services:
 
     warm_up: ModelWarmUp
     sign_in_throttle: SignInThrottle  # failed password sign-ins per user name and client address
+    fair_use: FairUse  # credits, tiers and the request rate (settings.credits)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lifecycle: threading.Lock = field(default_factory=threading.Lock)
 
@@ -232,5 +234,5 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
         settings=settings, storage=storage, hub=hub, queue=queue, metrics=metrics,
         links=ImageLinks(load_secret(settings)), progress=progress, prompts=prompts, training=training,
         trainer=TrainingWorker(settings, storage, stores=training), warm_up=warm_up,
-        sign_in_throttle=SignInThrottle(settings.auth),
+        sign_in_throttle=SignInThrottle(settings.auth), fair_use=FairUse(settings, storage),
     )

@@ -13,6 +13,7 @@ from imageloop.server.schemas import (
     MAX_ID,
     MAX_TEXT,
     ActionOut,
+    CreditsOut,
     GenerationOut,
     ModelVersionOut,
     StrictBody,
@@ -50,6 +51,12 @@ class AccountOut(BaseModel):
     is_admin: bool
     training_opt_out: bool
     has_password: bool
+
+
+class AccountCreditsOut(AccountOut):
+    """The account with its credits (``GET /api/v1/account``)."""
+
+    credits: CreditsOut = Field(description="Balance, tier, limits and the newest ledger rows.")
 
 
 class SignedInOut(NewApiKeyOut):

@@ -59,6 +59,9 @@ def record_action(body: ActionCreate, user: CurrentUser, services: ServicesDep, 
     child generation (same request, new seed); ``edit`` carries the edited ``prompt`` and queues a generation from
     it. 201 when recorded; 200 with the first action when this ``client_event_id`` was seen before."""
     child, edit = _child_and_edit(services, user.id, body)
+    if child is not None:  # a reroll or an edit queues a generation: it counts and costs like any other
+        services.fair_use.count_request(user)
+        [child] = services.fair_use.admit(user, [child])
     recorded = services.storage.actions.record(
         user.id, body.type, body.client_event_id,
         image_id=ImageId(body.image_id) if body.image_id else None,

@@ -23,6 +23,7 @@ from imageloop.server.schemas import (
     GenerationCreate,
     GenerationOut,
     HistoryOut,
+    QuoteOut,
     generation_out,
 )
 from imageloop.server.services import Services
@@ -66,19 +67,39 @@ def create_generation(body: GenerationCreate, user: CurrentUser, services: Servi
     """Store a queued generation with its prompt (expanded here, once, or the preview ``expansion_id`` names) and
     wake the workers; 202 with its id, status and queue position. A blocked intent or prompt is a 400 naming its
     category; "the usual" fills the params, recipe and style left open. While models load at start-up the job
-    waits in the queue."""
+    waits in the queue. With credits on: 402 when the balance does not cover its cost, 429 over the tier's request
+    rate or queued jobs (both with Retry-After), 422 naming the field over a tier limit."""
+    services.fair_use.count_request(user)
     request, prepared = _prepared(services, user, body)
+    [request] = services.fair_use.admit(user, [request])
     record = services.storage.generations.create(user.id, request)
     _log_recipe_choice(services, user, record, prepared)
     services.queue.submitted([record.id])
     return _accepted(services, record)
 
 
+@router.post("/generations/quote", summary="What a generation would cost, before submitting it")
+def quote_generation(body: GenerationCreate, user: CurrentUser, services: ServicesDep) -> QuoteOut:
+    """The credits the generation in ``body`` would cost (``n`` times the cost of one image from its size and
+    steps; see the README's cost model), the balance, whether it covers the cost and which tier limit, if any, the
+    request is over. Nothing is charged, queued or counted against the request rate."""
+    params = body.params.model_dump(exclude_none=True)
+    params["num_images"] = body.n
+    quote = services.fair_use.quote(user, params)
+    return QuoteOut(
+        cost=quote.cost, per_image=quote.per_image, n=quote.n, tier=quote.tier, charged=quote.charged,
+        balance=quote.balance, next_refill_at=quote.next_refill_at, affordable=quote.affordable,
+        problem=quote.problem,
+    )
+
+
 @router.post("/generations/batch", status_code=202, summary="Queue several generations")
 def create_generations(
     body: GenerationBatchCreate, user: CurrentUser, services: ServicesDep
 ) -> GenerationBatchAccepted:
-    """Store several queued generations together (all or none); compatible ones run in one pipeline call."""
+    """Store several queued generations together (all or none); compatible ones run in one pipeline call. The
+    batch counts as one request against the tier's rate; its cost is the sum of its items'."""
+    services.fair_use.count_request(user)
     limit = services.settings.server.max_batch_requests
     if len(body.generations) > limit:
         raise InvalidRequestError("generations", f"{len(body.generations)} is too many", allowed=f"1..{limit}")
@@ -90,6 +111,7 @@ def create_generations(
             raise renamed(exc, f"generations.{index}.{exc.field}") from exc
         requests.append(request)
         prepared.append(ready)
+    requests = services.fair_use.admit(user, requests, fields=[f"generations.{i}." for i in range(len(requests))])
     records = services.storage.generations.create_many(user.id, requests)
     for record, ready in zip(records, prepared, strict=True):
         _log_recipe_choice(services, user, record, ready)

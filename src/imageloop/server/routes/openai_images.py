@@ -22,7 +22,7 @@ from imageloop.server.links import public_base_url
 from imageloop.server.schemas import OpenAIImage, OpenAIImageRequest, OpenAIImagesResponse
 from imageloop.server.services import Services
 from imageloop.server.submit import new_generation_from, renamed
-from imageloop.storage import GenerationId, GenerationRecord, ImageRecord, JobStatus, UserId
+from imageloop.storage import GenerationId, GenerationRecord, ImageRecord, JobStatus, UserAccount, UserId
 
 router = APIRouter(tags=["openai"])
 
@@ -47,7 +47,8 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     return int(match[1]), int(match[2])
 
 
-def _submit(services: Services, user_id: UserId, body: OpenAIImageRequest) -> GenerationRecord:
+def _submit(services: Services, user: UserAccount, body: OpenAIImageRequest) -> GenerationRecord:
+    services.fair_use.count_request(user)  # 429 here queues nothing, so the client's retry is safe
     if body.model is not None and body.model not in served_models(services):
         raise UnknownNameError("model", body.model, served_models(services))
     # A blocked prompt is a 400 naming its category, and nothing is stored; the prompt runs as written.
@@ -60,10 +61,11 @@ def _submit(services: Services, user_id: UserId, body: OpenAIImageRequest) -> Ge
             params={key: value for key, value in params.items() if value is not None}, recipe=None, style=None,
             session_id=body.user, settings=services.settings, expansion=expansion_record(resolved),
         )
+        [request] = services.fair_use.admit(user, [request])
     except InvalidRequestError as exc:
         field = {"params.width": "size", "params.height": "size", "n": "n"}.get(exc.field, exc.field)
         raise renamed(exc, field) from exc
-    record = services.storage.generations.create(user_id, request)
+    record = services.storage.generations.create(user.id, request)
     services.queue.submitted([record.id])
     return record
 
@@ -108,7 +110,7 @@ async def create_images(
 ) -> OpenAIImagesResponse:
     """Generate ``n`` images for ``prompt`` and wait for them. ``model``: 'imageloop' or the served model's name;
     ``size``: 'WIDTHxHEIGHT'; ``response_format``: 'url' (default) or 'b64_json'; ``user``: stored as the session."""
-    record = await run_in_threadpool(_submit, services, user.id, body)
+    record = await run_in_threadpool(_submit, services, user, body)
     record = await wait_until_finished(services, user.id, record.id, services.settings.server.wait_timeout_seconds)
     # Never a status the OpenAI client retries (409, 429, 5xx): a retry would queue the same job again.
     if record.status is JobStatus.CANCELLED:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from imageloop.errors import AuthError
 from imageloop.server.deps import CurrentUser, ServicesDep
-from imageloop.server.schemas import MAX_ID
+from imageloop.server.schemas import MAX_ID, CreditsOut, LedgerEntryOut, TierLimitsOut, ledger_entry_out
+from imageloop.server.services import Services
 from imageloop.server.ui_schemas import (
-    AccountOut,
+    AccountCreditsOut,
     ApiKeyOut,
     NewApiKeyOut,
     PasswordSignIn,
@@ -19,7 +20,7 @@ from imageloop.server.ui_schemas import (
     account_out,
     api_key_out,
 )
-from imageloop.storage import ApiKeyId
+from imageloop.storage import ApiKeyId, UserAccount
 
 router = APIRouter(prefix="/api/v1", tags=["account"])
 
@@ -45,9 +46,31 @@ async def sign_in(body: PasswordSignIn, request: Request, services: ServicesDep)
     return SignedInOut(api_key=key, key=api_key_out(info), account=account_out(user))
 
 
-@router.get("/account", summary="The signed-in account, with its role")
-def account(user: CurrentUser) -> AccountOut:
-    return account_out(user)
+def credits_out(services: Services, user: UserAccount, *, history: int = 20) -> CreditsOut:
+    """The user's balance (refilled first when due), tier, limits and newest ledger rows."""
+    fair_use = services.fair_use
+    tier_name, tier = fair_use.tier(user)
+    balance = fair_use.balance(user)
+    entries = services.storage.credits.history(user.id, limit=history)
+    return CreditsOut(
+        enabled=fair_use.credits.enabled, charged=fair_use.charged(user), tier=tier_name, balance=balance.credits,
+        next_refill_at=balance.next_refill_at, limits=TierLimitsOut(**tier.model_dump()),
+        history=[ledger_entry_out(entry) for entry in entries],
+    )
+
+
+@router.get("/account", summary="The signed-in account: role, credits, tier and recent credit history")
+def account(user: CurrentUser, services: ServicesDep) -> AccountCreditsOut:
+    """With ``credits``: the balance (a due refill is applied first), the tier and its limits, when the next refill
+    comes, and the 20 newest ledger rows (debits, refunds, refills, grants)."""
+    return AccountCreditsOut(**account_out(user).model_dump(), credits=credits_out(services, user))
+
+
+@router.get("/account/ledger", summary="The account's credit history, newest first")
+def ledger(
+    user: CurrentUser, services: ServicesDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[LedgerEntryOut]:
+    return [ledger_entry_out(entry) for entry in services.storage.credits.history(user.id, limit=limit)]
 
 
 @router.get("/users/me/api-keys", summary="The user's API keys (revoked ones too)")
