@@ -1,18 +1,26 @@
-"""``imageloop generate PROMPT -o out.png``: one request through the engine, with a progress bar."""
+"""``imageloop generate PROMPT -o out.png``: one request through the engine, with a progress bar.
+
+``--from-png`` (a PNG from Imageloop, A1111, Forge or Civitai) and ``--from-text`` (its ``parameters`` text as
+pasted) start from those settings; each one that cannot be honoured is printed as a warning line.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from imageloop.cli import app
-from imageloop.config import load_settings
+from imageloop.config import Settings, load_settings
 from imageloop.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from imageloop.engine.infotext import ImportedParameters
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -34,12 +42,25 @@ def _read_image(path: Path | None, option: str) -> bytes | None:
         raise InvalidRequestError(option, f"cannot read {path}: {exc.strerror or exc}", value=str(path)) from None
 
 
-def _from_png(path: Path) -> dict[str, object]:
-    from imageloop.engine import read_png_parameters
+def _imported(from_png: Path | None, from_text: str | None, settings: Settings) -> ImportedParameters | None:
+    """The settings of ``--from-png`` or ``--from-text`` (a file, or - for standard input), or None."""
+    from imageloop.engine.infotext import import_parameters
+    from imageloop.engine.pngmeta import png_parameters_text
 
-    png = _read_image(path, "--from-png")
-    assert png is not None
-    return read_png_parameters(png).model_dump(exclude_none=True)
+    if from_png is not None and from_text is not None:
+        raise InvalidRequestError("--from-text", "give --from-png or --from-text, not both")
+    if from_png is not None:
+        png = _read_image(from_png, "--from-png")
+        assert png is not None
+        text = png_parameters_text(png)
+    elif from_text is not None:
+        try:
+            text = sys.stdin.read() if from_text == "-" else Path(from_text).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidRequestError("--from-text", f"cannot read {from_text}: {exc}", value=from_text) from None
+    else:
+        return None
+    return import_parameters(text, settings)
 
 
 def output_paths(out: Path, count: int) -> list[Path]:
@@ -79,31 +100,48 @@ def generate(
     num_images: Annotated[int | None, typer.Option("-n", "--num-images", help="Images in the batch (default 1).")]
     = None,
     from_png: Annotated[Path | None, typer.Option("--from-png", help="Start from the A1111 parameters of a PNG "
-                                                                     "(ours or A1111's); other options override.")]
+                                                                     "(ours, A1111's, Forge's, Civitai's); other "
+                                                                     "options override.")]
     = None,
+    from_text: Annotated[str | None, typer.Option("--from-text", help="Start from pasted A1111/Forge/Civitai "
+                                                                       "parameters text in FILE (- = stdin).")]
+    = None,
+    clip_skip: Annotated[int | None, typer.Option("--clip-skip", help="A1111 Clip skip (2 = the layer before the "
+                                                                      "last; SD1.x models).")] = None,
+    hires_scale: Annotated[float | None, typer.Option("--hires-scale", help="Hires fix: upscale by this factor and "
+                                                                            "denoise again.")] = None,
+    hires_steps: Annotated[int | None, typer.Option("--hires-steps", help="Hires fix steps (default: --steps).")]
+    = None,
+    hires_strength: Annotated[float | None, typer.Option("--hires-strength", help="Hires fix denoising strength "
+                                                                                  "(default 0.7).")] = None,
 ) -> None:
     """Generate images and write them as PNGs carrying their A1111 parameters."""
     from imageloop.engine import Engine, GenerationRequest
 
     width, height = parse_size(size) if size else (None, None)
+    settings = load_settings()
+    console = Console(stderr=True)
+    imported = _imported(from_png, from_text, settings)
     given = {
         "prompt": prompt, "negative_prompt": negative, "seed": seed, "steps": steps, "guidance_scale": cfg,
         "width": width, "height": height, "scheduler": scheduler, "recipe": recipe, "style": style,
         "num_images": num_images, "init_image": _read_image(init_image, "--init-image"), "strength": strength,
         "control_image": _read_image(control_image, "--control-image"),
-        "controlnet_conditioning_scale": control_scale,
+        "controlnet_conditioning_scale": control_scale, "clip_skip": clip_skip, "hires_scale": hires_scale,
+        "hires_steps": hires_steps, "hires_strength": hires_strength,
     }
-    fields = _from_png(from_png) if from_png is not None else {}
+    fields = imported.request.model_dump(exclude_unset=True) if imported is not None else {}
     fields.update({key: value for key, value in given.items() if value is not None})
     if "prompt" not in fields:
-        raise InvalidRequestError("prompt", "give a PROMPT, or --from-png FILE to reuse a PNG's parameters")
+        raise InvalidRequestError("prompt", "give a PROMPT, or --from-png / --from-text to reuse parameters")
     request = GenerationRequest(**fields)
-    engine = Engine(load_settings(), model=model, config=config, controlnet=control_model)
+    engine = Engine(settings, model=model, config=config, controlnet=control_model)
     engine.check(request)  # bad names fail before the (slow) model load
-    console = Console(stderr=True)
     with console.status(f"loading model {engine.model_spec}"):
         loaded = engine.model
     console.print(f"model {loaded.name} ({loaded.architecture.value}, {loaded.short_hash}) on {loaded.device}")
+    if imported is not None:
+        _warn_ignored(console, imported, loaded.name, loaded.version)
     result = _run_with_progress(engine, request, console)
     paths = output_paths(out, len(result.images))
     for path, image in zip(paths, result.images, strict=True):
@@ -113,6 +151,18 @@ def generate(
     r = result.request
     console.print(f"{r.steps} steps, {r.scheduler}, CFG {r.guidance_scale:g} in {result.timings['total']:.1f} s"
                   + (" (from cache)" if result.from_cache else ""))
+
+
+def _warn_ignored(console: Console, imported: ImportedParameters, model_name: str, model_version: str) -> None:
+    """One warning line per pasted setting not honoured (the model too, when the text names another)."""
+    lines = [str(item) for item in imported.ignored]
+    named = imported.model_name or imported.model_hash
+    same = imported.model_name == model_name or (
+        imported.model_hash is not None and model_version.startswith(imported.model_hash.lower()))
+    if named and not same:
+        lines.append(f"Model: {named} — generated with the loaded model {model_name!r} instead")
+    for line in lines:
+        console.print(f"warning: not honoured: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _run_with_progress(engine: Any, request: Any, console: Console) -> Any:

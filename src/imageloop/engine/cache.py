@@ -105,13 +105,14 @@ class LRUCache(Generic[K, V]):
 
 @dataclass(frozen=True)
 class PromptKey:
-    """What a prompt encoding depends on: the model version, the active text-encoder adapters, the text, and how its
-    weights are applied."""
+    """What a prompt encoding depends on: the model version, the active text-encoder adapters, the text, how its
+    weights are applied, and which text-encoder layer is read (A1111's clip skip)."""
 
     model_version: str
     adapters: str
     text: str
     weighting: str = "a1111"
+    clip_skip: int = 1
 
 
 def result_key(canonical_request: str, model_version: str) -> str:

@@ -239,20 +239,33 @@ def _apply_weights(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _encoder_states(
-    encoder: _TextEncoder, chunks: Sequence[PromptChunk], penultimate: bool
+    encoder: _TextEncoder, chunks: Sequence[PromptChunk], penultimate: bool, clip_skip: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Unweighted hidden states ``[n, T, D]`` of the chunks and chunk 0's pooled output (when the encoder has one)."""
+    """Unweighted hidden states ``[n, T, D]`` of the chunks and chunk 0's pooled output (when the encoder has one).
+
+    ``clip_skip`` > 1 (not with ``penultimate``) takes that layer from the end through the final layer norm, as A1111
+    and diffusers' ``clip_skip`` do."""
     model = encoder.model
     device = get_module_execution_device(model)
     ids = torch.tensor([chunk.ids for chunk in chunks], dtype=torch.long, device=device)
     kwargs: dict[str, Any] = {}
-    if penultimate:
+    if penultimate or clip_skip > 1:
         kwargs["output_hidden_states"] = True
-    elif getattr(model.config, "use_attention_mask", False):
+    if not penultimate and getattr(model.config, "use_attention_mask", False):
         # As diffusers' SD pipeline does: attend to start, tokens and end, not to the padding.
         kwargs["attention_mask"] = _attention_mask(chunks).to(device)
     output = model(ids, **kwargs)
-    hidden = output.hidden_states[-2] if penultimate else output.last_hidden_state
+    if penultimate:
+        hidden = output.hidden_states[-2]
+    elif clip_skip > 1:
+        layers = output.hidden_states
+        if clip_skip >= len(layers):
+            raise InvalidRequestError("clip_skip", f"the text encoder has {len(layers) - 1} layers", value=clip_skip,
+                                      allowed=f"1..{len(layers) - 1}")
+        # transformers 5 keeps the final norm on the model itself, earlier releases on its text_model.
+        hidden = getattr(model, "text_model", model).final_layer_norm(layers[-clip_skip])
+    else:
+        hidden = output.last_hidden_state
     pooled = getattr(output, "text_embeds", None)
     return hidden, pooled[:1] if isinstance(pooled, torch.Tensor) else None
 
@@ -270,7 +283,7 @@ def _without_weight(encoder: _TextEncoder, chunks: Sequence[PromptChunk], weight
 
 
 def _context_weights(
-    encoder: _TextEncoder, chunks: Sequence[PromptChunk], penultimate: bool, hidden: torch.Tensor
+    encoder: _TextEncoder, chunks: Sequence[PromptChunk], penultimate: bool, hidden: torch.Tensor, clip_skip: int = 1
 ) -> torch.Tensor:
     """``"context"`` weighting: move ``hidden`` ``weight - 1`` times the difference each weight's tokens make."""
     weights = sorted({w for chunk in chunks for w in chunk.weights} - {1.0})
@@ -279,18 +292,22 @@ def _context_weights(
     work = hidden.float()
     out = work.clone()
     for weight in weights:
-        without, _ = _encoder_states(encoder, _without_weight(encoder, chunks, weight), penultimate)
+        without, _ = _encoder_states(encoder, _without_weight(encoder, chunks, weight), penultimate, clip_skip)
         out += (weight - 1.0) * (work - without.float())
     return out.to(hidden.dtype)
 
 
 def _run_encoder(
-    encoder: _TextEncoder, chunks: Sequence[PromptChunk], penultimate: bool, weighting: PromptWeighting = "a1111"
+    encoder: _TextEncoder,
+    chunks: Sequence[PromptChunk],
+    penultimate: bool,
+    weighting: PromptWeighting = "a1111",
+    clip_skip: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encode all chunks in one batch; return weighted hidden states ``[1, n*T, D]`` and chunk 0's pooled output."""
-    hidden, pooled = _encoder_states(encoder, chunks, penultimate)
+    hidden, pooled = _encoder_states(encoder, chunks, penultimate, clip_skip)
     if weighting == "context":
-        weighted = _context_weights(encoder, chunks, penultimate, hidden)
+        weighted = _context_weights(encoder, chunks, penultimate, hidden, clip_skip)
     else:
         weights = torch.tensor([chunk.weights for chunk in chunks], dtype=torch.float32, device=hidden.device)
         weighted = _apply_weights(hidden, weights)
@@ -302,9 +319,14 @@ def _attention_mask(chunks: Sequence[PromptChunk]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
-def encode_prompt(pipe: object, text: str, weighting: PromptWeighting = "a1111") -> EncodedPrompt:
+def encode_prompt(
+    pipe: object, text: str, weighting: PromptWeighting = "a1111", clip_skip: int = 1
+) -> EncodedPrompt:
     """Encode ``text`` (A1111 attention syntax) with the pipeline's CLIP text encoder(s), applying its weights the
     ``weighting`` way (see the module docstring).
+
+    ``clip_skip`` is A1111's "Clip skip" (1 = the last layer); SDXL-like pipelines always take the penultimate layer
+    and do not apply it, as A1111 does by default.
 
     Returns ``embeds`` of shape ``[1, chunks * max_length, D]`` (D is the sum of both encoders' widths for
     SDXL-like pipelines) and, for SDXL-like pipelines, the second encoder's pooled embedding ``[1, P]``.
@@ -323,7 +345,8 @@ def encode_prompt(pipe: object, text: str, weighting: PromptWeighting = "a1111")
     for enc, chunks in zip(encoders, per_encoder, strict=True):
         # Different tokenizers may chunk differently; pad with empty chunks so the sequences line up.
         padded = chunks + [_empty_chunk(enc)] * (count - len(chunks))
-        hidden, enc_pooled = _run_encoder(enc, padded, penultimate=sdxl, weighting=weighting)
+        hidden, enc_pooled = _run_encoder(enc, padded, penultimate=sdxl, weighting=weighting,
+                                          clip_skip=1 if sdxl else clip_skip)
         hidden_states.append(hidden)
         if pooled is None and enc_pooled is not None:
             pooled = enc_pooled

@@ -25,21 +25,24 @@ from imageloop.engine.autocast import autocast_name, decode_latents, denoise_aut
 from imageloop.engine.cache import CacheStats, LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, PromptWeighting, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import load_controlnet
+from imageloop.engine.embeddings import EmbeddingLoader
 from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
 from imageloop.engine.lora import LoraManager
 from imageloop.engine.pngmeta import encode_png, format_parameters
 from imageloop.engine.progress import CancelToken, StepCallback, StepReporter
-from imageloop.engine.recipes import LoraWeight, Recipe, RecipeStore
+from imageloop.engine.recipes import LoraWeight, Recipe, RecipeStore, resolve_lora_path
 from imageloop.engine.request import (
     DEFAULT_CONTROL_SCALE,
+    DEFAULT_HIRES_STRENGTH,
     DEFAULT_STRENGTH,
     MAX_SEED,
     BaseLora,
     GenerationRequest,
     check_limits,
     decode_image,
+    hires_size,
 )
-from imageloop.engine.schedulers import canonical_scheduler_name, make_scheduler
+from imageloop.engine.schedulers import canonical_scheduler_name, make_scheduler, seed_noise_sampler
 from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, RecipeError
 from imageloop.prompts.styles import apply_style, get_style
 
@@ -89,7 +92,12 @@ class _Plan:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call."""
         recipe = self.recipe.model_dump_json() if self.recipe else None
-        return self.steps, self.guidance_scale, self.width, self.height, self.scheduler, recipe
+        return self.steps, self.guidance_scale, self.width, self.height, self.scheduler, recipe, self.clip_skip
+
+    @property
+    def clip_skip(self) -> int:
+        """Which text-encoder layer from the end conditions the run (A1111's Clip skip; 1 = the last)."""
+        return self.request.clip_skip or 1
 
     @property
     def seeds(self) -> list[int]:
@@ -133,6 +141,7 @@ class Engine:
             torch.set_num_threads(settings.engine.threads)
         self.recipes = RecipeStore(settings)
         self.loras = LoraManager(settings)
+        self.embeddings = EmbeddingLoader(settings.embeddings_dir)
         shared = caches if caches is not None else EngineCaches.from_settings(settings)
         self.prompt_cache: LRUCache[PromptKey, EncodedPrompt] = shared.prompt
         self.result_cache: LRUCache[str, GenerationResult] = shared.result
@@ -191,6 +200,8 @@ class Engine:
             recipe = self.recipes.get(request.recipe)
         if recipe is not None and recipe.scheduler is not None:
             canonical_scheduler_name(recipe.scheduler, "recipe.scheduler")
+        for lora in request.loras:
+            resolve_lora_path(lora.file, self.settings.loras_dir)
         style = request.style or (recipe.style if recipe else None)
         if style is not None:
             get_style(style)
@@ -226,11 +237,14 @@ class Engine:
             "strength": _first(request.strength, DEFAULT_STRENGTH) if request.init_image is not None else None,
             "controlnet_conditioning_scale": _first(request.controlnet_conditioning_scale, DEFAULT_CONTROL_SCALE)
             if request.control_image is not None else None,
+            "hires_strength": _first(request.hires_strength, DEFAULT_HIRES_STRENGTH)
+            if request.hires_scale is not None else None,
         })
         # Re-validate: recipe and model values pass through the same field rules and settings limits.
         resolved = GenerationRequest.model_validate(resolved.model_dump())
         check_limits(resolved, self.settings)
         prompt, negative = apply_style(resolved.prompt, resolved.negative_prompt, style)
+        recipe = _with_request_loras(recipe, request.loras)
         recipe, model_version = _with_base_lora(recipe, request.base_lora, self.model.version)
         assert resolved.seed is not None and resolved.steps is not None and resolved.guidance_scale is not None
         assert resolved.width is not None and resolved.height is not None and resolved.scheduler is not None
@@ -276,6 +290,10 @@ class Engine:
             # 6. Denoise, reporting each step; a stop request interrupts the pipeline.
             images = self._run(pipe, plan, kwargs, plan.seeds, reporter)
             clock.lap("denoise")
+            # 6b. Hires fix: upscale and denoise again at the larger size (a second, img2img pass).
+            if plan.request.hires_scale is not None:
+                images = self._hires(plan, kwargs, images, reporter)
+                clock.lap("hires")
             # 7. Encode PNGs with their A1111 parameters.
             result = GenerationResult(plan.request, self._pngs(plan, images, model), model.name, plan.model_version)
             clock.lap("png")
@@ -306,7 +324,7 @@ class Engine:
             plans = [self._plan(request, recipe) for request, recipe in zip(requests, recipes, strict=True)]
             groups: dict[tuple[Any, ...], list[int]] = {}
             for index, plan in enumerate(plans):
-                if plan.mode is Mode.TXT2IMG:
+                if plan.mode is Mode.TXT2IMG and plan.request.hires_scale is None:
                     groups.setdefault(plan.batch_key(), []).append(index)
                 else:
                     results[index] = self.generate(requests[index], on_step, cancel)  # img2img / ControlNet alone
@@ -377,18 +395,22 @@ class Engine:
 
     def _encode_pair(self, pipe: Any, plan: _Plan) -> tuple[EncodedPrompt, EncodedPrompt]:
         adapters = repr(self.loras.active(pipe))
-        return self._encode(pipe, adapters, plan.prompt), self._encode(pipe, adapters, plan.negative)
+        # Embedding names become their tokens (named after the file's hash, so the cache key follows the file).
+        prompt, negative = self.embeddings.prepare(pipe, [plan.prompt, plan.negative])
+        return (self._encode(pipe, adapters, prompt, plan.clip_skip),
+                self._encode(pipe, adapters, negative, plan.clip_skip))
 
-    def _encode(self, pipe: Any, adapters: str, text: str) -> EncodedPrompt:
+    def _encode(self, pipe: Any, adapters: str, text: str, clip_skip: int = 1) -> EncodedPrompt:
         weighting = self.prompt_weighting
-        key = PromptKey(self.model.version, adapters, text, weighting)
+        key = PromptKey(self.model.version, adapters, text, weighting, clip_skip)
         with torch.inference_mode():
-            return self.prompt_cache.get_or_compute(key, lambda: encode_prompt(pipe, text, weighting))
+            return self.prompt_cache.get_or_compute(key, lambda: encode_prompt(pipe, text, weighting, clip_skip))
 
     def _run(
         self, pipe: Any, plan: _Plan, kwargs: dict[str, Any], seeds: list[int], reporter: StepReporter
     ) -> list[Any]:
         call: dict[str, Any] = dict(kwargs)
+        seed_noise_sampler(pipe.scheduler, seeds)
         call.update(
             num_inference_steps=plan.steps,
             guidance_scale=plan.guidance_scale,
@@ -407,6 +429,9 @@ class Engine:
             call["controlnet_conditioning_scale"] = request.controlnet_conditioning_scale
         if request.init_image is None or request.control_image is not None:  # plain img2img takes the image's size
             call.update(width=plan.width, height=plan.height)
+        return self._call(pipe, call, reporter)
+
+    def _call(self, pipe: Any, call: dict[str, Any], reporter: StepReporter) -> list[Any]:
         autocast = self.autocast
         if autocast is None:
             with torch.inference_mode():
@@ -419,6 +444,31 @@ class Engine:
             latents = pipe(**call).images
         reporter.raise_if_stopped()
         return decode_latents(pipe, latents)
+
+    def _hires(self, plan: _Plan, kwargs: dict[str, Any], images: list[Any], reporter: StepReporter) -> list[Any]:
+        """A1111's hires fix: each image upscaled (Lanczos, in pixel space) by ``hires_scale`` and denoised again
+        with img2img at ``hires_strength`` over ``hires_steps`` (A1111 runs ``steps * strength`` of them, as
+        diffusers' img2img does); same prompts, sampler, LoRAs and seeds."""
+        request = plan.request
+        assert request.hires_scale is not None and request.hires_strength is not None
+        size = hires_size(plan.width, plan.height, request.hires_scale)
+        pipe = pipeline_variant(self.model, Mode.IMG2IMG, None)
+        pipe.scheduler = make_scheduler(plan.scheduler, self.model.scheduler_config)
+        seeds = plan.seeds
+        seed_noise_sampler(pipe.scheduler, seeds)
+        from PIL import Image
+
+        call: dict[str, Any] = dict(kwargs)
+        call.update(
+            image=[image.resize(size, Image.Resampling.LANCZOS) for image in images],
+            strength=request.hires_strength,
+            num_inference_steps=request.hires_steps or plan.steps,
+            guidance_scale=plan.guidance_scale,
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+            callback_on_step_end=reporter.hook(),
+            output_type="pil",
+        )
+        return self._call(pipe, call, reporter)
 
     def _pngs(self, plan: _Plan, images: list[Any], model: LoadedModel) -> list[GeneratedImage]:
         out = []
@@ -463,6 +513,19 @@ def _with_base_lora(recipe: Recipe | None, lora: BaseLora | None, model_version:
     merged = recipe.model_copy(update={"loras": [*recipe.loras, base]}) if recipe is not None else \
         Recipe(name="base-lora", loras=[base])
     return merged, f"{model_version}+{lora.tag}"
+
+
+def _with_request_loras(recipe: Recipe | None, loras: Sequence[LoraWeight]) -> Recipe | None:
+    """The recipe with the request's own LoRAs (pasted <lora:name:weight> tags) added after its LoRAs; a LoRA both
+    name gets the request's weight."""
+    if not loras:
+        return recipe
+    own = {lora.file for lora in loras}
+    kept = [lora for lora in recipe.loras if lora.file not in own] if recipe is not None else []
+    # model_copy skips validation: the recipe's LoRA limit applies to what a recipe file holds.
+    if recipe is not None:
+        return recipe.model_copy(update={"loras": [*kept, *loras]})
+    return Recipe(name="request-loras", loras=list(loras))
 
 
 def _png_bytes(result: GenerationResult) -> int:

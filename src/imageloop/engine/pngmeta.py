@@ -8,7 +8,12 @@ The format is three parts, as A1111 writes it::
 
 Values holding a comma, colon or newline are JSON-quoted. A PNG written here can be read back with
 :func:`read_png_parameters` into a request that reproduces that one image (``num_images`` 1, that image's seed).
-Source images (img2img, ControlNet) are not stored in the text, so a read-back request has none.
+Source images (img2img, ControlNet) are not stored in the text, so a read-back request has none. A request's own
+LoRAs are written into the prompt as A1111's ``<lora:name:weight>`` tags and read back from them; clip skip and
+hires fix as A1111's ``Clip skip``, ``Hires upscale``, ``Hires steps`` and ``Denoising strength``.
+
+Text pasted from A1111, Forge or Civitai, with everything we cannot follow reported by name, is read by
+:mod:`imageloop.engine.infotext`.
 """
 
 from __future__ import annotations
@@ -22,14 +27,51 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from imageloop.engine.recipes import LORA_SUFFIX, LoraWeight
 from imageloop.engine.request import GenerationRequest
+from imageloop.engine.schedulers import sampler_with_schedule
 from imageloop.errors import InvalidRequestError
 
 PARAMETERS_KEY = "parameters"
 _NEGATIVE_PREFIX = "Negative prompt:"
-# One "Key: value" pair of the last line; a value is either JSON-quoted or runs to the next comma.
+# One "Key: value" pair of the last line, as A1111 reads it: a value is either JSON-quoted or runs to the next comma.
 _PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# Civitai writes JSON arrays and objects unquoted ("Civitai resources: [{...}, {...}]", "Hashes: {...}").
+_JSON_VALUE_RE = re.compile(r'(?:^|,)\s*(\w[\w \-/]+):\s*(?=[\[{])')
 _SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+# A1111's extra-network tags in a prompt: <lora:name:weight>, <lora:name:te:unet>, <lyco:...>, <hypernet:...>.
+PROMPT_TAG_RE = re.compile(r"<(lora|lyco|hypernet):([^:<>]+)((?::[^:<>]*)*)>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PromptTag:
+    """One extra-network tag of a prompt: its kind (lora, lyco, hypernet), name and the numbers after the name."""
+
+    kind: str
+    name: str
+    numbers: tuple[str, ...]
+    text: str
+
+
+def prompt_tags(prompt: str) -> tuple[str, list[PromptTag]]:
+    """The prompt without its extra-network tags, and the tags in order. Where a tag goes, the comma and spaces
+    around it go too ("a, <lora:x:1>, b" -> "a, b"); the rest of the text is left as written."""
+    tags = [PromptTag(m[1].lower(), m[2].strip(), tuple(n.strip() for n in m[3].split(":")[1:]), m[0])
+            for m in PROMPT_TAG_RE.finditer(prompt)]
+    if not tags:
+        return prompt, []
+    mark = "\x00"
+    text = re.sub(rf"[ \t]*{mark}(?:[ \t]*{mark})*[ \t]*", mark, PROMPT_TAG_RE.sub(mark, prompt))
+    text = text.replace(f",{mark},", ",")  # a tag between two commas
+    text = re.sub(rf",?{mark}(?=\n|$)", "", text)  # at the end of a line, with the comma before it
+    text = re.sub(rf"(?:^|(?<=\n)){mark},?[ \t]*", "", text)  # at the start of a line, with the comma after it
+    return text.replace(mark, " ").strip(), tags
+
+
+def lora_tag(lora: LoraWeight) -> str:
+    """A1111's prompt tag for a LoRA of the library: ``<lora:name:weight>`` (the name without its suffix)."""
+    name = lora.file.removesuffix(LORA_SUFFIX)
+    return f"<lora:{name}:{lora.weight:g}>"
 
 
 @dataclass(frozen=True)
@@ -78,12 +120,20 @@ def format_parameters(
         pairs.append(("Denoising strength", _number(request.strength)))
     if request.controlnet_conditioning_scale is not None:
         pairs.append(("ControlNet weight", _number(request.controlnet_conditioning_scale)))
+    if request.clip_skip is not None:
+        pairs.append(("Clip skip", str(request.clip_skip)))
+    if request.hires_scale is not None:
+        pairs.append(("Hires upscale", _number(request.hires_scale)))
+        if request.hires_steps is not None:
+            pairs.append(("Hires steps", str(request.hires_steps)))
+        if request.hires_strength is not None:
+            pairs.append(("Denoising strength", _number(request.hires_strength)))
     if request.recipe is not None:
         pairs.append(("Recipe", request.recipe))
     if request.style is not None:
         pairs.append(("Style", request.style))
     pairs.extend((extras or {}).items())
-    lines = [request.prompt]
+    lines = [" ".join([request.prompt, *(lora_tag(lora) for lora in request.loras)])]
     if request.negative_prompt:
         lines.append(f"{_NEGATIVE_PREFIX} {request.negative_prompt}")
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in pairs))
@@ -95,7 +145,14 @@ def parse_parameters(text: str) -> ImageParameters:
 
     Understands A1111's newer split ``Sampler: DPM++ 2M, Schedule type: Karras`` as "DPM++ 2M Karras".
     """
-    lines = text.lstrip("\n").rstrip().split("\n")
+    prompt, negative, values = split_parameters(text)
+    return _to_parameters(prompt, negative, values)
+
+
+def split_parameters(text: str) -> tuple[str, str, dict[str, str]]:
+    """The three parts of a ``parameters`` text: prompt, negative prompt and the settings line's values (unquoted),
+    each as written; a text without a settings line is all prompt."""
+    lines = text.replace("\r\n", "\n").lstrip("\n").rstrip().split("\n")
     last = lines[-1] if lines else ""
     if len(_PARAM_RE.findall(last)) < 3:  # A1111's rule: a settings line has at least three pairs
         lines.append(last)
@@ -107,14 +164,60 @@ def parse_parameters(text: str) -> ImageParameters:
             negative_lines.append(line.removeprefix(_NEGATIVE_PREFIX).strip() if not negative_lines else line)
         else:
             prompt_lines.append(line)
-    values = {key.strip(): _unquote(value.strip()) for key, value in _PARAM_RE.findall(last)}
-    return _to_parameters("\n".join(prompt_lines), "\n".join(negative_lines), values)
+    values = _settings_values(last)
+    return "\n".join(prompt_lines), "\n".join(negative_lines), values
+
+
+def _settings_values(line: str) -> dict[str, str]:
+    """The settings line's "Key: value" pairs, unquoted; an unquoted JSON array or object value (Civitai's) is kept
+    whole instead of being cut at its commas."""
+    values: dict[str, str] = {}
+    rest = line
+    while (match := _JSON_VALUE_RE.search(rest)) is not None:
+        end = _json_end(rest, match.end())
+        if end is None:
+            break
+        values.update(_plain_values(rest[: match.start()]))
+        values[match[1].strip()] = rest[match.end(): end]
+        rest = rest[end:]
+    values.update(_plain_values(rest))
+    return values
+
+
+def _plain_values(text: str) -> dict[str, str]:
+    return {key.strip(): _unquote(value.strip()) for key, value in _PARAM_RE.findall(text)}
+
+
+def _json_end(text: str, start: int) -> int | None:
+    """Where the JSON array/object starting at ``start`` ends (brackets balanced, strings skipped), or None."""
+    depth, in_string, escaped = 0, False, False
+    for index in range(start, len(text)):
+        char = text[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return None
 
 
 def _to_parameters(prompt: str, negative: str, values: dict[str, str]) -> ImageParameters:
-    fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+    prompt, tags = prompt_tags(prompt)
+    loras = [LoraWeight(file=tag.name, weight=float(tag.numbers[0]) if tag.numbers and tag.numbers[0] else 1.0)
+             for tag in tags if tag.kind == "lora"]
+    fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative, "loras": loras}
     known = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model",
-             "Recipe", "Style", "Denoising strength", "ControlNet weight"}
+             "Recipe", "Style", "Denoising strength", "ControlNet weight", "Clip skip", "Hires upscale", "Hires steps"}
     if "Steps" in values:
         fields["steps"] = values["Steps"]
     if "CFG scale" in values:
@@ -122,11 +225,7 @@ def _to_parameters(prompt: str, negative: str, values: dict[str, str]) -> ImageP
     if "Seed" in values:
         fields["seed"] = values["Seed"]
     if "Sampler" in values:
-        sampler = values["Sampler"]
-        schedule = values.get("Schedule type", "")
-        if schedule and schedule.lower() not in {"automatic", "uniform"}:
-            sampler = f"{sampler} {schedule}"
-        fields["scheduler"] = sampler
+        fields["scheduler"], _ = sampler_with_schedule(values["Sampler"], values.get("Schedule type"))
     if "Size" in values:
         match = _SIZE_RE.match(values["Size"])
         if match is None:
@@ -136,6 +235,14 @@ def _to_parameters(prompt: str, negative: str, values: dict[str, str]) -> ImageP
         fields["recipe"] = values["Recipe"]
     if "Style" in values:
         fields["style"] = values["Style"]
+    if "Clip skip" in values:
+        fields["clip_skip"] = values["Clip skip"]
+    if "Hires upscale" in values:
+        fields["hires_scale"] = values["Hires upscale"]
+        if values.get("Hires steps", "0") != "0":  # A1111 writes 0 for "as many as the first pass"
+            fields["hires_steps"] = values["Hires steps"]
+        if "Denoising strength" in values:
+            fields["hires_strength"] = values["Denoising strength"]
     request = GenerationRequest(**fields)
     extras = {key: value for key, value in values.items() if key not in known}
     return ImageParameters(request, values.get("Model hash"), values.get("Model"), extras)

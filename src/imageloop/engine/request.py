@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from imageloop.config import Settings
-from imageloop.engine.recipes import Recipe
+from imageloop.engine.recipes import MAX_LORAS_PER_RECIPE, LoraWeight, Recipe
 from imageloop.engine.schedulers import canonical_scheduler_name
 from imageloop.errors import ImageloopError, InvalidRequestError
 
@@ -31,6 +31,14 @@ MAX_PROMPT_CHARS = 20_000
 MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_STRENGTH = 0.75
 DEFAULT_CONTROL_SCALE = 1.0
+DEFAULT_HIRES_STRENGTH = 0.7  # A1111's default "Denoising strength" for hires fix
+MAX_CLIP_SKIP = 12
+MAX_HIRES_SCALE = 4.0
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The size hires fix upscales ``width`` x ``height`` to: each side times ``scale``, down to a multiple of 8."""
+    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
 
 
 def image_to_png(image: Image.Image) -> bytes:
@@ -94,6 +102,19 @@ class GenerationRequest(BaseModel):
     strength: float | None = Field(default=None, gt=0.0, le=1.0, description="img2img denoising strength.")
     control_image: bytes | None = Field(default=None, description="ControlNet condition image (sketch, scribble).")
     controlnet_conditioning_scale: float | None = Field(default=None, ge=0.0, le=2.0, description="ControlNet weight.")
+    loras: tuple[LoraWeight, ...] = Field(
+        default=(), max_length=MAX_LORAS_PER_RECIPE,
+        description="LoRAs from the LoRA library added to the recipe's (A1111's <lora:name:weight> prompt tags).")
+    clip_skip: int | None = Field(
+        default=None, ge=1, le=MAX_CLIP_SKIP,
+        description="A1111's Clip skip: 1 = the text encoder's last layer, 2 = the one before (SD1.x models; SDXL "
+        "always uses its penultimate layer).")
+    hires_scale: float | None = Field(
+        default=None, gt=1.0, le=MAX_HIRES_SCALE,
+        description="Hires fix: upscale the image by this factor and denoise it again (a second img2img pass).")
+    hires_steps: int | None = Field(default=None, ge=1, le=1000, description="Hires fix steps (default: steps).")
+    hires_strength: float | None = Field(
+        default=None, gt=0.0, le=1.0, description=f"Hires fix denoising strength (default {DEFAULT_HIRES_STRENGTH}).")
     # The recipe object ``recipe`` names, when the caller resolved it (a user's private recipe, which the engine's
     # shared RecipeStore cannot see). Not a field: never serialized, never part of the canonical JSON.
     _resolved_recipe: Recipe | None = PrivateAttr(default=None)
@@ -170,6 +191,11 @@ class GenerationRequest(BaseModel):
         if self.controlnet_conditioning_scale is not None and self.control_image is None:
             raise InvalidRequestError("controlnet_conditioning_scale", "only applies with a control_image",
                                       value=self.controlnet_conditioning_scale)
+        for name in ("hires_steps", "hires_strength"):
+            if getattr(self, name) is not None and self.hires_scale is None:
+                raise InvalidRequestError(name, "only applies with hires_scale (hires fix)", value=getattr(self, name))
+        if self.hires_scale is not None and self.init_image is not None:
+            raise InvalidRequestError("hires_scale", "hires fix applies to text-to-image only", value=self.hires_scale)
         return self
 
     def with_recipe(self, recipe: Recipe) -> Self:
@@ -228,6 +254,13 @@ def check_limits(request: GenerationRequest, settings: Settings) -> None:
         raise InvalidRequestError(
             "width", f"{request.width}x{request.height} is too large", allowed=f"width*height <= {limits.max_pixels}"
         )
+    if request.hires_scale is not None and request.width is not None and request.height is not None:
+        width, height = hires_size(request.width, request.height, request.hires_scale)
+        if width * height > limits.max_pixels or max(width, height) > MAX_SIDE:
+            raise InvalidRequestError(
+                "hires_scale", f"{request.width}x{request.height} upscaled {request.hires_scale:g}x is "
+                f"{width}x{height}, too large", value=request.hires_scale,
+                allowed=f"width*height <= {limits.max_pixels}, sides <= {MAX_SIDE}")
 
 
 _FIELD_ALIASES = {"model_type": "request", "dict_type": "request"}
