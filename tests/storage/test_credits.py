@@ -4,11 +4,14 @@ grants, and no double spend under parallel requests."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from imageloop.config import Settings
 from imageloop.errors import InvalidRequestError, OutOfCreditsError, QuotaError, StorageError
 from imageloop.storage import (
     Allowance,
@@ -16,6 +19,7 @@ from imageloop.storage import (
     FinishedGeneration,
     JobStatus,
     LedgerKind,
+    LocalBlobStore,
     NewGeneration,
     NewImage,
     Storage,
@@ -231,3 +235,34 @@ def test_parallel_refunds_pay_once(storage: Storage) -> None:
     for worker in workers:
         worker.join()
     assert _balance(storage, ada) == 10
+
+
+@pytest.fixture
+def tiered(database_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Storage]:
+    """Storage with credits on: the default tiers (free: 1 job running at once, priority 0; pro: 2, priority 10)."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, credits={"enabled": True})
+    store = Storage.open(settings, blobs=LocalBlobStore(tmp_path / "blobs"), clock=clock)
+    yield store
+    store.close()
+
+
+def test_a_higher_tier_is_claimed_first_and_told_its_place(tiered: Storage) -> None:
+    ada, bob = _user(tiered, "ada"), _user(tiered, "bob")
+    tiered.credits.set_tier(bob, "pro")
+    older = [tiered.generations.create(ada, NewGeneration(intent=f"a {i}")) for i in range(2)]
+    pro = tiered.generations.create(bob, NewGeneration(intent="b"))
+    assert tiered.generations.queue_position(pro.id) == 1
+    assert tiered.generations.queue_position(older[0].id) == 2
+    assert [r.id for r in tiered.generations.claim(W1)] == [pro.id]
+    assert [r.id for r in tiered.generations.claim(WorkerId("w2"))] == [older[0].id]
+
+
+def test_a_user_runs_no_more_jobs_at_once_than_the_tier_allows(tiered: Storage) -> None:
+    ada, bob = _user(tiered, "ada"), _user(tiered, "bob")
+    first, second = (tiered.generations.create(ada, NewGeneration(intent=f"a {i}", batch_key="k")) for i in range(2))
+    assert [r.id for r in tiered.generations.claim(W1, limit=4)] == [first.id]  # not batched past the limit
+    assert tiered.generations.claim(WorkerId("w2")) == []  # ada's next waits while one runs
+    other = tiered.generations.create(bob, NewGeneration(intent="b", batch_key="k"))
+    assert [r.id for r in tiered.generations.claim(WorkerId("w2"))] == [other.id]  # others are not held up
+    tiered.generations.mark_failed(first.id, "done")
+    assert [r.id for r in tiered.generations.claim(W1)] == [second.id]

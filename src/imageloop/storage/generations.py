@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from imageloop.errors import InvalidRequestError, NotFoundError
 from imageloop.storage._convert import (
@@ -32,7 +34,7 @@ from imageloop.storage._convert import (
 )
 from imageloop.storage.credits import admit_generation, charge_generation, refund_generation
 from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
-from imageloop.storage.models import Generation, Image
+from imageloop.storage.models import Generation, Image, User
 from imageloop.storage.records import (
     Expansion,
     FinishedGeneration,
@@ -54,6 +56,28 @@ MAX_TEXT = 10_000
 MAX_HISTORY_PAGE = 100
 DEFAULT_MAX_ATTEMPTS = 3
 _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How the queue treats users by tier (``settings.credits``): a job of a higher ``priorities`` tier is claimed
+    before older jobs of lower ones, and a user never has more than their tier's ``max_running`` jobs running (0 =
+    no limit; the rest wait). Tiers not named get the defaults."""
+
+    priorities: Mapping[str, int] = field(default_factory=dict)
+    max_running: Mapping[str, int] = field(default_factory=dict)
+    default_priority: int = 0
+    default_max_running: int = 0
+
+    def priority_of(self, tier: Any) -> sa.ColumnElement[int]:
+        if not self.priorities:
+            return sa.literal(self.default_priority)
+        return sa.case(dict(self.priorities), value=tier, else_=self.default_priority)
+
+    def max_running_of(self, tier: Any) -> sa.ColumnElement[int]:
+        if not self.max_running:
+            return sa.literal(self.default_max_running)
+        return sa.case(dict(self.max_running), value=tier, else_=self.default_max_running)
 
 
 def validate_new_generation(request: NewGeneration) -> None:
@@ -120,11 +144,13 @@ class GenerationRepository:
     """Create, read and run generations. Every method runs in its own transaction."""
 
     def __init__(
-        self, sessions: SessionFactory, *, lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow
+        self, sessions: SessionFactory, *, lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow,
+        policy: QueuePolicy | None = None,
     ) -> None:
         self._sessions = sessions
         self._lease = timedelta(seconds=lease_seconds)
         self._clock = clock
+        self._policy = policy  # None: first in, first out for everyone
 
     # --- records -------------------------------------------------------------------------------------------
 
@@ -207,15 +233,21 @@ class GenerationRepository:
             row = session.get(Generation, generation_id)
             if row is None or row.status != JobStatus.QUEUED:
                 return None
-            ahead = session.scalar(
-                sa.select(sa.func.count()).select_from(Generation).where(
-                    Generation.status == JobStatus.QUEUED,
-                    sa.or_(
-                        Generation.enqueued_at < row.enqueued_at,
-                        sa.and_(Generation.enqueued_at == row.enqueued_at, Generation.id < row.id),
-                    ),
-                )
+            earlier = sa.or_(
+                Generation.enqueued_at < row.enqueued_at,
+                sa.and_(Generation.enqueued_at == row.enqueued_at, Generation.id < row.id),
             )
+            query = sa.select(sa.func.count()).select_from(Generation).where(Generation.status == JobStatus.QUEUED)
+            if self._policy is None:
+                query = query.where(earlier)
+            else:  # ahead: a higher tier's jobs, and older jobs of the same priority
+                own = session.scalar(sa.select(User.tier).where(User.id == row.user_id))
+                mine = session.scalar(sa.select(self._policy.priority_of(sa.literal(own))))
+                theirs = self._policy.priority_of(User.tier)
+                query = query.join(User, User.id == Generation.user_id).where(
+                    sa.or_(theirs > mine, sa.and_(theirs == mine, earlier))
+                )
+            ahead = session.scalar(query)
             return int(ahead or 0) + 1
 
     def claim(self, worker_id: WorkerId, *, limit: int = 1) -> list[GenerationRecord]:
@@ -226,25 +258,13 @@ class GenerationRepository:
         """
         if limit < 1:
             raise InvalidRequestError("limit", "must be at least 1", value=limit)
-        order = (Generation.enqueued_at, Generation.id)
-        queued = Generation.status == JobStatus.QUEUED
         with write_session(self._sessions) as session:
-            first = session.execute(
-                sa.select(Generation.id, Generation.batch_key).where(queued).order_by(*order).limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if first is None:
+            ids = self._claimable(session, limit)
+            if not ids:
                 return []
-            ids = [first.id]
-            if limit > 1 and first.batch_key is not None:
-                ids += session.scalars(
-                    sa.select(Generation.id).where(queued, Generation.batch_key == first.batch_key,
-                                                   Generation.id != first.id)
-                    .order_by(*order).limit(limit - 1).with_for_update(skip_locked=True)
-                ).all()
             now = self._clock()
             claimed = session.scalars(
-                sa.update(Generation).where(Generation.id.in_(ids), queued).values(
+                sa.update(Generation).where(Generation.id.in_(ids), Generation.status == JobStatus.QUEUED).values(
                     status=JobStatus.RUNNING, worker_id=worker_id, attempts=Generation.attempts + 1,
                     started_at=now, heartbeat_at=now, lease_expires_at=now + self._lease,
                 ).returning(Generation.id).execution_options(synchronize_session=False)
@@ -252,6 +272,49 @@ class GenerationRepository:
             rows = session.scalars(sa.select(Generation).where(Generation.id.in_(claimed))).all()
             rows = sorted(rows, key=lambda row: (row.enqueued_at, row.id))
             return load_generations(session, rows)
+
+    def _claimable(self, session: Session, limit: int) -> list[str]:
+        """The ids of the next jobs to run, locked: the first in the queue's order, then up to ``limit - 1`` more
+        with its batch key. Under a policy the order puts higher tiers first and leaves out jobs of users already
+        running their tier's most."""
+        queued = Generation.status == JobStatus.QUEUED
+        order: list[Any] = [Generation.enqueued_at, Generation.id]
+        query = sa.select(Generation.id, Generation.batch_key, Generation.user_id).where(queued)
+        headroom: dict[str, int] = {}
+        if self._policy is not None:
+            running = aliased(Generation)
+            running_now = (
+                sa.select(sa.func.count()).select_from(running)
+                .where(running.user_id == Generation.user_id, running.status == JobStatus.RUNNING)
+                .correlate(Generation).scalar_subquery()
+            )
+            cap = self._policy.max_running_of(User.tier)
+            query = query.add_columns((cap - running_now).label("headroom"), cap.label("cap")).join(
+                User, User.id == Generation.user_id
+            ).where(sa.or_(cap <= 0, running_now < cap))
+            order = [self._policy.priority_of(User.tier).desc(), *order]
+        # Lock the jobs only (not their users' rows, which a submit may hold while it debits).
+        first = session.execute(
+            query.order_by(*order).limit(1).with_for_update(skip_locked=True, of=Generation)
+        ).first()
+        if first is None:
+            return []
+        ids = [first.id]
+        if self._policy is not None and first.cap > 0:
+            headroom[first.user_id] = first.headroom - 1
+        if limit > 1 and first.batch_key is not None:
+            more = session.execute(
+                query.where(Generation.batch_key == first.batch_key, Generation.id != first.id)
+                .order_by(*order).limit(limit - 1).with_for_update(skip_locked=True, of=Generation)
+            ).all()
+            for row in more:
+                if self._policy is not None and row.cap > 0:
+                    left = headroom.get(row.user_id, row.headroom)
+                    if left <= 0:
+                        continue
+                    headroom[row.user_id] = left - 1
+                ids.append(row.id)
+        return ids
 
     def heartbeat(
         self, generation_id: GenerationId, worker_id: WorkerId, *, step: int | None = None, total: int | None = None

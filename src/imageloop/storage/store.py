@@ -13,10 +13,24 @@ from imageloop.storage.actions import ActionRepository
 from imageloop.storage.blobs import BlobStore, blob_store_from_settings
 from imageloop.storage.credits import CreditRepository
 from imageloop.storage.db import SessionFactory, create_db_engine, session_factory, upgrade_schema
-from imageloop.storage.generations import GenerationRepository
+from imageloop.storage.generations import GenerationRepository, QueuePolicy
 from imageloop.storage.previews import PreviewRepository
 from imageloop.storage.records import utcnow
 from imageloop.storage.users import UserRepository
+
+
+def queue_policy(settings: Settings) -> QueuePolicy | None:
+    """The queue's treatment of tiers (priority, jobs running at once) while credits are on; None: first in,
+    first out."""
+    credits = settings.credits
+    if not credits.enabled:
+        return None
+    default = credits.tiers[credits.default_tier]
+    return QueuePolicy(
+        priorities={name: tier.priority for name, tier in credits.tiers.items()},
+        max_running={name: tier.max_concurrent_jobs for name, tier in credits.tiers.items()},
+        default_priority=default.priority, default_max_running=default.max_concurrent_jobs,
+    )
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,8 @@ class Storage:
                 sessions, clock=clock, max_api_keys=settings.auth.max_api_keys_per_user,
                 sign_in_key_ttl=timedelta(hours=ttl) if (ttl := settings.auth.session_key_ttl_hours) > 0 else None,
             ),
-            generations=GenerationRepository(sessions, lease_seconds=settings.job_lease_seconds, clock=clock),
+            generations=GenerationRepository(sessions, lease_seconds=settings.job_lease_seconds, clock=clock,
+                                             policy=queue_policy(settings)),
             actions=ActionRepository(sessions, clock=clock),
             previews=PreviewRepository(sessions, clock=clock),
             credits=CreditRepository(sessions, clock=clock),
