@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from imageloop.config import Settings
+from imageloop.config import CreditsSettings, Settings
 from imageloop.errors import InvalidRequestError, OutOfCreditsError, QuotaError, StorageError
 from imageloop.storage import (
     Allowance,
@@ -240,7 +240,7 @@ def test_parallel_refunds_pay_once(storage: Storage) -> None:
 @pytest.fixture
 def tiered(database_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Storage]:
     """Storage with credits on: the default tiers (free: 1 job running at once, priority 0; pro: 2, priority 10)."""
-    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, credits={"enabled": True})
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, credits=CreditsSettings(enabled=True))
     store = Storage.open(settings, blobs=LocalBlobStore(tmp_path / "blobs"), clock=clock)
     yield store
     store.close()
