@@ -1,5 +1,5 @@
-// The Account page: sign in (API key or password), manage API keys and share links, opt out of training use,
-// delete all data (after typing the user name to confirm).
+// The Account page: sign in (API key or password), credits (balance, tier, next refill, history), manage API keys
+// and share links, opt out of training use, delete all data (after typing the user name to confirm).
 
 import { api, session } from "./api.js";
 import { clear, describe, formatTime, h, hideError, notify, onceClick, showError } from "./dom.js";
@@ -89,6 +89,32 @@ function keysSection() {
     await refresh();
   });
   refresh().catch((error) => notify(describe(error), "error"));
+  return section;
+}
+
+const LEDGER_KINDS = { debit: "generation", refund: "refund", refill: "refill", grant: "grant" };
+
+function creditsSection() {
+  const summary = h("p", { id: "a-credits" }, "…");
+  const list = h("tbody");
+  const section = h("section", { class: "card", id: "credits" }, h("h2", {}, "Credits"), summary,
+    h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "What"),
+      h("th", {}, "Credits"), h("th", {}, "Balance"), h("th", {}, "Why"))), list)));
+  api.get("/api/v1/account").then(({ credits }) => {
+    if (!credits.enabled || !credits.charged) {
+      clear(summary, `Tier ${credits.tier}: generations are not charged.`);
+    } else {
+      clear(summary, h("strong", {}, `${credits.balance} credits`), ` · tier ${credits.tier}`,
+        credits.next_refill_at ? ` · refills to ${credits.limits.refill_credits} on ${formatTime(credits.next_refill_at)}` : "");
+    }
+    if (!credits.history.length) { clear(list, h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No changes yet."))); return; }
+    clear(list, credits.history.map((row) => h("tr", {}, h("td", {}, formatTime(row.created_at)),
+      h("td", {}, row.generation_id
+        ? h("a", { href: `#/history/${row.generation_id}` }, LEDGER_KINDS[row.kind] ?? row.kind)
+        : LEDGER_KINDS[row.kind] ?? row.kind),
+      h("td", {}, row.amount > 0 ? `+${row.amount}` : `${row.amount}`), h("td", {}, `${row.balance_after}`),
+      h("td", { class: "muted" }, row.reason))));
+  }).catch((error) => notify(describe(error), "error"));
   return section;
 }
 
@@ -190,7 +216,7 @@ export function accountPage(root, { account, onAccount }) {
   clear(root, h("h1", {}, "Account"),
     h("section", { class: "card" }, h("p", {}, "Signed in as ", h("strong", { id: "a-user" }, account.name),
       account.is_admin ? h("span", { class: "badge" }, "admin") : ""), signOut),
-    deleted, keysSection(), sharesSection(), privacySection(account, (counts) => {
+    deleted, creditsSection(), keysSection(), sharesSection(), privacySection(account, (counts) => {
       deleted.textContent = `Deleted ${counts.generations} generations, ${counts.images} images and ${counts.actions} actions.`;
       deleted.hidden = false;
       localStorage.removeItem("imageloop.recent");

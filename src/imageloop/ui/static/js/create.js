@@ -59,7 +59,8 @@ function buildForm() {
         field("Images", textInput("n", "n", { inputmode: "numeric", value: "1" })))),
     h("div", { id: "c-error", class: "error", role: "alert", hidden: true }),
     h("div", { class: "row" }, h("button", { type: "submit", id: "c-generate", class: "primary" }, "Generate"),
-      h("small", { class: "muted kbd-hint" }, "Ctrl+Enter")));
+      h("small", { class: "muted kbd-hint" }, "Ctrl+Enter"),
+      h("small", { id: "c-cost", class: "muted", "aria-live": "polite" })));
   return form;
 }
 
@@ -98,6 +99,20 @@ async function fillOptions(form) {
   if (!recipes.length) form.elements.recipe.append(h("option", { value: "", disabled: true }, "(no recipes yet)"));
   if (draft.style) form.elements.style.value = draft.style;
   if (draft.recipe) form.elements.recipe.value = draft.recipe;
+}
+
+// The cost of what the form asks for, beside Generate (POST /api/v1/generations/quote: nothing is charged).
+async function showCost(form, expansion) {
+  const box = form.querySelector("#c-cost");
+  try {
+    const quote = await api.post("/api/v1/generations/quote", requestBody(form, expansion));
+    if (!quote.charged) { box.textContent = ""; return; }
+    const price = `${quote.cost} credit${quote.cost === 1 ? "" : "s"} · balance ${quote.balance}`;
+    box.textContent = quote.problem ? `${price} · ${quote.problem}`
+      : quote.affordable ? price : `${price} · not enough credits`;
+  } catch {
+    box.textContent = ""; // a value the API cannot read: the submit's own error explains it
+  }
 }
 
 function remember(id) {
@@ -218,6 +233,7 @@ export function createPage(root, { startWith = null } = {}) {
       onError(error);
     } finally {
       button.removeAttribute("aria-busy");
+      showCost(form, expansion);
     }
   });
   form.addEventListener("keydown", (event) => {
@@ -237,6 +253,10 @@ export function createPage(root, { startWith = null } = {}) {
   }
 
   fillOptions(form).catch(onError);
+  let costTimer = null;
+  const updateCost = () => { clearTimeout(costTimer); costTimer = setTimeout(() => showCost(form, expansion), 250); };
+  for (const name of ["width", "height", "steps", "n"]) form.elements[name].addEventListener("input", updateCost);
+  showCost(form, expansion);
   showRecent(results, group, controller.signal);
   if (startWith) track(startWith, h("strong", {}, "Re-run"));
   return () => controller.abort();
