@@ -29,3 +29,22 @@ def test_jobs_workers_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("IMAGELOOP_JOBS__WORKERS", "many")
     with pytest.raises(ConfigError, match=r"jobs\.workers"):
         load_settings(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(("credits", "problem"), [
+    ({"default_tier": "gold"}, "default_tier: 'gold' is not one of the tiers (admin, free, pro)"),
+    ({"tiers": {"Gold": {}}, "default_tier": "Gold"}, "invalid tier name 'Gold'"),
+    ({"unlimited_tiers": ["root"]}, "unlimited_tiers: 'root' is not one of the tiers"),
+    ({"tiers": {"free": {"max_steps": -1}}, "unlimited_tiers": []}, "credits.tiers.free.max_steps"),
+    ({"tiers": {}}, "credits.tiers"),
+])
+def test_credit_tiers_are_validated(tmp_path: Path, credits: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path, credits=credits)
+    assert problem in info.value.message
+
+
+def test_a_tier_that_is_no_longer_configured_reads_as_the_default(tmp_path: Path) -> None:
+    credits = load_settings(data_dir=tmp_path).credits
+    assert credits.enabled is False  # a private install charges nothing
+    assert credits.tier("pro")[0] == "pro" and credits.tier("gold") == ("free", credits.tiers["free"])
