@@ -42,3 +42,16 @@ def test_tier_and_credits(tmp_path: Path) -> None:
             (LedgerKind.GRANT, -5), (LedgerKind.GRANT, 25)]
     finally:
         storage.close()
+
+
+def test_an_administrator_is_created_in_the_unlimited_tier(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"IMAGELOOP_DATA_DIR": str(tmp_path)}
+    created = runner.invoke(app, ["users", "create", "root", "--admin"], env=env)
+    assert created.exit_code == 0 and "admin tier" in created.output
+    assert "free tier" in runner.invoke(app, ["users", "create", "bo"], env=env).output
+    storage = Storage.open(Settings(data_dir=tmp_path))
+    try:
+        assert [(u.name, u.tier) for u in storage.users.list_users()] == [("bo", "free"), ("root", "admin")]
+    finally:
+        storage.close()

@@ -266,3 +266,14 @@ def test_a_user_runs_no_more_jobs_at_once_than_the_tier_allows(tiered: Storage) 
     assert [r.id for r in tiered.generations.claim(WorkerId("w2"))] == [other.id]  # others are not held up
     tiered.generations.mark_failed(first.id, "done")
     assert [r.id for r in tiered.generations.claim(W1)] == [second.id]
+
+
+def test_the_ledger_outlives_the_users_deleted_data(storage: Storage) -> None:
+    ada = _user(storage, credits=10)
+    record = storage.generations.create(ada, _charged(4))
+    storage.generations.mark_failed(record.id, "boom")
+    storage.users.delete_user_data(ada, storage.blobs)
+    history = storage.credits.history(ada)
+    assert [(e.kind, e.generation_id) for e in history] == [
+        (LedgerKind.REFUND, None), (LedgerKind.DEBIT, None), (LedgerKind.GRANT, None)]
+    assert _balance(storage, ada) == 10

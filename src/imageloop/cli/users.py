@@ -21,13 +21,18 @@ def create(
     name: str = typer.Argument(..., help="User name: letters, digits, '_', '.', '@', '-'."),
     admin: bool = typer.Option(False, "--admin", help="Make the user an administrator."),
 ) -> None:
-    """Create a user and print their API key (shown once; only its hash is stored)."""
-    storage = _storage()
+    """Create a user and print their API key (shown once; only its hash is stored). An administrator is put in the
+    first of ``credits.unlimited_tiers`` (``admin``): never charged."""
+    settings = load_settings()
+    storage = Storage.open(settings)
     try:
         user, key = storage.users.create_user(name, is_admin=admin)
+        tier_name = settings.credits.unlimited_tiers[0] if admin and settings.credits.unlimited_tiers else user.tier
+        if tier_name != user.tier:
+            storage.credits.set_tier(user.id, tier_name)
     finally:
         storage.close()
-    typer.echo(f"created {'admin ' if user.is_admin else ''}user {user.name} ({user.id})", err=True)
+    typer.echo(f"created {'admin ' if user.is_admin else ''}user {user.name} ({user.id}), {tier_name} tier", err=True)
     typer.echo("API key (store it now, it is not shown again):", err=True)
     typer.echo(key)
 
