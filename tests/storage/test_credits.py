@@ -277,3 +277,19 @@ def test_the_ledger_outlives_the_users_deleted_data(storage: Storage) -> None:
     assert [(e.kind, e.generation_id) for e in history] == [
         (LedgerKind.REFUND, None), (LedgerKind.DEBIT, None), (LedgerKind.GRANT, None)]
     assert _balance(storage, ada) == 10
+
+
+def test_a_running_job_cancelled_or_released_after_a_cancel_is_refunded_once(storage: Storage) -> None:
+    ada = _user(storage, credits=10)
+    stopped = storage.generations.create(ada, _charged(3))
+    released = storage.generations.create(ada, _charged(4))
+    assert [r.id for r in storage.generations.claim(W1)] == [stopped.id]
+    assert [r.id for r in storage.generations.claim(WorkerId("w2"))] == [released.id]
+    for record in (stopped, released):
+        storage.generations.request_cancel(ada, record.id)  # running: the worker sees it at its next heartbeat
+    assert _balance(storage, ada) == 3
+    storage.generations.mark_cancelled(stopped.id)
+    storage.generations.release(WorkerId("w2"))  # a graceful stop gives back a job whose cancel was asked
+    storage.generations.mark_cancelled(released.id)
+    assert _balance(storage, ada) == 10
+    assert storage.generations.get(ada, released.id).status is JobStatus.CANCELLED
