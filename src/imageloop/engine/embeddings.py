@@ -18,12 +18,13 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
-import torch
-
 from imageloop.errors import RecipeError
+
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pt")
 
@@ -65,6 +66,8 @@ def names_in(text: str, names: list[str] | set[str] | dict[str, Path]) -> list[s
 def read_vectors(path: Path) -> dict[str, torch.Tensor]:
     """An embedding file's vectors as ``{"clip_l": [n, D]}`` (SD1.x-style) or ``{"clip_l", "clip_g"}`` (SDXL);
     RecipeError naming the file when it is not an embedding this can read."""
+    import torch  # heavy; naming the embeddings a text uses needs no tensors
+
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file

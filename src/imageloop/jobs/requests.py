@@ -13,17 +13,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from imageloop.config import Settings
-from imageloop.engine.recipes import Recipe, RecipeStore
+from imageloop.engine.recipes import Recipe, RecipeStore, resolve_lora_path
 from imageloop.engine.request import MAX_SEED, GenerationRequest, check_limits
-from imageloop.errors import InvalidRequestError, UnknownNameError
+from imageloop.errors import InvalidRequestError, RecipeError, UnknownNameError
 from imageloop.storage import GenerationRecord
 from imageloop.training.serving import GeneratorRouting
 from imageloop.training.user_lora import user_recipe, user_recipes
 
 # The engine request fields a stored generation's ``params`` may hold.
-PARAM_FIELDS = ("steps", "guidance_scale", "seed", "width", "height", "scheduler", "num_images")
+PARAM_FIELDS = ("steps", "guidance_scale", "seed", "width", "height", "scheduler", "num_images", "clip_skip",
+                "hires_scale", "hires_steps", "hires_strength", "loras")
 # What must be equal for two requests to run in one pipeline call (the prompts may differ).
-_BATCH_FIELDS = ("steps", "guidance_scale", "width", "height", "scheduler")
+_BATCH_FIELDS = ("steps", "guidance_scale", "width", "height", "scheduler", "clip_skip", "hires_scale", "hires_steps",
+                 "hires_strength", "loras")
 
 
 def engine_request(
@@ -48,6 +50,21 @@ def engine_request(
     )
     check_limits(request, settings)
     return request
+
+
+def check_library_loras(request: GenerationRequest, settings: Settings) -> None:
+    """Each of the request's own LoRAs must be a file of the LoRA library (no absolute path, nothing outside it);
+    InvalidRequestError naming ``params.loras.<i>.file`` otherwise."""
+    for index, lora in enumerate(request.loras):
+        field = f"params.loras.{index}.file"
+        parts = lora.file.replace("\\", "/").split("/")
+        if lora.file.startswith(("/", "\\")) or ".." in parts or ":" in lora.file:
+            raise InvalidRequestError(field, "must name a LoRA inside the LoRA library", value=lora.file)
+        try:
+            resolve_lora_path(lora.file, settings.loras_dir)
+        except RecipeError:
+            raise InvalidRequestError(field, f"LoRA {lora.file!r} is not in the LoRA library", value=lora.file) \
+                from None
 
 
 def find_recipe(name: str, settings: Settings, user_id: str | None = None) -> Recipe:

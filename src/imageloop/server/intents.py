@@ -10,7 +10,7 @@ prompts are never moderated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from imageloop.config import Settings
@@ -45,6 +45,7 @@ class PreparedRequest:
     body: GenerationCreate
     expansion: Expansion
     recipe_choice: RecipeChoice | None = None
+    ignored: list[str] = field(default_factory=list)  # pasted parameters not honoured (see with_parameters_text)
 
 
 def fill_recall(body: GenerationCreate, recall: Recall) -> GenerationCreate:
@@ -101,7 +102,13 @@ def _previewed(
 
 
 def prepare_request(
-    body: GenerationCreate, prompts: PromptService, settings: Settings, user_id: str, previews: PreviewRepository
+    body: GenerationCreate,
+    prompts: PromptService,
+    settings: Settings,
+    user_id: str,
+    previews: PreviewRepository,
+    *,
+    choose_recipe: bool = True,
 ) -> PreparedRequest:
     """Moderate ``body``, resolve its prompt once and complete it before it is stored.
 
@@ -109,7 +116,8 @@ def prepare_request(
     through; an ``expansion_id`` takes the stored preview (from ``previews``) as it was shown, moderated when it was
     made; an intent alone is expanded for ``user_id`` (moderating it and its expansion). When the prompt came from
     "the usual", the recalled settings fill what the request left open. When the request still names no recipe and
-    several fit its style, one is chosen (log it with :meth:`PromptService.record_recipe_choice` after storing).
+    several fit its style, one is chosen unless ``choose_recipe`` is off (log it with
+    :meth:`PromptService.record_recipe_choice` after storing).
     Raises ModerationError or InvalidRequestError as the service does.
     """
     if body.expansion_id is not None:
@@ -123,7 +131,8 @@ def prepare_request(
                                   language=body.intent_language, user_id=user_id, service=prompts)
     if resolved.recall is not None:
         body = fill_recall(body, resolved.recall)
-    choice = _choose_recipe(prompts, settings, body.style, user_id) if body.recipe is None else None
+    choice = _choose_recipe(prompts, settings, body.style, user_id) if body.recipe is None and choose_recipe \
+        else None
     if choice is not None:
         body = body.model_copy(update={"recipe": choice.recipe})
     return PreparedRequest(body, expansion_record(resolved), choice)

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imageloop.engine.request import MAX_SEED, MAX_SIDE, MIN_SIDE
+from imageloop.engine.recipes import MAX_LORA_WEIGHT, MAX_LORAS_PER_RECIPE
+from imageloop.engine.request import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MAX_SEED, MAX_SIDE, MIN_SIDE
 from imageloop.storage import (
     ActionRecord,
     ActionType,
@@ -31,6 +32,13 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class LibraryLora(StrictBody):
+    """A LoRA of the server's LoRA library by name (its file name in loras/, the suffix may be left off)."""
+
+    file: str = Field(min_length=1, max_length=200, pattern=r"^[^/\\]", description="Name in the LoRA library.")
+    weight: float = Field(default=1.0, ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT)
+
+
 class GenerationParams(StrictBody):
     """Sampling parameters; a missing one comes from the recipe, then the model's defaults."""
 
@@ -40,6 +48,14 @@ class GenerationParams(StrictBody):
     width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Pixels.")
     height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="Pixels.")
     scheduler: str | None = Field(default=None, min_length=1, max_length=64, description="A1111 sampler name.")
+    clip_skip: int | None = Field(default=None, ge=1, le=MAX_CLIP_SKIP, description="A1111 Clip skip (SD1.x).")
+    hires_scale: float | None = Field(default=None, gt=1.0, le=MAX_HIRES_SCALE,
+                                      description="Hires fix: upscale by this factor and denoise again.")
+    hires_steps: int | None = Field(default=None, ge=1, le=1000, description="Hires fix steps (default: steps).")
+    hires_strength: float | None = Field(default=None, gt=0.0, le=1.0,
+                                         description="Hires fix denoising strength (default 0.7).")
+    loras: list[LibraryLora] | None = Field(default=None, max_length=MAX_LORAS_PER_RECIPE,
+                                            description="LoRAs of the server's LoRA library, added to the recipe's.")
 
 
 class GenerationCreate(StrictBody):
@@ -50,6 +66,11 @@ class GenerationCreate(StrictBody):
     prompt: str | None = Field(default=None, max_length=MAX_TEXT, description="Explicit prompt; wins over intent.")
     negative_prompt: str | None = Field(default=None, max_length=MAX_TEXT, description="What to avoid.")
     params: GenerationParams = Field(default_factory=GenerationParams)
+    parameters_text: str | None = Field(
+        default=None, min_length=1, max_length=MAX_TEXT,
+        description="Generation parameters as pasted from AUTOMATIC1111, Forge or Civitai (prompt, 'Negative "
+        "prompt:' line, settings line): <lora:name:weight> tags, embeddings, clip skip, sampler and schedule type, "
+        "hires fix. Fields given beside it win; what cannot be honoured is listed in the response's `ignored`.")
     recipe: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, description="Recipe name.")
     style: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, description="Style preset name.")
     n: int = Field(default=1, ge=1, le=64, description="Images to generate (image i uses seed + i).")
@@ -72,6 +93,9 @@ class GenerationAccepted(BaseModel):
     id: str
     status: JobStatus
     queue_position: int | None
+    ignored: list[str] = Field(
+        default_factory=list, description="Settings of `parameters_text` not honoured (or only approximately), "
+        "each as 'Name: value — why'.")
 
 
 class GenerationBatchAccepted(BaseModel):

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from imageloop.config import Settings
+from imageloop.config import EMBEDDED_MODEL_NAME, Settings
+from imageloop.engine.infotext import import_parameters
 from imageloop.errors import InvalidRequestError
-from imageloop.jobs.requests import batch_key, check_names, derived_seed, engine_request, with_seed
+from imageloop.jobs.requests import (
+    batch_key,
+    check_library_loras,
+    check_names,
+    derived_seed,
+    engine_request,
+    with_seed,
+)
 from imageloop.prompts.expand import PASSTHROUGH_STRATEGY, PASSTHROUGH_VERSION
 from imageloop.server.schemas import GenerationCreate
 from imageloop.storage import Expansion, GenerationRecord, NewGeneration, SessionId, Storage
 
 # Engine field names as the API calls them.
 _API_FIELDS = {"num_images": "n", "prompt": "prompt"}
-_PARAM_NAMES = ("steps", "guidance_scale", "seed", "width", "height", "scheduler")
+_PARAM_NAMES = ("steps", "guidance_scale", "seed", "width", "height", "scheduler", "clip_skip", "hires_scale",
+                "hires_steps", "hires_strength", "loras")
 
 
 def _api_field(field: str) -> str:
+    if field in _PARAM_NAMES or field.startswith("params."):
+        return field if field.startswith("params.") else f"params.{field}"
     if field in _PARAM_NAMES:
         return f"params.{field}"
     return _API_FIELDS.get(field, field)
@@ -31,6 +43,43 @@ def renamed(exc: InvalidRequestError, field: str) -> InvalidRequestError:
     if exc.allowed:
         text = text.removesuffix(f" (allowed: {exc.allowed})")
     return InvalidRequestError(field, text, value=exc.value, allowed=exc.allowed)
+
+
+def with_parameters_text(body: GenerationCreate, settings: Settings) -> tuple[GenerationCreate, list[str]]:
+    """``body`` with the settings its ``parameters_text`` (pasted from A1111, Forge or Civitai) gives filled in where
+    ``body`` leaves them open, and the text removed; with the settings not honoured, one line each. InvalidRequestError
+    names ``parameters_text`` (a <lora:...> tag naming a LoRA missing from the library, a malformed value)."""
+    if body.parameters_text is None:
+        return body, []
+    try:
+        imported = import_parameters(body.parameters_text, settings, model_name=_served_model_name(settings))
+    except InvalidRequestError as exc:
+        raise renamed(exc, "parameters_text") from exc
+    pasted = imported.request.model_dump(mode="json", exclude_unset=True)
+    given = body.params.model_dump(exclude_none=True)
+    params = {name: pasted[name] for name in _PARAM_NAMES if name in pasted and name != "loras"}
+    if imported.request.loras:
+        params["loras"] = pasted["loras"]
+    params.update(given)
+    changes = {
+        "parameters_text": None,
+        "params": body.params.model_validate(params),
+        "prompt": body.prompt if body.prompt and body.prompt.strip() else imported.request.prompt,
+        "negative_prompt": body.negative_prompt if body.negative_prompt is not None
+        else imported.request.negative_prompt or None,
+        "recipe": body.recipe or imported.request.recipe,
+        "style": body.style or imported.request.style,
+    }
+    return body.model_copy(update=changes), [str(item) for item in imported.ignored]
+
+
+def _served_model_name(settings: Settings) -> str:
+    # The name the engine gives the configured model (its file's stem or folder's name), without loading it.
+    spec = str(settings.engine.model)
+    if spec == EMBEDDED_MODEL_NAME:
+        return spec
+    path = Path(spec)
+    return path.stem if path.suffix else path.name
 
 
 def new_generation(
@@ -75,10 +124,11 @@ def new_generation_from(
     else:
         prompt_to_run, negative_to_run = prompt or intent or "", negative_prompt
     try:
-        engine_request(
+        request = engine_request(
             prompt=prompt_to_run, negative_prompt=negative_to_run, params=seeded, recipe=recipe, style=style,
             settings=settings,
         )
+        check_library_loras(request, settings)
         check_names(recipe, style, settings, user_id)
     except InvalidRequestError as exc:
         raise renamed(exc, _api_field(exc.field)) from exc

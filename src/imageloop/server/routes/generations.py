@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -27,7 +28,7 @@ from imageloop.server.schemas import (
     generation_out,
 )
 from imageloop.server.services import Services
-from imageloop.server.submit import new_generation, renamed
+from imageloop.server.submit import new_generation, renamed, with_parameters_text
 from imageloop.storage import GenerationId, GenerationRecord, JobStatus, NewGeneration, UserAccount
 
 router = APIRouter(prefix="/api/v1", tags=["generations"])
@@ -43,15 +44,19 @@ def view(services: Services, record: GenerationRecord) -> GenerationOut:
     return generation_out(record, queue_position=position, live=services.progress.get(record.id))
 
 
-def _accepted(services: Services, record: GenerationRecord) -> GenerationAccepted:
+def _accepted(services: Services, record: GenerationRecord, ignored: list[str] | None = None) -> GenerationAccepted:
     position = services.storage.generations.queue_position(record.id)
-    return GenerationAccepted(id=record.id, status=record.status, queue_position=position)
+    return GenerationAccepted(id=record.id, status=record.status, queue_position=position, ignored=ignored or [])
 
 
 def _prepared(services: Services, user: UserAccount, body: GenerationCreate) -> tuple[NewGeneration, PreparedRequest]:
-    """Moderate ``body``, resolve its prompt once and complete it with the prompt service ("the usual", a recipe
-    choice), then validate it."""
-    prepared = prepare_request(body, services.prompts, services.settings, user.id, services.storage.previews)
+    """Read ``body``'s pasted parameters, moderate it, resolve its prompt once and complete it with the prompt
+    service ("the usual", a recipe choice: not for pasted parameters, which run as written), then validate it."""
+    pasted = body.parameters_text is not None
+    body, ignored = with_parameters_text(body, services.settings)
+    prepared = prepare_request(body, services.prompts, services.settings, user.id, services.storage.previews,
+                               choose_recipe=not pasted)
+    prepared = replace(prepared, ignored=ignored)
     return new_generation(prepared.body, services.settings, user.id, expansion=prepared.expansion), prepared
 
 
@@ -75,7 +80,7 @@ def create_generation(body: GenerationCreate, user: CurrentUser, services: Servi
     record = services.storage.generations.create(user.id, request)
     _log_recipe_choice(services, user, record, prepared)
     services.queue.submitted([record.id])
-    return _accepted(services, record)
+    return _accepted(services, record, prepared.ignored)
 
 
 @router.post("/generations/quote", summary="What a generation would cost, before submitting it")
@@ -116,7 +121,8 @@ def create_generations(
     for record, ready in zip(records, prepared, strict=True):
         _log_recipe_choice(services, user, record, ready)
     services.queue.submitted([record.id for record in records])
-    return GenerationBatchAccepted(generations=[_accepted(services, record) for record in records])
+    return GenerationBatchAccepted(generations=[_accepted(services, record, ready.ignored)
+                                                for record, ready in zip(records, prepared, strict=True)])
 
 
 @router.get("/generations/{generation_id}", summary="A generation: status, progress, final prompt, images")
