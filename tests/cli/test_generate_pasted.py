@@ -91,3 +91,12 @@ def test_missing_lora_fails_naming_it(model_dir: Path, data_dir: Path, tmp_path:
     assert isinstance(result.exception, InvalidRequestError)
     assert result.exception.field == "lora" and "detail_tweaker" in str(result.exception)
     assert not (tmp_path / "o.png").exists()
+
+
+def test_clip_skip_on_sdxl_is_reported(tmp_path: Path) -> None:
+    model = tiny.save_sdxl(tmp_path / "xl", model_defaults={"steps": 1, "scheduler": "Euler", "width": 64,
+                                                            "height": 64})
+    result = CliRunner().invoke(app, ["generate", "a cat", "--clip-skip", "2", "-o", str(tmp_path / "o.png"),
+                                      "--model", str(model)], env={"IMAGELOOP_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 0, result.output
+    assert "warning: not honoured: Clip skip: 2" in result.output

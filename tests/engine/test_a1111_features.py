@@ -184,3 +184,13 @@ def test_pasted_text_runs_end_to_end(model_dirs: dict[str, Path], tmp_path: Path
     assert (r.scheduler, r.clip_skip, r.hires_scale, r.steps) == ("DPM++ SDE Karras", 2, 2.0, 3)
     assert (result.images[0].width, result.images[0].height) == (128, 128)
     assert [i.name for i in imported.ignored] == ["Hires upscaler"]
+
+
+def test_hires_fix_is_text_to_image_only() -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(png, format="PNG")
+    for images in ({"init_image": png.getvalue()}, {"control_image": png.getvalue()}):
+        with pytest.raises(InvalidRequestError, match="hires_scale"):
+            GenerationRequest(prompt="a cat", hires_scale=2, **images)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="hires_strength"):
+        GenerationRequest(prompt="a cat", hires_strength=0.5)

@@ -93,3 +93,32 @@ def test_missing_lora_and_outside_names_are_422(client: TestClient, services: Se
     absolute = client.post("/api/v1/generations", headers=auth(key), json={
         "prompt": "a cat", "params": {"loras": [{"file": "/etc/x.safetensors"}]}})
     assert absolute.status_code == 422 and absolute.json()["field"] == "params.loras.0.file"
+
+
+def test_a_png_upload_takes_its_parameters(client: TestClient, services: Services) -> None:
+    import io
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    library(services)
+    _, key = make_user(services.storage, "paste-png")
+    info = PngInfo()
+    info.add_text("parameters", FORGE_TEXT.replace("Sampler: DPM++ SDE", "Sampler: DPM++ 2S a"))
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG", pnginfo=info)
+    accepted = client.post("/api/v1/generations/from-png", headers=auth(key), data={"n": "2"},
+                           files={"png": ("forge.png", buffer.getvalue(), "image/png")})
+    assert accepted.status_code == 202, accepted.text
+    assert any(line.startswith("Sampler: DPM++ 2S a — approximated") for line in accepted.json()["ignored"])
+    done = wait_done(client, key, accepted.json()["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert done["params"]["scheduler"] == "DPM++ 2S Karras" and [i["seed"] for i in done["images"]] == [42, 43]
+    not_png = client.post("/api/v1/generations/from-png", headers=auth(key),
+                          files={"png": ("x.png", b"plain text", "image/png")})
+    assert not_png.status_code == 422 and not_png.json()["field"] == "png"
+    no_text = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(no_text, format="PNG")
+    bare = client.post("/api/v1/generations/from-png", headers=auth(key),
+                       files={"png": ("bare.png", no_text.getvalue(), "image/png")})
+    assert bare.status_code == 422 and "parameters" in bare.json()["message"]

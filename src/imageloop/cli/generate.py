@@ -142,6 +142,10 @@ def generate(
     console.print(f"model {loaded.name} ({loaded.architecture.value}, {loaded.short_hash}) on {loaded.device}")
     if imported is not None:
         _warn_ignored(console, imported, loaded.name, loaded.version)
+    if (request.clip_skip or 1) > 1 and getattr(loaded.pipe, "text_encoder_2", None) is not None:
+        console.print(f"warning: not honoured: Clip skip: {request.clip_skip} — this model reads its text encoders' "
+                      "penultimate layer always (as A1111 does for SDXL by default)", style="yellow", markup=False,
+                      highlight=False, soft_wrap=True)
     result = _run_with_progress(engine, request, console)
     paths = output_paths(out, len(result.images))
     for path, image in zip(paths, result.images, strict=True):

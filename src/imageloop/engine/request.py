@@ -194,7 +194,7 @@ class GenerationRequest(BaseModel):
         for name in ("hires_steps", "hires_strength"):
             if getattr(self, name) is not None and self.hires_scale is None:
                 raise InvalidRequestError(name, "only applies with hires_scale (hires fix)", value=getattr(self, name))
-        if self.hires_scale is not None and self.init_image is not None:
+        if self.hires_scale is not None and (self.init_image is not None or self.control_image is not None):
             raise InvalidRequestError("hires_scale", "hires fix applies to text-to-image only", value=self.hires_scale)
         return self
 

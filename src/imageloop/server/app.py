@@ -18,6 +18,7 @@ from imageloop.server.docs import install_docs
 from imageloop.server.errors import install_error_handlers
 from imageloop.server.limits import BodyLimitMiddleware
 from imageloop.server.routes import ROUTERS
+from imageloop.server.routes.generations import FROM_PNG_MAX_BYTES
 from imageloop.server.services import EngineFactory, build_services
 from imageloop.training.user_lora import lora_upload_limit
 
@@ -48,7 +49,8 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
         docs_url=None, redoc_url=None,  # /docs is served with local assets (install_docs), never from a CDN
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes,
-                       path_limits={"/api/v1/loras": lora_upload_limit(settings)})
+                       path_limits={"/api/v1/loras": lora_upload_limit(settings),
+                                    "/api/v1/generations/from-png": FROM_PNG_MAX_BYTES})
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

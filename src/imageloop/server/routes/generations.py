@@ -8,16 +8,18 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from imageloop.engine.pngmeta import png_parameters_text
 from imageloop.errors import InvalidRequestError
 from imageloop.jobs import JobCancelled, JobEvent
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.intents import PreparedRequest, prepare_request
 from imageloop.server.schemas import (
     MAX_ID,
+    MAX_TEXT,
     GenerationAccepted,
     GenerationBatchAccepted,
     GenerationBatchCreate,
@@ -36,6 +38,8 @@ router = APIRouter(prefix="/api/v1", tags=["generations"])
 GenerationIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="A generation id.")]
 # While streaming, the database is read this often in case an event was missed (another server's worker...).
 SSE_POLL_SECONDS = 2.0
+# The largest PNG POST /api/v1/generations/from-png takes (only its text chunk is read, never its pixels).
+FROM_PNG_MAX_BYTES = 32 << 20
 
 
 def view(services: Services, record: GenerationRecord) -> GenerationOut:
@@ -81,6 +85,23 @@ def create_generation(body: GenerationCreate, user: CurrentUser, services: Servi
     _log_recipe_choice(services, user, record, prepared)
     services.queue.submitted([record.id])
     return _accepted(services, record, prepared.ignored)
+
+
+@router.post("/generations/from-png", status_code=202, summary="Queue a generation with the parameters of a PNG")
+async def create_generation_from_png(
+    png: Annotated[UploadFile, File(description="A PNG written by AUTOMATIC1111, Forge, Civitai or Imageloop, "
+                                                "carrying its `parameters` text.")],
+    user: CurrentUser,
+    services: ServicesDep,
+    n: Annotated[int, Form(ge=1, le=64, description="Images to generate (image i uses seed + i).")] = 1,
+) -> GenerationAccepted:
+    """As ``POST /api/v1/generations`` with the PNG's ``parameters`` text as ``parameters_text``: the same settings,
+    and ``ignored`` listing each one not honoured. 422 naming ``png`` when it is not a PNG or has no such text."""
+    text = png_parameters_text(await png.read())
+    if len(text) > MAX_TEXT:
+        raise InvalidRequestError("png", f"its parameters text has {len(text)} characters", allowed=f"<= {MAX_TEXT}")
+    body = GenerationCreate(parameters_text=text, n=n)
+    return await run_in_threadpool(create_generation, body, user, services)
 
 
 @router.post("/generations/quote", summary="What a generation would cost, before submitting it")
