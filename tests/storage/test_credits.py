@@ -293,3 +293,23 @@ def test_a_running_job_cancelled_or_released_after_a_cancel_is_refunded_once(sto
     storage.generations.mark_cancelled(released.id)
     assert _balance(storage, ada) == 10
     assert storage.generations.get(ada, released.id).status is JobStatus.CANCELLED
+
+
+def test_parallel_claims_never_run_more_of_a_users_jobs_than_the_tier_allows(tiered: Storage) -> None:
+    ada = _user(tiered, "ada")
+    for i in range(8):
+        tiered.generations.create(ada, NewGeneration(intent=f"a {i}"))
+    start, claimed, lock = threading.Barrier(8), [], threading.Lock()
+
+    def claim(worker: int) -> None:
+        start.wait()
+        records = tiered.generations.claim(WorkerId(f"w{worker}"))
+        with lock:
+            claimed.extend(records)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == 1  # the free tier runs one job at a time

@@ -55,6 +55,9 @@ from imageloop.storage.records import (
 MAX_TEXT = 10_000
 MAX_HISTORY_PAGE = 100
 DEFAULT_MAX_ATTEMPTS = 3
+# PostgreSQL advisory lock that serialises claims while a queue policy caps jobs running per user: two workers
+# counting a user's running jobs at once would otherwise both see room for one more.
+_CLAIM_LOCK_KEY = 0x1A6E_C1A1
 _ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
@@ -68,6 +71,11 @@ class QueuePolicy:
     max_running: Mapping[str, int] = field(default_factory=dict)
     default_priority: int = 0
     default_max_running: int = 0
+
+    @property
+    def caps_running(self) -> bool:
+        """Whether any tier limits the jobs a user runs at once."""
+        return self.default_max_running > 0 or any(cap > 0 for cap in self.max_running.values())
 
     def priority_of(self, tier: Any) -> sa.ColumnElement[int]:
         if not self.priorities:
@@ -282,6 +290,8 @@ class GenerationRepository:
         query = sa.select(Generation.id, Generation.batch_key, Generation.user_id).where(queued)
         headroom: dict[str, int] = {}
         if self._policy is not None:
+            if self._policy.caps_running and session.get_bind().dialect.name == "postgresql":
+                session.execute(sa.select(sa.func.pg_advisory_xact_lock(_CLAIM_LOCK_KEY)))
             running = aliased(Generation)
             running_now = (
                 sa.select(sa.func.count()).select_from(running)
