@@ -181,3 +181,27 @@ def test_our_own_text_round_trips_with_loras_clip_skip_and_hires() -> None:
     assert text.startswith("a cat <lora:add_detail:0.8>\n")
     assert "Clip skip: 2, Hires upscale: 1.5, Hires steps: 8, Denoising strength: 0.45" in text
     assert parse_parameters(text).request == request
+
+
+def test_renamed_lora_is_found_by_its_a1111_hash(settings: Settings) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from imageloop.engine.infotext import addnet_hash
+
+    renamed = settings.loras_dir / "downloads" / "civitai_12345.safetensors"
+    renamed.parent.mkdir(parents=True)
+    save_file({"lora_unet_x.lora_down.weight": torch.ones(2, 2)}, str(renamed), metadata={"ss_output_name": "a"})
+    digest = addnet_hash(renamed)
+    # The metadata is outside the hashed part: the same tensors with other metadata hash the same.
+    other = settings.loras_dir / "other.safetensors"
+    save_file({"lora_unet_x.lora_down.weight": torch.ones(2, 2)}, str(other), metadata={"ss_output_name": "bb"})
+    assert addnet_hash(other) == digest
+    other.unlink()
+    text = ("a cat <lora:detail_tweaker:0.5>\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, "
+            f'Lora hashes: "detail_tweaker: {digest[:12]}", Version: v1.10.1')
+    imported = import_parameters(text, settings)
+    assert imported.request.loras == (LoraWeight(file="downloads/civitai_12345", weight=0.5),)
+    assert "has its hash" in ignored_names(imported)["<lora:detail_tweaker>"]
+    with pytest.raises(InvalidRequestError, match="detail_tweaker"):
+        import_parameters(text.replace(digest[:12], "0" * 12), settings)

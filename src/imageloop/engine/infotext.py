@@ -20,8 +20,10 @@ settings and are not reported.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from imageloop.config import Settings
@@ -80,7 +82,7 @@ def import_parameters(
     prompt, tags = prompt_tags(prompt)
     negative, negative_tags = prompt_tags(negative)
     fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
-    fields["loras"] = _loras(tags, settings, reader.ignored)
+    fields["loras"] = _loras(tags, settings, reader.ignored, _named_hashes(values.get("Lora hashes", "")))
     for tag in negative_tags:
         reader.ignore(f"<{tag.kind}:{tag.name}>", tag.text, "an extra-network tag in the negative prompt has no effect "
                       "in A1111 either; removed")
@@ -141,7 +143,32 @@ class _Reader:
             raise InvalidRequestError(name, f"cannot read {value!r} as a number", value=value) from None
 
 
-def _loras(tags: list[PromptTag], settings: Settings, ignored: list[IgnoredSetting]) -> list[LoraWeight]:
+def _named_hashes(text: str) -> dict[str, str]:
+    """``"name: hash, other: hash"`` (A1111's ``Lora hashes``) as {name: hash}."""
+    pairs = (part.rsplit(":", 1) for part in text.split(",") if ":" in part)
+    return {name.strip(): digest.strip().lower() for name, digest in pairs if digest.strip()}
+
+
+def addnet_hash(path: Path) -> str:
+    """A1111's hash of a LoRA ``.safetensors`` file (kohya's "addnet" hash): SHA-256 of everything after the header,
+    so editing the metadata keeps it. ``Lora hashes`` lists its first 12 hex digits."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            header = int.from_bytes(file.read(8), "little")
+            if 8 + header > path.stat().st_size:
+                return ""  # not a safetensors file: matches no hash
+            file.seek(8 + header)
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+def _loras(
+    tags: list[PromptTag], settings: Settings, ignored: list[IgnoredSetting], hashes: dict[str, str]
+) -> list[LoraWeight]:
     weights: dict[str, float] = {}
     for tag in tags:
         if tag.kind == "hypernet":
@@ -160,13 +187,14 @@ def _loras(tags: list[PromptTag], settings: Settings, ignored: list[IgnoredSetti
         if not -MAX_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT:
             raise InvalidRequestError("prompt", f"{tag.text}: weight {weight:g} is out of range", value=tag.text,
                                       allowed=f"-{MAX_LORA_WEIGHT:g}..{MAX_LORA_WEIGHT:g}")
-        file = _library_lora(tag, settings)
+        file = _library_lora(tag, settings, hashes.get(tag.name), ignored)
         weights[file] = weights.get(file, 0.0) + weight
     return [LoraWeight(file=file, weight=weight) for file, weight in weights.items()]
 
 
-def _library_lora(tag: PromptTag, settings: Settings) -> str:
-    """The library file name of a tag's LoRA; InvalidRequestError naming it (and listing the library) if missing."""
+def _library_lora(tag: PromptTag, settings: Settings, short_hash: str | None, ignored: list[IgnoredSetting]) -> str:
+    """The library file name of a tag's LoRA: by name, else (a file renamed since) by the hash ``Lora hashes`` gives
+    it; InvalidRequestError naming it (and listing the library) if neither finds it."""
     name = tag.name
     if ".." in re.split(r"[\\/]", name) or name.startswith(("/", "\\")):
         raise InvalidRequestError("prompt", f"{tag.text}: a LoRA name may not leave the LoRA library", value=name)
@@ -179,8 +207,16 @@ def _library_lora(tag: PromptTag, settings: Settings) -> str:
     found = sorted(settings.loras_dir.rglob(f"{name}{LORA_SUFFIX}")) if settings.loras_dir.is_dir() else []
     if found:
         return str(found[0].relative_to(settings.loras_dir))
-    library = sorted(p.relative_to(settings.loras_dir).as_posix().removesuffix(LORA_SUFFIX)
-                     for p in settings.loras_dir.rglob(f"*{LORA_SUFFIX}")) if settings.loras_dir.is_dir() else []
+    files = sorted(settings.loras_dir.rglob(f"*{LORA_SUFFIX}")) if settings.loras_dir.is_dir() else []
+    if short_hash:
+        for path in files:
+            digest = addnet_hash(path)
+            if digest and digest.startswith(short_hash):
+                file = path.relative_to(settings.loras_dir).as_posix()
+                ignored.append(IgnoredSetting(f"<{tag.kind}:{name}>", tag.text, f"no LoRA of that name; the library's "
+                                              f"{file} has its hash ({short_hash}) and was used"))
+                return file.removesuffix(LORA_SUFFIX)
+    library = sorted(p.relative_to(settings.loras_dir).as_posix().removesuffix(LORA_SUFFIX) for p in files)
     raise InvalidRequestError("lora", f"{tag.text} in the prompt names LoRA {name!r}, which is not in the LoRA "
                               "library (loras/)", value=name,
                               allowed=", ".join(library) or "none: the library is empty")

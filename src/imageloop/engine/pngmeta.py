@@ -53,15 +53,21 @@ class PromptTag:
     text: str
 
 
-def prompt_tags(prompt: str) -> tuple[str, list[PromptTag]]:
-    """The prompt without its extra-network tags, and the tags in order. Where a tag goes, the comma and spaces
-    around it go too ("a, <lora:x:1>, b" -> "a, b"); the rest of the text is left as written."""
+def prompt_tags(prompt: str, kinds: tuple[str, ...] = ("lora", "lyco", "hypernet")) -> tuple[str, list[PromptTag]]:
+    """The prompt without its extra-network tags of ``kinds``, and those tags in order. Where a tag goes, the comma
+    and spaces around it go too ("a, <lora:x:1>, b" -> "a, b"); the rest of the text is left as written."""
+    matches = [m for m in PROMPT_TAG_RE.finditer(prompt) if m[1].lower() in kinds]
     tags = [PromptTag(m[1].lower(), m[2].strip(), tuple(n.strip() for n in m[3].split(":")[1:]), m[0])
-            for m in PROMPT_TAG_RE.finditer(prompt)]
+            for m in matches]
     if not tags:
         return prompt, []
     mark = "\x00"
-    text = re.sub(rf"[ \t]*{mark}(?:[ \t]*{mark})*[ \t]*", mark, PROMPT_TAG_RE.sub(mark, prompt))
+    pieces, last = [], 0
+    for match in matches:
+        pieces += [prompt[last: match.start()], mark]
+        last = match.end()
+    marked = "".join(pieces) + prompt[last:]
+    text = re.sub(rf"[ \t]*{mark}(?:[ \t]*{mark})*[ \t]*", mark, marked)
     text = text.replace(f",{mark},", ",")  # a tag between two commas
     text = re.sub(rf",?{mark}(?=\n|$)", "", text)  # at the end of a line, with the comma before it
     text = re.sub(rf"(?:^|(?<=\n)){mark},?[ \t]*", "", text)  # at the start of a line, with the comma after it
@@ -212,9 +218,10 @@ def _json_end(text: str, start: int) -> int | None:
 
 
 def _to_parameters(prompt: str, negative: str, values: dict[str, str]) -> ImageParameters:
-    prompt, tags = prompt_tags(prompt)
+    # LoRA (and LyCORIS) tags become the request's LoRAs; anything else stays in the text (infotext reports it).
+    prompt, tags = prompt_tags(prompt, kinds=("lora", "lyco"))
     loras = [LoraWeight(file=tag.name, weight=float(tag.numbers[0]) if tag.numbers and tag.numbers[0] else 1.0)
-             for tag in tags if tag.kind == "lora"]
+             for tag in tags]
     fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative, "loras": loras}
     known = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model",
              "Recipe", "Style", "Denoising strength", "ControlNet weight", "Clip skip", "Hires upscale", "Hires steps"}
