@@ -187,3 +187,14 @@ def test_parallel_submits_over_http_never_spend_the_same_credits(
             assert services.storage.users.get(user_id).credits == 0
             debits = [e for e in services.storage.credits.history(user_id, limit=50) if e.kind is LedgerKind.DEBIT]
             assert len(debits) == 5
+
+
+def test_a_quote_reads_pasted_parameters_as_the_submit_does(client: TestClient, services: Services) -> None:
+    _, key = make_user(services.storage, "paste-user")
+    pasted = "a fox in the snow\nSteps: 2, Sampler: Euler, CFG scale: 1, Seed: 5, Size: 128x128"
+    quote = client.post("/api/v1/generations/quote", headers=auth(key), json={"parameters_text": pasted, "n": 2})
+    assert quote.status_code == 200, quote.json()
+    assert (quote.json()["per_image"], quote.json()["cost"]) == (4, 8)
+    accepted = client.post("/api/v1/generations", headers=auth(key), json={"parameters_text": pasted, "n": 2})
+    assert accepted.status_code == 202, accepted.json()
+    assert client.get("/api/v1/account", headers=auth(key)).json()["credits"]["balance"] == 2

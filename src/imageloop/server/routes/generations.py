@@ -108,7 +108,9 @@ async def create_generation_from_png(
 def quote_generation(body: GenerationCreate, user: CurrentUser, services: ServicesDep) -> QuoteOut:
     """The credits the generation in ``body`` would cost (``n`` times the cost of one image from its size and
     steps; see the README's cost model), the balance, whether it covers the cost and which tier limit, if any, the
-    request is over. Nothing is charged, queued or counted against the request rate."""
+    request is over. Nothing is charged, queued or counted against the request rate. A ``parameters_text`` is read
+    as the submit reads it."""
+    body, _ = with_parameters_text(body, services.settings)
     params = body.params.model_dump(exclude_none=True)
     params["num_images"] = body.n
     quote = services.fair_use.quote(user, params)
