@@ -158,7 +158,8 @@ def test_hires_fix_is_a_second_pass_at_the_upscaled_size(model_dirs: dict[str, P
     image = result.images[0]
     assert (image.width, image.height) == (96, 96)
     assert Image.open(io.BytesIO(image.png)).size == (96, 96)
-    assert steps[-1][1] == 2 and len(steps) == 2 + 2  # the first pass's 2 steps, then 4 * 0.5
+    # One count over both passes: the first pass's 2 steps, then 4 * 0.5.
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     plain = engine.generate(GenerationRequest(prompt="a cat", seed=6))
     upscaled = Image.open(io.BytesIO(plain.images[0].png)).resize((96, 96), Image.Resampling.LANCZOS)
     assert (pixels(image.png) != np.asarray(upscaled, dtype=np.int16)).any()  # denoised again, not only resized

@@ -415,7 +415,7 @@ class Engine:
             num_inference_steps=plan.steps,
             guidance_scale=plan.guidance_scale,
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-            callback_on_step_end=reporter.hook(),
+            callback_on_step_end=reporter.hook(later=_hires_steps_run(plan)),
             output_type="pil",
         )
         request = plan.request
@@ -465,7 +465,7 @@ class Engine:
             num_inference_steps=request.hires_steps or plan.steps,
             guidance_scale=plan.guidance_scale,
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-            callback_on_step_end=reporter.hook(),
+            callback_on_step_end=reporter.hook(done=reporter.steps),
             output_type="pil",
         )
         return self._call(pipe, call, reporter)
@@ -513,6 +513,15 @@ def _with_base_lora(recipe: Recipe | None, lora: BaseLora | None, model_version:
     merged = recipe.model_copy(update={"loras": [*recipe.loras, base]}) if recipe is not None else \
         Recipe(name="base-lora", loras=[base])
     return merged, f"{model_version}+{lora.tag}"
+
+
+def _hires_steps_run(plan: _Plan) -> int:
+    """The denoising steps hires fix adds: img2img runs ``steps * strength`` of its steps (diffusers and A1111)."""
+    request = plan.request
+    if request.hires_scale is None or request.hires_strength is None:
+        return 0
+    steps = request.hires_steps or plan.steps
+    return min(int(steps * request.hires_strength), steps)
 
 
 def _with_request_loras(recipe: Recipe | None, loras: Sequence[LoraWeight]) -> Recipe | None:

@@ -47,6 +47,7 @@ class StepReporter:
         self._on_step = on_step
         self._cancel = cancel
         self.stopped = False
+        self.steps = 0
 
     def raise_if_stopped(self) -> None:
         """Raise GenerationCancelled if the callback or the token asked for a stop (also before the run starts)."""
@@ -54,12 +55,14 @@ class StepReporter:
             self.stopped = True
             raise GenerationCancelled("generation cancelled; no image was produced")
 
-    def hook(self) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-        """The function to pass as ``callback_on_step_end``."""
+    def hook(self, done: int = 0, later: int = 0) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+        """The function to pass as ``callback_on_step_end``. A run of several pipeline calls (hires fix) counts on:
+        ``done`` steps came before this call, ``later`` steps follow it; :attr:`steps` is the count so far."""
 
         def on_step_end(pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            total = int(getattr(pipe, "num_timesteps", 0) or index + 1)
-            keep_going = self._on_step(index + 1, total) if self._on_step is not None else None
+            total = done + int(getattr(pipe, "num_timesteps", 0) or index + 1) + later
+            self.steps = done + index + 1
+            keep_going = self._on_step(self.steps, total) if self._on_step is not None else None
             if keep_going is False or (self._cancel is not None and self._cancel.cancelled):
                 self.stopped = True
                 pipe._interrupt = True
