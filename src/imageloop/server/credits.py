@@ -31,6 +31,11 @@ from imageloop.errors import InvalidRequestError, QuotaError
 from imageloop.storage import Allowance, Charge, CreditBalance, NewGeneration, Storage, UserAccount
 
 RATE_WINDOW_SECONDS = 60.0
+# What a route that queues generations may answer with credits on (for the OpenAPI docs).
+CHARGED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    402: {"description": "OutOfCreditsError: the balance does not cover the cost; Retry-After until the refill."},
+    429: {"description": "QuotaError: over the tier's requests per minute or queued jobs; Retry-After."},
+}
 
 
 def image_cost(params: Mapping[str, Any], credits: CreditsSettings) -> int:

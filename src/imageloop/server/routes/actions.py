@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from imageloop.errors import InvalidRequestError
 from imageloop.flywheel.editdiff import edit_details
+from imageloop.server.credits import CHARGED_RESPONSES
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.schemas import ActionCreate, ActionOut, action_out
 from imageloop.server.services import Services
@@ -51,7 +52,8 @@ def _child_and_edit(
 @router.post(
     "/actions",
     status_code=201,
-    responses={200: {"model": ActionOut, "description": "This client_event_id was recorded before; the first action."}},
+    responses={200: {"model": ActionOut, "description": "This client_event_id was recorded before; the first action."},
+               **CHARGED_RESPONSES},
     summary="Record a user action",
 )
 def record_action(body: ActionCreate, user: CurrentUser, services: ServicesDep, response: Response) -> ActionOut:

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from imageloop.engine.pngmeta import png_parameters_text
 from imageloop.errors import InvalidRequestError
 from imageloop.jobs import JobCancelled, JobEvent
+from imageloop.server.credits import CHARGED_RESPONSES
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.intents import PreparedRequest, prepare_request
 from imageloop.server.schemas import (
@@ -71,7 +72,7 @@ def _log_recipe_choice(
         services.prompts.record_recipe_choice(record.id, user.id, prepared.recipe_choice)
 
 
-@router.post("/generations", status_code=202, summary="Queue a generation")
+@router.post("/generations", status_code=202, summary="Queue a generation", responses=CHARGED_RESPONSES)
 def create_generation(body: GenerationCreate, user: CurrentUser, services: ServicesDep) -> GenerationAccepted:
     """Store a queued generation with its prompt (expanded here, once, or the preview ``expansion_id`` names) and
     wake the workers; 202 with its id, status and queue position. A blocked intent or prompt is a 400 naming its
@@ -87,7 +88,8 @@ def create_generation(body: GenerationCreate, user: CurrentUser, services: Servi
     return _accepted(services, record, prepared.ignored)
 
 
-@router.post("/generations/from-png", status_code=202, summary="Queue a generation with the parameters of a PNG")
+@router.post("/generations/from-png", status_code=202, summary="Queue a generation with the parameters of a PNG",
+             responses=CHARGED_RESPONSES)
 async def create_generation_from_png(
     png: Annotated[UploadFile, File(description="A PNG written by AUTOMATIC1111, Forge, Civitai or Imageloop, "
                                                 "carrying its `parameters` text.")],
@@ -121,7 +123,7 @@ def quote_generation(body: GenerationCreate, user: CurrentUser, services: Servic
     )
 
 
-@router.post("/generations/batch", status_code=202, summary="Queue several generations")
+@router.post("/generations/batch", status_code=202, summary="Queue several generations", responses=CHARGED_RESPONSES)
 def create_generations(
     body: GenerationBatchCreate, user: CurrentUser, services: ServicesDep
 ) -> GenerationBatchAccepted:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from imageloop.config import EMBEDDED_MODEL_NAME
 from imageloop.errors import GenerationFailed, InvalidRequestError, UnknownNameError
 from imageloop.prompts.expand import expansion_record, resolve_prompt
+from imageloop.server.credits import CHARGED_RESPONSES
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.links import public_base_url
 from imageloop.server.schemas import OpenAIImage, OpenAIImageRequest, OpenAIImagesResponse
@@ -104,7 +105,7 @@ def _image_data(services: Services, image: ImageRecord, base_url: str, *, as_b64
     return OpenAIImage(url=url, revised_prompt=prompt)
 
 
-@router.post("/v1/images/generations", summary="OpenAI-compatible image generation")
+@router.post("/v1/images/generations", summary="OpenAI-compatible image generation", responses=CHARGED_RESPONSES)
 async def create_images(
     body: OpenAIImageRequest, user: CurrentUser, services: ServicesDep, request: Request
 ) -> OpenAIImagesResponse:
