@@ -23,7 +23,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from imageloop.config import CreditsSettings, Settings, TierSettings
@@ -67,7 +67,7 @@ class Quote:
     tier: str
     charged: bool  # False: credits are off or the tier is unlimited
     balance: int
-    next_refill_at: Any  # datetime | None
+    next_refill_at: datetime | None
     affordable: bool
     problem: str | None  # the tier limit the request is over, if any
 
