@@ -155,3 +155,14 @@ def test_cancel_of_a_finished_job_changes_nothing(client: TestClient, services: 
                                               json={"prompt": "a sky"}).json()["id"])
     response = client.post(f"/api/v1/generations/{done['id']}/cancel", headers=auth(key))
     assert (response.status_code, response.json()["status"]) == (200, "succeeded")
+
+
+def test_an_administrator_cancels_any_users_job_others_get_404(client: TestClient, services: Services) -> None:
+    _, owner = make_user(services.storage, "cancel-owner")
+    _, stranger = make_user(services.storage, "cancel-stranger")
+    _, admin = services.storage.users.create_user("cancel-admin", is_admin=True)
+    done = wait_done(client, owner, client.post("/api/v1/generations", headers=auth(owner),
+                                                json={"prompt": "a hill"}).json()["id"])
+    assert client.post(f"/api/v1/generations/{done['id']}/cancel", headers=auth(stranger)).status_code == 404
+    response = client.post(f"/api/v1/generations/{done['id']}/cancel", headers=auth(admin))
+    assert (response.status_code, response.json()["status"]) == (200, "succeeded")  # finished: unchanged

@@ -191,6 +191,15 @@ def test_cancel_queued_and_running(storage: Storage) -> None:
     assert storage.generations.mark_failed(running.id, "boom").status is JobStatus.CANCELLED
 
 
+def test_an_administrator_cancels_any_users_job(storage: Storage) -> None:
+    ada, _ = storage.users.create_user("ada")
+    queued = storage.generations.create(ada.id, NewGeneration(intent="a"))
+    assert storage.generations.request_cancel(None, queued.id).status is JobStatus.CANCELLED
+    running = storage.generations.create(ada.id, NewGeneration(intent="b"))
+    storage.generations.claim(W1)
+    assert storage.generations.request_cancel(None, running.id).cancel_requested
+
+
 def test_history_pages_newest_first_with_cursor(storage: Storage) -> None:
     ada, _ = storage.users.create_user("ada")
     bob, _ = storage.users.create_user("bob")

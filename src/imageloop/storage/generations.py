@@ -453,12 +453,13 @@ class GenerationRepository:
         """Mark an active job cancelled (the worker calls this after a heartbeat said CANCEL)."""
         return self._finish(generation_id, JobStatus.CANCELLED)
 
-    def request_cancel(self, user_id: UserId, generation_id: GenerationId) -> GenerationRecord:
+    def request_cancel(self, user_id: UserId | None, generation_id: GenerationId) -> GenerationRecord:
         """Cancel the user's job: a queued one at once, a running one at its next heartbeat. A finished job is
-        returned unchanged. NotFoundError if it is not the user's."""
+        returned unchanged. NotFoundError if it is not the user's; ``user_id`` None (an administrator) cancels any
+        user's job."""
         with write_session(self._sessions) as session:
             row = self._locked(session, generation_id)
-            if row.user_id != user_id:
+            if user_id is not None and row.user_id != user_id:
                 raise NotFoundError(f"generation {generation_id!r} not found")
             if row.status == JobStatus.QUEUED:
                 row.status, row.finished_at = JobStatus.CANCELLED, self._clock()
