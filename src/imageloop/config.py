@@ -108,6 +108,25 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body accepted (413 above).")
     max_batch_requests: int = Field(default=32, ge=1, le=1000, description="Most generations in one batch request.")
+    max_image_pixels: int = Field(
+        default=4096 * 4096, ge=64 * 64, le=4096 * 4096,
+        description="Most pixels (width*height) of an image a request carries (private-LoRA training images, init and "
+        "control images), read from its header before any decode (422 naming the field above); PIL's own limit "
+        "(Image.MAX_IMAGE_PIXELS) is set to it as well.",
+    )
+    max_concurrent_uploads: int = Field(
+        default=2, ge=1, le=64,
+        description="Image uploads (private-LoRA training images, PNGs to read parameters from) one user may have "
+        "in progress at once; more answer 429 with Retry-After.",
+    )
+    timeout_keep_alive_seconds: int = Field(
+        default=5, ge=1, le=600, description="uvicorn closes an idle keep-alive connection after this long.",
+    )
+    max_incomplete_event_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=1 << 20,
+        description="Largest incomplete HTTP event (request line and headers) uvicorn's h11 parser holds before "
+        "refusing the request (uvicorn's h11_max_incomplete_event_size).",
+    )
     wait_timeout_seconds: float = Field(
         default=600.0, gt=0, description="How long the OpenAI-compatible route waits for its images."
     )

@@ -140,6 +140,17 @@ def test_settings_limits(tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert info.value.field == field
 
 
+def test_init_and_control_images_over_the_pixel_setting_are_refused_from_the_header(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.server.test_uploads import solid_png
+
+    settings = Settings(data_dir=tmp_path, server={"max_image_pixels": 100 * 100})
+    check_limits(GenerationRequest(prompt="x", init_image=solid_png(100, 100)), settings)
+    for field in ("init_image", "control_image"):
+        with pytest.raises(InvalidRequestError) as info:
+            check_limits(GenerationRequest(prompt="x", **{field: solid_png(101, 100)}), settings)  # type: ignore[arg-type]
+        assert info.value.field == field and "at most 10000 pixels" in str(info.value)
+
+
 @hypothesis_settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(
     prompt=st.text(max_size=50),

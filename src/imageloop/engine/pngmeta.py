@@ -271,7 +271,7 @@ def png_parameters_text(png: bytes) -> str:
             if image.format != "PNG":
                 raise InvalidRequestError("png", f"not a PNG image (got {image.format})")
             text = getattr(image, "text", {}).get(PARAMETERS_KEY) or image.info.get(PARAMETERS_KEY)
-    except OSError as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # the header says it is too large
         raise InvalidRequestError("png", f"not a readable image ({exc})") from None
     if not isinstance(text, str):
         raise InvalidRequestError("png", f"has no A1111 '{PARAMETERS_KEY}' text chunk")

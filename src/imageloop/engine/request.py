@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from imageloop.config import Settings
 from imageloop.engine.recipes import MAX_LORAS_PER_RECIPE, LoraWeight, Recipe
 from imageloop.engine.schedulers import canonical_scheduler_name
-from imageloop.errors import ImageloopError, InvalidRequestError
+from imageloop.errors import InvalidRequestError
 
 MAX_SEED = 2**32 - 1
 MIN_SIDE = 64
@@ -50,18 +50,32 @@ def image_to_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def check_image_pixels(data: bytes, field: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """The (width, height) an image's header declares, read without decoding its pixels; InvalidRequestError
+    naming ``field`` if the bytes are not an image or it has more than ``max_pixels`` pixels. A small file can
+    declare a huge image (a 13000x13000 PNG of one colour is a few hundred KB), so call this before any decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:  # lazy: reads the header only
+            width, height = opened.size
+    except Image.DecompressionBombError:  # over PIL's own limit (Image.MAX_IMAGE_PIXELS), also read from the header
+        raise InvalidRequestError(field, "image is too large", allowed=f"at most {max_pixels} pixels") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidRequestError(
+            field, f"not an image Pillow can read ({exc})", allowed="PNG, JPEG or WebP bytes, or base64 text of them"
+        ) from None
+    if width * height > max_pixels:
+        raise InvalidRequestError(field, f"image is {width}x{height}", allowed=f"at most {max_pixels} pixels")
+    return width, height
+
+
 def decode_image(data: bytes, field: str) -> Image.Image:
-    """Decode image bytes to an RGB PIL image; InvalidRequestError naming ``field`` if they are not an image."""
+    """Decode image bytes to an RGB PIL image; InvalidRequestError naming ``field`` if they are not an image or
+    declare more than MAX_IMAGE_PIXELS (checked from the header, before decoding)."""
+    check_image_pixels(data, field)
     try:
         with Image.open(io.BytesIO(data)) as opened:
-            if opened.width * opened.height > MAX_IMAGE_PIXELS:
-                raise InvalidRequestError(
-                    field, f"image is {opened.width}x{opened.height}", allowed=f"at most {MAX_IMAGE_PIXELS} pixels"
-                )
             opened.load()
             return opened.convert("RGB")
-    except ImageloopError:
-        raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidRequestError(
             field, f"not a decodable image ({exc})", allowed="PNG, JPEG or WebP bytes, base64 text or a PIL image"
@@ -242,8 +256,12 @@ class GenerationRequest(BaseModel):
 
 
 def check_limits(request: GenerationRequest, settings: Settings) -> None:
-    """Check the limits that come from settings (steps, pixels, batch size); InvalidRequestError names the field."""
+    """Check the limits that come from settings (steps, pixels, batch size, the pixels of an init or control
+    image); InvalidRequestError names the field."""
     limits = settings.engine
+    for name, image in (("init_image", request.init_image), ("control_image", request.control_image)):
+        if image is not None:
+            check_image_pixels(image, name, settings.server.max_image_pixels)
     if request.steps is not None and request.steps > limits.max_steps:
         raise InvalidRequestError("steps", f"{request.steps} is too many", value=request.steps,
                                   allowed=f"1..{limits.max_steps}")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from PIL import Image
 
 from imageloop import __version__
 from imageloop.config import Settings
@@ -44,6 +45,8 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
         finally:
             services.stop()
 
+    # Any image this process decodes is refused by PIL past the same limit (its DecompressionBombError).
+    Image.MAX_IMAGE_PIXELS = settings.server.max_image_pixels
     app = FastAPI(
         title="Imageloop", version=__version__, description=API_DESCRIPTION, lifespan=lifespan,
         docs_url=None, redoc_url=None,  # /docs is served with local assets (install_docs), never from a CDN

@@ -32,6 +32,7 @@ from imageloop.server.links import ImageLinks, load_secret
 from imageloop.server.metrics import Metrics
 from imageloop.server.schemas import Progress
 from imageloop.server.signin import SignInThrottle
+from imageloop.server.uploads import UploadSlots
 from imageloop.storage import Storage
 from imageloop.training.scheduler import TrainingWorker
 from imageloop.training.serving import ExpanderRouting, GeneratorRouting
@@ -176,6 +177,7 @@ class Services:
     warm_up: ModelWarmUp
     sign_in_throttle: SignInThrottle  # failed password sign-ins per user name and client address
     fair_use: FairUse  # credits, tiers and the request rate (settings.credits)
+    uploads: UploadSlots  # image uploads in progress per user (settings.server.max_concurrent_uploads)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lifecycle: threading.Lock = field(default_factory=threading.Lock)
 
@@ -235,4 +237,5 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
         links=ImageLinks(load_secret(settings)), progress=progress, prompts=prompts, training=training,
         trainer=TrainingWorker(settings, storage, stores=training), warm_up=warm_up,
         sign_in_throttle=SignInThrottle(settings.auth), fair_use=FairUse(settings, storage),
+        uploads=UploadSlots(settings.server.max_concurrent_uploads),
     )

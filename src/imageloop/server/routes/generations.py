@@ -99,7 +99,8 @@ async def create_generation_from_png(
 ) -> GenerationAccepted:
     """As ``POST /api/v1/generations`` with the PNG's ``parameters`` text as ``parameters_text``: the same settings,
     and ``ignored`` listing each one not honoured. 422 naming ``png`` when it is not a PNG or has no such text."""
-    text = png_parameters_text(await png.read())
+    with services.uploads.hold(user.id):
+        text = png_parameters_text(await png.read())  # the header and text chunks only: no pixel is decoded
     if len(text) > MAX_TEXT:
         raise InvalidRequestError("png", f"its parameters text has {len(text)} characters", allowed=f"<= {MAX_TEXT}")
     body = GenerationCreate(parameters_text=text, n=n)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from imageloop.server.deps import CurrentUser, RunsDep, ServicesDep
+from imageloop.server.uploads import check_images_pixels
 from imageloop.storage.records import RunKind
 from imageloop.training.user_lora import check_upload, delete_user_lora, queue_user_lora, user_recipes
 
@@ -59,9 +60,14 @@ async def create_lora(
     images: Annotated[list[UploadFile], File(description="5 to 20 images (PNG, JPEG, WebP...)")],
 ) -> LoraJobOut:
     """422 naming the problem for too few or too many images, a file that is not an image, an image that is too
-    big or too small, or a bad name or trigger word; 409 when you already have a LoRA of that name."""
-    files = [(image.filename or f"image {i}", await image.read()) for i, image in enumerate(images)]
-    upload = await run_in_threadpool(check_upload, services.settings, name=name, trigger=trigger, files=files)
+    big or too small (its pixels over ``server.max_image_pixels``, read before decoding), or a bad name or trigger
+    word; 409 when you already have a LoRA of that name; 429 with Retry-After while ``server.max_concurrent_uploads``
+    of your uploads are in progress."""
+    with services.uploads.hold(user.id):
+        files = [(image.filename or f"image {i}", await image.read()) for i, image in enumerate(images)]
+        # Each image's size from its header first: a small file may declare a huge image that decoding would expand.
+        await run_in_threadpool(check_images_pixels, files, "images", services.settings.server.max_image_pixels)
+        upload = await run_in_threadpool(check_upload, services.settings, name=name, trigger=trigger, files=files)
     run = await run_in_threadpool(queue_user_lora, services.settings, services.storage, user.id, upload,
                                   stores=services.training)
     services.trainer.wake()
