@@ -75,6 +75,19 @@ def test_a_batch_is_claimed_in_the_order_it_was_submitted(storage: Storage) -> N
     assert claimed == [job.id for job in created]
 
 
+def test_users_take_turns_so_one_users_batch_starves_nobody(storage: Storage) -> None:
+    ada, _ = storage.users.create_user("ada")
+    bob, _ = storage.users.create_user("bob")
+    flood = storage.generations.create_many(ada.id, [NewGeneration(intent=f"ada {i}") for i in range(6)])
+    first = storage.generations.claim(W1)
+    assert [job.id for job in first] == [flood[0].id]
+    later = storage.generations.create_many(bob.id, [NewGeneration(intent=f"bob {i}") for i in range(2)])
+    storage.generations.mark_succeeded(first[0].id, _images(first[0].id))
+    claimed = [job.id for _ in range(7) for job in storage.generations.claim(W1)]
+    # Bob's first job runs next, not after Ada's five others; then they alternate until Bob has no more.
+    assert claimed == [later[0].id, flood[1].id, later[1].id, *(job.id for job in flood[2:])]
+
+
 def test_concurrent_workers_never_claim_the_same_job(storage: Storage) -> None:
     ada, _ = storage.users.create_user("ada")
     created = storage.generations.create_many(ada.id, [NewGeneration(intent=f"job {i}") for i in range(40)])

@@ -236,7 +236,8 @@ class GenerationRepository:
             return int(session.scalar(query) or 0)
 
     def queue_position(self, generation_id: GenerationId) -> int | None:
-        """1 for the next job to run, 2 for the one after...; None when the generation is not queued."""
+        """1 for the next job to run, 2 for the one after...; None when the generation is not queued. Counted in
+        submission order within tiers: users taking turns (see :meth:`claim`) can only bring a job forward of it."""
         with read_session(self._sessions) as session:
             row = session.get(Generation, generation_id)
             if row is None or row.status != JobStatus.QUEUED:
@@ -261,7 +262,8 @@ class GenerationRepository:
     def claim(self, worker_id: WorkerId, *, limit: int = 1) -> list[GenerationRecord]:
         """Atomically take up to ``limit`` queued jobs for ``worker_id`` and mark them running under a lease.
 
-        The oldest queued job comes first; further jobs share its ``batch_key`` (so they can run in one pipeline
+        Users take turns: the first job is the oldest queued one of the user whose last job started longest ago
+        (a user who never ran one first); further jobs share its ``batch_key`` (so they can run in one pipeline
         call). Two workers never get the same job. Returns [] when the queue is empty.
         """
         if limit < 1:
@@ -286,7 +288,14 @@ class GenerationRepository:
         with its batch key. Under a policy the order puts higher tiers first and leaves out jobs of users already
         running their tier's most."""
         queued = Generation.status == JobStatus.QUEUED
-        order: list[Any] = [Generation.enqueued_at, Generation.id]
+        # Fair between users: of the queued jobs, those of the user whose last job started longest ago (or who has
+        # never run one) come first, so users take turns and one user's batch of many jobs starves nobody.
+        served = aliased(Generation)
+        last_served = (
+            sa.select(sa.func.max(served.started_at)).where(served.user_id == Generation.user_id)
+            .correlate(Generation).scalar_subquery()
+        )
+        order: list[Any] = [last_served.asc().nulls_first(), Generation.enqueued_at, Generation.id]
         query = sa.select(Generation.id, Generation.batch_key, Generation.user_id).where(queued)
         headroom: dict[str, int] = {}
         if self._policy is not None:
