@@ -93,6 +93,11 @@ class JobsSettings(BaseModel):
         default=100, ge=0, le=10_000, description="How long a worker waits for more compatible jobs before running."
     )
     max_attempts: int = Field(default=3, ge=1, le=100, description="Runs of a job whose worker keeps dying.")
+    max_job_seconds: float = Field(
+        default=600.0, ge=0,
+        description="Time limit of one run of a job (from its start on a worker): past it the worker stops the job "
+        "at its next step and fails it, naming the limit; its credits are refunded. 0 = no limit.",
+    )
     reroll_seeds: Literal["random", "derived"] = Field(
         default="random",
         description="Seeds of rerolls and edits (child generations): 'random' = a fresh random seed; 'derived' = a "

@@ -14,8 +14,8 @@ from imageloop.config import Settings
 from imageloop.engine.engine import Engine
 from imageloop.jobs import EmbeddedJobQueue, EventHub, JobEvent, JobProgress, JobStarted
 from imageloop.jobs.requests import batch_key, with_seed
-from imageloop.storage import GenerationId, JobStatus, NewGeneration, Storage, UserId, WorkerId
-from tests.server.kit import Gate, GatedEngine, tiny_settings, wait_finished
+from imageloop.storage import Charge, GenerationId, JobStatus, LedgerKind, NewGeneration, Storage, UserId, WorkerId
+from tests.server.kit import Gate, GatedEngine, tiny_settings, wait_finished, wait_for
 from tests.tiny import count_calls
 
 
@@ -119,6 +119,39 @@ def test_cancel_a_queued_job_and_a_running_job(
     assert [event.step for event in recorder.of(running, JobProgress)] == [1]  # stopped at the next step, of 3
     assert not recorder.of(queued, JobStarted)  # the cancelled queued job never ran
     assert not any(storage.blobs.root.rglob("*.png"))  # type: ignore[attr-defined]
+
+
+def test_a_job_past_its_time_limit_is_stopped_failed_with_the_reason_and_refunded(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    settings = tiny_settings(tmp_path / "limited", tiny_model, jobs={"max_job_seconds": 60})
+    now = [datetime.now(UTC)]
+    storage = Storage.open(settings, clock=lambda: now[0])
+    user = storage.users.create_user("slow-job")[0].id
+    storage.credits.grant(user, 20)
+    hub, recorder, gate = EventHub(), Recorder(), Gate()
+    hub.add_listener(recorder)
+    job_queue = EmbeddedJobQueue(storage, settings, hub, lambda: GatedEngine(Engine(settings), gate))
+    try:
+        params = with_seed({"steps": 3})
+        job = storage.generations.create(user, NewGeneration(prompt="a long cat", params=params, charge=Charge(cost=6),
+                                                             batch_key=batch_key(params, None, settings)))
+        job_queue.start()
+        gate.wait_reached()  # held after its first step
+        now[0] += timedelta(seconds=61)  # the run is now a minute old
+        wait_for(lambda: storage.generations.get_for_worker(job.id),  # a heartbeat has seen it
+                 lambda record: record.heartbeat_at is not None and record.heartbeat_at >= now[0])
+        gate.open()
+        record = wait_finished(storage, job.id)
+        assert record.status is JobStatus.FAILED and record.images == ()
+        assert "time limit of 60 s (jobs.max_job_seconds)" in (record.error or "")
+        assert [event.step for event in recorder.of(job.id, JobProgress)] == [1]  # stopped at the next step
+        ledger = [(entry.kind, entry.amount) for entry in storage.credits.generation_entries(job.id)]
+        assert ledger == [(LedgerKind.DEBIT, -6), (LedgerKind.REFUND, 6)]
+    finally:
+        gate.open()
+        job_queue.stop()
+        storage.close()
 
 
 def test_a_job_that_cannot_run_fails_with_the_reason_and_spares_its_batch(

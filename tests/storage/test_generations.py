@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from imageloop.config import JobsSettings
 from imageloop.errors import InvalidRequestError, NotFoundError
 from imageloop.storage import (
     Expansion,
@@ -202,6 +203,19 @@ def test_cancel_queued_and_running(storage: Storage) -> None:
     # Finishing a cancelled job changes nothing.
     assert storage.generations.mark_succeeded(running.id, _images(running.id)).images == ()
     assert storage.generations.mark_failed(running.id, "boom").status is JobStatus.CANCELLED
+
+
+def test_a_run_past_the_time_limit_is_told_to_stop(storage: Storage, clock: FakeClock) -> None:
+    ada, _ = storage.users.create_user("ada")
+    job = storage.generations.create(ada.id, NewGeneration(intent="a"))
+    storage.generations.claim(W1)
+    limit = JobsSettings().max_job_seconds  # the storage fixture's settings keep the default
+    clock.advance(limit - 1)
+    assert storage.generations.heartbeat(job.id, W1) is HeartbeatResult.CONTINUE
+    clock.advance(2)
+    assert storage.generations.heartbeat(job.id, W1) is HeartbeatResult.TIMED_OUT
+    failed = storage.generations.mark_failed(job.id, "stopped: the time limit")
+    assert failed.status is JobStatus.FAILED
 
 
 def test_an_administrator_cancels_any_users_job(storage: Storage) -> None:

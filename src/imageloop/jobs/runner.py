@@ -95,6 +95,7 @@ class RunningJob:
     record: GenerationRecord
     prepared: GenerationRequest | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    timed_out: threading.Event = field(default_factory=threading.Event)  # ran past jobs.max_job_seconds
     lost: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
     step: int = 0
@@ -118,14 +119,15 @@ class RunningJob:
 
     @property
     def stopped(self) -> bool:
-        return self.cancel.is_set() or self.abandoned
+        return self.cancel.is_set() or self.timed_out.is_set() or self.abandoned
 
 
 class LeaseKeeper:
     """A thread that heartbeats running jobs every ``interval`` seconds while a batch runs.
 
     The lease lives exactly as long as this process: a killed worker stops heartbeating and its jobs are re-queued
-    when the lease expires. A CANCEL answer sets the job's cancel flag, LOST its lost flag.
+    when the lease expires. A CANCEL answer sets the job's cancel flag, TIMED_OUT its timed-out flag, LOST its lost
+    flag.
     """
 
     def __init__(self, storage: Storage, worker_id: WorkerId, jobs: Sequence[RunningJob], interval: float) -> None:
@@ -160,6 +162,9 @@ class LeaseKeeper:
                 continue
             if answer is HeartbeatResult.CANCEL:
                 job.cancel.set()
+            elif answer is HeartbeatResult.TIMED_OUT:
+                log.warning("generation %s ran past its time limit; stopping it", job.id)
+                job.timed_out.set()
             elif answer is HeartbeatResult.LOST:
                 log.warning("lost the lease of %s; dropping it", job.id)
                 job.lost.set()
@@ -356,6 +361,8 @@ class JobRunner:
                 continue
             if job.cancel.is_set():
                 self._cancelled(job)
+            elif job.timed_out.is_set():
+                self._timed_out(job)
             elif len(jobs) == 1:  # stopped by nobody we know of: do not loop
                 job.done = True
                 self._fail(job.id, "the engine stopped the generation unexpectedly")
@@ -372,6 +379,9 @@ class JobRunner:
             return
         if job.cancel.is_set():
             self._cancelled(job)
+            return
+        if job.timed_out.is_set():
+            self._timed_out(job)
             return
         try:
             kept = checked.images if checked is not None else result.images
@@ -421,6 +431,12 @@ class JobRunner:
         except NotFoundError:
             return
         self._publish_terminal(record)
+
+    def _timed_out(self, job: RunningJob) -> None:
+        job.done = True
+        limit = self.settings.jobs.max_job_seconds
+        self._fail(job.id, f"stopped: the job ran longer than the time limit of {limit:g} s (jobs.max_job_seconds); "
+                   "ask for fewer steps, images or pixels")
 
     def _fail_with(self, job: RunningJob, exc: Exception) -> None:
         job.done = True

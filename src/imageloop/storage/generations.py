@@ -153,10 +153,11 @@ class GenerationRepository:
 
     def __init__(
         self, sessions: SessionFactory, *, lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow,
-        policy: QueuePolicy | None = None,
+        policy: QueuePolicy | None = None, max_job_seconds: float = 0.0,
     ) -> None:
         self._sessions = sessions
         self._lease = timedelta(seconds=lease_seconds)
+        self._max_run = timedelta(seconds=max_job_seconds) if max_job_seconds > 0 else None  # None: no limit
         self._clock = clock
         self._policy = policy  # None: first in, first out for everyone
 
@@ -237,7 +238,7 @@ class GenerationRepository:
 
     def queue_position(self, generation_id: GenerationId) -> int | None:
         """1 for the next job to run, 2 for the one after...; None when the generation is not queued. Counted in
-        submission order within tiers: users taking turns (see :meth:`claim`) can only bring a job forward of it."""
+        submission order within tiers, an estimate: users taking turns (see :meth:`claim`) can move a job either way."""
         with read_session(self._sessions) as session:
             row = session.get(Generation, generation_id)
             if row is None or row.status != JobStatus.QUEUED:
@@ -340,7 +341,8 @@ class GenerationRepository:
     ) -> HeartbeatResult:
         """Extend the worker's lease and record progress; say whether to go on, cancel, or drop the job.
 
-        LOST means the lease expired and the job went back to the queue (or finished elsewhere): stop silently.
+        TIMED_OUT means the run started more than ``max_job_seconds`` ago: stop it and fail it. LOST means the lease
+        expired and the job went back to the queue (or finished elsewhere): stop silently.
         """
         now = self._clock()
         values: dict[str, object] = {"heartbeat_at": now, "lease_expires_at": now + self._lease}
@@ -349,15 +351,20 @@ class GenerationRepository:
         if total is not None:
             values["progress_total"] = total
         with write_session(self._sessions) as session:
-            cancel = session.scalars(
+            row = session.execute(
                 sa.update(Generation).where(
                     Generation.id == generation_id, Generation.status == JobStatus.RUNNING,
                     Generation.worker_id == worker_id,
-                ).values(**values).returning(Generation.cancel_requested).execution_options(synchronize_session=False)
+                ).values(**values).returning(Generation.cancel_requested, Generation.started_at)
+                .execution_options(synchronize_session=False)
             ).first()
-        if cancel is None:
+        if row is None:
             return HeartbeatResult.LOST
-        return HeartbeatResult.CANCEL if cancel else HeartbeatResult.CONTINUE
+        if row.cancel_requested:
+            return HeartbeatResult.CANCEL
+        if self._max_run is not None and row.started_at is not None and now - row.started_at > self._max_run:
+            return HeartbeatResult.TIMED_OUT
+        return HeartbeatResult.CONTINUE
 
     def requeue_stale(self, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[GenerationId]:
         """Put running jobs whose lease expired (their worker died) back in the queue, at their old place.

@@ -60,10 +60,12 @@ class ActionType(enum.StrEnum):
 
 
 class HeartbeatResult(enum.StrEnum):
-    """What a worker should do after a heartbeat: go on, stop and mark cancelled, or drop the job (lease lost)."""
+    """What a worker should do after a heartbeat: go on, stop and mark cancelled, stop and fail it (it ran past
+    its time limit), or drop the job (lease lost)."""
 
     CONTINUE = "continue"
     CANCEL = "cancel"
+    TIMED_OUT = "timed_out"
     LOST = "lost"
 
 
