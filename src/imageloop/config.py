@@ -60,6 +60,12 @@ class EngineSettings(BaseModel):
     result_cache_size: int = Field(default=64, ge=0, description="Finished results kept in memory.")
     max_steps: int = Field(default=150, ge=1, le=1000, description="Upper bound for a request's steps.")
     max_pixels: int = Field(default=2048 * 2048, ge=64 * 64, description="Upper bound for width*height.")
+    max_size_multiple: float = Field(
+        default=4.0, ge=1.0, le=64.0,
+        description="A request's width and height (hires fix's upscaled size too) may be at most the served model's "
+        "native size times this (SD1.5: 512 -> 2048; SDXL: 1024 -> 4096; the embedded model: 64 -> 256), within "
+        "max_pixels and 4096.",
+    )
     max_images: int = Field(default=16, ge=1, le=64, description="Upper bound for a request's num_images.")
 
 

@@ -140,6 +140,18 @@ def test_settings_limits(tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert info.value.field == field
 
 
+def test_sizes_are_limited_by_the_models_native_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(data_dir=tmp_path)  # the embedded model: 64x64, times engine.max_size_multiple 4
+    check_limits(GenerationRequest(prompt="x", width=256, height=64), settings)
+    for fields, field in (({"width": 4096, "height": 64}, "width"), ({"width": 64, "height": 264}, "height"),
+                          ({"width": 256, "height": 256, "hires_scale": 1.5}, "hires_scale")):
+        with pytest.raises(InvalidRequestError) as info:
+            check_limits(GenerationRequest(prompt="x", **fields), settings)  # type: ignore[arg-type]
+        assert info.value.field == field and "<= 256 (the model's native size 64" in str(info.value.allowed)
+    wider = Settings(data_dir=tmp_path, engine={"max_size_multiple": 8})
+    check_limits(GenerationRequest(prompt="x", width=512, height=64), wider)
+
+
 def test_init_and_control_images_over_the_pixel_setting_are_refused_from_the_header(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.server.test_uploads import solid_png
 

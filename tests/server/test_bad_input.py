@@ -27,6 +27,7 @@ def key(services: Services) -> str:
         ({"intent": "a cat", "params": {"steps": 151}}, "params.steps"),  # over settings.engine.max_steps
         ({"intent": "a cat", "params": {"width": 100}}, "params.width"),
         ({"intent": "a cat", "params": {"width": 4096, "height": 4096}}, "params.width"),  # over max_pixels
+        ({"intent": "a cat", "params": {"width": 4096, "height": 64}}, "params.width"),  # over 4 x native (64)
         ({"intent": "a cat", "params": {"seed": -2}}, "params.seed"),
         ({"intent": "a cat", "params": {"scheduler": "Warp drive"}}, "params.scheduler"),
         ({"intent": "a cat", "n": 0}, "n"),
@@ -44,6 +45,14 @@ def test_bad_generation_requests_name_the_field(client: TestClient, key: str, bo
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
     assert response.json()["error"] in {"InvalidRequestError", "UnknownNameError"}
+
+
+def test_a_size_over_the_models_limit_names_the_field_and_the_maximum(client: TestClient, key: str) -> None:
+    body = {"intent": "a cat", "params": {"width": 4096, "height": 64}}  # the tiny model is 64x64
+    response = client.post("/api/v1/generations", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "params.width"
+    assert "allowed: <= 256 (the model's native size 64 x engine.max_size_multiple 4)" in response.json()["message"]
 
 
 def test_unknown_names_list_what_is_allowed(client: TestClient, key: str) -> None:

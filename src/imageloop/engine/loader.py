@@ -267,6 +267,26 @@ def read_model_defaults(folder: Path) -> ModelDefaults:
     return defaults
 
 
+def native_size(spec: str | Path, settings: Settings) -> int | None:
+    """The longer side, in pixels, that model ``spec`` makes by default, read from its config files without loading
+    any weight: its ``imageloop.json`` size, else the UNet's ``sample_size`` times the VAE's scale factor (the
+    shipped configs stand in for a single-file checkpoint). None when the files cannot tell."""
+    try:
+        path = resolve_model_source(spec, settings)
+        folder = path if path.is_dir() else (settings.engine.model_config_dir
+                                             or shipped_config_dir(detect_architecture(path)))
+        own = read_model_defaults(folder)
+        if own.width or own.height:
+            return max(own.width or 0, own.height or 0)
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        sample = unet["sample_size"]
+        latent = max(sample) if isinstance(sample, list) else int(sample)
+        return int(latent * 2 ** (len(vae["block_out_channels"]) - 1))  # as diffusers' vae_scale_factor
+    except (ImageloopError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def complete_defaults(pipe: Any, own: ModelDefaults) -> ResolvedDefaults:
     """Fill the gaps of a model's own defaults: native size from its UNet/VAE config, A1111's usual steps/CFG."""
     native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))

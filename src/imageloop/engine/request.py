@@ -255,6 +255,25 @@ class GenerationRequest(BaseModel):
         return "img2img" if self.init_image is not None else "txt2img"
 
 
+_NATIVE_SIZES: dict[tuple[str, str, str], int | None] = {}
+
+
+def max_side(settings: Settings) -> tuple[int, int] | None:
+    """The longest side a request may ask of the served model and that model's native side: the native size times
+    ``engine.max_size_multiple`` (down to a multiple of 8, within MIN_SIDE..MAX_SIDE). None when the model's files
+    cannot tell its size (MAX_SIDE and ``engine.max_pixels`` still apply). Read once per model."""
+    engine = settings.engine
+    key = (str(engine.model), str(settings.models_dir), str(engine.model_config_dir))
+    if key not in _NATIVE_SIZES:
+        from imageloop.engine.loader import native_size  # torch and the loader only when limits are first checked
+
+        _NATIVE_SIZES[key] = native_size(engine.model, settings)
+    native = _NATIVE_SIZES[key]
+    if native is None:
+        return None
+    return max(MIN_SIDE, min(MAX_SIDE, int(native * engine.max_size_multiple) // 8 * 8)), native
+
+
 def check_limits(request: GenerationRequest, settings: Settings) -> None:
     """Check the limits that come from settings (steps, pixels, batch size, the pixels of an init or control
     image); InvalidRequestError names the field."""
@@ -268,6 +287,22 @@ def check_limits(request: GenerationRequest, settings: Settings) -> None:
     if request.num_images > limits.max_images:
         raise InvalidRequestError("num_images", f"{request.num_images} is too many", value=request.num_images,
                                   allowed=f"1..{limits.max_images}")
+    side = max_side(settings)
+    if side is not None:
+        longest, native = side
+        allowed = (f"<= {longest} (the model's native size {native} x engine.max_size_multiple "
+                   f"{limits.max_size_multiple:g})")
+        for name in ("width", "height"):
+            value = getattr(request, name)
+            if value is not None and value > longest:
+                raise InvalidRequestError(name, f"{value} is too large for this model", value=value, allowed=allowed)
+        if request.hires_scale is not None and request.width is not None and request.height is not None:
+            upscaled = hires_size(request.width, request.height, request.hires_scale)
+            if max(upscaled) > longest:
+                raise InvalidRequestError(
+                    "hires_scale", f"{request.width}x{request.height} upscaled {request.hires_scale:g}x is "
+                    f"{upscaled[0]}x{upscaled[1]}, too large for this model", value=request.hires_scale,
+                    allowed=allowed)
     if request.width is not None and request.height is not None and request.width * request.height > limits.max_pixels:
         raise InvalidRequestError(
             "width", f"{request.width}x{request.height} is too large", allowed=f"width*height <= {limits.max_pixels}"
