@@ -189,6 +189,42 @@ def test_cancel_token(engine: Engine) -> None:
                         on_step=lambda step, total: token.cancel())
 
 
+class StopsMidStep:
+    """A step callback that asks for a stop once ``stop`` is set, and records the steps it was told of."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.stop = False
+
+    def __call__(self, step: int, total: int) -> None:
+        self.seen.append(step)
+
+    def stop_requested(self) -> bool:
+        return self.stop
+
+
+@pytest.mark.parametrize("how", ["callback", "token"])
+def test_a_stop_asked_during_a_step_takes_effect_inside_that_step(engine: Engine, how: str) -> None:
+    unet = engine.model.pipe.unet
+    callback, token = StopsMidStep(), CancelToken()
+
+    def ask_to_stop(*_: object) -> None:  # the cancel arrives while the first block of step 1 runs
+        callback.stop = True
+        token.cancel()
+
+    first, last = unet.down_blocks[0].resnets[0], unet.up_blocks[-1].resnets[-1]
+    handle = first.register_forward_pre_hook(ask_to_stop)
+    try:
+        with tiny.count_calls(last) as later_blocks, pytest.raises(GenerationCancelled):
+            engine.generate(GenerationRequest(prompt=f"a slow ship ({how})", seed=8, steps=3), on_step=callback,
+                            cancel=token if how == "token" else None)
+    finally:
+        handle.remove()
+    assert callback.seen == [] and later_blocks[0] == 0  # step 1 never finished: stopped inside the UNet
+    done = engine.generate(GenerationRequest(prompt=f"a slow ship ({how})", seed=8, steps=3), on_step=StopsMidStep())
+    assert len(done.images) == 1  # the hooks are gone: the next run is whole
+
+
 # -- caches ----------------------------------------------------------------------------------------------------------
 
 

@@ -121,6 +121,28 @@ def test_cancel_a_queued_job_and_a_running_job(
     assert not any(storage.blobs.root.rglob("*.png"))  # type: ignore[attr-defined]
 
 
+def test_a_cancel_during_a_step_stops_the_job_inside_that_step(
+    storage: Storage, user: UserId, settings: Settings, engine: Engine, queue: tuple[EmbeddedJobQueue, Recorder]
+) -> None:
+    job_queue, recorder = queue
+    gate = Gate()  # held inside the UNet's first block of step 1: the step is known to be under way
+    first_block = engine.model.pipe.unet.down_blocks[0].resnets[0]
+    handle = first_block.register_forward_pre_hook(lambda *_: gate.pass_through())
+    try:
+        job = submit(storage, user, settings, "a cat in one long step", steps=3)
+        job_queue.start()
+        gate.wait_reached()
+        storage.generations.request_cancel(user, job)
+        job_queue.cancel_requested(job)
+        gate.open()
+        record = wait_finished(storage, job)
+    finally:
+        handle.remove()
+        gate.open()
+    assert record.status is JobStatus.CANCELLED and record.images == ()
+    assert recorder.of(job, JobProgress) == []  # not even step 1 finished
+
+
 def test_a_job_past_its_time_limit_is_stopped_failed_with_the_reason_and_refunded(
     tmp_path: Path, tiny_model: Path
 ) -> None:

@@ -433,14 +433,15 @@ class Engine:
 
     def _call(self, pipe: Any, call: dict[str, Any], reporter: StepReporter) -> list[Any]:
         autocast = self.autocast
+        denoisers = (pipe.unet, getattr(pipe, "controlnet", None))  # a stop is looked for inside each step too
         if autocast is None:
-            with torch.inference_mode():
+            with torch.inference_mode(), reporter.inside(*denoisers):
                 images = list(pipe(**call).images)
             reporter.raise_if_stopped()
             return images
         # Only the denoising under autocast; the fp32 latents are decoded by the VAE in fp32.
         call["output_type"] = "latent"
-        with torch.inference_mode(), denoise_autocast(autocast):
+        with torch.inference_mode(), denoise_autocast(autocast), reporter.inside(*denoisers):
             latents = pipe(**call).images
         reporter.raise_if_stopped()
         return decode_latents(pipe, latents)

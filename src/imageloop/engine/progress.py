@@ -3,13 +3,18 @@
 The engine calls a :class:`StepCallback` after every denoising step with ``(step, total)``; returning ``False``
 asks the engine to stop. A :class:`CancelToken` does the same from another thread (the server's cancel button).
 Either way the run ends with :class:`imageloop.errors.GenerationCancelled` and no image.
+
+One step of a large image can take minutes on a CPU, so a stop is also looked for inside a step: before each
+resnet, attention and resampling block of the UNet (and ControlNet) runs, the token and, for a callback that is
+an :class:`InterruptibleStepCallback`, its ``stop_requested()`` are checked (:meth:`StepReporter.inside`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol, runtime_checkable
 
 from imageloop.errors import GenerationCancelled
 
@@ -18,6 +23,25 @@ class StepCallback(Protocol):
     """Called after each denoising step; ``step`` counts from 1 to ``total``. Return False to stop the run."""
 
     def __call__(self, step: int, total: int) -> bool | None: ...
+
+
+@runtime_checkable
+class InterruptibleStepCallback(StepCallback, Protocol):
+    """A step callback that can also be asked, while a step runs, whether the run should stop."""
+
+    def stop_requested(self) -> bool: ...
+
+
+# The parts of a diffusers UNet or ControlNet block that run one after another: a stop is checked before each.
+_BLOCK_PARTS = ("resnets", "attentions", "downsamplers", "upsamplers")
+
+
+def _block_parts(model: Any) -> Iterator[Any]:
+    blocks = [*(getattr(model, "down_blocks", None) or []), getattr(model, "mid_block", None),
+              *(getattr(model, "up_blocks", None) or [])]
+    for block in blocks:
+        for name in _BLOCK_PARTS:
+            yield from getattr(block, name, None) or []
 
 
 class CancelToken:
@@ -46,6 +70,7 @@ class StepReporter:
     def __init__(self, on_step: StepCallback | None, cancel: CancelToken | None) -> None:
         self._on_step = on_step
         self._cancel = cancel
+        self._probe = on_step if isinstance(on_step, InterruptibleStepCallback) else None
         self.stopped = False
         self.steps = 0
 
@@ -54,6 +79,24 @@ class StepReporter:
         if self.stopped or (self._cancel is not None and self._cancel.cancelled):
             self.stopped = True
             raise GenerationCancelled("generation cancelled; no image was produced")
+
+    def raise_if_stopped_inside_step(self) -> None:
+        """Raise GenerationCancelled if the token, or the callback's ``stop_requested()``, asks for a stop now."""
+        if self._probe is not None and not self.stopped and self._probe.stop_requested():
+            self.stopped = True
+        self.raise_if_stopped()
+
+    @contextmanager
+    def inside(self, *models: Any) -> Iterator[None]:
+        """While the ``with`` block runs, check for a stop before each block part of ``models`` (UNet, ControlNet;
+        None is skipped) runs: a cancel takes effect within one block's work, not one whole step's."""
+        handles = [part.register_forward_pre_hook(lambda _module, _args: self.raise_if_stopped_inside_step())
+                   for model in models if model is not None for part in _block_parts(model)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def hook(self, done: int = 0, later: int = 0) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
         """The function to pass as ``callback_on_step_end``. A run of several pipeline calls (hires fix) counts on:

@@ -179,6 +179,25 @@ def heartbeat_interval(settings: Settings) -> float:
     return min(settings.job_lease_seconds / 3, 1.0)
 
 
+class BatchSteps:
+    """The step callback of one pipeline call for ``jobs``: publishes their progress after each step, and stops
+    the pipeline (after a step, or inside one: ``stop_requested``) once no job in it still wants its images."""
+
+    def __init__(self, jobs: Sequence[RunningJob], publish: EventSink) -> None:
+        self._jobs = jobs
+        self._publish = publish
+
+    def __call__(self, step: int, total: int) -> bool:
+        for job in self._jobs:
+            job.step, job.total = step, total
+            if not job.stopped:
+                self._publish(JobProgress(job.id, step=step, total=total))
+        return not self.stop_requested()
+
+    def stop_requested(self) -> bool:
+        return all(job.stopped for job in self._jobs)
+
+
 class JobRunner:
     """Runs claimed jobs for one worker. ``engine`` generates; ``publish`` receives every event; ``prompts`` (the
     process's prompt service) expands the intents of jobs stored without an expansion and checks every image,
@@ -340,14 +359,7 @@ class JobRunner:
                             max_retries=self.settings.prompts.max_quality_retries)
 
     def _call_engine(self, jobs: list[RunningJob]) -> Sequence[GenerationResultLike]:
-        def on_step(step: int, total: int) -> bool:
-            for job in jobs:
-                job.step, job.total = step, total
-                if not job.stopped:
-                    self._publish(JobProgress(job.id, step=step, total=total))
-            # Stop the pipeline only when no job in it still wants its images.
-            return not all(job.stopped for job in jobs)
-
+        on_step = BatchSteps(jobs, self._publish)
         if all(job.stopped for job in jobs):
             raise GenerationCancelled("every job of the batch was stopped before it ran")
         if len(jobs) == 1:
