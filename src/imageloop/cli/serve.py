@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
 
@@ -28,6 +29,16 @@ def _settings(host: str | None, port: int | None, model: str | None) -> Settings
     if model is not None:
         overrides["engine"] = {**base.engine.model_dump(), "model": model}
     return load_settings(**overrides) if overrides else base
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's connection limits from ``settings.server``: idle keep-alive connections closed after
+    ``timeout_keep_alive_seconds``, request heads larger than ``max_incomplete_event_bytes`` refused. uvicorn has no
+    timeout for reading a request's head (a slow client trickling headers holds its connection): a public
+    deployment puts a reverse proxy in front (README, "Behind a reverse proxy")."""
+    server = settings.server
+    return {"timeout_keep_alive": server.timeout_keep_alive_seconds,
+            "h11_max_incomplete_event_size": server.max_incomplete_event_bytes}
 
 
 @app.command()
@@ -60,5 +71,5 @@ def serve(
     typer.echo(f"imageloop: http://{settings.server.host}:{settings.server.port} ({_describe(settings)})", err=True)
     uvicorn.run(
         create_app(settings, engine_factory=engine_factory), host=settings.server.host, port=settings.server.port,
-        log_level=log_level, timeout_graceful_shutdown=5,
+        log_level=log_level, timeout_graceful_shutdown=5, **uvicorn_options(settings),
     )
