@@ -118,3 +118,22 @@ def test_malformed_uploads_answer_4xx_never_500(client: TestClient, services: Se
     assert lora.status_code == 422 and lora.json()["field"] == "images[4]", lora.text
     png = client.post("/api/v1/generations/from-png", headers=headers, files={"png": ("a.png", data, "image/png")})
     assert png.status_code == 422 and png.json()["field"] == "png", png.text
+
+
+@pytest.mark.parametrize("path", ["/api/v1/loras", "/api/v1/generations/from-png"])
+def test_malformed_multipart_bodies_answer_4xx_never_500(client: TestClient, services: Services, path: str) -> None:
+    _, key = make_user(services.storage, f"multipart-{path.rsplit('/', 1)[-1]}")
+    headers = {"Authorization": f"Bearer {key}"}
+    attempts: list[dict[str, Any]] = [
+        {"json": {"name": "look", "trigger": "zkx", "images": ["aGVsbG8="], "png": "aGVsbG8="}},
+        {"data": {"name": "look", "trigger": "zkx", "images": "not a file", "png": "not a file"}},
+        {"content": b"--x\r\nContent-Disposition: form-data; name=\"png\"\r\n\r\nunterminated",
+         "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+        {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data"}},
+        {"content": b"\xff\xfe" * 100, "headers": {"Content-Type": b"multipart/form-data; boundary=\xff"}},
+        {"files": {"images": ("", b"", ""), "png": ("", b"", "")}},
+    ]
+    for attempt in attempts:
+        extra = attempt.pop("headers", {})
+        response = client.post(path, headers={**headers, **extra}, **attempt)
+        assert 400 <= response.status_code < 500, (attempt, response.status_code, response.text)
