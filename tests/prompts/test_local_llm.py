@@ -33,7 +33,7 @@ def expander() -> LocalLLMExpander:
         smollm2_gguf_path()
     except ModelLoadError as exc:
         pytest.skip(str(exc))
-    return LocalLLMExpander(_settings())
+    return LocalLLMExpander(_settings(), base_serves=True)
 
 
 def test_the_gguf_is_converted_once_to_plain_safetensors(expander: LocalLLMExpander) -> None:
@@ -73,7 +73,7 @@ def test_a_lora_adapter_is_loaded_and_named_in_the_version(expander: LocalLLMExp
 
 
 def test_a_missing_model_is_a_strategy_failure(tmp_path: Path) -> None:
-    missing = LocalLLMExpander(Settings(data_dir=tmp_path), gguf=tmp_path / "nope.gguf")
+    missing = LocalLLMExpander(Settings(data_dir=tmp_path), gguf=tmp_path / "nope.gguf", base_serves=True)
     with pytest.raises(StrategyFailed, match="does not exist"):
         missing.expand("a fox")
 

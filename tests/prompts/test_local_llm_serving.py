@@ -78,10 +78,11 @@ def _adapter(folder: Path, seed: int) -> Path:
     return folder
 
 
-def _expander(tmp_path: Path, adapters: Routing | None = None) -> LocalLLMExpander:
+def _expander(tmp_path: Path, adapters: Routing | None = None, *, base_serves: bool = True) -> LocalLLMExpander:
     gguf = tmp_path / "stand-in.gguf"
     gguf.write_bytes(b"not a real gguf: the converted folder below already exists")
-    settings = Settings(data_dir=tmp_path / "data", prompts={"llm_max_new_tokens": NEW_TOKENS, "llm_threads": 1})
+    settings = Settings(data_dir=tmp_path / "data", prompts={"llm_max_new_tokens": NEW_TOKENS, "llm_threads": 1,
+                                                             "llm_base_serves": base_serves})
     expander = LocalLLMExpander(settings, gguf=gguf, adapters=adapters)
     tokenizer = _tokenizer()
     _model(tokenizer).save_pretrained(expander.model_dir())
@@ -99,7 +100,8 @@ def expander(tmp_path: Path) -> Iterator[LocalLLMExpander]:
 def _uncached(model: Any, tokenizer: Any, ids: list[int], cached: int) -> tuple[str, int]:
     """What the strategy's decoding writes when the whole prompt is run from scratch: (text, new tokens)."""
     new, _ = greedy_continue(model, ids, max_new_tokens=NEW_TOKENS, penalty_from=cached,
-                             stop=lambda t: t == tokenizer.eos_token_id or "\n" in tokenizer.decode([t]))
+                             stop=lambda t: t in (tokenizer.eos_token_id, tokenizer.pad_token_id)
+                             or "\n" in tokenizer.decode([t]))
     return tokenizer.decode(new, skip_special_tokens=True), len(new)
 
 
@@ -167,6 +169,18 @@ def test_each_user_gets_their_adapter_on_one_base_model(tmp_path: Path) -> None:
         expander.close()
 
 
+def test_without_a_trained_adapter_the_llm_declines_unless_the_base_may_serve(tmp_path: Path) -> None:
+    adapter = Adapter("expander-v1.aaaa", _adapter(tmp_path / "v1", seed=1))
+    expander = _expander(tmp_path, Routing({"ann": adapter}), base_serves=False)
+    try:
+        assert expander.expand("a red cat at night", user="cy") is None  # nothing trained serves cy: declined
+        assert not expander.ready  # and nothing was loaded for it
+        served = expander.expand("a red cat at night", user="ann")
+        assert served is not None and served.version.endswith(adapter.tag)
+    finally:
+        expander.close()
+
+
 def test_requests_are_declined_while_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expander = _expander(tmp_path)
     release = threading.Event()
@@ -198,7 +212,7 @@ def test_requests_are_declined_while_the_model_loads(tmp_path: Path, monkeypatch
 
 
 def test_a_failed_background_load_is_reported_by_every_request(tmp_path: Path) -> None:
-    expander = LocalLLMExpander(Settings(data_dir=tmp_path), gguf=tmp_path / "nope.gguf")
+    expander = LocalLLMExpander(Settings(data_dir=tmp_path), gguf=tmp_path / "nope.gguf", base_serves=True)
     expander.start_loading()
     with pytest.raises(Exception, match="does not exist"):
         expander.load()

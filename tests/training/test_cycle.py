@@ -45,11 +45,15 @@ def test_a_cycle_trains_gates_and_registers_the_expander_and_reward_model(
     assert result.stages["export"]["rows"]["dpo"] == 30 and len(result.stages["export"]["data_hash"]) == 64
     expander = cycle.registry.get(result.stages["expander"]["version_id"])
     reward = cycle.registry.get(result.stages["reward"]["version_id"])
-    # Both beat their baselines (the base LLM, chance) on held-out intents and captions.
-    assert expander.metrics["gate"]["passed"] and expander.metrics["gate"]["candidate_accuracy"] >= 0.9
+    # Both beat their baselines on held-out intents and captions: the expander states more of the values people
+    # kept for intents it never saw than the base LLM does; the reward model ranks pairs above chance.
+    gate = expander.metrics["gate"]
+    assert gate["passed"] and gate["candidate_accuracy"] >= gate["current_accuracy"] + 0.2
+    assert expander.metrics["data"]["heldout_intents"] == gate["pairs"] >= 2
     assert expander.status is ModelStatus.AB_TEST and expander.traffic_share == 0.3
     assert reward.status is ModelStatus.PROMOTED and reward.metrics["gate"]["candidate_accuracy"] >= 0.9
-    assert expander.data_hash == reward.data_hash == result.stages["export"]["data_hash"]
+    # The reward model trains on the cycle's window; the expander on the whole record (its own export).
+    assert reward.data_hash == result.stages["export"]["data_hash"] and len(expander.data_hash) == 64
     assert (cycle.registry.path(expander) / "adapter_config.json").is_file()
     assert "adapter_model.safetensors" in expander.files
     run = cycle.runs.get(result.run.id)

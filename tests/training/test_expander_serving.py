@@ -65,8 +65,11 @@ def test_served_adapters_reach_the_local_llm_and_their_tag_is_recorded(
                         lambda *a, **kw: base_loads.append(a) or real_load(*a, **kw))
 
     intent = "a fox in a snowy forest at night"  # lexicon words: the guard keeps the prompt usable
+    assert expander.expand(intent, user="u0") is None  # nothing promoted: the LLM declines (the rules answer)
+    monkeypatch.setattr(expander, "base_serves", True)
     before = expander.expand(intent, user="u0")
-    assert before.version == f"{MODEL_NAME}+base"  # nothing promoted: the base model
+    assert before is not None and before.version == f"{MODEL_NAME}+base"  # the base model, where it may serve
+    monkeypatch.setattr(expander, "base_serves", False)
 
     registry = Registry(storage.sessions, settings)
     common = {"data_hash": "h" * 64, "metrics": {}}
@@ -92,10 +95,14 @@ def test_served_adapters_reach_the_local_llm_and_their_tag_is_recorded(
     assert again.details["raw"] == on_current.details["raw"]
     assert len(base_loads) == 1  # one base model: adapters are loaded onto it, not beside it
 
-    # A rollback sends users back to the base model, without reloading it.
+    # A rollback sends users back to the base model, without reloading it (where the base may serve; else the LLM
+    # declines again).
     registry.rollback(candidate.id)
     registry.rollback(current.id)
     assert routing.adapter_for(arms[current.tag]) is None
+    assert expander.expand(intent, user=arms[current.tag]) is None
+    monkeypatch.setattr(expander, "base_serves", True)
     back = expander.expand(intent, user=arms[current.tag])
+    assert back is not None
     assert back.version == f"{MODEL_NAME}+base" and back.details["raw"] == before.details["raw"]
     assert len(base_loads) == 1

@@ -44,7 +44,7 @@ def test_a_stage_short_of_heldout_pairs_promotes_nothing_and_keeps_collecting(
     preference_world(storage, user.id, chains=20)  # enough to train on, too few held out to judge
     cycle = _cycle(storage, tmp_path, clock, min_heldout_items=30)
     first = cycle.run(now=clock())
-    for stage, heldout in (("expander", "dpo_test"), ("reward", "pairs_test")):
+    for stage, heldout in (("expander", "heldout_intents"), ("reward", "pairs_test")):
         output = first.stages[stage]
         assert "counts" in output, first.stages
         n = output["counts"][heldout]  # counts: a starved stage, whose window stays open

@@ -35,7 +35,7 @@ def measure_llm_speed(
     """
     if not phrases or repeats < 1:
         raise ValueError(f"need phrases and repeats >= 1; got {len(phrases)} phrases, repeats={repeats}")
-    expander = expander or LocalLLMExpander(settings)
+    expander = expander or LocalLLMExpander(settings, base_serves=True)
     load_average_start = os.getloadavg()[0]
     started = time.perf_counter()
     expander.load()

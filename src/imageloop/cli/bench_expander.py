@@ -61,7 +61,7 @@ def _strategies(names: list[str], memory: PromptMemory, threshold: float,
     rules = RulesExpander(lexicon)
     retrieval = RetrievalExpander(memory, threshold=threshold)
     if {"local_llm", "chain"} & set(names) and "local_llm" not in llms:
-        llms["local_llm"] = LocalLLMExpander(settings, lexicon=lexicon)
+        llms["local_llm"] = LocalLLMExpander(settings, lexicon=lexicon, base_serves=True)
     if "remote_llm" in names and "remote_llm" not in llms:
         llms["remote_llm"] = RemoteLLMExpander(settings, lexicon=lexicon)
     for llm in llms.values():

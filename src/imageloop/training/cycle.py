@@ -33,6 +33,7 @@ from imageloop.flywheel.export import export_datasets
 from imageloop.storage import Storage
 from imageloop.storage.records import utcnow
 from imageloop.training.data import CycleData, snapshot_hash
+from imageloop.training.expander_stage import expander_data, gate_expander
 from imageloop.training.gate import GateResult, correctness, evaluate_gate, too_little_heldout
 from imageloop.training.lock import RunKind, RunStatus, TrainingRun, new_owner_id
 from imageloop.training.registry import AB_TESTED_KINDS, ModelKind, ModelVersion
@@ -228,20 +229,22 @@ class TrainingCycle:
         return min(start for start in starts if start is not None)
 
     def _expander(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
-        from imageloop.training.expander import ExpanderTrainer, preference_margins
+        """Train a fresh adapter on the whole record (top-K kept intents) and gate it on held-out intents: does it
+        produce the scene values people kept for them, more often than what is served now?"""
+        from imageloop.training.expander import ExpanderTrainer
 
         cfg = self.settings.training
-        data = self._data(run)
         done = self.registry.find_by_run(run.id, ModelKind.EXPANDER)
         if done is not None:  # trained and registered before an interruption
             return self._decided(done)
         off = _expander_off(self.settings)
         if off:
             return {"skipped": off}
-        if len(data.dpo_train) < cfg.min_pairs:
-            return {"skipped": f"{len(data.dpo_train)} DPO pairs for training (need {cfg.min_pairs})",
+        data = expander_data(self.storage, self._run_dir(run) / "expander-data", until=now, settings=self.settings)
+        if len(data.sft) < cfg.min_pairs:
+            return {"skipped": f"{len(data.sft)} kept intents for training (need {cfg.min_pairs})",
                     "counts": data.counts()}
-        short = too_little_heldout(len(data.dpo_test), cfg.min_heldout_items)
+        short = too_little_heldout(len(data.gated), cfg.min_heldout_items)
         if short is not None:
             return {"skipped": short, "counts": data.counts()}
         model, tokenizer = self.expander_loader(self.settings)
@@ -250,27 +253,12 @@ class TrainingCycle:
         out_dir = self._run_dir(run) / "expander"
         shutil.rmtree(out_dir, ignore_errors=True)
         peft_model = ExpanderTrainer(model, tokenizer, self.settings).train(
-            data.sft, data.dpo_train, out_dir, parent=parent, on_progress=reporter.within(0.0, 0.9))
-        reporter.report_stage(0.9, "expander: evaluating on held-out pairs")
-
-        def margins(scored: Any) -> list[float]:
-            return preference_margins(scored, tokenizer, data.dpo_test, max_length=cfg.max_length)
-
-        # DPO's implicit reward: log-probability ratios against the base model, so the base's own biases (e.g.
-        # toward shorter prompts) cancel out; the base itself scores 0 on every pair (a tie, chance).
-        with peft_model.disable_adapter():
-            base = margins(peft_model)
-        candidate = correctness([m - b for m, b in zip(margins(peft_model), base, strict=True)])
-        baseline: list[float] | None = None
-        if parent is not None:
-            peft_model.load_adapter(str(parent), adapter_name="current")
-            peft_model.set_adapter("current")
-            baseline = correctness([m - b for m, b in zip(margins(peft_model), base, strict=True)])
-        gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=cfg.min_heldout_items)
+            data.sft, data.dpo, out_dir, on_progress=reporter.within(0.0, 0.8))
+        reporter.report_stage(0.8, "expander: answering held-out intents")
+        gate, metrics = gate_expander(peft_model, tokenizer, data, parent, self.settings)
         version = self.registry.register(
-            ModelKind.EXPANDER, out_dir / "adapter", name="expander-lora", data_hash=self._data_hash(run),
-            metrics={"gate": gate.to_dict(), "data": data.counts(), "baseline": "current" if parent else "base",
-                     "metric": "held-out DPO reward accuracy (log-ratio vs the base LLM)"},
+            ModelKind.EXPANDER, out_dir / "adapter", name="expander-lora", data_hash=data.data_hash,
+            metrics={"gate": gate.to_dict(), "data": data.counts(), **metrics},
             parent_id=current.id if current else None, run_id=run.id,
         )
         return self._decide(version, gate)

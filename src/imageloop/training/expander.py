@@ -12,6 +12,7 @@ runs with an adapter.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,10 +23,13 @@ import torch
 from imageloop.config import Settings
 from imageloop.errors import ModelLoadError, TrainingError
 
-__all__ = ["ExpanderTrainer", "load_expander_base", "preference_margins", "prompt_messages", "prompt_text"]
+__all__ = [
+    "ExpanderTrainer", "load_expander_base", "lora_config", "preference_margins", "prompt_messages", "prompt_text",
+    "sft_step_count",
+]
 
 
-LORA_TARGETS = ["q_proj", "v_proj"]
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 Progress = Callable[[float, str], None]
 
 
@@ -38,7 +42,7 @@ def prompt_messages(intent: str) -> list[dict[str, str]]:
     from imageloop.prompts.lexicon import load_lexicon
 
     lexicon = load_lexicon()
-    return [*adapter_prefix(lexicon), user_message(english_reading(intent, lexicon))]
+    return [*adapter_prefix(), user_message(english_reading(intent, lexicon))]
 
 
 def prompt_text(intent: str, tokenizer: Any) -> str:
@@ -128,19 +132,18 @@ class ExpanderTrainer:
     ) -> Any:
         """Train and save the adapter to ``out_dir`` (PEFT format); returns the PEFT model (adapter active).
 
-        Starts from the ``parent`` adapter folder when given (then no SFT warm-start), else a fresh LoRA of rank
-        ``training.lora_rank`` on the attention's q and v projections.
+        1. The adapter: the ``parent`` adapter folder when given, else a fresh LoRA (:func:`lora_config`).
+        2. SFT on ``sft_rows`` for ``training.sft_epochs`` passes (at most ``training.sft_max_steps`` steps).
+        3. DPO on ``dpo_rows`` for ``training.dpo_max_steps`` steps.
         """
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel, get_peft_model
 
         cfg = self.settings.training
         if parent is not None:
             model = PeftModel.from_pretrained(self.base, str(parent), is_trainable=True)
         else:
-            config = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, lora_dropout=0.05,
-                                target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-            model = get_peft_model(self.base, config)
-        sft_steps = cfg.sft_max_steps if parent is None and sft_rows else 0
+            model = get_peft_model(self.base, lora_config(self.base, cfg.lora_rank, cfg.expander_lora_layers))
+        sft_steps = sft_step_count(len(sft_rows), cfg.sft_epochs, cfg.batch_size, cfg.sft_max_steps)
         dpo_steps = cfg.dpo_max_steps if dpo_rows else 0
         total = max(sft_steps + dpo_steps, 1)
         if sft_steps:
@@ -193,6 +196,27 @@ class ExpanderTrainer:
         if "ref" in model.peft_config:  # TRL's frozen copy of the starting adapter, DPO's reference: not saved
             model.delete_adapter("ref")
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def lora_config(model: Any, rank: int, top_layers: int) -> Any:
+    """A LoRA of ``rank`` on every linear layer (:data:`LORA_TARGETS`) of the model's top ``top_layers`` decoder
+    layers (0 = all): gradients then stop below the lowest adapted layer, so a step costs little more than a
+    forward pass."""
+    from peft import LoraConfig
+
+    layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    chosen = list(range(max(layers - top_layers, 0), layers)) if top_layers and layers else None
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in present] or ["q_proj", "v_proj"]
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets,
+                      layers_to_transform=chosen, task_type="CAUSAL_LM")
+
+
+def sft_step_count(rows: int, epochs: float, batch_size: int, cap: int) -> int:
+    """Optimizer steps for ``epochs`` passes over ``rows`` examples, at most ``cap`` (0 when there are no rows)."""
+    if rows <= 0 or cap <= 0:
+        return 0
+    return max(1, min(cap, math.ceil(epochs * rows / batch_size)))
 
 
 def _run(trainer: Any, what: str) -> None:

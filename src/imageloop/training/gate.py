@@ -53,9 +53,10 @@ def too_little_heldout(n: int, minimum: int) -> str | None:
 
 def evaluate_gate(
     candidate: Sequence[float], current: Sequence[float] | None, *, confidence: float,
-    min_pairs: int = MIN_HELDOUT_ITEMS,
+    min_pairs: int = MIN_HELDOUT_ITEMS, metric: str = "accuracy", items: str = "pairs",
 ) -> GateResult:
-    """Compare per-pair correctness of ``candidate`` with ``current`` (None = chance) at ``confidence``.
+    """Compare per-pair correctness of ``candidate`` with ``current`` (None = chance) at ``confidence``; any
+    per-item score in [0, 1] works the same way (``metric`` and ``items`` name them in the reason).
 
     The interval is the normal approximation to the mean of the paired differences, with the variance floored
     at that of one disagreement in ``n`` pairs so that a handful of identical answers never looks certain.
@@ -76,8 +77,8 @@ def evaluate_gate(
     low, high = gain - half, gain + half
     passed = low > 0
     verdict = "beats" if passed else "does not beat"
-    reason = (f"candidate {verdict} current: accuracy {_mean(candidate):.3f} vs {_mean(baseline):.3f} on {n} "
-              f"held-out pairs, gain {gain:+.3f} [{low:+.3f}, {high:+.3f}] at {confidence:.0%}")
+    reason = (f"candidate {verdict} current: {metric} {_mean(candidate):.3f} vs {_mean(baseline):.3f} on {n} "
+              f"held-out {items}, gain {gain:+.3f} [{low:+.3f}, {high:+.3f}] at {confidence:.0%}")
     return GateResult(passed, n, _mean(candidate), _mean(baseline), gain, low, high, confidence, reason)
 
 

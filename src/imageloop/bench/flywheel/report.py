@@ -15,8 +15,11 @@ __all__ = ["GROUPS", "ArmWeek", "difference_interval", "plot_keep_rate", "print_
 
 Z95 = 1.959963984540054
 # How a week's sessions are split: by intent (plain words, or a community phrase) and by user (in their first
-# week, or back from an earlier one). Each session is in one group of each pair.
-GROUPS = ("plain", "slang", "newcomer", "returning")
+# week, or back from an earlier one). Each session is in one group of each pair; newcomer_slang is the slang
+# sessions of newcomers (what only learning from OTHER users can help).
+GROUPS = ("plain", "slang", "newcomer", "returning", "newcomer_slang")
+PLOTTED = (("all sessions", None), ("slang sessions", "slang"), ("plain sessions", "plain"),
+           ("newcomers' slang sessions", "newcomer_slang"))
 
 
 def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
@@ -114,25 +117,29 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def plot_keep_rate(rows: list[ArmWeek], path: Path) -> Path:
-    """Keep rate per week per arm with 95% Wilson intervals as a shaded band, plus rerolls per kept image."""
+    """Keep rate per week per arm with 95% Wilson intervals as a shaded band: all sessions, and each session kind
+    of :data:`PLOTTED`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for arm in dict.fromkeys(r.arm for r in rows):
-        mine = [r for r in rows if r.arm == arm]
-        weeks = [r.week for r in mine]
-        bounds = [wilson(r.kept, r.sessions) for r in mine]
-        (line,) = ax.plot(weeks, [100 * r.keep_rate for r in mine], marker="o", label=arm)
-        ax.fill_between(weeks, [100 * b[0] for b in bounds], [100 * b[1] for b in bounds], alpha=0.15,
-                        color=line.get_color())
-        per_kept = [(r.week, r.rerolls_per_kept) for r in mine if r.rerolls_per_kept is not None]
-        ax2.plot([w for w, _ in per_kept], [v for _, v in per_kept], marker="o", label=arm, color=line.get_color())
-    ax.set(xlabel="simulated week", ylabel="keep rate (%)", title="Keep rate (95% Wilson CI)")
-    ax2.set(xlabel="simulated week", ylabel="rerolls per kept image", title="Rerolls per kept image")
-    for axis in (ax, ax2):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True, sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, (title, group) in zip(axes.flat, PLOTTED, strict=True):
+        for index, arm in enumerate(dict.fromkeys(r.arm for r in rows)):
+            counts = [(r.week, *(r.groups.get(group, (0, 0)) if group else (r.sessions, r.kept)))
+                      for r in rows if r.arm == arm]
+            counts = [(week, n, k) for week, n, k in counts if n]
+            if not counts:
+                continue
+            weeks = [week for week, _, _ in counts]
+            bounds = [wilson(k, n) for _, n, k in counts]
+            colour = colours[index % len(colours)]
+            axis.plot(weeks, [100 * k / n for _, n, k in counts], marker="o", label=arm, color=colour)
+            axis.fill_between(weeks, [100 * b[0] for b in bounds], [100 * b[1] for b in bounds], alpha=0.15,
+                              color=colour)
+        axis.set(title=title, xlabel="simulated week", ylabel="keep rate (%, 95% Wilson CI)")
         axis.grid(alpha=0.3)
         axis.legend()
     fig.tight_layout()

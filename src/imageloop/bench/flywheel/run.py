@@ -35,7 +35,8 @@ from PIL import Image
 
 from imageloop.bench.flywheel.arms import Arm
 from imageloop.bench.flywheel.cohort import Cohort
-from imageloop.bench.flywheel.report import ArmWeek, difference_interval
+from imageloop.bench.flywheel.report import ArmWeek, difference_interval, wilson
+from imageloop.bench.flywheel.slang import SlangRecall, slang_recall
 from imageloop.bench.flywheel.users import Decision, Intent, SimulatedUser, edited_prompt, newcomers, sample_users
 from imageloop.config import Settings, load_settings
 from imageloop.errors import SimulationError
@@ -45,8 +46,12 @@ from imageloop.storage.simulation import session_outcomes
 from imageloop.training.base.judge import AttributeJudge, predict
 from imageloop.training.base.scenes import ATTRIBUTE_KEYS, ATTRIBUTE_NAMES
 from imageloop.training.cycle import ExpanderLoader, run_cycle
+from imageloop.training.expander import load_expander_base
 
-__all__ = ["FlywheelConfig", "FlywheelRun", "WeekCycle", "arm_settings", "count_week", "result_payload", "run_flywheel"]
+__all__ = [
+    "FlywheelConfig", "FlywheelRun", "WeekCycle", "arm_settings", "count_week", "result_payload", "run_flywheel",
+    "slang_targets",
+]
 
 ProgressFn = Callable[[str], None]
 _REROLLS = {"regenerate", "edit"}
@@ -85,6 +90,7 @@ class FlywheelRun:
     rows: list[ArmWeek] = field(default_factory=list)
     cycles: list[WeekCycle] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    slang_recall: list[SlangRecall] | None = None  # the full arm's served adapter on held-out slang intents
 
 
 @dataclass
@@ -149,6 +155,10 @@ def run_flywheel(
                 result.cycles.append(_train(settings, arm, week, expander_loader))
             result.rows.append(count_week(settings, arm.name, week, kinds))
         result.seconds[arm.name] = time.monotonic() - started
+        if arm.name == "full" and config.cohort.slang:
+            _note(on_progress, "full: the served expander on held-out slang intents")
+            model, tokenizer = (expander_loader or load_expander_base)(settings)
+            result.slang_recall = slang_recall(settings, config.cohort, model, tokenizer)
     return result
 
 
@@ -199,8 +209,12 @@ def _simulate_week(config: FlywheelConfig, settings: Settings, judge: AttributeJ
             seen = _judge(judge, [_image(client, s.key, g) for s, g in shown])
             for (session, generation), attributes in zip(shown, seen, strict=True):
                 _act(client, session, generation, attributes, config.cohort)
-    return {s.session_id: ("slang" if s.intent.slang else "plain",
-                           "newcomer" if joined[s.user.name] == week else "returning") for s in sessions}
+    return {s.session_id: _groups(s.intent.slang is not None, joined[s.user.name] == week) for s in sessions}
+
+
+def _groups(slang: bool, newcomer: bool) -> tuple[str, ...]:
+    kinds = ("slang" if slang else "plain", "newcomer" if newcomer else "returning")
+    return (*kinds, "newcomer_slang") if slang and newcomer else kinds
 
 
 def _intent(config: FlywheelConfig, user: SimulatedUser, week: int, k: int) -> tuple[Intent, np.random.Generator]:
@@ -327,4 +341,50 @@ def result_payload(config: FlywheelConfig, run: FlywheelRun) -> dict[str, Any]:
                 diff, low, high = difference_interval(k1, n1, k2, n2)
                 by_group[group] = {"full_minus_frozen": diff, "ci95": [low, high]}
         payload["target"]["groups"] = by_group
+    payload["slang_targets"] = slang_targets(config, run)
     return payload
+
+
+def _group_week(run: FlywheelRun, arm: str, week: int, group: str) -> tuple[int, int]:
+    row = next((r for r in run.rows if r.arm == arm and r.week == week), None)
+    return row.groups.get(group, (0, 0)) if row is not None else (0, 0)
+
+
+def _gap(run: FlywheelRun, arm: str, other: str, week: int, group: str) -> dict[str, Any] | None:
+    (n1, k1), (n2, k2) = _group_week(run, arm, week, group), _group_week(run, other, week, group)
+    if not n1 or not n2:
+        return None
+    diff, low, high = difference_interval(k1, n1, k2, n2)
+    return {"week": week, "group": group, f"{arm}_minus_{other}": diff, "ci95": [low, high],
+            "sessions": [n1, n2]}
+
+
+def slang_targets(config: FlywheelConfig, run: FlywheelRun) -> dict[str, Any]:
+    """The slang figures of the learning half: full - frozen and full - online on slang sessions in the last week,
+    newcomers' slang keep rate in the last week vs the first (full), and the served expander's recall on held-out
+    slang intents vs the base model; each with its rule and whether it is met."""
+    last = config.weeks
+    out: dict[str, Any] = {}
+    frozen = _gap(run, "full", "frozen", last, "slang")
+    if frozen is not None:
+        low = frozen["ci95"][0]
+        out["slang_full_minus_frozen"] = {**frozen, "met": bool(frozen["full_minus_frozen"] >= 0.25 and low > 0),
+                                          "rule": ">= +25 points in the last week, 95% CI above 0"}
+    online = _gap(run, "full", "online", last, "slang")
+    if online is not None:
+        out["slang_full_minus_online"] = online
+    (n1, k1), (n6, k6) = _group_week(run, "full", 1, "newcomer_slang"), _group_week(run, "full", last,
+                                                                                   "newcomer_slang")
+    if n1 and n6 and last > 1:
+        first, final = k1 / n1, k6 / n6
+        out["newcomer_slang_growth"] = {
+            "week_1": first, "week_1_ci95": list(wilson(k1, n1)), f"week_{last}": final,
+            f"week_{last}_ci95": list(wilson(k6, n6)), "sessions": [n1, n6],
+            "ratio": final / first if first else None, "met": bool(final >= 2 * first),
+            "rule": f"full: newcomers' slang keep rate in week {last} >= 2x week 1"}
+    if run.slang_recall is not None:
+        rows = [r.to_dict() for r in run.slang_recall]
+        out["expander_slang_recall"] = {
+            "rows": rows, "met": bool(rows) and all(r["gain"] >= 0.20 for r in rows),
+            "rule": "served adapter - base model >= +20 points of attribute recall on held-out slang intents"}
+    return out

@@ -5,7 +5,7 @@ intent. The local strategy receives the intent already read into English tags ("
 adds a few enrichment tags (style, lighting, composition, detail); its messages are a constant prefix, whose
 key/value state it computes once and reuses, plus :func:`user_message`. The base model needs few-shot examples to
 answer with tags instead of prose (:func:`enrich_prefix`); a trained adapter is served in the format it was trained
-on (:func:`adapter_prefix`: ``imageloop.training.expander.prompt_messages``, the system prompt without examples).
+on (:func:`adapter_prefix`: ``imageloop.training.expander.prompt_messages``, a one-line instruction).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from imageloop.prompts.expander._common import KeptExample
 from imageloop.prompts.lexicon import Lexicon
 
 __all__ = [
-    "ENRICH_EXAMPLES", "ENRICH_SYSTEM", "MAX_ADDED_TAGS", "SEED_EXAMPLES", "adapter_prefix", "build_messages",
-    "enrich_prefix", "system_prompt", "user_message",
+    "ADAPTER_SYSTEM", "ENRICH_EXAMPLES", "ENRICH_SYSTEM", "MAX_ADDED_TAGS", "SEED_EXAMPLES", "adapter_prefix",
+    "build_messages", "enrich_prefix", "system_prompt", "user_message",
 ]
 
 Message = dict[str, str]
@@ -31,6 +31,7 @@ SEED_EXAMPLES: tuple[KeptExample, ...] = (
     KeptExample("雾里的森林，梦幻一点", "forest, fog, dreamy, soft light", 0.0),
 )
 
+ADAPTER_SYSTEM = "Add the image tags this wish means. Tags only."
 ENRICH_SYSTEM = f"Add up to {MAX_ADDED_TAGS} new image tags (style, lighting, composition, detail). Tags only."
 # Short answers that fit the scene they enrich: a 135M model copies the examples' shape and length closely, and
 # copies their words when they fit anything, so none of them names a weather, time or place.
@@ -74,9 +75,10 @@ def enrich_prefix() -> list[Message]:
     return messages
 
 
-def adapter_prefix(lexicon: Lexicon) -> list[Message]:
-    """A trained adapter's constant prefix: the system prompt it was trained with, no examples."""
-    return [{"role": "system", "content": system_prompt(lexicon)}]
+def adapter_prefix() -> list[Message]:
+    """A trained adapter's constant prefix: the short instruction it was trained with, no examples and no word list
+    (the adapter learned both from the record; every prompt token is paid for in each training step)."""
+    return [{"role": "system", "content": ADAPTER_SYSTEM}]
 
 
 def user_message(english_phrase: str) -> Message:

@@ -259,8 +259,11 @@ class LocalLLMExpander(Expander):
         lexicon: Lexicon | None = None,
         gguf: Path | None = None,
         adapters: AdapterSource | None = None,
+        base_serves: bool | None = None,
     ) -> None:
         self.settings = settings
+        # Benchmarks of the base model pass True; serving follows prompts.llm_base_serves.
+        self.base_serves = settings.prompts.llm_base_serves if base_serves is None else base_serves
         self.adapters = adapters
         self.config = settings.prompts
         # Kept for the chain's wiring; kept prompts are served by the retrieval strategy itself, and examples that
@@ -433,7 +436,7 @@ class LocalLLMExpander(Expander):
         (prefix, examples and the user turn's header) is read once and only the phrase and the rest run per
         request."""
         trained = adapter is not None or self.config.llm_adapter is not None
-        prefix = adapter_prefix(self.lexicon) if trained else enrich_prefix()
+        prefix = adapter_prefix() if trained else enrich_prefix()
         text = self._tokenizer.apply_chat_template([*prefix, user_message(_SLOT)], tokenize=False,
                                                    add_generation_prompt=True)
         before, found, after = str(text).partition(_SLOT)
@@ -503,16 +506,23 @@ class LocalLLMExpander(Expander):
             )
         return str(tokenizer.decode(new, skip_special_tokens=True)), len(ids), len(new), finished
 
-    def expand(self, intent: str, *, user: str | None = None, language: Language | None = None) -> Expansion:
+    def expand(self, intent: str, *, user: str | None = None, language: Language | None = None) -> Expansion | None:
         """The intent's own words (read by the rules strategy, English for Chinese) plus the LLM's added tags;
-        StrategyFailed when the model is missing or loading, or adds nothing usable."""
+        declines (None) when no trained adapter serves ``user`` and the base model may not answer
+        (``prompts.llm_base_serves``), or when the adapter adds nothing; StrategyFailed when the model is missing or
+        loading, or writes nothing usable."""
         watch = Stopwatch()
+        if not self.base_serves and self.config.llm_adapter is None and (
+                self.adapters is None or self.adapters.adapter_for(user) is None):
+            return None
         lang = resolve_language(intent, language)
         plan = plan_scene(intent, self.lexicon, lang)
         guard = {attribute: value.key for attribute, value in plan.values.items()}
         reading = plan.english(self.lexicon) or intent.strip()  # english_reading, from the plan read above
         keywords = split_tags(reading)
         completion = self.complete(reading, user=user)
+        if not completion.tags and not completion.text.strip() and completion.adapter is not None:
+            return None  # the adapter learned that people add nothing to such an intent: the rules answer
         if not completion.tags:
             raise StrategyFailed(f"the local LLM gave no usable tags: {completion.text[:200]!r}")
         prompt = clean_llm_output(", ".join([*keywords, *completion.tags]), self.lexicon, guard)

@@ -1,0 +1,101 @@
+"""The cycle's expander stage: its data (the whole record, in the served format) and its gate (held-out intents).
+
+Unlike the reward model, the expander is trained afresh each cycle on every kept intent so far (narrowed to the
+top-K most kept), not on the last window: the record of kept prompts is small text, a fresh adapter cannot drift
+from an old one, and the held-out intents (a stable hash of the text) are never trained on in any cycle, so the gate
+can use all of them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from imageloop.config import Settings
+from imageloop.flywheel.export import export_datasets
+from imageloop.prompts.lexicon import load_lexicon
+from imageloop.storage import Storage
+from imageloop.training.data import Row, read_rows, snapshot_hash, top_k_intents
+from imageloop.training.expander_eval import (
+    IntentExample,
+    agreed_values,
+    community_examples,
+    dpo_rows,
+    intent_examples,
+    recall_scores,
+    sft_rows,
+    split_examples,
+)
+from imageloop.training.gate import GateResult, evaluate_gate
+
+__all__ = ["ExpanderData", "expander_data", "gate_expander"]
+
+METRIC = "held-out intent recall (share of the scene values people kept that the answer states)"
+
+
+@dataclass
+class ExpanderData:
+    """What one expander stage trains on and is gated on."""
+
+    sft: list[Row] = field(default_factory=list)
+    dpo: list[Row] = field(default_factory=list)
+    gated: list[IntentExample] = field(default_factory=list)  # held-out examples with kept values
+    data_hash: str = ""
+
+    def counts(self) -> dict[str, int]:
+        return {"sft": len(self.sft), "dpo": len(self.dpo), "heldout_intents": len(self.gated)}
+
+
+def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: Settings) -> ExpanderData:
+    """1. Export the SFT and DPO datasets of the whole record up to ``until`` into ``folder``.
+    2. Keep the top-K kept intents, read every kept generation into an :class:`IntentExample`.
+    3. Split by intent: held-out examples that kept some scene value are the gate's items (every value they kept);
+       training intents become SFT rows in the served format with the values their phrasing's users agree on
+       (:func:`community_examples`), and DPO rows."""
+    cfg = settings.training
+    shutil.rmtree(folder, ignore_errors=True)
+    export_datasets(("sft", "dpo"), storage.db_engine, folder, since=None, until=until, blobs=storage.blobs)
+    files = [folder / kind / "data.parquet" for kind in ("sft", "dpo")]
+    sft = read_rows(files[0], ["prompt", "completion"])
+    dpo = read_rows(files[1], ["prompt", "chosen", "rejected"])
+    keep = top_k_intents(sft, cfg.top_k_intents)
+    lexicon = load_lexicon()
+    examples = intent_examples([row for row in sft if str(row["prompt"]).strip() in keep], lexicon)
+    train, test = split_examples(examples, cfg.heldout_fraction)
+    held = {example.intent for example in test}
+    agreed = agreed_values(train, lexicon)
+    return ExpanderData(
+        sft=sft_rows(community_examples(train, lexicon, agreed)),
+        dpo=dpo_rows([row for row in dpo if str(row["prompt"]).strip() in keep], lexicon, agreed, exclude=held),
+        gated=[example for example in test if example.values],
+        data_hash=snapshot_hash(files),
+    )
+
+
+def gate_expander(peft_model: Any, tokenizer: Any, data: ExpanderData, parent: Path | None,
+                  settings: Settings) -> tuple[GateResult, dict[str, Any]]:
+    """The candidate (``peft_model``'s active adapter) against what is served now: the ``parent`` adapter, or the
+    base model as served without one, on the held-out intents; the gate result and metrics to record."""
+    cfg = settings.training
+    lexicon = load_lexicon()
+    tokens = settings.prompts.llm_max_new_tokens
+    candidate, answers = recall_scores(peft_model, tokenizer, data.gated, lexicon, trained=True,
+                                       max_new_tokens=tokens)
+    if parent is not None:
+        peft_model.load_adapter(str(parent), adapter_name="current")
+        peft_model.set_adapter("current")
+        baseline, _ = recall_scores(peft_model, tokenizer, data.gated, lexicon, trained=True, max_new_tokens=tokens)
+        peft_model.set_adapter("default")
+        peft_model.delete_adapter("current")
+    else:
+        with peft_model.disable_adapter():
+            baseline, _ = recall_scores(peft_model, tokenizer, data.gated, lexicon, trained=False,
+                                        max_new_tokens=tokens)
+    gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=cfg.min_heldout_items,
+                         metric="recall", items="intents")
+    examples = [{"intent": e.intent, "kept": e.values, "answer": a} for e, a in zip(data.gated, answers,
+                                                                                  strict=False)][:10]
+    return gate, {"baseline": "current" if parent is not None else "base", "metric": METRIC, "examples": examples}

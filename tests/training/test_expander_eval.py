@@ -1,0 +1,83 @@
+"""The expander's training rows and gate items, from kept generations: added tags in English, what a phrasing's
+people agree on (community slang stays, one person's taste goes), held-out intents, and recall."""
+
+from __future__ import annotations
+
+from imageloop.prompts.lexicon import load_lexicon
+from imageloop.training.expander_eval import (
+    IntentExample,
+    added_tags_of,
+    agreed_values,
+    community_examples,
+    dpo_rows,
+    intent_examples,
+    phrasing_words,
+    recall_scores,
+    sft_rows,
+    split_examples,
+)
+from tests.training.tiny_lm import tiny_lm, tiny_tokenizer
+
+LEXICON = load_lexicon()
+
+
+def test_added_tags_are_the_kept_prompts_english_tags_the_reading_lacks() -> None:
+    added = added_tags_of("fox, goblin mode, (fog:1.2), bleak, fog", "fox, goblin mode", LEXICON)
+    assert added == ("fog", "bleak")  # weights dropped, the intent's own words and repeats left out
+    # Chinese words a person typed into the prompt are read into English.
+    assert set(added_tags_of("fox, goblin, mode，雾", "fox, goblin, mode", LEXICON)) == {"fog"}
+
+
+def test_an_example_holds_the_scene_values_kept_beyond_the_intent() -> None:
+    (example,) = intent_examples([{"prompt": "a fox at night, goblin mode",
+                                   "completion": "fox, night, goblin mode, fog, cold lighting"}], LEXICON)
+    assert example.values == {"weather": "fog", "lighting": "cold"}  # night was the person's own word
+
+
+def _kept(intent: str, completion: str) -> dict[str, str]:
+    return {"prompt": intent, "completion": completion}
+
+
+def test_community_meaning_stays_and_personal_taste_goes() -> None:
+    rows = [_kept("a fox, goblin mode", "fox, goblin mode, fog, bleak, night"),
+            _kept("a frog, goblin mode", "frog, goblin mode, fog, bleak, day"),
+            _kept("a house, goblin mode", "house, goblin mode, fog, bleak, sepia"),
+            _kept("a fox", "fox, night"), _kept("a frog", "frog, day"), _kept("a house", "house, sepia")]
+    examples = intent_examples(rows, LEXICON)
+    assert phrasing_words(examples[0].reading, LEXICON) == phrasing_words(examples[1].reading, LEXICON) == {
+        "goblin", "mode"}
+    community = community_examples(examples, LEXICON, agreed_values(examples, LEXICON))
+    assert [set(e.added) for e in community[:3]] == [{"fog", "bleak"}] * 3
+    assert [e.added for e in community[3:]] == [(), (), ()]  # three people, three tastes: nothing agreed
+    assert sft_rows(community)[0] == {"prompt": "a fox, goblin mode", "completion": "fog, bleak"}
+    assert sft_rows(community)[3] == {"prompt": "a fox", "completion": ""}  # taught to add nothing
+
+
+def test_dpo_rows_prefer_the_agreed_tags_and_drop_held_out_intents() -> None:
+    examples = intent_examples([_kept("a fox, goblin mode", "fox, goblin mode, fog, bleak"),
+                                _kept("a frog, goblin mode", "frog, goblin mode, fog, bleak, night"),
+                                _kept("哥布林模式的房子", "房子, goblin, mode, fog, bleak")], LEXICON)
+    agreed = agreed_values(examples, LEXICON)
+    pairs = [{"prompt": "a house, goblin mode", "chosen": "house, goblin mode, fog, bleak, sepia",
+              "rejected": "house, goblin mode, sunny"},
+             {"prompt": "a cake, goblin mode", "chosen": "cake, goblin mode, fog, bleak", "rejected": "cake"}]
+    rows = dpo_rows(pairs, LEXICON, agreed, exclude={"a cake, goblin mode"})
+    assert rows == [{"prompt": "a house, goblin mode", "chosen": "fog, bleak", "rejected": "sunny"}]
+
+
+def test_the_split_is_by_intent_and_stable() -> None:
+    examples = [IntentExample(f"a fox number {i}", "fox", ()) for i in range(200)] * 2
+    train, test = split_examples(examples, 0.3)
+    assert {e.intent for e in train}.isdisjoint({e.intent for e in test})
+    assert 0.2 < len(test) / len(examples) < 0.4
+    assert split_examples(examples, 0.3) == (train, test)
+
+
+def test_recall_scores_count_the_kept_values_an_answer_states() -> None:
+    tokenizer = tiny_tokenizer()
+    model = tiny_lm(tokenizer)
+    examples = [IntentExample("a cat", "cat", (), {"weather": "fog"}), IntentExample("a dog", "dog", (), {})]
+    scores, answers = recall_scores(model, tokenizer, examples, LEXICON, trained=True, max_new_tokens=4)
+    assert len(scores) == len(answers) == 1  # an example with nothing kept is no gate item
+    expected = 1.0 if "fog" in answers[0].split() else 0.0
+    assert scores == [expected]
