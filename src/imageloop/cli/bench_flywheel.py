@@ -106,4 +106,28 @@ def bench_flywheel(
             low, high = gap["ci95"]
             console.print(f"week {config.weeks}, {group} sessions: full - frozen = {gap['full_minus_frozen']:+.1%} "
                           f"(95% CI {low:+.1%} to {high:+.1%})")
+    _print_slang(console, payload.get("slang_targets", {}))
     console.print(f"wrote {out / 'result.json'} and {out / 'keep_rate.png'}")
+
+
+def _print_slang(console: Console, targets: dict[str, Any]) -> None:
+    """The learning half's slang figures, each with its rule and verdict."""
+    for name in ("slang_full_minus_frozen", "slang_full_minus_online"):
+        gap = targets.get(name)
+        if gap is not None:
+            other = name.rsplit("_", 1)[-1]
+            low, high = gap["ci95"]
+            verdict = "" if "met" not in gap else f"; target ({gap['rule']}) {'met' if gap['met'] else 'NOT met'}"
+            console.print(f"week {gap['week']}, slang sessions: full - {other} = {gap[f'full_minus_{other}']:+.1%} "
+                          f"(95% CI {low:+.1%} to {high:+.1%}){verdict}")
+    growth = targets.get("newcomer_slang_growth")
+    if growth is not None:
+        last = next(key for key in growth if key.startswith("week_") and not key.endswith("ci95") and key != "week_1")
+        console.print(f"newcomers' slang sessions (full): week 1 {growth['week_1']:.1%} -> {last.replace('_', ' ')} "
+                      f"{growth[last]:.1%}; target ({growth['rule']}) {'met' if growth['met'] else 'NOT met'}")
+    recall = targets.get("expander_slang_recall")
+    if recall is not None:
+        for row in recall["rows"]:
+            console.print(f"served expander on {row['intents']} held-out {row['language']} slang intents: attribute "
+                          f"recall {row['adapter']:.1%} vs base model {row['base']:.1%} ({row['gain']:+.1%})")
+        console.print(f"target ({recall['rule']}) {'met' if recall['met'] else 'NOT met'}")
