@@ -81,3 +81,19 @@ def test_recall_scores_count_the_kept_values_an_answer_states() -> None:
     assert len(scores) == len(answers) == 1  # an example with nothing kept is no gate item
     expected = 1.0 if "fog" in answers[0].split() else 0.0
     assert scores == [expected]
+
+
+def test_the_lora_sits_on_every_linear_layer_of_the_top_layers_only() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from imageloop.training.expander import lora_config, sft_step_count
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=4,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    config = lora_config(model, rank=2, top_layers=1)
+    assert config.layers_to_transform == [3]
+    assert set(config.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert lora_config(model, rank=2, top_layers=0).layers_to_transform is None  # 0 = every layer
+    assert sft_step_count(100, 4.0, 8, cap=120) == 50
+    assert sft_step_count(1000, 4.0, 8, cap=120) == 120
+    assert sft_step_count(0, 4.0, 8, cap=120) == sft_step_count(10, 4.0, 8, cap=0) == 0
