@@ -242,3 +242,11 @@ def test_the_speed_benchmark_reports_latency_and_token_counts(expander: LocalLLM
     assert (result["threads"], result["max_new_tokens"]) == (1, NEW_TOKENS)
     with pytest.raises(ValueError, match="repeats"):
         measure_llm_speed(expander.settings, list(PHRASES), repeats=0, expander=expander)
+
+
+def test_a_pasted_essay_is_read_only_up_to_the_phrase_cap(expander: LocalLLMExpander) -> None:
+    expander.load()
+    short, cached = expander.prompt_ids(None, "red cat, night")
+    essay, _ = expander.prompt_ids(None, ", ".join(["red cat, night"] * 2000))
+    tail = len(short) - cached - len(expander._tokens("red cat, night"))
+    assert len(essay) == cached + local_llm.MAX_PHRASE_TOKENS + tail

