@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from imageloop.bench.machine import MachineWatch
 from imageloop.cli.groups import bench_app
 from imageloop.config import load_settings
 
@@ -27,6 +28,7 @@ def bench_engine(
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
 ) -> None:
     """Our engine against a plain diffusers pipeline call on the same model and settings (warm, same run)."""
+    watch = MachineWatch()  # before anything runs: how busy the machine was at the start
     from imageloop.bench.engine import EngineBenchConfig, run_engine_bench
     from imageloop.cli.generate import parse_size
 
@@ -39,7 +41,9 @@ def bench_engine(
     Console().print(result_table(result))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        out.write_text(json.dumps({**result, "machine": watch.record()}, indent=2) + "\n", encoding="utf-8")
+        if (busy := watch.warning()) is not None:
+            typer.echo(f"warning: {busy}", err=True)
         console.print(f"wrote {out}")
 
 

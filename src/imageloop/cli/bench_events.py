@@ -20,6 +20,7 @@ from imageloop.bench.events import (
     synthesise,
     time_export,
 )
+from imageloop.bench.machine import MachineWatch
 from imageloop.cli.groups import bench_app
 
 
@@ -35,6 +36,7 @@ def bench_events(
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write a PNG bar chart next to the JSON."),
 ) -> None:
     """Export time and peak memory for N synthetic events (target: under 60 s for 1,000,000)."""
+    watch = MachineWatch()  # before anything runs: how busy the machine was at the start
     with tempfile.TemporaryDirectory(prefix="imageloop-bench-") as scratch:
         url = database_url or f"sqlite:///{Path(scratch) / 'events.db'}"
         db_engine = prepare_database(url)
@@ -61,7 +63,9 @@ def bench_events(
         }
     _report(result)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    out.write_text(json.dumps({**result.to_json(), "machine": watch.record()}, indent=2) + "\n")
+    if (busy := watch.warning()) is not None:
+        typer.echo(f"warning: {busy}", err=True)
     typer.echo(f"wrote {out}")
     if plot:
         typer.echo(f"wrote {_plot(result, out.with_suffix('.png'))}")

@@ -29,6 +29,7 @@ from imageloop.bench.expander import (
     summary_rows,
 )
 from imageloop.bench.llm_speed import measure_llm_speed
+from imageloop.bench.machine import MachineWatch
 from imageloop.cli.bench_openworld import (
     openworld_json,
     print_llm_speed,
@@ -95,6 +96,7 @@ def bench_expander(
         "(0 = all)."),
 ) -> None:
     """Score each expansion strategy on the EN and ZH intent sets (see imageloop.bench.expander)."""
+    watch = MachineWatch()  # before anything runs: how busy the machine was at the start
     unknown = sorted(set(strategy) - set(STRATEGIES))
     if unknown:
         raise InvalidRequestError("--strategy", f"unknown strategy {unknown[0]!r}", allowed=", ".join(STRATEGIES))
@@ -153,7 +155,10 @@ def bench_expander(
     result = result_json(scores, effect, meta)
     result["openworld"] = openworld_json(open_scores)
     out.parent.mkdir(parents=True, exist_ok=True)
+    result["machine"] = watch.record()
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    if (busy := watch.warning()) is not None:
+        typer.echo(f"warning: {busy}", err=True)
     typer.echo(f"wrote {out}", err=True)
     if plot_png:
         plot(scores, out.with_suffix(".png"))

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from imageloop.bench.machine import MachineWatch
 from imageloop.cli.groups import bench_app
 
 # Sized to finish within 30 minutes on 2 CPU cores with the embedded model (the recorded run's timings are in
@@ -57,6 +58,7 @@ def bench_flywheel(
 
     Rerolls and edits get derived seeds (``jobs.reroll_seeds = "derived"``), so arms see the same images for the
     same requests and a run repeats."""
+    watch = MachineWatch()  # before anything runs: how busy the machine was at the start
     from tqdm import tqdm
 
     from imageloop.bench.flywheel import FlywheelConfig, load_cohort, parse_arms, result_payload, run_flywheel
@@ -94,7 +96,10 @@ def bench_flywheel(
         bar.update(1)
     print_table(run.rows, Console(width=120))
     payload = result_payload(config, run)
+    payload["machine"] = watch.record()
     write_json(out / "result.json", payload)
+    if (busy := watch.warning()) is not None:
+        typer.echo(f"warning: {busy}", err=True)
     plot_keep_rate(run.rows, out / "keep_rate.png")
     target = payload.get("target")
     if target is not None:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from imageloop.bench.machine import MachineWatch
 from imageloop.cli.groups import bench_app
 from imageloop.config import load_settings
 
@@ -28,6 +29,7 @@ def bench_model(
     speed_repeats: Annotated[int, typer.Option(min=1, help="Timed runs per batch size.")] = 3,
 ) -> None:
     """Generate for held-out combinations in EN and ZH, judge each attribute, time batch 1 and 16."""
+    watch = MachineWatch()  # before anything runs: how busy the machine was at the start
     from imageloop.bench.model import ModelBenchConfig, run_model_bench
     from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_NAME
 
@@ -40,7 +42,10 @@ def bench_model(
     for table in result_tables(result):
         Console().print(table)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "model.json").write_text(json.dumps({**result, "machine": watch.record()}, indent=2) + "\n",
+                                    encoding="utf-8")
+    if (busy := watch.warning()) is not None:
+        typer.echo(f"warning: {busy}", err=True)
     grid.save(out / "model-samples.png")
     console.print(f"wrote {out / 'model.json'} and {out / 'model-samples.png'}")
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from imageloop.bench.machine import MachineWatch
 from imageloop.cli.groups import bench_app
 from imageloop.config import load_settings
 
@@ -43,6 +44,7 @@ def bench_throughput(
     When the server denoises under CPU bf16 autocast, a second naive loop runs under the same autocast, so the
     result separates the batching gain (vs the same dtype) from the dtype gain. On a few CPU cores and a small model,
     try --workers 2 --threads 1: two single-threaded generations side by side."""
+    watch = MachineWatch()  # before anything runs: how busy the machine was at the start
     from imageloop.bench.throughput import ThroughputConfig, run_throughput_bench
 
     width = height = None
@@ -61,7 +63,9 @@ def bench_throughput(
     result = run_throughput_bench(load_settings(), config, lambda message: typer.echo(message, err=True))
     _print(result)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps({**result, "machine": watch.record()}, indent=2) + "\n")
+    if (busy := watch.warning()) is not None:
+        typer.echo(f"warning: {busy}", err=True)
     typer.echo(f"wrote {out}")
 
 

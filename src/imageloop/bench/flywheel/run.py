@@ -191,7 +191,11 @@ def _simulate_week(config: FlywheelConfig, settings: Settings, judge: AttributeJ
     from imageloop.server import create_app
 
     with TestClient(create_app(settings)) as client:
-        storage: Storage = client.app.state.services.storage  # type: ignore[attr-defined]
+        services = client.app.state.services  # type: ignore[attr-defined]
+        # A server that has been up all week: its models are loaded before the first intent (a request during the
+        # load would get the next strategy's answer, depending on how busy the machine is).
+        services.warm_up.wait()
+        storage: Storage = services.storage
         for user in users:
             if user.name not in keys:
                 keys[user.name] = storage.users.create_user(user.name)[1]
