@@ -9,6 +9,7 @@ from imageloop.flywheel.datasets import (
     GenerationRow,
     ImageRow,
     dpo_examples,
+    label_specs,
     pair_specs,
     recipe_stats,
     sft_examples,
@@ -64,6 +65,21 @@ def test_pair_orientation_varies_but_labels_follow_the_kept_image() -> None:
     for p in pairs:
         kept = p.image_0 if p.label_0 == 1.0 else p.image_1
         assert kept.index == 0 and p.label_0 + p.label_1 == 1.0
+
+
+def test_every_judged_image_is_a_label_with_its_verdict() -> None:
+    # g1 rerolled away, g2 kept (image 0; image 1 is its not-kept sibling), g3 discarded; g4 never judged.
+    c = chain([gen("g1", "cat, photo"), gen("g2", "cat, ink", parent="g1"), gen("g3", "cat, oil", parent="g2"),
+               gen("g4", "cat, clay", parent="g2")],
+              [("g2-0", ActionType.DOWNLOAD), ("g3-0", ActionType.DISCARD)])
+    labels = {(spec.image.id, spec.label, spec.source) for spec in label_specs(c)}
+    assert labels == {("g1-0", 0.0, "rerolled"), ("g1-1", 0.0, "rerolled"), ("g2-0", 1.0, "kept"),
+                      ("g2-1", 0.0, "sibling"), ("g3-0", 0.0, "discarded"), ("g3-1", 0.0, "discarded")}
+    assert {spec.caption for spec in label_specs(c)} == {"a cat"}  # the intent: what every try answered
+    # A session nobody kept still labels its images, where it gives no preference pair at all.
+    lost = chain([gen("g1", "cat"), gen("g2", "cat, ink", parent="g1")], [("g2-0", ActionType.DISCARD)])
+    assert list(pair_specs(lost)) == [] and {s.label for s in label_specs(lost)} == {0.0}
+    assert len(list(label_specs(lost))) == 4
 
 
 def test_recipe_stats_counts_succeeded_generations() -> None:

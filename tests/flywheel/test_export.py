@@ -54,6 +54,20 @@ def test_pairs_hold_jpeg_bytes_and_labels(storage: Storage, tmp_path: Path) -> N
     assert result.skipped == 0
 
 
+def test_labels_hold_one_jpeg_and_its_verdict(storage: Storage, tmp_path: Path) -> None:
+    record = build_record(storage)
+    result = export_dataset("labels", storage.db_engine, tmp_path, blobs=storage.blobs)
+    rows = {r["image_uid"]: r for r in _load(result.path).to_list()}
+    kept = record.cabin_kept.images[1].id
+    assert rows[kept]["label"] == 1.0 and rows[kept]["source"] == "kept" and rows[kept]["caption"] == "a cozy cabin"
+    assert rows[record.cabin_kept.images[0].id]["source"] == "sibling"
+    assert all(r["jpg"][:2] == b"\xff\xd8" for r in rows.values())
+    assert sum(r["label"] for r in rows.values()) == 2  # one kept image in each of the two chains
+    assert "KTO" in (tmp_path / "labels" / "README.md").read_text()
+    with pytest.raises(InvalidRequestError, match="labels dataset needs the blob store"):
+        export_dataset("labels", storage.db_engine, tmp_path / "x")
+
+
 def test_recipes_keep_rate_with_interval(storage: Storage, tmp_path: Path) -> None:
     build_record(storage)
     rows = {(r["recipe"], r["style"]): r for r in _load(export_dataset("recipes", storage.db_engine, tmp_path).path)}

@@ -52,6 +52,12 @@ def test_a_cycle_trains_gates_and_registers_the_expander_and_reward_model(
     assert expander.metrics["data"]["heldout_intents"] == gate["pairs"] >= 2
     assert expander.status is ModelStatus.AB_TEST and expander.traffic_share == 0.3
     assert reward.status is ModelStatus.PROMOTED and reward.metrics["gate"]["candidate_accuracy"] >= 0.9
+    # Every judged image is also a single label: the reward model learns from both, and records the pairs alone.
+    variants = reward.metrics["variants"]
+    rows = result.stages["export"]["rows"]
+    assert rows["labels"] == 4 * 30 > rows["pairs"] == 3 * 30  # every image of every chain vs kept-vs-other pairs
+    assert variants["trained_on"] == "pairs+labels" and 0 < variants["labels_train"] < rows["labels"]
+    assert variants["pairs+labels"] == reward.metrics["heldout_pairwise_accuracy"] and variants["pairs"] is not None
     # The reward model trains on the cycle's window; the expander on the whole record (its own export).
     assert reward.data_hash == result.stages["export"]["data_hash"] and len(expander.data_hash) == 64
     assert (cycle.registry.path(expander) / "adapter_config.json").is_file()

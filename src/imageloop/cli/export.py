@@ -1,4 +1,4 @@
-"""``imageloop export sft|dpo|pairs|recipes --out DIR [--since DATE]``: datasets from the flywheel record."""
+"""``imageloop export sft|dpo|pairs|labels|recipes --out DIR [--since DATE]``: datasets from the flywheel record."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ _HELP = {
     "sft": "Intent → final prompt of kept images (TRL SFT prompt/completion).",
     "dpo": "Intent, chosen (kept) and rejected (rerolled away / edited) prompts (TRL DPO).",
     "pairs": "Image preference pairs, Pick-a-Pic style (caption, jpg_0, jpg_1, label_0, label_1).",
+    "labels": "Single judged images: caption, jpg, label (1 kept, 0 not) for KTO and pointwise reward models.",
     "recipes": "Per recipe and style: uses, kept, keep rate with a Wilson 95% interval.",
 }
 
@@ -51,7 +52,7 @@ def run_export(kind: str, out: Path, since: str | None) -> None:
         storage.close()
     typer.echo(f"{result.rows} rows from {result.chains} chains in {result.seconds:.1f} s → {result.path}")
     if result.skipped:
-        typer.echo(f"skipped {result.skipped} pairs whose images are missing from the blob store", err=True)
+        typer.echo(f"skipped {result.skipped} rows whose images are missing from the blob store", err=True)
 
 
 def _register(kind: str) -> None:

@@ -23,6 +23,13 @@ DESCRIPTIONS = {
         "`caption` is its prompt) or `reroll` (a kept image against an image of a rejected generation; `caption` "
         "is the user's intent). Which side holds the kept image is decided by a hash, not by position."
     ),
+    "labels": (
+        "Single images with the user's verdict (KTO-style binary feedback): `jpg` is JPEG bytes, `label` 1.0 when "
+        "they kept it (downloaded, shared or liked) and 0.0 when they did not: `source` is `kept`, `sibling` (an "
+        "image they did not keep beside one they did), `rerolled` (from a generation they rerolled away from or "
+        "replaced with their own edit) or `discarded`. `caption` is the user's intent (the final prompt when there "
+        "was none). Every judged image is a row, so there are far more labels than preference pairs."
+    ),
     "recipes": (
         "How often each recipe and style leads to a kept image: `uses` counts succeeded generations, `kept` those "
         "with at least one kept image, and `keep_rate_low`/`keep_rate_high` bound `keep_rate` with a Wilson 95 % "

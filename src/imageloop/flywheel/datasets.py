@@ -10,6 +10,10 @@ The chain's *intent* is the first non-empty intent in it: what every generation 
 - ``pairs``: image preference pairs — a kept image against a not-kept sibling (same prompt) or against an image of a
   rejected generation (caption = the intent). Which side is the kept one is decided by a hash, so position says
   nothing about preference.
+- ``labels``: single images with the person's verdict (1 = kept; 0 = a sibling they did not keep, or an image of a
+  generation they rerolled away from or discarded), captioned with the intent: every image that was judged is a
+  label, where a pair needs a kept image and a rejected one in the same chain (Diffusion-KTO's and a pointwise
+  reward model's data).
 - ``recipes``: per (recipe, style), generations and kept generations, with a Wilson 95 % interval on the keep rate.
 """
 
@@ -59,6 +63,16 @@ class PairSpec:
     label_0: float
     label_1: float
     source: str  # "siblings" (same generation) or "reroll" (kept vs. an image of a rejected generation)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSpec:
+    """One judged image; the bytes are looked up by blob key when the dataset is written."""
+
+    caption: str
+    image: ImageRow
+    label: float  # 1.0 kept, 0.0 not kept
+    source: str  # "kept", "sibling" (not kept beside a kept one), "rerolled" or "discarded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +191,24 @@ def pair_specs(chain: Chain | ChainView) -> Iterator[PairSpec]:
             for rejected in info.rejected:
                 for bad in info.images_by_generation.get(rejected.id, []):
                     yield _oriented(info.intent, good, bad, "reroll")
+
+
+def label_specs(chain: Chain | ChainView) -> Iterator[LabelSpec]:
+    """Every judged image of the chain with its verdict: kept images and their not-kept siblings, and the images of
+    generations the person rerolled away from or discarded; captioned with the intent (else the final prompt)."""
+    info = _view(chain)
+    rejected = {row.id for row in info.rejected}
+    parents = {row.parent_id for row in info.succeeded if row.parent_id is not None}
+    for row in info.succeeded:
+        caption = info.intent or row.final_prompt or ""
+        if row in info.kept:
+            for image in info.images_by_generation.get(row.id, []):
+                kept = image.id in info.kept_images
+                yield LabelSpec(caption, image, 1.0 if kept else 0.0, "kept" if kept else "sibling")
+        elif row.id in rejected:
+            source = "rerolled" if row.id in parents else "discarded"
+            for image in info.images_by_generation.get(row.id, []):
+                yield LabelSpec(caption, image, 0.0, source)
 
 
 def wilson_interval(kept: int, uses: int, z: float = WILSON_Z) -> tuple[float, float]:

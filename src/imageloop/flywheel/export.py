@@ -29,6 +29,7 @@ from imageloop.flywheel.datasets import (
     ChainView,
     RecipeTally,
     dpo_examples,
+    label_specs,
     pair_specs,
     sft_examples,
     view,
@@ -38,7 +39,8 @@ from imageloop.storage.chains import Chain, read_chains
 from imageloop.storage.chains import count_chains as count_chains  # the CLI's progress bar
 from imageloop.storage.records import utcnow
 
-ExportKind = Literal["sft", "dpo", "pairs", "recipes"]
+ExportKind = Literal["sft", "dpo", "pairs", "labels", "recipes"]
+IMAGE_KINDS = frozenset({"pairs", "labels"})  # datasets that carry image bytes
 EXPORT_KINDS: tuple[str, ...] = get_args(ExportKind)
 WRITE_BATCH = 10_000
 PAIRS_WRITE_BATCH = 256  # rows carry two JPEGs each
@@ -52,6 +54,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "pairs": pa.schema([("caption", pa.string()), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()),
                         ("label_0", pa.float64()), ("label_1", pa.float64()), ("image_0_uid", pa.string()),
                         ("image_1_uid", pa.string()), ("source", pa.string())]),
+    "labels": pa.schema([("caption", pa.string()), ("jpg", pa.binary()), ("label", pa.float64()),
+                         ("image_uid", pa.string()), ("source", pa.string())]),
     "recipes": pa.schema([("recipe", pa.string()), ("style", pa.string()), ("uses", pa.int64()),
                           ("kept", pa.int64()), ("keep_rate", pa.float64()), ("keep_rate_low", pa.float64()),
                           ("keep_rate_high", pa.float64())]),
@@ -139,7 +143,7 @@ class _Dataset:
         self.folder = out_dir / kind
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "data.parquet"
-        batch = PAIRS_WRITE_BATCH if kind == "pairs" else WRITE_BATCH
+        batch = PAIRS_WRITE_BATCH if kind in IMAGE_KINDS else WRITE_BATCH
         self.writer = _BatchWriter(self.path, SCHEMAS[kind], batch)
         self.tally = RecipeTally()
         self.jpeg = _JpegCache(blobs) if blobs is not None else None
@@ -154,6 +158,15 @@ class _Dataset:
                 self.writer.add(asdict(dpo))
         elif self.kind == "recipes":
             self.tally.add(info)
+        elif self.kind == "labels" and self.jpeg is not None:
+            for label in label_specs(info):
+                try:
+                    jpg = self.jpeg(label.image.blob_key)
+                except NotFoundError:
+                    self.skipped += 1
+                    continue
+                self.writer.add({"caption": label.caption, "jpg": jpg, "label": label.label,
+                                 "image_uid": label.image.id, "source": label.source})
         elif self.jpeg is not None:
             for spec in pair_specs(info):
                 try:
@@ -184,19 +197,20 @@ def export_datasets(
     blobs: BlobStore | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[ExportResult]:
-    """Export several datasets (``sft``, ``dpo``, ``pairs``, ``recipes``) in ONE pass over the record, each to
-    ``out_dir/<kind>/`` (``data.parquet`` + ``README.md``).
+    """Export several datasets (``sft``, ``dpo``, ``pairs``, ``labels``, ``recipes``) in ONE pass over the record,
+    each to ``out_dir/<kind>/`` (``data.parquet`` + ``README.md``).
 
     Only generations created at or after ``since`` and before ``until`` (default: when the export starts) are
-    read, all from one snapshot of the record. ``pairs`` needs ``blobs`` to read the images.
+    read, all from one snapshot of the record. ``pairs`` and ``labels`` need ``blobs`` to read the images.
     ``progress`` is called with the number of chains done since its last call. Returns one result per kind (all
     with the same total ``seconds``).
     """
     for kind in kinds:
         if kind not in EXPORT_KINDS:
             raise InvalidRequestError("kind", f"unknown dataset {kind!r}", value=kind, allowed=", ".join(EXPORT_KINDS))
-    if "pairs" in kinds and blobs is None:
-        raise InvalidRequestError("blobs", "the pairs dataset needs the blob store to read images")
+    needs_images = sorted(IMAGE_KINDS & set(kinds))
+    if needs_images and blobs is None:
+        raise InvalidRequestError("blobs", f"the {needs_images[0]} dataset needs the blob store to read images")
     start = time.perf_counter()
     cutoff = since_datetime(since)
     until = until or utcnow()
@@ -204,7 +218,7 @@ def export_datasets(
     chains = pending = 0
     try:
         # Only image pairs need the image rows; the text datasets skip that (largest) table.
-        for chain in iter_chains(db_engine, since=cutoff, until=until, images="pairs" in kinds):
+        for chain in iter_chains(db_engine, since=cutoff, until=until, images=bool(needs_images)):
             info = view(chain)  # classified once, shared by every dataset
             for sink in sinks:
                 sink.add(info)

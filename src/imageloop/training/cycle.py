@@ -43,7 +43,7 @@ __all__ = ["STAGES", "TRAINED_STAGES", "CycleInterrupted", "CycleResult", "Stage
 
 log = logging.getLogger(__name__)
 
-_DATASETS = ("sft", "dpo", "pairs")
+_DATASETS = ("sft", "dpo", "pairs", "labels")
 ProgressFn = Callable[[float, str], None]
 ExpanderLoader = Callable[[Settings], tuple[Any, Any]]
 StageRun = Callable[["TrainingCycle", TrainingRun, datetime, "_Reporter"], dict[str, Any]]
@@ -269,7 +269,7 @@ class TrainingCycle:
             load_reward_model,
             pair_margins,
             save_reward_model,
-            train_reward_model,
+            train_reward_variants,
         )
 
         cfg = self.settings.training
@@ -285,12 +285,13 @@ class TrainingCycle:
             return {"skipped": short, "counts": data.counts()}
         current = self.registry.current(ModelKind.REWARD)
         parent = load_reward_model(self.registry.path(current)) if current is not None else None
-        model = train_reward_model(data.pairs_train, epochs=cfg.reward_epochs, parent=parent,
-                                   on_progress=reporter.within(0.0, 0.9))
+        model, variants = train_reward_variants(data.pairs_train, data.labels_train, data.pairs_test,
+                                                epochs=cfg.reward_epochs, parent=parent,
+                                                on_progress=reporter.within(0.0, 0.9))
         candidate = correctness(pair_margins(model, data.pairs_test))
         baseline = correctness(pair_margins(parent, data.pairs_test)) if parent is not None else None
         gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=cfg.min_heldout_items)
-        heldout = heldout_metrics(model, data.pairs_test)
+        heldout = {**heldout_metrics(model, data.pairs_test), "variants": variants}
         folder = save_reward_model(model, self._run_dir(run) / "reward", {"gate": gate.to_dict(), **heldout})
         version = self.registry.register(
             ModelKind.REWARD, folder, name="reward-cnn", data_hash=self._data_hash(run),

@@ -74,10 +74,11 @@ class CycleData:
     dpo_test: list[Row] = field(default_factory=list)
     pairs_train: list[Row] = field(default_factory=list)
     pairs_test: list[Row] = field(default_factory=list)
+    labels_train: list[Row] = field(default_factory=list)  # single judged images, split by caption as the pairs are
 
     @classmethod
     def load(cls, folder: Path, *, top_k: int, heldout_fraction: float) -> CycleData:
-        """Read ``folder/{sft,dpo,pairs}/data.parquet`` (as written by the flywheel export), keep the top-K kept
+        """Read ``folder/{sft,dpo,pairs,labels}/data.parquet`` (as written by the flywheel export), keep the top-K kept
         intents for the expander, and split by intent (expander) and caption (reward model)."""
         sft = read_rows(folder / "sft" / "data.parquet", ["prompt", "completion"])
         dpo = read_rows(folder / "dpo" / "data.parquet", ["prompt", "chosen", "rejected"])
@@ -90,8 +91,12 @@ class CycleData:
         # Held-out intents stay out of the SFT warm-start too, so the gate measures generalisation.
         sft = [row for row in sft if str(row["prompt"]).strip() not in held]
         pairs_train, pairs_test = split(pairs, "caption", heldout_fraction)
-        return cls(sft, dpo_train, dpo_test, pairs_train, pairs_test)
+        labels = read_rows(folder / "labels" / "data.parquet", ["caption", "jpg", "label"])
+        # Only the training side is kept: a caption held out for the pairs is held out for the labels too.
+        labels_train = [row for row in labels if not heldout(str(row["caption"]), heldout_fraction)]
+        return cls(sft, dpo_train, dpo_test, pairs_train, pairs_test, labels_train)
 
     def counts(self) -> dict[str, int]:
         return {"sft": len(self.sft), "dpo_train": len(self.dpo_train), "dpo_test": len(self.dpo_test),
-                "pairs_train": len(self.pairs_train), "pairs_test": len(self.pairs_test)}
+                "pairs_train": len(self.pairs_train), "pairs_test": len(self.pairs_test),
+                "labels_train": len(self.labels_train)}
