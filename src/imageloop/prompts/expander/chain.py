@@ -172,12 +172,12 @@ class ChainExpander(Expander):
                        details=details)
 
     def _apply_habits(self, result: Expansion, plan: ScenePlan, user: str, kept: list[str]) -> Expansion:
-        """Fill what the intent (read as ``plan``) leaves open with ``user``'s habits (from ``kept`` prompts and
-        their edits)."""
+        """Fill what the intent (read as ``plan``, and as a trained expander read it: :func:`learned_meaning`)
+        leaves open with ``user``'s habits (from ``kept`` prompts and their edits)."""
         assert self.memory is not None
         values = personal_values(kept, self.memory.edits(user, limit=HISTORY_WINDOW), self.lexicon,
                                  min_evidence=self.min_evidence)
-        stated = set(plan.values)
+        stated = set(plan.values) | learned_meaning(result, self.lexicon)
         prompt, applied = apply_personal_values(result.prompt, values, stated=stated, negative=result.negative,
                                                 lexicon=self.lexicon)
         if not applied:
@@ -223,3 +223,19 @@ class ChainExpander(Expander):
             return recalled.prompt
         kept = [t for t in split_tags(recalled.prompt) if (self.lexicon.value_of(t) or ("", ""))[0] not in plan.values]
         return ", ".join([render(plan, self.lexicon), *kept])
+
+
+def learned_meaning(result: Expansion, lexicon: Lexicon) -> set[str]:
+    """The attributes a trained expander adapter added to the intent: what the community's words in it mean ("goblin
+    mode" -> weather, mood), learned from what people kept for them. They count as stated, so a person's habits fill
+    only what the intent leaves open and never overwrite its meaning. The untrained base model's additions do not
+    count (its style tags are guesses)."""
+    if result.strategy != "local_llm" or str(result.version).endswith("+base"):
+        return set()
+    # The tags the guard let through (provenance), else what the model added.
+    provenance = result.details.get("provenance")
+    if provenance is not None:
+        added = [str(p["tag"]) for p in provenance if p.get("added") and p.get("source") == "local_llm"]
+    else:
+        added = [str(tag) for tag in result.details.get("added", [])]
+    return set(lexicon.attributes_in(", ".join(added))) if added else set()
