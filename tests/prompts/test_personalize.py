@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from imageloop.prompts.lexicon import load_lexicon
-from imageloop.prompts.personalize import apply_personal_values, personal_values
+from imageloop.prompts.personalize import PersonalValue, apply_personal_values, personal_values
 
 LEXICON = load_lexicon()
 
@@ -43,3 +43,25 @@ def test_a_habit_the_negative_prompt_excludes_is_not_added() -> None:
     values = personal_values(["a, rain", "b, rain"], [], LEXICON)
     prompt, applied = apply_personal_values("fox", values, stated=set(), negative="rain", lexicon=LEXICON)
     assert prompt == "fox" and applied == []
+
+
+def test_what_a_trained_expander_added_counts_as_the_intents_meaning() -> None:
+    from imageloop.prompts.expander._common import Expansion
+    from imageloop.prompts.expander.chain import learned_meaning
+
+    lexicon = load_lexicon()
+    provenance = [{"tag": "fox", "source": "intent", "added": False},
+                  {"tag": "fog", "source": "local_llm", "added": True},
+                  {"tag": "bleak", "source": "local_llm", "added": True}]
+    trained = Expansion("fox, fog, bleak", None, "local_llm", "SmolLM2-135M-Instruct+expander-v3.1a2b3c4d", "en",
+                        details={"provenance": provenance, "added": ["fog", "bleak", "sunny"]})
+    assert {"weather", "mood"} <= learned_meaning(trained, lexicon)  # what the guard let through, not "sunny"
+    assert "time" not in learned_meaning(trained, lexicon)
+    base = Expansion("fox, fog", None, "local_llm", "SmolLM2-135M-Instruct+base", "en", details={"added": ["fog"]})
+    rules = Expansion("fox, fog", None, "rules", "rules-2", "en", details={"provenance": provenance})
+    assert learned_meaning(base, lexicon) == learned_meaning(rules, lexicon) == set()
+    # So a habit fills what is left open and never overwrites the learned meaning.
+    habits = {"weather": PersonalValue("weather", "rain", 4, 1.0), "time": PersonalValue("time", "night", 4, 1.0)}
+    prompt, applied = apply_personal_values(trained.prompt, habits, stated=learned_meaning(trained, lexicon),
+                                            negative=None, lexicon=lexicon)
+    assert [v.attribute for v in applied] == ["time"] and "fog" in prompt and "rain" not in prompt
