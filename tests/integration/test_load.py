@@ -27,6 +27,7 @@ from imageloop.config import Settings
 from imageloop.storage import GenerationId, LedgerKind, Storage, UserId
 from tests.integration.serve_process import serve_env, start_server
 from tests.server.kit import HANG_GUARD_SECONDS, free_port, make_user, save_tiny_model
+from tests.storage.dbs import backends, fresh_database
 
 CLIENTS = 60
 # Generous: the p95 measured was about 1 s on a 2-core machine busy with other work (load 5; see the README).
@@ -46,18 +47,25 @@ class Server:
     settings: Settings
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("load")
+@pytest.fixture(scope="module", params=backends())
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server on SQLite, and on PostgreSQL where the tests have one."""
+    folder = tmp_path_factory.mktemp(f"load-{request.param}")
+    with fresh_database(request.param, folder) as database_url:
+        yield from _serve(folder, database_url)
+
+
+def _serve(folder: Path, database_url: str) -> Iterator[Server]:
     env = serve_env(folder / "data", save_tiny_model(folder / "model"), lease_seconds=30)
     env.update({
+        "IMAGELOOP_DATABASE_URL": database_url,
         "IMAGELOOP_CREDITS__ENABLED": "true",
         "IMAGELOOP_JOBS__MAX_JOB_SECONDS": str(MAX_JOB_SECONDS),
         "IMAGELOOP_SERVER__TIMEOUT_KEEP_ALIVE_SECONDS": str(KEEP_ALIVE_SECONDS),
         "IMAGELOOP_SERVER__MAX_INCOMPLETE_EVENT_BYTES": "8192",
         "IMAGELOOP_PROMPTS__STRATEGIES": '["rules"]',
     })
-    settings = Settings(data_dir=folder / "data", credits={"enabled": True})
+    settings = Settings(data_dir=folder / "data", database_url=database_url, credits={"enabled": True})
     storage = Storage.open(settings)
     port = free_port()
     process = start_server(env, port, folder / "serve.log")
