@@ -1,10 +1,10 @@
 """Did the served expander learn the community's slang? Its answers on slang intents it never trained on.
 
-After a run, the adapter the ``full`` arm serves answers intents built from the cohort's slang phrases (which it saw
-in its users' intents) with subjects and phrasings none of its users used: subjects of the embedded model that are
-not in the cohort's list, and the phrasings of :data:`HELDOUT_PHRASINGS`. Each intent scores the share of its
-phrase's meaning that the answer states (attribute recall), for the served adapter and for the base model as it is
-served without one; the table reports both per language.
+After a run, the adapter the ``full`` arm serves (promoted, else in its A/B test) answers intents built from the
+cohort's slang phrases (which it saw in its users' intents) with subjects and phrasings none of its users used:
+subjects of the embedded model that are not in the cohort's list, and the phrasings of :data:`HELDOUT_PHRASINGS`.
+Each intent scores the share of its phrase's meaning that the answer states (attribute recall), for the served
+adapter and for the base model as it is served without one; the table reports both per language.
 """
 
 from __future__ import annotations
@@ -67,14 +67,16 @@ def heldout_slang_intents(cohort: Cohort) -> list[tuple[str, IntentExample]]:
 
 
 def slang_recall(settings: Settings, cohort: Cohort, model: Any, tokenizer: Any) -> list[SlangRecall] | None:
-    """The table for the adapter ``settings``' registry serves now (None when none was promoted); ``model`` and
+    """The table for the adapter ``settings``' registry serves now (the promoted one, else the A/B candidate; None
+    when there is neither); ``model`` and
     ``tokenizer`` are the base LLM (loaded once by the caller)."""
     from peft import PeftModel
 
     storage = Storage.open(settings)
     try:
         registry = Registry(storage.sessions, settings)
-        current = registry.current(ModelKind.EXPANDER)
+        # The promoted adapter, else the A/B candidate serving part of the users.
+        current = registry.current(ModelKind.EXPANDER) or registry.ab_test(ModelKind.EXPANDER)
         path = registry.path(current) if current is not None else None
     finally:
         storage.close()
