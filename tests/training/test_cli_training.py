@@ -18,7 +18,7 @@ from imageloop.training.registry import ModelKind, Registry
 def test_train_cycle_runs_and_reports(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "cycle"], env={"IMAGELOOP_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 0, result.output
-    assert "succeeded" in result.stdout and "expander: skipped, 0 DPO pairs" in result.stdout
+    assert "succeeded" in result.stdout and "expander: skipped, 0 kept intents for training" in result.stdout
     again = CliRunner().invoke(app, ["train", "cycle", "--json"], env={"IMAGELOOP_DATA_DIR": str(tmp_path)})
     record = json.loads(again.stdout)
     # The first cycle trained nothing (no data), so the second's window still starts at the beginning.
