@@ -127,7 +127,7 @@ def _print_slang(console: Console, targets: dict[str, Any]) -> None:
                           f"(95% CI {low:+.1%} to {high:+.1%}){verdict}")
     growth = targets.get("newcomer_slang_growth")
     if growth is not None:
-        last = next(key for key in growth if key.startswith("week_") and not key.endswith("ci95") and key != "week_1")
+        last = f"week_{growth['last_week']}"
         console.print(f"newcomers' slang sessions (full): week 1 {growth['week_1']:.1%} -> {last.replace('_', ' ')} "
                       f"{growth[last]:.1%}; target ({growth['rule']}) {'met' if growth['met'] else 'NOT met'}")
     recall = targets.get("expander_slang_recall")

@@ -382,7 +382,7 @@ def slang_targets(config: FlywheelConfig, run: FlywheelRun) -> dict[str, Any]:
     if n1 and n6 and last > 1:
         first, final = k1 / n1, k6 / n6
         out["newcomer_slang_growth"] = {
-            "week_1": first, "week_1_ci95": list(wilson(k1, n1)), f"week_{last}": final,
+            "last_week": last, "week_1": first, "week_1_ci95": list(wilson(k1, n1)), f"week_{last}": final,
             f"week_{last}_ci95": list(wilson(k6, n6)), "sessions": [n1, n6],
             "ratio": final / first if first else None, "met": bool(final >= 2 * first),
             "rule": f"full: newcomers' slang keep rate in week {last} >= 2x week 1"}

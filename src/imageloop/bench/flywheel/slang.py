@@ -87,8 +87,9 @@ def slang_recall(settings: Settings, cohort: Cohort, model: Any, tokenizer: Any)
     served = PeftModel.from_pretrained(model, str(path))
     rows: list[SlangRecall] = []
     try:
+        intents = heldout_slang_intents(cohort)
         for language in HELDOUT_PHRASINGS:
-            examples = [e for lang, e in heldout_slang_intents(cohort) if lang == language]
+            examples = [e for lang, e in intents if lang == language]
             if not examples:
                 continue
             adapter, _ = recall_scores(served, tokenizer, examples, lexicon, trained=True, max_new_tokens=tokens)
