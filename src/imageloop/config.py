@@ -39,6 +39,20 @@ class EngineSettings(BaseModel):
     controlnet: str | None = Field(
         default=None, description="ControlNet for requests with a control image: a diffusers folder or .safetensors."
     )
+    ip_adapter: str | None = Field(
+        default=None, description="IP-Adapter for requests with a reference image (ip_image): a .safetensors file "
+        "name in the data dir's ip-adapters/ (suffix optional) or a path; SD1.5 and SDXL adapters.",
+    )
+    ip_image_encoder: str | None = Field(
+        default=None, description="The IP-Adapter's image encoder, a CLIPVisionModelWithProjection folder (a path or "
+        "a name in ip-adapters/); None = an 'image_encoder' folder beside the adapter file, else in ip-adapters/.",
+    )
+    max_loaded_models: int = Field(
+        default=1, ge=0, le=16,
+        description="Distinct models this process keeps in memory across its engines: loading another model first "
+        "releases the least recently used ones beyond this (engines of one model, e.g. the embedded workers, count "
+        "once; a released engine reloads on its next request). 0 = no limit.",
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="Torch device.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="Weights/compute dtype; 'auto' = fp16 on CUDA, fp32 elsewhere."
@@ -461,6 +475,11 @@ class Settings(BaseSettings):
     @property
     def loras_dir(self) -> Path:
         return self.data_dir / "loras"
+
+    @property
+    def ip_adapters_dir(self) -> Path:
+        """IP-Adapter weights (``.safetensors``) and their image encoder folders, used by name."""
+        return self.data_dir / "ip-adapters"
 
     @property
     def embeddings_dir(self) -> Path:

@@ -26,6 +26,7 @@ from imageloop.engine.cache import CacheStats, LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, PromptWeighting, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import load_controlnet
 from imageloop.engine.embeddings import EmbeddingLoader
+from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs
 from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
 from imageloop.engine.lora import LoraManager
 from imageloop.engine.pngmeta import encode_png, format_parameters
@@ -34,6 +35,7 @@ from imageloop.engine.recipes import LoraWeight, Recipe, RecipeStore, resolve_lo
 from imageloop.engine.request import (
     DEFAULT_CONTROL_SCALE,
     DEFAULT_HIRES_STRENGTH,
+    DEFAULT_IP_SCALE,
     DEFAULT_STRENGTH,
     MAX_SEED,
     BaseLora,
@@ -132,11 +134,13 @@ class Engine:
         config: Path | None = None,
         controlnet: str | Path | None = None,
         caches: EngineCaches | None = None,
+        ip_adapter: str | Path | None = None,
     ) -> None:
         self.settings = settings
         self.model_spec = model if model is not None else settings.engine.model
         self.config_dir = config if config is not None else settings.engine.model_config_dir
         self.controlnet_spec = controlnet if controlnet is not None else settings.engine.controlnet
+        self.ip_adapter_spec = ip_adapter if ip_adapter is not None else settings.engine.ip_adapter
         if settings.engine.threads > 0:
             torch.set_num_threads(settings.engine.threads)
         self.recipes = RecipeStore(settings)
@@ -148,6 +152,7 @@ class Engine:
         self._model: LoadedModel | None = None
         self._controlnet: Any = None
         self._controlnet_version = ""
+        self._ip_adapter: IpAdapter | None = None
         self._lock = threading.RLock()
 
     # -- model ---------------------------------------------------------------------------------------------------
@@ -168,12 +173,24 @@ class Engine:
                     allowed="set --control-model PATH or IMAGELOOP_ENGINE__CONTROLNET",
                 )
             model = self.model
+            unet_config = dict(model.pipe.unet.config)
+            if unet_config.get("encoder_hid_dim_type") == "ip_image_proj":  # an attached IP-Adapter's, not the model's
+                unet_config["encoder_hid_dim_type"] = None
             controlnet, version = load_controlnet(
-                self.controlnet_spec, self.settings, model.device, model.dtype, model.pipe.unet.config
+                self.controlnet_spec, self.settings, model.device, model.dtype, unet_config
             )
             _check_controlnet_fits(controlnet.config, model.pipe.unet.config, self.controlnet_spec)
             self._controlnet, self._controlnet_version = controlnet, version
         return self._controlnet, self._controlnet_version
+
+    def _ip_adapter_model(self) -> IpAdapter:
+        if self._ip_adapter is None:
+            if self.ip_adapter_spec is None:
+                raise InvalidRequestError("ip_image", "no IP-Adapter is configured",
+                                          allowed="set --ip-adapter NAME or IMAGELOOP_ENGINE__IP_ADAPTER")
+            model = self.model
+            self._ip_adapter = IpAdapter(self.ip_adapter_spec, self.settings, model.device, model.dtype)
+        return self._ip_adapter
 
     @property
     def autocast(self) -> torch.dtype | None:
@@ -208,6 +225,9 @@ class Engine:
         if request.control_image is not None and self.controlnet_spec is None:
             raise InvalidRequestError("control_image", "no ControlNet model is configured",
                                       allowed="set --control-model PATH or IMAGELOOP_ENGINE__CONTROLNET")
+        if request.ip_image is not None and self.ip_adapter_spec is None:
+            raise InvalidRequestError("ip_image", "no IP-Adapter is configured",
+                                      allowed="set --ip-adapter NAME or IMAGELOOP_ENGINE__IP_ADAPTER")
         return recipe
 
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
@@ -237,6 +257,7 @@ class Engine:
             "strength": _first(request.strength, DEFAULT_STRENGTH) if request.init_image is not None else None,
             "controlnet_conditioning_scale": _first(request.controlnet_conditioning_scale, DEFAULT_CONTROL_SCALE)
             if request.control_image is not None else None,
+            "ip_scale": _first(request.ip_scale, DEFAULT_IP_SCALE) if request.ip_image is not None else None,
             "hires_strength": _first(request.hires_strength, DEFAULT_HIRES_STRENGTH)
             if request.hires_scale is not None else None,
         })
@@ -324,7 +345,7 @@ class Engine:
             plans = [self._plan(request, recipe) for request, recipe in zip(requests, recipes, strict=True)]
             groups: dict[tuple[Any, ...], list[int]] = {}
             for index, plan in enumerate(plans):
-                if plan.mode is Mode.TXT2IMG and plan.request.hires_scale is None:
+                if plan.mode is Mode.TXT2IMG and plan.request.hires_scale is None and plan.request.ip_image is None:
                     groups.setdefault(plan.batch_key(), []).append(index)
                 else:
                     results[index] = self.generate(requests[index], on_step, cancel)  # img2img / ControlNet alone
@@ -373,6 +394,12 @@ class Engine:
             controlnet, controlnet_version = self._controlnet_model()
         pipe = pipeline_variant(model, plan.mode, controlnet)
         pipe.scheduler = make_scheduler(plan.scheduler, model.scheduler_config)
+        if plan.request.ip_image is not None:
+            adapter = self._ip_adapter_model()
+            adapter.attach(pipe, plan.request.ip_scale or 0.0)
+            controlnet_version += f"|ip:{adapter.version}"
+        elif self._ip_adapter is not None:
+            self._ip_adapter.detach(pipe)
         try:
             self.loras.apply(pipe, plan.recipe)
         except ImageloopError:
@@ -427,6 +454,7 @@ class Engine:
             control = decode_image(request.control_image, "control_image").resize(size)
             call["control_image" if request.init_image is not None else "image"] = control
             call["controlnet_conditioning_scale"] = request.controlnet_conditioning_scale
+        call.update(reference_kwargs(request.ip_image))
         if request.init_image is None or request.control_image is not None:  # plain img2img takes the image's size
             call.update(width=plan.width, height=plan.height)
         return self._call(pipe, call, reporter)
@@ -455,6 +483,8 @@ class Engine:
         size = hires_size(plan.width, plan.height, request.hires_scale)
         pipe = pipeline_variant(self.model, Mode.IMG2IMG, None)
         pipe.scheduler = make_scheduler(plan.scheduler, self.model.scheduler_config)
+        if request.ip_image is not None:  # the second pass keeps the reference image
+            self._ip_adapter_model().attach(pipe, request.ip_scale or 0.0)
         seeds = plan.seeds
         seed_noise_sampler(pipe.scheduler, seeds)
         from PIL import Image
@@ -468,13 +498,16 @@ class Engine:
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
             callback_on_step_end=reporter.hook(done=reporter.steps),
             output_type="pil",
+            **reference_kwargs(request.ip_image),
         )
         return self._call(pipe, call, reporter)
 
     def _pngs(self, plan: _Plan, images: list[Any], model: LoadedModel) -> list[GeneratedImage]:
         out = []
         autocast = self.autocast
-        extras = {"Autocast": autocast_name(autocast)} if autocast is not None else None
+        extras = {"Autocast": autocast_name(autocast)} if autocast is not None else {}
+        if plan.request.ip_image is not None and self._ip_adapter is not None:
+            extras["IP-Adapter"] = self._ip_adapter.name
         for image, seed in zip(images, plan.seeds, strict=True):
             text = format_parameters(plan.request, seed=seed, model_name=model.name, model_hash=model.version,
                                      extras=extras)

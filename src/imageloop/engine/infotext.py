@@ -111,7 +111,8 @@ def import_parameters(
             continue
         if _DEFAULT_VALUES.get(name) == value:
             continue
-        reason = "the control image is not part of the text" if name == "ControlNet weight" else "not supported here"
+        reason = "the control image is not part of the text" if name == "ControlNet weight" else \
+            "the reference image is not part of the text" if name.startswith("IP-Adapter") else "not supported here"
         reader.ignore(name, value, reason)
     request = GenerationRequest(**fields)
     return ImportedParameters(request, text_model, text_hash, reader.ignored, embeddings)

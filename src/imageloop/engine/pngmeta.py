@@ -8,7 +8,8 @@ The format is three parts, as A1111 writes it::
 
 Values holding a comma, colon or newline are JSON-quoted. A PNG written here can be read back with
 :func:`read_png_parameters` into a request that reproduces that one image (``num_images`` 1, that image's seed).
-Source images (img2img, ControlNet) are not stored in the text, so a read-back request has none. A request's own
+Source images (img2img, ControlNet, the IP-Adapter's reference) are not stored in the text (the reference
+image's SHA-256 prefix, its scale and the adapter's name are), so a read-back request has none. A request's own
 LoRAs are written into the prompt as A1111's ``<lora:name:weight>`` tags and read back from them; clip skip and
 hires fix as A1111's ``Clip skip``, ``Hires upscale``, ``Hires steps`` and ``Denoising strength``.
 
@@ -18,6 +19,7 @@ Text pasted from A1111, Forge or Civitai, with everything we cannot follow repor
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -126,6 +128,10 @@ def format_parameters(
         pairs.append(("Denoising strength", _number(request.strength)))
     if request.controlnet_conditioning_scale is not None:
         pairs.append(("ControlNet weight", _number(request.controlnet_conditioning_scale)))
+    if request.ip_image is not None:
+        pairs.append(("IP-Adapter image", hashlib.sha256(request.ip_image).hexdigest()[:10]))
+        if request.ip_scale is not None:
+            pairs.append(("IP-Adapter scale", _number(request.ip_scale)))
     if request.clip_skip is not None:
         pairs.append(("Clip skip", str(request.clip_skip)))
     if request.hires_scale is not None:

@@ -2,8 +2,8 @@
 
 Fields left ``None`` are filled later from the recipe, then the model's defaults (see ``Engine.resolve``). Every
 invalid field raises :class:`~imageloop.errors.InvalidRequestError` naming the field and what is allowed, including
-pydantic's own type errors. Images (``init_image``, ``control_image``) are held as encoded image bytes; PIL images
-are accepted and stored as PNG, and in JSON they travel as base64 strings.
+pydantic's own type errors. Images (``init_image``, ``control_image``, ``ip_image``) are held as encoded image
+bytes; PIL images are accepted and stored as PNG, and in JSON they travel as base64 strings.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ MAX_PROMPT_CHARS = 20_000
 MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_STRENGTH = 0.75
 DEFAULT_CONTROL_SCALE = 1.0
+DEFAULT_IP_SCALE = 0.6  # the reference image steers, the prompt still counts (diffusers' examples use 0.5-0.7)
 DEFAULT_HIRES_STRENGTH = 0.7  # A1111's default "Denoising strength" for hires fix
 MAX_CLIP_SKIP = 12
 MAX_HIRES_SCALE = 4.0
@@ -116,6 +117,10 @@ class GenerationRequest(BaseModel):
     strength: float | None = Field(default=None, gt=0.0, le=1.0, description="img2img denoising strength.")
     control_image: bytes | None = Field(default=None, description="ControlNet condition image (sketch, scribble).")
     controlnet_conditioning_scale: float | None = Field(default=None, ge=0.0, le=2.0, description="ControlNet weight.")
+    ip_image: bytes | None = Field(default=None, description="IP-Adapter reference image (encoded image bytes).")
+    ip_scale: float | None = Field(
+        default=None, ge=0.0, le=2.0,
+        description=f"How strongly the reference image steers (IP-Adapter scale, default {DEFAULT_IP_SCALE}).")
     loras: tuple[LoraWeight, ...] = Field(
         default=(), max_length=MAX_LORAS_PER_RECIPE,
         description="LoRAs from the LoRA library added to the recipe's (A1111's <lora:name:weight> prompt tags).")
@@ -168,7 +173,7 @@ class GenerationRequest(BaseModel):
     def _known_scheduler(cls, value: str | None) -> str | None:
         return None if value is None else canonical_scheduler_name(value)
 
-    @field_validator("init_image", "control_image", mode="before")
+    @field_validator("init_image", "control_image", "ip_image", mode="before")
     @classmethod
     def _image_bytes(cls, value: Any) -> Any:
         if isinstance(value, Image.Image):
@@ -183,7 +188,7 @@ class GenerationRequest(BaseModel):
                 raise ValueError("expected base64 text of an image") from None
         return value
 
-    @field_validator("init_image", "control_image")
+    @field_validator("init_image", "control_image", "ip_image")
     @classmethod
     def _decodable(cls, value: bytes | None, info: Any) -> bytes | None:
         if value is not None:
@@ -205,6 +210,8 @@ class GenerationRequest(BaseModel):
         if self.controlnet_conditioning_scale is not None and self.control_image is None:
             raise InvalidRequestError("controlnet_conditioning_scale", "only applies with a control_image",
                                       value=self.controlnet_conditioning_scale)
+        if self.ip_scale is not None and self.ip_image is None:
+            raise InvalidRequestError("ip_scale", "only applies with an ip_image", value=self.ip_scale)
         for name in ("hires_steps", "hires_strength"):
             if getattr(self, name) is not None and self.hires_scale is None:
                 raise InvalidRequestError(name, "only applies with hires_scale (hires fix)", value=getattr(self, name))
@@ -275,10 +282,11 @@ def max_side(settings: Settings) -> tuple[int, int] | None:
 
 
 def check_limits(request: GenerationRequest, settings: Settings) -> None:
-    """Check the limits that come from settings (steps, pixels, batch size, the pixels of an init or control
-    image); InvalidRequestError names the field."""
+    """Check the limits that come from settings (steps, pixels, batch size, the pixels of an init, control or
+    reference image); InvalidRequestError names the field."""
     limits = settings.engine
-    for name, image in (("init_image", request.init_image), ("control_image", request.control_image)):
+    for name, image in (("init_image", request.init_image), ("control_image", request.control_image),
+                        ("ip_image", request.ip_image)):
         if image is not None:
             check_image_pixels(image, name, settings.server.max_image_pixels)
     if request.steps is not None and request.steps > limits.max_steps:
