@@ -26,6 +26,16 @@ from imageloop.engine.cache import CacheStats, LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, PromptWeighting, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import load_controlnet
 from imageloop.engine.embeddings import EmbeddingLoader
+from imageloop.engine.families import (
+    NEGATIVE_NOT_USED,
+    check_flow_request,
+    check_flow_scheduler,
+    flow_scheduler,
+    has_negative_prompt,
+    is_flow_family,
+    pipeline_prompt_kwargs,
+)
+from imageloop.engine.flow_conditioning import encode_flow_prompt
 from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs
 from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
 from imageloop.engine.lora import LoraManager
@@ -90,6 +100,7 @@ class _Plan:
     scheduler: str
     mode: Mode
     model_version: str  # the model's version, plus the tag of a base LoRA the plan applies
+    unused: dict[str, str] = field(default_factory=dict)  # what the model family did not use, for the PNG
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call."""
@@ -265,13 +276,24 @@ class Engine:
         resolved = GenerationRequest.model_validate(resolved.model_dump())
         check_limits(resolved, self.settings)
         prompt, negative = apply_style(resolved.prompt, resolved.negative_prompt, style)
+        architecture = self.model.architecture.value
+        if is_flow_family(architecture):
+            assert resolved.width is not None and resolved.height is not None
+            check_flow_request(architecture, self.model.pipe, negative_prompt=request.negative_prompt,
+                               guidance_scale=request.guidance_scale, clip_skip=request.clip_skip,
+                               control=request.control_image is not None, width=resolved.width,
+                               height=resolved.height)
+            check_flow_scheduler(resolved.scheduler or "", architecture)
+        unused: dict[str, str] = {}
+        if negative and not has_negative_prompt(architecture):  # the style preset's negative part
+            negative, unused["Style negative prompt"] = "", NEGATIVE_NOT_USED
         recipe = _with_request_loras(recipe, request.loras)
         recipe, model_version = _with_base_lora(recipe, request.base_lora, self.model.version)
         assert resolved.seed is not None and resolved.steps is not None and resolved.guidance_scale is not None
         assert resolved.width is not None and resolved.height is not None and resolved.scheduler is not None
         return _Plan(resolved, recipe, random_seed, prompt, negative, resolved.seed, resolved.steps,
                      resolved.guidance_scale, resolved.width, resolved.height, resolved.scheduler, Mode(request.mode),
-                     model_version)
+                     model_version, unused)
 
     # -- generation ------------------------------------------------------------------------------------------------
 
@@ -306,7 +328,7 @@ class Engine:
                 clock.lap("cache")
                 return dataclasses.replace(cached, timings=clock.total(), from_cache=True)
             # 5. Encode the prompts (LRU cache keyed by model, active LoRAs and text).
-            kwargs = batch_for_pipeline(pipe, [self._encode_pair(pipe, plan)] * plan.request.num_images)
+            kwargs = self._prompt_kwargs(pipe, [self._encode_pair(pipe, plan)] * plan.request.num_images)
             clock.lap("encode")
             # 6. Denoise, reporting each step; a stop request interrupts the pipeline.
             images = self._run(pipe, plan, kwargs, plan.seeds, reporter)
@@ -373,7 +395,7 @@ class Engine:
             pairs = [self._encode_pair(pipe, plans[i]) for i in todo for _ in range(plans[i].request.num_images)]
             seeds = [seed for i in todo for seed in plans[i].seeds]
             reporter.raise_if_stopped()
-            images = self._run(pipe, plans[todo[0]], batch_for_pipeline(pipe, pairs), seeds, reporter)
+            images = self._run(pipe, plans[todo[0]], self._prompt_kwargs(pipe, pairs), seeds, reporter)
             elapsed = {"total": time.perf_counter() - started, "batch_images": float(len(seeds))}
             for i in todo:
                 plan = plans[i]
@@ -393,7 +415,7 @@ class Engine:
         if plan.mode in (Mode.CONTROLNET, Mode.CONTROLNET_IMG2IMG):
             controlnet, controlnet_version = self._controlnet_model()
         pipe = pipeline_variant(model, plan.mode, controlnet)
-        pipe.scheduler = make_scheduler(plan.scheduler, model.scheduler_config)
+        pipe.scheduler = self._scheduler(plan.scheduler)
         if plan.request.ip_image is not None:
             adapter = self._ip_adapter_model()
             adapter.attach(pipe, plan.request.ip_scale or 0.0)
@@ -407,6 +429,12 @@ class Engine:
         except Exception as exc:  # a LoRA that loads but does not fit this model
             raise RecipeError(f"recipe {plan.request.recipe!r} cannot be applied: {exc}") from exc
         return pipe, controlnet_version
+
+    def _scheduler(self, name: str) -> Any:
+        model = self.model
+        if is_flow_family(model.architecture.value):
+            return flow_scheduler(name, model.scheduler_config, model.architecture.value)
+        return make_scheduler(name, model.scheduler_config)
 
     @property
     def prompt_weighting(self) -> PromptWeighting:
@@ -424,13 +452,22 @@ class Engine:
         adapters = repr(self.loras.active(pipe))
         # Embedding names become their tokens (named after the file's hash, so the cache key follows the file).
         prompt, negative = self.embeddings.prepare(pipe, [plan.prompt, plan.negative])
-        return (self._encode(pipe, adapters, prompt, plan.clip_skip),
-                self._encode(pipe, adapters, negative, plan.clip_skip))
+        positive = self._encode(pipe, adapters, prompt, plan.clip_skip)
+        if not has_negative_prompt(self.model.architecture.value):
+            return positive, positive  # no unconditional pass: the pipeline is not given a negative
+        return positive, self._encode(pipe, adapters, negative, plan.clip_skip)
+
+    def _prompt_kwargs(self, pipe: Any, pairs: list[tuple[EncodedPrompt, EncodedPrompt]]) -> dict[str, Any]:
+        return pipeline_prompt_kwargs(self.model.architecture.value, batch_for_pipeline(pipe, pairs))
 
     def _encode(self, pipe: Any, adapters: str, text: str, clip_skip: int = 1) -> EncodedPrompt:
         weighting = self.prompt_weighting
         key = PromptKey(self.model.version, adapters, text, weighting, clip_skip)
         with torch.inference_mode():
+            architecture = self.model.architecture.value
+            if is_flow_family(architecture):
+                return self.prompt_cache.get_or_compute(
+                    key, lambda: encode_flow_prompt(pipe, architecture, text, weighting))
             return self.prompt_cache.get_or_compute(key, lambda: encode_prompt(pipe, text, weighting, clip_skip))
 
     def _run(
@@ -461,9 +498,9 @@ class Engine:
 
     def _call(self, pipe: Any, call: dict[str, Any], reporter: StepReporter) -> list[Any]:
         autocast = self.autocast
-        denoisers = (pipe.unet, getattr(pipe, "controlnet", None))  # a stop is looked for inside each step too
-        if autocast is None:
-            with torch.inference_mode(), reporter.inside(*denoisers):
+        denoisers = (getattr(pipe, "unet", None), getattr(pipe, "controlnet", None))  # a stop is looked for inside
+        if autocast is None or is_flow_family(self.model.architecture.value):  # (flow latents: the pipe decodes)
+            with torch.inference_mode(), denoise_autocast(autocast), reporter.inside(*denoisers):
                 images = list(pipe(**call).images)
             reporter.raise_if_stopped()
             return images
@@ -482,7 +519,7 @@ class Engine:
         assert request.hires_scale is not None and request.hires_strength is not None
         size = hires_size(plan.width, plan.height, request.hires_scale)
         pipe = pipeline_variant(self.model, Mode.IMG2IMG, None)
-        pipe.scheduler = make_scheduler(plan.scheduler, self.model.scheduler_config)
+        pipe.scheduler = self._scheduler(plan.scheduler)
         if request.ip_image is not None:  # the second pass keeps the reference image
             self._ip_adapter_model().attach(pipe, request.ip_scale or 0.0)
         seeds = plan.seeds
@@ -508,6 +545,7 @@ class Engine:
         extras = {"Autocast": autocast_name(autocast)} if autocast is not None else {}
         if plan.request.ip_image is not None and self._ip_adapter is not None:
             extras["IP-Adapter"] = self._ip_adapter.name
+        extras.update(plan.unused)
         for image, seed in zip(images, plan.seeds, strict=True):
             text = format_parameters(plan.request, seed=seed, model_name=model.name, model_hash=model.version,
                                      extras=extras)

@@ -1,10 +1,12 @@
-"""Loading models: diffusers folders and single-file ``.safetensors`` checkpoints (SD1.5 and SDXL).
+"""Loading models: diffusers folders and single-file ``.safetensors`` checkpoints (SD1.5, SDXL, FLUX.1, SD3).
 
 :func:`load_model` finds the model (``"embedded"``, a name under the data dir's ``models/``, or a path), detects
 its architecture, loads the text-to-image pipeline on the configured device, and hashes its weights so results
-can name the exact version. :func:`pipeline_variant` builds the img2img / ControlNet pipelines from the loaded one
-with ``from_pipe``, sharing its weights. Every failure is a :class:`ModelLoadError` (or
-:class:`UnsupportedModelError`) naming the path and the reason.
+can name the exact version. A FLUX.1 or SD3 single file holds the transformer (original BFL/SAI keys or diffusers
+keys); its text encoders, VAE, tokenizers and scheduler come from a diffusers folder of the same family given as
+``config`` (nothing is shipped for them: they are gigabytes). :func:`pipeline_variant` builds the img2img /
+ControlNet pipelines from the loaded one with ``from_pipe``, sharing its weights. Every failure is a
+:class:`ModelLoadError` (or :class:`UnsupportedModelError`) naming the path and the reason.
 """
 
 from __future__ import annotations
@@ -25,8 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
 from imageloop.engine.conditioning import PromptWeighting
+from imageloop.engine.families import (
+    FLOW_SCHEDULERS,
+    check_flow_scheduler,
+    family_defaults,
+    is_flow_family,
+    native_side_from_configs,
+)
+from imageloop.engine.flux_layout import flux_original_to_diffusers, is_flux_original
 from imageloop.engine.schedulers import canonical_scheduler_name
-from imageloop.errors import ImageloopError, ModelLoadError, UnsupportedModelError
+from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, UnsupportedModelError
 
 MODEL_DEFAULTS_FILE = "imageloop.json"
 SHIPPED_CONFIGS_DIR = ASSETS_DIR / "configs"
@@ -36,6 +46,12 @@ FALLBACK_SCHEDULER = "DPM++ 2M Karras"
 
 _SD15_KEYS = ("model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.")
 _SDXL_KEYS = ("model.diffusion_model.label_emb.0.0.weight", "conditioner.embedders.1.model.")
+# Transformer checkpoints: original layouts (optionally under ComfyUI's "model.diffusion_model." prefix) and diffusers'.
+_ORIGINAL_PREFIXES = ("", "model.diffusion_model.")
+_FLUX_ORIGINAL = "double_blocks.0.img_attn.qkv.weight"
+_SD3_ORIGINAL = "joint_blocks.0.x_block.attn.qkv.weight"
+_FLUX_DIFFUSERS = ("single_transformer_blocks.0.attn.to_q.weight", "x_embedder.weight")
+_SD3_DIFFUSERS = ("transformer_blocks.0.attn.add_k_proj.weight", "pos_embed.proj.weight")
 
 
 class Architecture(StrEnum):
@@ -43,6 +59,8 @@ class Architecture(StrEnum):
 
     SD15 = "sd15"
     SDXL = "sdxl"
+    FLUX = "flux"
+    SD3 = "sd3"
 
 
 class Mode(StrEnum):
@@ -67,13 +85,21 @@ _PIPELINE_CLASSES: dict[Architecture, dict[Mode, str]] = {
         Mode.CONTROLNET: "StableDiffusionXLControlNetPipeline",
         Mode.CONTROLNET_IMG2IMG: "StableDiffusionXLControlNetImg2ImgPipeline",
     },
+    Architecture.FLUX: {Mode.TXT2IMG: "FluxPipeline", Mode.IMG2IMG: "FluxImg2ImgPipeline"},
+    Architecture.SD3: {Mode.TXT2IMG: "StableDiffusion3Pipeline", Mode.IMG2IMG: "StableDiffusion3Img2ImgPipeline"},
 }
+# The denoiser a single file of each transformer family holds (loaded on its own, the rest from the config folder).
+_TRANSFORMER_CLASSES = {Architecture.FLUX: "FluxTransformer2DModel", Architecture.SD3: "SD3Transformer2DModel"}
 # Folder pipelines we accept, by the class name in model_index.json.
 _FOLDER_CLASSES = {
     "StableDiffusionPipeline": Architecture.SD15,
     "StableDiffusionImg2ImgPipeline": Architecture.SD15,
     "StableDiffusionXLPipeline": Architecture.SDXL,
     "StableDiffusionXLImg2ImgPipeline": Architecture.SDXL,
+    "FluxPipeline": Architecture.FLUX,
+    "FluxImg2ImgPipeline": Architecture.FLUX,
+    "StableDiffusion3Pipeline": Architecture.SD3,
+    "StableDiffusion3Img2ImgPipeline": Architecture.SD3,
 }
 
 
@@ -189,7 +215,8 @@ def read_checkpoint_keys(path: Path) -> list[str]:
 
 
 def architecture_from_keys(keys: list[str], path: Path) -> Architecture:
-    """SD1.5 or SDXL from a checkpoint's original (LDM) key names; UnsupportedModelError says what it looks like."""
+    """The architecture from a checkpoint's key names: SD1.5/SDXL from their original (LDM) keys, FLUX.1/SD3 from
+    their transformer's original or diffusers keys; UnsupportedModelError says what else it looks like."""
     key_set = set(keys)
 
     def has(marker: str) -> bool:
@@ -199,12 +226,14 @@ def architecture_from_keys(keys: list[str], path: Path) -> Architecture:
         return Architecture.SDXL
     if all(has(marker) for marker in _SD15_KEYS):
         return Architecture.SD15
+    if any(prefix + _FLUX_ORIGINAL in key_set for prefix in _ORIGINAL_PREFIXES) or key_set.issuperset(_FLUX_DIFFUSERS):
+        return Architecture.FLUX
+    if any(prefix + _SD3_ORIGINAL in key_set for prefix in _ORIGINAL_PREFIXES) or (
+        key_set.issuperset(_SD3_DIFFUSERS) and not has("single_transformer_blocks.")
+    ):
+        return Architecture.SD3
     if has("cond_stage_model.model."):
         kind = "a Stable Diffusion 2.x checkpoint (OpenCLIP text encoder)"
-    elif has("model.diffusion_model.joint_blocks.") or has("joint_blocks."):
-        kind = "a Stable Diffusion 3 checkpoint"
-    elif has("double_blocks.") or has("model.diffusion_model.double_blocks."):
-        kind = "a FLUX checkpoint"
     elif any(k.startswith(("lora_unet_", "lora_te", "unet.", "text_encoder.")) or ".lora_" in k for k in keys):
         kind = "a LoRA (add it to a recipe instead)"
     elif has("model.diffusion_model."):
@@ -213,7 +242,8 @@ def architecture_from_keys(keys: list[str], path: Path) -> Architecture:
         kind = "a VAE on its own"
     else:
         kind = f"not a Stable Diffusion checkpoint (first keys: {', '.join(sorted(keys)[:3])})"
-    raise UnsupportedModelError(f"{path}: unsupported model: {kind}; supported: SD1.5 and SDXL checkpoints")
+    raise UnsupportedModelError(f"{path}: unsupported model: {kind}; supported: SD1.5, SDXL, FLUX.1 and SD3 "
+                                f"checkpoints")
 
 
 def detect_architecture(path: Path) -> Architecture:
@@ -278,8 +308,11 @@ def native_size(spec: str | Path, settings: Settings) -> int | None:
         own = read_model_defaults(folder)
         if own.width or own.height:
             return max(own.width or 0, own.height or 0)
-        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        if not (folder / "unet").is_dir():  # a FLUX.1 / SD3 transformer
+            transformer = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+            return native_side_from_configs(detect_architecture(folder).value, transformer, vae)
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         sample = unet["sample_size"]
         latent = max(sample) if isinstance(sample, list) else int(sample)
         return int(latent * 2 ** (len(vae["block_out_channels"]) - 1))  # as diffusers' vae_scale_factor
@@ -287,15 +320,26 @@ def native_size(spec: str | Path, settings: Settings) -> int | None:
         return None
 
 
-def complete_defaults(pipe: Any, own: ModelDefaults) -> ResolvedDefaults:
-    """Fill the gaps of a model's own defaults: native size from its UNet/VAE config, A1111's usual steps/CFG."""
-    native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+def complete_defaults(
+    pipe: Any, own: ModelDefaults, architecture: Architecture = Architecture.SD15
+) -> ResolvedDefaults:
+    """Fill the gaps of a model's own defaults: native size from its UNet (or transformer) and VAE config; steps
+    and guidance: A1111's usual ones, or the family's for FLUX.1 / SD3 (see families)."""
+    scheduler = FALLBACK_SCHEDULER
+    if is_flow_family(architecture):
+        steps, guidance, native = family_defaults(architecture.value, pipe)
+        scheduler = FLOW_SCHEDULERS[0]
+        if own.scheduler:
+            check_flow_scheduler(canonical_scheduler_name(own.scheduler), architecture.value)
+    else:
+        steps, guidance = FALLBACK_STEPS, FALLBACK_GUIDANCE
+        native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
     return ResolvedDefaults(
-        steps=own.steps or FALLBACK_STEPS,
-        guidance_scale=own.guidance_scale if own.guidance_scale is not None else FALLBACK_GUIDANCE,
+        steps=own.steps or steps,
+        guidance_scale=own.guidance_scale if own.guidance_scale is not None else guidance,
         width=own.width or native,
         height=own.height or native,
-        scheduler=canonical_scheduler_name(own.scheduler) if own.scheduler else FALLBACK_SCHEDULER,
+        scheduler=canonical_scheduler_name(own.scheduler) if own.scheduler else scheduler,
         prompt_weighting=own.prompt_weighting or "a1111",
     )
 
@@ -325,7 +369,12 @@ def quiet_loading() -> Iterator[None]:
 def _pipeline_class(architecture: Architecture, mode: Mode) -> Any:
     import diffusers
 
-    return getattr(diffusers, _PIPELINE_CLASSES[architecture][mode])
+    name = _PIPELINE_CLASSES[architecture].get(mode)
+    if name is None:
+        field = "control_image" if mode in (Mode.CONTROLNET, Mode.CONTROLNET_IMG2IMG) else "init_image"
+        raise InvalidRequestError(field, f"{mode.value} is not supported for {architecture.value} models",
+                                  allowed=", ".join(m.value for m in _PIPELINE_CLASSES[architecture]))
+    return getattr(diffusers, name)
 
 
 def shipped_config_dir(architecture: Architecture) -> Path:
@@ -336,6 +385,12 @@ def shipped_config_dir(architecture: Architecture) -> Path:
 def single_file_config(path: Path, architecture: Architecture, config: Path | None, settings: Settings) -> Path:
     """The config folder for single-file checkpoint ``path``: ``config`` if given (it must be of the same
     architecture), else the shipped one for ``architecture``, assembled under the data dir's cache."""
+    if config is None and is_flow_family(architecture):
+        raise ModelLoadError(
+            f"{path}: a {architecture.value} single file holds only the transformer; pass --config DIR (or set "
+            f"IMAGELOOP_ENGINE__MODEL_CONFIG_DIR): a diffusers {architecture.value} folder with its text encoders, "
+            "VAE, tokenizers and scheduler"
+        )
     if config is None:
         from imageloop.engine.single_file import prepared_config_dir
 
@@ -367,6 +422,8 @@ def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, 
                     kwargs.update(safety_checker=None, requires_safety_checker=False)
                 return cls.from_pretrained(path, **kwargs)
             assert config is not None
+            if is_flow_family(architecture):
+                return _load_transformer_file(path, architecture, config, dtype)
             pipe = cls.from_single_file(str(path), config=str(config), torch_dtype=dtype, local_files_only=True)
             _check_all_weights_loaded(pipe, path)
             return pipe
@@ -374,6 +431,30 @@ def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, 
         raise
     except Exception as exc:  # diffusers raises many types (OSError, ValueError, KeyError...) for bad files
         raise ModelLoadError(f"{path}: cannot load the {architecture.value} model: {error_reason(exc)}") from exc
+
+
+def _load_transformer_file(path: Path, architecture: Architecture, config: Path, dtype: torch.dtype) -> Any:
+    # diffusers converts original BFL/SAI keys and takes diffusers keys as they are; the other components are the
+    # config folder's own (with their weights).
+    import diffusers
+
+    transformer_cls = getattr(diffusers, _TRANSFORMER_CLASSES[architecture])
+    source: Any = str(path)
+    if architecture is Architecture.FLUX and is_flux_original(read_checkpoint_keys(path)):
+        from safetensors.torch import load_file
+
+        try:
+            source = flux_original_to_diffusers(load_file(str(path)))
+        except KeyError as exc:
+            raise UnsupportedModelError(f"{path}: not a FLUX.1 transformer: unexpected key {exc}") from None
+    transformer = transformer_cls.from_single_file(
+        source, config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True)
+    missing = [key for key, value in transformer.named_parameters() if value.is_meta]
+    if missing:
+        raise ModelLoadError(f"{path}: the checkpoint has no weights for {len(missing)} transformer parameters "
+                             f"(e.g. {missing[0]}); is the config folder for this model?")
+    cls = _pipeline_class(architecture, Mode.TXT2IMG)
+    return cls.from_pretrained(config, transformer=transformer, torch_dtype=dtype, local_files_only=True)
 
 
 def error_reason(exc: BaseException) -> str:
@@ -418,7 +499,7 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
         name=name,
         path=path,
         version=content_hash(path),
-        defaults=complete_defaults(pipe, own_defaults),
+        defaults=complete_defaults(pipe, own_defaults, architecture),
         scheduler_config=dict(pipe.scheduler.config),
         device=device,
         dtype=dtype,

@@ -129,8 +129,8 @@ class LoraManager:
     # Internals -----------------------------------------------------------------------------------------------
 
     def _state(self, pipe: Any) -> _AdapterState:
-        unet = getattr(pipe, "unet", None)
-        key = pipe if unet is None else unet
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)  # shared by from_pipe variants
+        key = pipe if denoiser is None else denoiser
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = _AdapterState()

@@ -1,0 +1,115 @@
+"""What differs between the model families the engine runs: the flow-matching transformers (FLUX.1, SD3) next to
+the UNet families (SD1.5, SDXL).
+
+- **Parameters.** FLUX.1 is guidance-distilled: ``guidance_scale`` is the guidance value embedded into the
+  transformer (dev: 3.5 by default), not classifier-free guidance, so there is no second, negative pass and no
+  negative prompt. A request with a negative prompt on FLUX.1 is refused with an InvalidRequestError naming
+  ``negative_prompt``; a style preset's negative part is left out and the PNG parameters say so
+  (``Negative prompt: not used``). FLUX.1 schnell has no guidance embedding at all: a request's
+  ``guidance_scale`` other than 0 is refused. SD3 runs true CFG with a negative prompt, as SD1.5/SDXL do.
+- **Samplers.** Both families denoise with ``FlowMatchEulerDiscreteScheduler`` built on the model's own scheduler
+  config; the only sampler name that applies is "Euler" (:data:`FLOW_SCHEDULERS`). Any other name is refused
+  naming it and the family.
+- **Sizes.** Width and height must be multiples of the VAE scale factor times the transformer's 2x2 patch (16 for
+  the real models); diffusers would otherwise resize (FLUX) or fail (SD3).
+- **Not (yet) for these families:** ControlNet and ``clip_skip`` (refused by name).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imageloop.errors import InvalidRequestError
+
+FLOW_FAMILIES = frozenset({"flux", "sd3"})
+FLOW_SCHEDULERS = ("Euler",)
+FLOW_SCHEDULER_CLASS = "FlowMatchEulerDiscreteScheduler"
+# Defaults of the released models (model cards): FLUX.1 dev 28 steps at guidance 3.5, schnell 4 steps with no
+# guidance, SD3 28 steps at CFG 7.
+FLUX_DEV_STEPS, FLUX_DEV_GUIDANCE = 28, 3.5
+FLUX_SCHNELL_STEPS, FLUX_SCHNELL_GUIDANCE = 4, 0.0
+SD3_STEPS, SD3_GUIDANCE = 28, 7.0
+FLUX_DEFAULT_SAMPLE_SIZE = 128  # FluxPipeline's default latent side (1024 pixels with the 8x VAE)
+NEGATIVE_NOT_USED = "not used (FLUX.1 has no negative prompt)"
+
+
+def is_flow_family(architecture: str) -> bool:
+    """True for the flow-matching transformer families (FLUX.1, SD3)."""
+    return architecture in FLOW_FAMILIES
+
+
+def has_negative_prompt(architecture: str) -> bool:
+    """Whether the family's pipeline runs a negative (unconditional) pass: every family but FLUX.1."""
+    return architecture != "flux"
+
+
+def has_guidance_embedding(pipe: Any) -> bool:
+    """Whether a FLUX.1 transformer takes a guidance value (dev does, schnell does not)."""
+    return bool(getattr(pipe.transformer.config, "guidance_embeds", False))
+
+
+def family_defaults(architecture: str, pipe: Any) -> tuple[int, float, int]:
+    """(steps, guidance, native side in pixels) of a flow-family pipeline, from its configs and the model cards."""
+    scale = int(getattr(pipe, "vae_scale_factor", 8))
+    if architecture == "flux":
+        sample = int(getattr(pipe, "default_sample_size", FLUX_DEFAULT_SAMPLE_SIZE))
+        if has_guidance_embedding(pipe):
+            return FLUX_DEV_STEPS, FLUX_DEV_GUIDANCE, sample * scale
+        return FLUX_SCHNELL_STEPS, FLUX_SCHNELL_GUIDANCE, sample * scale
+    return SD3_STEPS, SD3_GUIDANCE, int(pipe.transformer.config.sample_size) * scale
+
+
+def native_side_from_configs(architecture: str, transformer: dict[str, Any], vae: dict[str, Any]) -> int:
+    """The native side in pixels from the transformer's and VAE's ``config.json`` (no weights loaded)."""
+    scale = int(2 ** (len(vae["block_out_channels"]) - 1))
+    sample = FLUX_DEFAULT_SAMPLE_SIZE if architecture == "flux" else int(transformer["sample_size"])
+    return sample * scale
+
+
+def flow_scheduler(name: str, model_config: dict[str, Any], architecture: str) -> Any:
+    """A fresh FlowMatchEulerDiscreteScheduler on the model's config for sampler ``name``; InvalidRequestError
+    naming ``scheduler`` when the name does not apply to the family."""
+    check_flow_scheduler(name, architecture)
+    import diffusers
+
+    config = {key: value for key, value in model_config.items() if key != "_use_default_values"}
+    return getattr(diffusers, FLOW_SCHEDULER_CLASS).from_config(config)
+
+
+def check_flow_scheduler(name: str, architecture: str) -> None:
+    """InvalidRequestError naming ``scheduler`` unless ``name`` applies to a flow-family model."""
+    if name not in FLOW_SCHEDULERS:
+        raise InvalidRequestError(
+            "scheduler", f"{name!r} does not apply to {architecture} models (they denoise with flow-matching Euler)",
+            value=name, allowed=", ".join(FLOW_SCHEDULERS))
+
+
+def check_flow_request(
+    architecture: str, pipe: Any, *, negative_prompt: str, guidance_scale: float | None, clip_skip: int | None,
+    control: bool, width: int, height: int,
+) -> None:
+    """Refuse, naming the field, what a flow-family model cannot honour (see the module docstring)."""
+    if architecture == "flux" and negative_prompt.strip():
+        raise InvalidRequestError(
+            "negative_prompt", "FLUX.1 models have no negative prompt (guidance-distilled: guidance_scale is the "
+            "embedded guidance, there is no unconditional pass)", value=negative_prompt, allowed="an empty text")
+    if architecture == "flux" and not has_guidance_embedding(pipe) and guidance_scale not in (None, 0.0):
+        raise InvalidRequestError("guidance_scale", "this FLUX.1 model (schnell-style) takes no guidance",
+                                  value=guidance_scale, allowed="0 or unset")
+    if clip_skip is not None:
+        raise InvalidRequestError("clip_skip", f"does not apply to {architecture} models", value=clip_skip)
+    if control:
+        raise InvalidRequestError("control_image", f"ControlNet is not supported for {architecture} models yet")
+    multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2
+    for field, value in (("width", width), ("height", height)):
+        if value % multiple:
+            raise InvalidRequestError(field, f"{value} does not fit a {architecture} model",
+                                      value=value, allowed=f"a multiple of {multiple}")
+
+
+def pipeline_prompt_kwargs(architecture: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The prompt keyword arguments the family's pipeline takes: FLUX.1 gets no negative embeddings (with them
+    diffusers would run "true CFG", which the distilled model is not made for)."""
+    if has_negative_prompt(architecture):
+        return kwargs
+    return {key: value for key, value in kwargs.items() if not key.startswith("negative_")}
