@@ -295,7 +295,7 @@ ExpanderStrategy = Literal["retrieval", "local_llm", "remote_llm", "rules"]
 
 
 def _default_strategies() -> list[ExpanderStrategy]:
-    return ["retrieval", "local_llm", "rules"]
+    return ["local_llm", "retrieval", "rules"]
 
 
 class PromptSettings(BaseModel):
@@ -335,7 +335,12 @@ class PromptSettings(BaseModel):
     )
     remote_timeout_seconds: float = Field(default=10.0, gt=0, description="Time limit of one remote call.")
     retrieval_threshold: float = Field(
-        default=0.82, ge=0.0, le=1.0, description="Cosine similarity above which a kept prompt is reused as is."
+        default=0.82, ge=0.0, le=1.0, description="Cosine similarity above which a kept prompt is reused: the "
+        "user's own as is, other people's for the tags they agree on."
+    )
+    retrieval_min_users: int = Field(
+        default=2, ge=1, description="People who must have kept a tag for a near-identical intent before retrieval "
+        "reuses it for someone else (1: anyone's kept prompt is reused whole, their taste included).",
     )
     few_shot_examples: int = Field(default=3, ge=0, le=8, description="Kept examples shown to the LLMs.")
     personalization: bool = Field(

@@ -11,7 +11,14 @@ import pytest
 from imageloop.config import Settings
 from imageloop.errors import ConflictError, NotFoundError
 from imageloop.storage import Storage
-from imageloop.training.registry import ArmStats, ModelKind, ModelStatus, Registry, two_proportion_interval
+from imageloop.training.registry import (
+    ArmStats,
+    ModelKind,
+    ModelStatus,
+    Registry,
+    bucket,
+    two_proportion_interval,
+)
 from imageloop.training.serving import ExpanderRouting
 from tests.storage.conftest import FakeClock
 from tests.training.records import RED, keep, served
@@ -111,10 +118,26 @@ def _traffic(
     storage: Storage, tag: str | None, images: int, kept: int, user: str, strategy: str = "local_llm"
 ) -> None:
     account, _ = storage.users.create_user(user)
+    _served_for(storage, account.id, tag, images, kept, strategy)
+
+
+def _served_for(storage: Storage, user_id: str, tag: str | None, images: int, kept: int, strategy: str) -> None:
     for i in range(images):
-        record = served(storage, account.id, f"a cat {i}", "cat", [RED], tag=tag, strategy=strategy)
+        record = served(storage, user_id, f"a cat {i}", "cat", [RED], tag=tag, strategy=strategy)
         if i < kept:
-            keep(storage, account.id, record)
+            keep(storage, user_id, record)
+
+
+def _users_by_arm(storage: Storage, version_id: str, share: float) -> tuple[list[str], list[str]]:
+    """Accounts the A/B test of ``version_id`` routes to the candidate, and to the control (two of each at least)."""
+    treated: list[str] = []
+    control: list[str] = []
+    for i in range(100):
+        account, _ = storage.users.create_user(f"user{i}")
+        (treated if bucket(f"{version_id}:{account.id}") < share else control).append(account.id)
+        if len(treated) >= 2 and len(control) >= 2:
+            break
+    return treated, control
 
 
 @pytest.mark.parametrize(("kept_candidate", "expected"), [(16, "promote"), (2, "rollback"), (9, "wait")])
@@ -124,9 +147,11 @@ def test_ab_test_is_decided_on_the_measured_keep_rate(
     registry = make_registry(ab_min_samples=20, gate_confidence=0.9)
     current = registry.promote(_register(registry, tmp_path, "cur").id)
     candidate = registry.start_ab_test(_register(registry, tmp_path, "new").id, 0.5)
-    _traffic(storage, f"local_llm+{current.tag}", 20, 9, "control")
-    _traffic(storage, f"local_llm+{candidate.tag}", 20, kept_candidate, "treated")
-    _traffic(storage, "rules-1", 30, 0, "by-rules", strategy="rules")  # another strategy: in neither arm
+    treated, control = _users_by_arm(storage, candidate.id, 0.5)
+    # By assignment (intent to treat): a control user's request counts whichever strategy answered it.
+    _served_for(storage, control[0], f"local_llm+{current.tag}", 12, 5, "local_llm")
+    _served_for(storage, control[1], "rules-1", 8, 4, "rules")
+    _served_for(storage, treated[0], f"local_llm+{candidate.tag}", 20, kept_candidate, "local_llm")
     decision = registry.decide_ab_test(ModelKind.EXPANDER)
     assert decision is not None and decision.action == expected
     assert (decision.candidate.images, decision.candidate.kept) == (20, kept_candidate)

@@ -17,7 +17,7 @@ from imageloop.cli.groups import bench_app
 DEFAULT_USERS = 32
 DEFAULT_WEEKS = 6
 QUICK = {"users": 4, "weeks": 2, "newcomers": 1}
-DEFAULT_STRATEGIES = "retrieval,local_llm,rules"
+DEFAULT_STRATEGIES = "local_llm,retrieval,rules"
 # Training settings of the weekly cycles, so they fit the time budget: the expander's SFT as served (its passes over
 # the record capped at 120 steps), short DPO and reward runs; Diffusion-DPO on fewer pairs than a server waits for.
 # A third of the kept intents are held out (the gate still needs training.min_heldout_items, 30, of them: a week of a

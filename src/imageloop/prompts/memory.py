@@ -120,7 +120,7 @@ class PromptMemory:
             if entry.intent and entry.final_prompt not in best:
                 best[entry.final_prompt] = KeptExample(
                     intent=entry.intent, prompt=entry.final_prompt, similarity=hit.similarity,
-                    generation_id=entry.generation_id, language=entry.intent_language,
+                    generation_id=entry.generation_id, language=entry.intent_language, user_id=entry.user_id,
                 )
         return list(best.values())[:k]
 

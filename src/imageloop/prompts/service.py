@@ -70,7 +70,8 @@ class PromptService:
     def _build_strategies(self) -> list[Expander]:
         config = self.settings.prompts
         retrieval = (
-            RetrievalExpander(self.memory, threshold=config.retrieval_threshold) if self.memory is not None else None
+            RetrievalExpander(self.memory, threshold=config.retrieval_threshold,
+                              min_users=config.retrieval_min_users) if self.memory is not None else None
         )
         out: list[Expander] = []
         for name in config.strategies:

@@ -3,7 +3,9 @@
 - :meth:`ActionHistory.image_actions`: per image, its actions oldest first (optionally only images touched since a
   time), which :func:`imageloop.storage.kept.is_kept` turns into kept or not;
 - :meth:`ActionHistory.recipe_keep_counts`: uses and keeps per recipe, overall and per user;
-- :meth:`ActionHistory.edits`: a user's latest hand edits of a prompt.
+- :meth:`ActionHistory.edits`: a user's latest hand edits of a prompt;
+- :meth:`ActionHistory.intent_edits`: everyone's hand edits with the intent they were made for (what a phrase means
+  to the people who typed it: the words they added after it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from imageloop.storage.kept import KEPT_ACTIONS, is_kept
 from imageloop.storage.models import Generation, Image, UserAction
 from imageloop.storage.records import ActionType, JobStatus
 
-__all__ = ["ActionHistory", "ImageActions", "KeepCounts", "RecipeStats"]
+__all__ = ["ActionHistory", "ImageActions", "IntentEdit", "KeepCounts", "RecipeStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,16 @@ class ImageActions:
     image_id: str
     actions: tuple[ActionType, ...]
     last_keep_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IntentEdit:
+    """One hand edit of a prompt, with whose it is and the intent of the generation it edited."""
+
+    user_id: str
+    intent: str
+    before: str
+    after: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +143,18 @@ class ActionHistory:
         )
         with read_session(self.sessions) as session:
             return [(before or "", after) for before, after in session.execute(query) if after]
+
+    def intent_edits(self, *, until: datetime | None = None) -> list[IntentEdit]:
+        """Every hand edit (before ``until``) of a generation that had an intent, oldest first."""
+        query = (
+            sa.select(UserAction.user_id, Generation.intent, UserAction.prompt_before, UserAction.prompt_after)
+            .join(Generation, Generation.id == UserAction.generation_id)
+            .where(UserAction.type == ActionType.EDIT, UserAction.prompt_after.is_not(None),
+                   Generation.intent.is_not(None))
+            .order_by(UserAction.created_at, UserAction.id)
+        )
+        if until is not None:
+            query = query.where(UserAction.created_at < until)
+        with read_session(self.sessions) as session:
+            return [IntentEdit(str(user), str(intent), before or "", after)
+                    for user, intent, before, after in session.execute(query) if after and intent]

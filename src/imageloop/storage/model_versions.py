@@ -129,32 +129,34 @@ class ModelVersionRepository:
             rows = _public_rows(session, kind, status)
             return _record(rows[0]) if rows else None
 
-    def arm_stats(self, version: ModelVersion) -> tuple[ArmStats, ArmStats]:
-        """(candidate, control) images and kept images since ``version``'s A/B test started: the candidate arm is
-        generations tagged with its tag, the control arm the other generations since then made by the same
-        expander strategies (so prompts from retrieval or rules do not dilute the comparison) or, for a generator
-        LoRA, on the same base model."""
+    def arm_stats(self, version: ModelVersion, assigned: Callable[[str], bool]) -> tuple[ArmStats, ArmStats]:
+        """(candidate, control) images and kept images since ``version``'s A/B test started, by assignment (intent
+        to treat): an image is in the candidate arm when ``assigned(user_id)`` says its user was routed to the
+        candidate, whatever then answered. The population is the generations the tested model could have served:
+        those with an intent for an expander (its adapter declines some intents; a control arm of only the
+        intents some strategy answered would compare different requests), the same base model for a generator
+        LoRA."""
         since = version.ab_started_at or version.created_at
-        tag_column, arm_column = ((Generation.base_model_version, Generation.base_model_id)
-                                  if version.kind is ModelKind.DIFFUSION_DPO
-                                  else (Generation.expander_version, Generation.expander_strategy))
-        tagged = tag_column.contains(version.tag, autoescape=True)
-        strategies = sa.select(arm_column).where(tagged, Generation.created_at >= since).distinct()
-        kept = kept_clause(Image.id)
-        # Arm per image in a subquery: PostgreSQL will not group by an expression holding a bind parameter.
-        per_image = (
-            sa.select(sa.func.coalesce(tagged, False).label("arm"), sa.case((kept, 1), else_=0).label("kept"))
+        if version.kind is ModelKind.DIFFUSION_DPO:
+            tagged = Generation.base_model_version.contains(version.tag, autoescape=True)
+            models = sa.select(Generation.base_model_id).where(tagged, Generation.created_at >= since).distinct()
+            population = Generation.base_model_id.in_(models.scalar_subquery())
+        else:
+            population = Generation.intent.is_not(None)
+        query = (
+            sa.select(Generation.user_id, sa.case((kept_clause(Image.id), 1), else_=0))
             .select_from(Image)
             .join(Generation, Generation.id == Image.generation_id)
-            .where(Generation.created_at >= since, arm_column.in_(strategies.scalar_subquery()))
-            .subquery()
+            .where(Generation.created_at >= since, population)
         )
-        query = sa.select(per_image.c.arm, sa.func.count(), sa.func.sum(per_image.c.kept)).group_by(per_image.c.arm)
-        arms = {True: ArmStats(0, 0), False: ArmStats(0, 0)}
+        counts = {True: [0, 0], False: [0, 0]}
+        arm_of: dict[str, bool] = {}
         with read_session(self.sessions) as session:
-            for is_candidate, images, kept_count in session.execute(query):
-                arms[bool(is_candidate)] = ArmStats(int(images), int(kept_count or 0))
-        return arms[True], arms[False]
+            for user_id, kept in session.execute(query):
+                arm = arm_of.setdefault(str(user_id), assigned(str(user_id)))
+                counts[arm][0] += 1
+                counts[arm][1] += int(kept)
+        return ArmStats(*counts[True]), ArmStats(*counts[False])
 
     # -- writing ---------------------------------------------------------------------------------------------------
 

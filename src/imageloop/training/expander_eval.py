@@ -27,11 +27,13 @@ from imageloop.prompts.expander.rules import english_reading, plan_scene
 from imageloop.prompts.language import resolve_language
 from imageloop.prompts.lexicon import Lexicon, normalise_text, parse_tag
 from imageloop.prompts.usual import split_tags
+from imageloop.storage.action_history import IntentEdit
 from imageloop.training.data import Row, heldout
 
 __all__ = [
-    "IntentExample", "added_tags_of", "agreed_values", "community_examples", "dpo_rows", "intent_examples",
-    "phrasing_words", "recall_scores", "scene_values", "sft_rows", "split_examples",
+    "IntentExample", "added_tags_of", "agreed_values", "community_examples", "dpo_rows", "edit_meanings",
+    "edited_examples", "intent_examples", "phrasing_words", "recall_scores", "scene_values", "sft_rows",
+    "split_examples",
 ]
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -103,30 +105,103 @@ def agreed_values(examples: Sequence[IntentExample], lexicon: Lexicon, *, min_sh
             for word, tally in counts.items()}
 
 
+def edit_meanings(edits: Sequence[IntentEdit], lexicon: Lexicon, *, min_share: float = 0.5,
+                  min_users: int = 3) -> dict[str, set[tuple[str, str]]]:
+    """Phrasing word -> the scene values people add by hand after it: what the word means to its community.
+
+    A person edits a prompt to add what the image lacked. For a word ("goblin") and a value (``weather=fog``), every
+    person who edited a prompt for an intent with that word while the prompt lacked the value had the chance to add
+    it; the value is agreed when at least ``min_users`` people added it and at least ``min_share`` of those who had
+    the chance did. A person's own taste is added by that person alone and stays out; a value the served prompt
+    already carries (once the meaning is learnt) gives no chance, so later edits do not dilute it. Unlike kept
+    prompts, edits never carry values that merely rode along in what was served."""
+    chances: dict[tuple[str, tuple[str, str]], set[str]] = {}
+    added_by: dict[tuple[str, tuple[str, str]], set[str]] = {}
+    for edit in edits:
+        reading = english_reading(edit.intent, lexicon)
+        words = phrasing_words(reading, lexicon)
+        if not words:
+            continue
+        before, after = _all_values(edit.before, lexicon), _all_values(edit.after, lexicon)
+        added = after - before
+        stated = set(scene_values(reading, lexicon).items())
+        for value in _every_value(lexicon) - before - stated:
+            for word in words:
+                chances.setdefault((word, value), set()).add(edit.user_id)
+                if value in added:
+                    added_by.setdefault((word, value), set()).add(edit.user_id)
+    out: dict[str, set[tuple[str, str]]] = {}
+    for (word, value), users in added_by.items():
+        if len(users) >= min_users and len(users) >= min_share * len(chances[(word, value)]):
+            out.setdefault(word, set()).add(value)
+    return out
+
+
+def _all_values(prompt: str, lexicon: Lexicon) -> set[tuple[str, str]]:
+    """Every scene value ``prompt`` names (two of one attribute included), its Chinese tags read into English."""
+    named = lexicon.attributes_in(", ".join(_english_tags(prompt, lexicon)))
+    return {(a, k) for a, keys in named.items() if a != "subject" for k in keys}
+
+
+@lru_cache(maxsize=4)
+def _every_value(lexicon: Lexicon) -> frozenset[tuple[str, str]]:
+    return frozenset((a, k) for a in lexicon.attributes if a != "subject" for k in lexicon.keys(a))
+
+
+def edited_examples(edits: Sequence[IntentEdit], lexicon: Lexicon) -> list[IntentExample]:
+    """One example per distinct edited intent (no tags yet: :func:`community_examples` gives it the agreed ones)."""
+    intents = dict.fromkeys(e.intent.strip() for e in edits if e.intent.strip())
+    return [IntentExample(intent, english_reading(intent, lexicon), ()) for intent in intents]
+
+
+def merge_meanings(*tables: dict[str, set[tuple[str, str]]]) -> dict[str, set[tuple[str, str]]]:
+    """The union of several phrasing word -> values tables."""
+    out: dict[str, set[tuple[str, str]]] = {}
+    for table in tables:
+        for word, values in table.items():
+            out.setdefault(word, set()).update(values)
+    return out
+
+
 def _agreed_for(reading: str, agreed: dict[str, set[tuple[str, str]]], lexicon: Lexicon) -> set[tuple[str, str]]:
-    out: set[tuple[str, str]] = set()
+    """The agreed values of ``reading``'s words, one per attribute: where its words disagree on an attribute
+    ("style" in two phrases), the value more of its words agree on; a tie says neither."""
+    votes: dict[tuple[str, str], int] = {}
     for word in phrasing_words(reading, lexicon):
-        out |= agreed.get(word, set())
+        for value in agreed.get(word, set()):
+            votes[value] = votes.get(value, 0) + 1
+    out: set[tuple[str, str]] = set()
+    for attribute in {a for a, _ in votes}:
+        ranked = sorted(((n, k) for (a, k), n in votes.items() if a == attribute), reverse=True)
+        if len(ranked) == 1 or ranked[0][0] > ranked[1][0]:
+            out.add((attribute, ranked[0][1]))
     return out
 
 
 def _agreed_tags(tags: Sequence[str], keep: set[tuple[str, str]], lexicon: Lexicon) -> tuple[str, ...]:
-    return tuple(t for t in tags if set(scene_values(t, lexicon).items()) & keep)
+    """The tags stating a value of ``keep``, then the lexicon's word for each value of ``keep`` none of them
+    states (an edited intent has no kept tags: its agreed values are written out)."""
+    chosen = [t for t in tags if set(scene_values(t, lexicon).items()) & keep]
+    stated = set(scene_values(", ".join(chosen), lexicon).items()) if chosen else set()
+    written = [lexicon.canonical(a, k) for a, k in sorted(keep - stated)
+               if not any(a2 == a for a2, _ in stated)]
+    return (*chosen, *written)
 
 
 def community_examples(examples: Sequence[IntentExample], lexicon: Lexicon,
                        agreed: dict[str, set[tuple[str, str]]]) -> list[IntentExample]:
-    """Each example with only the added tags whose scene value people agree on for one of its phrasing's words
-    (``agreed``: :func:`agreed_values`).
+    """Each example with the values people agree on for its phrasing's words (``agreed``: :func:`edit_meanings`,
+    :func:`agreed_values`) and the tags that state them: its own kept tags where they do, the lexicon's word else.
 
     What one person adds to every intent (their own taste) is spread thin over a phrasing and goes: per-user memory
     serves it, and an adapter shared by everyone should not guess it. What a phrasing means to the community
     ("goblin mode" -> fog, bleak) is kept by nearly everyone who used it, and stays."""
     out: list[IntentExample] = []
     for example in examples:
-        keep = _agreed_for(example.reading, agreed, lexicon)
+        stated = scene_values(example.reading, lexicon)
+        keep = {(a, k) for a, k in _agreed_for(example.reading, agreed, lexicon) if a not in stated}
         out.append(IntentExample(example.intent, example.reading, _agreed_tags(example.added, keep, lexicon),
-                                 {a: v for a, v in example.values.items() if (a, v) in keep}))
+                                 dict(sorted(keep))))
     return out
 
 

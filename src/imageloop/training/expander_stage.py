@@ -18,12 +18,14 @@ from imageloop.config import Settings
 from imageloop.flywheel.export import export_datasets
 from imageloop.prompts.lexicon import load_lexicon
 from imageloop.storage import Storage
+from imageloop.storage.action_history import ActionHistory
 from imageloop.training.data import Row, read_rows, snapshot_hash, top_k_intents
 from imageloop.training.expander_eval import (
     IntentExample,
-    agreed_values,
     community_examples,
     dpo_rows,
+    edit_meanings,
+    edited_examples,
     intent_examples,
     recall_scores,
     sft_rows,
@@ -51,10 +53,15 @@ class ExpanderData:
 
 def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: Settings) -> ExpanderData:
     """1. Export the SFT and DPO datasets of the whole record up to ``until`` into ``folder``.
-    2. Keep the top-K kept intents, read every kept generation into an :class:`IntentExample`.
-    3. Split by intent: held-out examples that kept some scene value are the gate's items (every value they kept);
-       training intents become SFT rows in the served format with the values their phrasing's users agree on
-       (:func:`community_examples`), and DPO rows."""
+    2. Keep the top-K kept intents, read every kept generation into an :class:`IntentExample`; read every hand edit.
+    3. Split by intent (a stable hash): held-out intents are never trained on.
+    4. What each phrasing word means to the community, from the training side only: the values people add by hand
+       after it (:func:`edit_meanings`). Kept prompts are not asked: they also carry whatever rode along in what was
+       served (another person's taste reused by retrieval), and kept it because it did not hurt.
+    5. SFT rows in the served format for every training intent, kept or edited, with the agreed values of its
+       words (nothing for a plain intent: the adapter learns to add nothing); DPO rows likewise.
+    6. The gate's items: held-out intents whose words have agreed values, computed from all the data (what the
+       community means by them), each with those values as its target."""
     cfg = settings.training
     shutil.rmtree(folder, ignore_errors=True)
     export_datasets(("sft", "dpo"), storage.db_engine, folder, since=None, until=until, blobs=storage.blobs)
@@ -64,13 +71,16 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     keep = top_k_intents(sft, cfg.top_k_intents)
     lexicon = load_lexicon()
     examples = intent_examples([row for row in sft if str(row["prompt"]).strip() in keep], lexicon)
-    train, test = split_examples(examples, cfg.heldout_fraction)
+    edits = ActionHistory(storage.sessions).intent_edits(until=until)
+    train, test = split_examples([*examples, *edited_examples(edits, lexicon)], cfg.heldout_fraction)
     held = {example.intent for example in test}
-    agreed = agreed_values(train, lexicon)
+    agreed = edit_meanings([e for e in edits if e.intent.strip() not in held], lexicon)
+    everyone = edit_meanings(edits, lexicon)
+    targets = {e.intent: e for e in community_examples(test, lexicon, everyone) if e.values}
     return ExpanderData(
         sft=sft_rows(community_examples(train, lexicon, agreed)),
         dpo=dpo_rows([row for row in dpo if str(row["prompt"]).strip() in keep], lexicon, agreed, exclude=held),
-        gated=[example for example in test if example.values],
+        gated=list(targets.values()),
         data_hash=snapshot_hash(files),
     )
 

@@ -206,15 +206,18 @@ class Registry:
     # -- A/B -----------------------------------------------------------------------------------------------------
 
     def arm_stats(self, version: ModelVersion) -> tuple[ArmStats, ArmStats]:
-        """(candidate, control) images and kept images since ``version``'s A/B test started (see
-        :meth:`imageloop.storage.model_versions.ModelVersionRepository.arm_stats`)."""
-        return self.versions.arm_stats(version)
+        """(candidate, control) images and kept images since ``version``'s A/B test started, each user in the arm
+        :meth:`choose` routes them to (see :meth:`imageloop.storage.model_versions.ModelVersionRepository.arm_stats`
+        for the population)."""
+        share = version.traffic_share if version.status is ModelStatus.AB_TEST else self.settings.training.ab_share
+        return self.versions.arm_stats(version, lambda user_id: bucket(f"{version.id}:{user_id}") < share)
 
     def decide_ab_test(self, kind: ModelKind, *, min_samples: int | None = None) -> AbDecision | None:
         """Promote or roll back the A/B candidate of ``kind`` on the measured keep rate, once each arm has
         ``min_samples`` images (default ``training.ab_min_samples``): promoted when the interval of (candidate -
-        control) keep rate lies above zero, rolled back when below; with four times the samples and still no
-        clear answer, the point estimate decides. None when no test runs."""
+        control) keep rate lies above zero, rolled back when below; with twice the samples and still no clear
+        answer, the point estimate decides (a candidate that passed its held-out gate and is not worse on traffic
+        ships; waiting longer would let the next week's candidate replace it undecided). None when no test runs."""
         version = self.ab_test(kind)
         if version is None:
             return None
@@ -223,9 +226,9 @@ class Registry:
         diff, low, high = two_proportion_interval(candidate, control, self.settings.training.gate_confidence)
         action = "wait"
         if min(candidate.images, control.images) >= needed:
-            if low > 0 or (min(candidate.images, control.images) >= 4 * needed and diff >= 0):
+            if low > 0 or (min(candidate.images, control.images) >= 2 * needed and diff >= 0):
                 action = "promote"
-            elif high < 0 or min(candidate.images, control.images) >= 4 * needed:
+            elif high < 0 or min(candidate.images, control.images) >= 2 * needed:
                 action = "rollback"
         summary = (f"A/B keep rate {candidate.keep_rate:.3f} ({candidate.images} images) vs "
                    f"{control.keep_rate:.3f} ({control.images}); difference {diff:+.3f} [{low:+.3f}, {high:+.3f}]")

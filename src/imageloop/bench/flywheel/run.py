@@ -115,7 +115,7 @@ def arm_settings(config: FlywheelConfig, arm: Arm) -> Settings:
     values["data_dir"] = config.out / "arms" / arm.name
     prompts = {**values.get("prompts", {}), **arm.prompts}
     if arm.without_strategies:
-        strategies = prompts.get("strategies", ["retrieval", "local_llm", "rules"])
+        strategies = prompts.get("strategies", ["local_llm", "retrieval", "rules"])
         prompts["strategies"] = [s for s in strategies if s not in arm.without_strategies] or ["rules"]
     # Every expansion sees every keep before it, whatever the wall clock: arms stay comparable and runs repeat.
     prompts["memory_sync_seconds"] = 0.0

@@ -57,6 +57,7 @@ class KeptExample:
     similarity: float
     generation_id: str | None = None
     language: str | None = None
+    user_id: str | None = None
 
 
 class ExampleSource(abc.ABC):

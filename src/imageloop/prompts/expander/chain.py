@@ -226,16 +226,22 @@ class ChainExpander(Expander):
 
 
 def learned_meaning(result: Expansion, lexicon: Lexicon) -> set[str]:
-    """The attributes a trained expander adapter added to the intent: what the community's words in it mean ("goblin
-    mode" -> weather, mood), learned from what people kept for them. They count as stated, so a person's habits fill
-    only what the intent leaves open and never overwrite its meaning. The untrained base model's additions do not
-    count (its style tags are guesses)."""
-    if result.strategy != "local_llm" or str(result.version).endswith("+base"):
+    """The attributes that what the community taught the system added to the intent: a trained expander adapter's
+    additions (what "goblin mode" means, learned from the words people added after it) or the tags retrieval
+    reused because several people kept them for a near-identical intent. They count as stated, so a person's habits
+    fill only what the intent leaves open and never overwrite its meaning. The untrained base model's additions do
+    not count (its style tags are guesses), nor the user's own reused prompt (their habits speak for it)."""
+    if result.strategy == "local_llm" and not str(result.version).endswith("+base"):
+        source = "local_llm"
+    elif result.strategy == "retrieval" and result.details.get("reused") == "community":
+        source = "retrieval"
+    else:
         return set()
-    # The tags the guard let through (provenance), else what the model added.
+    # The tags the guard let through (provenance), else what the strategy added.
     provenance = result.details.get("provenance")
     if provenance is not None:
-        added = [str(p["tag"]) for p in provenance if p.get("added") and p.get("source") == "local_llm"]
+        added = [str(p["tag"]) for p in provenance if p.get("added") and p.get("source") == source]
     else:
-        added = [str(tag) for tag in result.details.get("added", [])]
+        added = [str(tag) for tag in result.details.get("added", [])] if source == "local_llm" else \
+            split_tags(result.prompt)
     return set(lexicon.attributes_in(", ".join(added))) if added else set()
