@@ -97,6 +97,13 @@ def generate(
     control_model: Annotated[str | None, typer.Option("--control-model", help="ControlNet folder or file.")] = None,
     control_scale: Annotated[float | None, typer.Option("--control-scale", help="ControlNet weight (default 1).")]
     = None,
+    ip_image: Annotated[Path | None, typer.Option("--ip-image", help="IP-Adapter reference image: its look "
+                                                                     "steers the result.")] = None,
+    ip_scale: Annotated[float | None, typer.Option("--ip-scale", help="How strongly the reference steers, 0..2 "
+                                                                      "(default 0.6).")] = None,
+    ip_adapter: Annotated[str | None, typer.Option("--ip-adapter", help="IP-Adapter file (name in ip-adapters/ or "
+                                                                        "a path; default: engine.ip_adapter).")]
+    = None,
     num_images: Annotated[int | None, typer.Option("-n", "--num-images", help="Images in the batch (default 1).")]
     = None,
     from_png: Annotated[Path | None, typer.Option("--from-png", help="Start from the A1111 parameters of a PNG "
@@ -129,13 +136,14 @@ def generate(
         "control_image": _read_image(control_image, "--control-image"),
         "controlnet_conditioning_scale": control_scale, "clip_skip": clip_skip, "hires_scale": hires_scale,
         "hires_steps": hires_steps, "hires_strength": hires_strength,
+        "ip_image": _read_image(ip_image, "--ip-image"), "ip_scale": ip_scale,
     }
     fields = imported.request.model_dump(exclude_unset=True) if imported is not None else {}
     fields.update({key: value for key, value in given.items() if value is not None})
     if "prompt" not in fields:
         raise InvalidRequestError("prompt", "give a PROMPT, or --from-png / --from-text to reuse parameters")
     request = GenerationRequest(**fields)
-    engine = Engine(settings, model=model, config=config, controlnet=control_model)
+    engine = Engine(settings, model=model, config=config, controlnet=control_model, ip_adapter=ip_adapter)
     engine.check(request)  # bad names fail before the (slow) model load
     with console.status(f"loading model {engine.model_spec}"):
         loaded = engine.model

@@ -78,8 +78,8 @@ class IpAdapter:
             with quiet_loading():
                 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-                encoder = CLIPVisionModelWithProjection.from_pretrained(encoder_dir, dtype=dtype,
-                                                                        local_files_only=True)
+                encoder: Any = CLIPVisionModelWithProjection.from_pretrained(encoder_dir, dtype=dtype,
+                                                                             local_files_only=True)
                 if (encoder_dir / "preprocessor_config.json").is_file():
                     processor = CLIPImageProcessor.from_pretrained(encoder_dir, local_files_only=True)
                 else:

@@ -51,6 +51,18 @@ def image_to_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def base64_image_bytes(value: str) -> bytes:
+    """The bytes of base64 text (standard or URL-safe alphabet, padding optional, a ``data:`` URL too); ValueError
+    if it is not base64."""
+    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    # Standard or URL-safe alphabet (pydantic writes URL-safe), padding optional.
+    text = "".join(text.split()).replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("expected base64 text of an image") from None
+
+
 def check_image_pixels(data: bytes, field: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """The (width, height) an image's header declares, read without decoding its pixels; InvalidRequestError
     naming ``field`` if the bytes are not an image or it has more than ``max_pixels`` pixels. A small file can
@@ -179,13 +191,7 @@ class GenerationRequest(BaseModel):
         if isinstance(value, Image.Image):
             return image_to_png(value)
         if isinstance(value, str):
-            text = value.split(",", 1)[1] if value.startswith("data:") else value
-            # Standard or URL-safe alphabet (pydantic writes URL-safe), padding optional.
-            text = "".join(text.split()).replace("-", "+").replace("_", "/")
-            try:
-                return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("expected base64 text of an image") from None
+            return base64_image_bytes(value)
         return value
 
     @field_validator("init_image", "control_image", "ip_image")

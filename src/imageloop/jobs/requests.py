@@ -22,10 +22,10 @@ from imageloop.training.user_lora import user_recipe, user_recipes
 
 # The engine request fields a stored generation's ``params`` may hold.
 PARAM_FIELDS = ("steps", "guidance_scale", "seed", "width", "height", "scheduler", "num_images", "clip_skip",
-                "hires_scale", "hires_steps", "hires_strength", "loras")
+                "hires_scale", "hires_steps", "hires_strength", "loras", "ip_image", "ip_scale")
 # What must be equal for two requests to run in one pipeline call (the prompts may differ).
 _BATCH_FIELDS = ("steps", "guidance_scale", "width", "height", "scheduler", "clip_skip", "hires_scale", "hires_steps",
-                 "hires_strength", "loras")
+                 "hires_strength", "loras", "ip_image", "ip_scale")
 
 
 def engine_request(
@@ -49,6 +49,9 @@ def engine_request(
         prompt=prompt, negative_prompt=negative_prompt or "", recipe=recipe, style=style, **dict(params)
     )
     check_limits(request, settings)
+    if request.ip_image is not None and settings.engine.ip_adapter is None:
+        raise InvalidRequestError("ip_image", "no IP-Adapter is configured on this server",
+                                  allowed="set IMAGELOOP_ENGINE__IP_ADAPTER")
     return request
 
 

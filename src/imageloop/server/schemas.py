@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from imageloop.engine.recipes import MAX_LORA_WEIGHT, MAX_LORAS_PER_RECIPE
-from imageloop.engine.request import MAX_CLIP_SKIP, MAX_HIRES_SCALE, MAX_SEED, MAX_SIDE, MIN_SIDE
+from imageloop.engine.request import (
+    MAX_CLIP_SKIP,
+    MAX_HIRES_SCALE,
+    MAX_SEED,
+    MAX_SIDE,
+    MIN_SIDE,
+    base64_image_bytes,
+)
 from imageloop.storage import (
     ActionRecord,
     ActionType,
@@ -56,6 +64,12 @@ class GenerationParams(StrictBody):
                                          description="Hires fix denoising strength (default 0.7).")
     loras: list[LibraryLora] | None = Field(default=None, max_length=MAX_LORAS_PER_RECIPE,
                                             description="LoRAs of the server's LoRA library, added to the recipe's.")
+    ip_image: str | None = Field(
+        default=None, min_length=1,
+        description="IP-Adapter reference image: base64 of PNG/JPEG/WebP bytes (a data: URL too), within the body "
+        "limit and server.max_image_pixels; needs engine.ip_adapter. Responses show its SHA-256 instead.")
+    ip_scale: float | None = Field(default=None, ge=0.0, le=2.0,
+                                   description="How strongly the reference image steers (default 0.6).")
 
 
 class GenerationCreate(StrictBody):
@@ -357,6 +371,15 @@ def image_out(image: ImageRecord) -> ImageOut:
     )
 
 
+def params_out(params: dict[str, Any]) -> dict[str, Any]:
+    """Stored params as responses show them: a reference image (base64, up to the body limit) as its SHA-256."""
+    shown = dict(params)
+    image = shown.pop("ip_image", None)
+    if isinstance(image, str):
+        shown["ip_image_sha256"] = hashlib.sha256(base64_image_bytes(image)).hexdigest()
+    return shown
+
+
 def generation_out(
     record: GenerationRecord, *, queue_position: int | None, live: Progress | None = None
 ) -> GenerationOut:
@@ -367,7 +390,8 @@ def generation_out(
     return GenerationOut(
         id=record.id, status=record.status, queue_position=queue_position, progress=progress, intent=record.intent,
         intent_language=record.intent_language, prompt=record.prompt, final_prompt=record.final_prompt,
-        negative_prompt=record.negative_prompt, params=dict(record.params), recipe=record.recipe, style=record.style,
+        negative_prompt=record.negative_prompt, params=params_out(record.params), recipe=record.recipe,
+        style=record.style,
         session_id=record.session_id, parent_id=record.parent_id, chain_id=record.chain_id,
         expander_strategy=record.expander_strategy, expander_version=record.expander_version,
         details=dict(record.expansion_details), base_model_id=record.base_model_id,

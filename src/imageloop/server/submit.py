@@ -24,7 +24,7 @@ from imageloop.storage import Expansion, GenerationRecord, NewGeneration, Sessio
 # Engine field names as the API calls them.
 _API_FIELDS = {"num_images": "n", "prompt": "prompt"}
 _PARAM_NAMES = ("steps", "guidance_scale", "seed", "width", "height", "scheduler", "clip_skip", "hires_scale",
-                "hires_steps", "hires_strength", "loras")
+                "hires_steps", "hires_strength", "loras", "ip_image", "ip_scale")
 
 
 def _api_field(field: str) -> str:
