@@ -100,11 +100,16 @@ def check_flow_request(
         raise InvalidRequestError("clip_skip", f"does not apply to {architecture} models", value=clip_skip)
     if control:
         raise InvalidRequestError("control_image", f"ControlNet is not supported for {architecture} models yet")
-    multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 2
+    scale = int(getattr(pipe, "vae_scale_factor", 8))
+    multiple = scale * 2
+    # SD3's positional embedding covers a fixed grid of patches (3072 pixels a side for the released models).
+    grid = getattr(pipe.transformer.config, "pos_embed_max_size", None) if architecture == "sd3" else None
+    longest = int(grid) * int(pipe.transformer.config.patch_size) * scale if grid else None
     for field, value in (("width", width), ("height", height)):
-        if value % multiple:
-            raise InvalidRequestError(field, f"{value} does not fit a {architecture} model",
-                                      value=value, allowed=f"a multiple of {multiple}")
+        if value % multiple or (longest is not None and value > longest):
+            allowed = f"a multiple of {multiple}" + (f" up to {longest}" if longest is not None else "")
+            raise InvalidRequestError(field, f"{value} does not fit a {architecture} model", value=value,
+                                      allowed=allowed)
 
 
 def pipeline_prompt_kwargs(architecture: str, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -420,7 +420,7 @@ def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, 
                 kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
                 if architecture is Architecture.SD15:
                     kwargs.update(safety_checker=None, requires_safety_checker=False)
-                return cls.from_pretrained(path, **kwargs)
+                return cls.from_pretrained(path, **kwargs, **_left_out_t5(path, architecture))
             assert config is not None
             if is_flow_family(architecture):
                 return _load_transformer_file(path, architecture, config, dtype)
@@ -454,7 +454,20 @@ def _load_transformer_file(path: Path, architecture: Architecture, config: Path,
         raise ModelLoadError(f"{path}: the checkpoint has no weights for {len(missing)} transformer parameters "
                              f"(e.g. {missing[0]}); is the config folder for this model?")
     cls = _pipeline_class(architecture, Mode.TXT2IMG)
-    return cls.from_pretrained(config, transformer=transformer, torch_dtype=dtype, local_files_only=True)
+    return cls.from_pretrained(config, transformer=transformer, torch_dtype=dtype, local_files_only=True,
+                               **_left_out_t5(config, architecture))
+
+
+def _left_out_t5(folder: Path, architecture: Architecture) -> dict[str, None]:
+    # SD3 runs without its T5 encoder (9 GB): a folder whose model_index.json names none, or that lacks its
+    # text_encoder_3 folder, loads with the third encoder left out.
+    if architecture is not Architecture.SD3:
+        return {}
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    entry = index.get("text_encoder_3")
+    if isinstance(entry, list) and entry and entry[0] is not None and (folder / "text_encoder_3").is_dir():
+        return {}
+    return {"text_encoder_3": None, "tokenizer_3": None}
 
 
 def error_reason(exc: BaseException) -> str:

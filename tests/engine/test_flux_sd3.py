@@ -1,0 +1,249 @@
+"""FLUX.1 and SD3 through the public loader and engine, on tiny random models built here (see flow_models)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from imageloop.config import Settings
+from imageloop.engine.conditioning import PromptWeighting
+from imageloop.engine.engine import Engine
+from imageloop.engine.flow_conditioning import encode_flow_prompt
+from imageloop.engine.flux_layout import flux_original_to_diffusers
+from imageloop.engine.loader import Architecture, detect_architecture, load_model
+from imageloop.engine.pngmeta import png_parameters_text
+from imageloop.engine.recipes import LoraWeight
+from imageloop.engine.request import GenerationRequest
+from imageloop.errors import InvalidRequestError, ModelLoadError
+from tests.engine import flow_models as fm
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("flow-models")
+    flux, sd3 = fm.flux_pipeline(), fm.sd3_pipeline()
+    out = {
+        "flux": fm.save_folder(flux, root / "flux"),
+        "flux_schnell": fm.save_folder(fm.flux_pipeline(seed=1, guidance_embeds=False), root / "flux-schnell"),
+        "sd3": fm.save_folder(sd3, root / "sd3"),
+        "sd3_no_t5": fm.save_folder(fm.sd3_pipeline(with_t5=False), root / "sd3-no-t5"),
+    }
+    out["flux_bfl"] = fm.save_transformer_file(fm.flux_to_original(flux.transformer), root / "flux1-bfl.safetensors")
+    out["flux_comfy"] = fm.save_transformer_file(
+        fm.flux_to_original(flux.transformer, prefix="model.diffusion_model."), root / "flux1-comfy.safetensors")
+    out["flux_diffusers"] = fm.save_transformer_file(flux.transformer.state_dict(), root / "flux1-diff.safetensors")
+    out["sd3_sai"] = fm.save_transformer_file(fm.sd3_to_original(sd3.transformer), root / "sd3-sai.safetensors")
+    out["sd3_diffusers"] = fm.save_transformer_file(sd3.transformer.state_dict(), root / "sd3-diff.safetensors")
+    return out
+
+
+def make_settings(root: Path, **engine: object) -> Settings:
+    return Settings(data_dir=root, engine={"device": "cpu", "cpu_autocast": "off", **engine})
+
+
+@pytest.fixture(scope="module")
+def engines(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Engine]:
+    settings = make_settings(tmp_path_factory.mktemp("data"))
+    return {name: Engine(settings, model=models[name]) for name in ("flux", "flux_schnell", "sd3", "sd3_no_t5")}
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+def run(engine: Engine, **fields: object) -> bytes:
+    request = GenerationRequest(**{"prompt": "a red cat", "seed": 7, "steps": 2, "width": SIZE, "height": SIZE,
+                                   **fields})
+    return engine.generate(request).images[0].png
+
+
+# -- detection and loading ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "family"), [
+    ("flux", Architecture.FLUX), ("flux_schnell", Architecture.FLUX), ("sd3", Architecture.SD3),
+    ("flux_bfl", Architecture.FLUX), ("flux_comfy", Architecture.FLUX), ("flux_diffusers", Architecture.FLUX),
+    ("sd3_sai", Architecture.SD3), ("sd3_diffusers", Architecture.SD3),
+])
+def test_family_is_detected(models: dict[str, Path], name: str, family: Architecture) -> None:
+    assert detect_architecture(models[name]) is family
+
+
+@pytest.mark.parametrize(("file", "folder"), [
+    ("flux_bfl", "flux"), ("flux_comfy", "flux"), ("flux_diffusers", "flux"),
+    ("sd3_sai", "sd3"), ("sd3_diffusers", "sd3"),
+])
+def test_single_file_loads_the_folders_transformer(models: dict[str, Path], tmp_path: Path, file: str,
+                                                   folder: str) -> None:
+    settings = make_settings(tmp_path)
+    loaded = load_model(models[file], settings, config=models[folder])
+    reference = load_model(models[folder], settings)
+    assert loaded.architecture is reference.architecture
+    mine, theirs = loaded.pipe.transformer.state_dict(), reference.pipe.transformer.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[key], theirs[key]) for key in mine)
+
+
+def test_single_file_without_config_folder_says_what_it_needs(models: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="--config") as caught:
+        load_model(models["flux_bfl"], make_settings(tmp_path))
+    assert "text encoders" in caught.value.message
+    with pytest.raises(ModelLoadError, match="sd3"):
+        load_model(models["sd3_sai"], make_settings(tmp_path), config=models["flux"])
+
+
+def test_flux_key_conversion_matches_diffusers_at_the_released_width() -> None:
+    # Fake tensors shaped like FLUX.1 at width 3072 (one column each): diffusers' converter is the reference.
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    tiny = fm.flux_to_original(fm.flux_pipeline().transformer)
+    scale = 3072 // 32  # the tiny model's width is 32
+    torch.manual_seed(0)
+    fake = {key: torch.randn(value.shape[0] * scale, 1) for key, value in tiny.items()}
+    expected = convert_flux_transformer_checkpoint_to_diffusers(dict(fake))
+    ours = flux_original_to_diffusers(fake)
+    assert ours.keys() == expected.keys()
+    assert all(torch.equal(ours[key], expected[key]) for key in ours)
+
+
+def test_family_defaults(engines: dict[str, Engine]) -> None:
+    flux = engines["flux"].model.defaults
+    assert (flux.steps, flux.guidance_scale, flux.scheduler) == (28, 3.5, "Euler")
+    schnell = engines["flux_schnell"].model.defaults
+    assert (schnell.steps, schnell.guidance_scale) == (4, 0.0)
+    sd3 = engines["sd3"].model.defaults
+    assert (sd3.steps, sd3.guidance_scale, sd3.width) == (28, 7.0, 64)
+    resolved = engines["flux"].resolve(GenerationRequest(prompt="a cat", width=SIZE, height=SIZE))
+    assert resolved.guidance_scale == 3.5 and resolved.scheduler == "Euler"
+
+
+# -- generation -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["flux", "flux_schnell", "sd3", "sd3_no_t5"])
+def test_generates_at_the_asked_size_and_seeds_repeat(models: dict[str, Path], tmp_path: Path, name: str) -> None:
+    # Fresh engines without a result cache: equal bytes come from two real runs.
+    first, second = (Engine(make_settings(tmp_path, result_cache_size=0), model=models[name]) for _ in range(2))
+    png = run(first, width=SIZE, height=SIZE + 16)
+    assert Image.open(io.BytesIO(png)).size == (SIZE, SIZE + 16)
+    assert run(second, width=SIZE, height=SIZE + 16) == png
+    assert not np.array_equal(pixels(run(first, seed=8, width=SIZE, height=SIZE + 16)), pixels(png))
+
+
+def test_flux_guidance_is_the_embedded_guidance(engines: dict[str, Engine]) -> None:
+    engine = engines["flux"]
+    assert not np.array_equal(pixels(run(engine, guidance_scale=1.0)), pixels(run(engine, guidance_scale=5.0)))
+    text = png_parameters_text(run(engine, guidance_scale=5.0))
+    assert "CFG scale: 5" in text and "Sampler: Euler" in text
+
+
+def test_negative_prompt_on_flux_is_refused_by_name(engines: dict[str, Engine]) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        run(engines["flux"], negative_prompt="blurry")
+    assert caught.value.field == "negative_prompt" and "FLUX.1" in caught.value.message
+
+
+def test_style_negative_on_flux_is_reported_in_the_parameters(engines: dict[str, Engine]) -> None:
+    text = png_parameters_text(run(engines["flux"], style="cinematic"))
+    assert "Style negative prompt: not used (FLUX.1 has no negative prompt)" in text
+
+
+def test_sd3_honours_the_negative_prompt(engines: dict[str, Engine]) -> None:
+    engine = engines["sd3"]
+    assert not np.array_equal(pixels(run(engine)), pixels(run(engine, negative_prompt="blurry dark")))
+
+
+def test_schnell_takes_no_guidance(engines: dict[str, Engine]) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        run(engines["flux_schnell"], guidance_scale=3.5)
+    assert caught.value.field == "guidance_scale"
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3"])
+def test_a_sampler_of_another_family_is_refused_by_name(engines: dict[str, Engine], name: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        run(engines[name], scheduler="DPM++ 2M Karras")
+    assert caught.value.field == "scheduler" and "'DPM++ 2M Karras'" in caught.value.message
+    assert caught.value.allowed == "Euler"
+
+
+@pytest.mark.parametrize(("field", "value"), [("clip_skip", 2), ("width", 104), ("height", 128)])
+def test_what_the_family_cannot_take_is_named(engines: dict[str, Engine], field: str, value: int) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        run(engines["sd3"], **{field: value})
+    assert caught.value.field == field
+
+
+# -- prompt weights -------------------------------------------------------------------------------------------------
+
+def test_unweighted_encoding_matches_diffusers(engines: dict[str, Engine]) -> None:
+    flux = engines["flux"].model.pipe
+    ours = encode_flow_prompt(flux, "flux", "a red cat on the beach")
+    embeds, pooled, _ = flux.encode_prompt("a red cat on the beach", None, max_sequence_length=fm.T5_MAX_LENGTH)
+    assert torch.allclose(ours.embeds, embeds, atol=1e-5) and ours.pooled is not None
+    assert torch.allclose(ours.pooled, pooled, atol=1e-5)
+    sd3 = engines["sd3"].model.pipe
+    ours = encode_flow_prompt(sd3, "sd3", "a red cat on the beach")
+    embeds, _, pooled, _ = sd3.encode_prompt("a red cat on the beach", None, None, do_classifier_free_guidance=False,
+                                             max_sequence_length=fm.T5_MAX_LENGTH)
+    assert torch.allclose(ours.embeds, embeds, atol=1e-5) and ours.pooled is not None
+    assert torch.allclose(ours.pooled, pooled, atol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", ["a1111", "context"])
+@pytest.mark.parametrize("name", ["flux", "sd3"])
+def test_weights_act_on_t5_tokens(engines: dict[str, Engine], name: str, weighting: PromptWeighting) -> None:
+    pipe = engines[name].model.pipe
+    plain = encode_flow_prompt(pipe, name, "a red cat", weighting)
+    assert torch.equal(encode_flow_prompt(pipe, name, "a red (cat:1)", weighting).embeds, plain.embeds)
+    weighted = encode_flow_prompt(pipe, name, "a red (cat:1.5)", weighting)
+    assert not torch.allclose(weighted.embeds, plain.embeds)
+    if name == "flux":  # only T5 carries the sequence; the pooled CLIP vector stays unweighted
+        assert weighted.pooled is not None and plain.pooled is not None
+        assert torch.equal(weighted.pooled, plain.pooled)
+
+
+# -- LoRA -------------------------------------------------------------------------------------------------------------
+
+def _lora_pair(rows: int, cols: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(4, cols, generator=generator) * 0.5, torch.randn(rows, 4, generator=generator) * 0.5
+
+
+def write_flux_loras(transformer: torch.nn.Module, folder: Path) -> None:
+    """One FLUX.1 LoRA in diffusers (PEFT) keys and one in kohya keys, on the double block's projections."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proj = transformer.transformer_blocks[0].attn.to_out[0]
+    mlp = transformer.transformer_blocks[0].ff.net[2]
+    down, up = _lora_pair(proj.out_features, proj.in_features, 1)
+    down2, up2 = _lora_pair(mlp.out_features, mlp.in_features, 2)
+    save_file({"transformer.transformer_blocks.0.attn.to_out.0.lora_A.weight": down,
+               "transformer.transformer_blocks.0.attn.to_out.0.lora_B.weight": up,
+               "transformer.transformer_blocks.0.ff.net.2.lora_A.weight": down2,
+               "transformer.transformer_blocks.0.ff.net.2.lora_B.weight": up2},
+              str(folder / "flux-diffusers.safetensors"))
+    save_file({"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": down,
+               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": up,
+               "lora_unet_double_blocks_0_img_attn_proj.alpha": torch.tensor(4.0),
+               "lora_unet_double_blocks_0_img_mlp_2.lora_down.weight": down2,
+               "lora_unet_double_blocks_0_img_mlp_2.lora_up.weight": up2,
+               "lora_unet_double_blocks_0_img_mlp_2.alpha": torch.tensor(4.0)}, str(folder / "flux-kohya.safetensors"))
+
+
+def test_flux_loras_in_diffusers_and_kohya_keys(models: dict[str, Path], tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, result_cache_size=0)
+    engine = Engine(settings, model=models["flux"])
+    write_flux_loras(engine.model.pipe.transformer, settings.loras_dir)
+    plain = run(engine)
+    diffusers_lora = run(engine, loras=(LoraWeight(file="flux-diffusers", weight=1.0),))
+    kohya_lora = run(engine, loras=(LoraWeight(file="flux-kohya", weight=1.0),))
+    assert not np.array_equal(pixels(diffusers_lora), pixels(plain))
+    # the same matrices (alpha = rank, so scale 1) in either key format give the same image
+    assert np.abs(pixels(kohya_lora) - pixels(diffusers_lora)).max() <= 1
+    assert run(engine) == plain  # switched off again: nothing leaks into the base weights
