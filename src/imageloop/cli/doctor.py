@@ -6,6 +6,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from imageloop import __version__
 from imageloop.cli import app
 from imageloop.config import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings, load_settings
 from imageloop.errors import ImageloopError
+
+if TYPE_CHECKING:
+    from imageloop.engine.inventory import ModelEntry
 
 
 @dataclass(frozen=True)
@@ -86,26 +90,37 @@ def _describe_model(path: Path) -> str:
     return detect_architecture(path).value
 
 
+def _entry_finding(entry: ModelEntry, topic: str) -> Finding:
+    if entry.problem is not None:
+        return Finding(topic, "warn", entry.problem, "remove it or fix the file")
+    missing = any("MISSING" in need for need in entry.needs)
+    return Finding(topic, "warn" if missing else "ok", entry.describe(),
+                   "set IMAGELOOP_ENGINE__IP_IMAGE_ENCODER or put the encoder beside the adapter" if missing else "")
+
+
 def _models(settings: Settings) -> list[Finding]:
+    from imageloop.engine.inventory import list_models
+
     findings: list[Finding] = []
-    if (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
-        kind = _describe_model(EMBEDDED_MODEL_DIR)
-        findings.append(Finding("embedded model", "ok", f"{EMBEDDED_MODEL_DIR} ({kind})"))
-    else:
+    entries = list_models(settings)
+    if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
         findings.append(Finding("embedded model", "missing" if settings.engine.model == EMBEDDED_MODEL_NAME else "warn",
                                 f"not installed ({EMBEDDED_MODEL_DIR} has no model_index.json)",
                                 "use --model PATH / IMAGELOOP_ENGINE__MODEL, or train it: imageloop train base"))
-    candidates = sorted(settings.models_dir.iterdir()) if settings.models_dir.is_dir() else []
-    for path in candidates:
-        if path.is_dir() or path.suffix == ".safetensors":
-            try:
-                findings.append(Finding(f"model {path.name}", "ok", _describe_model(path)))
-            except ImageloopError as exc:
-                findings.append(Finding(f"model {path.name}", "warn", exc.message, "remove it or fix the file"))
-    if not candidates:
+    for entry in entries:
+        if entry.kind == "model":
+            embedded = entry.path == EMBEDDED_MODEL_DIR
+            findings.append(_entry_finding(entry, "embedded model" if embedded else f"model {entry.name}"))
+    if not any(entry.kind == "model" and entry.path != EMBEDDED_MODEL_DIR for entry in entries):
         findings.append(Finding("models dir", "warn", f"no models in {settings.models_dir}",
                                 "put diffusers folders or .safetensors checkpoints there to use them by name"))
     findings.append(_configured_model(settings))
+    limit = settings.engine.max_loaded_models
+    findings.append(Finding("loaded models", "ok", f"at most {limit} model(s) kept in memory at once (loading another "
+                            "releases the least recently used)" if limit else "no limit on models kept in memory",
+                            "" if limit else "set IMAGELOOP_ENGINE__MAX_LOADED_MODELS=1 to keep one"))
+    findings.extend(_entry_finding(entry, f"{entry.kind} {entry.name}") for entry in entries
+                    if entry.kind in {"lora", "controlnet", "ip-adapter"})
     return findings
 
 
@@ -139,6 +154,17 @@ def _extras(settings: Settings) -> list[Finding]:
     else:
         findings.append(Finding("controlnet", "warn", "none configured (control images are refused)",
                                 "--control-model PATH or IMAGELOOP_ENGINE__CONTROLNET"))
+    if settings.engine.ip_adapter:
+        from imageloop.engine.ip_adapter import resolve_ip_adapter_path
+
+        try:
+            findings.append(Finding("ip-adapter", "ok", str(resolve_ip_adapter_path(settings.engine.ip_adapter,
+                                                                                    settings))))
+        except ImageloopError as exc:
+            findings.append(Finding("ip-adapter", "missing", exc.message, "fix IMAGELOOP_ENGINE__IP_ADAPTER"))
+    else:
+        findings.append(Finding("ip-adapter", "warn", "none configured (reference images are refused)",
+                                f"put one in {settings.ip_adapters_dir} and set IMAGELOOP_ENGINE__IP_ADAPTER"))
     loras = sorted(settings.loras_dir.glob("*.safetensors")) if settings.loras_dir.is_dir() else []
     findings.append(Finding("loras", "ok", f"{len(loras)} in {settings.loras_dir}"))
     scan = RecipeStore(settings).scan()
@@ -154,7 +180,8 @@ def diagnose(settings: Settings) -> list[Finding]:
 
 @app.command()
 def doctor() -> None:
-    """Check torch and the device, the data dir, models, ControlNet, LoRAs and recipes; say how to fix problems."""
+    """Check torch and the device, the data dir, recipes; list each model, LoRA, ControlNet and IP-Adapter found
+    with its family, size on disk and what it needs (weights' memory at fp32/fp16); say how to fix problems."""
     settings = load_settings()
     findings = diagnose(settings)
     table = Table(title="imageloop doctor")

@@ -22,7 +22,7 @@ import torch
 
 from imageloop.config import Settings
 from imageloop.engine.loader import content_hash, error_reason, quiet_loading, read_checkpoint_keys
-from imageloop.errors import ImageloopError, ModelLoadError, UnsupportedModelError
+from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, UnsupportedModelError
 
 ADAPTER_SUFFIX = ".safetensors"
 ENCODER_FOLDER = "image_encoder"
@@ -96,7 +96,11 @@ class IpAdapter:
 
     def attach(self, pipe: Any, scale: float) -> None:
         """Make ``pipe`` take ``ip_adapter_image`` at ``scale``: the encoder registered, the adapter's attention
-        layers on its UNet (once per UNet). ModelLoadError when the adapter does not fit the model."""
+        layers on its UNet (once per UNet). ModelLoadError when the adapter does not fit the model; InvalidRequestError
+        for a model without a UNet (FLUX.1, SD3: their IP-Adapters are not supported)."""
+        if getattr(pipe, "unet", None) is None:
+            raise InvalidRequestError("ip_image", f"IP-Adapter runs on SD1.5 and SDXL models, not on "
+                                      f"{type(pipe).__name__}")
         if getattr(pipe, "image_encoder", None) is not self.encoder:
             pipe.register_modules(image_encoder=self.encoder, feature_extractor=self.processor)
         if self._attached_unet is not pipe.unet:
