@@ -15,11 +15,11 @@ from imageloop.config import Settings
 from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.engine import Engine
 from imageloop.engine.flow_conditioning import encode_flow_prompt
-from imageloop.engine.flux_layout import flux_original_to_diffusers
-from imageloop.engine.loader import Architecture, detect_architecture, load_model
+from imageloop.engine.loader import Architecture, detect_architecture, load_model, native_size
 from imageloop.engine.pngmeta import png_parameters_text
 from imageloop.engine.recipes import LoraWeight
 from imageloop.engine.request import GenerationRequest
+from imageloop.engine.transformer_files import flux_original_to_diffusers
 from imageloop.errors import InvalidRequestError, ModelLoadError
 from tests.engine import flow_models as fm
 
@@ -124,6 +124,12 @@ def test_family_defaults(engines: dict[str, Engine]) -> None:
     assert resolved.guidance_scale == 3.5 and resolved.scheduler == "Euler"
 
 
+def test_native_size_is_read_from_the_configs(models: dict[str, Path], tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    assert native_size(models["flux"], settings) == 256  # FluxPipeline's 128 latents x the tiny VAE's 2
+    assert native_size(models["sd3"], settings) == 64  # the transformer's sample_size 32 x 2
+
+
 # -- generation -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["flux", "flux_schnell", "sd3", "sd3_no_t5"])
@@ -134,6 +140,16 @@ def test_generates_at_the_asked_size_and_seeds_repeat(models: dict[str, Path], t
     assert Image.open(io.BytesIO(png)).size == (SIZE, SIZE + 16)
     assert run(second, width=SIZE, height=SIZE + 16) == png
     assert not np.array_equal(pixels(run(first, seed=8, width=SIZE, height=SIZE + 16)), pixels(png))
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3"])
+def test_img2img_and_hires_fix(engines: dict[str, Engine], name: str) -> None:
+    source = io.BytesIO()
+    Image.new("RGB", (SIZE, SIZE), (200, 30, 30)).save(source, format="PNG")
+    png = run(engines[name], init_image=source.getvalue(), strength=0.5)
+    assert Image.open(io.BytesIO(png)).size == (SIZE, SIZE)
+    hires = run(engines[name], hires_scale=1.5, hires_steps=2)
+    assert Image.open(io.BytesIO(hires)).size == (96, 96)
 
 
 def test_flux_guidance_is_the_embedded_guidance(engines: dict[str, Engine]) -> None:

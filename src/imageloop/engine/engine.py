@@ -492,7 +492,9 @@ class Engine:
             call["control_image" if request.init_image is not None else "image"] = control
             call["controlnet_conditioning_scale"] = request.controlnet_conditioning_scale
         call.update(reference_kwargs(request.ip_image))
-        if request.init_image is None or request.control_image is not None:  # plain img2img takes the image's size
+        # Plain img2img takes the image's size, except FLUX.1's and SD3's, which make their default size unless told.
+        flow = is_flow_family(self.model.architecture.value)
+        if request.init_image is None or request.control_image is not None or flow:
             call.update(width=plan.width, height=plan.height)
         return self._call(pipe, call, reporter)
 
@@ -537,6 +539,8 @@ class Engine:
             output_type="pil",
             **reference_kwargs(request.ip_image),
         )
+        if is_flow_family(self.model.architecture.value):  # they make their default size unless told
+            call.update(width=size[0], height=size[1])
         return self._call(pipe, call, reporter)
 
     def _pngs(self, plan: _Plan, images: list[Any], model: LoadedModel) -> list[GeneratedImage]:

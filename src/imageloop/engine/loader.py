@@ -34,8 +34,8 @@ from imageloop.engine.families import (
     is_flow_family,
     native_side_from_configs,
 )
-from imageloop.engine.flux_layout import flux_original_to_diffusers, is_flux_original
 from imageloop.engine.schedulers import canonical_scheduler_name
+from imageloop.engine.transformer_files import left_out_t5, load_transformer_file
 from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, UnsupportedModelError
 
 MODEL_DEFAULTS_FILE = "imageloop.json"
@@ -88,8 +88,7 @@ _PIPELINE_CLASSES: dict[Architecture, dict[Mode, str]] = {
     Architecture.FLUX: {Mode.TXT2IMG: "FluxPipeline", Mode.IMG2IMG: "FluxImg2ImgPipeline"},
     Architecture.SD3: {Mode.TXT2IMG: "StableDiffusion3Pipeline", Mode.IMG2IMG: "StableDiffusion3Img2ImgPipeline"},
 }
-# The denoiser a single file of each transformer family holds (loaded on its own, the rest from the config folder).
-_TRANSFORMER_CLASSES = {Architecture.FLUX: "FluxTransformer2DModel", Architecture.SD3: "SD3Transformer2DModel"}
+
 # Folder pipelines we accept, by the class name in model_index.json.
 _FOLDER_CLASSES = {
     "StableDiffusionPipeline": Architecture.SD15,
@@ -420,10 +419,10 @@ def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, 
                 kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
                 if architecture is Architecture.SD15:
                     kwargs.update(safety_checker=None, requires_safety_checker=False)
-                return cls.from_pretrained(path, **kwargs, **_left_out_t5(path, architecture))
+                return cls.from_pretrained(path, **kwargs, **left_out_t5(path, architecture.value))
             assert config is not None
             if is_flow_family(architecture):
-                return _load_transformer_file(path, architecture, config, dtype)
+                return load_transformer_file(path, architecture.value, cls, config, dtype)
             pipe = cls.from_single_file(str(path), config=str(config), torch_dtype=dtype, local_files_only=True)
             _check_all_weights_loaded(pipe, path)
             return pipe
@@ -431,43 +430,6 @@ def _load_pipeline(path: Path, architecture: Architecture, config: Path | None, 
         raise
     except Exception as exc:  # diffusers raises many types (OSError, ValueError, KeyError...) for bad files
         raise ModelLoadError(f"{path}: cannot load the {architecture.value} model: {error_reason(exc)}") from exc
-
-
-def _load_transformer_file(path: Path, architecture: Architecture, config: Path, dtype: torch.dtype) -> Any:
-    # diffusers converts original BFL/SAI keys and takes diffusers keys as they are; the other components are the
-    # config folder's own (with their weights).
-    import diffusers
-
-    transformer_cls = getattr(diffusers, _TRANSFORMER_CLASSES[architecture])
-    source: Any = str(path)
-    if architecture is Architecture.FLUX and is_flux_original(read_checkpoint_keys(path)):
-        from safetensors.torch import load_file
-
-        try:
-            source = flux_original_to_diffusers(load_file(str(path)))
-        except KeyError as exc:
-            raise UnsupportedModelError(f"{path}: not a FLUX.1 transformer: unexpected key {exc}") from None
-    transformer = transformer_cls.from_single_file(
-        source, config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True)
-    missing = [key for key, value in transformer.named_parameters() if value.is_meta]
-    if missing:
-        raise ModelLoadError(f"{path}: the checkpoint has no weights for {len(missing)} transformer parameters "
-                             f"(e.g. {missing[0]}); is the config folder for this model?")
-    cls = _pipeline_class(architecture, Mode.TXT2IMG)
-    return cls.from_pretrained(config, transformer=transformer, torch_dtype=dtype, local_files_only=True,
-                               **_left_out_t5(config, architecture))
-
-
-def _left_out_t5(folder: Path, architecture: Architecture) -> dict[str, None]:
-    # SD3 runs without its T5 encoder (9 GB): a folder whose model_index.json names none, or that lacks its
-    # text_encoder_3 folder, loads with the third encoder left out.
-    if architecture is not Architecture.SD3:
-        return {}
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    entry = index.get("text_encoder_3")
-    if isinstance(entry, list) and entry and entry[0] is not None and (folder / "text_encoder_3").is_dir():
-        return {}
-    return {"text_encoder_3": None, "tokenizer_3": None}
 
 
 def error_reason(exc: BaseException) -> str:

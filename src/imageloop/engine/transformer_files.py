@@ -1,15 +1,27 @@
-"""FLUX.1 transformer weights from Black Forest Labs' original key layout to diffusers', for any model width.
+"""Single-file transformer checkpoints of the flow families (FLUX.1, SD3), loaded with a config folder.
 
-diffusers' own converter assumes the released width (3072) when it splits a single block's fused ``linear1``;
-this one reads the width from the weights, so fine-tunes and pruned variants of other widths load too. The
-mapping is the same as diffusers' (a test checks it against diffusers' converter at the released width).
+Such a file holds the transformer only, in the original key layout (BFL's, SAI's) or diffusers'; the text encoders,
+VAE, tokenizers and scheduler come from a diffusers folder of the same family. SD3 also runs without its T5
+encoder (:func:`left_out_t5`).
+
+FLUX.1 weights in BFL's layout are converted here (:func:`flux_original_to_diffusers`): diffusers' own converter
+assumes the released width (3072) when it splits a single block's fused ``linear1``; this one reads the width
+from the weights, so fine-tunes and pruned variants of other widths load too. The mapping is the same as
+diffusers' (a test checks it against diffusers' converter at the released width).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import torch
 
+from imageloop.errors import ModelLoadError, UnsupportedModelError
+
 ORIGINAL_PREFIX = "model.diffusion_model."
+TRANSFORMER_CLASSES = {"flux": "FluxTransformer2DModel", "sd3": "SD3Transformer2DModel"}
 
 _TOP = {
     "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
@@ -97,3 +109,42 @@ def flux_original_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torc
         else:
             raise KeyError(key)
     return out
+
+
+def load_transformer_file(path: Path, architecture: str, pipeline_class: Any, config: Path, dtype: torch.dtype) -> Any:
+    """A ``pipeline_class`` pipeline with the transformer of single file ``path`` and the rest of ``config``;
+    ModelLoadError names a file that leaves transformer weights missing."""
+    import diffusers
+    from safetensors import safe_open
+
+    transformer_class = getattr(diffusers, TRANSFORMER_CLASSES[architecture])
+    source: Any = str(path)
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+    if architecture == "flux" and is_flux_original(keys):
+        from safetensors.torch import load_file
+
+        try:
+            source = flux_original_to_diffusers(load_file(str(path)))
+        except KeyError as exc:
+            raise UnsupportedModelError(f"{path}: not a FLUX.1 transformer: unexpected key {exc}") from None
+    transformer = transformer_class.from_single_file(
+        source, config=str(config), subfolder="transformer", torch_dtype=dtype, local_files_only=True)
+    missing = [key for key, value in transformer.named_parameters() if value.is_meta]
+    if missing:
+        raise ModelLoadError(f"{path}: the checkpoint has no weights for {len(missing)} transformer parameters "
+                             f"(e.g. {missing[0]}); is the config folder for this model?")
+    return pipeline_class.from_pretrained(config, transformer=transformer, torch_dtype=dtype, local_files_only=True,
+                                          **left_out_t5(config, architecture))
+
+
+def left_out_t5(folder: Path, architecture: str) -> dict[str, None]:
+    """``from_pretrained`` arguments that leave SD3's T5 encoder out (it is 9 GB) when the folder's
+    ``model_index.json`` names none or the folder lacks ``text_encoder_3``; nothing for other families."""
+    if architecture != "sd3":
+        return {}
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    entry = index.get("text_encoder_3")
+    if isinstance(entry, list) and entry and entry[0] is not None and (folder / "text_encoder_3").is_dir():
+        return {}
+    return {"text_encoder_3": None, "tokenizer_3": None}
