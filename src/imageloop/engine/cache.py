@@ -1,6 +1,6 @@
-"""In-memory LRU caches: prompt encodings and finished results.
+"""In-memory LRU caches: prompt encodings and finished results; and which models the process keeps loaded.
 
-Both are bounded (sizes from settings; 0 disables a cache) and thread-safe, and count hits and misses so tests
+The caches are bounded (sizes from settings; 0 disables a cache) and thread-safe, and count hits and misses so tests
 and the metrics endpoint can see them work.
 """
 
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -122,3 +123,67 @@ def result_key(canonical_request: str, model_version: str) -> str:
     digest.update(b"\0")
     digest.update(canonical_request.encode("utf-8"))
     return digest.hexdigest()
+
+
+class HoldsModel(Protocol):
+    """An engine as the residency sees it: it can drop its loaded model (reloading it when next used)."""
+
+    def release_model(self) -> None: ...
+
+
+class ModelResidency:
+    """Which models the process keeps loaded, least recently used first, across every engine.
+
+    An engine calls :meth:`admit` before it loads a model: models beyond ``limit`` (0 = no limit) other than the
+    one being admitted are released first, each through every engine holding it, so two models' weights are never
+    in memory at once unless the limit allows it. Engines of one model (the embedded workers) count as one model.
+    Engines are held weakly: an engine nobody uses any more holds nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders: OrderedDict[str, weakref.WeakSet[Any]] = OrderedDict()
+
+    def admit(self, key: str, holder: HoldsModel, limit: int) -> list[str]:
+        """Record that ``holder`` loads model ``key`` and release the least recently used other models beyond
+        ``limit``; returns the keys released."""
+        with self._lock:
+            for name in [name for name, holders in self._holders.items() if not holders and name != key]:
+                del self._holders[name]
+            self._holders.setdefault(key, weakref.WeakSet()).add(holder)
+            self._holders.move_to_end(key)
+            evicted: list[tuple[str, list[Any]]] = []
+            while limit and len(self._holders) > limit:
+                name, weak = self._holders.popitem(last=False)
+                evicted.append((name, list(weak)))
+        for _, released in evicted:  # outside the lock: releasing takes each engine's own lock
+            for other in released:
+                other.release_model()
+        if evicted:
+            free_memory()
+        return [name for name, _ in evicted]
+
+    def touch(self, key: str) -> None:
+        """Mark model ``key`` as just used."""
+        with self._lock:
+            if key in self._holders:
+                self._holders.move_to_end(key)
+
+    def loaded(self) -> list[str]:
+        """The models held now, least recently used first."""
+        with self._lock:
+            return [name for name, holders in self._holders.items() if holders]
+
+
+def free_memory() -> None:
+    """Return released weights to the system: a garbage collection, and CUDA's cached blocks when there is CUDA."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+MODEL_RESIDENCY = ModelResidency()  # the process's one record of loaded models

@@ -13,7 +13,8 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 
 from imageloop.config import Settings
 from imageloop.engine.autocast import autocast_name, decode_latents, denoise_autocast, resolve_autocast
-from imageloop.engine.cache import CacheStats, LRUCache, PromptKey, result_key
+from imageloop.engine.cache import MODEL_RESIDENCY, CacheStats, LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, PromptWeighting, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import load_controlnet
 from imageloop.engine.embeddings import EmbeddingLoader
@@ -37,7 +38,7 @@ from imageloop.engine.families import (
 )
 from imageloop.engine.flow_conditioning import encode_flow_prompt
 from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs
-from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
+from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant, resolve_model_source
 from imageloop.engine.lora import LoraManager
 from imageloop.engine.pngmeta import encode_png, format_parameters
 from imageloop.engine.progress import CancelToken, StepCallback, StepReporter
@@ -164,6 +165,9 @@ class Engine:
         self._controlnet: Any = None
         self._controlnet_version = ""
         self._ip_adapter: IpAdapter | None = None
+        self._residency_key: str | None = None
+        self._release_pending = False
+        self._depth = 0  # runs in progress on this thread (generate_many runs generate inside)
         self._lock = threading.RLock()
 
     # -- model ---------------------------------------------------------------------------------------------------
@@ -173,8 +177,47 @@ class Engine:
         """The loaded model (loads it on first access; ModelLoadError if it cannot be loaded)."""
         with self._lock:
             if self._model is None:
+                # Other models beyond engine.max_loaded_models are released before this one loads.
+                MODEL_RESIDENCY.admit(self._model_key(), self, self.settings.engine.max_loaded_models)
                 self._model = load_model(self.model_spec, self.settings, config=self.config_dir)
             return self._model
+
+    def _model_key(self) -> str:
+        if self._residency_key is None:
+            path = resolve_model_source(self.model_spec, self.settings)
+            self._residency_key = f"{path}|{self.config_dir or ''}"
+        return self._residency_key
+
+    def release_model(self) -> None:
+        """Drop the loaded model, its ControlNet and IP-Adapter so their memory can be freed (the next request loads
+        them again); a run in progress finishes first. The model residency calls this when another model loads."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._release_pending = True
+                if self._depth == 0:
+                    self._drop_model()
+            finally:
+                self._lock.release()
+        else:
+            self._release_pending = True  # the run holding the lock drops it when it ends
+
+    def _drop_model(self) -> None:
+        self._model, self._controlnet, self._controlnet_version, self._ip_adapter = None, None, "", None
+        self._release_pending = False
+
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        """Hold the engine for a run; a release asked for meanwhile happens when the outermost run ends."""
+        with self._lock:
+            self._depth += 1
+            if self._model is not None:
+                MODEL_RESIDENCY.touch(self._model_key())
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._release_pending and self._depth == 0:
+                    self._drop_model()
 
     def _controlnet_model(self) -> tuple[Any, str]:
         if self._controlnet is None:
@@ -313,7 +356,7 @@ class Engine:
         recipe = self.check(request)
         reporter.raise_if_stopped()
         clock.lap("check")
-        with self._lock:
+        with self._running():
             model = self.model
             clock.lap("load")
             # 2. Resolve defaults: request, then recipe, then the model's own.
@@ -362,7 +405,7 @@ class Engine:
         """
         recipes = [self.check(request) for request in requests]
         results: list[GenerationResult | None] = [None] * len(requests)
-        with self._lock:
+        with self._running():
             model = self.model
             plans = [self._plan(request, recipe) for request, recipe in zip(requests, recipes, strict=True)]
             groups: dict[tuple[Any, ...], list[int]] = {}
