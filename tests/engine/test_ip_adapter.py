@@ -149,3 +149,14 @@ def test_an_adapter_for_another_model_is_a_load_error(models: dict[str, Path], t
     with pytest.raises(ModelLoadError, match="does not fit the loaded model"):
         engine.generate(plain.model_copy(update={"ip_image": png_of((1, 2, 3))}))
     assert engine.generate(plain).images[0].png == before
+
+
+def test_pasted_text_with_ip_adapter_fields_reports_them(tmp_path: Path) -> None:
+    from imageloop.engine.infotext import import_parameters
+
+    text = ("a dog\nSteps: 2, Sampler: Euler, CFG scale: 5, Seed: 1, Size: 64x64, IP-Adapter image: 0123456789, "
+            "IP-Adapter scale: 0.8, IP-Adapter: tiny-sd15")
+    imported = import_parameters(text, Settings(data_dir=tmp_path))
+    reasons = {item.name: item.reason for item in imported.ignored}
+    assert reasons["IP-Adapter scale"] == "the reference image is not part of the text"
+    assert imported.request.ip_image is None and imported.request.seed == 1
