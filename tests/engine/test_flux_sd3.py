@@ -16,6 +16,7 @@ from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.engine import Engine
 from imageloop.engine.flow_conditioning import encode_flow_prompt
 from imageloop.engine.loader import Architecture, detect_architecture, load_model, native_size
+from imageloop.engine.lora import inspect_lora_file
 from imageloop.engine.pngmeta import png_parameters_text
 from imageloop.engine.recipes import LoraWeight
 from imageloop.engine.request import GenerationRequest
@@ -263,3 +264,10 @@ def test_flux_loras_in_diffusers_and_kohya_keys(models: dict[str, Path], tmp_pat
     # the same matrices (alpha = rank, so scale 1) in either key format give the same image
     assert np.abs(pixels(kohya_lora) - pixels(diffusers_lora)).max() <= 1
     assert run(engine) == plain  # switched off again: nothing leaks into the base weights
+
+
+def test_flux_loras_are_recognised_by_the_library(tmp_path: Path) -> None:
+    write_flux_loras(fm.flux_pipeline().transformer, tmp_path)
+    for name, base in (("flux-diffusers", "FLUX.1 or SD3"), ("flux-kohya", "FLUX.1")):
+        info = inspect_lora_file(tmp_path / f"{name}.safetensors")
+        assert (info.components, info.base, info.layers) == (("transformer",), base, 2)

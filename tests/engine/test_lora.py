@@ -281,11 +281,10 @@ def test_count_and_inspect(loras_dir: Path, tmp_path: Path) -> None:
     info = inspect_lora_file(loras_dir / "xl_kohya.safetensors")
     assert info.components == ("text_encoder", "text_encoder_2", "unet")
     assert info.base == "SDXL"
-    flux = tmp_path / "flux.safetensors"
-    save_file({"transformer.x.lora_A.weight": torch.ones(2, 2), "transformer.x.lora_B.weight": torch.ones(2, 2)},
-              str(flux))
+    other = tmp_path / "cascade.safetensors"  # FLUX.1 LoRAs are accepted (tests/engine/test_flux_sd3.py)
+    save_file({"prior.x.lora_A.weight": torch.ones(2, 2), "prior.x.lora_B.weight": torch.ones(2, 2)}, str(other))
     with pytest.raises(RecipeError, match="not a Stable Diffusion LoRA"):
-        inspect_lora_file(flux)
+        inspect_lora_file(other)
 
 
 def test_install_lora_copies_checked_files(loras_dir: Path, tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ adapter off. Adapters are never fused into the base weights, so switching recipe
 recipe, gives the same bytes as no recipe alone.
 
 diffusers' ``load_lora_weights`` reads diffusers/PEFT-format files and converts kohya-format ones
-(``lora_unet_*.lora_down.weight`` / ``lora_up`` / ``alpha``, SD1.5 and SDXL naming). Only ``.safetensors`` files are
+(``lora_unet_*.lora_down.weight`` / ``lora_up`` / ``alpha``, SD1.5, SDXL and FLUX.1 naming, the transformer's
+for FLUX.1: ``lora_unet_double_blocks_*``, diffusers' ``transformer.*``). Only ``.safetensors`` files are
 read; pickled checkpoints are refused because loading them can run code.
 """
 
@@ -41,7 +42,9 @@ DEFAULT_MAX_LOADED = 8
 # PEFT `lora_A.weight`, kohya `lora_down.weight`, diffusers `lora.down.weight` / `lora_linear_layer.down.weight`.
 _DOWN_KEY = re.compile(r"lora(?:_A|_down|\.down|_linear_layer\.down)\.weight$")
 _UP_KEY = re.compile(r"lora(?:_B|_up|\.up|_linear_layer\.up)\.weight$")
-_SD_COMPONENTS = frozenset({"unet", "text_encoder", "text_encoder_2"})
+_SD_COMPONENTS = frozenset({"unet", "text_encoder", "text_encoder_2", "transformer"})
+# Key starts that mark a LoRA of a FLUX.1 / SD3 transformer (kohya's and diffusers' spellings).
+_TRANSFORMER_LORA_KEYS = ("transformer.", "lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_transformer_")
 # Cross-attention width (attn2.to_k input features) of the known Stable Diffusion families.
 _BASE_BY_CONTEXT_DIM = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL"}
 
@@ -379,20 +382,27 @@ def count_lora_layers(path: Path) -> int:
 
 
 def inspect_lora_file(path: Path) -> LoraFileInfo:
-    """Check that ``path`` is a Stable Diffusion LoRA diffusers can load, and describe it.
+    """Check that ``path`` is a Stable Diffusion (SD1.x/SD2.x/SDXL) or FLUX.1 LoRA diffusers can load, and describe
+    it.
 
     Loads the state dict through diffusers (converting kohya keys) without a model. RecipeError naming the file
-    if it is not a safetensors file, not a LoRA, or a LoRA for a model other than SD1.x/SD2.x/SDXL.
+    if it is not a safetensors file, not a LoRA, or a LoRA for another kind of model.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import FluxPipeline, StableDiffusionPipeline
 
     if path.suffix.lower() != LORA_SUFFIX:
         raise RecipeError(f"LoRA {path}: only {LORA_SUFFIX} files are accepted")
     layers = count_lora_layers(path)
+    raw_keys = _read_safetensors_keys(path)
+    transformer = any(key.startswith(_TRANSFORMER_LORA_KEYS) for key in raw_keys)
+    kohya_flux = any(key.startswith(_TRANSFORMER_LORA_KEYS[1:]) for key in raw_keys)
     try:
-        state_dict, _alphas = StableDiffusionPipeline.lora_state_dict(
-            str(path), use_safetensors=True, local_files_only=True
-        )
+        if transformer:
+            state_dict = FluxPipeline.lora_state_dict(str(path), use_safetensors=True, local_files_only=True)
+        else:
+            state_dict, _alphas = StableDiffusionPipeline.lora_state_dict(
+                str(path), use_safetensors=True, local_files_only=True
+            )
     except Exception as exc:
         raise RecipeError(f"LoRA {path}: not a LoRA diffusers can read: {exc}") from exc
     components = sorted({key.split(".", 1)[0] for key in state_dict})
@@ -406,11 +416,15 @@ def inspect_lora_file(path: Path) -> LoraFileInfo:
         sha256=file_sha256(path),
         layers=layers,
         components=tuple(components),
-        base=_guess_base(state_dict),
+        base="FLUX.1" if kohya_flux else _guess_base(state_dict),
     )
 
 
 def _guess_base(state_dict: dict[str, torch.Tensor]) -> str:
+    if any(".single_transformer_blocks." in key for key in state_dict):
+        return "FLUX.1"
+    if any(key.startswith("transformer.") for key in state_dict):
+        return "FLUX.1 or SD3"
     if any(key.startswith("text_encoder_2.") for key in state_dict):
         return "SDXL"
     for key, tensor in state_dict.items():
