@@ -13,7 +13,7 @@ import imageloop.cli.commands  # noqa: F401  (registers every command on `app`)
 from imageloop.cli import app
 from imageloop.cli.doctor import diagnose
 from imageloop.config import Settings
-from imageloop.engine.inventory import family_from_shapes, human_bytes, list_models
+from imageloop.engine.inventory import family_from_shapes, human_bytes, human_count, list_models
 from tests import tiny
 from tests.engine.tiny_ip_adapters import save_image_encoder
 
@@ -34,6 +34,8 @@ def test_family_of_add_ons_from_their_shapes() -> None:
         == "flux"
     assert family_from_shapes({"x.attn2.to_k.weight": (320, 32)}) == "unknown (context width 32)"
     assert human_bytes(3 * 1024**3) == "3 GB" and human_bytes(512) == "512 B"
+    assert (human_count(2_567_000_000), human_count(14_900_000), human_count(27_400), human_count(12)) == (
+        "2.57B", "14.9M", "27.4K", "12")
 
 
 def test_doctor_lists_every_model_with_family_size_and_needs(tmp_path: Path) -> None:

@@ -58,12 +58,20 @@ class ModelEntry:
         parts = [self.family, f"{human_bytes(self.size_bytes)} on disk"]
         fp32, fp16 = self.weights_bytes(4), self.weights_bytes(2)
         if fp32 is not None and fp16 is not None and self.parameters is not None:
-            parts.append(f"{self.parameters / 1e6:.1f}M parameters: weights ~{human_bytes(fp32)} fp32, "
+            parts.append(f"{human_count(self.parameters)} parameters: weights ~{human_bytes(fp32)} fp32, "
                          f"~{human_bytes(fp16)} fp16")
         if self.components:
             parts.append("components: " + ", ".join(self.components))
         parts.extend(self.needs)
         return "; ".join(parts)
+
+
+def human_count(count: int) -> str:
+    """``count`` with a K, M or B suffix, three significant digits."""
+    for divisor, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= divisor:
+            return f"{count / divisor:.3g}{suffix}"
+    return str(count)
 
 
 def human_bytes(size: float) -> str:
