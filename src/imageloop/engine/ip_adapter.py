@@ -119,7 +119,8 @@ class IpAdapter:
 
     def detach(self, pipe: Any) -> None:
         """Restore ``pipe``'s UNet to plain attention (a no-op when the adapter is not attached)."""
-        if self._attached_unet is None and getattr(pipe.unet, "encoder_hid_proj", None) is None:
+        unet = getattr(pipe, "unet", None)
+        if unet is None or (self._attached_unet is None and getattr(unet, "encoder_hid_proj", None) is None):
             return
         with quiet_loading():
             pipe.unload_ip_adapter()
