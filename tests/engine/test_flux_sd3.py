@@ -21,7 +21,7 @@ from imageloop.engine.pngmeta import png_parameters_text
 from imageloop.engine.recipes import LoraWeight
 from imageloop.engine.request import GenerationRequest
 from imageloop.engine.transformer_files import flux_original_to_diffusers
-from imageloop.errors import InvalidRequestError, ModelLoadError
+from imageloop.errors import GenerationCancelled, InvalidRequestError, ModelLoadError
 from tests.engine import flow_models as fm
 
 SIZE = 64
@@ -151,6 +151,20 @@ def test_img2img_and_hires_fix(engines: dict[str, Engine], name: str) -> None:
     assert Image.open(io.BytesIO(png)).size == (SIZE, SIZE)
     hires = run(engines[name], hires_scale=1.5, hires_steps=2)
     assert Image.open(io.BytesIO(hires)).size == (96, 96)
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3"])
+def test_batched_requests_match_separate_runs_and_cancel_stops(models: dict[str, Path], tmp_path: Path,
+                                                               name: str) -> None:
+    engine = Engine(make_settings(tmp_path, result_cache_size=0), model=models[name])
+    requests = [GenerationRequest(prompt=prompt, seed=3, steps=2, width=SIZE, height=SIZE)
+                for prompt in ("a red cat", "a blue dog on the beach at night")]
+    batched = engine.generate_many(requests)
+    for request, result in zip(requests, batched, strict=True):
+        alone = engine.generate(request).images[0].png
+        assert np.abs(pixels(result.images[0].png) - pixels(alone)).max() <= 2
+    with pytest.raises(GenerationCancelled):
+        engine.generate(requests[0], on_step=lambda step, total: step < 1)
 
 
 def test_flux_guidance_is_the_embedded_guidance(engines: dict[str, Engine]) -> None:
