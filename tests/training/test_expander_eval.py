@@ -3,13 +3,18 @@ people agree on (community slang stays, one person's taste goes), held-out inten
 
 from __future__ import annotations
 
+from imageloop.prompts.expander._common import KeptExample
+from imageloop.prompts.expander.retrieval import agreed_tags
 from imageloop.prompts.lexicon import load_lexicon
+from imageloop.storage.action_history import IntentEdit
 from imageloop.training.expander_eval import (
     IntentExample,
     added_tags_of,
     agreed_values,
     community_examples,
     dpo_rows,
+    edit_meanings,
+    edited_examples,
     intent_examples,
     phrasing_words,
     recall_scores,
@@ -97,3 +102,49 @@ def test_the_lora_sits_on_every_linear_layer_of_the_top_layers_only() -> None:
     assert sft_step_count(100, 4.0, 8, cap=120) == 50
     assert sft_step_count(1000, 4.0, 8, cap=120) == 120
     assert sft_step_count(0, 4.0, 8, cap=120) == sft_step_count(10, 4.0, 8, cap=0) == 0
+
+
+def _edit(user: str, intent: str, before: str, after: str) -> IntentEdit:
+    return IntentEdit(user, intent, before, after)
+
+
+def test_a_phrase_means_what_its_people_add_by_hand_and_not_one_persons_taste() -> None:
+    edits = [
+        _edit("ada", "a fox, goblin mode", "fox, goblin mode", "fox, goblin mode, fog, bleak, night"),
+        _edit("bob", "a frog, goblin mode", "frog, goblin mode, sepia", "frog, goblin mode, sepia, fog, bleak"),
+        _edit("cy", "哥布林模式的房子", "房子, goblin, mode", "房子, goblin, mode，雾，下雨"),  # cy's taste: rain
+        # dee's prompt already said fog (served): no chance to add it, and it does not count against it.
+        _edit("dee", "a cake, goblin mode", "cake, goblin mode, fog", "cake, goblin mode, fog, bleak, day"),
+        _edit("eve", "a fox, liminal space", "fox, liminal space", "fox, liminal space, dreamy"),
+    ]
+    meanings = edit_meanings(edits, LEXICON)
+    assert meanings["goblin"] == meanings["mode"] == {("weather", "fog"), ("mood", "bleak")}
+    assert "liminal" not in meanings  # one person: not yet the community's
+    # Two of four people's edits (two and a half needed) would not be enough: bleak then falls out.
+    assert ("mood", "bleak") not in edit_meanings(edits[:2] + edits[2:3], LEXICON).get("goblin", set())
+
+    examples = community_examples(edited_examples(edits, LEXICON), LEXICON, meanings)
+    assert [e.intent for e in examples][:2] == ["a fox, goblin mode", "a frog, goblin mode"]
+    assert set(examples[0].added) == {"fog", "bleak"} and examples[0].values == {"weather": "fog", "mood": "bleak"}
+    assert examples[-1].added == ()  # liminal space: nothing agreed yet
+
+
+def test_words_that_disagree_on_an_attribute_are_outvoted() -> None:
+    meanings = {"grandpa": {("colour", "sepia")}, "core": {("colour", "sepia")},
+                "style": {("colour", "monochrome")}}
+    (grandpa,) = community_examples(edited_examples([_edit("a", "grandpa core style", "", "")], LEXICON), LEXICON,
+                                    meanings)
+    assert grandpa.values == {"colour": "sepia"}
+    (tie,) = community_examples(edited_examples([_edit("a", "dark old style", "", "")], LEXICON), LEXICON,
+                                {"dark": {("colour", "monochrome")}, "old": {("colour", "sepia")}})
+    assert tie.values == {}
+
+
+def test_retrieval_agrees_on_the_tags_most_people_kept() -> None:
+    hits = [KeptExample("a fox, goblin mode", "fox, (fog:1.2), bleak, sepia", 0.95, user_id="ada"),
+            KeptExample("fox, goblin mode", "fox, fog, bleak, rain", 0.9, user_id="bob"),
+            KeptExample("fox but goblin mode", "fox, fog, snow", 0.85, user_id="cy"),
+            KeptExample("fox but goblin mode", "fox, fog, bleak, snow", 0.84, user_id="cy")]
+    assert agreed_tags(hits, min_users=2) == ["fox", "(fog:1.2)", "bleak"]  # snow: one person twice
+    assert agreed_tags(hits[:1], min_users=2) == []
+    assert agreed_tags(hits[:1], min_users=1) == ["fox", "(fog:1.2)", "bleak", "sepia"]

@@ -11,7 +11,7 @@ from imageloop.config import Settings
 from imageloop.errors import ConfigError
 from imageloop.storage import Storage
 from imageloop.training.lock import RunKind, RunStatus
-from imageloop.training.registry import ModelKind, ModelStatus
+from imageloop.training.registry import ModelKind, ModelStatus, bucket
 from imageloop.training.scheduler import TrainingWorker, next_run, validate_schedule
 from tests.server.kit import HANG_GUARD_SECONDS, Gate
 from tests.storage.conftest import FakeClock
@@ -100,12 +100,18 @@ def test_the_worker_decides_ab_tests_between_cycles(storage: Storage, tmp_path: 
                                                  metrics={}).id)
     candidate = registry.start_ab_test(registry.register(ModelKind.EXPANDER, tmp_path / "a", name="e",
                                                          data_hash="", metrics={}).id, 0.5)
-    user, _ = storage.users.create_user("ada")
+    arms: dict[bool, str] = {}
+    for n in range(100):  # one user the test routes to the candidate, one to the control
+        user, _ = storage.users.create_user(f"user{n}")
+        arms.setdefault(bucket(f"{candidate.id}:{user.id}") < 0.5, user.id)
+        if len(arms) == 2:
+            break
     for i in range(40):
-        tag = candidate.tag if i % 2 else current.tag
-        record = served(storage, user.id, f"a cat {i}", "cat", [RED], tag=f"local_llm+{tag}")
-        if i % 2 or i % 8 == 0:  # candidate arm: all kept; control: a quarter
-            keep(storage, user.id, record)
+        treated = bool(i % 2)
+        tag = candidate.tag if treated else current.tag
+        record = served(storage, arms[treated], f"a cat {i}", "cat", [RED], tag=f"local_llm+{tag}")
+        if treated or i % 8 == 0:  # candidate arm: all kept; control: a quarter
+            keep(storage, arms[treated], record)
     assert worker.run_once() is None  # nothing to train, but the test was looked at
     assert registry.get(candidate.id).status is ModelStatus.PROMOTED
     assert registry.get(current.id).status is ModelStatus.RETIRED

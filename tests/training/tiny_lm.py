@@ -14,7 +14,8 @@ from tests.server.kit import Gate
 # Training settings that let a cycle train, gate and register the expander and the reward model in seconds.
 FAST_CYCLE = {"sft_max_steps": 40, "sft_epochs": 20, "dpo_max_steps": 24, "batch_size": 8, "learning_rate": 1e-2,
               "min_pairs": 8, "reward_epochs": 12, "gate_confidence": 0.9, "heldout_fraction": 0.3, "max_length": 48,
-              "ab_share": 0.3, "diffusion_dpo_enabled": False, "min_heldout_items": 2}
+              "ab_share": 0.3, "diffusion_dpo_enabled": False, "min_heldout_items": 2,
+              "meaning_min_users": 1}
 
 WORDS = (
     "a", "an", "the", "cat", "dog", "bird", "house", "tree", "red", "blue", "green", "night", "day", "rain", "snow",

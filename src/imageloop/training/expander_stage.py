@@ -74,8 +74,9 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     edits = ActionHistory(storage.sessions).intent_edits(until=until)
     train, test = split_examples([*examples, *edited_examples(edits, lexicon)], cfg.heldout_fraction)
     held = {example.intent for example in test}
-    agreed = edit_meanings([e for e in edits if e.intent.strip() not in held], lexicon)
-    everyone = edit_meanings(edits, lexicon)
+    agreed = edit_meanings([e for e in edits if e.intent.strip() not in held], lexicon,
+                           min_users=cfg.meaning_min_users)
+    everyone = edit_meanings(edits, lexicon, min_users=cfg.meaning_min_users)
     targets = {e.intent: e for e in community_examples(test, lexicon, everyone) if e.values}
     return ExpanderData(
         sft=sft_rows(community_examples(train, lexicon, agreed)),
