@@ -131,6 +131,8 @@ def test_missing_adapter_encoder_or_setting_are_named(models: dict[str, Path], t
     missing = Engine(Settings(data_dir=tmp_path / "b", engine={"device": "cpu", "ip_adapter": "nope"}),
                      model=models["sd15"])
     with pytest.raises(ModelLoadError, match="IP-Adapter 'nope' not found"):
+        missing.check(request)  # before any model work
+    with pytest.raises(ModelLoadError, match="IP-Adapter 'nope' not found"):
         missing.generate(request)
     save_ip_adapter(tmp_path / "c" / "ip-adapters" / "lonely.safetensors", tiny.make_sd15_unet())
     no_encoder = Engine(Settings(data_dir=tmp_path / "c", engine={"device": "cpu", "ip_adapter": "lonely"}),

@@ -37,7 +37,7 @@ from imageloop.engine.families import (
     pipeline_prompt_kwargs,
 )
 from imageloop.engine.flow_conditioning import encode_flow_prompt
-from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs
+from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs, resolve_ip_adapter_path
 from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant, resolve_model_source
 from imageloop.engine.lora import LoraManager
 from imageloop.engine.pngmeta import encode_png, format_parameters
@@ -282,6 +282,8 @@ class Engine:
         if request.ip_image is not None and self.ip_adapter_spec is None:
             raise InvalidRequestError("ip_image", "no IP-Adapter is configured",
                                       allowed="set --ip-adapter NAME or IMAGELOOP_ENGINE__IP_ADAPTER")
+        if request.ip_image is not None and self.ip_adapter_spec is not None and self._ip_adapter is None:
+            resolve_ip_adapter_path(self.ip_adapter_spec, self.settings)  # a missing file fails before any load
         return recipe
 
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
@@ -543,7 +545,8 @@ class Engine:
 
     def _call(self, pipe: Any, call: dict[str, Any], reporter: StepReporter) -> list[Any]:
         autocast = self.autocast
-        denoisers = (getattr(pipe, "unet", None), getattr(pipe, "controlnet", None))  # a stop is looked for inside
+        # A stop is looked for inside each step too, before each block of the denoiser and the ControlNet.
+        denoisers = (getattr(pipe, "unet", None) or getattr(pipe, "transformer", None), getattr(pipe, "controlnet", None))
         if autocast is None or is_flow_family(self.model.architecture.value):  # (flow latents: the pipe decodes)
             with torch.inference_mode(), denoise_autocast(autocast), reporter.inside(*denoisers):
                 images = list(pipe(**call).images)
