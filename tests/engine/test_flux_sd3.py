@@ -18,11 +18,13 @@ from imageloop.engine.flow_conditioning import encode_flow_prompt
 from imageloop.engine.loader import Architecture, detect_architecture, load_model, native_size
 from imageloop.engine.lora import inspect_lora_file
 from imageloop.engine.pngmeta import png_parameters_text
+from imageloop.engine.progress import CancelToken
 from imageloop.engine.recipes import LoraWeight
 from imageloop.engine.request import GenerationRequest
 from imageloop.engine.transformer_files import flux_original_to_diffusers
 from imageloop.errors import GenerationCancelled, InvalidRequestError, ModelLoadError
 from tests.engine import flow_models as fm
+from tests.tiny import count_calls
 
 SIZE = 64
 
@@ -165,6 +167,17 @@ def test_batched_requests_match_separate_runs_and_cancel_stops(models: dict[str,
         assert np.abs(pixels(result.images[0].png) - pixels(alone)).max() <= 2
     with pytest.raises(GenerationCancelled):
         engine.generate(requests[0], on_step=lambda step, total: step < 1)
+    # a stop asked for while a step runs takes effect before the transformer's next block
+    token = CancelToken()
+    transformer = engine.model.pipe.transformer
+    blocks = [*transformer.transformer_blocks, *getattr(transformer, "single_transformer_blocks", [])]
+    handle = blocks[0].register_forward_hook(lambda *_: token.cancel())
+    try:
+        with count_calls(blocks[-1].attn) as later_blocks, pytest.raises(GenerationCancelled):
+            engine.generate(requests[1], cancel=token)
+    finally:
+        handle.remove()
+    assert later_blocks[0] == 0
 
 
 def test_flux_guidance_is_the_embedded_guidance(engines: dict[str, Engine]) -> None:

@@ -546,7 +546,8 @@ class Engine:
     def _call(self, pipe: Any, call: dict[str, Any], reporter: StepReporter) -> list[Any]:
         autocast = self.autocast
         # A stop is looked for inside each step too, before each block of the denoiser and the ControlNet.
-        denoisers = (getattr(pipe, "unet", None) or getattr(pipe, "transformer", None), getattr(pipe, "controlnet", None))
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        denoisers = (denoiser, getattr(pipe, "controlnet", None))
         if autocast is None or is_flow_family(self.model.architecture.value):  # (flow latents: the pipe decodes)
             with torch.inference_mode(), denoise_autocast(autocast), reporter.inside(*denoisers):
                 images = list(pipe(**call).images)

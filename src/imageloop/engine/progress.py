@@ -42,6 +42,9 @@ def _block_parts(model: Any) -> Iterator[Any]:
     for block in blocks:
         for name in _BLOCK_PARTS:
             yield from getattr(block, name, None) or []
+    # A FLUX.1 / SD3 transformer: its blocks run one after another.
+    yield from getattr(model, "transformer_blocks", None) or []
+    yield from getattr(model, "single_transformer_blocks", None) or []
 
 
 class CancelToken:
