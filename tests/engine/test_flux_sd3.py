@@ -116,6 +116,15 @@ def test_flux_key_conversion_matches_diffusers_at_the_released_width() -> None:
     assert all(torch.equal(ours[key], expected[key]) for key in ours)
 
 
+def test_a_model_default_sampler_of_another_family_is_a_load_error(models: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    folder = shutil.copytree(models["sd3"], tmp_path / "sd3")
+    (folder / "imageloop.json").write_text('{"scheduler": "DPM++ 2M Karras"}', encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=r"imageloop\.json.*DPM"):
+        load_model(folder, make_settings(tmp_path))
+
+
 def test_family_defaults(engines: dict[str, Engine]) -> None:
     flux = engines["flux"].model.defaults
     assert (flux.steps, flux.guidance_scale, flux.scheduler) == (28, 3.5, "Euler")

@@ -329,7 +329,10 @@ def complete_defaults(
         steps, guidance, native = family_defaults(architecture.value, pipe)
         scheduler = FLOW_SCHEDULERS[0]
         if own.scheduler:
-            check_flow_scheduler(canonical_scheduler_name(own.scheduler), architecture.value)
+            try:
+                check_flow_scheduler(canonical_scheduler_name(own.scheduler), architecture.value)
+            except ImageloopError as exc:
+                raise ModelLoadError(f"{MODEL_DEFAULTS_FILE}: {exc.message}") from None
     else:
         steps, guidance = FALLBACK_STEPS, FALLBACK_GUIDANCE
         native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
