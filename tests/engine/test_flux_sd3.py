@@ -94,6 +94,18 @@ def test_single_file_loads_the_folders_transformer(models: dict[str, Path], tmp_
     assert all(torch.equal(mine[key], theirs[key]) for key in mine)
 
 
+def test_bundled_components_are_named_in_a_warning(models: dict[str, Path], tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    pipe = fm.sd3_pipeline()
+    state = fm.sd3_to_original(pipe.transformer)
+    state.update({f"first_stage_model.{key}": value for key, value in pipe.vae.state_dict().items()})
+    file = fm.save_transformer_file(state, tmp_path / "sd3-incl-vae.safetensors")
+    with caplog.at_level("WARNING"):
+        loaded = load_model(file, make_settings(tmp_path), config=models["sd3"])
+    assert loaded.architecture is Architecture.SD3
+    assert "first_stage_model" in caplog.text and "only its transformer is used" in caplog.text
+
+
 def test_single_file_without_config_folder_says_what_it_needs(models: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="--config") as caught:
         load_model(models["flux_bfl"], make_settings(tmp_path))

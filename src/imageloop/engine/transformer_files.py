@@ -1,8 +1,9 @@
 """Single-file transformer checkpoints of the flow families (FLUX.1, SD3), loaded with a config folder.
 
 Such a file holds the transformer only, in the original key layout (BFL's, SAI's) or diffusers'; the text encoders,
-VAE, tokenizers and scheduler come from a diffusers folder of the same family. SD3 also runs without its T5
-encoder (:func:`left_out_t5`).
+VAE, tokenizers and scheduler come from a diffusers folder of the same family. A file that bundles a VAE or text
+encoders too (SAI's "incl_clips" files) loads with a logged warning: its transformer is used, the folder's other
+components. SD3 also runs without its T5 encoder (:func:`left_out_t5`).
 
 FLUX.1 weights in BFL's layout are converted here (:func:`flux_original_to_diffusers`): diffusers' own converter
 assumes the released width (3072) when it splits a single block's fused ``linear1``; this one reads the width
@@ -13,6 +14,7 @@ diffusers' (a test checks it against diffusers' converter at the released width)
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from imageloop.errors import ModelLoadError, UnsupportedModelError
 
 ORIGINAL_PREFIX = "model.diffusion_model."
 TRANSFORMER_CLASSES = {"flux": "FluxTransformer2DModel", "sd3": "SD3Transformer2DModel"}
+# Other components some all-in-one files bundle (SAI's "incl_clips" files, ComfyUI checkpoints): VAE, text encoders.
+_BUNDLED_PREFIXES = ("first_stage_model.", "vae.", "text_encoders.", "conditioner.", "cond_stage_model.")
 
 _TOP = {
     "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
@@ -121,6 +125,11 @@ def load_transformer_file(path: Path, architecture: str, pipeline_class: Any, co
     source: Any = str(path)
     with safe_open(str(path), framework="pt") as handle:
         keys = list(handle.keys())
+    bundled = sorted({key.split(".", 1)[0] for key in keys if key.startswith(_BUNDLED_PREFIXES)})
+    if bundled:
+        logging.getLogger(__name__).warning(
+            "%s also holds %s weights; only its transformer is used, the other components come from %s",
+            path, ", ".join(bundled), config)
     if architecture == "flux" and is_flux_original(keys):
         from safetensors.torch import load_file
 
