@@ -424,6 +424,10 @@ class TrainingSettings(BaseModel):
                                         "each cycle (when there are enough image pairs).")
     diffusion_dpo_min_pairs: int = Field(default=200, ge=2, description="Fewest image preference pairs (training "
                                          "split) a Diffusion-DPO LoRA is trained on; fewer = the stage is skipped.")
+    diffusion_objective: Literal["dpo", "kto", "both"] = Field(
+        default="both", description="What the generator's LoRA learns from: image pairs (Diffusion-DPO), single "
+        "kept / not-kept images (Diffusion-KTO), or both, each gated on held-out pairs and the better one kept.",
+    )
     diffusion_dpo_steps: int = Field(default=200, ge=1, le=100_000, description="Diffusion-DPO optimizer steps.")
     diffusion_dpo_batch_size: int = Field(default=4, ge=1, le=256, description="Preference pairs per step.")
     diffusion_dpo_beta: float = Field(default=2000.0, gt=0, le=1e6, description="Diffusion-DPO beta: the pull "

@@ -49,6 +49,11 @@ def test_the_cycle_trains_gates_and_registers_a_diffusion_dpo_lora(
     assert version.kind is ModelKind.DIFFUSION_DPO and version.data_hash == result.stages["export"]["data_hash"]
     assert "pytorch_lora_weights.safetensors" in version.files
     assert version.metrics["base_model_version"] == content_hash(tmp_path / "tiny-sd")
+    # Both objectives trained (pairs: Diffusion-DPO; single labels: Diffusion-KTO), the better one registered.
+    variants = version.metrics["variants"]
+    assert variants["trained"] == ["dpo", "kto"] and variants["chosen"] == version.metrics["objective"]
+    best = max(variants["dpo"]["heldout_accuracy"], variants["kto"]["heldout_accuracy"])
+    assert version.metrics["gate"]["candidate_accuracy"] == best
     gate = version.metrics["gate"]
     assert gate["pairs"] == version.metrics["heldout_pairs"] > 0 and gate["current_accuracy"] == 0.5
     # Released for A/B testing when it beats the base UNet, else recorded as rejected with the gate's reason.
@@ -62,7 +67,7 @@ def test_too_few_pairs_skip_the_stage_with_the_reason(storage: Storage, tmp_path
     preference_world(storage, user.id, chains=2)
     cycle = _cycle(storage, tmp_path, clock, diffusion_dpo_min_pairs=50)
     result = cycle.run(now=clock())
-    assert result.stages["diffusion_dpo"]["skipped"].endswith("image pairs for training (need 50)")
+    assert result.stages["diffusion_dpo"]["skipped"] == "4 image pairs and 4 judged images for training (need 50)"
     assert cycle.registry.list(ModelKind.DIFFUSION_DPO) == []
     off = _cycle(storage, tmp_path / "off", clock, diffusion_dpo_enabled=False).run(now=clock())
     assert off.stages["diffusion_dpo"] == {"skipped": "training.diffusion_dpo_enabled is off"}

@@ -304,8 +304,8 @@ class TrainingCycle:
     def _diffusion_dpo(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
         from imageloop.engine.loader import load_model
         from imageloop.engine.recipes import LORA_FILE
-        from imageloop.training.diffusion_dpo import DiffusionDpoConfig, preference_rows, train_diffusion_dpo
-        from imageloop.training.diffusion_dpo_eval import evaluate_heldout
+        from imageloop.training.diffusion_dpo import DiffusionDpoConfig, preference_rows
+        from imageloop.training.generator_stage import objectives_with_data, train_generator_variants
 
         cfg = self.settings.training
         done = self.registry.find_by_run(run.id, ModelKind.DIFFUSION_DPO)
@@ -317,12 +317,13 @@ class TrainingCycle:
         data = self._data(run)
         train, ties = preference_rows(data.pairs_train)
         test, _ = preference_rows(data.pairs_test)
-        if len(train) < cfg.diffusion_dpo_min_pairs:
-            return {"skipped": f"{len(train)} image pairs for training (need {cfg.diffusion_dpo_min_pairs})",
-                    "counts": data.counts()}
-        short = too_little_heldout(len(test), cfg.min_heldout_items)
-        if short is not None:
+        objectives, short = objectives_with_data(cfg.diffusion_objective, len(train), data.labels_train,
+                                                 cfg.diffusion_dpo_min_pairs)
+        if not objectives:
             return {"skipped": short, "counts": data.counts()}
+        few = too_little_heldout(len(test), cfg.min_heldout_items)
+        if few is not None:
+            return {"skipped": few, "counts": data.counts()}
         model = load_model(self.settings.engine.model, self.settings)
         try:
             model.require_sd15("Diffusion-DPO")
@@ -332,26 +333,22 @@ class TrainingCycle:
         if current is not None and current.metrics.get("base_model_version") != model.version:
             current = None  # made for another base model: neither a starting point nor a baseline here
         parent = self.registry.path(current) / LORA_FILE if current is not None else None
-        config = DiffusionDpoConfig.from_settings(cfg)
-        width, height = model.defaults.width, model.defaults.height
-        # Not cleared first: a checkpoint left there by an interrupted attempt resumes the training.
-        out_dir = self._run_dir(run) / "diffusion_dpo"
-        result = train_diffusion_dpo(model.pipe, train, config, out_dir, width=width, height=height, init_from=parent,
-                                     on_progress=reporter.within(0.0, 0.85),
-                                     info={"base_model": model.name, "base_model_version": model.version})
-        reporter.report_stage(0.85, "diffusion_dpo: evaluating on held-out pairs")
-        gate, heldout = evaluate_heldout(model.pipe, test, config, width=width, height=height,
-                                         confidence=cfg.gate_confidence, current=parent,
-                                         min_pairs=cfg.min_heldout_items)
+        info = {"base_model": model.name, "base_model_version": model.version}
+        best, variants = train_generator_variants(
+            model.pipe, objectives, train, data.labels_train, test, DiffusionDpoConfig.from_settings(cfg),
+            self._run_dir(run), width=model.defaults.width, height=model.defaults.height, parent=parent,
+            confidence=cfg.gate_confidence, min_pairs=cfg.min_heldout_items, info=info,
+            on_progress=reporter.within(0.0, 1.0))
         version = self.registry.register(
-            ModelKind.DIFFUSION_DPO, out_dir, name="diffusion-dpo-lora", data_hash=self._data_hash(run),
-            metrics={"gate": gate.to_dict(), "data": {**data.counts(), "ties_left_out": ties}, **heldout,
-                     "baseline": "current" if parent else "base UNet (chance)", "base_model": model.name,
-                     "base_model_version": model.version, "steps": result.steps,
-                     "train_accuracy": result.train_accuracy},
+            ModelKind.DIFFUSION_DPO, best.out_dir, name=f"diffusion-{best.objective}-lora",
+            data_hash=self._data_hash(run),
+            metrics={"gate": best.gate.to_dict(), "data": {**data.counts(), "ties_left_out": ties}, **best.heldout,
+                     "objective": best.objective, "variants": variants,
+                     "baseline": "current" if parent else "base UNet (chance)", **info, "steps": best.result.steps,
+                     "train_accuracy": best.result.train_accuracy},
             parent_id=current.id if current else None, run_id=run.id,
         )
-        return self._decide(version, gate)
+        return self._decide(version, best.gate)
 
     def _finish(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
         # The exported data can be large (pairs hold JPEGs); the registry keeps what matters.
