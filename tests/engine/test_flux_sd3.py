@@ -15,6 +15,7 @@ from imageloop.config import Settings
 from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.engine import Engine
 from imageloop.engine.flow_conditioning import encode_flow_prompt
+from imageloop.engine.infotext import import_parameters
 from imageloop.engine.loader import Architecture, detect_architecture, load_model, native_size
 from imageloop.engine.lora import inspect_lora_file
 from imageloop.engine.pngmeta import png_parameters_text
@@ -319,3 +320,43 @@ def test_flux_loras_are_recognised_by_the_library(tmp_path: Path) -> None:
     for name, base in (("flux-diffusers", "FLUX.1 or SD3"), ("flux-kohya", "FLUX.1")):
         info = inspect_lora_file(tmp_path / f"{name}.safetensors")
         assert (info.components, info.base, info.layers) == (("transformer",), base, 2)
+
+
+# -- pasted parameters ----------------------------------------------------------------------------------------------
+
+FORGE_FLUX_TEXT = (
+    "a red cat on the beach\n"
+    "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 2.5, Seed: 7, Size: 64x64, "
+    "Model hash: 6bb5f9b8b2, Model: flux1-dev-bnb-nf4-v2, Version: f2.0.1v1.10.1-previous-313-g8a042934, "
+    "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16"
+)
+A1111_SD_TEXT = (
+    "a red cat on the beach\n"
+    "Negative prompt: blurry, lowres\n"
+    "Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 7, Size: 64x64, Model hash: 6ce0161689, "
+    "Model: v1-5-pruned-emaonly, Clip skip: 2, Version: v1.10.1"
+)
+
+
+def test_pasted_forge_flux_parameters_run_on_flux(engines: dict[str, Engine], tmp_path: Path) -> None:
+    imported = import_parameters(FORGE_FLUX_TEXT, make_settings(tmp_path), family="flux")
+    request = imported.request
+    assert request.guidance_scale == 2.5  # Forge's Distilled CFG Scale is FLUX.1's guidance
+    ignored = {item.name: item.reason for item in imported.ignored}
+    assert "CFG scale" not in ignored  # 1 is what FLUX.1 runs anyway
+    assert "Sampler" in ignored or "Schedule type" in ignored  # Euler + Simple schedule: the schedule is not ours
+    result = engines["flux"].generate(request)
+    assert result.request.guidance_scale == 2.5 and result.request.scheduler == "Euler"
+
+
+def test_pasted_sd_parameters_on_flux_report_what_does_not_apply(engines: dict[str, Engine], tmp_path: Path) -> None:
+    imported = import_parameters(A1111_SD_TEXT, make_settings(tmp_path), family="flux")
+    ignored = {item.name: item for item in imported.ignored}
+    assert ignored["Negative prompt"].value == "blurry, lowres" and "FLUX.1" in ignored["Negative prompt"].reason
+    assert ignored["Sampler"].value == "DPM++ 2M Karras" and ignored["Clip skip"].value == "2"
+    request = imported.request
+    assert (request.negative_prompt, request.scheduler, request.clip_skip) == ("", None, None)
+    assert engines["flux"].generate(request).images[0].width == SIZE
+    # the same text for an SD model keeps every setting
+    kept = import_parameters(A1111_SD_TEXT, make_settings(tmp_path), family="sd15").request
+    assert (kept.negative_prompt, kept.scheduler, kept.clip_skip) == ("blurry, lowres", "DPM++ 2M Karras", 2)

@@ -42,9 +42,13 @@ def _read_image(path: Path | None, option: str) -> bytes | None:
         raise InvalidRequestError(option, f"cannot read {path}: {exc.strerror or exc}", value=str(path)) from None
 
 
-def _imported(from_png: Path | None, from_text: str | None, settings: Settings) -> ImportedParameters | None:
-    """The settings of ``--from-png`` or ``--from-text`` (a file, or - for standard input), or None."""
+def _imported(
+    from_png: Path | None, from_text: str | None, settings: Settings, model: str | Path | None = None
+) -> ImportedParameters | None:
+    """The settings of ``--from-png`` or ``--from-text`` (a file, or - for standard input) for ``model`` (default:
+    the configured one), or None."""
     from imageloop.engine.infotext import import_parameters
+    from imageloop.engine.loader import model_family
     from imageloop.engine.pngmeta import png_parameters_text
 
     if from_png is not None and from_text is not None:
@@ -60,7 +64,7 @@ def _imported(from_png: Path | None, from_text: str | None, settings: Settings) 
             raise InvalidRequestError("--from-text", f"cannot read {from_text}: {exc}", value=from_text) from None
     else:
         return None
-    return import_parameters(text, settings)
+    return import_parameters(text, settings, family=model_family(model or settings.engine.model, settings))
 
 
 def output_paths(out: Path, count: int) -> list[Path]:
@@ -128,7 +132,7 @@ def generate(
     width, height = parse_size(size) if size else (None, None)
     settings = load_settings()
     console = Console(stderr=True)
-    imported = _imported(from_png, from_text, settings)
+    imported = _imported(from_png, from_text, settings, model)
     given = {
         "prompt": prompt, "negative_prompt": negative, "seed": seed, "steps": steps, "guidance_scale": cfg,
         "width": width, "height": height, "scheduler": scheduler, "recipe": recipe, "style": style,

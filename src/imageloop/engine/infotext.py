@@ -12,6 +12,8 @@ write it (see :mod:`imageloop.engine.pngmeta` for the layout) and follows every 
   where diffusers lacks the exact one (``DPM++ 2S a``); a sampler diffusers has no form of (``Restart``) is
   reported and the model's default is used.
 - ``Clip skip``; hires fix (``Hires upscale``, ``Hires steps``, ``Denoising strength``) as a second img2img pass.
+- For a FLUX.1 or SD3 model (``family``): Forge's ``Distilled CFG Scale`` is FLUX.1's guidance; a negative prompt
+  (FLUX.1 has none), a sampler other than Euler and ``Clip skip`` are reported and left out.
 
 Everything else that is a setting is reported by name in :attr:`ImportedParameters.ignored`, never dropped
 silently. Fields that only describe the run (``Version``, ``Lora hashes``, Civitai's ``Hashes``...) are not
@@ -28,6 +30,7 @@ from typing import Any
 
 from imageloop.config import Settings
 from imageloop.engine.embeddings import embedding_files
+from imageloop.engine.families import FLOW_SCHEDULERS, NEGATIVE_NOT_USED, is_flow_family
 from imageloop.engine.pngmeta import PromptTag, prompt_tags, split_parameters
 from imageloop.engine.recipes import LORA_SUFFIX, MAX_LORA_WEIGHT, LoraWeight, resolve_lora_path
 from imageloop.engine.request import MAX_CLIP_SKIP, MAX_HIRES_SCALE, GenerationRequest
@@ -69,11 +72,13 @@ class ImportedParameters:
 
 
 def import_parameters(
-    text: str, settings: Settings, *, model_name: str | None = None, model_hash: str | None = None
+    text: str, settings: Settings, *, model_name: str | None = None, model_hash: str | None = None,
+    family: str | None = None,
 ) -> ImportedParameters:
     """Read pasted A1111/Forge/Civitai ``parameters`` text into a request (see the module docstring).
 
     ``model_name``/``model_hash`` are the model that will run it: when the text names another one, that is reported.
+    ``family`` is that model's architecture ("flux", "sd3", ...): what the family cannot take is reported.
     Raises InvalidRequestError (field ``lora``) naming a ``<lora:...>`` LoRA missing from the library (and listing
     the library), or naming a malformed value.
     """
@@ -95,6 +100,8 @@ def import_parameters(
     if fields.get("clip_skip") is not None and not 1 <= fields["clip_skip"] <= MAX_CLIP_SKIP:
         reader.ignore("Clip skip", str(fields.pop("clip_skip")), f"outside 1..{MAX_CLIP_SKIP}")
     _hires(reader, fields)
+    if family is not None and is_flow_family(family):
+        _fit_flow_family(reader, fields, family)
     embeddings = _embeddings(reader, settings)
     for name in ("Recipe", "Style"):  # our own PNGs
         if name in reader.values:
@@ -142,6 +149,24 @@ class _Reader:
             fields[key] = kind(value)
         except ValueError:
             raise InvalidRequestError(name, f"cannot read {value!r} as a number", value=value) from None
+
+
+def _fit_flow_family(reader: _Reader, fields: dict[str, Any], family: str) -> None:
+    """Forge's FLUX.1 fields, and what a FLUX.1/SD3 model cannot take reported and left out (see families)."""
+    if family == "flux" and "Distilled CFG Scale" in reader.values:
+        cfg = fields.pop("guidance_scale", None)
+        reader.number(fields, "Distilled CFG Scale", "guidance_scale", float)
+        if cfg not in (None, 1.0):
+            reader.ignore("CFG scale", f"{cfg:g}", "FLUX.1 runs no classifier-free guidance; its guidance is the "
+                          "Distilled CFG Scale")
+    if family == "flux" and fields.get("negative_prompt"):
+        reader.ignore("Negative prompt", fields.pop("negative_prompt"), NEGATIVE_NOT_USED)
+    scheduler = fields.get("scheduler")
+    if scheduler is not None and scheduler not in FLOW_SCHEDULERS:
+        reader.ignore("Sampler", fields.pop("scheduler"), f"{family} models denoise with flow-matching Euler; "
+                      "Euler was used")
+    if fields.get("clip_skip") is not None:
+        reader.ignore("Clip skip", str(fields.pop("clip_skip")), f"does not apply to {family} models")
 
 
 def _named_hashes(text: str) -> dict[str, str]:

@@ -296,6 +296,15 @@ def read_model_defaults(folder: Path) -> ModelDefaults:
     return defaults
 
 
+def model_family(spec: str | Path, settings: Settings) -> str | None:
+    """The architecture of model ``spec`` ("sd15", "sdxl", "flux", "sd3") from its files, without loading any
+    weight; None when it cannot be found or read (loading it then says why)."""
+    try:
+        return detect_architecture(resolve_model_source(spec, settings)).value
+    except ImageloopError:
+        return None
+
+
 def native_size(spec: str | Path, settings: Settings) -> int | None:
     """The longer side, in pixels, that model ``spec`` makes by default, read from its config files without loading
     any weight: its ``imageloop.json`` size, else the UNet's ``sample_size`` times the VAE's scale factor (the
