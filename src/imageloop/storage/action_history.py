@@ -5,7 +5,8 @@
 - :meth:`ActionHistory.recipe_keep_counts`: uses and keeps per recipe, overall and per user;
 - :meth:`ActionHistory.edits`: a user's latest hand edits of a prompt;
 - :meth:`ActionHistory.intent_edits`: everyone's hand edits with the intent they were made for (what a phrase means
-  to the people who typed it: the words they added after it).
+  to the people who typed it: the words they added after it);
+- :meth:`ActionHistory.intents`: every distinct intent people typed.
 """
 
 from __future__ import annotations
@@ -158,3 +159,15 @@ class ActionHistory:
         with read_session(self.sessions) as session:
             return [IntentEdit(str(user), str(intent), before or "", after)
                     for user, intent, before, after in session.execute(query) if after and intent]
+
+    def intents(self, *, until: datetime | None = None) -> list[str]:
+        """Every distinct intent of a first try (not a reroll) created before ``until``, oldest first."""
+        query = (
+            sa.select(Generation.intent, sa.func.min(Generation.created_at).label("first"))
+            .where(Generation.intent.is_not(None), Generation.parent_id.is_(None))
+            .group_by(Generation.intent).order_by("first")
+        )
+        if until is not None:
+            query = query.where(Generation.created_at < until)
+        with read_session(self.sessions) as session:
+            return [str(intent) for intent, _ in session.execute(query) if str(intent).strip()]

@@ -18,7 +18,7 @@ from imageloop.config import Settings
 from imageloop.flywheel.export import export_datasets
 from imageloop.prompts.lexicon import load_lexicon
 from imageloop.storage import Storage
-from imageloop.storage.action_history import ActionHistory
+from imageloop.storage.action_history import ActionHistory, IntentEdit
 from imageloop.training.data import Row, read_rows, snapshot_hash, top_k_intents
 from imageloop.training.expander_eval import (
     IntentExample,
@@ -58,10 +58,10 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     4. What each phrasing word means to the community, from the training side only: the values people add by hand
        after it (:func:`edit_meanings`). Kept prompts are not asked: they also carry whatever rode along in what was
        served (another person's taste reused by retrieval), and kept it because it did not hurt.
-    5. SFT rows in the served format for every training intent, kept or edited, with the agreed values of its
-       words (nothing for a plain intent: the adapter learns to add nothing); DPO rows likewise.
-    6. The gate's items: held-out intents whose words have agreed values, computed from all the data (what the
-       community means by them), each with those values as its target."""
+    5. SFT rows in the served format for every training intent, kept, edited or only typed, with the agreed values
+       of its words (nothing for a plain intent: the adapter learns to add nothing); DPO rows likewise.
+    6. The gate's items: held-out intents people typed whose words have agreed values, computed from all the data
+       (what the community means by them), each with those values as its target."""
     cfg = settings.training
     shutil.rmtree(folder, ignore_errors=True)
     export_datasets(("sft", "dpo"), storage.db_engine, folder, since=None, until=until, blobs=storage.blobs)
@@ -71,8 +71,10 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     keep = top_k_intents(sft, cfg.top_k_intents)
     lexicon = load_lexicon()
     examples = intent_examples([row for row in sft if str(row["prompt"]).strip() in keep], lexicon)
-    edits = ActionHistory(storage.sessions).intent_edits(until=until)
-    train, test = split_examples([*examples, *edited_examples(edits, lexicon)], cfg.heldout_fraction)
+    history = ActionHistory(storage.sessions)
+    edits = history.intent_edits(until=until)
+    typed = [IntentEdit("", intent, "", "") for intent in history.intents(until=until)]
+    train, test = split_examples([*examples, *edited_examples([*edits, *typed], lexicon)], cfg.heldout_fraction)
     held = {example.intent for example in test}
     agreed = edit_meanings([e for e in edits if e.intent.strip() not in held], lexicon,
                            min_users=cfg.meaning_min_users)
