@@ -7,6 +7,7 @@ Every value can be set through an environment variable with the prefix ``IMAGELO
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -406,6 +407,13 @@ class TrainingSettings(BaseModel):
     max_length: int = Field(default=192, ge=16, le=2048, description="Token limit of one expander example.")
     min_pairs: int = Field(default=16, ge=2, description="Fewest preference pairs a model is trained on.")
     reward_epochs: int = Field(default=8, ge=1, le=1000, description="Epochs of reward-model training per cycle.")
+    reward_base: Path | None = Field(
+        default=None, description="A CLIP-family scorer the reward model starts from (PickScore, HPSv2: a "
+        "transformers CLIPModel folder with its processor files), fine-tuned on our pairs and labels; None = the small "
+        "offline model.")
+    reward_clip_layers: int = Field(default=2, ge=0, le=64, description="Top transformer blocks of each CLIP tower "
+                                    "trained with the projections when training.reward_base is set (0 = projections "
+                                    "only).")
     heldout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of pairs kept for the gate.")
     min_heldout_items: int = Field(default=30, ge=2, description="Fewest held-out items (pairs) a candidate is gated "
                                    "on: with fewer, no candidate is promoted or A/B-tested; the stage records "
@@ -437,6 +445,20 @@ class TrainingSettings(BaseModel):
     diffusion_dpo_rank: int = Field(default=8, ge=1, le=256, description="Rank of the Diffusion-DPO LoRA.")
     diffusion_dpo_eval_draws: int = Field(default=4, ge=1, le=64, description="Noise/timestep draws per held-out "
                                           "pair when the gate measures the implicit preference.")
+
+    @field_validator("reward_base")
+    @classmethod
+    def _clip_folder(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser()
+        try:
+            model_type = json.loads((value / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{value} is not a CLIP model folder (no readable config.json: {exc})") from exc
+        if model_type != "clip":
+            raise ValueError(f"{value} is not a CLIP model folder (config.json says model_type {model_type!r})")
+        return value
 
 
 class Settings(BaseSettings):

@@ -265,6 +265,7 @@ class TrainingCycle:
 
     def _reward(self, run: TrainingRun, now: datetime, reporter: _Reporter) -> dict[str, Any]:
         from imageloop.training.reward import (
+            clip_start,
             heldout_metrics,
             load_reward_model,
             pair_margins,
@@ -285,8 +286,9 @@ class TrainingCycle:
             return {"skipped": short, "counts": data.counts()}
         current = self.registry.current(ModelKind.REWARD)
         parent = load_reward_model(self.registry.path(current)) if current is not None else None
+        clip = clip_start(parent, cfg.reward_base, cfg.reward_clip_layers)
         model, variants = train_reward_variants(data.pairs_train, data.labels_train, data.pairs_test,
-                                                epochs=cfg.reward_epochs, parent=parent,
+                                                epochs=cfg.reward_epochs, parent=parent, clip=clip,
                                                 on_progress=reporter.within(0.0, 0.9))
         candidate = correctness(pair_margins(model, data.pairs_test))
         baseline = correctness(pair_margins(parent, data.pairs_test)) if parent is not None else None
@@ -294,7 +296,7 @@ class TrainingCycle:
         heldout = {**heldout_metrics(model, data.pairs_test), "variants": variants}
         folder = save_reward_model(model, self._run_dir(run) / "reward", {"gate": gate.to_dict(), **heldout})
         version = self.registry.register(
-            ModelKind.REWARD, folder, name="reward-cnn", data_hash=self._data_hash(run),
+            ModelKind.REWARD, folder, name=model.NAME, data_hash=self._data_hash(run),
             metrics={"gate": gate.to_dict(), **heldout, "data": data.counts(),
                      "baseline": "current" if parent else "chance"},
             parent_id=current.id if current else None, run_id=run.id,

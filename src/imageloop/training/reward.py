@@ -9,6 +9,10 @@ the flywheel's ``pairs`` export, and (when given) a logistic loss on single judg
 (kept = 1, not kept = 0: every judged image is a label, where pairs need a kept and a rejected image of one chain);
 a cycle continues from the current version's weights when there is one.
 
+With ``training.reward_base`` set, the candidate starts from a CLIP-family scorer on disk instead
+(:mod:`imageloop.training.reward_clip`), trained with the same losses; the small model is still trained on the same
+data beside it, so the record shows what each reaches on the same held-out pairs.
+
 Used by the eval gate here, and by anything that wants to rank images (re-ranking, Diffusion-DPO data).
 """
 
@@ -30,9 +34,11 @@ from torch import nn
 
 from imageloop.errors import ModelLoadError, TrainingError
 from imageloop.training.gate import correctness
+from imageloop.training.reward_clip import SCORER as CLIP_SCORER
+from imageloop.training.reward_clip import ClipRewardModel, load_clip_base, load_clip_reward, save_clip_reward
 
-__all__ = ["RewardModel", "encode_captions", "heldout_metrics", "load_reward_model", "pair_margins",
-           "save_reward_model", "train_reward_model", "train_reward_variants"]
+__all__ = ["RewardModel", "RewardScorer", "clip_start", "encode_captions", "heldout_metrics", "load_reward_model",
+           "pair_margins", "save_reward_model", "train_reward_model", "train_reward_variants"]
 
 IMAGE_SIZE = 64
 BUCKETS = 4096
@@ -44,6 +50,8 @@ Progress = Callable[[float, str], None]
 
 class RewardModel(nn.Module):
     """score(image, caption): higher = more likely kept."""
+
+    NAME = "reward-cnn"
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
@@ -68,8 +76,30 @@ class RewardModel(nn.Module):
     def score(self, images: Sequence[bytes], captions: Sequence[str]) -> list[float]:
         """Scores of encoded images (PNG/JPEG bytes) for their captions."""
         self.eval()
+        return [float(x) for x in self.scores(decode_images(images), captions)]
+
+    def encode_images(self, blobs: Sequence[bytes]) -> torch.Tensor:
+        """Encoded images -> this model's input (see :func:`decode_images`)."""
+        return decode_images(blobs)
+
+    def scores(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+        """Scores (N,) of decoded images for their captions."""
         words, offsets = encode_captions(captions)
-        return [float(x) for x in self(decode_images(images), words, offsets)]
+        scores: torch.Tensor = self(images, words, offsets)
+        return scores
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups."""
+        return [{"params": list(self.parameters()), "lr": 3e-3, "weight_decay": 1e-4}]
+
+    def copy(self) -> RewardModel:
+        """An independent copy (training one leaves the other as it was)."""
+        clone = RewardModel(self.width)
+        clone.load_state_dict(self.state_dict())
+        return clone
+
+
+RewardScorer = RewardModel | ClipRewardModel
 
 
 def encode_captions(captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,36 +131,37 @@ def decode_images(blobs: Sequence[bytes]) -> torch.Tensor:
 class _Pairs:
     """Preference pairs as tensors: the kept image, the other one, and the caption."""
 
-    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, rows: Sequence[dict[str, Any]], model: RewardScorer) -> None:
         first_kept = [float(r["label_0"]) >= float(r["label_1"]) for r in rows]
-        self.kept = decode_images([r["jpg_0"] if k else r["jpg_1"] for r, k in zip(rows, first_kept, strict=True)])
-        self.other = decode_images([r["jpg_1"] if k else r["jpg_0"] for r, k in zip(rows, first_kept, strict=True)])
+        self.kept = model.encode_images([r["jpg_0"] if k else r["jpg_1"] for r, k in zip(rows, first_kept,
+                                                                                          strict=True)])
+        self.other = model.encode_images([r["jpg_1"] if k else r["jpg_0"] for r, k in zip(rows, first_kept,
+                                                                                           strict=True)])
         self.captions = [str(r["caption"]) for r in rows]
 
     def __len__(self) -> int:
         return len(self.captions)
 
-    def margins(self, model: RewardModel, index: Sequence[int] | None = None) -> torch.Tensor:
+    def margins(self, model: RewardScorer, index: Sequence[int] | None = None) -> torch.Tensor:
         idx = list(range(len(self))) if index is None else list(index)
-        words, offsets = encode_captions([self.captions[i] for i in idx])
-        margins: torch.Tensor = model(self.kept[idx], words, offsets) - model(self.other[idx], words, offsets)
+        captions = [self.captions[i] for i in idx]
+        margins: torch.Tensor = model.scores(self.kept[idx], captions) - model.scores(self.other[idx], captions)
         return margins
 
 
 class _Labels:
     """Single judged images as tensors: the image, its caption and its label (1.0 kept, 0.0 not)."""
 
-    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.images = decode_images([r["jpg"] for r in rows])
+    def __init__(self, rows: Sequence[dict[str, Any]], model: RewardScorer) -> None:
+        self.images = model.encode_images([r["jpg"] for r in rows])
         self.captions = [str(r["caption"]) for r in rows]
         self.labels = torch.tensor([float(r["label"]) for r in rows], dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.captions)
 
-    def loss(self, model: RewardModel, index: Sequence[int]) -> torch.Tensor:
-        words, offsets = encode_captions([self.captions[i] for i in index])
-        scores = model(self.images[list(index)], words, offsets)
+    def loss(self, model: RewardScorer, index: Sequence[int]) -> torch.Tensor:
+        scores = model.scores(self.images[list(index)], [self.captions[i] for i in index])
         loss: torch.Tensor = nn.functional.binary_cross_entropy_with_logits(scores, self.labels[list(index)])
         return loss
 
@@ -140,21 +171,21 @@ def train_reward_model(
     *,
     epochs: int,
     labels: Sequence[dict[str, Any]] = (),
-    parent: RewardModel | None = None,
+    parent: RewardScorer | None = None,
     batch_size: int = 32,
     seed: int = 0,
     on_progress: Progress | None = None,
-) -> RewardModel:
-    """Fit a reward model (from ``parent``'s weights when given) on pairs with the Bradley-Terry loss, plus the
-    logistic loss on single ``labels`` when given (each step takes a batch of each; an epoch is a pass over the
-    larger of the two)."""
+) -> RewardScorer:
+    """Fit a reward model (a copy of ``parent`` when given — a small model or a CLIP scorer —, else a new small
+    model) on pairs with the Bradley-Terry loss, plus the logistic loss on single ``labels`` when given (each step
+    takes a batch of each; an epoch is a pass over the larger of the two)."""
     if not rows and not labels:
         raise TrainingError("the reward model needs at least one preference pair or judged image")
     torch.manual_seed(seed)
-    model = RewardModel() if parent is None else _copy(parent)
-    pairs = _Pairs(rows)
-    singles = _Labels(labels)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    model: RewardScorer = RewardModel() if parent is None else parent.copy()
+    pairs = _Pairs(rows, model)
+    singles = _Labels(labels, model)
+    optimizer = torch.optim.AdamW(model.param_groups())
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = (max(len(pairs), len(singles)) + batch_size - 1) // batch_size
     model.train()
@@ -186,47 +217,70 @@ def _cycled(n: int, length: int, generator: torch.Generator) -> list[int]:
     return out[:length]
 
 
+def clip_start(parent: RewardScorer | None, base: Path | None, train_layers: int) -> ClipRewardModel | None:
+    """Where a CLIP candidate starts: None when no ``base`` is set (the small model is the candidate); the current
+    version when it was trained from the same base the same way; else the scorer in ``base``."""
+    if base is None:
+        return None
+    if isinstance(parent, ClipRewardModel) and parent.base == base and parent.train_layers == train_layers:
+        return parent
+    return load_clip_base(base, train_layers)
+
+
 def train_reward_variants(
     pairs: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]], heldout: Sequence[dict[str, Any]], *,
-    epochs: int, parent: RewardModel | None = None, on_progress: Progress | None = None,
-) -> tuple[RewardModel, dict[str, Any]]:
-    """The candidate (trained on ``pairs`` and, when there are any, the single ``labels`` too) and what each source
-    is worth: the held-out pairwise accuracy of the candidate and, beside it, of the same training on the pairs
-    alone (an ablation for the record: the candidate is not chosen by it, so the gate's held-out pairs stay
-    unbiased)."""
-    def part(start: float, span: float) -> Progress | None:
-        if on_progress is None:
-            return None
-        return lambda fraction, message: on_progress(start + span * fraction, message)
+    epochs: int, parent: RewardScorer | None = None, clip: ClipRewardModel | None = None,
+    on_progress: Progress | None = None,
+) -> tuple[RewardScorer, dict[str, Any]]:
+    """The candidate (trained on ``pairs`` and, when there are any, the single ``labels`` too; from ``clip`` when
+    given, else a small model continuing from ``parent`` when that is one) and what each source is worth: the
+    held-out pairwise accuracy of the candidate and, beside it, of the same training on the pairs alone. With
+    ``clip``, also the small offline model trained on the same data (``offline``) and the CLIP scorer before
+    this training (``clip_start``). These are ablations for the record: the candidate is not chosen by them, so
+    the gate's held-out pairs stay unbiased."""
+    small_parent = parent if isinstance(parent, RewardModel) else None
+    trained_on = "pairs+labels" if labels else "pairs"
+    runs: list[tuple[str, Sequence[dict[str, Any]], RewardScorer | None]] = [
+        (trained_on, labels, clip if clip is not None else small_parent)]
+    if labels and pairs:
+        runs.append(("pairs", (), clip if clip is not None else small_parent))
+    if clip is not None:
+        runs.append(("offline", labels, small_parent))
+    models: dict[str, RewardScorer] = {}
+    for index, (name, used, start) in enumerate(runs):
+        part = None if on_progress is None else _within(on_progress, index / len(runs), 1 / len(runs))
+        models[name] = train_reward_model(pairs, labels=used, epochs=epochs, parent=start, on_progress=part)
+    variants: dict[str, Any] = {"trained_on": trained_on, "labels_train": len(labels), "pairs": None,
+                                "scorer": CLIP_SCORER if clip is not None else "cnn"}
+    variants.update({name: heldout_metrics(model, heldout)["heldout_pairwise_accuracy"]
+                     for name, model in models.items()})
+    if clip is not None:
+        variants.update(clip_start=heldout_metrics(clip, heldout)["heldout_pairwise_accuracy"], base=str(clip.base))
+    return models[trained_on], variants
 
-    if not labels:
-        model = train_reward_model(pairs, epochs=epochs, parent=parent, on_progress=on_progress)
-        accuracy = heldout_metrics(model, heldout)["heldout_pairwise_accuracy"]
-        return model, {"trained_on": "pairs", "pairs": accuracy, "labels_train": 0}
-    model = train_reward_model(pairs, labels=labels, epochs=epochs, parent=parent, on_progress=part(0.0, 0.5))
-    alone = train_reward_model(pairs, epochs=epochs, parent=parent, on_progress=part(0.5, 0.5)) if pairs else None
-    return model, {
-        "trained_on": "pairs+labels", "pairs+labels": heldout_metrics(model, heldout)["heldout_pairwise_accuracy"],
-        "pairs": heldout_metrics(alone, heldout)["heldout_pairwise_accuracy"] if alone is not None else None,
-        "labels_train": len(labels),
-    }
+
+def _within(on_progress: Progress, start: float, span: float) -> Progress:
+    return lambda fraction, message: on_progress(start + span * fraction, message)
 
 
 @torch.no_grad()
-def pair_margins(model: RewardModel, rows: Sequence[dict[str, Any]]) -> list[float]:
+def pair_margins(model: RewardScorer, rows: Sequence[dict[str, Any]]) -> list[float]:
     """Per pair: score of the kept image minus the other's (positive = agrees with the person)."""
     model.eval()
-    return [float(x) for x in _Pairs(rows).margins(model)] if rows else []
+    return [float(x) for x in _Pairs(rows, model).margins(model)] if rows else []
 
 
-def heldout_metrics(model: RewardModel, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def heldout_metrics(model: RewardScorer, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Pairwise accuracy on held-out pairs: the share where the kept image scores higher (a tie counts half)."""
     right = correctness(pair_margins(model, rows))
     return {"heldout_pairs": len(right), "heldout_pairwise_accuracy": sum(right) / len(right) if right else None}
 
 
-def save_reward_model(model: RewardModel, folder: Path, metrics: dict[str, Any] | None = None) -> Path:
-    """Write weights + config into ``folder``; returns it."""
+def save_reward_model(model: RewardScorer, folder: Path, metrics: dict[str, Any] | None = None) -> Path:
+    """Write what loading needs into ``folder`` (a CLIP-based model: its trained tensors and base path); returns
+    it."""
+    if isinstance(model, ClipRewardModel):
+        return save_clip_reward(model, folder, metrics or {})
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
     config = {"width": model.width, "image_size": IMAGE_SIZE, "buckets": BUCKETS, "metrics": metrics or {}}
@@ -234,18 +288,14 @@ def save_reward_model(model: RewardModel, folder: Path, metrics: dict[str, Any] 
     return folder
 
 
-def load_reward_model(folder: Path) -> RewardModel:
+def load_reward_model(folder: Path) -> RewardScorer:
     """Load a model saved by :func:`save_reward_model`; ModelLoadError naming the folder when it cannot."""
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        if config.get("scorer") == CLIP_SCORER:
+            return load_clip_reward(folder, config)
         model = RewardModel(int(config["width"]))
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"reward model in {folder} cannot be loaded: {exc}") from exc
     return model.eval()
-
-
-def _copy(model: RewardModel) -> RewardModel:
-    clone = RewardModel(model.width)
-    clone.load_state_dict(model.state_dict())
-    return clone
