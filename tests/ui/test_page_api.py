@@ -187,3 +187,29 @@ def test_dashboard_shows_the_model_registry_and_training_runs(
     assert shown["metrics"] == {"win_rate": 0.61} and shown["ab_keep_rate"] == 0.0
     [listed] = data["training_runs"]
     assert (listed["id"], listed["status"], listed["stage"]) == (run.id, "queued", "export")
+
+
+def test_the_model_route_names_the_family_and_the_controls_that_apply(client: TestClient, services: Services) -> None:
+    _, key = make_user(services.storage, "model-reader")
+    assert client.get("/api/v1/model").status_code == 401
+    model = client.get("/api/v1/model", headers=auth(key)).json()
+    assert (model["family"], model["label"], model["problem"]) == ("sd15", "SD1.5", None)
+    assert "a CLIP-L text encoder" in model["needs"]
+    assert "DPM++ 2M Karras" in model["samplers"] and "Euler" in model["samplers"]
+    rules = {rule["name"]: rule for rule in model["controls"]}
+    assert all(rules[name]["applies"] and rules[name]["why"] is None
+               for name in ("negative_prompt", "scheduler", "clip_skip"))
+    # The shared app configures neither add-on: each is hidden on the page, saying which setting enables it.
+    assert rules["ip_adapter"] == {"name": "ip_adapter", "applies": False,
+                                   "why": "no IP-Adapter is configured (engine.ip_adapter)"}
+    assert not rules["controlnet"]["applies"] and "engine.controlnet" in rules["controlnet"]["why"]
+
+
+def test_the_quote_lists_what_pasted_parameters_would_not_honour(client: TestClient, services: Services) -> None:
+    _, key = make_user(services.storage, "paste-quoter")
+    text = "a red boat\nSteps: 3, Sampler: Euler a, CFG scale: 6, Seed: 4, Size: 64x64, Model: deliberate_v2"
+    quote = client.post("/api/v1/generations/quote", headers=auth(key), json={"parameters_text": text})
+    assert quote.status_code == 200, quote.text
+    assert [line.split(":")[0] for line in quote.json()["ignored"]] == ["Model"]
+    plain = client.post("/api/v1/generations/quote", headers=auth(key), json={"prompt": "a red boat"})
+    assert plain.json()["ignored"] == []

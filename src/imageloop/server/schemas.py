@@ -220,6 +220,8 @@ class QuoteOut(BaseModel):
     next_refill_at: datetime | None = Field(description="When the tier's allowance is next topped up.")
     affordable: bool = Field(description="Whether the balance covers the cost (always, when not charged).")
     problem: str | None = Field(description="The tier limit the request is over (the submit would answer 422).")
+    ignored: list[str] = Field(
+        default_factory=list, description="Settings of `parameters_text` the submit would not honour (as there).")
 
 
 class LedgerEntryOut(BaseModel):

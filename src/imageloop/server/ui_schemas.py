@@ -94,6 +94,25 @@ class RecipeOut(BaseModel):
     guidance_scale: float | None
 
 
+class ControlRuleOut(BaseModel):
+    name: str = Field(description="negative_prompt, scheduler, clip_skip, controlnet or ip_adapter.")
+    applies: bool
+    why: str | None = Field(description="Why it does not apply to the served model, or which part of it does not "
+                            "(the samplers of FLUX.1/SD3); None when all of it applies.")
+
+
+class ActiveModelOut(BaseModel):
+    """The model generations run on, as the Create page shows it."""
+
+    name: str
+    family: str | None = Field(description="sd15, sdxl, flux or sd3; None when its files cannot be read.")
+    label: str = Field(description="The family as people name it: SD1.5, SDXL, FLUX.1 dev, FLUX.1 schnell, SD3.")
+    needs: list[str] = Field(description="What it needs beside its weights.")
+    samplers: list[str] = Field(description="Sampler names that apply (params.scheduler).")
+    controls: list[ControlRuleOut]
+    problem: str | None = Field(default=None, description="Why its files cannot be read.")
+
+
 class ExpandRequest(StrictBody):
     """An intent to expand without generating, so the user can read and edit the prompt first."""
 

@@ -113,14 +113,14 @@ def quote_generation(body: GenerationCreate, user: CurrentUser, services: Servic
     steps; see the README's cost model), the balance, whether it covers the cost and which tier limit, if any, the
     request is over. Nothing is charged, queued or counted against the request rate. A ``parameters_text`` is read
     as the submit reads it."""
-    body, _ = with_parameters_text(body, services.settings)
+    body, ignored = with_parameters_text(body, services.settings)
     params = body.params.model_dump(exclude_none=True)
     params["num_images"] = body.n
     quote = services.fair_use.quote(user, params)
     return QuoteOut(
         cost=quote.cost, per_image=quote.per_image, n=quote.n, tier=quote.tier, charged=quote.charged,
         balance=quote.balance, next_refill_at=quote.next_refill_at, affordable=quote.affordable,
-        problem=quote.problem,
+        problem=quote.problem, ignored=ignored,
     )
 
 

@@ -7,11 +7,20 @@ from datetime import timedelta
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
+from imageloop.engine.model_profile import model_profile
 from imageloop.engine.recipes import RecipeStore
 from imageloop.prompts.expand import expansion_record, join_negatives, resolve_prompt, resolved_from_record
 from imageloop.prompts.styles import load_styles
 from imageloop.server.deps import CurrentUser, ServicesDep
-from imageloop.server.ui_schemas import ExpandRequest, ExpansionOut, RecallOut, RecipeOut, StyleOut
+from imageloop.server.ui_schemas import (
+    ActiveModelOut,
+    ControlRuleOut,
+    ExpandRequest,
+    ExpansionOut,
+    RecallOut,
+    RecipeOut,
+    StyleOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["create"])
 
@@ -30,6 +39,19 @@ def recipes(user: CurrentUser, services: ServicesDep) -> list[RecipeOut]:
                   guidance_scale=r.guidance_scale)
         for r in RecipeStore(services.settings).list()
     ]
+
+
+@router.get("/model", summary="The served model: family, what it needs, the settings that apply")
+async def active_model(user: CurrentUser, services: ServicesDep) -> ActiveModelOut:
+    """The model generations run on, read from its files (no weights loaded): its family and label, what it needs,
+    the samplers that apply and, for each optional setting (negative prompt, sampler, clip skip, ControlNet,
+    IP-Adapter), whether it applies and why not. Requests with a setting that does not apply are refused by name."""
+    settings = services.settings
+    profile = await run_in_threadpool(lambda: model_profile(settings.engine.model, settings))
+    return ActiveModelOut(
+        name=profile.name, family=profile.family, label=profile.label, needs=list(profile.needs),
+        samplers=list(profile.samplers), problem=profile.problem,
+        controls=[ControlRuleOut(name=rule.name, applies=rule.applies, why=rule.why) for rule in profile.controls])
 
 
 @router.post("/prompts/expand", summary="Expand an intent into a prompt without generating")

@@ -6,6 +6,7 @@ import { api } from "./api.js";
 import { changesView } from "./diff.js";
 import { clear, describe, h, hideError, onceClick, showError } from "./dom.js";
 import { keepDraft, readDraft } from "./drafts.js";
+import { applies, modelFields, modelParams, pasteBox, showIgnored, showModel } from "./modelcontrols.js";
 import { follow, progressPanel } from "./progress.js";
 import { provenanceView } from "./provenance.js";
 import { resultGroup } from "./results.js";
@@ -36,6 +37,8 @@ function buildForm() {
   const recipe = h("select", { id: "c-recipe", name: "recipe", dataset: { field: "recipe" } },
     h("option", { value: "" }, "No recipe"));
   const form = h("form", { id: "create-form", novalidate: true, class: "card" },
+    h("p", { id: "c-model", class: "muted", "aria-live": "polite", hidden: true }),
+    h("ul", { id: "c-model-notes", class: "notes", hidden: true }),
     field("What do you want to see? Any language.", intent),
     h("div", { class: "row" },
       h("button", { type: "button", id: "c-expand", class: "secondary" }, "Show expanded prompt"),
@@ -48,7 +51,8 @@ function buildForm() {
       " Send my words as typed (no expansion)"),
     h("details", { id: "c-advanced" }, h("summary", {}, "Advanced"),
       h("div", { class: "grid" },
-        h("div", { class: "field wide" }, h("label", { for: "c-negative" }, "Negative prompt"),
+        h("div", { class: "field wide", dataset: { control: "negative_prompt" } },
+          h("label", { for: "c-negative" }, "Negative prompt"),
           h("textarea", { id: "c-negative", name: "negative_prompt", rows: 2, dataset: { field: "negative_prompt" } })),
         field("Style", style), field("Recipe", recipe),
         field("Width", textInput("width", "params.width", { inputmode: "numeric", placeholder: "model default" })),
@@ -56,7 +60,8 @@ function buildForm() {
         field("Steps", textInput("steps", "params.steps", { inputmode: "numeric", placeholder: "default" })),
         field("CFG scale", textInput("cfg", "params.guidance_scale", { inputmode: "decimal", placeholder: "default" })),
         field("Seed", textInput("seed", "params.seed", { inputmode: "numeric", placeholder: "random" })),
-        field("Images", textInput("n", "n", { inputmode: "numeric", value: "1" })))),
+        field("Images", textInput("n", "n", { inputmode: "numeric", value: "1" })), ...modelFields())),
+    pasteBox(),
     h("div", { id: "c-error", class: "error", role: "alert", hidden: true }),
     h("div", { class: "row" }, h("button", { type: "submit", id: "c-generate", class: "primary" }, "Generate"),
       h("small", { class: "muted kbd-hint" }, "Ctrl+Enter"),
@@ -73,19 +78,25 @@ function numberOrText(value) {
   return Number.isFinite(number) ? number : text;
 }
 
-function requestBody(form, expansion) {
+// The request the form asks for; `withImage` reads the IP-Adapter reference image too (left out of quotes).
+async function requestBody(form, expansion, { withImage = true } = {}) {
   const values = Object.fromEntries(new FormData(form));
   const intent = values.intent ?? "";
-  const body = { intent };
+  const pasted = values.parameters_text?.trim() ? values.parameters_text : null;
+  // Pasted parameters carry their own prompt: an empty intent is left out rather than sent.
+  const body = pasted && !intent.trim() ? {} : { intent };
+  if (pasted) body.parameters_text = pasted;
   if (form.elements.as_typed.checked) body.prompt = intent;
   else if (expansion.shown && values.prompt !== expansion.original) body.prompt = values.prompt;
   else if (expansion.shown && expansion.id && intent === expansion.intent) body.expansion_id = expansion.id;
-  if (values.negative_prompt?.trim()) body.negative_prompt = values.negative_prompt;
+  if (applies(form, "negative_prompt") && values.negative_prompt?.trim()) body.negative_prompt = values.negative_prompt;
   if (values.style) body.style = values.style;
   if (values.recipe) body.recipe = values.recipe;
   const params = { width: numberOrText(values.width), height: numberOrText(values.height),
     steps: numberOrText(values.steps), guidance_scale: numberOrText(values.cfg), seed: numberOrText(values.seed) };
   body.params = Object.fromEntries(Object.entries(params).filter(([, value]) => value !== undefined));
+  const extra = await modelParams(form, numberOrText, { withImage });
+  Object.assign(body.params, extra);
   const n = numberOrText(values.n ?? "");
   if (n !== undefined) body.n = n;
   return body;
@@ -105,13 +116,16 @@ async function fillOptions(form) {
 async function showCost(form, expansion) {
   const box = form.querySelector("#c-cost");
   try {
-    const quote = await api.post("/api/v1/generations/quote", requestBody(form, expansion));
+    const quote = await api.post("/api/v1/generations/quote", await requestBody(form, expansion, { withImage: false }));
+    showIgnored(form, quote.ignored);
     if (!quote.charged) { box.textContent = ""; return; }
     const price = `${quote.cost} credit${quote.cost === 1 ? "" : "s"} · balance ${quote.balance}`;
     box.textContent = quote.problem ? `${price} · ${quote.problem}`
       : quote.affordable ? price : `${price} · not enough credits`;
-  } catch {
+  } catch (error) {
     box.textContent = ""; // a value the API cannot read: the submit's own error explains it
+    // ...but a pasted text the server cannot use (a LoRA tag missing from the library) is said at once.
+    showIgnored(form, error.field === "parameters_text" ? [describe(error)] : []);
   }
 }
 
@@ -173,7 +187,8 @@ export function createPage(root, { startWith = null } = {}) {
   const expand = async () => {
     hideError(errorBox, form);
     const body = { intent: form.elements.intent.value };
-    if (form.elements.negative_prompt.value.trim()) body.negative_prompt = form.elements.negative_prompt.value;
+    const negative = form.elements.negative_prompt.value;
+    if (applies(form, "negative_prompt") && negative.trim()) body.negative_prompt = negative;
     const out = await api.post("/api/v1/prompts/expand", body);
     showExpansion(out);
     if (out.recall) applyRecall(out.recall);
@@ -221,13 +236,14 @@ export function createPage(root, { startWith = null } = {}) {
     try {
       let accepted;
       try {
-        accepted = await api.post("/api/v1/generations", requestBody(form, expansion));
+        accepted = await api.post("/api/v1/generations", await requestBody(form, expansion));
       } catch (error) {
         // The preview expired (or is gone): the intent goes alone and the server expands it again.
         if (error.field !== "expansion_id") throw error;
         expansion.id = null;
-        accepted = await api.post("/api/v1/generations", requestBody(form, expansion));
+        accepted = await api.post("/api/v1/generations", await requestBody(form, expansion));
       }
+      showIgnored(form, accepted.ignored);
       track(accepted.id);
     } catch (error) {
       onError(error);
@@ -255,7 +271,10 @@ export function createPage(root, { startWith = null } = {}) {
   fillOptions(form).catch(onError);
   let costTimer = null;
   const updateCost = () => { clearTimeout(costTimer); costTimer = setTimeout(() => showCost(form, expansion), 250); };
-  for (const name of ["width", "height", "steps", "n"]) form.elements[name].addEventListener("input", updateCost);
+  for (const name of ["width", "height", "steps", "n", "parameters_text"]) {
+    form.elements[name].addEventListener("input", updateCost);
+  }
+  showModel(form).catch(onError);
   showCost(form, expansion);
   showRecent(results, group, controller.signal);
   if (startWith) track(startWith, h("strong", {}, "Re-run"));
