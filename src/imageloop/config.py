@@ -414,6 +414,8 @@ class TrainingSettings(BaseModel):
     reward_clip_layers: int = Field(default=2, ge=0, le=64, description="Top transformer blocks of each CLIP tower "
                                     "trained with the projections when training.reward_base is set (0 = projections "
                                     "only).")
+    reward_clip_learning_rate: float = Field(default=1e-5, gt=0, le=1.0, description="Learning rate of the CLIP "
+                                             "tensors trained when training.reward_base is set.")
     heldout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="Share of pairs kept for the gate.")
     min_heldout_items: int = Field(default=30, ge=2, description="Fewest held-out items (pairs) a candidate is gated "
                                    "on: with fewer, no candidate is promoted or A/B-tested; the stage records "

@@ -286,7 +286,7 @@ class TrainingCycle:
             return {"skipped": short, "counts": data.counts()}
         current = self.registry.current(ModelKind.REWARD)
         parent = load_reward_model(self.registry.path(current)) if current is not None else None
-        clip = clip_start(parent, cfg.reward_base, cfg.reward_clip_layers)
+        clip = clip_start(parent, cfg)
         model, variants = train_reward_variants(data.pairs_train, data.labels_train, data.pairs_test,
                                                 epochs=cfg.reward_epochs, parent=parent, clip=clip,
                                                 on_progress=reporter.within(0.0, 0.9))

@@ -32,6 +32,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from imageloop.config import TrainingSettings
 from imageloop.errors import ModelLoadError, TrainingError
 from imageloop.training.gate import correctness
 from imageloop.training.reward_clip import SCORER as CLIP_SCORER
@@ -217,14 +218,17 @@ def _cycled(n: int, length: int, generator: torch.Generator) -> list[int]:
     return out[:length]
 
 
-def clip_start(parent: RewardScorer | None, base: Path | None, train_layers: int) -> ClipRewardModel | None:
-    """Where a CLIP candidate starts: None when no ``base`` is set (the small model is the candidate); the current
-    version when it was trained from the same base the same way; else the scorer in ``base``."""
+def clip_start(parent: RewardScorer | None, settings: TrainingSettings) -> ClipRewardModel | None:
+    """Where a CLIP candidate starts: None when ``training.reward_base`` is not set (the small model is the
+    candidate); the current version when it was trained from that base the same way; else the scorer in the base
+    folder (UnsupportedModelError naming a folder that is not a CLIP model)."""
+    base, layers, rate = settings.reward_base, settings.reward_clip_layers, settings.reward_clip_learning_rate
     if base is None:
         return None
-    if isinstance(parent, ClipRewardModel) and parent.base == base and parent.train_layers == train_layers:
+    if isinstance(parent, ClipRewardModel) and parent.base == base and parent.train_layers == layers:
+        parent.learning_rate = rate
         return parent
-    return load_clip_base(base, train_layers)
+    return load_clip_base(base, layers, rate)
 
 
 def train_reward_variants(

@@ -43,8 +43,9 @@ class ClipRewardModel(nn.Module):
 
     NAME = "reward-clip"
 
-    def __init__(self, clip: Any, processor: Any, base: Path, train_layers: int) -> None:
+    def __init__(self, clip: Any, processor: Any, base: Path, train_layers: int, learning_rate: float) -> None:
         super().__init__()
+        self.learning_rate = learning_rate
         self.clip = clip
         self.processor = processor
         self.base = base
@@ -94,13 +95,14 @@ class ClipRewardModel(nn.Module):
         return [float(x) for x in self.scores(self.encode_images(images), captions)]
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """The optimizer's groups: the trained CLIP tensors gently, the offset (a free scalar) fast."""
+        """The optimizer's groups: the trained CLIP tensors at ``learning_rate``, the offset (a free scalar) fast."""
         clip = [p for p in self.clip.parameters() if p.requires_grad]
-        return [{"params": clip, "lr": 1e-4, "weight_decay": 1e-4}, {"params": [self.offset], "lr": 5e-2}]
+        return [{"params": clip, "lr": self.learning_rate, "weight_decay": 1e-4}, {"params": [self.offset], "lr": 5e-2}]
 
     def copy(self) -> ClipRewardModel:
         """An independent copy (training one leaves the other as it was)."""
-        clone = ClipRewardModel(copy.deepcopy(self.clip), self.processor, self.base, self.train_layers)
+        clone = ClipRewardModel(copy.deepcopy(self.clip), self.processor, self.base, self.train_layers,
+                                self.learning_rate)
         clone.offset.data.copy_(self.offset.data)
         return clone
 
@@ -110,7 +112,7 @@ class ClipRewardModel(nn.Module):
         return {**state, "offset": self.offset.detach()}
 
 
-def load_clip_base(folder: Path, train_layers: int) -> ClipRewardModel:
+def load_clip_base(folder: Path, train_layers: int, learning_rate: float) -> ClipRewardModel:
     """The CLIP scorer in ``folder``, ready to fine-tune; UnsupportedModelError when the folder is not a
     transformers CLIPModel with its processor files, ModelLoadError when it is one that cannot be read."""
     from transformers import CLIPModel, CLIPProcessor
@@ -140,14 +142,15 @@ def load_clip_base(folder: Path, train_layers: int) -> ClipRewardModel:
     if train_layers > layers:
         raise ModelLoadError(f"reward base {folder} has {layers} blocks per tower; training.reward_clip_layers is "
                              f"{train_layers}")
-    return ClipRewardModel(clip, processor, folder, train_layers).eval()
+    return ClipRewardModel(clip, processor, folder, train_layers, learning_rate).eval()
 
 
 def save_clip_reward(model: ClipRewardModel, folder: Path, metrics: dict[str, Any]) -> Path:
     """Write the trained tensors + a config naming the base folder into ``folder``; returns it."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.trained_state().items()}, str(folder / WEIGHTS_FILE))
-    config = {"scorer": SCORER, "base": str(model.base), "train_layers": model.train_layers, "metrics": metrics}
+    config = {"scorer": SCORER, "base": str(model.base), "train_layers": model.train_layers,
+              "learning_rate": model.learning_rate, "metrics": metrics}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     return folder
 
@@ -155,7 +158,7 @@ def save_clip_reward(model: ClipRewardModel, folder: Path, metrics: dict[str, An
 def load_clip_reward(folder: Path, config: dict[str, Any]) -> ClipRewardModel:
     """A version saved by :func:`save_clip_reward` (``config`` is its reward.json): its base folder with the
     trained tensors put back; ModelLoadError naming the folder when it cannot."""
-    model = load_clip_base(Path(config["base"]), int(config["train_layers"]))
+    model = load_clip_base(Path(config["base"]), int(config["train_layers"]), float(config["learning_rate"]))
     try:
         state = load_file(str(folder / WEIGHTS_FILE))
         with torch.no_grad():
