@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from imageloop.engine.model_profile import ModelProfile
 from imageloop.server.schemas import (
     DETAILS_DESCRIPTION,
     MAX_ID,
@@ -111,6 +112,14 @@ class ActiveModelOut(BaseModel):
     samplers: list[str] = Field(description="Sampler names that apply (params.scheduler).")
     controls: list[ControlRuleOut]
     problem: str | None = Field(default=None, description="Why its files cannot be read.")
+
+
+def active_model_out(profile: ModelProfile) -> ActiveModelOut:
+    """The API's form of a model profile."""
+    return ActiveModelOut(
+        name=profile.name, family=profile.family, label=profile.label, needs=list(profile.needs),
+        samplers=list(profile.samplers), problem=profile.problem,
+        controls=[ControlRuleOut(name=rule.name, applies=rule.applies, why=rule.why) for rule in profile.controls])
 
 
 class ExpandRequest(StrictBody):

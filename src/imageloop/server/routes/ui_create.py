@@ -14,12 +14,12 @@ from imageloop.prompts.styles import load_styles
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.ui_schemas import (
     ActiveModelOut,
-    ControlRuleOut,
     ExpandRequest,
     ExpansionOut,
     RecallOut,
     RecipeOut,
     StyleOut,
+    active_model_out,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["create"])
@@ -47,11 +47,7 @@ async def active_model(user: CurrentUser, services: ServicesDep) -> ActiveModelO
     the samplers that apply and, for each optional setting (negative prompt, sampler, clip skip, ControlNet,
     IP-Adapter), whether it applies and why not. Requests with a setting that does not apply are refused by name."""
     settings = services.settings
-    profile = await run_in_threadpool(lambda: model_profile(settings.engine.model, settings))
-    return ActiveModelOut(
-        name=profile.name, family=profile.family, label=profile.label, needs=list(profile.needs),
-        samplers=list(profile.samplers), problem=profile.problem,
-        controls=[ControlRuleOut(name=rule.name, applies=rule.applies, why=rule.why) for rule in profile.controls])
+    return active_model_out(await run_in_threadpool(lambda: model_profile(settings.engine.model, settings)))
 
 
 @router.post("/prompts/expand", summary="Expand an intent into a prompt without generating")
