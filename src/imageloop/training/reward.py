@@ -271,7 +271,9 @@ def _within(on_progress: Progress, start: float, span: float) -> Progress:
 def pair_margins(model: RewardScorer, rows: Sequence[dict[str, Any]]) -> list[float]:
     """Per pair: score of the kept image minus the other's (positive = agrees with the person)."""
     model.eval()
-    return [float(x) for x in _Pairs(rows, model).margins(model)] if rows else []
+    pairs = _Pairs(rows, model)
+    chunks = [range(start, min(start + 64, len(pairs))) for start in range(0, len(pairs), 64)]
+    return [float(x) for chunk in chunks for x in pairs.margins(model, chunk)]
 
 
 def heldout_metrics(model: RewardScorer, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
