@@ -61,6 +61,9 @@ def test_a_clip_scorer_learns_our_preference_and_is_reported_beside_the_offline_
     assert isinstance(model, ClipRewardModel) and model.NAME == "reward-clip"
     assert variants["scorer"] == "clip" and variants["base"] == str(clip_folder)
     assert variants["clip_start"] == before  # the base itself is left as it was
+    shared = {p.data_ptr() for p in base.clip.parameters()} & {p.data_ptr() for p in model.clip.parameters()}
+    frozen = [p for p in model.clip.parameters() if not p.requires_grad]
+    assert len(shared) == len(frozen) > 0  # the frozen tensors are shared with the base, not copied
     assert variants["pairs+labels"] == heldout_metrics(model, heldout)["heldout_pairwise_accuracy"] >= 0.9
     assert variants["pairs"] is not None and variants["labels_train"] == 24
     assert variants["offline"] is not None and variants["offline"] >= 0.9  # the small model, same data, same pairs

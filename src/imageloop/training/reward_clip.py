@@ -100,8 +100,10 @@ class ClipRewardModel(nn.Module):
         return [{"params": clip, "lr": self.learning_rate, "weight_decay": 1e-4}, {"params": [self.offset], "lr": 5e-2}]
 
     def copy(self) -> ClipRewardModel:
-        """An independent copy (training one leaves the other as it was)."""
-        clone = ClipRewardModel(copy.deepcopy(self.clip), self.processor, self.base, self.train_layers,
+        """A copy whose trained tensors are its own (training one leaves the other as it was); the frozen ones,
+        nearly all of a large scorer, are shared rather than duplicated."""
+        frozen: dict[int, Any] = {id(p): p for p in self.clip.parameters() if not p.requires_grad}
+        clone = ClipRewardModel(copy.deepcopy(self.clip, frozen), self.processor, self.base, self.train_layers,
                                 self.learning_rate)
         clone.offset.data.copy_(self.offset.data)
         return clone
