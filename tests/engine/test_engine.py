@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from imageloop.config import Settings
-from imageloop.engine import loader
+from imageloop.engine import loader, model_files
 from imageloop.engine.engine import Engine
 from imageloop.engine.pngmeta import read_png_parameters
 from imageloop.engine.progress import CancelToken
@@ -149,7 +149,7 @@ def test_invalid_requests_fail_before_any_model_work(tmp_path: Path) -> None:
 
 
 def test_no_embedded_model_yet_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loader, "EMBEDDED_MODEL_DIR", tmp_path / "embedded")
+    monkeypatch.setattr(model_files, "EMBEDDED_MODEL_DIR", tmp_path / "embedded")
     with pytest.raises(ModelLoadError, match="embedded model is not installed"):
         Engine(make_settings(tmp_path)).generate(GenerationRequest(prompt="x"))
 
@@ -284,7 +284,7 @@ def test_controlnet_follows_the_control_image(engine: Engine) -> None:
 def test_sdxl_model(model_dirs: dict[str, Path], tmp_path: Path) -> None:
     engine = Engine(make_settings(tmp_path), model=model_dirs["sdxl"], controlnet=model_dirs["controlnet"])
     result = engine.generate(GenerationRequest(prompt="a " + "very " * 100 + "long prompt", seed=1))
-    assert engine.model.architecture is loader.Architecture.SDXL
+    assert engine.model.architecture is model_files.Architecture.SDXL
     assert Image.open(io.BytesIO(result.images[0].png)).size == (64, 64)
     with pytest.raises(ModelLoadError, match="does not fit"):  # an SD1.5 ControlNet on an SDXL model
         engine.generate(GenerationRequest(prompt="x", seed=1, control_image=png_of((0, 0, 0))))

@@ -16,8 +16,9 @@ from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.engine import Engine
 from imageloop.engine.flow_conditioning import encode_flow_prompt
 from imageloop.engine.infotext import import_parameters
-from imageloop.engine.loader import Architecture, detect_architecture, load_model, native_size
+from imageloop.engine.loader import load_model
 from imageloop.engine.lora import inspect_lora_file
+from imageloop.engine.model_files import Architecture, detect_architecture, native_size
 from imageloop.engine.pngmeta import png_parameters_text
 from imageloop.engine.progress import CancelToken
 from imageloop.engine.recipes import LoraWeight

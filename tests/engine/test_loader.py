@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from imageloop.config import Settings
-from imageloop.engine import loader
-from imageloop.engine.loader import Architecture, Mode, load_model, pipeline_variant
+from imageloop.engine import loader, model_files
+from imageloop.engine.loader import Mode, load_model, pipeline_variant
+from imageloop.engine.model_files import Architecture
 from imageloop.errors import ModelLoadError, UnsupportedModelError
 from tests import tiny
 from tests.engine.ldm_layout import pipeline_to_ldm, save_single_file
@@ -87,14 +88,14 @@ def test_single_file_generates_like_the_folder(models: dict[str, Path], settings
 
 
 def test_version_is_a_content_hash(models: dict[str, Path], tmp_path: Path) -> None:
-    first = loader.content_hash(models["sd15_file"])
+    first = model_files.content_hash(models["sd15_file"])
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(models["sd15_file"].read_bytes())
-    assert loader.content_hash(copy) == first
+    assert model_files.content_hash(copy) == first
     data = bytearray(copy.read_bytes())
     data[-1] ^= 1
     copy.write_bytes(bytes(data))
-    assert loader.content_hash(copy) != first
+    assert model_files.content_hash(copy) != first
 
 
 def test_variants_share_the_base_weights(models: dict[str, Path], settings: Settings) -> None:
@@ -177,7 +178,7 @@ def test_unrelated_keys_are_unsupported(settings: Settings, tmp_path: Path, keys
 
 def test_single_file_needs_a_config_folder(models: dict[str, Path], settings: Settings, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loader, "SHIPPED_CONFIGS_DIR", tmp_path / "no-configs")
+    monkeypatch.setattr(model_files, "SHIPPED_CONFIGS_DIR", tmp_path / "no-configs")
     assert "--config" in load_error(models["sd15_file"], settings).message
     error = load_error(models["sd15_file"], settings, config=models["sdxl"])
     assert "sd15" in error.message and "sdxl" in error.message
@@ -229,7 +230,7 @@ def test_bad_model_defaults(models: dict[str, Path], settings: Settings, tmp_pat
 
 def test_embedded_model_missing_is_explained(settings: Settings, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loader, "EMBEDDED_MODEL_DIR", tmp_path / "embedded")
+    monkeypatch.setattr(model_files, "EMBEDDED_MODEL_DIR", tmp_path / "embedded")
     with pytest.raises(ModelLoadError, match="embedded model is not installed"):
         load_model("embedded", settings)
 
@@ -250,7 +251,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict[Architecture, Path
     from imageloop.engine.single_file import prepared_config_dir
 
     root = tmp_path_factory.mktemp("configs")
-    return {arch: prepared_config_dir(loader.shipped_config_dir(arch), root) for arch in SHIPPED}
+    return {arch: prepared_config_dir(model_files.shipped_config_dir(arch), root) for arch in SHIPPED}
 
 
 # FLUX.1 / SD3 single files take the user's own config folder: their text encoders are not shipped.
@@ -264,7 +265,7 @@ def test_shipped_tokenizers_are_clip(shipped: dict[Architecture, Path], arch: Ar
     tokenizer = CLIPTokenizer.from_pretrained(shipped[arch] / "tokenizer")
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]  # CLIP's own ids
     assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
-    assert loader.detect_architecture(shipped[arch]) is arch
+    assert model_files.detect_architecture(shipped[arch]) is arch
     if arch is Architecture.SDXL:
         assert CLIPTokenizer.from_pretrained(shipped[arch] / "tokenizer_2").pad_token == "!"
 
@@ -284,7 +285,7 @@ def test_shipped_configs_have_the_real_sizes(shipped: dict[Architecture, Path]) 
 def test_prepared_config_is_reused(shipped: dict[Architecture, Path]) -> None:
     from imageloop.engine.single_file import prepared_config_dir
 
-    again = prepared_config_dir(loader.shipped_config_dir(Architecture.SD15), shipped[Architecture.SD15].parent)
+    again = prepared_config_dir(model_files.shipped_config_dir(Architecture.SD15), shipped[Architecture.SD15].parent)
     assert again == shipped[Architecture.SD15]
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import imageloop.cli.commands  # noqa: F401  (registers every command on `app`)
 from imageloop.cli import app
 from imageloop.config import Settings
-from imageloop.engine.loader import content_hash
+from imageloop.engine.model_files import content_hash
 from imageloop.storage import FinishedGeneration, NewGeneration, NewImage, Storage, WorkerId, image_blob_key
 from imageloop.training.cycle import TrainingCycle
 from imageloop.training.registry import ModelKind, ModelStatus, Registry, bucket

@@ -85,7 +85,7 @@ def _data_dir(settings: Settings) -> list[Finding]:
 
 
 def _describe_model(path: Path) -> str:
-    from imageloop.engine.loader import detect_architecture
+    from imageloop.engine.model_files import detect_architecture
 
     return detect_architecture(path).value
 
@@ -125,7 +125,7 @@ def _models(settings: Settings) -> list[Finding]:
 
 
 def _configured_model(settings: Settings) -> Finding:
-    from imageloop.engine.loader import resolve_model_source, shipped_config_dir
+    from imageloop.engine.model_files import resolve_model_source, shipped_config_dir
 
     spec = settings.engine.model
     try:
@@ -134,7 +134,7 @@ def _configured_model(settings: Settings) -> Finding:
     except ImageloopError as exc:
         return Finding("serving model", "missing", exc.message, "set IMAGELOOP_ENGINE__MODEL to a model that loads")
     if path.is_file():
-        from imageloop.engine.loader import Architecture
+        from imageloop.engine.model_files import Architecture
 
         config = settings.engine.model_config_dir or shipped_config_dir(Architecture(kind))
         if not (config / "model_index.json").is_file():

@@ -48,7 +48,7 @@ def _imported(
     """The settings of ``--from-png`` or ``--from-text`` (a file, or - for standard input) for ``model`` (default:
     the configured one), or None."""
     from imageloop.engine.infotext import import_parameters
-    from imageloop.engine.loader import model_family
+    from imageloop.engine.model_files import model_family
     from imageloop.engine.pngmeta import png_parameters_text
 
     if from_png is not None and from_text is not None:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from imageloop.engine.cache import CacheStats, LRUCache
     from imageloop.engine.engine import Engine, EngineCaches, GeneratedImage, GenerationResult
-    from imageloop.engine.loader import Architecture, LoadedModel, Mode, detect_architecture, load_model
+    from imageloop.engine.loader import LoadedModel, Mode, load_model
+    from imageloop.engine.model_files import Architecture, detect_architecture
     from imageloop.engine.pngmeta import (
         ImageParameters,
         encode_png,

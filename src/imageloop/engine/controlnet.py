@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from imageloop.config import Settings
-from imageloop.engine.loader import content_hash, error_reason, quiet_loading, read_checkpoint_keys
+from imageloop.engine.loader import error_reason, quiet_loading
+from imageloop.engine.model_files import content_hash, read_checkpoint_keys
 from imageloop.errors import ImageloopError, ModelLoadError, UnsupportedModelError
 
 ORIGINAL_PREFIX = "control_model."
@@ -128,3 +129,12 @@ def load_controlnet(spec: str | Path, settings: Settings, device: torch.device, 
     except Exception as exc:  # shape mismatches (another base model), missing tensors, bad configs
         raise ModelLoadError(f"{path}: cannot load the ControlNet: {error_reason(exc)}") from exc
     return model.to(device).eval(), content_hash(path)
+
+
+def check_controlnet_fits(controlnet: Any, unet: Any, spec: object) -> None:
+    """ModelLoadError unless the ControlNet's config (``controlnet``) fits the model's UNet config (``unet``): one made
+    for another base model (SD1.5 vs SDXL) would fail deep inside the pipeline."""
+    for key in ("cross_attention_dim", "addition_embed_type", "in_channels"):
+        if controlnet.get(key) != unet.get(key):
+            raise ModelLoadError(f"ControlNet {spec} does not fit the loaded model: its {key} is "
+                                 f"{controlnet.get(key)!r}, the model's is {unet.get(key)!r}")

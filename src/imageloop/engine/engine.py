@@ -4,13 +4,13 @@
 defaults (request, then recipe, then the model's own), prepare the pipeline variant and LoRAs, answer from the result
 cache if possible, encode the prompts (cached), denoise with a step callback, and encode the PNGs.
 ``Engine.generate_many`` runs compatible requests in one pipeline call for the server's dynamic batching.
+Checking a request and resolving it into a run plan live in :mod:`imageloop.engine.plan`.
 The engine is thread-safe; runs are serialised on one lock because they share one pipeline.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -25,39 +25,21 @@ from imageloop.config import Settings
 from imageloop.engine.autocast import autocast_name, decode_latents, denoise_autocast, resolve_autocast
 from imageloop.engine.cache import MODEL_RESIDENCY, CacheStats, LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, PromptWeighting, batch_for_pipeline, encode_prompt
-from imageloop.engine.controlnet import load_controlnet
+from imageloop.engine.controlnet import check_controlnet_fits, load_controlnet
 from imageloop.engine.embeddings import EmbeddingLoader
-from imageloop.engine.families import (
-    NEGATIVE_NOT_USED,
-    check_flow_request,
-    check_flow_scheduler,
-    flow_scheduler,
-    has_negative_prompt,
-    is_flow_family,
-    pipeline_prompt_kwargs,
-)
+from imageloop.engine.families import flow_scheduler, has_negative_prompt, is_flow_family, pipeline_prompt_kwargs
 from imageloop.engine.flow_conditioning import encode_flow_prompt
-from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs, resolve_ip_adapter_path
-from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant, resolve_model_source
+from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs
+from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
 from imageloop.engine.lora import LoraManager
+from imageloop.engine.model_files import resolve_model_source
+from imageloop.engine.plan import RunPlan, batch_chunks, check_request, hires_steps_run, make_plan
 from imageloop.engine.pngmeta import encode_png, format_parameters
-from imageloop.engine.progress import CancelToken, StepCallback, StepReporter
-from imageloop.engine.recipes import LoraWeight, Recipe, RecipeStore, resolve_lora_path
-from imageloop.engine.request import (
-    DEFAULT_CONTROL_SCALE,
-    DEFAULT_HIRES_STRENGTH,
-    DEFAULT_IP_SCALE,
-    DEFAULT_STRENGTH,
-    MAX_SEED,
-    BaseLora,
-    GenerationRequest,
-    check_limits,
-    decode_image,
-    hires_size,
-)
-from imageloop.engine.schedulers import canonical_scheduler_name, make_scheduler, seed_noise_sampler
-from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, RecipeError
-from imageloop.prompts.styles import apply_style, get_style
+from imageloop.engine.progress import CancelToken, RunClock, StepCallback, StepReporter
+from imageloop.engine.recipes import Recipe, RecipeStore
+from imageloop.engine.request import GenerationRequest, decode_image, hires_size
+from imageloop.engine.schedulers import make_scheduler, seed_noise_sampler
+from imageloop.errors import ImageloopError, InvalidRequestError, RecipeError
 
 RESULT_CACHE_MAX_BYTES = 256 * 1024 * 1024  # PNGs kept by the result cache, whatever its entry count
 
@@ -82,41 +64,6 @@ class GenerationResult:
     model_version: str
     timings: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """A resolved request plus what running it needs; every generation setting is non-optional here."""
-
-    request: GenerationRequest
-    recipe: Recipe | None
-    random_seed: bool
-    prompt: str  # after the style preset
-    negative: str
-    seed: int
-    steps: int
-    guidance_scale: float
-    width: int
-    height: int
-    scheduler: str
-    mode: Mode
-    model_version: str  # the model's version, plus the tag of a base LoRA the plan applies
-    unused: dict[str, str] = field(default_factory=dict)  # what the model family did not use, for the PNG
-
-    def batch_key(self) -> tuple[Any, ...]:
-        """Requests with equal keys can share one pipeline call."""
-        recipe = self.recipe.model_dump_json() if self.recipe else None
-        return self.steps, self.guidance_scale, self.width, self.height, self.scheduler, recipe, self.clip_skip
-
-    @property
-    def clip_skip(self) -> int:
-        """Which text-encoder layer from the end conditions the run (A1111's Clip skip; 1 = the last)."""
-        return self.request.clip_skip or 1
-
-    @property
-    def seeds(self) -> list[int]:
-        """Image i of the batch uses seed + i (A1111's convention)."""
-        return [self.seed + i for i in range(self.request.num_images)]
 
 
 @dataclass(frozen=True)
@@ -233,7 +180,7 @@ class Engine:
             controlnet, version = load_controlnet(
                 self.controlnet_spec, self.settings, model.device, model.dtype, unet_config
             )
-            _check_controlnet_fits(controlnet.config, model.pipe.unet.config, self.controlnet_spec)
+            check_controlnet_fits(controlnet.config, model.pipe.unet.config, self.controlnet_spec)
             self._controlnet, self._controlnet_version = controlnet, version
         return self._controlnet, self._controlnet_version
 
@@ -265,80 +212,15 @@ class Engine:
         private recipe) or else the shared recipe of that name. Raises InvalidRequestError / UnknownNameError naming
         the field.
         """
-        check_limits(request, self.settings)
-        recipe = request.resolved_recipe
-        if recipe is None and request.recipe is not None:
-            recipe = self.recipes.get(request.recipe)
-        if recipe is not None and recipe.scheduler is not None:
-            canonical_scheduler_name(recipe.scheduler, "recipe.scheduler")
-        for lora in request.loras:
-            resolve_lora_path(lora.file, self.settings.loras_dir)
-        style = request.style or (recipe.style if recipe else None)
-        if style is not None:
-            get_style(style)
-        if request.control_image is not None and self.controlnet_spec is None:
-            raise InvalidRequestError("control_image", "no ControlNet model is configured",
-                                      allowed="set --control-model PATH or IMAGELOOP_ENGINE__CONTROLNET")
-        if request.ip_image is not None and self.ip_adapter_spec is None:
-            raise InvalidRequestError("ip_image", "no IP-Adapter is configured",
-                                      allowed="set --ip-adapter NAME or IMAGELOOP_ENGINE__IP_ADAPTER")
-        if request.ip_image is not None and self.ip_adapter_spec is not None and self._ip_adapter is None:
-            resolve_ip_adapter_path(self.ip_adapter_spec, self.settings)  # a missing file fails before any load
-        return recipe
+        return check_request(request, self.settings, self.recipes, controlnet_spec=self.controlnet_spec,
+                             ip_adapter_spec=self.ip_adapter_spec, ip_adapter_loaded=self._ip_adapter is not None)
 
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
         """``request`` with every default filled in (seed too, if it was None), as a GenerationResult records it."""
         return self._plan(request, self.check(request)).request
 
-    def _plan(self, request: GenerationRequest, recipe: Recipe | None) -> _Plan:
-        defaults = self.model.defaults
-        width, height = request.width, request.height
-        if request.init_image is not None and (width is None or height is None):
-            # img2img keeps the source's size unless told otherwise (rounded down to a multiple of 8).
-            source = decode_image(request.init_image, "init_image")
-            width = width or max(64, min(4096, source.width // 8 * 8))
-            height = height or max(64, min(4096, source.height // 8 * 8))
-        random_seed = request.seed is None
-        style = request.style or (recipe.style if recipe else None)
-        resolved = request.model_copy(update={
-            "steps": request.steps or (recipe.steps if recipe else None) or defaults.steps,
-            "guidance_scale": _first(request.guidance_scale, recipe.guidance_scale if recipe else None,
-                                     defaults.guidance_scale),
-            "scheduler": canonical_scheduler_name(
-                request.scheduler or (recipe.scheduler if recipe else None) or defaults.scheduler),
-            "seed": random.randint(0, MAX_SEED - request.num_images + 1) if random_seed else request.seed,
-            "width": width or defaults.width,
-            "height": height or defaults.height,
-            "style": style,
-            "strength": _first(request.strength, DEFAULT_STRENGTH) if request.init_image is not None else None,
-            "controlnet_conditioning_scale": _first(request.controlnet_conditioning_scale, DEFAULT_CONTROL_SCALE)
-            if request.control_image is not None else None,
-            "ip_scale": _first(request.ip_scale, DEFAULT_IP_SCALE) if request.ip_image is not None else None,
-            "hires_strength": _first(request.hires_strength, DEFAULT_HIRES_STRENGTH)
-            if request.hires_scale is not None else None,
-        })
-        # Re-validate: recipe and model values pass through the same field rules and settings limits.
-        resolved = GenerationRequest.model_validate(resolved.model_dump())
-        check_limits(resolved, self.settings)
-        prompt, negative = apply_style(resolved.prompt, resolved.negative_prompt, style)
-        architecture = self.model.architecture.value
-        if is_flow_family(architecture):
-            assert resolved.width is not None and resolved.height is not None
-            check_flow_request(architecture, self.model.pipe, negative_prompt=request.negative_prompt,
-                               guidance_scale=request.guidance_scale, clip_skip=request.clip_skip,
-                               control=request.control_image is not None, width=resolved.width,
-                               height=resolved.height)
-            check_flow_scheduler(resolved.scheduler or "", architecture)
-        unused: dict[str, str] = {}
-        if negative and not has_negative_prompt(architecture):  # the style preset's negative part
-            negative, unused["Style negative prompt"] = "", NEGATIVE_NOT_USED
-        recipe = _with_request_loras(recipe, request.loras)
-        recipe, model_version = _with_base_lora(recipe, request.base_lora, self.model.version)
-        assert resolved.seed is not None and resolved.steps is not None and resolved.guidance_scale is not None
-        assert resolved.width is not None and resolved.height is not None and resolved.scheduler is not None
-        return _Plan(resolved, recipe, random_seed, prompt, negative, resolved.seed, resolved.steps,
-                     resolved.guidance_scale, resolved.width, resolved.height, resolved.scheduler, Mode(request.mode),
-                     model_version, unused)
+    def _plan(self, request: GenerationRequest, recipe: Recipe | None) -> RunPlan:
+        return make_plan(request, recipe, self.model, self.settings)
 
     # -- generation ------------------------------------------------------------------------------------------------
 
@@ -352,7 +234,7 @@ class Engine:
         from the result cache without running the model.
         """
         timings: dict[str, float] = {}
-        clock = _Clock(timings)
+        clock = RunClock(timings)
         reporter = StepReporter(on_step, cancel)
         # 1. Check inputs: nothing here touches the model.
         recipe = self.check(request)
@@ -417,13 +299,13 @@ class Engine:
                 else:
                     results[index] = self.generate(requests[index], on_step, cancel)  # img2img / ControlNet alone
             for indices in groups.values():
-                for chunk in _chunks(indices, plans, self.settings.engine.max_images):
+                for chunk in batch_chunks(indices, plans, self.settings.engine.max_images):
                     group = self._run_group(model, [plans[i] for i in chunk], StepReporter(on_step, cancel))
                     for index, result in zip(chunk, group, strict=True):
                         results[index] = result
         return [result for result in results if result is not None]
 
-    def _run_group(self, model: LoadedModel, plans: list[_Plan], reporter: StepReporter) -> list[GenerationResult]:
+    def _run_group(self, model: LoadedModel, plans: list[RunPlan], reporter: StepReporter) -> list[GenerationResult]:
         started = time.perf_counter()
         pipe, extra_version = self._prepare(plans[0])
         version_key = self._version_key(pipe, extra_version)
@@ -454,7 +336,7 @@ class Engine:
 
     # -- the parts -------------------------------------------------------------------------------------------------
 
-    def _prepare(self, plan: _Plan) -> tuple[Any, str]:
+    def _prepare(self, plan: RunPlan) -> tuple[Any, str]:
         model = self.model
         controlnet, controlnet_version = (None, "")
         if plan.mode in (Mode.CONTROLNET, Mode.CONTROLNET_IMG2IMG):
@@ -493,7 +375,7 @@ class Engine:
         return (f"{self.model.version}|{extra_version}|{self.loras.active(pipe)!r}|{self.prompt_weighting}|"
                 f"{autocast_name(self.autocast)}")
 
-    def _encode_pair(self, pipe: Any, plan: _Plan) -> tuple[EncodedPrompt, EncodedPrompt]:
+    def _encode_pair(self, pipe: Any, plan: RunPlan) -> tuple[EncodedPrompt, EncodedPrompt]:
         adapters = repr(self.loras.active(pipe))
         # Embedding names become their tokens (named after the file's hash, so the cache key follows the file).
         prompt, negative = self.embeddings.prepare(pipe, [plan.prompt, plan.negative])
@@ -516,7 +398,7 @@ class Engine:
             return self.prompt_cache.get_or_compute(key, lambda: encode_prompt(pipe, text, weighting, clip_skip))
 
     def _run(
-        self, pipe: Any, plan: _Plan, kwargs: dict[str, Any], seeds: list[int], reporter: StepReporter
+        self, pipe: Any, plan: RunPlan, kwargs: dict[str, Any], seeds: list[int], reporter: StepReporter
     ) -> list[Any]:
         call: dict[str, Any] = dict(kwargs)
         seed_noise_sampler(pipe.scheduler, seeds)
@@ -524,7 +406,7 @@ class Engine:
             num_inference_steps=plan.steps,
             guidance_scale=plan.guidance_scale,
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-            callback_on_step_end=reporter.hook(later=_hires_steps_run(plan)),
+            callback_on_step_end=reporter.hook(later=hires_steps_run(plan)),
             output_type="pil",
         )
         request = plan.request
@@ -560,7 +442,7 @@ class Engine:
         reporter.raise_if_stopped()
         return decode_latents(pipe, latents)
 
-    def _hires(self, plan: _Plan, kwargs: dict[str, Any], images: list[Any], reporter: StepReporter) -> list[Any]:
+    def _hires(self, plan: RunPlan, kwargs: dict[str, Any], images: list[Any], reporter: StepReporter) -> list[Any]:
         """A1111's hires fix: each image upscaled (Lanczos, in pixel space) by ``hires_scale`` and denoised again
         with img2img at ``hires_strength`` over ``hires_steps`` (A1111 runs ``steps * strength`` of them, as
         diffusers' img2img does); same prompts, sampler, LoRAs and seeds."""
@@ -590,7 +472,7 @@ class Engine:
             call.update(width=size[0], height=size[1])
         return self._call(pipe, call, reporter)
 
-    def _pngs(self, plan: _Plan, images: list[Any], model: LoadedModel) -> list[GeneratedImage]:
+    def _pngs(self, plan: RunPlan, images: list[Any], model: LoadedModel) -> list[GeneratedImage]:
         out = []
         autocast = self.autocast
         extras = {"Autocast": autocast_name(autocast)} if autocast is not None else {}
@@ -604,79 +486,5 @@ class Engine:
         return out
 
 
-class _Clock:
-    def __init__(self, timings: dict[str, float]) -> None:
-        self.timings = timings
-        self.start = self.last = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.timings[name] = now - self.last
-        self.last = now
-
-    def total(self) -> dict[str, float]:
-        return {**self.timings, "total": time.perf_counter() - self.start}
-
-
-def _check_controlnet_fits(controlnet: Any, unet: Any, spec: object) -> None:
-    # A ControlNet made for another base model (SD1.5 vs SDXL) fails deep inside the pipeline; say so up front.
-    for key in ("cross_attention_dim", "addition_embed_type", "in_channels"):
-        if controlnet.get(key) != unet.get(key):
-            raise ModelLoadError(f"ControlNet {spec} does not fit the loaded model: its {key} is "
-                                 f"{controlnet.get(key)!r}, the model's is {unet.get(key)!r}")
-
-
-def _with_base_lora(recipe: Recipe | None, lora: BaseLora | None, model_version: str) -> tuple[Recipe | None, str]:
-    """The recipe with the service's base LoRA added under its own LoRAs, and the model version to record; a LoRA
-    trained on another model is left out."""
-    if lora is None or lora.model_version != model_version:
-        return recipe, model_version
-    base = LoraWeight(file=lora.file, weight=lora.weight)
-    # model_copy skips validation: a recipe already at its LoRA limit still gets the service's LoRA.
-    merged = recipe.model_copy(update={"loras": [*recipe.loras, base]}) if recipe is not None else \
-        Recipe(name="base-lora", loras=[base])
-    return merged, f"{model_version}+{lora.tag}"
-
-
-def _hires_steps_run(plan: _Plan) -> int:
-    """The denoising steps hires fix adds: img2img runs ``steps * strength`` of its steps (diffusers and A1111)."""
-    request = plan.request
-    if request.hires_scale is None or request.hires_strength is None:
-        return 0
-    steps = request.hires_steps or plan.steps
-    return min(int(steps * request.hires_strength), steps)
-
-
-def _with_request_loras(recipe: Recipe | None, loras: Sequence[LoraWeight]) -> Recipe | None:
-    """The recipe with the request's own LoRAs (pasted <lora:name:weight> tags) added after its LoRAs; a LoRA both
-    name gets the request's weight."""
-    if not loras:
-        return recipe
-    own = {lora.file for lora in loras}
-    kept = [lora for lora in recipe.loras if lora.file not in own] if recipe is not None else []
-    # model_copy skips validation: the recipe's LoRA limit applies to what a recipe file holds.
-    if recipe is not None:
-        return recipe.model_copy(update={"loras": [*kept, *loras]})
-    return Recipe(name="request-loras", loras=list(loras))
-
-
 def _png_bytes(result: GenerationResult) -> int:
     return sum(len(image.png) for image in result.images)
-
-
-def _first(*values: float | None) -> float | None:
-    return next((value for value in values if value is not None), None)
-
-
-def _chunks(indices: list[int], plans: list[_Plan], max_images: int) -> list[list[int]]:
-    """Split a group so that no pipeline call makes more than ``max_images`` images."""
-    chunks: list[list[int]] = [[]]
-    count = 0
-    for index in indices:
-        n = plans[index].request.num_images
-        if chunks[-1] and count + n > max_images:
-            chunks.append([])
-            count = 0
-        chunks[-1].append(index)
-        count += n
-    return chunks

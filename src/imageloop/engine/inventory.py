@@ -92,7 +92,7 @@ def disk_size(path: Path) -> int:
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape in a ``.safetensors`` file, from its header; ImageloopError for an unreadable file."""
-    from imageloop.engine.loader import read_checkpoint_keys
+    from imageloop.engine.model_files import read_checkpoint_keys
 
     keys = read_checkpoint_keys(path)
     from safetensors import safe_open
@@ -131,7 +131,7 @@ def family_from_shapes(shapes: dict[str, tuple[int, ...]]) -> str:
 
 
 def _model_entry(name: str, path: Path, settings: Settings) -> ModelEntry:
-    from imageloop.engine.loader import detect_architecture, shipped_config_dir
+    from imageloop.engine.model_files import detect_architecture, shipped_config_dir
 
     size = disk_size(path)
     try:

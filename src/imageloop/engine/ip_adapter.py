@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from imageloop.config import Settings
-from imageloop.engine.loader import content_hash, error_reason, quiet_loading, read_checkpoint_keys
+from imageloop.engine.loader import error_reason, quiet_loading
+from imageloop.engine.model_files import content_hash, read_checkpoint_keys
 from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, UnsupportedModelError
 
 ADAPTER_SUFFIX = ".safetensors"

@@ -53,7 +53,7 @@ class ModelProfile:
 
 def _flux_has_guidance(path: Path) -> bool:
     """Whether a FLUX.1 folder or transformer file has the guidance embedding (dev) or not (schnell)."""
-    from imageloop.engine.loader import read_checkpoint_keys
+    from imageloop.engine.model_files import read_checkpoint_keys
 
     if path.is_dir():
         config = json.loads((path / "transformer" / "config.json").read_text(encoding="utf-8"))
@@ -115,7 +115,7 @@ def _controls(family: str, label: str, settings: Settings) -> tuple[ControlRule,
 def model_profile(spec: str | Path, settings: Settings) -> ModelProfile:
     """The profile of model ``spec`` (see the module docstring). A model whose files cannot be read has no family,
     ``problem`` says why, and every control is shown (loading it then fails with the same reason)."""
-    from imageloop.engine.loader import detect_architecture, resolve_model_source
+    from imageloop.engine.model_files import detect_architecture, resolve_model_source
 
     name = Path(str(spec)).stem if Path(str(spec)).suffix else Path(str(spec)).name
     try:

@@ -12,6 +12,7 @@ an :class:`InterruptibleStepCallback`, its ``stop_requested()`` are checked (:me
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
@@ -115,3 +116,19 @@ class StepReporter:
             return tensors
 
         return on_step_end
+
+
+class RunClock:
+    """How long each stage of a run took: ``lap(name)`` ends a stage, ``total()`` adds the whole run."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self.last
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.timings, "total": time.perf_counter() - self.start}

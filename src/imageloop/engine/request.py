@@ -278,7 +278,7 @@ def max_side(settings: Settings) -> tuple[int, int] | None:
     engine = settings.engine
     key = (str(engine.model), str(settings.models_dir), str(engine.model_config_dir))
     if key not in _NATIVE_SIZES:
-        from imageloop.engine.loader import native_size  # torch and the loader only when limits are first checked
+        from imageloop.engine.model_files import native_size  # imported when limits are first checked
 
         _NATIVE_SIZES[key] = native_size(engine.model, settings)
     native = _NATIVE_SIZES[key]

@@ -8,7 +8,7 @@ from typing import Any
 
 from imageloop.config import EMBEDDED_MODEL_NAME, Settings
 from imageloop.engine.infotext import import_parameters
-from imageloop.engine.loader import model_family
+from imageloop.engine.model_files import model_family
 from imageloop.errors import InvalidRequestError
 from imageloop.jobs.requests import (
     batch_key,
