@@ -11,6 +11,7 @@ from imageloop.training.expander_eval import (
     IntentExample,
     added_tags_of,
     agreed_values,
+    answer_score,
     community_examples,
     dpo_rows,
     edit_meanings,
@@ -83,9 +84,19 @@ def test_recall_scores_count_the_kept_values_an_answer_states() -> None:
     model = tiny_lm(tokenizer)
     examples = [IntentExample("a cat", "cat", (), {"weather": "fog"}), IntentExample("a dog", "dog", (), {})]
     scores, answers = recall_scores(model, tokenizer, examples, LEXICON, trained=True, max_new_tokens=4)
-    assert len(scores) == len(answers) == 1  # an example with nothing kept is no gate item
-    expected = 1.0 if "fog" in answers[0].split() else 0.0
-    assert scores == [expected]
+    assert len(scores) == len(answers) == 2
+    assert scores == [answer_score(a, e, LEXICON) for a, e in zip(answers, examples, strict=True)]
+
+
+def test_an_answer_is_scored_on_the_agreed_values_with_a_price_for_wrong_ones() -> None:
+    goblin = IntentExample("a fox, goblin mode", "fox, goblin mode", (), {"weather": "fog", "mood": "bleak"})
+    assert answer_score("fog, bleak", goblin, LEXICON) == 1.0
+    assert answer_score("fog", goblin, LEXICON) == 0.5
+    assert answer_score("fog, bleak, rain, sepia", goblin, LEXICON) == 0.5  # 2 right / (2 + 2 wrong)
+    assert answer_score("", goblin, LEXICON) == 0.0
+    plain = IntentExample("a fox at night", "fox, night", (), {})
+    assert answer_score("", plain, LEXICON) == answer_score("night, detailed", plain, LEXICON) == 1.0
+    assert answer_score("bleak, rain", plain, LEXICON) == 0.0  # a plain intent gets no made-up meaning
 
 
 def test_the_lora_sits_on_every_linear_layer_of_the_top_layers_only() -> None:

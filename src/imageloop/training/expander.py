@@ -171,7 +171,7 @@ class ExpanderTrainer:
         from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
         data = datasets.Dataset.from_list([
-            {"prompt": prompt_text(str(r["prompt"]), self.tokenizer), "completion": " " + str(r["completion"])}
+            {"prompt": prompt_text(str(r["prompt"]), self.tokenizer), "completion": str(r["completion"])}
             for r in rows
         ])
         args = SFTConfig(**self._common(run_dir, steps), completion_only_loss=True)
@@ -185,8 +185,8 @@ class ExpanderTrainer:
         from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]
 
         data = datasets.Dataset.from_list([
-            {"prompt": prompt_text(str(r["prompt"]), self.tokenizer), "chosen": " " + str(r["chosen"]),
-             "rejected": " " + str(r["rejected"])}
+            {"prompt": prompt_text(str(r["prompt"]), self.tokenizer), "chosen": str(r["chosen"]),
+             "rejected": str(r["rejected"])}
             for r in rows
         ])
         args = DPOConfig(**self._common(run_dir, steps), truncation_mode="keep_start", beta=0.1)

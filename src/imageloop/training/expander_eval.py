@@ -31,8 +31,19 @@ from imageloop.storage.action_history import IntentEdit
 from imageloop.training.data import Row, heldout
 
 __all__ = [
-    "IntentExample", "added_tags_of", "agreed_values", "community_examples", "dpo_rows", "edit_meanings",
-    "edited_examples", "intent_examples", "phrasing_words", "recall_scores", "scene_values", "sft_rows",
+    "IntentExample",
+    "added_tags_of",
+    "agreed_values",
+    "answer_score",
+    "community_examples",
+    "dpo_rows",
+    "edit_meanings",
+    "edited_examples",
+    "intent_examples",
+    "phrasing_words",
+    "recall_scores",
+    "scene_values",
+    "sft_rows",
     "split_examples",
 ]
 
@@ -258,7 +269,7 @@ def recall_scores(
     model: Any, tokenizer: Any, examples: Sequence[IntentExample], lexicon: Lexicon, *, trained: bool,
     max_new_tokens: int, seconds_per_answer: float = 10.0,
 ) -> tuple[list[float], list[str]]:
-    """Per example with kept values: the share of them the model's answer states (and the answers).
+    """Per example: :func:`answer_score` of the model's answer (and the answers).
 
     ``trained``: the model answers with its active adapter in the served format; otherwise as the base model is
     served (the enrichment prefix with its examples)."""
@@ -269,8 +280,6 @@ def recall_scores(
     scores: list[float] = []
     answers: list[str] = []
     for example in examples:
-        if not example.values:
-            continue
         if trained or not getattr(tokenizer, "chat_template", None):
             text = prompt_text(example.intent, tokenizer)
         else:
@@ -283,7 +292,17 @@ def recall_scores(
             stop=lambda token: token in eos or "\n" in tokenizer.decode([token]),
         )
         answer = str(tokenizer.decode(new, skip_special_tokens=True)).strip()
-        stated = scene_values(f"{example.reading}, {answer}", lexicon)
-        scores.append(sum(stated.get(a) == v for a, v in example.values.items()) / len(example.values))
+        scores.append(answer_score(answer, example, lexicon))
         answers.append(answer)
     return scores, answers
+
+
+def answer_score(answer: str, example: IntentExample, lexicon: Lexicon) -> float:
+    """The agreed values ``answer`` states / (agreed values + the other scene values it adds): recall, with a
+    price for every wrong value; an example with no agreed values scores 1 when nothing is added, else 0."""
+    named = _all_values(answer, lexicon)
+    target = set(example.values.items())
+    wrong = named - target - _all_values(example.reading, lexicon)
+    if not target:
+        return 0.0 if wrong else 1.0
+    return len(target & named) / (len(target) + len(wrong))

@@ -35,7 +35,8 @@ from imageloop.training.gate import GateResult, evaluate_gate
 
 __all__ = ["ExpanderData", "expander_data", "gate_expander"]
 
-METRIC = "held-out intent recall (share of the scene values people kept that the answer states)"
+METRIC = ("held-out intent score: the agreed scene values the answer states / (agreed values + other values it "
+          "adds); for an intent with no agreed meaning, 1 when the answer adds no scene value")
 
 
 @dataclass
@@ -44,11 +45,18 @@ class ExpanderData:
 
     sft: list[Row] = field(default_factory=list)
     dpo: list[Row] = field(default_factory=list)
-    gated: list[IntentExample] = field(default_factory=list)  # held-out examples with kept values
+    gated: list[IntentExample] = field(default_factory=list)  # held-out intents whose words have a meaning
+    plain: list[IntentExample] = field(default_factory=list)  # as many held-out intents with none (add nothing)
     data_hash: str = ""
 
     def counts(self) -> dict[str, int]:
-        return {"sft": len(self.sft), "dpo": len(self.dpo), "heldout_intents": len(self.gated)}
+        return {"sft": len(self.sft), "dpo": len(self.dpo), "heldout_intents": len(self.gated),
+                "heldout_plain_intents": len(self.plain)}
+
+    @property
+    def items(self) -> list[IntentExample]:
+        """What the gate scores: the intents with a meaning, then the plain ones."""
+        return [*self.gated, *self.plain]
 
 
 def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: Settings) -> ExpanderData:
@@ -61,7 +69,9 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     5. SFT rows in the served format for every training intent, kept, edited or only typed, with the agreed values
        of its words (nothing for a plain intent: the adapter learns to add nothing); DPO rows likewise.
     6. The gate's items: held-out intents people typed whose words have agreed values, computed from all the data
-       (what the community means by them), each with those values as its target."""
+       (what the community means by them), each with those values as its target; and as many held-out intents
+       whose words mean nothing agreed, where the right answer adds no scene value (a candidate that writes the
+       common values everywhere must not pass)."""
     cfg = settings.training
     shutil.rmtree(folder, ignore_errors=True)
     export_datasets(("sft", "dpo"), storage.db_engine, folder, since=None, until=until, blobs=storage.blobs)
@@ -79,11 +89,13 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     agreed = edit_meanings([e for e in edits if e.intent.strip() not in held], lexicon,
                            min_users=cfg.meaning_min_users)
     everyone = edit_meanings(edits, lexicon, min_users=cfg.meaning_min_users)
-    targets = {e.intent: e for e in community_examples(test, lexicon, everyone) if e.values}
+    judged = {e.intent: e for e in community_examples(test, lexicon, everyone)}
+    targets = [e for e in judged.values() if e.values]
     return ExpanderData(
         sft=sft_rows(community_examples(train, lexicon, agreed)),
         dpo=dpo_rows([row for row in dpo if str(row["prompt"]).strip() in keep], lexicon, agreed, exclude=held),
-        gated=list(targets.values()),
+        gated=targets,
+        plain=[e for e in judged.values() if not e.values][:len(targets)],
         data_hash=snapshot_hash(files),
     )
 
@@ -95,20 +107,20 @@ def gate_expander(peft_model: Any, tokenizer: Any, data: ExpanderData, parent: P
     cfg = settings.training
     lexicon = load_lexicon()
     tokens = settings.prompts.llm_max_new_tokens
-    candidate, answers = recall_scores(peft_model, tokenizer, data.gated, lexicon, trained=True,
+    candidate, answers = recall_scores(peft_model, tokenizer, data.items, lexicon, trained=True,
                                        max_new_tokens=tokens)
     if parent is not None:
         peft_model.load_adapter(str(parent), adapter_name="current")
         peft_model.set_adapter("current")
-        baseline, _ = recall_scores(peft_model, tokenizer, data.gated, lexicon, trained=True, max_new_tokens=tokens)
+        baseline, _ = recall_scores(peft_model, tokenizer, data.items, lexicon, trained=True, max_new_tokens=tokens)
         peft_model.set_adapter("default")
         peft_model.delete_adapter("current")
     else:
         with peft_model.disable_adapter():
-            baseline, _ = recall_scores(peft_model, tokenizer, data.gated, lexicon, trained=False,
+            baseline, _ = recall_scores(peft_model, tokenizer, data.items, lexicon, trained=False,
                                         max_new_tokens=tokens)
     gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=cfg.min_heldout_items,
                          metric="recall", items="intents")
-    examples = [{"intent": e.intent, "kept": e.values, "answer": a} for e, a in zip(data.gated, answers,
+    examples = [{"intent": e.intent, "kept": e.values, "answer": a} for e, a in zip(data.items, answers,
                                                                                   strict=False)][:10]
     return gate, {"baseline": "current" if parent is not None else "base", "metric": METRIC, "examples": examples}
