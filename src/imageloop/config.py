@@ -403,7 +403,11 @@ class TrainingSettings(BaseModel):
         default="float32", description="Weights of the expander LLM while training: bfloat16 suits a CPU with fast "
         "bf16 units (AMX) to itself; float32 a CPU shared with other work.")
     batch_size: int = Field(default=8, ge=1, le=256, description="Expander training batch size.")
-    learning_rate: float = Field(default=2e-3, gt=0, le=1.0, description="Expander LoRA learning rate.")
+    learning_rate: float = Field(default=2e-3, gt=0, le=1.0, description="Expander LoRA learning rate (SFT).")
+    dpo_learning_rate: float = Field(
+        default=2e-4, gt=0, le=1.0, description="Expander LoRA learning rate in DPO, after SFT: a tenth of SFT's "
+        "(at SFT's rate ten DPO steps undid what SFT taught: the adapter wrote values for every intent).",
+    )
     max_length: int = Field(default=192, ge=16, le=2048, description="Token limit of one expander example.")
     min_pairs: int = Field(default=16, ge=2, description="Fewest preference pairs a model is trained on.")
     reward_epochs: int = Field(default=8, ge=1, le=1000, description="Epochs of reward-model training per cycle.")

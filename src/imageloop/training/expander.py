@@ -155,11 +155,11 @@ class ExpanderTrainer:
         self.tokenizer.save_pretrained(str(out_dir / "adapter"))
         return model
 
-    def _common(self, run_dir: Path, steps: int) -> dict[str, Any]:
+    def _common(self, run_dir: Path, steps: int, learning_rate: float) -> dict[str, Any]:
         cfg = self.settings.training
         return {
             "output_dir": str(run_dir), "per_device_train_batch_size": cfg.batch_size, "max_steps": steps,
-            "learning_rate": cfg.learning_rate, "report_to": [], "save_strategy": "no", "logging_steps": 10,
+            "learning_rate": learning_rate, "report_to": [], "save_strategy": "no", "logging_steps": 10,
             "use_cpu": True, "max_length": cfg.max_length, "dataloader_num_workers": 0, "disable_tqdm": True,
             # Explicit, because TRL's defaults (checkpointing on, bf16 autocast on) are wrong for a small model on a
             # CPU: there is no memory to save, and autocast over fp32 weights adds casts to every op.
@@ -174,7 +174,8 @@ class ExpanderTrainer:
             {"prompt": prompt_text(str(r["prompt"]), self.tokenizer), "completion": str(r["completion"])}
             for r in rows
         ])
-        args = SFTConfig(**self._common(run_dir, steps), completion_only_loss=True)
+        args = SFTConfig(**self._common(run_dir, steps, self.settings.training.learning_rate),
+                         completion_only_loss=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=self.tokenizer,
                              callbacks=[_progress_callback(progress, "expander SFT")])
         _run(trainer, "SFT warm-start")
@@ -189,7 +190,8 @@ class ExpanderTrainer:
              "rejected": str(r["rejected"])}
             for r in rows
         ])
-        args = DPOConfig(**self._common(run_dir, steps), truncation_mode="keep_start", beta=0.1)
+        args = DPOConfig(**self._common(run_dir, steps, self.settings.training.dpo_learning_rate),
+                         truncation_mode="keep_start", beta=0.1)
         trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=self.tokenizer,
                              callbacks=[_progress_callback(progress, "expander DPO")])
         _run(trainer, "DPO")
