@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,7 +38,8 @@ from PIL import Image
 from imageloop.config import TrainingSettings
 from imageloop.errors import InvalidRequestError, TrainingError
 from imageloop.files import atomic_write
-from imageloop.training.user_lora import LORA_TARGETS, fit_rgb, rgb_to_tensor, save_unet_lora
+from imageloop.training.lora_loop import run_lora_loop
+from imageloop.training.user_lora import LORA_TARGETS, fit_rgb, rgb_to_tensor
 
 __all__ = ["ADAPTER_NAME", "DiffusionDpoConfig", "DiffusionDpoResult", "DiffusionDpoStopped",
            "EncodedPairs", "diffusion_dpo_loss", "encode_pairs", "preference_rows", "read_pairs_folder",
@@ -321,57 +321,23 @@ def train_diffusion_dpo(
     ``on_progress`` raising) writes one and raises DiffusionDpoStopped / the raised error.
     """
     unet = pipe.unet
-    device = unet.device
     torch.manual_seed(config.seed)
     data = encode_pairs(pipe, rows, width=width, height=height)
     params = add_dpo_adapter(unet, config, init_from)
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-2)
-    warmup = max(config.warmup_steps, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     scheduler = training_scheduler(pipe)
-    generator = torch.Generator().manual_seed(config.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = out_dir / CHECKPOINT_FILE
-    stamp = {"config": asdict(config), "pairs": len(data)}
-    start = _resume(checkpoint, stamp, unet, optimizer, schedule, generator)
-    losses: list[float] = []
-    hits: list[float] = []
-    autocast = device.type == "cuda" and unet.dtype != torch.float32
-    unet.train()
-    done = start
-    try:
-        for step in range(start, config.steps):
-            if should_stop is not None and should_stop():
-                raise DiffusionDpoStopped(f"Diffusion-DPO stopped at step {step}/{config.steps}")
-            loss, margin = _step(unet, scheduler, data, config, generator, autocast)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            done = step + 1
-            losses.append(float(loss.detach()))
-            hits += [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margin.tolist()]
-            if not math.isfinite(losses[-1]):
-                raise TrainingError(f"Diffusion-DPO diverged at step {step + 1} (loss {losses[-1]}); lower "
-                                    "the learning rate or raise beta")
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-                _save_checkpoint(checkpoint, stamp, done, unet, optimizer, schedule, generator)
-            if on_progress is not None:
-                on_progress((step + 1) / config.steps, f"Diffusion-DPO step {step + 1}/{config.steps}, "
-                                                       f"loss {losses[-1]:.4f}")
-    except BaseException:
-        if done > start:  # something was learnt since the last checkpoint: keep it for the resume
-            _save_checkpoint(checkpoint, stamp, done, unet, optimizer, schedule, generator)
-        raise
-    unet.eval()
-    path = save_unet_lora(unet, out_dir, ADAPTER_NAME)
-    recent = hits[-4 * config.batch_size:]
-    result = DiffusionDpoResult(path, config.steps, start, losses, sum(recent) / len(recent) if recent else 0.5)
+    autocast = unet.device.type == "cuda" and unet.dtype != torch.float32
+
+    def step(generator: torch.Generator) -> tuple[torch.Tensor, list[float]]:
+        loss, margin = _step(unet, scheduler, data, config, generator, autocast)
+        return loss, [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margin.tolist()]
+
+    outcome = run_lora_loop(unet, params, config, out_dir, stamp={"pairs": len(data)}, step=step,
+                            name="Diffusion-DPO", on_progress=on_progress, should_stop=should_stop,
+                            stopped=DiffusionDpoStopped)
+    result = DiffusionDpoResult(outcome.path, config.steps, outcome.resumed_from, outcome.losses,
+                                outcome.train_accuracy)
     meta = {"config": asdict(config), "pairs": len(data), "result": result.to_dict(), **(info or {})}
     (out_dir / INFO_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8")
-    checkpoint.unlink(missing_ok=True)
     return result
 
 

@@ -19,7 +19,6 @@ the cycle gates both kinds the same way: implicit preference accuracy on held-ou
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,19 +28,15 @@ import torch
 
 from imageloop.errors import TrainingError
 from imageloop.training.diffusion_dpo import (
-    ADAPTER_NAME,
-    CHECKPOINT_FILE,
     DiffusionDpoConfig,
     DiffusionDpoResult,
     DiffusionDpoStopped,
     _pixels,
-    _resume,
-    _save_checkpoint,
     add_dpo_adapter,
     denoising_errors,
     training_scheduler,
 )
-from imageloop.training.user_lora import save_unet_lora
+from imageloop.training.lora_loop import run_lora_loop
 
 __all__ = ["EncodedLabels", "diffusion_kto_loss", "encode_labels", "label_rows", "train_diffusion_kto"]
 
@@ -132,59 +127,26 @@ def train_diffusion_kto(
     3. Each step: a batch of images, one noise and timestep each, policy and reference errors, the KTO loss.
     4. Save the LoRA; it stays active on ``pipe.unet`` for the held-out evaluation."""
     unet = pipe.unet
-    device = unet.device
     torch.manual_seed(config.seed)
     data = encode_labels(pipe, rows, width=width, height=height)
     kept = float(data.kept.sum())
     desirable = (len(data) - kept) / kept  # so kept and not-kept images weigh the same in all
     params = add_dpo_adapter(unet, config, init_from)
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-2)
-    warmup = max(config.warmup_steps, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     scheduler = training_scheduler(pipe)
-    generator = torch.Generator().manual_seed(config.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = out_dir / CHECKPOINT_FILE
-    stamp = {"config": asdict(config), "labels": len(data), "objective": "kto"}
-    start = _resume(checkpoint, stamp, unet, optimizer, schedule, generator)
-    losses: list[float] = []
-    hits: list[float] = []
-    autocast = device.type == "cuda" and unet.dtype != torch.float32
-    unet.train()
-    done = start
-    try:
-        for step in range(start, config.steps):
-            if should_stop is not None and should_stop():
-                raise DiffusionDpoStopped(f"Diffusion-KTO stopped at step {step}/{config.steps}")
-            loss, reward, labels = _step(unet, scheduler, data, config, generator, autocast, desirable)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            done = step + 1
-            losses.append(float(loss.detach()))
-            hits += [float((r > 0) == (k > 0.5)) for r, k in zip(reward.tolist(), labels.tolist(), strict=True)]
-            if not math.isfinite(losses[-1]):
-                raise TrainingError(f"Diffusion-KTO diverged at step {step + 1}; lower the learning rate")
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-                _save_checkpoint(checkpoint, stamp, done, unet, optimizer, schedule, generator)
-            if on_progress is not None:
-                on_progress((step + 1) / config.steps, f"Diffusion-KTO step {step + 1}/{config.steps}, "
-                                                       f"loss {losses[-1]:.4f}")
-    except BaseException:
-        if done > start:
-            _save_checkpoint(checkpoint, stamp, done, unet, optimizer, schedule, generator)
-        raise
-    unet.eval()
-    path = save_unet_lora(unet, out_dir, ADAPTER_NAME)
-    recent = hits[-4 * config.batch_size:]
-    result = DiffusionDpoResult(path, config.steps, start, losses, sum(recent) / len(recent) if recent else 0.5)
+    autocast = unet.device.type == "cuda" and unet.dtype != torch.float32
+
+    def step(generator: torch.Generator) -> tuple[torch.Tensor, list[float]]:
+        loss, reward, labels = _step(unet, scheduler, data, config, generator, autocast, desirable)
+        return loss, [float((r > 0) == (k > 0.5)) for r, k in zip(reward.tolist(), labels.tolist(), strict=True)]
+
+    outcome = run_lora_loop(unet, params, config, out_dir, stamp={"labels": len(data), "objective": "kto"},
+                            step=step, name="Diffusion-KTO", on_progress=on_progress, should_stop=should_stop,
+                            stopped=DiffusionDpoStopped)
+    result = DiffusionDpoResult(outcome.path, config.steps, outcome.resumed_from, outcome.losses,
+                                outcome.train_accuracy)
     meta = {"objective": "kto", "config": asdict(config), "labels": len(data), "kept": int(kept),
             "result": result.to_dict(), **(info or {})}
     (out_dir / INFO_FILE).write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8")
-    checkpoint.unlink(missing_ok=True)
     return result
 
 
