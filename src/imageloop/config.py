@@ -64,6 +64,22 @@ class EngineSettings(BaseModel):
         "'auto' = when the CPU has native bf16 (AVX512-BF16 or AMX) and a one-off probe measures bf16 matmuls at "
         "least 1.25x faster than fp32; 'bf16' = always on CPU; 'off' = never.",
     )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Keep the UNet's and VAE's conv weights in channels-last memory format (faster convolutions on "
+        "tensor cores); 'auto' = on CUDA only.",
+    )
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the UNet / transformer at load time; the first (warm-up) run pays the compile "
+        "time, which is logged and kept as the model's 'compile_s'. Each new image size compiles again.",
+    )
+    cpu_offload: Literal["off", "model", "sequential"] = Field(
+        default="off",
+        description="For GPUs too small for the model: 'model' keeps each component on the CPU until it runs "
+        "(diffusers' enable_model_cpu_offload, a little slower), 'sequential' moves weights layer by layer (least "
+        "VRAM, much slower). Needs a CUDA device.",
+    )
     threads: int = Field(default=0, ge=0, description="Torch CPU threads; 0 = torch's default.")
     prompt_weighting: Literal["model", "a1111", "context"] = Field(
         default="model",
@@ -82,6 +98,13 @@ class EngineSettings(BaseModel):
         "max_pixels and 4096.",
     )
     max_images: int = Field(default=16, ge=1, le=64, description="Upper bound for a request's num_images.")
+
+    @model_validator(mode="after")
+    def _offload_needs_cuda(self) -> EngineSettings:
+        if self.cpu_offload != "off" and self.device in ("cpu", "mps"):
+            raise ValueError(f"engine.cpu_offload={self.cpu_offload!r} needs a CUDA device; engine.device is "
+                             f"{self.device!r} (set engine.device to 'cuda' or 'auto', or cpu_offload to 'off')")
+        return self
 
 
 class S3Settings(BaseModel):

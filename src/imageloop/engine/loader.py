@@ -13,6 +13,7 @@ model's files without loading it (where it lives, its architecture, hash and def
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from imageloop.config import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
+from imageloop.engine.acceleration import Acceleration, place_pipeline, warm_up
 from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.families import (
     FLOW_SCHEDULERS,
@@ -103,6 +105,8 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     variants: dict[Mode, Any] = field(default_factory=dict)
+    acceleration: Acceleration = field(
+        default_factory=lambda: Acceleration(attention="", channels_last=False, compiled=False, cpu_offload="off"))
 
     @property
     def short_hash(self) -> str:
@@ -273,23 +277,35 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
     device, dtype = resolve_device(settings)
     own_defaults = read_model_defaults(path) if path.is_dir() else ModelDefaults()
     folder = single_file_config(path, architecture, config, settings) if path.is_file() else None
+    engine = settings.engine
     pipe = _load_pipeline(path, architecture, folder, dtype)
     with quiet_loading():
-        pipe.to(device)
+        acceleration = place_pipeline(pipe, device, channels_last=engine.channels_last,
+                                      compile_denoiser=engine.compile, cpu_offload=engine.cpu_offload)
     pipe.set_progress_bar_config(disable=True)
+    defaults = complete_defaults(pipe, own_defaults, architecture)
     name = EMBEDDED_MODEL_NAME if path == EMBEDDED_MODEL_DIR.resolve() else path.stem if path.is_file() else path.name
-    logging.getLogger(__name__).info("loaded %s model %s from %s", architecture.value, name, path)
+    log = logging.getLogger(__name__)
+    if engine.compile:
+        # torch.compile is lazy: a one-step run at the model's native size pays the compile now, not a user's request.
+        seconds = warm_up(pipe, defaults.width, defaults.height)
+        acceleration = dataclasses.replace(acceleration, compile_s=seconds)
+        log.info("compiled the %s of %s in %.1f s", type(pipe).__name__, name, seconds)
+    log.info("loaded %s model %s from %s on %s (%s; attention %s, channels-last %s, compiled %s, cpu offload %s)",
+             architecture.value, name, path, device, str(dtype).removeprefix("torch."), acceleration.attention,
+             acceleration.channels_last, acceleration.compiled, acceleration.cpu_offload)
     return LoadedModel(
         pipe=pipe,
         architecture=architecture,
         name=name,
         path=path,
         version=content_hash(path),
-        defaults=complete_defaults(pipe, own_defaults, architecture),
+        defaults=defaults,
         scheduler_config=dict(pipe.scheduler.config),
         device=device,
         dtype=dtype,
         variants={Mode.TXT2IMG: pipe},
+        acceleration=acceleration,
     )
 
 
