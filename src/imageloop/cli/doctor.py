@@ -41,17 +41,50 @@ def _runtime() -> list[Finding]:
         Finding("libraries", "ok", f"torch {torch.__version__}, diffusers {diffusers.__version__}, "
                                    f"transformers {transformers.__version__}"),
     ]
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        findings.append(Finding("device", "ok", f"CUDA: {name} (fp16); {torch.cuda.device_count()} GPU(s)"))
+    from imageloop.engine.acceleration import cuda_memory
+
+    memory = cuda_memory()
+    if memory is not None:
+        name, total, free = memory
+        findings.append(Finding("device", "ok", f"CUDA: {name} (fp16); {torch.cuda.device_count()} GPU(s); VRAM "
+                                                f"{_gib(total)} total, {_gib(free)} free"))
     else:
         cuda_build = torch.version.cuda is not None
         findings.append(Finding(
-            "device", "warn", f"CPU only ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)",
+            "device", "warn", f"no CUDA device: CPU only ({os.cpu_count()} cores, torch uses "
+                              f"{torch.get_num_threads()} threads)",
             "CUDA torch is installed but sees no GPU: check the driver" if cuda_build else
             "for a GPU: install a CUDA build of torch 2.13.0 (README, 'GPU install')",
         ))
     return findings
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
+def _model_vram(settings: Settings) -> list[Finding]:
+    """Load the serving model on CUDA and say how much VRAM it takes (``doctor --vram``)."""
+    import torch
+
+    from imageloop.engine.acceleration import module_bytes
+    from imageloop.engine.loader import load_model
+
+    if not torch.cuda.is_available():
+        return [Finding("model vram", "warn", "no CUDA device: nothing to measure", "")]
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    try:
+        model = load_model(settings.engine.model, settings, config=settings.engine.model_config_dir)
+    except ImageloopError as exc:
+        return [Finding("model vram", "missing", exc.message, "fix IMAGELOOP_ENGINE__MODEL")]
+    allocated = torch.cuda.memory_allocated() - before
+    free, total = torch.cuda.mem_get_info(0)
+    accel = model.acceleration
+    detail = (f"{model.name} ({str(model.dtype).removeprefix('torch.')}, cpu offload {accel.cpu_offload}, attention "
+              f"{accel.attention}): {_gib(allocated)} on the GPU (weights {_gib(module_bytes(model.pipe))}); "
+              f"{_gib(free)} of {_gib(total)} free after loading")
+    return [Finding("model vram", "ok", detail)]
 
 
 def _cpu_autocast(settings: Settings) -> list[Finding]:
@@ -179,11 +212,16 @@ def diagnose(settings: Settings) -> list[Finding]:
 
 
 @app.command()
-def doctor() -> None:
-    """Check torch and the device, the data dir, recipes; list each model, LoRA, ControlNet and IP-Adapter found
-    with its family, size on disk and what it needs (weights' memory at fp32/fp16); say how to fix problems."""
+def doctor(
+    vram: bool = typer.Option(False, "--vram", help="Load the serving model on the GPU and report its VRAM use."),
+) -> None:
+    """Check torch and the device (CUDA: VRAM total and free), the data dir, recipes; list each model, LoRA,
+    ControlNet and IP-Adapter found with its family, size on disk and what it needs (weights' memory at fp32/fp16);
+    say how to fix problems."""
     settings = load_settings()
     findings = diagnose(settings)
+    if vram:
+        findings.extend(_model_vram(settings))
     table = Table(title="imageloop doctor")
     for column in ("", "topic", "status", "fix"):
         table.add_column(column)
