@@ -6,10 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import imageloop.cli.commands  # noqa: F401  (registers every command on `app`)
-from imageloop.bench.engine import EngineBenchConfig, count_unet_flops, measure_matmul_flops, run_engine_bench
+from imageloop.bench.engine import (
+    EngineBenchConfig,
+    count_unet_flops,
+    measure_matmul_flops,
+    run_engine_bench,
+    run_gpu_engine_bench,
+)
 from imageloop.cli import app
 from imageloop.cli.doctor import diagnose
 from imageloop.cli.generate import output_paths, parse_size
@@ -142,3 +149,42 @@ def test_bench_cli_writes_json(model_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["benchmark"] == "engine"
     assert "imageloop engine" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the report of a machine without CUDA")
+def test_bench_cli_says_no_gpu_and_writes_no_gpu_result(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "engine.json"
+    result = CliRunner().invoke(app, ["bench", "engine", "--model", str(model_dir), "--steps", "1", "--repeats", "1",
+                                      "--out", str(out)], env={"IMAGELOOP_DATA_DIR": str(tmp_path / "data"),
+                                                               "COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "no GPU" in result.output and not (tmp_path / "bench" / "engine-gpu.json").exists()
+    assert json.loads(out.read_text())["benchmark"] == "engine"
+    assert run_gpu_engine_bench(Settings(data_dir=tmp_path), EngineBenchConfig(model=str(model_dir))) is None
+
+
+def test_bench_cli_writes_the_gpu_result_to_its_own_json(model_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import imageloop.bench.engine as bench_engine
+
+    measure = bench_engine.run_engine_bench
+    devices: list[str] = []
+
+    def run(settings: Settings, bench: EngineBenchConfig, progress: object = None) -> dict[str, object]:
+        # On a CUDA machine the second run is on the GPU; here it is measured on the CPU and marked.
+        devices.append(settings.engine.device)
+        on_cpu = Settings(data_dir=settings.data_dir, engine={"device": "cpu"})
+        return {**measure(on_cpu, bench), "gpu_marker": settings.engine.device == "cuda"}
+
+    monkeypatch.setattr(bench_engine, "run_engine_bench", run)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    out, gpu_out = tmp_path / "engine.json", tmp_path / "gpu" / "engine-h100.json"
+    result = CliRunner().invoke(app, ["bench", "engine", "--model", str(model_dir), "--steps", "1", "--repeats", "1",
+                                      "--out", str(out), "--gpu-out", str(gpu_out)],
+                                env={"IMAGELOOP_DATA_DIR": str(tmp_path / "data"), "IMAGELOOP_ENGINE__DEVICE": "cpu",
+                                     "COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    gpu = json.loads(gpu_out.read_text())
+    assert gpu["gpu_marker"] and gpu["engine_vs_diffusers"] > 0 and "load_average_start" in gpu["machine"]
+    assert gpu["machine"]["acceleration"]["attention"] == "AttnProcessor2_0"
+    assert not json.loads(out.read_text())["gpu_marker"] and devices == ["cpu", "cuda"]

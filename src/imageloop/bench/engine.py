@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from imageloop.config import Settings
+from imageloop.engine.acceleration import denoiser
 from imageloop.engine.engine import Engine
 from imageloop.engine.request import GenerationRequest
 from imageloop.engine.schedulers import make_scheduler
@@ -149,11 +150,21 @@ def run_engine_bench(settings: Settings, bench: EngineBenchConfig, progress: Cal
         plain_times.append(_timed(plain, model.device))
         engine_times.append(_timed(ours, model.device))
     flops: list[int] = []
-    with count_unet_flops(pipe.unet, flops):
+    with count_unet_flops(denoiser(pipe), flops):
         plain()
     say("measuring matmul rate")
     matmul = measure_matmul_flops(model.device, model.dtype)
     return _result(bench, engine, resolved, PathTiming(plain_times), PathTiming(engine_times), flops, matmul)
+
+
+def run_gpu_engine_bench(settings: Settings, bench: EngineBenchConfig,
+                         progress: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The same measurement on the CUDA device (the engine's dtype 'auto' = fp16 there, or the configured one), or
+    None when torch sees no CUDA device."""
+    if not torch.cuda.is_available():
+        return None
+    engine = settings.engine.model_copy(update={"device": "cuda"})
+    return run_engine_bench(settings.model_copy(update={"engine": engine}), bench, progress)
 
 
 def _result(bench: EngineBenchConfig, engine: Engine, resolved: GenerationRequest, plain: PathTiming,
@@ -168,7 +179,8 @@ def _result(bench: EngineBenchConfig, engine: Engine, resolved: GenerationReques
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
                     "torch_threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(0) if model.device.type == "cuda" else None},
+                    "gpu": torch.cuda.get_device_name(0) if model.device.type == "cuda" else None,
+                    "acceleration": asdict(model.acceleration)},
         "model": {"name": model.name, "architecture": model.architecture.value, "version": model.version},
         "settings": {**{k: v for k, v in asdict(bench).items() if k not in ("model", "config")},
                      "steps": steps, "guidance_scale": resolved.guidance_scale, "width": resolved.width,

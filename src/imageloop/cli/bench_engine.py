@@ -26,25 +26,46 @@ def bench_engine(
     batch: Annotated[int, typer.Option(min=1, max=64, help="Images per run.")] = 1,
     repeats: Annotated[int, typer.Option(min=1, max=100, help="Timed runs per path (after one warm-up).")] = 3,
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    gpu_out: Annotated[Path | None, typer.Option(
+        help="Where the GPU result goes when torch sees a CUDA device (the same measurement on CUDA; default: OUT "
+             "with '-gpu' before the suffix).")] = None,
 ) -> None:
-    """Our engine against a plain diffusers pipeline call on the same model and settings (warm, same run)."""
+    """Our engine against a plain diffusers pipeline call on the same model and settings (warm, same run); with a
+    CUDA device, also on the GPU, written to its own JSON."""
     watch = MachineWatch()  # before anything runs: how busy the machine was at the start
-    from imageloop.bench.engine import EngineBenchConfig, run_engine_bench
+    from imageloop.bench.engine import EngineBenchConfig, run_engine_bench, run_gpu_engine_bench
     from imageloop.cli.generate import parse_size
 
     width, height = parse_size(size) if size else (None, None)
     bench = EngineBenchConfig(model=model, config=config, steps=steps, guidance_scale=cfg, width=width,
                               height=height, scheduler=scheduler, batch=batch, repeats=repeats)
     console = Console(stderr=True)
+    settings = load_settings()
     with console.status("benchmarking") as status:
-        result = run_engine_bench(load_settings(), bench, progress=lambda message: status.update(message))
+        result = run_engine_bench(settings, bench, progress=lambda message: status.update(message))
     Console().print(result_table(result))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({**result, "machine": watch.record()}, indent=2) + "\n", encoding="utf-8")
-        if (busy := watch.warning()) is not None:
-            typer.echo(f"warning: {busy}", err=True)
-        console.print(f"wrote {out}")
+        _write(out, {**result, "machine": watch.record()}, watch, console)
+    gpu_path = gpu_out or (out.with_name(f"{out.stem}-gpu{out.suffix}") if out is not None else None)
+    gpu: dict[str, Any] | None = result
+    if not result["machine"]["device"].startswith("cuda"):
+        with console.status("benchmarking on the GPU") as status:
+            gpu = run_gpu_engine_bench(settings, bench, progress=lambda message: status.update(message))
+        if gpu is not None:
+            Console().print(result_table(gpu))
+    if gpu is None:
+        console.print("no GPU: torch sees no CUDA device, so there is no GPU result"
+                      + (f" ({gpu_path} not written)" if gpu_path is not None else ""))
+    elif gpu_path is not None:
+        _write(gpu_path, {**gpu, "machine": {**gpu["machine"], **watch.record()}}, watch, console)
+
+
+def _write(path: Path, result: dict[str, Any], watch: MachineWatch, console: Console) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if (busy := watch.warning()) is not None:
+        typer.echo(f"warning: {busy}", err=True)
+    console.print(f"wrote {path}")
 
 
 def result_table(result: dict[str, Any]) -> Table:
