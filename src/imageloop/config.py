@@ -56,7 +56,8 @@ class EngineSettings(BaseModel):
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="Torch device.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto", description="Weights/compute dtype; 'auto' = fp16 on CUDA, fp32 elsewhere."
+        default="auto",
+        description="Weights/compute dtype; 'auto' = fp16 on CUDA (FLUX.1: bf16 where the GPU has it), fp32 elsewhere.",
     )
     cpu_autocast: Literal["auto", "bf16", "off"] = Field(
         default="auto",

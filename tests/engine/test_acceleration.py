@@ -14,7 +14,8 @@ from PIL import Image
 from imageloop.config import Settings, load_settings
 from imageloop.engine.acceleration import check_offload, wants_channels_last
 from imageloop.engine.engine import Engine
-from imageloop.engine.loader import load_model
+from imageloop.engine.loader import load_model, resolve_device
+from imageloop.engine.model_files import Architecture
 from imageloop.engine.request import GenerationRequest
 from imageloop.errors import ConfigError, ModelLoadError
 from tests import tiny
@@ -107,3 +108,18 @@ def test_compile_really_runs_on_the_cpu(sd15: Path, tmp_path: Path) -> None:
     png = engine.generate(GenerationRequest(prompt="a red cat", seed=3)).images[0].png
     compiled = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
     assert np.abs(compiled - generate(make_settings(tmp_path / "plain"), sd15)).max() <= 2
+
+
+@pytest.mark.parametrize(("device", "architecture", "dtype"), [
+    ("cuda", Architecture.SD15, torch.float16), ("cuda", Architecture.SDXL, torch.float16),
+    ("cuda", Architecture.FLUX, torch.bfloat16), ("cuda", Architecture.SD3, torch.float16),
+    ("cpu", Architecture.FLUX, torch.float32), ("cpu", Architecture.SD15, torch.float32),
+])
+def test_auto_dtype_is_half_on_cuda_and_fp32_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str,
+                                                        architecture: Architecture, dtype: torch.dtype) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # only resolution runs: nothing touches a GPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    settings = Settings(data_dir=tmp_path, engine={"device": device})
+    assert resolve_device(settings, architecture) == (torch.device(device), dtype)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # pre-Ampere cards
+    assert resolve_device(settings, Architecture.FLUX)[1] == (torch.float16 if device == "cuda" else torch.float32)

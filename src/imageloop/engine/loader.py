@@ -120,8 +120,9 @@ class LoadedModel:
                                         f"{self.architecture.value}")
 
 
-def resolve_device(settings: Settings) -> tuple[torch.device, torch.dtype]:
-    """The device and dtype from settings: 'auto' means CUDA with fp16 when available, else CPU with fp32."""
+def resolve_device(settings: Settings, architecture: Architecture | None = None) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype from settings: 'auto' means CUDA when available, else CPU with fp32. On CUDA 'auto' is
+    fp16, except FLUX.1 in bf16 where the card has it (its activations overflow fp16: black images)."""
     engine = settings.engine
     if engine.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -131,6 +132,8 @@ def resolve_device(settings: Settings) -> tuple[torch.device, torch.dtype]:
         raise ModelLoadError("engine.device is 'cuda' but torch sees no CUDA device (CPU-only torch build?)")
     if engine.dtype == "auto":
         dtype = torch.float16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda" and architecture is Architecture.FLUX and torch.cuda.is_bf16_supported():
+            dtype = torch.bfloat16
     else:
         dtype = getattr(torch, engine.dtype)
     return device, dtype
@@ -274,7 +277,7 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
     """
     path = resolve_model_source(spec, settings)
     architecture = detect_architecture(path)
-    device, dtype = resolve_device(settings)
+    device, dtype = resolve_device(settings, architecture)
     own_defaults = read_model_defaults(path) if path.is_dir() else ModelDefaults()
     folder = single_file_config(path, architecture, config, settings) if path.is_file() else None
     engine = settings.engine
