@@ -241,8 +241,11 @@ class Engine:
         reporter.raise_if_stopped()
         clock.lap("check")
         with self._running():
+            loads_now = self._model is None
             model = self.model
             clock.lap("load")
+            if loads_now and model.acceleration.compile_s is not None:
+                timings["compile"] = model.acceleration.compile_s  # part of "load": the compiling warm-up run
             # 2. Resolve defaults: request, then recipe, then the model's own.
             plan = self._plan(request, recipe)
             # 3. Prepare the pipeline variant, its sampler and the recipe's LoRAs.
