@@ -134,7 +134,7 @@ def test_a_phrase_means_what_its_people_add_by_hand_and_not_one_persons_taste() 
     # Two of four people's edits (two and a half needed) would not be enough: bleak then falls out.
     assert ("mood", "bleak") not in edit_meanings(edits[:2] + edits[2:3], LEXICON).get("goblin", set())
 
-    examples = community_examples(edited_examples(edits, LEXICON), LEXICON, meanings)
+    examples = community_examples(edited_examples([e.intent for e in edits], LEXICON), LEXICON, meanings)
     assert [e.intent for e in examples][:2] == ["a fox, goblin mode", "a frog, goblin mode"]
     assert set(examples[0].added) == {"fog", "bleak"} and examples[0].values == {"weather": "fog", "mood": "bleak"}
     assert examples[-1].added == ()  # liminal space: nothing agreed yet
@@ -143,10 +143,10 @@ def test_a_phrase_means_what_its_people_add_by_hand_and_not_one_persons_taste() 
 def test_words_that_disagree_on_an_attribute_are_outvoted() -> None:
     meanings = {"grandpa": {("colour", "sepia")}, "core": {("colour", "sepia")},
                 "style": {("colour", "monochrome")}}
-    (grandpa,) = community_examples(edited_examples([_edit("a", "grandpa core style", "", "")], LEXICON), LEXICON,
+    (grandpa,) = community_examples(edited_examples(["grandpa core style"], LEXICON), LEXICON,
                                     meanings)
     assert grandpa.values == {"colour": "sepia"}
-    (tie,) = community_examples(edited_examples([_edit("a", "dark old style", "", "")], LEXICON), LEXICON,
+    (tie,) = community_examples(edited_examples(["dark old style"], LEXICON), LEXICON,
                                 {"dark": {("colour", "monochrome")}, "old": {("colour", "sepia")}})
     assert tie.values == {}
 

@@ -159,19 +159,11 @@ def _every_value(lexicon: Lexicon) -> frozenset[tuple[str, str]]:
     return frozenset((a, k) for a in lexicon.attributes if a != "subject" for k in lexicon.keys(a))
 
 
-def edited_examples(edits: Sequence[IntentEdit], lexicon: Lexicon) -> list[IntentExample]:
-    """One example per distinct edited intent (no tags yet: :func:`community_examples` gives it the agreed ones)."""
-    intents = dict.fromkeys(e.intent.strip() for e in edits if e.intent.strip())
-    return [IntentExample(intent, english_reading(intent, lexicon), ()) for intent in intents]
-
-
-def merge_meanings(*tables: dict[str, set[tuple[str, str]]]) -> dict[str, set[tuple[str, str]]]:
-    """The union of several phrasing word -> values tables."""
-    out: dict[str, set[tuple[str, str]]] = {}
-    for table in tables:
-        for word, values in table.items():
-            out.setdefault(word, set()).update(values)
-    return out
+def edited_examples(intents: Sequence[str], lexicon: Lexicon) -> list[IntentExample]:
+    """One example per distinct intent people edited or typed (no tags yet: :func:`community_examples` gives it the
+    agreed ones)."""
+    distinct = dict.fromkeys(intent.strip() for intent in intents if intent.strip())
+    return [IntentExample(intent, english_reading(intent, lexicon), ()) for intent in distinct]
 
 
 def _agreed_for(reading: str, agreed: dict[str, set[tuple[str, str]]], lexicon: Lexicon) -> set[tuple[str, str]]:

@@ -18,7 +18,7 @@ from imageloop.config import Settings
 from imageloop.flywheel.export import export_datasets
 from imageloop.prompts.lexicon import load_lexicon
 from imageloop.storage import Storage
-from imageloop.storage.action_history import ActionHistory, IntentEdit
+from imageloop.storage.action_history import ActionHistory
 from imageloop.training.data import Row, read_rows, snapshot_hash, top_k_intents
 from imageloop.training.expander_eval import (
     IntentExample,
@@ -83,8 +83,8 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     examples = intent_examples([row for row in sft if str(row["prompt"]).strip() in keep], lexicon)
     history = ActionHistory(storage.sessions)
     edits = history.intent_edits(until=until)
-    typed = [IntentEdit("", intent, "", "") for intent in history.intents(until=until)]
-    train, test = split_examples([*examples, *edited_examples([*edits, *typed], lexicon)], cfg.heldout_fraction)
+    typed = [*(e.intent for e in edits), *history.intents(until=until)]
+    train, test = split_examples([*examples, *edited_examples(typed, lexicon)], cfg.heldout_fraction)
     held = {example.intent for example in test}
     agreed = edit_meanings([e for e in edits if e.intent.strip() not in held], lexicon,
                            min_users=cfg.meaning_min_users)
