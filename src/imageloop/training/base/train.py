@@ -87,6 +87,18 @@ class BaseTrainConfig:
         "help": "bf16 autocast for training: auto (only where bf16 measures faster than fp32), bf16, off."})
 
 
+def batch_captions(rows: np.ndarray, rng: np.random.Generator, dropout: float, zh_fraction: float) -> list[str]:
+    """Fresh captions for label rows: random language and phrasing, a ``dropout`` share empty (for CFG)."""
+    out = []
+    for row in rows:
+        if rng.random() < dropout:
+            out.append("")
+            continue
+        lang: Language = "zh" if rng.random() < zh_fraction else "en"
+        out.append(strip_weights(caption(SceneSpec.from_indices(row.tolist()), lang, rng)))
+    return out
+
+
 def _newest(folder: Path) -> Path | None:
     found = sorted(folder.glob("diffusion-*.pt"))
     return found[-1] if found else None
@@ -149,14 +161,7 @@ class DiffusionTrainer:
 
     def captions(self, rows: np.ndarray, rng: np.random.Generator) -> list[str]:
         """Fresh captions for label rows: random language and phrasing, some dropped to '' for CFG."""
-        out = []
-        for row in rows:
-            if rng.random() < self.cfg.caption_dropout:
-                out.append("")
-                continue
-            lang: Language = "zh" if rng.random() < self.cfg.zh_fraction else "en"
-            out.append(strip_weights(caption(SceneSpec.from_indices(row.tolist()), lang, rng)))
-        return out
+        return batch_captions(rows, rng, self.cfg.caption_dropout, self.cfg.zh_fraction)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids of ``texts`` padded to MAX_LENGTH."""
