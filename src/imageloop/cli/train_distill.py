@@ -50,7 +50,7 @@ def train_distill(
         if not resume and any(ckpt.glob("distill-*.pt")):
             raise InvalidRequestError("--resume", f"checkpoints already exist in {ckpt}",
                                       allowed="--resume to continue them, or another --checkpoints folder")
-        given = {"minutes": minutes, "dataset_size": dataset_size, "batch_size": batch_size, "lr": lr}
+        given: dict[str, Any] = {"minutes": minutes, "dataset_size": dataset_size, "batch_size": batch_size, "lr": lr}
         cfg = DistillConfig(teacher_dir=teacher, data_dir=data, checkpoint_dir=ckpt,
                             **{name: value for name, value in given.items() if value is not None})
         try:

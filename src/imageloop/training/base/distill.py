@@ -140,8 +140,9 @@ class Distiller:
         teacher_dir = cfg.teacher_dir
         self.tokenizer: PreTrainedTokenizerFast = PreTrainedTokenizerFast.from_pretrained(
             str(teacher_dir / "tokenizer"))
-        self.text_encoder = CLIPTextModel.from_pretrained(str(teacher_dir / "text_encoder"),
-                                                          torch_dtype=torch.float32).requires_grad_(False).eval()
+        self.text_encoder: Any = CLIPTextModel.from_pretrained(str(teacher_dir / "text_encoder"),
+                                                               torch_dtype=torch.float32)
+        self.text_encoder.requires_grad_(False).eval()
         self.teacher = _UNet.from_pretrained(str(teacher_dir / "unet"),
                                              torch_dtype=torch.float32).requires_grad_(False).eval()
         self.scaling_factor = float(json.loads((teacher_dir / "vae/config.json").read_text())["scaling_factor"])
@@ -273,14 +274,15 @@ def run_distillation(cfg: DistillConfig) -> Distiller:
         distiller.load_state_dict(torch.load(newest, weights_only=True))
     start = last_save = time.monotonic()
     elapsed0, smoothed = distiller.elapsed_s, None
-    with tqdm(total=int(max(0.0, stop_at - start)), desc="distill", unit="s", mininterval=30) as bar:
+    total = int(max(0.0, stop_at - start))
+    with tqdm(total=total, desc="distill", unit="s", mininterval=30) as bar:
         try:
             while time.monotonic() < stop_at:
                 loss = distiller.train_step()
                 smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
                 now = time.monotonic()
                 distiller.elapsed_s = elapsed0 + now - start
-                bar.n = min(int(now - start), bar.total)
+                bar.n = min(int(now - start), total)
                 bar.set_postfix(step=distiller.step, loss=f"{smoothed:.4f}", refresh=False)
                 bar.update(0)
                 if distiller.step % 25 == 0:
