@@ -142,7 +142,8 @@ class Distiller:
             str(teacher_dir / "tokenizer"))
         self.text_encoder: Any = CLIPTextModel.from_pretrained(str(teacher_dir / "text_encoder"),
                                                                torch_dtype=torch.float32)
-        self.text_encoder.requires_grad_(False).eval()
+        self.text_encoder.requires_grad_(False)
+        self.text_encoder.train(False)
         self.teacher = _UNet.from_pretrained(str(teacher_dir / "unet"),
                                              torch_dtype=torch.float32).requires_grad_(False).eval()
         self.scaling_factor = float(json.loads((teacher_dir / "vae/config.json").read_text())["scaling_factor"])
