@@ -7,20 +7,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from rich.console import Console
 
 from imageloop.bench.model import ModelBenchConfig, chance_levels, effect_prompts, hit_rates, run_model_bench
 from imageloop.cli.bench_model import result_tables
 from imageloop.config import Settings, load_settings
-from imageloop.training.base.autoencoder import atomic_torch_save, encode_dataset
 from imageloop.training.base.dataset import evaluation_specs
 from imageloop.training.base.judge import save_judge, train_judge
-from imageloop.training.base.model import ModelSize, build_vae
 from imageloop.training.base.scenes import ATTRIBUTE_NAMES
-from imageloop.training.base.train import BaseTrainConfig, DiffusionTrainer, _save_size, export_pipeline
-from imageloop.training.base.train import load_or_build_tokenizer as tokenizer_for
-from tests.training.base_helpers import needs_emoji_font
+from tests.training.base_helpers import needs_emoji_font, tiny_export
 
 
 def test_hit_rates_and_chance() -> None:
@@ -73,24 +68,15 @@ def test_effect_verdicts_follow_the_judges_rates(tmp_path: Path, monkeypatch: py
 @pytest.mark.slow
 @needs_emoji_font
 def test_bench_runs_end_to_end(tmp_path: Path) -> None:
-    tiny = ModelSize.tiny()
-    ckpt = tmp_path / "ckpt"
-    cfg = BaseTrainConfig(data_dir=tmp_path, checkpoint_dir=ckpt, batch_size=2, size=tiny)
-    _save_size(ckpt, tiny)
-    latents = np.zeros((4, tiny.latent_channels, 16, 16), np.float16)
-    trainer = DiffusionTrainer(cfg, tokenizer_for(ckpt), latents, np.zeros((4, 8), np.int16), 1.0, tiny)
-    trainer.save(ckpt, keep=1)
-    vae = build_vae(tiny)
-    encode_dataset(vae, np.zeros((2, 64, 64, 3), np.uint8), ckpt)
-    atomic_torch_save({"model": vae.state_dict(), "step": 0, "done": True, "elapsed_s": 0.0}, ckpt / "vae.pt")
-    export_pipeline(ckpt, tmp_path / "model", dtype=torch.float32)
+    model = tiny_export(tmp_path)
     images = np.zeros((8, 64, 64, 3), np.uint8)
     judge = train_judge(images, np.zeros((8, 8), np.int16), minutes=0.0, width=8)
     save_judge(judge, tmp_path / "judge", {})
 
     settings = load_settings(data_dir=tmp_path / "data")
-    bench = ModelBenchConfig(model=str(tmp_path / "model"), judge_dir=tmp_path / "judge", combinations=4,
-                             effect_prompts=4, steps=2, speed_repeats=1)
+    # The model is its own baseline: same seeds, same images, so every difference is 0 and KID's ratio is 1.
+    bench = ModelBenchConfig(model=str(model), judge_dir=tmp_path / "judge", combinations=4,
+                             effect_prompts=4, steps=2, speed_repeats=1, baseline=str(model))
     result, grid = run_model_bench(settings, bench)
     assert set(result["hit_rate"]["en"]) == {*ATTRIBUTE_NAMES, "all"}
     assert all(0.0 <= v <= 1.0 for lang in ("en", "zh") for v in result["hit_rate"][lang].values())
@@ -104,4 +90,26 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
         console.print(table)
     text = console.export_text()
     assert "(rain:w), A1111 weighting" in text and "negative 'rain'" in text and "context weighting" in text
-    assert grid.size[0] > 64 * 4 and grid.size[1] == 3 * 66 * 3
+    assert "s/image, batch 16" in text and "KID x1000" in text
+    assert grid.size[0] > 64 * 4 and grid.size[1] == 4 * 66 * 3  # real, EN, ZH, the baseline's EN
+    versus = result["versus_baseline"]
+    assert versus["hit_rates_hold"] and versus["worst_attribute_delta"] == 0.0
+    assert result["baseline"]["resolved"]["steps"] == 20  # the baseline runs its own defaults, not --steps
+    distance = result["image_distance"]
+    assert distance["subset_size"] == 8 and distance["real_vs_real_kid_x1000"] < distance["kid_x1000"]
+
+
+def test_versus_baseline_reports_deltas_speedup_and_kid_ratio() -> None:
+    from imageloop.bench.model import versus_baseline
+
+    def block(rate: float, s_per_image: float, kid: float) -> dict[str, object]:
+        rates = dict.fromkeys((*ATTRIBUTE_NAMES, "all"), rate)
+        return {"model": {"name": "m"}, "hit_rate": {"en": rates, "zh": dict(rates)},
+                "speed": {f"batch_{b}": {"engine_s_per_image": s_per_image} for b in (1, 16)},
+                "image_distance": {"kid_x1000": kid}}
+
+    fast = versus_baseline(block(0.88, 0.05, 4.0), block(0.90, 0.25, 8.0))
+    assert fast["hit_rates_hold"] and fast["speedup_met"] and fast["speedup"]["batch_1"] == pytest.approx(5.0)
+    assert fast["kid_ratio"] == pytest.approx(0.5)
+    worse = versus_baseline(block(0.85, 0.1, 8.0), block(0.90, 0.25, 8.0))
+    assert not worse["hit_rates_hold"] and not worse["speedup_met"]

@@ -5,7 +5,10 @@ through the engine, and the independent attribute judge (trained on real composi
 and attributes each image shows. Reported per attribute: how often the judge finds the requested value, with
 chance level beside it; the same for prompt weights (``monochrome``/``rain`` at weights 0.5, 1, 1.4 and 2, with the
 model's weighting and, for comparison, A1111's) and negative prompts (``rain`` as negative vs none); and speed at
-batch 1 and 16 against a plain diffusers call.
+batch 1 and 16 against a plain diffusers call. Image quality as a distribution distance: KID between the generated
+images and real composites of the same held-out combinations, in the judge's feature space (with the distance of
+two independent real sets beside it as the floor). With a baseline (the teacher of a distilled student) both
+models are measured in the same run and compared: hit-rate differences, speed-up at batch 1 and 16, KID ratio.
 """
 
 from __future__ import annotations
@@ -13,25 +16,29 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from imageloop.bench.kid import kid
 from imageloop.config import ASSETS_DIR, Settings
 from imageloop.engine.engine import Engine
 from imageloop.engine.request import GenerationRequest
 from imageloop.training.base.captions import LANGUAGES, Language, canonical_phrase, prompt_for
 from imageloop.training.base.dataset import evaluation_specs
-from imageloop.training.base.judge import load_judge, predict
+from imageloop.training.base.judge import features, load_judge, predict
 from imageloop.training.base.scenes import ATTRIBUTE_KEYS, ATTRIBUTE_NAMES, SceneSpec, render_scene
 
 # The issue's targets: scene attributes >= 85%, composition >= 80%, subject >= 70%, EN and ZH within 5 points.
 TARGETS = {"subject": 0.70, "composition": 0.80, **{a: 0.85 for a in ATTRIBUTE_NAMES
                                                     if a not in ("subject", "composition")}}
 SPEED_TARGETS = {1: 1.0, 16: 0.4}  # seconds per image
+# A few-step student against its teacher (issue 19): every hit rate within 3 points, >= 4x the images per second.
+HIT_RATE_TOLERANCE = 0.03
+SPEEDUP_TARGET = 4.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class ModelBenchConfig:
     scheduler: str | None = None
     speed_repeats: int = 3
     seed: int = 0
+    baseline: str | None = None
 
 
 def _request(cfg: ModelBenchConfig, prompt: str, seed: int, negative: str = "") -> GenerationRequest:
@@ -115,10 +123,11 @@ def effect_prompts(specs: list[SceneSpec]) -> dict[str, list[tuple[str, str]]]:
 
 def sample_grid(specs: list[SceneSpec], images: dict[str, np.ndarray], columns: int = 12, scale: int = 3
                 ) -> Image.Image:
-    """Rows: a real composite of each spec, then the generated EN and ZH images (nearest-neighbour upscaled)."""
+    """Rows: a real composite of each spec, then each entry of ``images`` (the model's EN and ZH, a baseline's),
+    nearest-neighbour upscaled."""
     n = min(columns, len(specs))
     rows = [np.stack([render_scene(s, np.random.default_rng(i)) for i, s in enumerate(specs[:n])])]
-    rows += [images[lang][:n] for lang in LANGUAGES]
+    rows += [row[:n] for row in images.values()]
     size, pad = rows[0].shape[1], 2
     grid = np.full((len(rows) * (size + pad), n * (size + pad), 3), 255, np.uint8)
     for r, row in enumerate(rows):
@@ -129,13 +138,23 @@ def sample_grid(specs: list[SceneSpec], images: dict[str, np.ndarray], columns: 
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
-def run_model_bench(settings: Settings, cfg: ModelBenchConfig, progress: Callable[[str], None] | None = None
-                    ) -> tuple[dict[str, Any], Image.Image]:
-    """Generate, judge and time; return the JSON-ready result and the sample grid."""
-    say = progress or (lambda _message: None)
-    judge = load_judge(cfg.judge_dir)
+def real_composites(specs: list[SceneSpec], copies: int = 2, seed: int = 7) -> np.ndarray:
+    """``copies`` independently drawn real composites of each spec (the reference set of KID)."""
+    return np.stack([render_scene(s, np.random.default_rng([seed, c, i]))
+                     for c in range(copies) for i, s in enumerate(specs)])
+
+
+def image_distance(judge: Any, real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
+    """KID (x1000, the usual reporting unit) between real composites and generated images, judge features."""
+    measured = kid(features(judge, real), features(judge, generated))
+    return {"kid_x1000": 1000.0 * measured.mean, "kid_std_x1000": 1000.0 * measured.std,
+            "subsets": measured.subsets, "subset_size": measured.subset_size}
+
+
+def _model_block(settings: Settings, cfg: ModelBenchConfig, judge: Any, specs: list[SceneSpec],
+                 real: np.ndarray, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Prompt following, effects, KID and speed of ``cfg.model``; the generated images per language."""
     engine = Engine(settings, model=cfg.model)
-    specs = evaluation_specs(cfg.combinations, seed=1234 + cfg.seed)
     images: dict[str, np.ndarray] = {}
     by_language: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
@@ -144,33 +163,83 @@ def run_model_bench(settings: Settings, cfg: ModelBenchConfig, progress: Callabl
 
         def tick(lang: str = lang, done: list[int] = done) -> None:
             done[0] += 1
-            say(f"{lang}: image {done[0]}/{len(specs)}")
+            say(f"{cfg.model} {lang}: image {done[0]}/{len(specs)}")
 
         requests = [_request(cfg, prompt_for(s, lang), seed=cfg.seed + i) for i, s in enumerate(specs)]
         images[lang] = generate(engine, requests, tick)
         by_language[lang] = hit_rates(predict(judge, images[lang]), specs)
     effects = _effects(settings, engine, judge, cfg, say)
     generation_s = time.perf_counter() - started
+    say(f"{cfg.model}: KID")
+    distance = image_distance(judge, real, np.concatenate([images[lang] for lang in LANGUAGES]))
     speed = _speed(settings, cfg, say)
     both = {a: (by_language["en"][a] + by_language["zh"][a]) / 2 for a in by_language["en"]}
-    model = engine.model
-    result = {
-        "benchmark": "model",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {"name": model.name, "version": model.version},
-        "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-                     "resolved": engine.resolve(_request(cfg, "x", 0)).model_dump(include={
-                         "steps", "guidance_scale", "scheduler", "width", "height"})},
-        "held_out_combinations": len(specs),
-        "chance": chance_levels(),
-        "targets": TARGETS,
+    block = {
+        "model": {"name": engine.model.name, "version": engine.model.version},
+        "resolved": engine.resolve(_request(cfg, "x", 0)).model_dump(include={
+            "steps", "guidance_scale", "scheduler", "width", "height"}),
         "hit_rate": {"en": by_language["en"], "zh": by_language["zh"], "both": both},
         "en_minus_zh": {a: by_language["en"][a] - by_language["zh"][a] for a in both},
+        "image_distance": distance,
         "effects": effects,
         "speed": speed,
         "generation_seconds": generation_s,
     }
-    return result, sample_grid(specs, images)
+    return block, images
+
+
+def versus_baseline(block: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """The model against the baseline measured in the same run: hit-rate differences, speed-up, KID ratio."""
+    delta = {lang: {a: block["hit_rate"][lang][a] - baseline["hit_rate"][lang][a] for a in block["hit_rate"][lang]}
+             for lang in LANGUAGES}
+    worst = min(delta[lang][a] for lang in LANGUAGES for a in ATTRIBUTE_NAMES)
+    speedup = {f"batch_{b}": baseline["speed"][f"batch_{b}"]["engine_s_per_image"]
+               / block["speed"][f"batch_{b}"]["engine_s_per_image"] for b in (1, 16)}
+    kid_ratio = block["image_distance"]["kid_x1000"] / max(baseline["image_distance"]["kid_x1000"], 1e-9)
+    return {
+        "baseline": baseline["model"]["name"],
+        "hit_rate_delta": delta,
+        "worst_attribute_delta": worst,
+        "within_points": HIT_RATE_TOLERANCE,
+        "hit_rates_hold": worst >= -HIT_RATE_TOLERANCE,
+        "speedup": speedup,
+        "speedup_target": SPEEDUP_TARGET,
+        "speedup_met": all(v >= SPEEDUP_TARGET for v in speedup.values()),
+        "kid_ratio": kid_ratio,
+    }
+
+
+def run_model_bench(settings: Settings, cfg: ModelBenchConfig, progress: Callable[[str], None] | None = None
+                    ) -> tuple[dict[str, Any], Image.Image]:
+    """Generate, judge and time the model (and the baseline, when one is set, in the same run); return the
+    JSON-ready result and the sample grid."""
+    say = progress or (lambda _message: None)
+    judge = load_judge(cfg.judge_dir)
+    specs = evaluation_specs(cfg.combinations, seed=1234 + cfg.seed)
+    real = real_composites(specs)
+    block, images = _model_block(settings, cfg, judge, specs, real, say)
+    # Two independent real sets: the distance a perfect model would score with this many images.
+    floor = image_distance(judge, real, real_composites(specs, seed=8))
+    result: dict[str, Any] = {
+        "benchmark": "model",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": block["model"],
+        "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+                     "resolved": block["resolved"]},
+        "held_out_combinations": len(specs),
+        "chance": chance_levels(),
+        "targets": TARGETS,
+        **{key: block[key] for key in ("hit_rate", "en_minus_zh", "effects", "speed", "generation_seconds")},
+        "image_distance": {**block["image_distance"], "real_vs_real_kid_x1000": floor["kid_x1000"]},
+    }
+    extra_rows: dict[str, np.ndarray] = {}
+    if cfg.baseline is not None:
+        base_cfg = replace(cfg, model=cfg.baseline, steps=None, guidance_scale=None, scheduler=None)
+        baseline, base_images = _model_block(settings, base_cfg, judge, specs, real, say)
+        result["baseline"] = baseline
+        result["versus_baseline"] = versus_baseline(block, baseline)
+        extra_rows[f"{baseline['model']['name']} en"] = base_images["en"]
+    return result, sample_grid(specs, {**images, **extra_rows})
 
 
 def _arm_rate(engine: Engine, judge: Any, cfg: ModelBenchConfig, pairs: list[tuple[str, str]], attribute: str,

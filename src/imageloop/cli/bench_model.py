@@ -27,6 +27,8 @@ def bench_model(
     cfg: Annotated[float | None, typer.Option("--cfg", help="CFG scale (default: the model's).")] = None,
     scheduler: Annotated[str | None, typer.Option(help="A1111 sampler name (default: the model's).")] = None,
     speed_repeats: Annotated[int, typer.Option(min=1, help="Timed runs per batch size.")] = 3,
+    baseline: Annotated[str | None, typer.Option(
+        help="Also measure this model in the same run and compare (e.g. a distilled student's teacher).")] = None,
 ) -> None:
     """Generate for held-out combinations in EN and ZH, judge each attribute, time batch 1 and 16."""
     watch = MachineWatch()  # before anything runs: how busy the machine was at the start
@@ -35,7 +37,8 @@ def bench_model(
 
     bench = ModelBenchConfig(model=model or EMBEDDED_MODEL_NAME, judge_dir=judge or ASSETS_DIR / "judge",
                              combinations=combinations, effect_prompts=effect_prompts, steps=steps,
-                             guidance_scale=cfg, scheduler=scheduler, speed_repeats=speed_repeats)
+                             guidance_scale=cfg, scheduler=scheduler, speed_repeats=speed_repeats,
+                             baseline=baseline)
     console = Console(stderr=True)
     with console.status("benchmarking") as status:
         result, grid = run_model_bench(load_settings(), bench, progress=lambda message: status.update(message))
@@ -81,4 +84,32 @@ def result_tables(result: dict[str, Any]) -> list[Table]:
         row = result["speed"][f"batch_{batch}"]
         speed.add_row(str(batch), f"{row['engine_s_per_image']:.3f}", f"{row['diffusers_s_per_image']:.3f}",
                       f"{row['engine_vs_diffusers']:.2f}x", f"{row['target_s_per_image']:.2f}")
-    return [follow, effects, speed]
+    distance = result["image_distance"]
+    speed.caption = (f"image distance to real composites: KID x1000 = {distance['kid_x1000']:.2f} "
+                     f"(+/- {distance['kid_std_x1000']:.2f}; two real sets: {distance['real_vs_real_kid_x1000']:.2f})")
+    tables = [follow, effects, speed]
+    if "versus_baseline" in result:
+        tables.append(baseline_table(result))
+    return tables
+
+
+def baseline_table(result: dict[str, Any]) -> Table:
+    """The model against its baseline, measured in the same run."""
+    versus, base = result["versus_baseline"], result["baseline"]
+    table = Table(title=f"{result['model']['name']} ({result['settings']['resolved']['steps']} steps) vs "
+                        f"{versus['baseline']} ({base['resolved']['steps']} steps), same run")
+    for column in ("measure", "model", "baseline", "difference / ratio", "target"):
+        table.add_column(column, justify="right")
+    for lang in ("en", "zh"):
+        for name, delta in versus["hit_rate_delta"][lang].items():
+            table.add_row(f"{lang} {name}", f"{result['hit_rate'][lang][name]:.2f}",
+                          f"{base['hit_rate'][lang][name]:.2f}", f"{delta:+.2f}",
+                          "" if name == "all" else f">= -{versus['within_points']:.2f}")
+    for batch in (1, 16):
+        key = f"batch_{batch}"
+        table.add_row(f"s/image, batch {batch}", f"{result['speed'][key]['engine_s_per_image']:.3f}",
+                      f"{base['speed'][key]['engine_s_per_image']:.3f}", f"{versus['speedup'][key]:.1f}x",
+                      f">= {versus['speedup_target']:.0f}x")
+    table.add_row("KID x1000", f"{result['image_distance']['kid_x1000']:.2f}",
+                  f"{base['image_distance']['kid_x1000']:.2f}", f"{versus['kid_ratio']:.2f}x", "")
+    return table

@@ -117,6 +117,15 @@ def predict(model: AttributeJudge, images: np.ndarray, batch_size: int = 256) ->
     return np.concatenate(out) if out else np.zeros((0, len(ATTRIBUTE_NAMES)), np.int64)
 
 
+@torch.no_grad()
+def features(model: AttributeJudge, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The judge's 256-d penultimate features of ``images`` (N, 256): the space ``bench model`` measures KID in."""
+    model.eval()
+    out = [model.trunk(model.features(to_input(images[start : start + batch_size]))).numpy()
+           for start in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
+
+
 def accuracy(model: AttributeJudge, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Per-attribute accuracy of ``model`` on labelled images."""
     pred = predict(model, images)
