@@ -44,6 +44,7 @@ TEXT_HIDDEN = 32
 MAX_LENGTH = 77
 SDXL_SINGLE_FILE_HIDDEN_2 = 48  # second SDXL encoder width for single-file tests (see sdxl_components)
 TINY_SIZE = 64  # default pixel size of the tiny pipelines (latents 32x32)
+GUIDANCE_EMBEDDING_DIM = 16  # time_cond_proj_dim of the tiny guidance-embedded UNet (LCM models: 256)
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
@@ -345,6 +346,18 @@ def sd15_controlnet_pipeline(seed: int = 0) -> StableDiffusionControlNetPipeline
 def save_sd15(folder: Path, seed: int = 0, model_defaults: dict[str, Any] | None = None) -> Path:
     """Save a tiny SD1.5 pipeline as a diffusers folder; ``model_defaults`` is written as ``imageloop.json``."""
     return _save(sd15_pipeline(seed), folder, model_defaults)
+
+
+def save_sd15_guidance_embedded(folder: Path, seed: int = 0, model_defaults: dict[str, Any] | None = None) -> Path:
+    """Save a tiny SD1.5 pipeline whose UNet is guidance-embedded, as LCM-distilled models are: ``time_cond_proj_dim``
+    set (:data:`GUIDANCE_EMBEDDING_DIM`), its projection randomly initialised so the guidance changes the image. The
+    stored scheduler stays SD's Euler; ``model_defaults`` is written as ``imageloop.json``."""
+    components = sd15_components(seed)
+    torch.manual_seed(seed)
+    config = {key: value for key, value in components["unet"].config.items() if not key.startswith("_")}
+    config["time_cond_proj_dim"] = GUIDANCE_EMBEDDING_DIM  # (kept: the base config lists it as left at its default)
+    components["unet"] = UNet2DConditionModel.from_config(config).eval()
+    return _save(StableDiffusionPipeline(**components), folder, model_defaults)
 
 
 def save_sdxl(

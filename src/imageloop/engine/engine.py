@@ -27,7 +27,7 @@ from imageloop.engine.cache import MODEL_RESIDENCY, CacheStats, LRUCache, Prompt
 from imageloop.engine.conditioning import EncodedPrompt, PromptWeighting, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import check_controlnet_fits, load_controlnet
 from imageloop.engine.embeddings import EmbeddingLoader
-from imageloop.engine.families import flow_scheduler, has_negative_prompt, is_flow_family, pipeline_prompt_kwargs
+from imageloop.engine.families import flow_scheduler, is_flow_family, pipeline_prompt_kwargs
 from imageloop.engine.flow_conditioning import encode_flow_prompt
 from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs
 from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
@@ -383,12 +383,12 @@ class Engine:
         # Embedding names become their tokens (named after the file's hash, so the cache key follows the file).
         prompt, negative = self.embeddings.prepare(pipe, [plan.prompt, plan.negative])
         positive = self._encode(pipe, adapters, prompt, plan.clip_skip)
-        if not has_negative_prompt(self.model.architecture.value):
+        if not self.model.runs_negative_pass:
             return positive, positive  # no unconditional pass: the pipeline is not given a negative
         return positive, self._encode(pipe, adapters, negative, plan.clip_skip)
 
     def _prompt_kwargs(self, pipe: Any, pairs: list[tuple[EncodedPrompt, EncodedPrompt]]) -> dict[str, Any]:
-        return pipeline_prompt_kwargs(self.model.architecture.value, batch_for_pipeline(pipe, pairs))
+        return pipeline_prompt_kwargs(batch_for_pipeline(pipe, pairs), negative_pass=self.model.runs_negative_pass)
 
     def _encode(self, pipe: Any, adapters: str, text: str, clip_skip: int = 1) -> EncodedPrompt:
         weighting = self.prompt_weighting

@@ -13,10 +13,17 @@ the UNet families (SD1.5, SDXL).
 - **Sizes.** Width and height must be multiples of the VAE scale factor times the transformer's 2x2 patch (16 for
   the real models); diffusers would otherwise resize (FLUX) or fail (SD3).
 - **Not (yet) for these families:** ControlNet and ``clip_skip`` (refused by name).
+- **Guidance-embedded UNets.** An SD1.5/SDXL UNet with ``time_cond_proj_dim`` set (LCM-distilled models, our own
+  few-step student) takes ``guidance_scale - 1`` as an embedding beside the timestep, and diffusers runs no
+  unconditional pass for it: a negative prompt has no effect. It is not refused (the expander moves "no rain" into
+  the negative prompt on its own); the request's and a style preset's negative parts are reported as not used
+  (:data:`NEGATIVE_NOT_USED_EMBEDDED`) and never encoded. Without an ``imageloop.json`` such a model runs the LCM
+  sampler in :data:`GUIDANCE_EMBEDDED_STEPS` steps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from imageloop.errors import InvalidRequestError
@@ -31,6 +38,9 @@ FLUX_SCHNELL_STEPS, FLUX_SCHNELL_GUIDANCE = 4, 0.0
 SD3_STEPS, SD3_GUIDANCE = 28, 7.0
 FLUX_DEFAULT_SAMPLE_SIZE = 128  # FluxPipeline's default latent side (1024 pixels with the 8x VAE)
 NEGATIVE_NOT_USED = "not used (FLUX.1 has no negative prompt)"
+NEGATIVE_NOT_USED_EMBEDDED = "not used (guidance-embedded model: no unconditional pass)"
+# Defaults of a guidance-embedded (LCM-distilled) UNet without an imageloop.json: LCM's few-step sampler.
+GUIDANCE_EMBEDDED_STEPS, GUIDANCE_EMBEDDED_SCHEDULER = 4, "LCM"
 
 
 def is_flow_family(architecture: str) -> bool:
@@ -38,9 +48,30 @@ def is_flow_family(architecture: str) -> bool:
     return architecture in FLOW_FAMILIES
 
 
-def has_negative_prompt(architecture: str) -> bool:
-    """Whether the family's pipeline runs a negative (unconditional) pass: every family but FLUX.1."""
-    return architecture != "flux"
+def negative_unused_reason(architecture: str, *, guidance_embedded: bool) -> str | None:
+    """Why a negative prompt has no effect on a model (FLUX.1; a guidance-embedded UNet), or None when its pipeline
+    runs a negative (unconditional) pass."""
+    if architecture == "flux":
+        return NEGATIVE_NOT_USED
+    return NEGATIVE_NOT_USED_EMBEDDED if guidance_embedded else None
+
+
+def has_negative_prompt(architecture: str, *, guidance_embedded: bool) -> bool:
+    """Whether the model's pipeline runs a negative (unconditional) pass: every family but FLUX.1, and no model whose
+    UNet embeds the guidance."""
+    return negative_unused_reason(architecture, guidance_embedded=guidance_embedded) is None
+
+
+def config_embeds_guidance(unet_config: Mapping[str, Any]) -> bool:
+    """Whether a UNet config (``unet/config.json``) has a guidance embedding (``time_cond_proj_dim`` set)."""
+    return unet_config.get("time_cond_proj_dim") is not None
+
+
+def unet_embeds_guidance(pipe: Any) -> bool:
+    """Whether a loaded SD-family pipeline's UNet takes the guidance as an embedding (LCM-distilled); False for a
+    pipeline without a UNet (FLUX.1, SD3)."""
+    unet = getattr(pipe, "unet", None)
+    return unet is not None and config_embeds_guidance(unet.config)
 
 
 def has_guidance_embedding(pipe: Any) -> bool:
@@ -112,9 +143,9 @@ def check_flow_request(
                                       allowed=allowed)
 
 
-def pipeline_prompt_kwargs(architecture: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The prompt keyword arguments the family's pipeline takes: FLUX.1 gets no negative embeddings (with them
-    diffusers would run "true CFG", which the distilled model is not made for)."""
-    if has_negative_prompt(architecture):
+def pipeline_prompt_kwargs(kwargs: dict[str, Any], *, negative_pass: bool) -> dict[str, Any]:
+    """The prompt keyword arguments the model's pipeline takes: one without a negative pass gets no negative
+    embeddings (FLUX.1 would run "true CFG" with them, which the distilled model is not made for)."""
+    if negative_pass:
         return kwargs
     return {key: value for key, value in kwargs.items() if not key.startswith("negative_")}

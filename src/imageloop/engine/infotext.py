@@ -14,6 +14,8 @@ write it (see :mod:`imageloop.engine.pngmeta` for the layout) and follows every 
 - ``Clip skip``; hires fix (``Hires upscale``, ``Hires steps``, ``Denoising strength``) as a second img2img pass.
 - For a FLUX.1 or SD3 model (``family``): Forge's ``Distilled CFG Scale`` is FLUX.1's guidance; a negative prompt
   (FLUX.1 has none), a sampler other than Euler and ``Clip skip`` are reported and left out.
+- For a guidance-embedded (LCM-distilled) model the negative prompt is reported as not used; it stays in the request,
+  which runs it as such a model runs any negative prompt (see :mod:`imageloop.engine.families`).
 
 Everything else that is a setting is reported by name in :attr:`ImportedParameters.ignored`, never dropped
 silently. Fields that only describe the run (``Version``, ``Lora hashes``, Civitai's ``Hashes``...) are not
@@ -30,7 +32,12 @@ from typing import Any
 
 from imageloop.config import Settings
 from imageloop.engine.embeddings import embedding_files
-from imageloop.engine.families import FLOW_SCHEDULERS, NEGATIVE_NOT_USED, is_flow_family
+from imageloop.engine.families import (
+    FLOW_SCHEDULERS,
+    NEGATIVE_NOT_USED,
+    NEGATIVE_NOT_USED_EMBEDDED,
+    is_flow_family,
+)
 from imageloop.engine.pngmeta import PromptTag, prompt_tags, split_parameters
 from imageloop.engine.recipes import LORA_SUFFIX, MAX_LORA_WEIGHT, LoraWeight, resolve_lora_path
 from imageloop.engine.request import MAX_CLIP_SKIP, MAX_HIRES_SCALE, GenerationRequest
@@ -42,6 +49,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 DESCRIPTIVE_FIELDS = frozenset({
     "Version", "Lora hashes", "TI hashes", "Hashes", "Model hash", "Model", "Autocast", "Template",
     "Negative Template", "Civitai resources", "Civitai metadata", "Pad conds", "Hires upscaler", "Created Date",
+    "Request negative prompt", "Style negative prompt",  # our PNGs: what the model did not use
 })
 # Settings whose value here is what we do anyway.
 _DEFAULT_VALUES = {"Hires sampler": "Use same sampler", "Hires schedule type": "Use same scheduler",
@@ -73,12 +81,13 @@ class ImportedParameters:
 
 def import_parameters(
     text: str, settings: Settings, *, model_name: str | None = None, model_hash: str | None = None,
-    family: str | None = None,
+    family: str | None = None, guidance_embedded: bool = False,
 ) -> ImportedParameters:
     """Read pasted A1111/Forge/Civitai ``parameters`` text into a request (see the module docstring).
 
     ``model_name``/``model_hash`` are the model that will run it: when the text names another one, that is reported.
-    ``family`` is that model's architecture ("flux", "sd3", ...): what the family cannot take is reported.
+    ``family`` is that model's architecture ("flux", "sd3", ...): what the family cannot take is reported;
+    ``guidance_embedded``: its UNet is (LCM-distilled), so a negative prompt is reported as not used.
     Raises InvalidRequestError (field ``lora``) naming a ``<lora:...>`` LoRA missing from the library (and listing
     the library), or naming a malformed value.
     """
@@ -102,6 +111,8 @@ def import_parameters(
     _hires(reader, fields)
     if family is not None and is_flow_family(family):
         _fit_flow_family(reader, fields, family)
+    if guidance_embedded and fields.get("negative_prompt"):  # runs, but has no effect
+        reader.ignore("Negative prompt", fields["negative_prompt"], NEGATIVE_NOT_USED_EMBEDDED)
     embeddings = _embeddings(reader, settings)
     for name in ("Recipe", "Style"):  # our own PNGs
         if name in reader.values:

@@ -4,8 +4,9 @@
 IP-Adapter library. Each :class:`ModelEntry` names its family (detected as the loader detects it: a folder's
 ``model_index.json``, a checkpoint's key names; for add-ons the cross-attention width of their tensors), its size
 on disk, its parameter count (from ``.safetensors`` headers, no tensor is read) and so the memory its weights take
-at fp32 and fp16, and what else it needs (components, a base model of its family, an image encoder). Activations
-come on top of the weights: a run needs more than the figure shown, most of it at large sizes and batches.
+at fp32 and fp16, whether a model's UNet is guidance-embedded (LCM-distilled: no negative prompt), and what else it
+needs (components, a base model of its family, an image encoder). Activations come on top of the weights: a run
+needs more than the figure shown, most of it at large sizes and batches.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ModelEntry:
     components: tuple[str, ...] = ()
     needs: tuple[str, ...] = field(default_factory=tuple)
     problem: str | None = None
+    guidance_embedded: bool = False  # a model whose UNet takes the guidance as an embedding (LCM-distilled)
 
     def weights_bytes(self, bytes_per_parameter: int) -> int | None:
         """The memory its weights take at that precision (4 = fp32, 2 = fp16/bf16), or None if unknown."""
@@ -56,6 +58,8 @@ class ModelEntry:
         if self.problem is not None:
             return self.problem
         parts = [self.family, f"{human_bytes(self.size_bytes)} on disk"]
+        if self.guidance_embedded:
+            parts.insert(1, "guidance-embedded (LCM-distilled: no negative prompt; LCM sampler, few steps)")
         fp32, fp16 = self.weights_bytes(4), self.weights_bytes(2)
         if fp32 is not None and fp16 is not None and self.parameters is not None:
             parts.append(f"{human_count(self.parameters)} parameters: weights ~{human_bytes(fp32)} fp32, "
@@ -131,7 +135,7 @@ def family_from_shapes(shapes: dict[str, tuple[int, ...]]) -> str:
 
 
 def _model_entry(name: str, path: Path, settings: Settings) -> ModelEntry:
-    from imageloop.engine.model_files import detect_architecture, shipped_config_dir
+    from imageloop.engine.model_files import detect_architecture, folder_embeds_guidance, shipped_config_dir
 
     size = disk_size(path)
     try:
@@ -152,7 +156,8 @@ def _model_entry(name: str, path: Path, settings: Settings) -> ModelEntry:
     except (ImageloopError, OSError, ValueError) as exc:
         message = exc.message if isinstance(exc, ImageloopError) else str(exc)
         return ModelEntry("model", name, path, "unknown", size, None, problem=message)
-    return ModelEntry("model", name, path, family, size, parameters, components, needs)
+    return ModelEntry("model", name, path, family, size, parameters, components, needs,
+                      guidance_embedded=path.is_dir() and folder_embeds_guidance(path))
 
 
 def _addon_entry(kind: str, path: Path, needs: tuple[str, ...] = ()) -> ModelEntry:

@@ -30,9 +30,13 @@ from imageloop.engine.acceleration import Acceleration, place_pipeline, warm_up
 from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.families import (
     FLOW_SCHEDULERS,
+    GUIDANCE_EMBEDDED_SCHEDULER,
+    GUIDANCE_EMBEDDED_STEPS,
     check_flow_scheduler,
     family_defaults,
     is_flow_family,
+    negative_unused_reason,
+    unet_embeds_guidance,
 )
 from imageloop.engine.model_files import (
     MODEL_DEFAULTS_FILE,
@@ -107,6 +111,18 @@ class LoadedModel:
     variants: dict[Mode, Any] = field(default_factory=dict)
     acceleration: Acceleration = field(
         default_factory=lambda: Acceleration(attention="", channels_last=False, compiled=False, cpu_offload="off"))
+    guidance_embedded: bool = False  # an SD-family UNet that takes the guidance as an embedding (LCM-distilled)
+
+    @property
+    def negative_unused(self) -> str | None:
+        """Why a negative prompt has no effect on this model (FLUX.1; a guidance-embedded UNet), or None when its
+        pipeline runs a negative (unconditional) pass."""
+        return negative_unused_reason(self.architecture.value, guidance_embedded=self.guidance_embedded)
+
+    @property
+    def runs_negative_pass(self) -> bool:
+        """Whether the pipeline runs a negative (unconditional) pass, so a negative prompt is worth encoding."""
+        return self.negative_unused is None
 
     @property
     def short_hash(self) -> str:
@@ -143,7 +159,8 @@ def complete_defaults(
     pipe: Any, own: ModelDefaults, architecture: Architecture = Architecture.SD15
 ) -> ResolvedDefaults:
     """Fill the gaps of a model's own defaults: native size from its UNet (or transformer) and VAE config; steps
-    and guidance: A1111's usual ones, or the family's for FLUX.1 / SD3 (see families)."""
+    and guidance: A1111's usual ones, or the family's for FLUX.1 / SD3 (see families); a guidance-embedded UNet
+    runs the LCM sampler in few steps."""
     scheduler = FALLBACK_SCHEDULER
     if is_flow_family(architecture):
         steps, guidance, native = family_defaults(architecture.value, pipe)
@@ -155,6 +172,8 @@ def complete_defaults(
                 raise ModelLoadError(f"{MODEL_DEFAULTS_FILE}: {exc.message}") from None
     else:
         steps, guidance = FALLBACK_STEPS, FALLBACK_GUIDANCE
+        if unet_embeds_guidance(pipe):
+            steps, scheduler = GUIDANCE_EMBEDDED_STEPS, GUIDANCE_EMBEDDED_SCHEDULER
         native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
     return ResolvedDefaults(
         steps=own.steps or steps,
@@ -282,6 +301,7 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
     folder = single_file_config(path, architecture, config, settings) if path.is_file() else None
     engine = settings.engine
     pipe = _load_pipeline(path, architecture, folder, dtype)
+    guidance_embedded = unet_embeds_guidance(pipe)  # read before compiling wraps the UNet
     with quiet_loading():
         acceleration = place_pipeline(pipe, device, channels_last=engine.channels_last,
                                       compile_denoiser=engine.compile, cpu_offload=engine.cpu_offload)
@@ -294,9 +314,10 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
         seconds = warm_up(pipe, defaults.width, defaults.height)
         acceleration = dataclasses.replace(acceleration, compile_s=seconds)
         log.info("compiled the %s of %s in %.1f s", type(pipe).__name__, name, seconds)
-    log.info("loaded %s model %s from %s on %s (%s; attention %s, channels-last %s, compiled %s, cpu offload %s)",
-             architecture.value, name, path, device, str(dtype).removeprefix("torch."), acceleration.attention,
-             acceleration.channels_last, acceleration.compiled, acceleration.cpu_offload)
+    log.info("loaded %s%s model %s from %s on %s (%s; attention %s, channels-last %s, compiled %s, cpu offload %s)",
+             architecture.value, " guidance-embedded" if guidance_embedded else "", name, path, device,
+             str(dtype).removeprefix("torch."), acceleration.attention, acceleration.channels_last,
+             acceleration.compiled, acceleration.cpu_offload)
     return LoadedModel(
         pipe=pipe,
         architecture=architecture,
@@ -309,6 +330,7 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
         dtype=dtype,
         variants={Mode.TXT2IMG: pipe},
         acceleration=acceleration,
+        guidance_embedded=guidance_embedded,
     )
 
 

@@ -1,6 +1,7 @@
 """What a model is, read from its files without loading a weight: where model ``spec`` lives (``"embedded"``, a name
 under the data dir's ``models/``, or a path), its architecture (a diffusers folder's ``model_index.json``, a single
-file's key names), the SHA-256 that names its version, its own defaults (``imageloop.json``) and its native size.
+file's key names), the SHA-256 that names its version, its own defaults (``imageloop.json``), its native size and
+whether its UNet is guidance-embedded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
 from imageloop.engine.conditioning import PromptWeighting
-from imageloop.engine.families import native_side_from_configs
+from imageloop.engine.families import config_embeds_guidance, native_side_from_configs
 from imageloop.engine.schedulers import canonical_scheduler_name
 from imageloop.errors import ImageloopError, ModelLoadError, UnsupportedModelError
 
@@ -204,6 +205,29 @@ def model_family(spec: str | Path, settings: Settings) -> str | None:
         return detect_architecture(resolve_model_source(spec, settings)).value
     except ImageloopError:
         return None
+
+
+def folder_embeds_guidance(path: Path) -> bool:
+    """Whether a diffusers folder's UNet takes the guidance as an embedding (``time_cond_proj_dim`` in
+    ``unet/config.json``: LCM-distilled), read without loading it. False for a single file (it loads with the shipped
+    SD config, which has none), a folder without a UNet, or a config that cannot be read (loading then says why)."""
+    config = path / "unet" / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        values = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(values, dict) and config_embeds_guidance(values)
+
+
+def model_guidance_embedded(spec: str | Path, settings: Settings) -> bool:
+    """Whether model ``spec``'s UNet is guidance-embedded (see :func:`folder_embeds_guidance`), without loading any
+    weight; False when it cannot be found."""
+    try:
+        return folder_embeds_guidance(resolve_model_source(spec, settings))
+    except ImageloopError:
+        return False
 
 
 def native_size(spec: str | Path, settings: Settings) -> int | None:

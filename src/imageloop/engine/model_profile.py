@@ -4,7 +4,8 @@
 "FLUX.1 schnell": schnell has no guidance embedding), what the model needs beside its weights, the samplers that
 apply, and for each optional control (negative prompt, sampler, clip skip, ControlNet, IP-Adapter) whether it
 applies and, when not, why. The web page hides the controls that do not apply and shows the reason; the engine
-refuses the same settings by name (see :mod:`imageloop.engine.families`).
+refuses the same settings by name (see :mod:`imageloop.engine.families`), except the negative prompt of a
+guidance-embedded (LCM-distilled) SD model, labelled "SD1.5 (guidance-embedded)": it runs and is reported as not used.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageloop.config import Settings
-from imageloop.engine.families import FLOW_SCHEDULERS, is_flow_family
+from imageloop.engine.families import FLOW_SCHEDULERS, has_negative_prompt, is_flow_family
 from imageloop.engine.schedulers import SCHEDULER_NAMES
 from imageloop.errors import ImageloopError
 
@@ -49,6 +50,7 @@ class ModelProfile:
     samplers: tuple[str, ...]
     controls: tuple[ControlRule, ...]
     problem: str | None = None
+    guidance_embedded: bool = False  # an SD-family UNet that takes the guidance as an embedding (LCM-distilled)
 
 
 def _flux_has_guidance(path: Path) -> bool:
@@ -61,7 +63,9 @@ def _flux_has_guidance(path: Path) -> bool:
     return any(marker in key for key in read_checkpoint_keys(path) for marker in _GUIDANCE_KEYS)
 
 
-def _label(family: str, path: Path) -> str:
+def _label(family: str, path: Path, guidance_embedded: bool) -> str:
+    if guidance_embedded:
+        return f"{FAMILY_LABELS.get(family, family)} (guidance-embedded)"
     if family != "flux":
         return FAMILY_LABELS.get(family, family)
     try:
@@ -86,11 +90,20 @@ def _needs(family: str, path: Path, settings: Settings) -> tuple[str, ...]:
     return tuple(needs)
 
 
-def _controls(family: str, label: str, settings: Settings) -> tuple[ControlRule, ...]:
+def _negative_rule(family: str, label: str, guidance_embedded: bool) -> ControlRule:
+    if has_negative_prompt(family, guidance_embedded=guidance_embedded):
+        return ControlRule("negative_prompt", True)
+    if family == "flux":
+        return ControlRule("negative_prompt", False,
+                           "FLUX.1 has no negative prompt (guidance-distilled: no unconditional pass)")
+    return ControlRule("negative_prompt", False, f"a negative prompt has no effect on {label}: its UNet embeds the "
+                       "guidance (LCM-distilled), so there is no unconditional pass")
+
+
+def _controls(family: str, label: str, settings: Settings, guidance_embedded: bool) -> tuple[ControlRule, ...]:
     flow = is_flow_family(family)
     rules = [
-        ControlRule("negative_prompt", True) if family != "flux" else ControlRule(
-            "negative_prompt", False, "FLUX.1 has no negative prompt (guidance-distilled: no unconditional pass)"),
+        _negative_rule(family, label, guidance_embedded),
         # On flow models the sampler stays, with Euler its only choice.
         ControlRule("scheduler", True) if not flow else ControlRule(
             "scheduler", True, f"{label} denoises with flow-matching Euler: the other samplers do not apply"),
@@ -115,7 +128,7 @@ def _controls(family: str, label: str, settings: Settings) -> tuple[ControlRule,
 def model_profile(spec: str | Path, settings: Settings) -> ModelProfile:
     """The profile of model ``spec`` (see the module docstring). A model whose files cannot be read has no family,
     ``problem`` says why, and every control is shown (loading it then fails with the same reason)."""
-    from imageloop.engine.model_files import detect_architecture, resolve_model_source
+    from imageloop.engine.model_files import detect_architecture, folder_embeds_guidance, resolve_model_source
 
     name = Path(str(spec)).stem if Path(str(spec)).suffix else Path(str(spec)).name
     try:
@@ -124,7 +137,8 @@ def model_profile(spec: str | Path, settings: Settings) -> ModelProfile:
     except ImageloopError as exc:
         rules = tuple(ControlRule(control, True) for control in CONTROL_NAMES)
         return ModelProfile(name, None, "unknown", (), SCHEDULER_NAMES, rules, problem=exc.message)
-    label = _label(family, path)
+    embedded = folder_embeds_guidance(path)
+    label = _label(family, path, embedded)
     samplers = FLOW_SCHEDULERS if is_flow_family(family) else SCHEDULER_NAMES
     return ModelProfile(name, family, label, _needs(family, path, settings), samplers,
-                        _controls(family, label, settings))
+                        _controls(family, label, settings, embedded), guidance_embedded=embedded)

@@ -11,13 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from imageloop.config import Settings
-from imageloop.engine.families import (
-    NEGATIVE_NOT_USED,
-    check_flow_request,
-    check_flow_scheduler,
-    has_negative_prompt,
-    is_flow_family,
-)
+from imageloop.engine.families import check_flow_request, check_flow_scheduler, is_flow_family
 from imageloop.engine.ip_adapter import resolve_ip_adapter_path
 from imageloop.engine.loader import LoadedModel, Mode
 from imageloop.engine.recipes import LoraWeight, Recipe, RecipeStore, resolve_lora_path
@@ -54,7 +48,7 @@ class RunPlan:
     scheduler: str
     mode: Mode
     model_version: str  # the model's version, plus the tag of a base LoRA the plan applies
-    unused: dict[str, str] = field(default_factory=dict)  # what the model family did not use, for the PNG
+    unused: dict[str, str] = field(default_factory=dict)  # what the model did not use, and why, for the PNG
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call."""
@@ -140,9 +134,9 @@ def make_plan(request: GenerationRequest, recipe: Recipe | None, model: LoadedMo
                            control=request.control_image is not None, width=resolved.width,
                            height=resolved.height)
         check_flow_scheduler(resolved.scheduler or "", architecture)
-    unused: dict[str, str] = {}
-    if negative and not has_negative_prompt(architecture):  # the style preset's negative part
-        negative, unused["Style negative prompt"] = "", NEGATIVE_NOT_USED
+    unused = unused_negatives(resolved.negative_prompt, negative, model.negative_unused)
+    if not model.runs_negative_pass:
+        negative = ""  # nothing to encode
     recipe = with_request_loras(recipe, request.loras)
     recipe, model_version = with_base_lora(recipe, request.base_lora, model.version)
     assert resolved.seed is not None and resolved.steps is not None and resolved.guidance_scale is not None
@@ -150,6 +144,20 @@ def make_plan(request: GenerationRequest, recipe: Recipe | None, model: LoadedMo
     return RunPlan(resolved, recipe, random_seed, prompt, negative, resolved.seed, resolved.steps,
                  resolved.guidance_scale, resolved.width, resolved.height, resolved.scheduler, Mode(request.mode),
                  model_version, unused)
+
+
+def unused_negatives(own: str, joined: str, reason: str | None) -> dict[str, str]:
+    """The negative prompts a model without a negative pass leaves unused (``reason`` None: it has one), by the
+    names the PNG parameters give them: the request's ``own``, and the style preset's part of ``joined`` (``own``
+    with the preset's terms added). The request's is not "Negative prompt", which A1111 reads as the text itself."""
+    if reason is None:
+        return {}
+    unused: dict[str, str] = {}
+    if own.strip():
+        unused["Request negative prompt"] = reason
+    if joined.strip() != own.strip():
+        unused["Style negative prompt"] = reason
+    return unused
 
 
 def with_base_lora(recipe: Recipe | None, lora: BaseLora | None, model_version: str) -> tuple[Recipe | None, str]:

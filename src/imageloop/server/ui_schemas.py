@@ -107,7 +107,10 @@ class ActiveModelOut(BaseModel):
 
     name: str
     family: str | None = Field(description="sd15, sdxl, flux or sd3; None when its files cannot be read.")
-    label: str = Field(description="The family as people name it: SD1.5, SDXL, FLUX.1 dev, FLUX.1 schnell, SD3.")
+    label: str = Field(description="The family as people name it: SD1.5, SDXL, FLUX.1 dev, FLUX.1 schnell, SD3; "
+                       "'SD1.5 (guidance-embedded)' for an LCM-distilled UNet.")
+    guidance_embedded: bool = Field(default=False, description="Its UNet takes the guidance as an embedding "
+                                    "(LCM-distilled): no unconditional pass, so a negative prompt is not used.")
     needs: list[str] = Field(description="What it needs beside its weights.")
     samplers: list[str] = Field(description="Sampler names that apply (params.scheduler).")
     controls: list[ControlRuleOut]
@@ -117,8 +120,8 @@ class ActiveModelOut(BaseModel):
 def active_model_out(profile: ModelProfile) -> ActiveModelOut:
     """The API's form of a model profile."""
     return ActiveModelOut(
-        name=profile.name, family=profile.family, label=profile.label, needs=list(profile.needs),
-        samplers=list(profile.samplers), problem=profile.problem,
+        name=profile.name, family=profile.family, label=profile.label, guidance_embedded=profile.guidance_embedded,
+        needs=list(profile.needs), samplers=list(profile.samplers), problem=profile.problem,
         controls=[ControlRuleOut(name=rule.name, applies=rule.applies, why=rule.why) for rule in profile.controls])
 
 
