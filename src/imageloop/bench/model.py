@@ -145,8 +145,19 @@ def real_composites(specs: list[SceneSpec], copies: int = 2, seed: int = 7) -> n
 
 
 def image_distance(judge: Any, real: np.ndarray, generated: np.ndarray) -> dict[str, float]:
-    """KID (x1000, the usual reporting unit) between real composites and generated images, judge features."""
-    measured = kid(features(judge, real), features(judge, generated))
+    """KID (x1000, the usual reporting unit) between real composites and generated images, judge features.
+
+    Each feature vector is scaled to length sqrt(dim), so the cubic kernel sees cosine similarities: the judge's
+    ReLU features are far larger than Inception's and the kernel of raw ones had so much variance that the
+    estimate was noise. Generated images are paired with real ones of the same combinations, so a model that
+    draws each combination right scores below zero, like two independent real sets do (the floor reported)."""
+    real_f, fake_f = features(judge, real).astype(np.float64), features(judge, generated).astype(np.float64)
+
+    def unit(f: np.ndarray) -> np.ndarray:
+        scaled: np.ndarray = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12) * np.sqrt(f.shape[1])
+        return scaled
+
+    measured = kid(unit(real_f), unit(fake_f))
     return {"kid_x1000": 1000.0 * measured.mean, "kid_std_x1000": 1000.0 * measured.std,
             "subsets": measured.subsets, "subset_size": measured.subset_size}
 
