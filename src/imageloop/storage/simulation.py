@@ -40,12 +40,35 @@ def tune_for_bulk_load(db_engine: Engine) -> None:
 def bulk_insert(
     db_engine: Engine, *, users: Rows = (), generations: Rows = (), images: Rows = (), actions: Rows = ()
 ) -> None:
-    """Insert the rows (column dicts) in one transaction, parents first."""
+    """Insert the rows (column dicts, every row of a table naming the same columns) in one transaction, parents
+    first. On PostgreSQL the rows go through ``COPY``, several times faster than batched ``INSERT``s."""
     with db_engine.begin() as connection:
-        for table, rows in ((User, users), (Generation, generations), (Image, images), (UserAction, actions)):
+        for model, rows in ((User, users), (Generation, generations), (Image, images), (UserAction, actions)):
             batch = list(rows)
-            if batch:
-                connection.execute(sa.insert(table), batch)
+            if not batch:
+                continue
+            if connection.dialect.name == "postgresql":
+                _copy(connection, model.metadata.tables[model.__tablename__], batch)
+            else:
+                connection.execute(sa.insert(model), batch)
+
+
+def _copy(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    # Values pass through each column type's bind processor (enums to their names, JSON to psycopg's Json), so
+    # COPY stores what an INSERT of the same dicts would; COPY applies no Python-side defaults, so none may be left.
+    columns = [table.c[name] for name in rows[0]]
+    if defaulted := [column.name for column in table.c if column.default is not None and column.name not in rows[0]]:
+        raise ValueError(f"rows for {table.name} must name the columns with Python-side defaults: {defaulted}")
+    dialect = connection.dialect
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+    quote = connection.dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(quote(column.name) for column in columns)}) FROM STDIN"
+    names = [column.key for column in columns]
+    cursor: Any = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([value if process is None else process(value)
+                            for process, value in zip(processors, (row[name] for name in names), strict=True)])
 
 
 def any_generation(db_engine: Engine) -> tuple[str, str]:
