@@ -13,12 +13,16 @@ from rich.table import Table
 from tqdm import tqdm
 
 from imageloop.bench.events import (
+    EXPORTED_KINDS,
     TARGET_EXPORT_SECONDS,
+    TARGET_PEAK_RSS_MB,
     EventsBenchResult,
+    ExportTiming,
+    database_version,
     prepare_database,
     repository_ingest_rate,
     synthesise,
-    time_export,
+    time_exports,
 )
 from imageloop.bench.machine import MachineWatch
 from imageloop.cli.groups import bench_app
@@ -29,13 +33,16 @@ def bench_events(
     events: int = typer.Option(1_000_000, "--events", min=1, help="User actions to synthesise."),
     out: Path = typer.Option(Path("benchmarks/results/events.json"), "--out", help="JSON result file."),
     database_url: str | None = typer.Option(
-        None, "--database-url", help="An EMPTY database to fill (default: a temporary SQLite file)."
+        None, "--database-url",
+        help="An EMPTY database to fill, SQLite or PostgreSQL (e.g. postgresql+psycopg://user@host/db; "
+             "default: a temporary SQLite file).",
     ),
     ingest: int = typer.Option(2_000, "--ingest", min=0, help="Actions to record one by one for the ingest rate."),
     api_ingest: int = typer.Option(2_000, "--api-ingest", min=0, help="Actions to send through the HTTP API."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write a PNG bar chart next to the JSON."),
 ) -> None:
-    """Export time and peak memory for N synthetic events (target: under 60 s for 1,000,000)."""
+    """Export time and peak memory of the four datasets for N synthetic events (target for 1,000,000: all four in
+    20 s, 2 GB)."""
     watch = MachineWatch()  # before anything runs: how busy the machine was at the start
     with tempfile.TemporaryDirectory(prefix="imageloop-bench-") as scratch:
         url = database_url or f"sqlite:///{Path(scratch) / 'events.db'}"
@@ -47,11 +54,13 @@ def bench_events(
                 bar.update(done)
 
             counts = synthesise(db_engine, events, progress=advance)
+        insert_seconds = time.perf_counter() - start
+        result = EventsBenchResult(events=counts.actions, database=db_engine.dialect.name,
+                                   database_version=database_version(db_engine), counts=counts,
+                                   insert_seconds=insert_seconds)
         db_engine.dispose()
-        result = EventsBenchResult(events=counts.actions, database=db_engine.dialect.name, counts=counts,
-                                   insert_seconds=time.perf_counter() - start)
-        typer.echo("exporting sft, dpo and recipes in one pass...", err=True)
-        result.exports = time_export(url, Path(scratch) / "export")
+        typer.echo(f"exporting {', '.join(EXPORTED_KINDS)}: each alone, then all in one pass...", err=True)
+        result.exports, result.export_all = time_exports(url, Path(scratch) / "export")
         if ingest:
             result.ingest_actions_per_second = repository_ingest_rate(url, ingest)
     if api_ingest:
@@ -72,18 +81,18 @@ def bench_events(
 
 
 def _report(result: EventsBenchResult) -> None:
-    table = Table(title=f"bench events: {result.events:,} actions on {result.database}")
+    table = Table(title=f"bench events: {result.events:,} actions on {result.database} {result.database_version}")
     for column in ("step", "wall s", "CPU s", "rows", "chains", "peak RSS MB", "of which start-up MB"):
         table.add_column(column, justify="right")
     c = result.counts
     table.add_row(f"insert ({c.generations:,} gen, {c.images:,} img)", f"{result.insert_seconds:.1f}", "",
                   f"{c.actions:,}", "", "", "")
     for e in result.exports:
-        table.add_row(f"  {e.kind}", "", "", f"{e.rows:,}", "", "", "")
-    first = result.exports[0]
-    verdict = "OK" if result.export_seconds < TARGET_EXPORT_SECONDS else f"OVER {TARGET_EXPORT_SECONDS:.0f} s TARGET"
-    table.add_row(f"export (one pass) {verdict}", f"{result.export_seconds:.1f}", f"{first.cpu_seconds:.1f}", "",
-                  f"{first.chains:,}", f"{first.peak_rss_mb:.0f}", f"{first.baseline_rss_mb:.0f}")
+        _export_row(table, f"  {e.kind} alone", e)
+    if result.export_all is not None:
+        verdict = "OK" if result.meets_targets else (
+            f"OVER {TARGET_EXPORT_SECONDS:.0f} s / {TARGET_PEAK_RSS_MB:.0f} MB TARGET")
+        _export_row(table, f"all {len(result.exports)}, one pass {verdict}", result.export_all)
     if result.ingest_actions_per_second is not None:
         table.add_row("ingest (repository, 1 by 1)", f"{result.ingest_actions_per_second:,.0f}/s", "", "", "", "",
                       "")
@@ -94,6 +103,11 @@ def _report(result: EventsBenchResult) -> None:
     Console().print(table)
 
 
+def _export_row(table: Table, label: str, e: ExportTiming) -> None:
+    table.add_row(label, f"{e.seconds:.1f}", f"{e.cpu_seconds:.1f}", f"{e.rows:,}", f"{e.chains:,}",
+                  f"{e.peak_rss_mb:.0f}", f"{e.baseline_rss_mb:.0f}")
+
+
 def _plot(result: EventsBenchResult, path: Path) -> Path:
     import matplotlib
 
@@ -101,11 +115,14 @@ def _plot(result: EventsBenchResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    kinds = [e.kind for e in result.exports]
-    left.bar(kinds, [e.seconds for e in result.exports])
-    left.set_title(f"export seconds ({result.events:,} events)")
-    right.bar(kinds, [e.peak_rss_mb for e in result.exports], label="peak RSS")
-    right.bar(kinds, [e.baseline_rss_mb for e in result.exports], label="start-up")
+    exports = result.exports + ([result.export_all] if result.export_all is not None else [])
+    kinds = [e.kind for e in exports]
+    left.bar(kinds, [e.seconds for e in exports])
+    left.axhline(TARGET_EXPORT_SECONDS, color="red", linestyle="--", label="target (all)")
+    left.set_title(f"export seconds ({result.events:,} events, {result.database})")
+    left.legend()
+    right.bar(kinds, [e.peak_rss_mb for e in exports], label="peak RSS")
+    right.bar(kinds, [e.baseline_rss_mb for e in exports], label="start-up")
     right.set_title("memory (MB)")
     right.legend()
     figure.tight_layout()
