@@ -2,7 +2,9 @@
 
 Reads are streamed from one snapshot of the record with an upper time bound (:mod:`imageloop.storage.chains`:
 three ordered cursors in one transaction, merged by chain id), examples come from the pure builders in
-:mod:`imageloop.flywheel.datasets`, and rows are written in batches, so memory stays flat however large the record.
+:mod:`imageloop.flywheel.datasets`, images are re-encoded as JPEG on a few threads
+(:mod:`imageloop.flywheel.transcode`), and rows are written in batches, column by column, so memory stays flat
+however large the record.
 Users who opted out of training, and deleted users, are filtered out in the query itself: their rows never leave
 the database. Each dataset lands in ``OUT/<kind>/data.parquet`` with ``OUT/<kind>/README.md`` beside it, ready for
 ``datasets.load_dataset("parquet", data_files=...)``.
@@ -10,12 +12,10 @@ the database. Each dataset lands in ``OUT/<kind>/data.parquet`` with ``OUT/<kind
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -23,10 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy.engine import Engine
 
-from imageloop.errors import InvalidRequestError, NotFoundError
+from imageloop.errors import InvalidRequestError
 from imageloop.flywheel.cards import dataset_card
 from imageloop.flywheel.datasets import (
     ChainView,
+    LabelSpec,
+    PairSpec,
     RecipeTally,
     dpo_examples,
     label_specs,
@@ -34,6 +36,7 @@ from imageloop.flywheel.datasets import (
     sft_examples,
     view,
 )
+from imageloop.flywheel.transcode import JpegBatches
 from imageloop.storage.blobs import BlobStore
 from imageloop.storage.chains import Chain, read_chains
 from imageloop.storage.chains import count_chains as count_chains  # the CLI's progress bar
@@ -44,7 +47,6 @@ IMAGE_KINDS = frozenset({"pairs", "labels"})  # datasets that carry image bytes
 EXPORT_KINDS: tuple[str, ...] = get_args(ExportKind)
 WRITE_BATCH = 10_000
 PAIRS_WRITE_BATCH = 256  # rows carry two JPEGs each
-JPEG_QUALITY = 95
 
 SCHEMAS: dict[str, pa.Schema] = {
     "sft": pa.schema([("prompt", pa.string()), ("completion", pa.string()), ("language", pa.string()),
@@ -90,49 +92,37 @@ def iter_chains(
     return read_chains(db_engine, since=since, until=until, images=images)
 
 
+def _compression(schema: pa.Schema) -> dict[str, str]:
+    # JPEG bytes do not compress: zstd would spend time on them for nothing.
+    return {name: "none" if schema.field(name).type == pa.binary() else "zstd" for name in schema.names}
+
+
 class _BatchWriter:
-    """Writes row dicts to a Parquet file in batches."""
+    """Writes rows (tuples in the schema's column order) to a Parquet file in batches, column by column."""
 
     def __init__(self, path: Path, schema: pa.Schema, batch: int) -> None:
-        self._writer = pq.ParquetWriter(str(path), schema, compression="zstd")
+        self._writer = pq.ParquetWriter(str(path), schema, compression=_compression(schema))
         self._schema = schema
         self._batch = batch
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[Any, ...]] = []
         self.count = 0
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: tuple[Any, ...]) -> None:
         self._rows.append(row)
         if len(self._rows) >= self._batch:
             self.flush()
 
     def flush(self) -> None:
         if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self._schema))
+            columns = [pa.array(values, type=column.type)
+                       for values, column in zip(zip(*self._rows, strict=True), self._schema, strict=True)]
+            self._writer.write_table(pa.Table.from_arrays(columns, schema=self._schema))
             self.count += len(self._rows)
             self._rows = []
 
     def close(self) -> None:
         self.flush()
         self._writer.close()
-
-
-class _JpegCache:
-    """JPEG bytes of stored images; a kept image is in many pairs, so recent conversions are cached."""
-
-    def __init__(self, blobs: BlobStore) -> None:
-        self._blobs = blobs
-        self._cached = lru_cache(maxsize=512)(self._convert)
-
-    def __call__(self, key: str) -> bytes:
-        return self._cached(key)
-
-    def _convert(self, key: str) -> bytes:
-        from PIL import Image as PILImage
-
-        with PILImage.open(io.BytesIO(self._blobs.get(key))) as image:
-            out = io.BytesIO()
-            image.convert("RGB").save(out, format="JPEG", quality=JPEG_QUALITY)
-            return out.getvalue()
 
 
 class _Dataset:
@@ -146,45 +136,53 @@ class _Dataset:
         batch = PAIRS_WRITE_BATCH if kind in IMAGE_KINDS else WRITE_BATCH
         self.writer = _BatchWriter(self.path, SCHEMAS[kind], batch)
         self.tally = RecipeTally()
-        self.jpeg = _JpegCache(blobs) if blobs is not None else None
+        self.images: JpegBatches[PairSpec | LabelSpec] | None = (
+            JpegBatches(blobs, batch) if blobs is not None and kind in IMAGE_KINDS else None)
         self.skipped = 0
 
     def add(self, info: ChainView) -> None:
         if self.kind == "sft":
             for sft in sft_examples(info):
-                self.writer.add(asdict(sft))
+                self.writer.add((sft.prompt, sft.completion, sft.language, sft.generation_id))
         elif self.kind == "dpo":
             for dpo in dpo_examples(info):
-                self.writer.add(asdict(dpo))
+                self.writer.add((dpo.prompt, dpo.chosen, dpo.rejected, dpo.chosen_generation_id,
+                                 dpo.rejected_generation_id))
         elif self.kind == "recipes":
             self.tally.add(info)
-        elif self.kind == "labels" and self.jpeg is not None:
+        elif self.kind == "labels" and self.images is not None:
             for label in label_specs(info):
-                try:
-                    jpg = self.jpeg(label.image.blob_key)
-                except NotFoundError:
-                    self.skipped += 1
-                    continue
-                self.writer.add({"caption": label.caption, "jpg": jpg, "label": label.label,
-                                 "image_uid": label.image.id, "source": label.source})
-        elif self.jpeg is not None:
+                self._write_images(self.images.add(label, (label.image.blob_key,)))
+        elif self.images is not None:
             for spec in pair_specs(info):
-                try:
-                    jpg_0, jpg_1 = self.jpeg(spec.image_0.blob_key), self.jpeg(spec.image_1.blob_key)
-                except NotFoundError:
-                    self.skipped += 1
-                    continue
-                self.writer.add({"caption": spec.caption, "jpg_0": jpg_0, "jpg_1": jpg_1, "label_0": spec.label_0,
-                                 "label_1": spec.label_1, "image_0_uid": spec.image_0.id,
-                                 "image_1_uid": spec.image_1.id, "source": spec.source})
+                self._write_images(self.images.add(spec, (spec.image_0.blob_key, spec.image_1.blob_key)))
 
-    def finish(self, chains: int, since: datetime | None, seconds: float) -> ExportResult:
-        for stat in self.tally.stats():
-            self.writer.add(asdict(stat))
+    def _write_images(self, done: list[tuple[PairSpec | LabelSpec, list[bytes | None]]]) -> None:
+        for spec, jpegs in done:
+            if None in jpegs:  # an image is missing from the blob store
+                self.skipped += 1
+            elif isinstance(spec, LabelSpec):
+                self.writer.add((spec.caption, jpegs[0], spec.label, spec.image.id, spec.source))
+            else:
+                self.writer.add((spec.caption, jpegs[0], jpegs[1], spec.label_0, spec.label_1, spec.image_0.id,
+                                 spec.image_1.id, spec.source))
+
+    def close(self) -> None:
+        """Stop the conversion threads and close the file (also after a failure)."""
+        if self.images is not None:
+            self.images.close()
         self.writer.close()
+
+    def finish(self, chains: int, since: datetime | None) -> ExportResult:
+        """Write what is still queued, close the file and write the card (the result's seconds are left 0)."""
+        if self.images is not None:
+            self._write_images(self.images.drain())
+        for stat in self.tally.stats():
+            self.writer.add(astuple(stat))
+        self.close()
         card = self.folder / "README.md"
         card.write_text(dataset_card(self.kind, SCHEMAS[self.kind], rows=self.writer.count, chains=chains, since=since))
-        return ExportResult(self.kind, self.path, card, self.writer.count, chains, seconds, self.skipped)
+        return ExportResult(self.kind, self.path, card, self.writer.count, chains, 0.0, self.skipped)
 
 
 def export_datasets(
@@ -227,14 +225,15 @@ def export_datasets(
             if progress is not None and pending >= 1000:
                 progress(pending)
                 pending = 0
+        results = [sink.finish(chains, cutoff) for sink in sinks]
     except BaseException:
         for sink in sinks:
-            sink.writer.close()
+            sink.close()
         raise
     if progress is not None and pending:
         progress(pending)
     seconds = time.perf_counter() - start
-    return [sink.finish(chains, cutoff, seconds) for sink in sinks]
+    return [replace(result, seconds=seconds) for result in results]
 
 
 def export_dataset(

@@ -1,0 +1,54 @@
+"""Every dataset exported in one pass is the same, row for row and byte for byte, as each exported alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from imageloop.bench.event_images import SyntheticImageStore
+from imageloop.bench.events import prepare_database, synthesise
+from imageloop.flywheel.export import EXPORT_KINDS, export_dataset, export_datasets
+from imageloop.storage import Storage
+from tests.flywheel.record import build_record
+
+
+def _same_tables(together: Path, alone: Path, kinds: tuple[str, ...]) -> None:
+    for kind in kinds:
+        one_pass = pq.read_table(together / kind / "data.parquet")
+        single = pq.read_table(alone / kind / "data.parquet")
+        assert one_pass.num_rows > 0, kind
+        assert one_pass.equals(single), kind
+
+
+def test_one_pass_equals_each_alone_on_a_synthetic_record(database_url: str, tmp_path: Path) -> None:
+    # Large enough that the image datasets span several conversion batches.
+    db_engine = prepare_database(database_url)
+    synthesise(db_engine, 3_000, users=40)
+    blobs = SyntheticImageStore(pool_size=4)
+    results = export_datasets(EXPORT_KINDS, db_engine, tmp_path / "together", blobs=blobs)
+    for kind in EXPORT_KINDS:
+        export_dataset(kind, db_engine, tmp_path / "alone", blobs=blobs)
+    db_engine.dispose()
+    assert {r.kind for r in results} == set(EXPORT_KINDS) and len({r.seconds for r in results}) == 1
+    assert next(r for r in results if r.kind == "pairs").rows > 256  # PAIRS_WRITE_BATCH: several batches
+    _same_tables(tmp_path / "together", tmp_path / "alone", EXPORT_KINDS)
+
+
+def test_one_pass_equals_each_alone_on_the_hand_made_record(storage: Storage, tmp_path: Path) -> None:
+    build_record(storage)
+    export_datasets(EXPORT_KINDS, storage.db_engine, tmp_path / "together", blobs=storage.blobs)
+    for kind in EXPORT_KINDS:
+        export_dataset(kind, storage.db_engine, tmp_path / "alone", blobs=storage.blobs)
+    _same_tables(tmp_path / "together", tmp_path / "alone", EXPORT_KINDS)
+
+
+def test_a_missing_image_skips_its_rows_in_either_export(storage: Storage, tmp_path: Path) -> None:
+    record = build_record(storage)
+    storage.blobs.delete(record.cabin_kept.images[0].blob_key)
+    together = {r.kind: r for r in export_datasets(["pairs", "labels"], storage.db_engine, tmp_path / "t",
+                                                  blobs=storage.blobs)}
+    pairs = export_dataset("pairs", storage.db_engine, tmp_path / "a", blobs=storage.blobs)
+    assert together["pairs"].skipped == pairs.skipped == 1  # the kept image against its (missing) sibling
+    assert together["labels"].skipped == 1
+    assert pq.read_table(tmp_path / "t" / "pairs" / "data.parquet").equals(pq.read_table(pairs.path))
