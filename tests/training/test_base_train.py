@@ -96,6 +96,7 @@ def test_export_loads_in_the_stock_pipeline_and_generates(tmp_path: Path) -> Non
     info = export_pipeline(ckpt, out)
     assert info["step"] == 1 and (out / "MODEL_CARD.md").read_text() == "kept"
     assert json.loads((out / "imageloop.json").read_text())["scheduler"] == "DDIM"
+    assert json.loads((out / "knows.json").read_text())["native_size"] == {"width": 64, "height": 64}
     pipe = StableDiffusionPipeline.from_pretrained(str(out), dtype=torch.float32)
     assert pipe.unet.dtype == torch.float32 and pipe.safety_checker is None
     assert pipe.text_encoder.config.eos_token_id == pipe.tokenizer.eos_token_id

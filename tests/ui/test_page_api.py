@@ -78,7 +78,9 @@ def test_api_keys_are_listed_newest_first_created_once_and_revoked(client: TestC
 def test_catalog_and_prompt_preview(client: TestClient, owner: tuple[str, dict[str, Any]]) -> None:
     key, _ = owner
     styles = client.get("/api/v1/styles", headers=auth(key)).json()
-    assert {"name": "cinematic", "name_en": "Cinematic", "name_zh": "电影感"} in styles
+    # The tiny model is open-vocabulary: no preset is marked as meaning nothing to it.
+    assert {"name": "cinematic", "name_en": "Cinematic", "name_zh": "电影感", "means_nothing": False,
+            "note": None} in styles
     assert client.get("/api/v1/recipes", headers=auth(key)).json() == []
     preview = client.post("/api/v1/prompts/expand", headers=auth(key), json={"intent": "雨夜里孤独的城市"})
     assert preview.status_code == 200, preview.text

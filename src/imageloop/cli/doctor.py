@@ -19,6 +19,7 @@ from imageloop.errors import ImageloopError
 
 if TYPE_CHECKING:
     from imageloop.engine.inventory import ModelEntry
+    from imageloop.engine.model_knowledge import ModelKnowledge
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,38 @@ def _configured_model(settings: Settings) -> Finding:
     return Finding("serving model", "ok", f"{spec} -> {path} ({kind})")
 
 
+def _model_knows(settings: Settings) -> list[Finding]:
+    """What the serving model knows: subjects, attributes and native size from its ``knows.json``, or that it takes
+    any words (an open-vocabulary model)."""
+    from imageloop.engine.model_profile import model_profile
+
+    profile = model_profile(settings.engine.model, settings)
+    if profile.problem is not None:
+        return []  # "serving model" already says why
+    knows = profile.knows
+    if knows is None:
+        size = f"; native size {profile.native_side}×{profile.native_side}" if profile.native_side else ""
+        return [Finding("model knows", "ok", f"{profile.name}: open vocabulary (no knows.json){size}")]
+    subjects = ", ".join(f"{s.en[0]} {s.zh[0]}" for s in knows.subjects)
+    attributes = "; ".join(f"{name}: {' / '.join(v.en[0] for v in values)}"
+                           for name, values in knows.attributes.items())
+    native = f"{knows.native_size.width}×{knows.native_size.height}"
+    return [
+        Finding("model knows", "ok", f"{profile.name}: {len(knows.subjects)} subjects ({subjects})"),
+        Finding("model attributes", "ok", f"{attributes}; in {' and '.join(knows.languages)}"),
+        Finding("model size", "ok", f"{native} only: it was trained at that size, other sizes degrade",
+                f"ask for {native} and upscale"),
+        Finding("unnamed attributes", "ok", _unnamed(knows),
+                "name each attribute you care about, e.g. 'clear weather'"),
+    ]
+
+
+def _unnamed(knows: ModelKnowledge) -> str:
+    weather = knows.attributes.get("weather", ())
+    example = f" (a prompt that names no weather gets any of {' / '.join(v.en[0] for v in weather)})" if weather else ""
+    return f"drawn at random, as in the training captions that left them out{example}"
+
+
 def _extras(settings: Settings) -> list[Finding]:
     from imageloop.engine.recipes import RecipeStore
 
@@ -208,7 +241,8 @@ def _extras(settings: Settings) -> list[Finding]:
 
 def diagnose(settings: Settings) -> list[Finding]:
     """Every finding about this installation, in report order."""
-    return [*_runtime(), *_cpu_autocast(settings), *_data_dir(settings), *_models(settings), *_extras(settings)]
+    return [*_runtime(), *_cpu_autocast(settings), *_data_dir(settings), *_models(settings), *_model_knows(settings),
+            *_extras(settings)]
 
 
 @app.command()

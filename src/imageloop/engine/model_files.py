@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
 from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.families import config_embeds_guidance, native_side_from_configs
+from imageloop.engine.model_knowledge import KNOWS_FILE
 from imageloop.engine.schedulers import canonical_scheduler_name
 from imageloop.errors import ImageloopError, ModelLoadError, UnsupportedModelError
 
 MODEL_DEFAULTS_FILE = "imageloop.json"
+_NOT_WEIGHTS = frozenset((MODEL_DEFAULTS_FILE, KNOWS_FILE))
 SHIPPED_CONFIGS_DIR = ASSETS_DIR / "configs"
 
 _SD15_KEYS = ("model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.")
@@ -166,10 +168,11 @@ def detect_architecture(path: Path) -> Architecture:
 
 
 def content_hash(path: Path) -> str:
-    """SHA-256 of a file, or of a folder's files (relative names and bytes, sorted; ``imageloop.json`` excluded)."""
+    """SHA-256 of a file, or of a folder's files (relative names and bytes, sorted; ``imageloop.json`` and
+    ``knows.json`` excluded: settings and a description, not weights)."""
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.name != MODEL_DEFAULTS_FILE and not p.name.startswith(".")
+        p for p in path.rglob("*") if p.is_file() and p.name not in _NOT_WEIGHTS and not p.name.startswith(".")
     )
     for file in files:
         if path.is_dir():

@@ -6,6 +6,8 @@ apply, and for each optional control (negative prompt, sampler, clip skip, Contr
 applies and, when not, why. The web page hides the controls that do not apply and shows the reason; the engine
 refuses the same settings by name (see :mod:`imageloop.engine.families`), except the negative prompt of a
 guidance-embedded (LCM-distilled) SD model, labelled "SD1.5 (guidance-embedded)": it runs and is reported as not used.
+A closed-vocabulary model (the embedded one) also says what it knows: its ``knows.json``
+(:mod:`imageloop.engine.model_knowledge`); an open-vocabulary one has none.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from imageloop.config import Settings
 from imageloop.engine.families import FLOW_SCHEDULERS, has_negative_prompt, is_flow_family
+from imageloop.engine.model_knowledge import ModelKnowledge, read_knowledge
 from imageloop.engine.schedulers import SCHEDULER_NAMES
 from imageloop.errors import ImageloopError
 
@@ -51,6 +54,8 @@ class ModelProfile:
     controls: tuple[ControlRule, ...]
     problem: str | None = None
     guidance_embedded: bool = False  # an SD-family UNet that takes the guidance as an embedding (LCM-distilled)
+    native_side: int | None = None  # the longer side it makes by default, in pixels
+    knows: ModelKnowledge | None = None  # a closed-vocabulary model's subjects, attributes and trained size
 
 
 def _flux_has_guidance(path: Path) -> bool:
@@ -128,12 +133,18 @@ def _controls(family: str, label: str, settings: Settings, guidance_embedded: bo
 def model_profile(spec: str | Path, settings: Settings) -> ModelProfile:
     """The profile of model ``spec`` (see the module docstring). A model whose files cannot be read has no family,
     ``problem`` says why, and every control is shown (loading it then fails with the same reason)."""
-    from imageloop.engine.model_files import detect_architecture, folder_embeds_guidance, resolve_model_source
+    from imageloop.engine.model_files import (
+        detect_architecture,
+        folder_embeds_guidance,
+        native_size,
+        resolve_model_source,
+    )
 
     name = Path(str(spec)).stem if Path(str(spec)).suffix else Path(str(spec)).name
     try:
         path = resolve_model_source(spec, settings)
         family = detect_architecture(path).value
+        knows = read_knowledge(path) if path.is_dir() else None
     except ImageloopError as exc:
         rules = tuple(ControlRule(control, True) for control in CONTROL_NAMES)
         return ModelProfile(name, None, "unknown", (), SCHEDULER_NAMES, rules, problem=exc.message)
@@ -141,4 +152,5 @@ def model_profile(spec: str | Path, settings: Settings) -> ModelProfile:
     label = _label(family, path, embedded)
     samplers = FLOW_SCHEDULERS if is_flow_family(family) else SCHEDULER_NAMES
     return ModelProfile(name, family, label, _needs(family, path, settings), samplers,
-                        _controls(family, label, settings, embedded), guidance_embedded=embedded)
+                        _controls(family, label, settings, embedded), guidance_embedded=embedded,
+                        native_side=native_size(path, settings), knows=knows)

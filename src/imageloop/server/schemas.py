@@ -110,6 +110,10 @@ class GenerationAccepted(BaseModel):
     ignored: list[str] = Field(
         default_factory=list, description="Settings of `parameters_text` not honoured (or only approximately), "
         "each as 'Name: value — why'.")
+    notes: list[str] = Field(
+        default_factory=list, description="What the served model makes of this request, when it knows only some "
+        "subjects and attributes (the embedded model): a size other than the one it was trained at, scene attributes "
+        "the prompt leaves to chance. Never a refusal.")
 
 
 class GenerationBatchAccepted(BaseModel):
@@ -169,6 +173,10 @@ class GenerationOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     images: list[ImageOut]
+    notes: list[str] = Field(
+        default_factory=list, description="What the served model makes of this request, when it knows only some "
+        "subjects and attributes (the embedded model): a size other than the one it was trained at, scene attributes "
+        "the prompt leaves to chance. Never a refusal.")
 
 
 class HistoryOut(BaseModel):
@@ -222,6 +230,10 @@ class QuoteOut(BaseModel):
     problem: str | None = Field(description="The tier limit the request is over (the submit would answer 422).")
     ignored: list[str] = Field(
         default_factory=list, description="Settings of `parameters_text` the submit would not honour (as there).")
+    notes: list[str] = Field(
+        default_factory=list, description="A size other than the only one the served model was trained at (the "
+        "embedded model), as the submit would note it; never a refusal. Notes on the prompt come with the submit, "
+        "once the prompt that runs is known.")
 
 
 class LedgerEntryOut(BaseModel):
@@ -383,7 +395,8 @@ def params_out(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def generation_out(
-    record: GenerationRecord, *, queue_position: int | None, live: Progress | None = None
+    record: GenerationRecord, *, queue_position: int | None, live: Progress | None = None,
+    notes: list[str] | None = None,
 ) -> GenerationOut:
     """The API view of a record; ``live`` is fresher progress from the event stream, if any."""
     progress = Progress(step=record.progress_step, total=record.progress_total)
@@ -400,7 +413,7 @@ def generation_out(
         base_model_version=record.base_model_version, attempts=record.attempts,
         error=record.error, timings=dict(record.timings), created_at=record.created_at,
         started_at=record.started_at, finished_at=record.finished_at,
-        images=[image_out(image) for image in record.images],
+        images=[image_out(image) for image in record.images], notes=notes or [],
     )
 
 

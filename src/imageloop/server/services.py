@@ -30,6 +30,7 @@ from imageloop.prompts.service import PromptService
 from imageloop.server.credits import FairUse
 from imageloop.server.links import ImageLinks, load_secret
 from imageloop.server.metrics import Metrics
+from imageloop.server.model_notes import ServedModel, served_model
 from imageloop.server.schemas import Progress
 from imageloop.server.signin import SignInThrottle
 from imageloop.server.uploads import UploadSlots
@@ -178,6 +179,7 @@ class Services:
     sign_in_throttle: SignInThrottle  # failed password sign-ins per user name and client address
     fair_use: FairUse  # credits, tiers and the request rate (settings.credits)
     uploads: UploadSlots  # image uploads in progress per user (settings.server.max_concurrent_uploads)
+    served_model: ServedModel  # the configured model's name and what it knows (the notes on requests)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lifecycle: threading.Lock = field(default_factory=threading.Lock)
 
@@ -237,5 +239,5 @@ def build_services(settings: Settings, *, engine_factory: EngineFactory | None =
         links=ImageLinks(load_secret(settings)), progress=progress, prompts=prompts, training=training,
         trainer=TrainingWorker(settings, storage, stores=training), warm_up=warm_up,
         sign_in_throttle=SignInThrottle(settings.auth), fair_use=FairUse(settings, storage),
-        uploads=UploadSlots(settings.server.max_concurrent_uploads),
+        uploads=UploadSlots(settings.server.max_concurrent_uploads), served_model=served_model(settings),
     )

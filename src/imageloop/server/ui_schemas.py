@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from imageloop.engine.model_knowledge import KnownValue, ModelKnowledge
 from imageloop.engine.model_profile import ModelProfile
 from imageloop.server.schemas import (
     DETAILS_DESCRIPTION,
@@ -85,6 +86,11 @@ class StyleOut(BaseModel):
     name: str
     name_en: str
     name_zh: str
+    means_nothing: bool = Field(default=False, description="The served model knows none of the preset's words "
+                                "(a closed-vocabulary model such as the embedded one): applying it changes nothing. "
+                                "It stays selectable.")
+    note: str | None = Field(default=None, description="What the preset does to the served model, when that model "
+                             "has a fixed vocabulary; None for an open-vocabulary model.")
 
 
 class RecipeOut(BaseModel):
@@ -102,6 +108,35 @@ class ControlRuleOut(BaseModel):
                             "(the samplers of FLUX.1/SD3); None when all of it applies.")
 
 
+class KnownValueOut(BaseModel):
+    key: str
+    en: list[str] = Field(description="English phrasings it was trained on, canonical first.")
+    zh: list[str] = Field(description="Chinese phrasings, canonical first.")
+
+
+class ModelKnowsOut(BaseModel):
+    """What a closed-vocabulary model was trained on (its ``knows.json``)."""
+
+    subjects: list[KnownValueOut]
+    attributes: dict[str, list[KnownValueOut]] = Field(description="Attribute name -> its values, in order.")
+    languages: list[str]
+    unnamed: str = Field(description="What happens to an attribute the prompt does not name.")
+
+
+def _known(values: tuple[KnownValue, ...]) -> list[KnownValueOut]:
+    return [KnownValueOut(key=v.key, en=list(v.en), zh=list(v.zh)) for v in values]
+
+
+def knows_out(knows: ModelKnowledge) -> ModelKnowsOut:
+    """The API's form of a ``knows.json``."""
+    return ModelKnowsOut(
+        subjects=_known(knows.subjects), attributes={name: _known(vs) for name, vs in knows.attributes.items()},
+        languages=list(knows.languages),
+        unnamed=f"drawn at random: {knows.caption_omit_probability:.0%} of each training caption's attributes were "
+                "left out, so the model learnt that an unnamed attribute is any of its values; name it to choose it",
+    )
+
+
 class ActiveModelOut(BaseModel):
     """The model generations run on, as the Create page shows it."""
 
@@ -115,6 +150,17 @@ class ActiveModelOut(BaseModel):
     samplers: list[str] = Field(description="Sampler names that apply (params.scheduler).")
     controls: list[ControlRuleOut]
     problem: str | None = Field(default=None, description="Why its files cannot be read.")
+    native_size: list[int] | None = Field(default=None, description="[width, height] it makes by default: the only "
+                                          "size it was trained at when ``knows`` is set; None when unknown.")
+    knows: ModelKnowsOut | None = Field(default=None, description="The subjects and attributes it knows, for a "
+                                        "closed-vocabulary model (the embedded one); None for an open-vocabulary "
+                                        "model (SD1.5, SDXL, FLUX.1): any words.")
+
+
+def _native_size(profile: ModelProfile) -> list[int] | None:
+    if profile.knows is not None:
+        return [profile.knows.native_size.width, profile.knows.native_size.height]
+    return None if profile.native_side is None else [profile.native_side, profile.native_side]
 
 
 def active_model_out(profile: ModelProfile) -> ActiveModelOut:
@@ -122,6 +168,7 @@ def active_model_out(profile: ModelProfile) -> ActiveModelOut:
     return ActiveModelOut(
         name=profile.name, family=profile.family, label=profile.label, guidance_embedded=profile.guidance_embedded,
         needs=list(profile.needs), samplers=list(profile.samplers), problem=profile.problem,
+        native_size=_native_size(profile), knows=None if profile.knows is None else knows_out(profile.knows),
         controls=[ControlRuleOut(name=rule.name, applies=rule.applies, why=rule.why) for rule in profile.controls])
 
 

@@ -18,6 +18,7 @@ from imageloop.jobs import JobCancelled, JobEvent
 from imageloop.server.credits import CHARGED_RESPONSES
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.intents import PreparedRequest, prepare_request
+from imageloop.server.model_notes import record_notes, request_notes
 from imageloop.server.schemas import (
     MAX_ID,
     MAX_TEXT,
@@ -46,12 +47,14 @@ FROM_PNG_MAX_BYTES = 32 << 20
 def view(services: Services, record: GenerationRecord) -> GenerationOut:
     """The API view of ``record`` with its queue position and the freshest progress known."""
     position = services.storage.generations.queue_position(record.id) if record.status is JobStatus.QUEUED else None
-    return generation_out(record, queue_position=position, live=services.progress.get(record.id))
+    return generation_out(record, queue_position=position, live=services.progress.get(record.id),
+                          notes=record_notes(services.served_model, record))
 
 
 def _accepted(services: Services, record: GenerationRecord, ignored: list[str] | None = None) -> GenerationAccepted:
     position = services.storage.generations.queue_position(record.id)
-    return GenerationAccepted(id=record.id, status=record.status, queue_position=position, ignored=ignored or [])
+    return GenerationAccepted(id=record.id, status=record.status, queue_position=position, ignored=ignored or [],
+                              notes=record_notes(services.served_model, record))
 
 
 def _prepared(services: Services, user: UserAccount, body: GenerationCreate) -> tuple[NewGeneration, PreparedRequest]:
@@ -120,7 +123,7 @@ def quote_generation(body: GenerationCreate, user: CurrentUser, services: Servic
     return QuoteOut(
         cost=quote.cost, per_image=quote.per_image, n=quote.n, tier=quote.tier, charged=quote.charged,
         balance=quote.balance, next_refill_at=quote.next_refill_at, affordable=quote.affordable,
-        problem=quote.problem, ignored=ignored,
+        problem=quote.problem, ignored=ignored, notes=request_notes(services.served_model.knows, params),
     )
 
 

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from imageloop.engine.model_profile import model_profile
 from imageloop.engine.recipes import RecipeStore
 from imageloop.prompts.expand import expansion_record, join_negatives, resolve_prompt, resolved_from_record
+from imageloop.prompts.style_fit import style_fit
 from imageloop.prompts.styles import load_styles
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.ui_schemas import (
@@ -26,9 +27,18 @@ router = APIRouter(prefix="/api/v1", tags=["create"])
 
 
 @router.get("/styles", summary="Style presets")
-def styles(user: CurrentUser) -> list[StyleOut]:
-    """Every preset, in the file's order; ``style`` in a generation takes the slug (or either display name)."""
-    return [StyleOut(name=p.name, name_en=p.name_en, name_zh=p.name_zh) for p in load_styles().values()]
+def styles(user: CurrentUser, services: ServicesDep) -> list[StyleOut]:
+    """Every preset, in the file's order; ``style`` in a generation takes the slug (or either display name). For a
+    served model with a fixed vocabulary (the embedded one), ``note`` says what each preset does to it and
+    ``means_nothing`` marks the presets whose words it knows none of (still selectable)."""
+    knows = services.served_model.knows
+    out = []
+    for preset in load_styles().values():
+        fit = None if knows is None else style_fit(preset, knows)
+        out.append(StyleOut(name=preset.name, name_en=preset.name_en, name_zh=preset.name_zh,
+                            means_nothing=fit is not None and fit.means_nothing,
+                            note=None if fit is None else fit.note))
+    return out
 
 
 @router.get("/recipes", summary="Recipes")

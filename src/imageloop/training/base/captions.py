@@ -17,6 +17,8 @@ from imageloop.training.base.sprites import SUBJECTS_BY_KEY
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
 SCENE_ORDER = ("place", "weather", "time", "lighting", "colour", "mood", "composition")
+# Share of scene attributes a training caption leaves out: the model learns that an unnamed attribute is any value.
+CAPTION_OMIT_PROB = 0.15
 
 _EN_OPENERS = ("a photo of", "an image of", "a picture of", "a painting of", "a render of", "", "")
 _ZH_OPENERS = ("一张", "一幅", "", "")
@@ -57,7 +59,8 @@ def _weight(tag: str, rng: np.random.Generator) -> str:
     return tag
 
 
-def caption(spec: SceneSpec, lang: Language, rng: np.random.Generator, omit_prob: float = 0.15) -> str:
+def caption(spec: SceneSpec, lang: Language, rng: np.random.Generator,
+            omit_prob: float = CAPTION_OMIT_PROB) -> str:
     """A random caption of ``spec`` in ``lang``: a sentence or a (possibly weighted) tag list.
 
     Each scene attribute is left out with probability ``omit_prob``; the subject is always named.

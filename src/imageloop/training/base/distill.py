@@ -41,6 +41,7 @@ from transformers import CLIPTextModel, PreTrainedTokenizerFast
 from imageloop.errors import TrainingError
 from imageloop.training.base.autoencoder import atomic_torch_save, encode_dataset
 from imageloop.training.base.dataset import SceneDataset, build_dataset, load_dataset
+from imageloop.training.base.knows import write_knowledge
 from imageloop.training.base.model import scheduler_config, use_bf16
 from imageloop.training.base.tokenizer import MAX_LENGTH
 from imageloop.training.base.train import batch_captions
@@ -343,6 +344,7 @@ def export_student(checkpoint_dir: Path, teacher_dir: Path, out_dir: Path,
             "images_seen": state["images_seen"], "training_minutes": round(state["elapsed_s"] / 60.0, 1),
             "teacher": teacher_info}
     (tmp / "imageloop.json").write_text(json.dumps(STUDENT_DEFAULTS, indent=1) + "\n")
+    write_knowledge(tmp)  # what the model knows: the engine, doctor and the page read it
     (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     for entry in tmp.iterdir():

@@ -31,6 +31,7 @@ from imageloop.training.base.autoencoder import (
 )
 from imageloop.training.base.captions import Language, caption, strip_weights
 from imageloop.training.base.dataset import SceneDataset, build_dataset, load_dataset, subject_masks
+from imageloop.training.base.knows import write_knowledge
 from imageloop.training.base.model import (
     ModelSize,
     build_scheduler,
@@ -439,6 +440,7 @@ def export_pipeline(checkpoint_dir: Path, out_dir: Path, dtype: torch.dtype = to
     info = {"checkpoint": newest.name, "step": state["step"], "images_seen": state["images_seen"],
             "training_minutes": round(state["elapsed_s"] / 60.0, 1)}
     (tmp / "imageloop.json").write_text(json.dumps(GENERATION_DEFAULTS, indent=1) + "\n")
+    write_knowledge(tmp)  # what the model knows: the engine, doctor and the page read it
     (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     for entry in tmp.iterdir():

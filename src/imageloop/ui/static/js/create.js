@@ -6,7 +6,9 @@ import { api } from "./api.js";
 import { changesView } from "./diff.js";
 import { clear, describe, h, hideError, onceClick, showError } from "./dom.js";
 import { keepDraft, readDraft } from "./drafts.js";
-import { applies, modelFields, modelParams, pasteBox, showIgnored, showModel } from "./modelcontrols.js";
+import {
+  applies, modelFields, modelParams, pasteBox, showIgnored, showModel, showRequestNotes, showStyleNote, styleOption,
+} from "./modelcontrols.js";
 import { follow, progressPanel } from "./progress.js";
 import { provenanceView } from "./provenance.js";
 import { resultGroup } from "./results.js";
@@ -39,6 +41,7 @@ function buildForm() {
   const form = h("form", { id: "create-form", novalidate: true, class: "card" },
     h("p", { id: "c-model", class: "muted", "aria-live": "polite", hidden: true }),
     h("ul", { id: "c-model-notes", class: "notes", hidden: true }),
+    h("details", { id: "c-knows", class: "knows-box", hidden: true }),
     field("What do you want to see? Any language.", intent),
     h("div", { class: "row" },
       h("button", { type: "button", id: "c-expand", class: "secondary" }, "Show expanded prompt"),
@@ -54,7 +57,8 @@ function buildForm() {
         h("div", { class: "field wide", dataset: { control: "negative_prompt" } },
           h("label", { for: "c-negative" }, "Negative prompt"),
           h("textarea", { id: "c-negative", name: "negative_prompt", rows: 2, dataset: { field: "negative_prompt" } })),
-        field("Style", style), field("Recipe", recipe),
+        h("div", { class: "field" }, h("label", { for: style.id }, "Style"), style,
+          h("small", { id: "c-style-note", class: "muted", hidden: true })), field("Recipe", recipe),
         field("Width", textInput("width", "params.width", { inputmode: "numeric", placeholder: "model default" })),
         field("Height", textInput("height", "params.height", { inputmode: "numeric", placeholder: "model default" })),
         field("Steps", textInput("steps", "params.steps", { inputmode: "numeric", placeholder: "default" })),
@@ -62,6 +66,7 @@ function buildForm() {
         field("Seed", textInput("seed", "params.seed", { inputmode: "numeric", placeholder: "random" })),
         field("Images", textInput("n", "n", { inputmode: "numeric", value: "1" })), ...modelFields())),
     pasteBox(),
+    h("ul", { id: "c-request-notes", class: "notes", "aria-live": "polite", hidden: true }),
     h("div", { id: "c-error", class: "error", role: "alert", hidden: true }),
     h("div", { class: "row" }, h("button", { type: "submit", id: "c-generate", class: "primary" }, "Generate"),
       h("small", { class: "muted kbd-hint" }, "Ctrl+Enter"),
@@ -105,10 +110,12 @@ async function requestBody(form, expansion, { withImage = true } = {}) {
 async function fillOptions(form) {
   const draft = readDraft(DRAFT);
   const [styles, recipes] = await Promise.all([api.get("/api/v1/styles"), api.get("/api/v1/recipes")]);
-  form.elements.style.append(...styles.map((s) => h("option", { value: s.name }, `${s.name_en} · ${s.name_zh}`)));
+  form.elements.style.append(...styles.map(styleOption));
   form.elements.recipe.append(...recipes.map((r) => h("option", { value: r.name }, r.name)));
   if (!recipes.length) form.elements.recipe.append(h("option", { value: "", disabled: true }, "(no recipes yet)"));
   if (draft.style) form.elements.style.value = draft.style;
+  showStyleNote(form);
+  form.elements.style.addEventListener("change", () => showStyleNote(form));
   if (draft.recipe) form.elements.recipe.value = draft.recipe;
 }
 
@@ -118,6 +125,7 @@ async function showCost(form, expansion) {
   try {
     const quote = await api.post("/api/v1/generations/quote", await requestBody(form, expansion, { withImage: false }));
     showIgnored(form, quote.ignored);
+    showRequestNotes(form, quote.notes);
     if (!quote.charged) { box.textContent = ""; return; }
     const price = `${quote.cost} credit${quote.cost === 1 ? "" : "s"} · balance ${quote.balance}`;
     box.textContent = quote.problem ? `${price} · ${quote.problem}`
@@ -244,6 +252,7 @@ export function createPage(root, { startWith = null } = {}) {
         accepted = await api.post("/api/v1/generations", await requestBody(form, expansion));
       }
       showIgnored(form, accepted.ignored);
+      showRequestNotes(form, accepted.notes);
       track(accepted.id);
     } catch (error) {
       onError(error);

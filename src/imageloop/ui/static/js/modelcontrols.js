@@ -1,5 +1,6 @@
-// What the served model allows, on the Create page: its family and needs (GET /api/v1/model), the controls that do
-// not apply to it hidden with a note saying why, the sampler / clip skip / IP-Adapter inputs, and the box for
+// What the served model allows, on the Create page: its family, needs and native size (GET /api/v1/model), what a
+// closed-vocabulary model knows (subjects, attributes), the controls that do not apply to it hidden with a note
+// saying why, the style presets that mean nothing to it marked as such, what it makes of a request (notes), the sampler / clip skip / IP-Adapter inputs, and the box for
 // parameters pasted from AUTOMATIC1111, Forge or Civitai (sent as parameters_text; what the server would not
 // honour is listed under it, from the quote before submitting and from the submit's answer).
 
@@ -92,7 +93,7 @@ export async function showModel(form) {
   const box = form.querySelector("#c-model");
   const needs = model.needs.length ? ` — needs ${model.needs.join("; ")}` : "";
   clear(box, "Model: ", h("strong", { id: "c-family", dataset: { family: model.family ?? "" } }, model.label),
-    ` (${model.name})${needs}`, model.problem ? h("span", { class: "error" }, ` ${model.problem}`) : null);
+    ` (${model.name})${sizeText(model.native_size)}${needs}`, model.problem ? h("span", { class: "error" }, ` ${model.problem}`) : null);
   box.hidden = false;
   const sampler = form.elements.scheduler;
   const chosen = sampler.value;
@@ -107,5 +108,45 @@ export async function showModel(form) {
   const list = form.querySelector("#c-model-notes");
   clear(list, ...notes);
   list.hidden = !notes.length;
+  showKnows(form.querySelector("#c-knows"), model.knows);
   return model;
+}
+
+function sizeText(size) {
+  return size ? ` · native size ${size[0]}×${size[1]}` : "";
+}
+
+/** A closed-vocabulary model's subjects and attributes as a compact list; hidden for an open-vocabulary model. */
+function showKnows(box, knows) {
+  box.hidden = !knows;
+  if (!knows) return;
+  const values = (list) => list.map((v) => `${v.en[0]} ${v.zh[0] ?? ""}`.trim()).join(", ");
+  const rows = [["subjects", knows.subjects], ...Object.entries(knows.attributes)];
+  clear(box, h("summary", {}, `What this model knows: ${knows.subjects.length} subjects, `
+      + `${Object.keys(knows.attributes).length} attributes (${knows.languages.join(", ")}); nothing else`),
+    h("dl", { class: "knows" }, rows.flatMap(([name, list]) =>
+      [h("dt", {}, name), h("dd", { dataset: { knows: name } }, values(list))])),
+    h("p", { class: "muted" }, `An attribute you do not name is ${knows.unnamed}.`));
+}
+
+/** A style preset's option: marked when the served model knows none of its words (it stays selectable). */
+export function styleOption(style) {
+  const mark = style.means_nothing ? " — means nothing to this model" : "";
+  return h("option", { value: style.name, title: style.note ?? "",
+    dataset: { meansNothing: String(style.means_nothing) } }, `${style.name_en} · ${style.name_zh}${mark}`);
+}
+
+/** Under the style select: what the chosen preset does to the served model (closed-vocabulary models only). */
+export function showStyleNote(form) {
+  const option = form.elements.style.selectedOptions[0];
+  const note = form.querySelector("#c-style-note");
+  note.textContent = option?.value ? option.title : "";
+  note.hidden = !note.textContent;
+}
+
+/** What the served model makes of the request (from the quote, then from the submit's answer); never a refusal. */
+export function showRequestNotes(form, notes) {
+  const list = form.querySelector("#c-request-notes");
+  clear(list, ...(notes ?? []).map((note) => h("li", {}, note)));
+  list.hidden = !(notes ?? []).length;
 }

@@ -157,6 +157,10 @@ export function resultGroup(generation, options = {}) {
     return h("p", { class: "error" }, `The generation failed: ${generation.error || "no reason given"}`);
   }
   if (generation.status === "cancelled") return h("p", { class: "muted" }, "The generation was cancelled.");
-  return h("div", { class: "results" },
+  const cards = h("div", { class: "results" },
     generation.images.map((image) => resultCard(generation, image, { ...options, reaction: reactions[image.id] })));
+  const notes = generation.notes ?? [];
+  if (!notes.length) return cards;
+  // What the served model makes of this request (a size it was not trained at, attributes left to chance).
+  return h("div", {}, h("ul", { class: "notes result-notes" }, notes.map((note) => h("li", {}, note))), cards);
 }
