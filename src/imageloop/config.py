@@ -21,6 +21,17 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
 EMBEDDED_MODEL_DIR = ASSETS_DIR / "embedded"
 EMBEDDED_MODEL_NAME = "embedded"
+# The few-step (LCM) student of the embedded model, distilled from it (imageloop train distill).
+EMBEDDED_LCM_NAME = "embedded-lcm"
+# Every model shipped in the package, by the name a user selects it with.
+EMBEDDED_MODELS: dict[str, Path] = {EMBEDDED_MODEL_NAME: EMBEDDED_MODEL_DIR,
+                                    EMBEDDED_LCM_NAME: ASSETS_DIR / EMBEDDED_LCM_NAME}
+
+
+def embedded_name(path: Path) -> str | None:
+    """The name of the shipped model in folder ``path``, if it is one."""
+    resolved = path.resolve()
+    return next((name for name, folder in EMBEDDED_MODELS.items() if folder.resolve() == resolved), None)
 
 
 def _default_data_dir() -> Path:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from imageloop import __version__
 from imageloop.cli import app
-from imageloop.config import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings, load_settings
+from imageloop.config import EMBEDDED_MODELS, Settings, load_settings
 from imageloop.errors import ImageloopError
 
 if TYPE_CHECKING:
@@ -137,15 +137,17 @@ def _models(settings: Settings) -> list[Finding]:
 
     findings: list[Finding] = []
     entries = list_models(settings)
-    if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
-        findings.append(Finding("embedded model", "missing" if settings.engine.model == EMBEDDED_MODEL_NAME else "warn",
-                                f"not installed ({EMBEDDED_MODEL_DIR} has no model_index.json)",
+    configured = EMBEDDED_MODELS.get(settings.engine.model)
+    if configured is not None and not (configured / "model_index.json").is_file():
+        findings.append(Finding(f"embedded model {settings.engine.model}", "missing",
+                                f"not installed ({configured} has no model_index.json)",
                                 "use --model PATH / IMAGELOOP_ENGINE__MODEL, or train it: imageloop train base"))
     for entry in entries:
         if entry.kind == "model":
-            embedded = entry.path == EMBEDDED_MODEL_DIR
-            findings.append(_entry_finding(entry, "embedded model" if embedded else f"model {entry.name}"))
-    if not any(entry.kind == "model" and entry.path != EMBEDDED_MODEL_DIR for entry in entries):
+            shipped = entry.path in EMBEDDED_MODELS.values()
+            label = f"embedded model {entry.name}" if shipped else f"model {entry.name}"
+            findings.append(_entry_finding(entry, label))
+    if not any(entry.kind == "model" and entry.path not in EMBEDDED_MODELS.values() for entry in entries):
         findings.append(Finding("models dir", "warn", f"no models in {settings.models_dir}",
                                 "put diffusers folders or .safetensors checkpoints there to use them by name"))
     findings.append(_configured_model(settings))

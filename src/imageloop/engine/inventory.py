@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imageloop.config import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
+from imageloop.config import EMBEDDED_MODELS, Settings
 from imageloop.errors import ImageloopError
 
 # Cross-attention width of the families (attn2.to_k input features; an IP-Adapter's image tokens are this wide).
@@ -193,8 +193,9 @@ def list_models(settings: Settings) -> list[ModelEntry]:
     """Every model this installation can use: the embedded model, the models folder, LoRAs, the configured
     ControlNet and the IP-Adapters, each with family, size and needs (see the module docstring)."""
     entries: list[ModelEntry] = []
-    if (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
-        entries.append(_model_entry(EMBEDDED_MODEL_NAME, EMBEDDED_MODEL_DIR, settings))
+    for name, folder in EMBEDDED_MODELS.items():
+        if (folder / "model_index.json").is_file():
+            entries.append(_model_entry(name, folder, settings))
     if settings.models_dir.is_dir():
         for path in sorted(settings.models_dir.iterdir()):
             if path.is_dir() or path.suffix.lower() in _WEIGHT_SUFFIXES:

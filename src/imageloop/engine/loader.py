@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from imageloop.config import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
+from imageloop.config import Settings, embedded_name
 from imageloop.engine.acceleration import Acceleration, place_pipeline, warm_up
 from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.families import (
@@ -307,7 +307,7 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
                                       compile_denoiser=engine.compile, cpu_offload=engine.cpu_offload)
     pipe.set_progress_bar_config(disable=True)
     defaults = complete_defaults(pipe, own_defaults, architecture)
-    name = EMBEDDED_MODEL_NAME if path == EMBEDDED_MODEL_DIR.resolve() else path.stem if path.is_file() else path.name
+    name = embedded_name(path) or (path.stem if path.is_file() else path.name)
     log = logging.getLogger(__name__)
     if engine.compile:
         # torch.compile is lazy: a one-step run at the model's native size pays the compile now, not a user's request.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Settings
+from imageloop.config import ASSETS_DIR, EMBEDDED_MODELS, Settings
 from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.families import config_embeds_guidance, native_side_from_configs
 from imageloop.engine.model_knowledge import KNOWS_FILE
@@ -79,13 +79,14 @@ def shipped_config_dir(architecture: Architecture) -> Path:
 def resolve_model_source(spec: str | Path, settings: Settings) -> Path:
     """Where model ``spec`` lives: 'embedded', a folder/file name under ``settings.models_dir``, or a path."""
     text = str(spec)
-    if text == EMBEDDED_MODEL_NAME:
-        if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
+    if text in EMBEDDED_MODELS:
+        folder = EMBEDDED_MODELS[text]
+        if not (folder / "model_index.json").is_file():
             raise ModelLoadError(
-                f"the embedded model is not installed yet ({EMBEDDED_MODEL_DIR} has no model_index.json); "
+                f"the {text} model is not installed ({folder} has no model_index.json); "
                 "pass --model PATH (a diffusers folder or a .safetensors checkpoint) or set IMAGELOOP_ENGINE__MODEL"
             )
-        return EMBEDDED_MODEL_DIR
+        return folder
     path = Path(text).expanduser()
     if not path.exists() and not path.is_absolute() and (settings.models_dir / text).exists():
         path = settings.models_dir / text

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from imageloop.config import EMBEDDED_MODEL_NAME, Settings
+from imageloop.config import EMBEDDED_MODELS, Settings
 from imageloop.engine.infotext import import_parameters
 from imageloop.engine.model_files import model_family, model_guidance_embedded
 from imageloop.errors import InvalidRequestError
@@ -79,7 +79,7 @@ def with_parameters_text(body: GenerationCreate, settings: Settings) -> tuple[Ge
 def _served_model_name(settings: Settings) -> str:
     # The name the engine gives the configured model (its file's stem or folder's name), without loading it.
     spec = str(settings.engine.model)
-    if spec == EMBEDDED_MODEL_NAME:
+    if spec in EMBEDDED_MODELS:
         return spec
     path = Path(spec)
     return path.stem if path.suffix else path.name

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from imageloop.config import EMBEDDED_MODEL_NAME
+from imageloop.config import EMBEDDED_MODELS
 from imageloop.errors import GenerationFailed, InvalidRequestError, UnknownNameError
 from imageloop.prompts.expand import expansion_record, resolve_prompt
 from imageloop.server.credits import CHARGED_RESPONSES
@@ -35,7 +35,7 @@ PUBLIC_MODEL_NAME = "imageloop"
 def served_models(services: Services) -> set[str]:
     """Names the ``model`` field accepts: 'imageloop' and the configured model's name."""
     model = services.settings.engine.model
-    return {PUBLIC_MODEL_NAME, EMBEDDED_MODEL_NAME if model == EMBEDDED_MODEL_NAME else Path(model).stem, model}
+    return {PUBLIC_MODEL_NAME, model if model in EMBEDDED_MODELS else Path(model).stem, model}
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
