@@ -13,7 +13,6 @@ chains over a few batches ahead, so fetching overlaps with building examples on 
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 from collections.abc import Generator, Iterator
@@ -132,9 +131,9 @@ def _merged(
     streaming = connection.execution_options(stream_results=True, yield_per=STREAM_BATCH)
     try:
         with connection.begin():
-            generation_rows = _rows(streaming, generations)
-            image_rows = _Peekable(_rows(streaming, image_query) if image_query is not None else iter(()))
-            action_rows = _Peekable(_rows(streaming, action_query))
+            generation_rows = iter(streaming.execute(generations))
+            image_rows = _Peekable(iter(streaming.execute(image_query)) if image_query is not None else iter(()))
+            action_rows = _Peekable(iter(streaming.execute(action_query)))
             chain: Chain | None = None
             for row in generation_rows:
                 if chain is None or row[0] != chain.chain_id:
@@ -146,11 +145,6 @@ def _merged(
                 yield _complete(chain, image_rows, action_rows)
     finally:
         connection.close()
-
-
-def _rows(connection: sa.Connection, query: AnyQuery) -> Iterator[AnyRow]:
-    # Batches of rows flattened in C: stepping a result row by row costs more than building the row.
-    return itertools.chain.from_iterable(connection.execute(query).partitions())
 
 
 class _Peekable:
