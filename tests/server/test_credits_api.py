@@ -64,7 +64,7 @@ def test_quote_then_submit_debits_and_the_account_shows_it(client: TestClient, s
     assert quote.status_code == 200
     assert quote.json() | {"next_refill_at": None} == {
         "cost": 4, "per_image": 2, "n": 2, "tier": "free", "charged": True, "balance": 10, "next_refill_at": None,
-        "affordable": True, "problem": None, "ignored": []}
+        "affordable": True, "problem": None, "ignored": [], "notes": []}
     accepted = client.post("/api/v1/generations", headers=auth(key), json=body)
     assert accepted.status_code == 202
     assert _finished(client, key, accepted.json()["id"])["status"] == "succeeded"
