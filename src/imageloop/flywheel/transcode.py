@@ -37,7 +37,8 @@ def to_jpeg(image_bytes: bytes, quality: int = JPEG_QUALITY) -> bytes:
 
 def default_workers() -> int:
     """One conversion thread per CPU this process may run on (at most MAX_WORKERS)."""
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # not on macOS
+    return max(1, min(MAX_WORKERS, cpus or 1))
 
 
 class JpegBatches(Generic[Item]):
