@@ -139,7 +139,8 @@ def size_note(knowledge: ModelKnowledge, width: int | None, height: int | None) 
     if (w, h) == (native.width, native.height):
         return None
     return (f"{w}×{h} is not this model's size: it was trained at {native.width}×{native.height} only, so other "
-            f"sizes come out blurred, tiled or repeated; ask for {native.width}×{native.height} and upscale instead")
+            f"sizes degrade (larger ones repeat the scene and its subject in a grid); ask for "
+            f"{native.width}×{native.height} and upscale instead")
 
 
 def unnamed_note(text: str, knowledge: ModelKnowledge) -> str | None:
