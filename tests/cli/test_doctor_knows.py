@@ -16,7 +16,7 @@ from imageloop.config import Settings
 
 
 def test_doctor_lists_what_the_embedded_model_knows(tmp_path: Path) -> None:
-    findings = {f.topic: f for f in diagnose(Settings(data_dir=tmp_path))}
+    findings = {f.topic: f for f in diagnose(Settings(data_dir=tmp_path, engine={"model": "embedded"}))}
     knows = findings["model knows"].detail
     assert knows.startswith("embedded: 24 subjects (elephant 大象, ") and "fox 狐狸" in knows
     assert "weather: clear weather / rain / snow / fog" in findings["model attributes"].detail
@@ -34,6 +34,7 @@ def test_doctor_says_a_users_model_is_open_vocabulary(tmp_path: Path, tiny_model
 def test_styles_marks_presets_that_mean_nothing_to_the_embedded_model(monkeypatch: pytest.MonkeyPatch,
                                                                       tmp_path: Path) -> None:
     monkeypatch.setenv("IMAGELOOP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("IMAGELOOP_ENGINE__MODEL", "embedded")
     monkeypatch.setenv("COLUMNS", "400")
     result = CliRunner().invoke(app, ["styles", "anime"])
     assert result.exit_code == 0, result.output
