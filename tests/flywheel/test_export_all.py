@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from imageloop.bench.event_images import SyntheticImageStore
 from imageloop.bench.events import prepare_database, synthesise
 from imageloop.flywheel.export import EXPORT_KINDS, export_dataset, export_datasets
+from imageloop.flywheel.transcode import store_jpeg_copy
 from imageloop.storage import Storage
 from tests.flywheel.record import build_record
 
@@ -52,3 +53,28 @@ def test_a_missing_image_skips_its_rows_in_either_export(storage: Storage, tmp_p
     assert together["pairs"].skipped == pairs.skipped == 1  # the kept image against its (missing) sibling
     assert together["labels"].skipped == 1
     assert pq.read_table(tmp_path / "t" / "pairs" / "data.parquet").equals(pq.read_table(pairs.path))
+
+
+def test_stored_jpeg_copies_export_the_same_bytes_as_transcoding(database_url: str, tmp_path: Path) -> None:
+    db_engine = prepare_database(database_url)
+    synthesise(db_engine, 600, users=10)
+    copied = export_datasets(["pairs", "labels"], db_engine, tmp_path / "copied",
+                             blobs=SyntheticImageStore(pool_size=4))
+    transcoded = export_datasets(["pairs", "labels"], db_engine, tmp_path / "transcoded",
+                                 blobs=SyntheticImageStore(pool_size=4, jpeg_copies=False))
+    db_engine.dispose()
+    assert [r.transcoded for r in copied] == [0, 0]
+    assert all(r.transcoded > 0 for r in transcoded)
+    _same_tables(tmp_path / "copied", tmp_path / "transcoded", ("pairs", "labels"))
+
+
+def test_a_record_without_jpeg_copies_still_exports_and_counts_the_transcoded(storage: Storage, tmp_path: Path) -> None:
+    record = build_record(storage)  # images put straight in the blob store: no JPEG copies, as in an older record
+    before = export_dataset("pairs", storage.db_engine, tmp_path / "before", blobs=storage.blobs)
+    assert before.rows > 0 and before.transcoded > 0
+    for generation in (record.cabin_first, record.cabin_kept, record.car_first, record.car_edited, record.unliked):
+        for image in generation.images:
+            assert store_jpeg_copy(storage.blobs, image.blob_key, storage.blobs.get(image.blob_key))
+    after = export_dataset("pairs", storage.db_engine, tmp_path / "after", blobs=storage.blobs)
+    assert after.transcoded == 0
+    _same_tables(tmp_path / "before", tmp_path / "after", ("pairs",))

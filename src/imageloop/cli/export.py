@@ -53,6 +53,8 @@ def run_export(kind: str, out: Path, since: str | None) -> None:
     typer.echo(f"{result.rows} rows from {result.chains} chains in {result.seconds:.1f} s → {result.path}")
     if result.skipped:
         typer.echo(f"skipped {result.skipped} rows whose images are missing from the blob store", err=True)
+    if result.transcoded:
+        typer.echo(f"re-encoded {result.transcoded} images that have no stored JPEG copy", err=True)
 
 
 def _register(kind: str) -> None:

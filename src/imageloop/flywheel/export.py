@@ -2,9 +2,9 @@
 
 Reads are streamed from one snapshot of the record with an upper time bound (:mod:`imageloop.storage.chains`:
 three ordered cursors in one transaction, merged by chain id), examples come from the pure builders in
-:mod:`imageloop.flywheel.datasets`, images are re-encoded as JPEG on a few threads
-(:mod:`imageloop.flywheel.transcode`), and rows are written in batches, column by column, so memory stays flat
-however large the record.
+:mod:`imageloop.flywheel.datasets`, images are the JPEG copies the worker stored (re-encoded where a copy is
+missing) read on a few threads (:mod:`imageloop.flywheel.transcode`), and rows are written in batches, column by
+column, so memory stays flat however large the record.
 Users who opted out of training, and deleted users, are filtered out in the query itself: their rows never leave
 the database. Each dataset lands in ``OUT/<kind>/data.parquet`` with ``OUT/<kind>/README.md`` beside it, ready for
 ``datasets.load_dataset("parquet", data_files=...)``.
@@ -73,6 +73,7 @@ class ExportResult:
     chains: int
     seconds: float
     skipped: int = 0  # pairs whose image bytes were missing from the blob store
+    transcoded: int = 0  # images without a stored JPEG copy, re-encoded from the stored image
 
 
 def since_datetime(value: date | datetime | None) -> datetime | None:
@@ -182,7 +183,8 @@ class _Dataset:
         self.close()
         card = self.folder / "README.md"
         card.write_text(dataset_card(self.kind, SCHEMAS[self.kind], rows=self.writer.count, chains=chains, since=since))
-        return ExportResult(self.kind, self.path, card, self.writer.count, chains, 0.0, self.skipped)
+        transcoded = self.images.transcoded if self.images is not None else 0
+        return ExportResult(self.kind, self.path, card, self.writer.count, chains, 0.0, self.skipped, transcoded)
 
 
 def export_datasets(

@@ -1,28 +1,34 @@
-"""JPEG bytes of stored images for the image datasets (``pairs``, ``labels``), converted in batches on threads.
+"""JPEG bytes of stored images for the image datasets (``pairs``, ``labels``), read in batches on threads.
 
-Turning a stored PNG into JPEG is most of the cost of an image dataset: every judged image is decoded and
-re-encoded once. Pillow's decoder and encoder release the GIL, so a few threads convert batches in parallel while
-the export thread keeps building rows; batches come back in the order they were queued, so rows are written in the
-same order as a one-by-one conversion would write them, with the same bytes.
+The worker stores a JPEG copy beside every image it generates (:func:`store_jpeg_copy`, under
+:func:`~imageloop.storage.blobs.jpeg_copy_key`), encoded exactly as the export would encode it, so the export only
+copies bytes. Images without a copy (recorded before copies were stored, or whose copy could not be written) are
+decoded and re-encoded here instead, with the same bytes as a result, and counted. Pillow's decoder and encoder and
+the blob store's reads release the GIL, so a few threads fetch batches in parallel while the export thread keeps
+building rows; batches come back in the order they were queued, so rows are written in the same order as a
+one-by-one conversion would write them.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from imageloop.errors import NotFoundError
-from imageloop.storage.blobs import BlobStore
+from imageloop.errors import NotFoundError, StorageError
+from imageloop.storage.blobs import BlobStore, jpeg_copy_key
 
 JPEG_QUALITY = 95
 MAX_WORKERS = 8
 
 Item = TypeVar("Item")
 Converted = dict[str, bytes | None]  # blob key -> JPEG bytes, None where the blob store has no such key
+
+log = logging.getLogger(__name__)
 
 
 def to_jpeg(image_bytes: bytes, quality: int = JPEG_QUALITY) -> bytes:
@@ -33,6 +39,36 @@ def to_jpeg(image_bytes: bytes, quality: int = JPEG_QUALITY) -> bytes:
         out = io.BytesIO()
         image.convert("RGB").save(out, format="JPEG", quality=quality)
         return out.getvalue()
+
+
+def store_jpeg_copy(blobs: BlobStore, image_key: str, image_bytes: bytes) -> bool:
+    """Store the JPEG encoding of the image under ``image_key`` beside it; False (logged) where that failed.
+
+    The copy only saves the export a conversion, so bytes Pillow cannot read or a failed write lose no image.
+    Storing it again writes the same bytes under the same key.
+    """
+    try:
+        jpeg = to_jpeg(image_bytes)
+    except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        log.warning("no JPEG copy of %s: %s", image_key, exc)
+        return False
+    try:
+        blobs.put(jpeg_copy_key(image_key), jpeg, "image/jpeg")
+    except StorageError as exc:
+        log.warning("could not store the JPEG copy of %s: %s", image_key, exc.message)
+        return False
+    return True
+
+
+def stored_jpeg(blobs: BlobStore, image_key: str) -> tuple[bytes, bool]:
+    """The JPEG bytes of the image under ``image_key``, and whether they had to be transcoded (no stored copy).
+
+    Raises NotFoundError when neither the copy nor the image is stored.
+    """
+    try:
+        return blobs.get(jpeg_copy_key(image_key)), False
+    except NotFoundError:
+        return to_jpeg(blobs.get(image_key)), True
 
 
 def default_workers() -> int:
@@ -51,12 +87,13 @@ class JpegBatches(Generic[Item]):
 
     def __init__(self, blobs: BlobStore, batch: int, workers: int | None = None) -> None:
         self._blobs = blobs
+        self.transcoded = 0  # images of the batches handed back that had no stored JPEG copy
         self._batch = batch
         workers = workers or default_workers()
         self._ahead = workers  # batches converting at once: one per thread
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="imageloop-export-jpeg")
         self._queued: list[tuple[Item, tuple[str, ...]]] = []
-        self._in_flight: deque[tuple[list[tuple[Item, tuple[str, ...]]], Future[Converted]]] = deque()
+        self._in_flight: deque[tuple[list[tuple[Item, tuple[str, ...]]], Future[tuple[Converted, int]]]] = deque()
 
     def add(self, item: Item, keys: tuple[str, ...]) -> list[tuple[Item, list[bytes | None]]]:
         self._queued.append((item, keys))
@@ -86,14 +123,17 @@ class JpegBatches(Generic[Item]):
 
     def _collect(self) -> list[tuple[Item, list[bytes | None]]]:
         items, future = self._in_flight.popleft()
-        converted = future.result()
+        converted, transcoded = future.result()
+        self.transcoded += transcoded
         return [(item, [converted[key] for key in keys]) for item, keys in items]
 
-    def _convert(self, keys: Iterable[str]) -> Converted:
+    def _convert(self, keys: Iterable[str]) -> tuple[Converted, int]:
         converted: Converted = {}
+        transcoded = 0
         for key in keys:
             try:
-                converted[key] = to_jpeg(self._blobs.get(key))
+                converted[key], fallback = stored_jpeg(self._blobs, key)
+                transcoded += fallback
             except NotFoundError:
                 converted[key] = None
-        return converted
+        return converted, transcoded

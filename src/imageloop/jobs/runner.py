@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from imageloop.config import Settings
 from imageloop.engine.request import GenerationRequest
 from imageloop.errors import GenerationCancelled, ImageloopError, NotFoundError, StorageError, redact_paths
+from imageloop.flywheel.transcode import store_jpeg_copy
 from imageloop.jobs._common import (
     EventSink,
     JobCancelled,
@@ -45,6 +46,7 @@ from imageloop.storage import (
     Storage,
     WorkerId,
     image_blob_key,
+    jpeg_copy_key,
 )
 from imageloop.training.registry import Registry
 from imageloop.training.serving import GeneratorRouting
@@ -424,6 +426,7 @@ class JobRunner:
     def _store_image(self, generation_id: str, index: int, image: GeneratedImageLike) -> NewImage:
         key = image_blob_key(generation_id, index)
         self.storage.blobs.put(key, image.png, "image/png")
+        store_jpeg_copy(self.storage.blobs, key, image.png)  # what the image datasets copy
         return NewImage(
             index=index, seed=image.seed, blob_key=key, width=image.width, height=image.height,
             sha256=hashlib.sha256(image.png).hexdigest(),
@@ -433,6 +436,7 @@ class JobRunner:
         for image in images:
             try:
                 self.storage.blobs.delete(image.blob_key)
+                self.storage.blobs.delete(jpeg_copy_key(image.blob_key))
             except StorageError as exc:
                 log.warning("could not delete blob %s: %s", image.blob_key, exc)
 

@@ -8,7 +8,14 @@ Start here: ``Storage.open(settings)`` gives the database engine, the blob store
 # Every table is declared in imageloop.storage.models: importing it is what makes Base.metadata complete.
 from imageloop.storage import models  # noqa: F401
 from imageloop.storage.actions import ActionRepository
-from imageloop.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, blob_store_from_settings, image_blob_key
+from imageloop.storage.blobs import (
+    BlobStore,
+    LocalBlobStore,
+    S3BlobStore,
+    blob_store_from_settings,
+    image_blob_key,
+    jpeg_copy_key,
+)
 from imageloop.storage.credits import CreditRepository
 from imageloop.storage.db import create_db_engine, session_factory, upgrade_schema
 from imageloop.storage.generations import GenerationRepository
@@ -84,6 +91,7 @@ __all__ = [
     "blob_store_from_settings",
     "create_db_engine",
     "image_blob_key",
+    "jpeg_copy_key",
     "session_factory",
     "upgrade_schema",
 ]

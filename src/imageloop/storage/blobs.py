@@ -2,6 +2,8 @@
 
 Keys are relative, '/'-separated paths such as ``images/<generation id>/0.png`` (see :func:`image_blob_key`): the
 same generation and index always give the same key, so a re-run job overwrites rather than duplicates its image.
+Beside each generated image the worker stores its JPEG copy (:func:`jpeg_copy_key`), which the image datasets
+copy instead of re-encoding the PNG.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ MAX_KEY_LENGTH = 512
 def image_blob_key(generation_id: str, index: int, extension: str = "png") -> str:
     """The blob key of image ``index`` of a generation (deterministic, so retries overwrite)."""
     return f"images/{generation_id}/{index}.{extension}"
+
+
+def jpeg_copy_key(image_key: str) -> str:
+    """The blob key of the JPEG copy of the image under ``image_key`` (``images/g/0.png`` -> ``images/g/0.jpg``)."""
+    return image_key.removesuffix(".png") + ".jpg"
 
 
 def check_key(key: str) -> str:

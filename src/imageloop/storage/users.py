@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from imageloop.errors import AuthError, ConflictError, InvalidRequestError, NotFoundError, StorageError
 from imageloop.storage._convert import api_key_record, user_record
-from imageloop.storage.blobs import BlobStore
+from imageloop.storage.blobs import BlobStore, jpeg_copy_key
 from imageloop.storage.db import SessionFactory, get_row, read_session, write_session
 from imageloop.storage.models import ApiKey, Generation, Image, PromptPreviewRow, User, UserAction
 from imageloop.storage.records import ApiKeyId, ApiKeyInfo, UserAccount, UserId, new_id, utcnow
@@ -252,7 +252,7 @@ class UserRepository:
             generations = _delete_count(session, sa.delete(Generation).where(Generation.user_id == user_id))
             session.execute(sa.delete(PromptPreviewRow).where(PromptPreviewRow.user_id == user_id))
         failed: list[str] = []
-        for key in keys:
+        for key in [blob for image_key in keys for blob in (image_key, jpeg_copy_key(image_key))]:
             try:
                 blobs.delete(key)
             except StorageError as exc:
