@@ -63,6 +63,7 @@ class ExportTiming:
     baseline_rss_mb: float
     cpu_seconds: float  # user + system time of the export process (wall time also counts waiting for CPU)
     skipped: int = 0  # pairs whose images were missing (none: every synthetic image key has bytes)
+    transcoded: int = 0  # images re-encoded for want of a stored JPEG copy (none unless run without copies)
     rows_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -206,12 +207,12 @@ def _insert(
     bulk_insert(db_engine, generations=generations, images=images, actions=actions)
 
 
-def _export_in_child(kinds: tuple[str, ...], database_url: str, out_dir: str) -> ExportTiming:
+def _export_in_child(kinds: tuple[str, ...], database_url: str, out_dir: str, jpeg_copies: bool) -> ExportTiming:
     # Runs in a fresh process: its max RSS is the export's own (plus the interpreter and imports, reported apart).
     from imageloop.flywheel.export import IMAGE_KINDS, export_datasets
 
     db_engine = create_db_engine(database_url)
-    blobs = SyntheticImageStore() if IMAGE_KINDS & set(kinds) else None
+    blobs = SyntheticImageStore(jpeg_copies=jpeg_copies) if IMAGE_KINDS & set(kinds) else None
     _reset_peak_rss()
     baseline = _peak_rss_mb()
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -221,7 +222,8 @@ def _export_in_child(kinds: tuple[str, ...], database_url: str, out_dir: str) ->
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     kind = results[0].kind if len(results) == 1 else ALL_KINDS
     return ExportTiming(kind, results[0].seconds, sum(r.rows for r in results), results[0].chains, _peak_rss_mb(),
-                        baseline, cpu, sum(r.skipped for r in results), {r.kind: r.rows for r in results})
+                        baseline, cpu, sum(r.skipped for r in results), sum(r.transcoded for r in results),
+                        {r.kind: r.rows for r in results})
 
 
 def _reset_peak_rss() -> None:
@@ -241,20 +243,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_export(database_url: str, out_dir: Path, kinds: tuple[str, ...]) -> ExportTiming:
+def time_export(database_url: str, out_dir: Path, kinds: tuple[str, ...], *, jpeg_copies: bool = True) -> ExportTiming:
     """Export ``kinds`` in one pass, in a fresh child process: wall and CPU seconds, rows of all kinds together,
-    and the peak memory of the process."""
+    and the peak memory of the process. ``jpeg_copies=False``: the images have no stored JPEG copies."""
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_export_in_child, kinds, database_url, str(out_dir)).result()
+        return pool.submit(_export_in_child, kinds, database_url, str(out_dir), jpeg_copies).result()
 
 
 def time_exports(
-    database_url: str, out_dir: Path, kinds: tuple[str, ...] = EXPORTED_KINDS
+    database_url: str, out_dir: Path, kinds: tuple[str, ...] = EXPORTED_KINDS, *, jpeg_copies: bool = True
 ) -> tuple[list[ExportTiming], ExportTiming]:
     """Each of ``kinds`` exported alone, then all of them in one pass (each in its own fresh child process)."""
-    alone = [time_export(database_url, out_dir / "alone", (kind,)) for kind in kinds]
-    return alone, time_export(database_url, out_dir / ALL_KINDS, kinds)
+    alone = [time_export(database_url, out_dir / "alone", (kind,), jpeg_copies=jpeg_copies) for kind in kinds]
+    return alone, time_export(database_url, out_dir / ALL_KINDS, kinds, jpeg_copies=jpeg_copies)
 
 
 def database_version(db_engine: Engine) -> str:

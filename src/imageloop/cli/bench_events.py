@@ -40,6 +40,10 @@ def bench_events(
     ingest: int = typer.Option(2_000, "--ingest", min=0, help="Actions to record one by one for the ingest rate."),
     api_ingest: int = typer.Option(2_000, "--api-ingest", min=0, help="Actions to send through the HTTP API."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write a PNG bar chart next to the JSON."),
+    jpeg_copies: bool = typer.Option(
+        True, "--jpeg-copies/--no-jpeg-copies",
+        help="Images have the JPEG copies the worker stores (the export copies bytes); without, it re-encodes them.",
+    ),
 ) -> None:
     """Export time and peak memory of the four datasets for N synthetic events (target for 1,000,000: all four in
     20 s, 2 GB)."""
@@ -60,7 +64,7 @@ def bench_events(
                                    insert_seconds=insert_seconds)
         db_engine.dispose()
         typer.echo(f"exporting {', '.join(EXPORTED_KINDS)}: each alone, then all in one pass...", err=True)
-        result.exports, result.export_all = time_exports(url, Path(scratch) / "export")
+        result.exports, result.export_all = time_exports(url, Path(scratch) / "export", jpeg_copies=jpeg_copies)
         if ingest:
             result.ingest_actions_per_second = repository_ingest_rate(url, ingest)
     if api_ingest:
@@ -101,8 +105,13 @@ def _report(result: EventsBenchResult) -> None:
     table.caption = (f"inserted with {c.generations:,} generations and {c.images:,} images\n"
                      f"each dataset alone, then all in one pass; target for all: {TARGET_EXPORT_SECONDS:.0f} s, "
                      f"{TARGET_PEAK_RSS_MB:.0f} MB: {verdict}\n"
+                     f"{_transcoded(result)} images re-encoded for want of a stored JPEG copy\n"
                      f"{result.cpus} CPUs, load average {result.load_average[0]:.1f} at the end")
     Console().print(table)
+
+
+def _transcoded(result: EventsBenchResult) -> int:
+    return result.export_all.transcoded if result.export_all is not None else 0
 
 
 def _export_row(table: Table, label: str, e: ExportTiming) -> None:
