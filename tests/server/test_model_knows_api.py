@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from imageloop.config import EMBEDDED_MODEL_NAME, Settings
 from imageloop.engine.model_profile import model_profile
-from imageloop.server.model_notes import request_notes
+from imageloop.engine.request_notes import request_notes
 from imageloop.server.services import Services
 from tests.server.kit import make_user
 from tests.server.test_generations_api import auth, wait_done

@@ -169,6 +169,12 @@ def generate(
     r = result.request
     console.print(f"{r.steps} steps, {r.scheduler}, CFG {r.guidance_scale:g} in {result.timings['total']:.1f} s"
                   + (" (from cache)" if result.from_cache else ""))
+    from imageloop.engine.model_knowledge import read_knowledge
+    from imageloop.engine.request_notes import request_notes
+
+    knows = read_knowledge(loaded.path) if loaded.path.is_dir() else None
+    for note in request_notes(knows, {"width": r.width, "height": r.height}, r.prompt, r.style):
+        console.print(f"note: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _warn_ignored(console: Console, imported: ImportedParameters, model_name: str, model_version: str) -> None:

@@ -13,12 +13,13 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from imageloop.engine.pngmeta import png_parameters_text
+from imageloop.engine.request_notes import request_notes
 from imageloop.errors import InvalidRequestError
 from imageloop.jobs import JobCancelled, JobEvent
 from imageloop.server.credits import CHARGED_RESPONSES
 from imageloop.server.deps import CurrentUser, ServicesDep
 from imageloop.server.intents import PreparedRequest, prepare_request
-from imageloop.server.model_notes import record_notes, request_notes
+from imageloop.server.model_notes import record_notes
 from imageloop.server.schemas import (
     MAX_ID,
     MAX_TEXT,

@@ -1,6 +1,7 @@
-"""``imageloop doctor`` and ``imageloop styles`` say what the serving model knows: the embedded model's subjects,
-attributes and native size (from its real ``knows.json``) and which presets mean nothing to it; an open-vocabulary
-model is said to be one."""
+"""``imageloop doctor``, ``imageloop styles`` and ``imageloop generate`` say what the serving model knows: the
+embedded model's subjects, attributes and native size (from its real ``knows.json``), which presets mean nothing to
+it, and notes on a request at another size or with attributes left to chance; an open-vocabulary model is said to
+be one."""
 
 from __future__ import annotations
 
@@ -41,3 +42,14 @@ def test_styles_marks_presets_that_mean_nothing_to_the_embedded_model(monkeypatc
     assert "to the embedded model" in result.output and "means nothing to this model" in result.output
     result = CliRunner().invoke(app, ["styles", "cyberpunk"])
     assert "weather 'rain'" in result.output
+
+
+def test_generate_notes_another_size_and_unnamed_attributes(tmp_path: Path) -> None:
+    out = tmp_path / "fox.png"
+    result = CliRunner().invoke(app, ["generate", "a fox, clear weather", "--model", "embedded", "--size", "96x64",
+                                      "--steps", "2", "--seed", "1", "-o", str(out)],
+                                env={"IMAGELOOP_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert out.is_file()  # a note, not a refusal
+    assert "note: 96×64 is not this model's size: it was trained at 64×64 only" in result.output
+    assert "note: the prompt names no place, time" in result.output
