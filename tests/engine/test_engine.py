@@ -149,8 +149,10 @@ def test_invalid_requests_fail_before_any_model_work(tmp_path: Path) -> None:
 
 
 def test_no_embedded_model_yet_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_files, "EMBEDDED_MODEL_DIR", tmp_path / "embedded")
-    with pytest.raises(ModelLoadError, match="embedded model is not installed"):
+    # The default model is a shipped one; with its folder empty the error names it and says what to do.
+    default = make_settings(tmp_path).engine.model
+    monkeypatch.setitem(model_files.EMBEDDED_MODELS, default, tmp_path / "missing")
+    with pytest.raises(ModelLoadError, match=f"the {default} model is not installed .*pass --model PATH"):
         Engine(make_settings(tmp_path)).generate(GenerationRequest(prompt="x"))
 
 

@@ -230,9 +230,10 @@ def test_bad_model_defaults(models: dict[str, Path], settings: Settings, tmp_pat
 
 def test_embedded_model_missing_is_explained(settings: Settings, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_files, "EMBEDDED_MODEL_DIR", tmp_path / "embedded")
-    with pytest.raises(ModelLoadError, match="embedded model is not installed"):
-        load_model("embedded", settings)
+    for name in ("embedded", "embedded-lcm"):
+        monkeypatch.setitem(model_files.EMBEDDED_MODELS, name, tmp_path / name)
+        with pytest.raises(ModelLoadError, match=f"the {name} model is not installed"):
+            load_model(name, settings)
 
 
 def test_auto_device_is_cpu_fp32_without_cuda(tmp_path: Path) -> None:

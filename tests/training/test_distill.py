@@ -109,3 +109,21 @@ def test_a_run_renders_encodes_trains_and_checkpoints(tmp_path: Path) -> None:
     assert distiller.step > 0 and (tmp_path / "ckpt" / f"distill-{distiller.step:08d}.pt").is_file()
     assert (tmp_path / "ckpt" / "latents.npy").is_file()
     assert distiller.scaling_factor == json.loads((tmp_path / "ckpt" / "latents.json").read_text())["scaling_factor"]
+
+
+def test_a_student_export_seeds_a_new_run(tmp_path: Path) -> None:
+    from imageloop.training.base.distill import seed_from_student
+
+    teacher = tiny_export(tmp_path)
+    distiller = _distiller(tmp_path, teacher)
+    distiller.train_step()
+    distiller.save(keep=2)
+    export_student(tmp_path / "ckpt", teacher, tmp_path / "student", dtype=torch.float32)
+    with pytest.raises(TrainingError, match="not an exported student"):
+        seed_from_student(teacher, tmp_path / "new", distiller.cfg)
+    path = seed_from_student(tmp_path / "student", tmp_path / "new", distiller.cfg)
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 1 and state["images_seen"] == 4
+    torch.testing.assert_close(state["student"]["conv_out.weight"], distiller.target.state_dict()["conv_out.weight"])
+    with pytest.raises(TrainingError, match="already holds"):
+        seed_from_student(tmp_path / "student", tmp_path / "new", distiller.cfg)

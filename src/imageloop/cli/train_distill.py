@@ -38,19 +38,29 @@ def train_distill(
                           ] = None,
     lr: Annotated[float | None, typer.Option(min=0, help="Learning rate [default: DistillConfig.lr].")] = None,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 2,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Seed an empty checkpoint folder from this exported student and continue it.")] = None,
+    save_every: Annotated[float | None, typer.Option(
+        min=0.5, help="Checkpoint interval in minutes [default: DistillConfig.save_every_minutes].")] = None,
+    keep: Annotated[int | None, typer.Option(
+        min=1, help="Checkpoints kept [default: DistillConfig.keep_checkpoints].")] = None,
 ) -> None:
     """Distil the embedded model into a 4-step student (latent consistency distillation, guidance embedded)."""
     import torch
 
-    from imageloop.training.base.distill import DistillConfig, export_student, run_distillation
+    from imageloop.training.base.distill import DistillConfig, export_student, run_distillation, seed_from_student
 
     torch.set_num_threads(threads)
     ckpt = checkpoints or load_settings().data_dir / "checkpoints" / "distill"
+    if init_from is not None:
+        seed_from_student(init_from, ckpt, DistillConfig(teacher_dir=teacher, data_dir=data, checkpoint_dir=ckpt))
+        resume = True
     if not export_only:
         if not resume and any(ckpt.glob("distill-*.pt")):
             raise InvalidRequestError("--resume", f"checkpoints already exist in {ckpt}",
                                       allowed="--resume to continue them, or another --checkpoints folder")
-        given: dict[str, Any] = {"minutes": minutes, "dataset_size": dataset_size, "batch_size": batch_size, "lr": lr}
+        given: dict[str, Any] = {"minutes": minutes, "dataset_size": dataset_size, "batch_size": batch_size, "lr": lr,
+                                 "save_every_minutes": save_every, "keep_checkpoints": keep}
         cfg = DistillConfig(teacher_dir=teacher, data_dir=data, checkpoint_dir=ckpt,
                             **{name: value for name, value in given.items() if value is not None})
         try:

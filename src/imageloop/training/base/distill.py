@@ -306,6 +306,29 @@ def _log(folder: Path, distiller: Distiller, loss: float) -> None:
         handle.write(f"{distiller.step},{distiller.images_seen},{distiller.elapsed_s:.1f},{loss:.6g}\n")
 
 
+def seed_from_student(student_dir: Path, checkpoint_dir: Path, cfg: DistillConfig) -> Path:
+    """Write a checkpoint into the empty ``checkpoint_dir`` from an exported student (its checkpoints gone, or to
+    go on from an earlier export at other settings): student and target both start as the export's UNet, the
+    optimizer's moments afresh, the counters from its ``training.json``."""
+    if any(checkpoint_dir.glob("distill-*.pt")):
+        raise TrainingError(f"{checkpoint_dir} already holds distillation checkpoints; seed an empty folder")
+    config_path = student_dir / "unet/config.json"
+    if not config_path.is_file() or json.loads(config_path.read_text()).get("time_cond_proj_dim") is None:
+        raise TrainingError(f"{student_dir} is not an exported student (no guidance-embedded unet/)")
+    unet = _UNet.from_pretrained(str(student_dir / "unet"), torch_dtype=torch.float32)
+    weights = {key: value.float().clone() for key, value in unet.state_dict().items()}
+    info = json.loads((student_dir / "training.json").read_text()) if (student_dir / "training.json").is_file() \
+        else {}
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+    step = int(info.get("step", 0))
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_dir / f"distill-{step:08d}.pt"
+    atomic_torch_save({"student": weights, "target": weights, "optimizer": optimizer.state_dict(), "step": step,
+                       "images_seen": int(info.get("images_seen", 0)),
+                       "elapsed_s": float(info.get("training_minutes", 0.0)) * 60.0}, path)
+    return path
+
+
 def lcm_scheduler() -> Any:
     """diffusers' LCMScheduler on the teacher's noise schedule (v-prediction, zero terminal SNR, 50-step grid)."""
     base = scheduler_config()
