@@ -43,7 +43,8 @@ class EngineSettings(BaseModel):
 
     model: str = Field(
         default=EMBEDDED_MODEL_NAME,
-        description="Model to serve: 'embedded', a diffusers folder, or a single-file .safetensors checkpoint.",
+        description="Model to serve: 'embedded' (the shipped 20-step model), 'embedded-lcm' (its 4-step student), "
+        "a diffusers folder, or a single-file .safetensors checkpoint.",
     )
     model_config_dir: Path | None = Field(
         default=None, description="Diffusers config folder (configs + tokenizer) for a single-file checkpoint."

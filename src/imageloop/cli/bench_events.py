@@ -31,7 +31,8 @@ from imageloop.cli.groups import bench_app
 @bench_app.command("events")
 def bench_events(
     events: int = typer.Option(1_000_000, "--events", min=1, help="User actions to synthesise."),
-    out: Path = typer.Option(Path("benchmarks/results/events.json"), "--out", help="JSON result file."),
+    out: Path = typer.Option(Path("benchmarks/results/events.json"), "--out",
+                             help="JSON result file (a folder: events.json in it)."),
     database_url: str | None = typer.Option(
         None, "--database-url",
         help="An EMPTY database to fill, SQLite or PostgreSQL (e.g. postgresql+psycopg://user@host/db; "
@@ -75,6 +76,8 @@ def bench_events(
             str(run.clients): run.actions_per_second for run in measure_api_ingest(api_ingest)
         }
     _report(result)
+    if out.is_dir():
+        out = out / "events.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**result.to_json(), "machine": watch.record()}, indent=2) + "\n")
     if (busy := watch.warning()) is not None:

@@ -63,7 +63,7 @@ def bench_flywheel(
 
     from imageloop.bench.flywheel import FlywheelConfig, load_cohort, parse_arms, result_payload, run_flywheel
     from imageloop.bench.flywheel.report import plot_keep_rate, print_table, write_json
-    from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_NAME
+    from imageloop.config import ASSETS_DIR, EngineSettings
     from imageloop.training.base.judge import load_judge
 
     chosen = parse_arms(arms)
@@ -72,7 +72,7 @@ def bench_flywheel(
         arrivals = newcomers if newcomers is not None else min(loaded.newcomers_per_week, QUICK["newcomers"])
         loaded = dataclasses.replace(loaded, newcomers_per_week=arrivals)
     attribute_judge = load_judge(judge or ASSETS_DIR / "judge")
-    base: dict[str, Any] = {"engine": {"model": model or EMBEDDED_MODEL_NAME, "threads": threads},
+    base: dict[str, Any] = {"engine": {"model": model or EngineSettings().model, "threads": threads},
                             "training": dict(QUICK_CAPS if quick else TRAIN_CAPS)}
     base["prompts"] = {"strategies": [s.strip() for s in strategies.split(",") if s.strip()]}
     config = FlywheelConfig(

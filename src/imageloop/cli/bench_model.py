@@ -19,7 +19,7 @@ from imageloop.config import load_settings
 def bench_model(
     out: Annotated[Path, typer.Option(help="Folder for model.json and model-samples.png.")] = Path(
         "benchmarks/results"),
-    model: Annotated[str | None, typer.Option(help="Model (default: the embedded one).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model (default: engine.model's default, embedded).")] = None,
     judge: Annotated[Path | None, typer.Option(help="Judge folder (default: the shipped judge).")] = None,
     combinations: Annotated[int, typer.Option(min=4, help="Held-out combinations (x2 languages).")] = 96,
     effect_prompts: Annotated[int, typer.Option(min=4, help="Prompts per prompt-weight / negative arm.")] = 48,
@@ -33,9 +33,9 @@ def bench_model(
     """Generate for held-out combinations in EN and ZH, judge each attribute, time batch 1 and 16."""
     watch = MachineWatch()  # before anything runs: how busy the machine was at the start
     from imageloop.bench.model import ModelBenchConfig, run_model_bench
-    from imageloop.config import ASSETS_DIR, EMBEDDED_MODEL_NAME
+    from imageloop.config import ASSETS_DIR, EngineSettings
 
-    bench = ModelBenchConfig(model=model or EMBEDDED_MODEL_NAME, judge_dir=judge or ASSETS_DIR / "judge",
+    bench = ModelBenchConfig(model=model or EngineSettings().model, judge_dir=judge or ASSETS_DIR / "judge",
                              combinations=combinations, effect_prompts=effect_prompts, steps=steps,
                              guidance_scale=cfg, scheduler=scheduler, speed_repeats=speed_repeats,
                              baseline=baseline)
