@@ -5,9 +5,12 @@ server mid-run, restart it, check each job finished once)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,22 @@ def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[
             process.kill()
             raise AssertionError(f"imageloop serve did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
+
+
+@contextmanager
+def running_server(env: dict[str, str], log: Path) -> Iterator[str]:
+    """``imageloop serve`` with ``env`` on a free port for the duration of the block; yields its base URL and
+    stops it after (SIGTERM, then kill)."""
+    port = free_port()
+    server = start_server(env, port, log)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ import pytest
 from imageloop.config import EMBEDDED_MODEL_DIR, Settings
 from imageloop.storage import Storage
 from imageloop.training.registry import ModelKind, Registry
-from tests.integration.serve_process import start_server
-from tests.server.kit import free_port, save_tiny_model
+from tests.integration.serve_process import running_server
+from tests.server.kit import save_tiny_model
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -91,16 +90,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     _, user_key = storage.users.create_user("bo")
     _register_versions(storage, Settings(data_dir=tmp / "data"), tmp)
     storage.close()
-    port = free_port()
-    server = start_server(env, port, tmp / "serve.log")
-    try:
-        yield Served(f"http://127.0.0.1:{port}", admin_key, user_key)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except Exception:
-            server.kill()
+    with running_server(env, tmp / "serve.log") as url:
+        yield Served(url, admin_key, user_key)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ from imageloop.engine.model_profile import model_profile
 from imageloop.server.ui_schemas import active_model_out
 from imageloop.storage import Storage
 from tests.integration import test_ui_e2e as e2e
-from tests.integration.serve_process import start_server
+from tests.integration.serve_process import running_server
 from tests.integration.test_ui_e2e import CHROMIUM, STEPS, Served, expect, sign_in_with_key, wait_finished
-from tests.server.kit import free_port
 
 # The browser and page of the journey's tests, on this module's server.
 browser = e2e.browser
@@ -57,16 +55,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     _, admin_key = storage.users.create_user("ada", is_admin=True)
     _, user_key = storage.users.create_user("bo")
     storage.close()
-    port = free_port()
-    server = start_server(env, port, tmp / "serve.log")
-    try:
-        yield Served(f"http://127.0.0.1:{port}", admin_key, user_key)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except Exception:
-            server.kill()
+    with running_server(env, tmp / "serve.log") as url:
+        yield Served(url, admin_key, user_key)
 
 
 @pytest.fixture(scope="module")
