@@ -29,11 +29,10 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from imageloop.errors import TrainingError
-from imageloop.training.base.autoencoder import atomic_torch_save, encode_dataset, images_to_tensor, train_autoencoder
-from imageloop.training.base.dataset import build_dataset, load_dataset
+from imageloop.training.base.autoencoder import atomic_torch_save, images_to_tensor, train_autoencoder
 from imageloop.training.base.model import build_vae, use_bf16
 from imageloop.training.base.seed import size_of_export
-from imageloop.training.base.train import DECODER_LATENT_NOISE
+from imageloop.training.base.train import DECODER_LATENT_NOISE, encoded_dataset
 
 _Vae: Any = AutoencoderKL
 
@@ -74,16 +73,7 @@ def wide_vae(model_dir: Path, channels: tuple[int, ...]) -> Any:
 
 
 def _training_latents(cfg: DecoderConfig, old: Any) -> tuple[np.ndarray, np.ndarray]:
-    if not (cfg.data_dir / "manifest.json").is_file():
-        with tqdm(total=cfg.dataset_size, desc="render dataset", unit="img", mininterval=5) as bar:
-            data = build_dataset(cfg.data_dir, cfg.dataset_size, 0, progress=bar.update)
-    else:
-        data = load_dataset(cfg.data_dir)
-    meta = cfg.checkpoint_dir / "latents.json"
-    if not meta.is_file():
-        meta.write_text(json.dumps({"done": 0, "scaling_factor": float(old.config.scaling_factor)}))
-    with tqdm(total=len(data), desc="encode latents", unit="img", mininterval=10) as bar:
-        latents = encode_dataset(old, data.images, cfg.checkpoint_dir, on_chunk=bar.update)
+    data, latents = encoded_dataset(cfg.data_dir, cfg.dataset_size, 0, old, cfg.checkpoint_dir)
     return np.asarray(data.images), latents
 
 

@@ -39,12 +39,11 @@ from tqdm import tqdm
 from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
 from imageloop.errors import TrainingError
-from imageloop.training.base.autoencoder import atomic_torch_save, encode_dataset
-from imageloop.training.base.dataset import SceneDataset, build_dataset, load_dataset
+from imageloop.training.base.autoencoder import atomic_torch_save
 from imageloop.training.base.knows import write_knowledge
 from imageloop.training.base.model import scheduler_config, use_bf16
 from imageloop.training.base.tokenizer import MAX_LENGTH
-from imageloop.training.base.train import batch_captions
+from imageloop.training.base.train import batch_captions, encoded_dataset, install_export
 
 _UNet: Any = UNet2DConditionModel
 _Vae: Any = AutoencoderKL
@@ -249,18 +248,8 @@ def _check_teacher(teacher_dir: Path) -> None:
 
 def _latents(cfg: DistillConfig) -> tuple[np.ndarray, np.ndarray]:
     """The dataset's latents under the teacher's autoencoder (encoded once, cached in the checkpoint folder)."""
-    data: SceneDataset
-    if not (cfg.data_dir / "manifest.json").is_file():
-        with tqdm(total=cfg.dataset_size, desc="render dataset", unit="img", mininterval=5) as bar:
-            data = build_dataset(cfg.data_dir, cfg.dataset_size, cfg.seed, progress=bar.update)
-    else:
-        data = load_dataset(cfg.data_dir)
     vae = _Vae.from_pretrained(str(cfg.teacher_dir / "vae"), torch_dtype=torch.float32)
-    meta = cfg.checkpoint_dir / "latents.json"
-    if not meta.is_file():  # keep the teacher's scaling factor: its UNet was trained with it
-        meta.write_text(json.dumps({"done": 0, "scaling_factor": float(vae.config.scaling_factor)}))
-    with tqdm(total=len(data), desc="encode latents", unit="img", mininterval=10) as bar:
-        latents = encode_dataset(vae, data.images, cfg.checkpoint_dir, on_chunk=bar.update)
+    data, latents = encoded_dataset(cfg.data_dir, cfg.dataset_size, cfg.seed, vae, cfg.checkpoint_dir)
     return latents, data.labels
 
 
@@ -369,11 +358,5 @@ def export_student(checkpoint_dir: Path, teacher_dir: Path, out_dir: Path,
     (tmp / "imageloop.json").write_text(json.dumps(STUDENT_DEFAULTS, indent=1) + "\n")
     write_knowledge(tmp)  # what the model knows: the engine, doctor and the page read it
     (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for entry in tmp.iterdir():
-        target = out_dir / entry.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        entry.replace(target)
-    tmp.rmdir()
+    install_export(tmp, out_dir)
     return info

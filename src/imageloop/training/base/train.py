@@ -442,6 +442,13 @@ def export_pipeline(checkpoint_dir: Path, out_dir: Path, dtype: torch.dtype = to
     (tmp / "imageloop.json").write_text(json.dumps(GENERATION_DEFAULTS, indent=1) + "\n")
     write_knowledge(tmp)  # what the model knows: the engine, doctor and the page read it
     (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    install_export(tmp, out_dir)
+    return info
+
+
+def install_export(tmp: Path, out_dir: Path) -> None:
+    """Move every entry of the finished export ``tmp`` into ``out_dir`` (replacing same-named ones, keeping the
+    others, e.g. a model card) and remove ``tmp``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for entry in tmp.iterdir():
         target = out_dir / entry.name
@@ -449,4 +456,17 @@ def export_pipeline(checkpoint_dir: Path, out_dir: Path, dtype: torch.dtype = to
             shutil.rmtree(target)
         entry.replace(target)
     tmp.rmdir()
-    return info
+
+
+def encoded_dataset(data_dir: Path, dataset_size: int, seed: int, vae: Any, folder: Path) -> tuple[SceneDataset,
+                                                                                                   np.ndarray]:
+    """The dataset (rendered when missing) and its latents under the trained autoencoder ``vae``, cached in
+    ``folder`` with ``vae``'s own scaling factor (the diffusion model trained on it used that one)."""
+    data = _prepare_data(BaseTrainConfig(data_dir=data_dir, checkpoint_dir=folder, dataset_size=dataset_size,
+                                         seed=seed))
+    meta = folder / "latents.json"
+    if not meta.is_file():
+        meta.write_text(json.dumps({"done": 0, "scaling_factor": float(vae.config.scaling_factor)}))
+    with tqdm(total=len(data), desc="encode latents", unit="img", mininterval=10) as bar:
+        latents = encode_dataset(vae, data.images, folder, on_chunk=bar.update)
+    return data, latents
