@@ -19,6 +19,7 @@ import importlib.util
 import json
 import re
 import threading
+import unicodedata
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -48,7 +49,9 @@ _RARE_FIRST = 4.0  # a first sense this common stays (风: "wind", not the more 
 
 
 def _clean_sense(sense: str) -> str:
-    text = _BRACKETED.sub(" ", sense)
+    # "déjà vu" → "deja vu": accents folded before non-ASCII is dropped.
+    text = "".join(c for c in unicodedata.normalize("NFKD", sense) if not unicodedata.combining(c))
+    text = _BRACKETED.sub(" ", text)
     text = re.sub(r"\bsth\b|\bsb\b|\bsb's\b|\betc\b\.?", " ", text)
     text = text.split(",")[0]
     text = re.sub(r"^\s*(?:to be |to |a |an |the )", "", text.strip(), flags=re.IGNORECASE)

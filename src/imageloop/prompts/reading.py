@@ -17,14 +17,12 @@ the lexicon was never written for ("宇航员", "lighthouse", "水墨画") still
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any
 
 from imageloop.prompts.dictionary import ChineseDictionary, load_dictionary
 from imageloop.prompts.lexicon import Lexicon, TermMatch, normalise_text
+from imageloop.prompts.segment import segments, warm_up_segmenter
 from imageloop.prompts.words import correct_word, unreal_words
 
 __all__ = ["IntentReading", "Phrase", "read_intent", "warm_up_reading"]
@@ -98,30 +96,10 @@ class IntentReading:
         return ", ".join(p.text for p in self.phrases)
 
 
-@cache
-def _jieba() -> Any:
-    import jieba
-    import jieba.posseg
-
-    jieba.setLogLevel(60)  # its start-up chatter goes to stderr otherwise
-    for word in load_dictionary().image_terms:
-        jieba.add_word(word, freq=2000, tag="n")
-    return jieba.posseg
-
-
-_JIEBA_LOCK = threading.Lock()
-
-
 def warm_up_reading() -> None:
     """Load the segmenter, the dictionary and the word list now (start-up) instead of on the first intent."""
-    with _JIEBA_LOCK:
-        list(_jieba().cut("雨夜"))
+    warm_up_segmenter()
     correct_word("warmup")
-
-
-def _segments(text: str) -> list[tuple[str, str]]:
-    with _JIEBA_LOCK:  # jieba's lazy initialisation is not thread-safe
-        return [(pair.word, pair.flag) for pair in _jieba().cut(text)]
 
 
 def _gerund(verb: str) -> str:
@@ -289,7 +267,7 @@ def lexicon_matches_inside_words(text: str, matches: Sequence[TermMatch]) -> lis
     dictionary = load_dictionary()
     words: list[tuple[int, int]] = []
     position = 0
-    for word, _ in _segments(norm):
+    for word, _ in segments(norm):
         if len(word) > 1 and _HAN_RUN.fullmatch(word) and dictionary.gloss(word) is not None:
             words.append((position, position + len(word)))
         position += len(word)
@@ -303,7 +281,7 @@ def _han_words(run: str, offset: int, mask: Sequence[bool]) -> list[tuple[str, s
     the lexicon says those in its own tags ("雪花" goes whole when the lexicon read its 雪)."""
     out = []
     position = offset
-    for word, flag in _segments(run):
+    for word, flag in segments(run):
         if not any(mask[position : position + len(word)]):
             out.append((word, flag))
         position += len(word)
