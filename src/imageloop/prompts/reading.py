@@ -4,8 +4,8 @@ The lexicon handles the words it knows (:meth:`Lexicon.find_terms`); this module
 the lexicon was never written for ("宇航员", "lighthouse", "水墨画") still reaches the prompt:
 
 1. The text is normalised and split into clauses at punctuation and "but"/"但是".
-2. A negation cue ("no", "without", "don't want", "不要", "别", "没有"...) makes the rest of its clause (in Chinese,
-   up to the next 的) negated: those phrases go to the negative prompt.
+2. A negation cue ("no", "without", "don't want", "不要", "别", "没有"...) negates part of its clause
+   (:mod:`imageloop.prompts.negation`): those phrases go to the negative prompt.
 3. Spans the lexicon matched are left to the lexicon (``covered``).
 4. Latin runs are English: request filler and stopwords split them into phrases; typos are corrected
    (:func:`imageloop.prompts.words.correct_word`).
@@ -22,22 +22,15 @@ from dataclasses import dataclass, field
 
 from imageloop.prompts.dictionary import ChineseDictionary, load_dictionary
 from imageloop.prompts.lexicon import Lexicon, TermMatch, normalise_text
+from imageloop.prompts.negation import negation_split, strip_cues
 from imageloop.prompts.segment import segments, warm_up_segmenter
 from imageloop.prompts.words import correct_word, unreal_words
 
 __all__ = ["IntentReading", "Phrase", "read_intent", "warm_up_reading"]
 
 MAX_PHRASE_WORDS = 5
-_CLAUSE = re.compile(r"[,.;:!?，。；：！？、\n()（）\[\]【】]+|\bbut\b|但是|不过")
-_EN_NEGATION = re.compile(
-    r"\b(?:no|not|without|never|avoid|avoiding|minus|exclude|excluding|free of|none of|zero|"
-    r"(?:don'?t|do not|doesn'?t|does not) (?:want|need|include|add|show|have|put)|nothing)\b"
-)
-# Longest first, so "不想要" is read before "不要" would leave a stray "想".
-_ZH_NEGATION = re.compile(
-    r"不希望有|不想看到|不要出现|别出现|请勿出现|不想要|不需要|不希望|不要有|不能有|不出现|千万别|不要|没有|不带|去掉|去除|"
-    r"不含|无需|不加|不用|避免|避开|禁止|拒绝|请勿|不准|别|没|勿"
-)
+# 、 lists items inside a clause ("不要文字、水印": both are negated), so it does not end one.
+_CLAUSE = re.compile(r"[,.;:!?，。；：！？\n()（）\[\]【】]+|\bbut\b|但是|不过")
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_RUN = re.compile(r"[a-z0-9][a-z0-9' -]*[a-z0-9]|[a-z0-9]")
 _NUMERALS = frozenset("一二两三四五六七八九十几每这那")
@@ -183,11 +176,14 @@ def _is_modifier(flag: str, word: str) -> bool:
     return flag.startswith("a") or (len(word) == 1 and word in "小大老新旧红白黑蓝绿黄金银")
 
 
-def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str]) -> list[Phrase]:
+def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str],
+              stopwords: frozenset[str], *, attributive: bool = False) -> list[Phrase]:
+    """Phrases of jieba's ``words``; ``attributive``: any word before 的 describes the noun after it (a negated
+    "畸形的手" is one thing, "deformed hand", not a deformity and a hand)."""
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
     previous = ""
-    for word, flag in words:
+    for index, (word, flag) in enumerate(words):
         if previous in _NUMERALS and len(word) > 1 and word[0] in _MEASURE_WORDS:
             word = word[1:]  # "一 个人": jieba joins the measure word to the noun ("a person", not "personal")
         previous = word
@@ -208,7 +204,10 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
         if gloss is None:
             untranslated.append(word)
             continue
-        if _is_modifier(flag, word):
+        if gloss in stopwords:  # "所有" → "all", "任何" → "any": no picture
+            continue
+        before_de = index + 1 < len(words) and words[index + 1][0] in ("的", "之")
+        if _is_modifier(flag, word) or (attributive and before_de):
             pending.append((gloss, word))
             continue
         english = [g for g, _ in pending] + [gloss]
@@ -289,40 +288,17 @@ def _han_words(run: str, offset: int, mask: Sequence[bool]) -> list[tuple[str, s
 
 
 def _read_span(text: str, mask: Sequence[bool], lexicon: Lexicon, dictionary: ChineseDictionary,
-               untranslated: list[str], corrections: dict[str, str]) -> list[Phrase]:
+               untranslated: list[str], corrections: dict[str, str], *, negated: bool = False) -> list[Phrase]:
     stopwords = lexicon.stopwords - _PICTURE_WORDS
-    latin = "".join("," if covered or _HAN_RUN.match(ch) else ch for ch, covered in zip(text, mask, strict=True))
+    latin = "".join("," if covered or ch == "、" or _HAN_RUN.match(ch) else ch
+                    for ch, covered in zip(text, mask, strict=True))
     phrases: list[Phrase] = []
     for piece in re.split(r",+", latin):
         phrases += _read_latin(piece, stopwords, corrections)
     for han in _HAN_RUN.finditer(text):
-        phrases += _read_han(_han_words(han.group(0), han.start(), mask), dictionary, untranslated)
+        phrases += _read_han(_han_words(han.group(0), han.start(), mask), dictionary, untranslated, stopwords,
+                             attributive=negated)
     return phrases
-
-
-# In English a negation reaches up to a preposition ("no text on the bottle": the bottle is wanted) or a contrast
-# word ("no lamp, just candles").
-_EN_NEGATION_END = re.compile(r"\b(?:on|in|at|by|under|over|near|behind|from|for|inside|against|just|only|"
-                              r"instead|rather|but|with)\b")
-
-
-def _negation_split(clause: str) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-    """The negated part of ``clause`` (the text after a negation cue; in Chinese up to 的, or the text before a
-    cue that ends the clause: "一个人都没有") and the wanted parts, as index ranges."""
-    cues = [m for m in (_EN_NEGATION.search(clause), _ZH_NEGATION.search(clause)) if m is not None]
-    if not cues:
-        return (0, 0), [(0, len(clause))]
-    cue = min(cues, key=lambda m: m.start())
-    chinese = bool(_HAN_RUN.match(cue.group(0)))
-    if chinese and not re.search(r"[\u4e00-\u9fffa-z]", re.sub(r"[了啊的呀吧哦呢]", "", clause[cue.end() :])):
-        return (0, cue.start()), []
-    negated_end = len(clause)
-    if chinese and "的" in clause[cue.end() :]:  # "没有人的街道": only 人 is negated
-        negated_end = clause.index("的", cue.end())
-    stop = None if chinese else _EN_NEGATION_END.search(clause, cue.end())
-    if stop is not None:
-        negated_end = stop.start()
-    return (cue.end(), negated_end), [(0, cue.start()), (negated_end, len(clause))]
 
 
 def read_intent(intent: str, lexicon: Lexicon, covered: Iterable[TermMatch] = ()) -> IntentReading:
@@ -341,13 +317,13 @@ def read_intent(intent: str, lexicon: Lexicon, covered: Iterable[TermMatch] = ()
         end = boundary.start() if boundary is not None else len(norm)
         clause = norm[position:end]
         mask = _covered_mask(clause, position, matches)
-        (neg_start, neg_end), wanted_ranges = _negation_split(clause)
+        (neg_start, neg_end), wanted_ranges = negation_split(clause, segments, dictionary.gloss)
         if neg_end > neg_start:
             spans.append((position + neg_start, position + neg_end))
         for a, b in wanted_ranges:
             wanted += _read_span(clause[a:b], mask[a:b], lexicon, dictionary, untranslated, corrections)
-        negated += _read_span(clause[neg_start:neg_end], mask[neg_start:neg_end], lexicon, dictionary, untranslated,
-                              corrections)
+        negated += _read_span(strip_cues(clause[neg_start:neg_end]), mask[neg_start:neg_end], lexicon, dictionary,
+                              untranslated, corrections, negated=True)
         position = boundary.end() if boundary is not None else end
     negative_texts = {p.text for p in negated}
     unique = [p for p in {p.text: p for p in wanted}.values() if p.text not in negative_texts]

@@ -1,0 +1,59 @@
+"""Chinese negation grammar: cues that stand as words, what they reach, lists after one cue."""
+
+from __future__ import annotations
+
+import pytest
+
+from imageloop.prompts.expander.rules import RulesExpander
+from imageloop.prompts.negation import negation_split, strip_cues
+from imageloop.prompts.segment import segments
+
+RULES = RulesExpander()
+
+
+def negated_part(clause: str) -> str:
+    (start, end), _ = negation_split(clause, segments, lambda word: {"别墅": "villa", "无人": "unmanned"}.get(word))
+    return clause[start:end]
+
+
+@pytest.mark.parametrize(("clause", "negated"), [
+    ("海边的别墅", ""),  # 别 inside a word of its own is no cue
+    ("特别安静", ""),
+    ("被洪水淹没的城市", ""),
+    ("无人的海滩", "人"),  # a fused cue whose word is glossed as a negation
+    ("无云", "云"),  # a fused cue the dictionary does not know as a word
+    ("不要白天而是黄昏", "白天"),  # a turn to what is wanted ends the reach
+    ("没有人的街道", "人"),  # a cue of absence ends at 的
+    ("不要红色的车", "红色的车"),  # a cue of wanting reaches the noun 的 describes
+    ("没有任何的文字", "任何的文字"),  # 的 after a quantifier alone does not end it
+    ("文字不要", "文字"),  # nothing after the cue: what came before
+])
+def test_what_a_chinese_cue_reaches(clause: str, negated: str) -> None:
+    assert negated_part(clause) == negated
+
+
+def test_inner_cues_are_blanked_to_the_same_length() -> None:
+    assert strip_cues("文字无水印") == "文字、水印"
+
+
+@pytest.mark.parametrize(("intent", "negatives", "kept"), [
+    ("不要文字、水印和logo，一只猫", {"text", "watermark", "logo"}, "cat"),
+    ("无文字无水印的风景壁纸", {"text", "watermark"}, "wallpaper"),
+    ("无人的海滩，夕阳", {"people"}, "beach"),
+    ("森林小屋，不要白天而是黄昏", {"day"}, "dusk"),
+    ("雪山，不许有云", {"cloud"}, "snow"),
+    ("不是卡通，是写实的老虎", {"cartoon"}, "tiger"),
+    ("少女肖像，避免畸形的手", {"deformed hand"}, "portrait"),
+])
+def test_negated_things_reach_the_negative_prompt_only(intent: str, negatives: set[str], kept: str) -> None:
+    expansion = RULES.expand(intent)
+    negative = set((expansion.negative or "").split(", "))
+    positive = set(expansion.prompt.split(", "))
+    assert negatives <= negative
+    assert not negatives & positive
+    assert kept in positive
+
+
+@pytest.mark.parametrize("intent", ["海边的别墅，特别安静", "被洪水淹没的城市"])
+def test_words_that_hold_a_cue_character_are_not_negations(intent: str) -> None:
+    assert RULES.expand(intent).negative is None
