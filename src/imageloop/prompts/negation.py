@@ -54,13 +54,13 @@ def _chinese_cues(clause: str, segments: Callable[[str], list[tuple[str, str]]],
         position += len(word)
     found = []
     for cue in ZH_NEGATION.finditer(clause):
-        word = starts.get(cue.start())
-        if word is None:
+        holder = starts.get(cue.start())
+        if holder is None:
             continue  # inside a word: 特别, 淹没
-        if len(word) > len(cue.group(0)):
+        if len(holder) > len(cue.group(0)):
             if cue.group(0) not in _FUSED_CUES:
                 continue  # a longer word that starts with a cue's characters: 不同, 不要脸
-            whole = gloss(word)
+            whole = gloss(holder)
             if whole is not None and not _NEGATING_GLOSS.search(whole):
                 continue  # 别墅 (villa), 无奈 (helpless): a word of its own
         found.append(cue)
