@@ -94,6 +94,8 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert grid.size[0] > 64 * 4 and grid.size[1] == 4 * 66 * 3  # real, EN, ZH, the baseline's EN
     versus = result["versus_baseline"]
     assert versus["hit_rates_hold"] and versus["worst_attribute_delta"] == 0.0
+    assert versus["hit_rate_delta_ci95"]["en"]["subject"] == [0.0, 0.0]  # the same model twice: identical images
+    assert "95% interval" in text
     assert result["baseline"]["resolved"]["steps"] == 20  # the baseline runs its own defaults, not --steps
     distance = result["image_distance"]
     assert distance["subset_size"] == 8 and distance["real_vs_real_kid_x1000"] < distance["kid_x1000"]
@@ -113,3 +115,19 @@ def test_versus_baseline_reports_deltas_speedup_and_kid_ratio() -> None:
     assert fast["kid_ratio"] == pytest.approx(0.5)
     worse = versus_baseline(block(0.85, 0.1, 8.0), block(0.90, 0.25, 8.0))
     assert not worse["hit_rates_hold"] and not worse["speedup_met"]
+
+
+def test_paired_intervals_shrink_with_more_images_and_cover_the_difference() -> None:
+    from imageloop.bench.model import paired_intervals
+
+    rng = np.random.default_rng(0)
+
+    def pair(n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        base = rng.random((n, len(ATTRIBUTE_NAMES) + 1)) < 0.9
+        flip = rng.random(base.shape) < 0.1  # the model loses 10 % of the baseline's hits
+        return dict.fromkeys(("en", "zh"), base & ~flip), dict.fromkeys(("en", "zh"), base)
+
+    small, large = paired_intervals(*pair(96)), paired_intervals(*pair(20_000))
+    low, high = large["en"]["subject"]
+    assert low < -0.09 < high < 0  # about -0.09 (0.1 of 0.9), and measured as a loss
+    assert (high - low) < (small["zh"]["subject"][1] - small["zh"]["subject"][0]) / 4

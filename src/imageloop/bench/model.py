@@ -75,13 +75,29 @@ def generate(engine: Engine, requests: list[GenerationRequest], on_image: Callab
     return np.stack(out)
 
 
+def hit_matrix(pred: np.ndarray, specs: list[SceneSpec]) -> np.ndarray:
+    """Per image, whether the judge found each requested attribute value, then all of them: (N, attributes + 1)."""
+    hits = pred == np.asarray([s.indices() for s in specs])
+    return np.concatenate([hits, hits.all(axis=1, keepdims=True)], axis=1)
+
+
 def hit_rates(pred: np.ndarray, specs: list[SceneSpec]) -> dict[str, float]:
     """Per attribute, the share of images whose judged value is the requested one; plus ``all`` of them."""
-    wanted = np.asarray([s.indices() for s in specs])
-    hits = pred == wanted
-    rates = {a: float(hits[:, i].mean()) for i, a in enumerate(ATTRIBUTE_NAMES)}
-    rates["all"] = float(hits.all(axis=1).mean())
-    return rates
+    hits = hit_matrix(pred, specs)
+    return {a: float(hits[:, i].mean()) for i, a in enumerate((*ATTRIBUTE_NAMES, "all"))}
+
+
+def paired_intervals(hits: dict[str, np.ndarray], base_hits: dict[str, np.ndarray]
+                     ) -> dict[str, dict[str, list[float]]]:
+    """95 % interval of each hit-rate difference, per language and attribute, from the paired images (same
+    combination, same seed, both models): a difference far smaller than its interval is not measured."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for lang in LANGUAGES:
+        diff = hits[lang].astype(np.float64) - base_hits[lang].astype(np.float64)
+        half = 1.96 * diff.std(axis=0, ddof=1) / np.sqrt(len(diff))
+        out[lang] = {a: [float(diff[:, i].mean() - half[i]), float(diff[:, i].mean() + half[i])]
+                     for i, a in enumerate((*ATTRIBUTE_NAMES, "all"))}
+    return out
 
 
 def chance_levels() -> dict[str, float]:
@@ -163,10 +179,13 @@ def image_distance(judge: Any, real: np.ndarray, generated: np.ndarray) -> dict[
 
 
 def _model_block(settings: Settings, cfg: ModelBenchConfig, judge: Any, specs: list[SceneSpec],
-                 real: np.ndarray, say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Prompt following, effects, KID and speed of ``cfg.model``; the generated images per language."""
+                 real: np.ndarray, say: Callable[[str], None]
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Prompt following, effects, KID and speed of ``cfg.model``; the generated images and their hit matrices per
+    language."""
     engine = Engine(settings, model=cfg.model)
     images: dict[str, np.ndarray] = {}
+    hits: dict[str, np.ndarray] = {}
     by_language: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
     for lang in LANGUAGES:
@@ -178,7 +197,8 @@ def _model_block(settings: Settings, cfg: ModelBenchConfig, judge: Any, specs: l
 
         requests = [_request(cfg, prompt_for(s, lang), seed=cfg.seed + i) for i, s in enumerate(specs)]
         images[lang] = generate(engine, requests, tick)
-        by_language[lang] = hit_rates(predict(judge, images[lang]), specs)
+        hits[lang] = hit_matrix(predict(judge, images[lang]), specs)
+        by_language[lang] = {a: float(hits[lang][:, i].mean()) for i, a in enumerate((*ATTRIBUTE_NAMES, "all"))}
     effects = _effects(settings, engine, judge, cfg, say)
     generation_s = time.perf_counter() - started
     say(f"{cfg.model}: KID")
@@ -196,7 +216,7 @@ def _model_block(settings: Settings, cfg: ModelBenchConfig, judge: Any, specs: l
         "speed": speed,
         "generation_seconds": generation_s,
     }
-    return block, images
+    return block, images, hits
 
 
 def versus_baseline(block: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -228,7 +248,7 @@ def run_model_bench(settings: Settings, cfg: ModelBenchConfig, progress: Callabl
     judge = load_judge(cfg.judge_dir)
     specs = evaluation_specs(cfg.combinations, seed=1234 + cfg.seed)
     real = real_composites(specs)
-    block, images = _model_block(settings, cfg, judge, specs, real, say)
+    block, images, hits = _model_block(settings, cfg, judge, specs, real, say)
     # Two independent real sets: the distance a perfect model would score with this many images.
     floor = image_distance(judge, real, real_composites(specs, seed=8))
     result: dict[str, Any] = {
@@ -246,9 +266,10 @@ def run_model_bench(settings: Settings, cfg: ModelBenchConfig, progress: Callabl
     extra_rows: dict[str, np.ndarray] = {}
     if cfg.baseline is not None:
         base_cfg = replace(cfg, model=cfg.baseline, steps=None, guidance_scale=None, scheduler=None)
-        baseline, base_images = _model_block(settings, base_cfg, judge, specs, real, say)
+        baseline, base_images, base_hits = _model_block(settings, base_cfg, judge, specs, real, say)
         result["baseline"] = baseline
-        result["versus_baseline"] = versus_baseline(block, baseline)
+        result["versus_baseline"] = {**versus_baseline(block, baseline),
+                                     "hit_rate_delta_ci95": paired_intervals(hits, base_hits)}
         extra_rows[f"{baseline['model']['name']} en"] = base_images["en"]
     return result, sample_grid(specs, {**images, **extra_rows})
 

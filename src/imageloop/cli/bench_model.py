@@ -98,18 +98,20 @@ def baseline_table(result: dict[str, Any]) -> Table:
     versus, base = result["versus_baseline"], result["baseline"]
     table = Table(title=f"{result['model']['name']} ({result['settings']['resolved']['steps']} steps) vs "
                         f"{versus['baseline']} ({base['resolved']['steps']} steps), same run")
-    for column in ("measure", "model", "baseline", "difference / ratio", "target"):
+    for column in ("measure", "model", "baseline", "difference / ratio", "95% interval", "target"):
         table.add_column(column, justify="right")
+    intervals = versus.get("hit_rate_delta_ci95", {})
     for lang in ("en", "zh"):
         for name, delta in versus["hit_rate_delta"][lang].items():
+            low, high = intervals.get(lang, {}).get(name, (float("nan"), float("nan")))
             table.add_row(f"{lang} {name}", f"{result['hit_rate'][lang][name]:.2f}",
-                          f"{base['hit_rate'][lang][name]:.2f}", f"{delta:+.2f}",
+                          f"{base['hit_rate'][lang][name]:.2f}", f"{delta:+.2f}", f"{low:+.2f} .. {high:+.2f}",
                           "" if name == "all" else f">= -{versus['within_points']:.2f}")
     for batch in (1, 16):
         key = f"batch_{batch}"
         table.add_row(f"s/image, batch {batch}", f"{result['speed'][key]['engine_s_per_image']:.3f}",
                       f"{base['speed'][key]['engine_s_per_image']:.3f}", f"{versus['speedup'][key]:.1f}x",
-                      f">= {versus['speedup_target']:.0f}x")
+                      "", f">= {versus['speedup_target']:.0f}x")
     table.add_row("KID x1000", f"{result['image_distance']['kid_x1000']:.2f}",
-                  f"{base['image_distance']['kid_x1000']:.2f}", f"{versus['kid_ratio']:.2f}x", "")
+                  f"{base['image_distance']['kid_x1000']:.2f}", f"{versus['kid_ratio']:.2f}x", "", "")
     return table
