@@ -98,3 +98,23 @@ def test_every_cue_negates_lexicon_words_and_read_words_alike(intent: str, negat
 
 def test_an_encoder_sense_far_rarer_than_the_first_is_not_used() -> None:
     assert load_dictionary().gloss("骆驼") == "camel"  # not the colloquial "ninny"
+
+
+def test_a_sense_in_a_field_is_read_and_a_register_note_is_not() -> None:
+    assert pick_gloss(["(machine) gear", "pinion (gear wheel)"]) == "gear"
+    assert pick_gloss(["(literary) to rain", "to wet"]) == "wet"
+    assert load_dictionary().gloss("齿轮") == "gear"
+
+
+@pytest.mark.parametrize(("intent", "phrase"), [
+    ("一碗牛肉面", "bowl of beef noodle soup"),  # a container measure word is a thing in the picture
+    ("一群锦鲤", "group of koi"),
+    ("一个人在等车", "person"),  # counted as one: a person, not people
+    ("一个戴防毒面具的人", "person"),  # the count reaches the noun its relative clause describes
+])
+def test_measure_words_and_counts_are_read(intent: str, phrase: str) -> None:
+    assert phrase in [p.text for p in read(intent).phrases]
+
+
+def test_a_plural_stays_plural_without_a_count() -> None:
+    assert "people" in [p.text for p in read("一个女孩和很多人").phrases]

@@ -40,6 +40,14 @@ _SKIP_SENSE = re.compile(
     r"\(onom\.|\(Tw\)|\(Cantonese\)|\(dialect\)|\(archaic\)|\(old\)|\(slang\) |\(coll\.\) |pr\. |Japanese )",
     re.IGNORECASE,
 )
+_LABEL = re.compile(r"^\(([A-Za-z]+)\)\s*\S")
+# CC-CEDICT's one-word notes on register, region and word formation (not a field of knowledge).
+_REGISTER_LABELS = frozenset((
+    "literary", "dialect", "old", "slang", "archaic", "derog", "polite", "honorific", "jocular", "formal", "informal",
+    "cantonese", "classical", "euphemism", "vulgar", "humble", "courteous", "onom", "tw", "prc", "idiom", "neologism",
+    "arch", "esp", "lit", "fig", "coll", "name", "suffix", "prefix", "not", "in", "attributive", "phonetic",
+    "abbr", "dated", "obsolete", "offensive", "pejorative", "rare", "hk", "taiwan", "japanese", "buddhism",
+))
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
 _CANDIDATES = 3
@@ -59,6 +67,12 @@ def _clean_sense(sense: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
+def _field_sense(sense: str) -> bool:
+    """True when ``sense`` opens with a field label ("(computing)", "(machine)"), not a register or usage note."""
+    label = _LABEL.match(sense.strip())
+    return label is not None and label.group(1).lower() not in _REGISTER_LABELS
+
+
 def _commonness(text: str) -> float:
     from wordfreq import zipf_frequency
 
@@ -73,8 +87,9 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
     candidates: list[str] = []
     for sense in ordered:
         for part in sense.split(";"):
-            # A sense that opens with a note ("(of rain, snow etc) to fall") is a narrower use of the word.
-            if _SKIP_SENSE.match(part.strip()) or part.strip().startswith("("):
+            # A sense that opens with a note ("(of rain, snow etc) to fall", "(literary) ...") is a narrower use of
+            # the word; one that opens with a field ("(machine) gear", "(computing) avatar") is the word in that field.
+            if _SKIP_SENSE.match(part.strip()) or (part.strip().startswith("(") and not _field_sense(part)):
                 continue
             text = " ".join(_clean_sense(part).split()[:_MAX_GLOSS_WORDS])
             # A sense with a word English does not use ("papercutting") would put an invented word in the prompt.

@@ -35,6 +35,8 @@ _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_RUN = re.compile(r"[a-z0-9][a-z0-9' -]*[a-z0-9]|[a-z0-9]")
 _NUMERALS = frozenset("一二两三四五六七八九十几每这那")
 _MEASURE_WORDS = frozenset("个只位名条头匹张座棵朵艘辆把件")
+# Measure words that are things in the picture: containers and groups ("一碗面" is a bowl of noodles).
+_CONTAINERS = frozenset("碗杯瓶盘壶篮盒袋桶箱罐群束排")
 # 者 is the agentive suffix jieba splits off ("舞者"); its gloss ("one who") is no prompt word.
 # jieba part-of-speech tags of words that carry no picture: particles, prepositions, pronouns, numerals,
 # measure words, conjunctions, adverbs, modal and exclamation words, punctuation, locatives.
@@ -176,22 +178,38 @@ def _is_modifier(flag: str, word: str) -> bool:
     return flag.startswith("a") or (len(word) == 1 and word in "小大老新旧红白黑蓝绿黄金银")
 
 
+def _modifiers_alone(pending: list[tuple[str, str]]) -> Phrase:
+    """Modifiers whose noun never came, as one phrase ("bowl of" alone is "bowl")."""
+    english = " ".join(g for g, _ in pending).removesuffix(" of")
+    return Phrase(english, "".join(w for _, w in pending), True)
+
+
 def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str],
-              stopwords: frozenset[str], *, attributive: bool = False) -> list[Phrase]:
-    """Phrases of jieba's ``words``; ``attributive``: any word before 的 describes the noun after it (a negated
-    "畸形的手" is one thing, "deformed hand", not a deformity and a hand)."""
+              stopwords: frozenset[str], *, negated: bool = False) -> list[Phrase]:
+    """Phrases of jieba's ``words``. ``negated``: any word before 的 describes the noun after it (a negated
+    "畸形的手" is one thing, "deformed hand", not a deformity and a hand), and "一个人都没有" excludes people."""
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
     previous = ""
+    one = False  # counted as one ("一个", "一位") until the noun it counts: "一个戴面具的人" is a person
     for index, (word, flag) in enumerate(words):
+        one = one or previous == "一" or (previous[:1] == "一" and previous[1:] in _MEASURE_WORDS)
         if previous in _NUMERALS and len(word) > 1 and word[0] in _MEASURE_WORDS:
             word = word[1:]  # "一 个人": jieba joins the measure word to the noun ("a person", not "personal")
         previous = word
         if word in ("的", "之") and pending:
             continue  # "孤独的宇航员": the modifier stays pending across 的
+        if flag.startswith("m") and len(word) > 1 and word[-1] in _CONTAINERS and word[0] in _NUMERALS:
+            container = dictionary.gloss(word[-1])  # "一碗面": a bowl of noodles, "一群锦鲤": a group of koi
+            if container is not None:
+                if index + 1 < len(words) and words[index + 1][1].startswith("n"):
+                    pending.append((f"{container} of", word))
+                else:
+                    phrases.append(Phrase(container, word, True))
+                continue
         if flag.startswith(_ZH_DROP_FLAGS) or word in _ZH_DROP_WORDS:
             if pending:
-                phrases.append(Phrase(" ".join(g for g, _ in pending), "".join(w for _, w in pending), True))
+                phrases.append(_modifiers_alone(pending))
                 pending = []
             continue
         if word == "风" and (phrases or pending):  # "中国风", "胶片风": the style suffix, not the wind
@@ -206,15 +224,18 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
             continue
         if gloss in stopwords:  # "所有" → "all", "任何" → "any": no picture
             continue
+        if one and gloss == "people" and not negated:
+            gloss = "person"
         before_de = index + 1 < len(words) and words[index + 1][0] in ("的", "之")
-        if _is_modifier(flag, word) or (attributive and before_de):
+        if _is_modifier(flag, word) or (negated and before_de):
             pending.append((gloss, word))
             continue
+        one = one and (before_de or not flag.startswith("n"))
         english = [g for g, _ in pending] + [gloss]
         phrases.append(Phrase(" ".join(english)[:80], "".join(w for _, w in pending) + word, True))
         pending = []
     if pending:
-        phrases.append(Phrase(" ".join(g for g, _ in pending), "".join(w for _, w in pending), True))
+        phrases.append(_modifiers_alone(pending))
     return phrases
 
 
@@ -297,7 +318,7 @@ def _read_span(text: str, mask: Sequence[bool], lexicon: Lexicon, dictionary: Ch
         phrases += _read_latin(piece, stopwords, corrections)
     for han in _HAN_RUN.finditer(text):
         phrases += _read_han(_han_words(han.group(0), han.start(), mask), dictionary, untranslated, stopwords,
-                             attributive=negated)
+                             negated=negated)
     return phrases
 
 
