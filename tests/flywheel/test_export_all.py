@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from imageloop.bench.event_images import SyntheticImageStore
 from imageloop.bench.events import prepare_database, synthesise
-from imageloop.flywheel.export import EXPORT_KINDS, export_dataset, export_datasets
+from imageloop.flywheel.export import EXPORT_KINDS, IMAGE_WRITE_BATCH, export_dataset, export_datasets
 from imageloop.flywheel.transcode import store_jpeg_copy
 from imageloop.storage import Storage
 from tests.flywheel.record import build_record
@@ -25,14 +25,14 @@ def _same_tables(together: Path, alone: Path, kinds: tuple[str, ...]) -> None:
 def test_one_pass_equals_each_alone_on_a_synthetic_record(database_url: str, tmp_path: Path) -> None:
     # Large enough that the image datasets span several conversion batches.
     db_engine = prepare_database(database_url)
-    synthesise(db_engine, 3_000, users=40)
+    synthesise(db_engine, 8_000, users=40)
     blobs = SyntheticImageStore(pool_size=4)
     results = export_datasets(EXPORT_KINDS, db_engine, tmp_path / "together", blobs=blobs)
     for kind in EXPORT_KINDS:
         export_dataset(kind, db_engine, tmp_path / "alone", blobs=blobs)
     db_engine.dispose()
     assert {r.kind for r in results} == set(EXPORT_KINDS) and len({r.seconds for r in results}) == 1
-    assert next(r for r in results if r.kind == "pairs").rows > 256  # PAIRS_WRITE_BATCH: several batches
+    assert next(r for r in results if r.kind == "pairs").rows > IMAGE_WRITE_BATCH  # several batches
     _same_tables(tmp_path / "together", tmp_path / "alone", EXPORT_KINDS)
 
 

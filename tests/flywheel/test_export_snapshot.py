@@ -41,7 +41,9 @@ def _while_actions_are_read(storage: Storage, change: Any) -> None:
 
     def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         nonlocal fired
-        if not fired and statement.lstrip().upper().startswith("SELECT") and "user_actions.generation_id" in statement:
+        # PostgreSQL streams through a server-side cursor: "DECLARE ... CURSOR FOR SELECT ...".
+        query = statement.lstrip().upper().startswith(("SELECT", "DECLARE"))
+        if not fired and query and "user_actions.generation_id" in statement:
             fired = True
             change()
 

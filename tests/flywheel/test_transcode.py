@@ -30,26 +30,29 @@ def test_to_jpeg_reencodes_as_rgb_jpeg() -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 3])
-def test_items_come_back_in_order_with_their_bytes(workers: int) -> None:
+def test_batches_come_back_in_order_with_their_bytes(workers: int) -> None:
     store: BlobStore = SyntheticImageStore(pool_size=5)
-    batches: JpegBatches[int] = JpegBatches(store, batch=4, workers=workers)
+    batches: JpegBatches[int] = JpegBatches(store, workers=workers)
     keys = [(f"images/g{i}/0.png", f"images/g{i % 3}/1.png") for i in range(23)]
     done = []
-    for i, pair in enumerate(keys):
-        done += batches.add(i, pair)
+    for start in range(0, 23, 4):
+        items = list(range(start, min(start + 4, 23)))
+        done += batches.add(items, (key for i in items for key in keys[i]))
+        assert len(done) >= start // 4 + 1 - workers  # at most one batch per thread still converting
     done += batches.drain()
     batches.close()
-    assert [item for item, _ in done] == list(range(23))
-    for (_, jpegs), pair in zip(done, keys, strict=True):
-        assert jpegs == [to_jpeg(store.get(key)) for key in pair]
+    assert [item for items, _ in done for item in items] == list(range(23))
+    for items, jpegs in done:
+        assert set(jpegs) == {key for i in items for key in keys[i]}
+        assert all(jpegs[key] == to_jpeg(store.get(key)) for key in jpegs)
 
 
 def test_a_missing_key_gives_none_and_a_failing_store_raises() -> None:
-    batches: JpegBatches[str] = JpegBatches(_Store(pool_size=1), batch=2, workers=2)
-    assert batches.add("missing", ("images/a/0.png", "not-an-image-key")) == []
-    [(item, jpegs)] = batches.drain()
-    assert item == "missing" and jpegs[0] is not None and jpegs[1] is None
-    batches.add("broken", ("images/broken/0.png",))
+    batches: JpegBatches[str] = JpegBatches(_Store(pool_size=1), workers=2)
+    assert batches.add(["missing"], ["images/a/0.png", "not-an-image-key"]) == []
+    [(items, jpegs)] = batches.drain()
+    assert items == ["missing"] and jpegs["images/a/0.png"] is not None and jpegs["not-an-image-key"] is None
+    batches.add(["broken"], ["images/broken/0.png"])
     with pytest.raises(StorageError, match="disk on fire"):
         batches.drain()
     batches.close()
@@ -60,12 +63,16 @@ def test_a_missing_key_gives_none_and_a_failing_store_raises() -> None:
 @pytest.mark.parametrize("copies", [True, False])
 def test_stored_copies_are_read_and_missing_ones_transcoded_to_the_same_bytes(copies: bool) -> None:
     store = SyntheticImageStore(pool_size=3, jpeg_copies=copies)
-    batches: JpegBatches[int] = JpegBatches(store, batch=2, workers=2)
+    batches: JpegBatches[int] = JpegBatches(store, workers=2)
     keys = [(f"images/g{i}/0.png", f"images/g{i % 2}/1.png") for i in range(5)]
-    done = [d for i, pair in enumerate(keys) for d in batches.add(i, pair)] + batches.drain()
+    done = []
+    for items in ([0, 1], [2, 3], [4]):
+        done += batches.add(items, (key for i in items for key in keys[i]))
+    done += batches.drain()
     batches.close()
-    assert [jpegs for _, jpegs in done] == [[to_jpeg(store.get(key)) for key in pair] for pair in keys]
-    distinct_per_batch = 4 + 4 + 2  # batches of two pairs: g0,g1 / g2,g3 (with g0/1, g1/1) / g4 (with g0/1)
+    assert [jpegs for _, jpegs in done] == [{key: to_jpeg(store.get(key)) for i in items for key in keys[i]}
+                                           for items in ([0, 1], [2, 3], [4])]
+    distinct_per_batch = 4 + 4 + 2  # g0,g1 / g2,g3 (with g0/1, g1/1) / g4 (with g0/1): each key read once a batch
     assert batches.transcoded == (0 if copies else distinct_per_batch)
 
 

@@ -13,11 +13,12 @@ the database. Each dataset lands in ``OUT/<kind>/data.parquet`` with ``OUT/<kind
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,7 +47,9 @@ ExportKind = Literal["sft", "dpo", "pairs", "labels", "recipes"]
 IMAGE_KINDS = frozenset({"pairs", "labels"})  # datasets that carry image bytes
 EXPORT_KINDS: tuple[str, ...] = get_args(ExportKind)
 WRITE_BATCH = 10_000
-PAIRS_WRITE_BATCH = 256  # rows carry two JPEGs each
+# Image rows per row group and per batch of JPEGs read (a pairs row group holds about 10 MB of JPEGs): Parquet
+# writes a few large row groups much faster than many small ones.
+IMAGE_WRITE_BATCH = 2_048
 
 SCHEMAS: dict[str, pa.Schema] = {
     "sft": pa.schema([("prompt", pa.string()), ("completion", pa.string()), ("language", pa.string()),
@@ -98,93 +101,177 @@ def _compression(schema: pa.Schema) -> dict[str, str]:
     return {name: "none" if schema.field(name).type == pa.binary() else "zstd" for name in schema.names}
 
 
-class _BatchWriter:
-    """Writes rows (tuples in the schema's column order) to a Parquet file in batches, column by column."""
+class _ParquetFile:
+    """A dataset's Parquet file, written a row group at a time from columns in the schema's order."""
 
-    def __init__(self, path: Path, schema: pa.Schema, batch: int) -> None:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
         self._writer = pq.ParquetWriter(str(path), schema, compression=_compression(schema))
         self._schema = schema
-        self._batch = batch
-        self._rows: list[tuple[Any, ...]] = []
         self.count = 0
 
-    def add(self, row: tuple[Any, ...]) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self._batch:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._rows:
-            columns = [pa.array(values, type=column.type)
-                       for values, column in zip(zip(*self._rows, strict=True), self._schema, strict=True)]
-            self._writer.write_table(pa.Table.from_arrays(columns, schema=self._schema))
-            self.count += len(self._rows)
-            self._rows = []
+    def write(self, columns: Sequence[Sequence[Any]]) -> None:
+        rows = len(columns[0]) if columns else 0
+        if rows:
+            arrays = [pa.array(values, type=field.type) for values, field in zip(columns, self._schema, strict=True)]
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+            self.count += rows
 
     def close(self) -> None:
-        self.flush()
         self._writer.close()
 
 
-class _Dataset:
+Spec = TypeVar("Spec", PairSpec, LabelSpec)
+
+
+class _Dataset(ABC):
     """One dataset being written: turns chain views into rows of its Parquet file."""
 
-    def __init__(self, kind: str, out_dir: Path, blobs: BlobStore | None) -> None:
+    def __init__(self, kind: str, out_dir: Path) -> None:
         self.kind = kind
         self.folder = out_dir / kind
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "data.parquet"
-        batch = PAIRS_WRITE_BATCH if kind in IMAGE_KINDS else WRITE_BATCH
-        self.writer = _BatchWriter(self.path, SCHEMAS[kind], batch)
-        self.tally = RecipeTally()
-        self.images: JpegBatches[PairSpec | LabelSpec] | None = (
-            JpegBatches(blobs, batch) if blobs is not None and kind in IMAGE_KINDS else None)
+        self.file = _ParquetFile(self.path, SCHEMAS[kind])
         self.skipped = 0
+        self.transcoded = 0
+
+    @abstractmethod
+    def add(self, info: ChainView) -> None:
+        """Take the rows of one chain (written when a batch is full)."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Write what is still held back (before :meth:`finish`)."""
+
+    def close(self) -> None:
+        """Stop any helper threads and close the file (also after a failure)."""
+        self.file.close()
+
+    def finish(self, chains: int, since: datetime | None) -> ExportResult:
+        """Write what is still held back, close the file and write the card (the result's seconds are left 0)."""
+        self.flush()
+        self.close()
+        card = self.folder / "README.md"
+        card.write_text(dataset_card(self.kind, SCHEMAS[self.kind], rows=self.file.count, chains=chains, since=since))
+        return ExportResult(self.kind, self.path, card, self.file.count, chains, 0.0, self.skipped, self.transcoded)
+
+
+class _TextDataset(_Dataset):
+    """``sft`` and ``dpo``: rows gathered as tuples, written ``WRITE_BATCH`` at a time."""
+
+    def __init__(self, kind: str, out_dir: Path) -> None:
+        super().__init__(kind, out_dir)
+        self._rows: list[tuple[Any, ...]] = []
 
     def add(self, info: ChainView) -> None:
         if self.kind == "sft":
-            for sft in sft_examples(info):
-                self.writer.add((sft.prompt, sft.completion, sft.language, sft.generation_id))
-        elif self.kind == "dpo":
-            for dpo in dpo_examples(info):
-                self.writer.add((dpo.prompt, dpo.chosen, dpo.rejected, dpo.chosen_generation_id,
-                                 dpo.rejected_generation_id))
-        elif self.kind == "recipes":
-            self.tally.add(info)
-        elif self.kind == "labels" and self.images is not None:
-            for label in label_specs(info):
-                self._write_images(self.images.add(label, (label.image.blob_key,)))
-        elif self.images is not None:
-            for spec in pair_specs(info):
-                self._write_images(self.images.add(spec, (spec.image_0.blob_key, spec.image_1.blob_key)))
+            self._rows += [(sft.prompt, sft.completion, sft.language, sft.generation_id) for sft in sft_examples(info)]
+        else:
+            self._rows += [(dpo.prompt, dpo.chosen, dpo.rejected, dpo.chosen_generation_id, dpo.rejected_generation_id)
+                           for dpo in dpo_examples(info)]
+        if len(self._rows) >= WRITE_BATCH:
+            self.flush()
 
-    def _write_images(self, done: list[tuple[PairSpec | LabelSpec, list[bytes | None]]]) -> None:
-        for spec, jpegs in done:
-            if None in jpegs:  # an image is missing from the blob store
-                self.skipped += 1
-            elif isinstance(spec, LabelSpec):
-                self.writer.add((spec.caption, jpegs[0], spec.label, spec.image.id, spec.source))
-            else:
-                self.writer.add((spec.caption, jpegs[0], jpegs[1], spec.label_0, spec.label_1, spec.image_0.id,
-                                 spec.image_1.id, spec.source))
+    def flush(self) -> None:
+        self.file.write(list(zip(*self._rows, strict=True)))
+        self._rows = []
+
+
+class _RecipeDataset(_Dataset):
+    """``recipes``: a tally over every chain, written as one table at the end."""
+
+    def __init__(self, kind: str, out_dir: Path) -> None:
+        super().__init__(kind, out_dir)
+        self._tally = RecipeTally()
+
+    def add(self, info: ChainView) -> None:
+        self._tally.add(info)
+
+    def flush(self) -> None:
+        self.file.write(list(zip(*(astuple(stat) for stat in self._tally.stats()), strict=True)))
+
+
+class _ImageDataset(_Dataset, Generic[Spec]):
+    """``pairs`` and ``labels``: specs gathered in batches whose JPEGs are read on threads, then written column by
+    column with the bytes (rows whose image is missing from the blob store are skipped and counted)."""
+
+    def __init__(self, kind: str, out_dir: Path, blobs: BlobStore) -> None:
+        super().__init__(kind, out_dir)
+        self._jpegs: JpegBatches[Spec] = JpegBatches(blobs)
+        self._specs: list[Spec] = []
+
+    @abstractmethod
+    def specs(self, info: ChainView) -> Iterator[Spec]:
+        """The chain's rows, without their bytes."""
+
+    @abstractmethod
+    def keys(self, spec: Spec) -> tuple[str, ...]:
+        """The blob keys of the images a row holds."""
+
+    @abstractmethod
+    def columns(self, specs: list[Spec], jpegs: dict[str, bytes]) -> list[list[Any]]:
+        """The rows' columns in the schema's order, with the bytes of every key."""
+
+    def add(self, info: ChainView) -> None:
+        self._specs += self.specs(info)
+        if len(self._specs) >= IMAGE_WRITE_BATCH:
+            self._submit()
+
+    def flush(self) -> None:
+        self._submit()
+        self._write(self._jpegs.drain())
 
     def close(self) -> None:
-        """Stop the conversion threads and close the file (also after a failure)."""
-        if self.images is not None:
-            self.images.close()
-        self.writer.close()
+        self._jpegs.close()
+        self.transcoded = self._jpegs.transcoded
+        super().close()
 
-    def finish(self, chains: int, since: datetime | None) -> ExportResult:
-        """Write what is still queued, close the file and write the card (the result's seconds are left 0)."""
-        if self.images is not None:
-            self._write_images(self.images.drain())
-        for stat in self.tally.stats():
-            self.writer.add(astuple(stat))
-        self.close()
-        card = self.folder / "README.md"
-        card.write_text(dataset_card(self.kind, SCHEMAS[self.kind], rows=self.writer.count, chains=chains, since=since))
-        transcoded = self.images.transcoded if self.images is not None else 0
-        return ExportResult(self.kind, self.path, card, self.writer.count, chains, 0.0, self.skipped, transcoded)
+    def _submit(self) -> None:
+        if self._specs:
+            specs, self._specs = self._specs, []
+            self._write(self._jpegs.add(specs, (key for spec in specs for key in self.keys(spec))))
+
+    def _write(self, done: Iterable[tuple[list[Spec], dict[str, bytes | None]]]) -> None:
+        for specs, jpegs in done:
+            if None in jpegs.values():  # an image is missing from the blob store
+                found = [spec for spec in specs if all(jpegs[key] is not None for key in self.keys(spec))]
+                self.skipped += len(specs) - len(found)
+                specs = found
+            if specs:
+                self.file.write(self.columns(specs, jpegs))  # type: ignore[arg-type]  # no None left
+
+
+class _PairsDataset(_ImageDataset[PairSpec]):
+    def specs(self, info: ChainView) -> Iterator[PairSpec]:
+        return pair_specs(info)
+
+    def keys(self, spec: PairSpec) -> tuple[str, ...]:
+        return spec.image_0.blob_key, spec.image_1.blob_key
+
+    def columns(self, specs: list[PairSpec], jpegs: dict[str, bytes]) -> list[list[Any]]:
+        return [[spec.caption for spec in specs], [jpegs[spec.image_0.blob_key] for spec in specs],
+                [jpegs[spec.image_1.blob_key] for spec in specs], [spec.label_0 for spec in specs],
+                [spec.label_1 for spec in specs], [spec.image_0.id for spec in specs],
+                [spec.image_1.id for spec in specs], [spec.source for spec in specs]]
+
+
+class _LabelsDataset(_ImageDataset[LabelSpec]):
+    def specs(self, info: ChainView) -> Iterator[LabelSpec]:
+        return label_specs(info)
+
+    def keys(self, spec: LabelSpec) -> tuple[str, ...]:
+        return (spec.image.blob_key,)
+
+    def columns(self, specs: list[LabelSpec], jpegs: dict[str, bytes]) -> list[list[Any]]:
+        return [[spec.caption for spec in specs], [jpegs[spec.image.blob_key] for spec in specs],
+                [spec.label for spec in specs], [spec.image.id for spec in specs], [spec.source for spec in specs]]
+
+
+def _dataset(kind: str, out_dir: Path, blobs: BlobStore | None) -> _Dataset:
+    if kind in IMAGE_KINDS:
+        assert blobs is not None  # checked by export_datasets
+        return _PairsDataset(kind, out_dir, blobs) if kind == "pairs" else _LabelsDataset(kind, out_dir, blobs)
+    return _RecipeDataset(kind, out_dir) if kind == "recipes" else _TextDataset(kind, out_dir)
 
 
 def export_datasets(
@@ -214,7 +301,7 @@ def export_datasets(
     start = time.perf_counter()
     cutoff = since_datetime(since)
     until = until or utcnow()
-    sinks = [_Dataset(kind, Path(out_dir), blobs) for kind in dict.fromkeys(kinds)]
+    sinks = [_dataset(kind, Path(out_dir), blobs) for kind in dict.fromkeys(kinds)]
     chains = pending = 0
     try:
         # Only image pairs need the image rows; the text datasets skip that (largest) table.

@@ -5,7 +5,7 @@ The worker stores a JPEG copy beside every image it generates (:func:`store_jpeg
 copies bytes. Images without a copy (recorded before copies were stored, or whose copy could not be written) are
 decoded and re-encoded here instead, with the same bytes as a result, and counted. Pillow's decoder and encoder and
 the blob store's reads release the GIL, so a few threads fetch batches in parallel while the export thread keeps
-building rows; batches come back in the order they were queued, so rows are written in the same order as a
+building rows; batches come back in the order they were added, so rows are written in the same order as a
 one-by-one conversion would write them.
 """
 
@@ -78,54 +78,45 @@ def default_workers() -> int:
 
 
 class JpegBatches(Generic[Item]):
-    """Queues items that need JPEGs of some blob keys; hands them back, in order, with the bytes.
+    """Fetches the JPEGs of batches of items on a few threads; hands the batches back, in order, with the bytes.
 
-    :meth:`add` queues an item with its keys and returns the items whose batch is done (often none);
-    :meth:`drain` returns the rest. A missing blob gives ``None`` for that key; any other failure of the blob store
-    is raised by the call that would return the item.
+    :meth:`add` queues a batch of items with the blob keys they need and returns the batches that are done (often
+    none); :meth:`drain` returns the rest. Each comes back as ``(items, jpegs)``, ``jpegs`` mapping every key of
+    the batch to its JPEG bytes, or to ``None`` where the blob store has no such key; any other failure of the blob
+    store is raised by the call that would return the batch.
     """
 
-    def __init__(self, blobs: BlobStore, batch: int, workers: int | None = None) -> None:
+    def __init__(self, blobs: BlobStore, workers: int | None = None) -> None:
         self._blobs = blobs
         self.transcoded = 0  # images of the batches handed back that had no stored JPEG copy
-        self._batch = batch
         workers = workers or default_workers()
         self._ahead = workers  # batches converting at once: one per thread
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="imageloop-export-jpeg")
-        self._queued: list[tuple[Item, tuple[str, ...]]] = []
-        self._in_flight: deque[tuple[list[tuple[Item, tuple[str, ...]]], Future[tuple[Converted, int]]]] = deque()
+        self._in_flight: deque[tuple[list[Item], Future[tuple[Converted, int]]]] = deque()
 
-    def add(self, item: Item, keys: tuple[str, ...]) -> list[tuple[Item, list[bytes | None]]]:
-        self._queued.append((item, keys))
-        if len(self._queued) >= self._batch:
-            self._submit()
-        done: list[tuple[Item, list[bytes | None]]] = []
+    def add(self, items: list[Item], keys: Iterable[str]) -> list[tuple[list[Item], Converted]]:
+        # Each distinct key is read once per batch, however many items need it.
+        self._in_flight.append((items, self._pool.submit(self._convert, dict.fromkeys(keys))))
+        done: list[tuple[list[Item], Converted]] = []
         while len(self._in_flight) > self._ahead:
-            done += self._collect()
+            done.append(self._collect())
         return done
 
-    def drain(self) -> list[tuple[Item, list[bytes | None]]]:
-        self._submit()
-        done: list[tuple[Item, list[bytes | None]]] = []
+    def drain(self) -> list[tuple[list[Item], Converted]]:
+        done: list[tuple[list[Item], Converted]] = []
         while self._in_flight:
-            done += self._collect()
+            done.append(self._collect())
         return done
 
     def close(self) -> None:
         """Stop the threads (queued conversions are dropped)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self) -> None:
-        if self._queued:
-            keys = dict.fromkeys(key for _, item_keys in self._queued for key in item_keys)
-            self._in_flight.append((self._queued, self._pool.submit(self._convert, keys)))
-            self._queued = []
-
-    def _collect(self) -> list[tuple[Item, list[bytes | None]]]:
+    def _collect(self) -> tuple[list[Item], Converted]:
         items, future = self._in_flight.popleft()
         converted, transcoded = future.result()
         self.transcoded += transcoded
-        return [(item, [converted[key] for key in keys]) for item, keys in items]
+        return items, converted
 
     def _convert(self, keys: Iterable[str]) -> tuple[Converted, int]:
         converted: Converted = {}

@@ -7,18 +7,23 @@ while an export runs cannot make the streams disagree. Rows created after ``unti
 export covers exactly ``[since, until)`` however long it runs. Users who opted out of training, and deleted users,
 are filtered out in the queries: their rows never leave the database.
 
-A background thread reads and merges (the drivers release the GIL while the database works), handing finished
-chains over a few batches ahead, so fetching overlaps with building examples on two or more cores.
+The rows are read as plain driver tuples (no SQLAlchemy ``Row`` or type processing per value: the streams are
+millions of rows) in batches, from a server-side cursor on PostgreSQL, and grouped by chain id with
+:func:`itertools.groupby`. A background thread reads and merges (the drivers release the GIL while the database
+works), handing finished chains over a few batches ahead, so fetching overlaps with building examples on two or
+more cores.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from operator import itemgetter
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -28,16 +33,15 @@ from imageloop.storage.records import ActionType, JobStatus, utcnow
 
 __all__ = ["ActionRow", "Chain", "GenerationRow", "ImageRow", "count_chains", "read_chains"]
 
-AnyRow = sa.Row[*tuple[Any, ...]]
 AnyQuery = sa.Select[*tuple[Any, ...]]
 AnySelect = TypeVar("AnySelect", bound=AnyQuery)
-STREAM_BATCH = 5_000
+STREAM_BATCH = 20_000  # rows fetched at a time from each stream
 CHAIN_BATCH = 256  # chains handed to the consumer at a time
 PREFETCH_BATCHES = 4
 
 
-@dataclass(frozen=True, slots=True)
-class GenerationRow:
+# Named tuples, not dataclasses: an export builds one per row of the record, straight from the driver's tuple.
+class GenerationRow(NamedTuple):
     id: str
     chain_id: str
     parent_id: str | None
@@ -50,16 +54,14 @@ class GenerationRow:
     expander_version: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ImageRow:
+class ImageRow(NamedTuple):
     id: str
     generation_id: str
-    index: int
+    index: int  # type: ignore[assignment]  # the image's place in its generation; shadows tuple.index, unused here
     blob_key: str
 
 
-@dataclass(frozen=True, slots=True)
-class ActionRow:
+class ActionRow(NamedTuple):
     generation_id: str
     image_id: str | None
     type: ActionType
@@ -101,6 +103,7 @@ def read_chains(
 def _queries(
     since: datetime | None, until: datetime, images: bool
 ) -> tuple[AnyQuery, AnyQuery | None, AnyQuery]:
+    # Each stream starts with the chain id it is grouped by; the rest of a row is the fields of its *Row type.
     generations = _eligible(sa.select(
         Generation.chain_id, Generation.id, Generation.parent_id, Generation.status, Generation.intent,
         Generation.intent_language, Generation.final_prompt, Generation.recipe, Generation.style,
@@ -110,63 +113,91 @@ def _queries(
         sa.select(Generation.chain_id, Image.id, Image.generation_id, Image.index, Image.blob_key)
         .join(Generation, Generation.id == Image.generation_id), since, until,
     ).where(Image.created_at < until).order_by(Generation.chain_id) if images else None
-    # Ordered by chain only (an index walk); each chain's few actions are put in time order in Python, which is
-    # much cheaper than sorting every action in the database. The raw timestamp is enough to compare.
+    # Both databases sort every action by chain anyway (SQLite walks the creation-time index for the time bound,
+    # PostgreSQL hash-joins), so time order within the chain costs the sort a longer key, not a Python sort.
     actions = _eligible(
-        sa.select(Generation.chain_id, UserAction.generation_id, UserAction.image_id, UserAction.type,
-                  sa.type_coerce(UserAction.created_at, sa.String), UserAction.id)
+        sa.select(Generation.chain_id, UserAction.generation_id, UserAction.image_id, UserAction.type)
         .join(Generation, Generation.id == UserAction.generation_id), since, until,
-    ).where(UserAction.created_at < until).order_by(Generation.chain_id)
+    ).where(UserAction.created_at < until).order_by(Generation.chain_id, UserAction.created_at, UserAction.id)
     return generations, image_rows, actions
+
+
+# Enum columns are stored as their values; the driver hands back the strings.
+_STATUS = {member.value: member for member in JobStatus}
+_ACTION = {member.value: member for member in ActionType}
 
 
 def _merged(
     db_engine: Engine, since: datetime | None, until: datetime, images: bool
 ) -> Generator[Chain, None, None]:
-    generations, image_query, action_query = _queries(since, until, images)
+    generation_query, image_query, action_query = _queries(since, until, images)
     connection = db_engine.connect()
     if connection.dialect.name == "postgresql":
         # Every statement of the transaction sees the snapshot its first statement took.
         connection = connection.execution_options(isolation_level="REPEATABLE READ")
-    streaming = connection.execution_options(stream_results=True, yield_per=STREAM_BATCH)
     try:
         with connection.begin():
-            generation_rows = iter(streaming.execute(generations))
-            image_rows = _Peekable(iter(streaming.execute(image_query)) if image_query is not None else iter(()))
-            action_rows = _Peekable(iter(streaming.execute(action_query)))
-            chain: Chain | None = None
-            for row in generation_rows:
-                if chain is None or row[0] != chain.chain_id:
-                    if chain is not None:
-                        yield _complete(chain, image_rows, action_rows)
-                    chain = Chain(chain_id=row[0])
-                chain.generations.append(GenerationRow(row[1], row[0], *row[2:]))
-            if chain is not None:
-                yield _complete(chain, image_rows, action_rows)
+            streams = _Streams(connection)
+            generation_rows = streams.open(generation_query)
+            # groupby hands out (chain id, rows of that chain) without a Python step per row.
+            image_groups = itertools.groupby(streams.open(image_query) if image_query is not None else iter(()),
+                                             _CHAIN_ID)
+            action_groups = itertools.groupby(streams.open(action_query), _CHAIN_ID)
+            # Every chain of the image and action streams is also in the generation stream (same snapshot, same
+            # filters), in the same order, so the next group of each is either this chain's or a later one's.
+            image_group = next(image_groups, None)
+            action_group = next(action_groups, None)
+            status, action_type, new = _STATUS, _ACTION, tuple.__new__
+            for chain_id, rows in itertools.groupby(generation_rows, _CHAIN_ID):
+                chain = Chain(chain_id, [new(GenerationRow, (row[1], chain_id, row[2], status[row[3]], *row[4:]))
+                                         for row in rows])
+                if image_group is not None and image_group[0] == chain_id:
+                    chain.images = [new(ImageRow, row[1:]) for row in image_group[1]]
+                    image_group = next(image_groups, None)
+                if action_group is not None and action_group[0] == chain_id:
+                    chain.actions = [new(ActionRow, (row[1], row[2], action_type[row[3]])) for row in action_group[1]]
+                    action_group = next(action_groups, None)
+                yield chain
     finally:
         connection.close()
 
 
-class _Peekable:
-    """An ordered row stream from which one chain's rows are taken at a time."""
-
-    def __init__(self, rows: Iterator[AnyRow]) -> None:
-        self._rows = rows
-        self._next: AnyRow | None = next(rows, None)
-
-    def take(self, chain_id: str) -> Iterator[AnyRow]:
-        # Every chain in this stream also appears in the generation stream (same snapshot, same filters), in the
-        # same order, so rows of the chain asked for are either next or absent.
-        while self._next is not None and self._next[0] == chain_id:
-            yield self._next
-            self._next = next(self._rows, None)
+_CHAIN_ID = itemgetter(0)
 
 
-def _complete(chain: Chain, images: _Peekable, actions: _Peekable) -> Chain:
-    chain.images = [ImageRow(row[1], row[2], row[3], row[4]) for row in images.take(chain.chain_id)]
-    rows = sorted(actions.take(chain.chain_id), key=lambda row: (row[4], row[5]))
-    chain.actions = [ActionRow(row[1], row[2], row[3]) for row in rows]
-    return chain
+class _Streams:
+    """Row streams of one transaction, read as driver tuples ``STREAM_BATCH`` at a time.
+
+    SQLite's cursor steps through the result as it is fetched. On PostgreSQL each stream is a server-side cursor
+    (``DECLARE``), planned for reading every row rather than the first few, and fetched in batches.
+    """
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self._connection = connection
+        self._postgres = connection.dialect.name == "postgresql"
+        self._opened = 0
+        if self._postgres:
+            connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
+
+    def open(self, query: AnyQuery) -> Iterator[tuple[Any, ...]]:
+        if not self._postgres:
+            return self._fetch(self._connection.execute(query).cursor)
+        compiled = query.compile(dialect=self._connection.dialect)
+        name = f"imageloop_chains_{self._opened}"
+        self._opened += 1
+        # The parameters are the time bounds, which the driver adapts itself (no SQLAlchemy bind processing).
+        self._connection.exec_driver_sql(f"DECLARE {name} NO SCROLL CURSOR FOR {compiled}", compiled.params)
+        return self._fetch_declared(name)
+
+    @staticmethod
+    def _fetch(cursor: Any) -> Iterator[tuple[Any, ...]]:
+        while rows := cursor.fetchmany(STREAM_BATCH):
+            yield from rows
+
+    def _fetch_declared(self, name: str) -> Iterator[tuple[Any, ...]]:
+        fetch = f"FETCH FORWARD {STREAM_BATCH} FROM {name}"
+        while rows := self._connection.exec_driver_sql(fetch).cursor.fetchall():
+            yield from rows
 
 
 _END = object()
