@@ -118,3 +118,8 @@ def test_measure_words_and_counts_are_read(intent: str, phrase: str) -> None:
 
 def test_a_plural_stays_plural_without_a_count() -> None:
     assert "people" in [p.text for p in read("一个女孩和很多人").phrases]
+
+
+def test_a_name_jieba_tags_as_an_adverb_is_still_read() -> None:
+    assert load_dictionary().is_name("莫奈") and not load_dictionary().is_name("灯塔")
+    assert "claude monet" in read("莫奈风格的睡莲池塘").english

@@ -30,7 +30,7 @@ import yaml
 from imageloop.errors import ConfigError
 from imageloop.prompts.words import unreal_words
 
-__all__ = ["ChineseDictionary", "cedict_senses", "load_dictionary", "pick_gloss", "usable_senses"]
+__all__ = ["ChineseDictionary", "cedict_names", "cedict_senses", "load_dictionary", "pick_gloss", "usable_senses"]
 
 IMAGE_TERMS_RESOURCE = "data/zh_image_terms.yaml"
 SENSES_RESOURCE = "data/zh_senses.json"  # built by imageloop.prompts.senses
@@ -142,8 +142,9 @@ class ChineseDictionary:
     """Simplified (or traditional) Chinese word → English gloss."""
 
     def __init__(self, senses: dict[str, list[str]], image_terms: dict[str, str],
-                 chosen: dict[str, str] | None = None) -> None:
+                 chosen: dict[str, str] | None = None, names: frozenset[str] = frozenset()) -> None:
         self._senses = senses
+        self._names = names
         self._image_terms = image_terms
         self._chosen = chosen or {}
         self._glosses: dict[tuple[str, bool], str | None] = {}
@@ -161,6 +162,10 @@ class ChineseDictionary:
     def image_terms(self) -> tuple[str, ...]:
         """The words of ``data/zh_image_terms.yaml`` (the segmenter is told to keep them whole)."""
         return tuple(self._image_terms)
+
+    def is_name(self, word: str) -> bool:
+        """True for a proper noun CC-CEDICT knows only as a name ("莫奈": Claude Monet, "敦煌": Dunhuang)."""
+        return word in self._names
 
     def __contains__(self, word: str) -> bool:
         return word in self._image_terms or word in self._senses
@@ -180,7 +185,7 @@ class ChineseDictionary:
             return self._glosses[key]
 
 
-def _read_cedict(path: Path) -> dict[str, list[str]]:
+def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str]]:
     common: dict[str, list[str]] = {}
     proper: dict[str, list[str]] = {}
     with gzip.open(path, mode="rt", encoding="utf-8") as lines:
@@ -195,9 +200,10 @@ def _read_cedict(path: Path) -> dict[str, list[str]]:
             table = proper if found["pinyin"][:1].isupper() else common
             for key in dict.fromkeys((found["simp"], found["trad"])):
                 table.setdefault(key, []).extend(parts)
+    names = frozenset(key for key in proper if key not in common)
     for key, parts in proper.items():
         common.setdefault(key, []).extend(parts)
-    return common
+    return common, names
 
 
 def _read_image_terms() -> dict[str, str]:
@@ -226,12 +232,21 @@ def _read_chosen_senses() -> dict[str, str]:
 
 
 @cache
+def _cedict() -> tuple[dict[str, list[str]], frozenset[str]]:
+    return _read_cedict(_cedict_path())
+
+
 def cedict_senses() -> dict[str, list[str]]:
     """Every CC-CEDICT word (simplified and traditional) → its senses, common-noun entries first (parsed once)."""
-    return _read_cedict(_cedict_path())
+    return _cedict()[0]
+
+
+def cedict_names() -> frozenset[str]:
+    """The CC-CEDICT words that are only proper nouns (a capitalised pinyin: people, places, works)."""
+    return _cedict()[1]
 
 
 @cache
 def load_dictionary() -> ChineseDictionary:
     """The process-wide dictionary (parsed on first call): CC-CEDICT, the image terms, the chosen senses."""
-    return ChineseDictionary(cedict_senses(), _read_image_terms(), _read_chosen_senses())
+    return ChineseDictionary(cedict_senses(), _read_image_terms(), _read_chosen_senses(), cedict_names())

@@ -207,7 +207,9 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
                 else:
                     phrases.append(Phrase(container, word, True))
                 continue
-        if flag.startswith(_ZH_DROP_FLAGS) or word in _ZH_DROP_WORDS:
+        # jieba tags some names it was never told about as adverbs ("莫奈/d"); CC-CEDICT knows them as names.
+        name = len(word) > 1 and dictionary.is_name(word)
+        if (flag.startswith(_ZH_DROP_FLAGS) and not name) or word in _ZH_DROP_WORDS:
             if pending:
                 phrases.append(_modifiers_alone(pending))
                 pending = []
