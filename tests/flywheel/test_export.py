@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from imageloop.errors import InvalidRequestError
-from imageloop.flywheel.export import export_dataset
+from imageloop.flywheel.datasets import DpoExample, SftExample
+from imageloop.flywheel.export import SCHEMAS, export_dataset
 from imageloop.storage import Storage
 from tests.flywheel.record import build_record, generate
 from tests.storage.conftest import FakeClock
@@ -109,3 +110,9 @@ def test_unknown_kind_and_missing_blob_store(storage: Storage, tmp_path: Path) -
         export_dataset("rlhf", storage.db_engine, tmp_path)
     with pytest.raises(InvalidRequestError, match="blob"):
         export_dataset("pairs", storage.db_engine, tmp_path)
+
+
+def test_text_examples_are_rows_in_their_dataset_column_order() -> None:
+    # The export writes the examples as they are, so their fields must be the dataset's columns, in order.
+    assert list(SftExample._fields) == SCHEMAS["sft"].names
+    assert list(DpoExample._fields) == SCHEMAS["dpo"].names

@@ -24,6 +24,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import NamedTuple
 
 from imageloop.flywheel.actions import ActionType, is_kept
 from imageloop.storage.chains import ActionRow as ActionRow  # re-exported: the rows the builders take
@@ -36,16 +38,15 @@ NO_NAME = "(none)"
 WILSON_Z = 1.959963984540054  # two-sided 95 %
 
 
-@dataclass(frozen=True, slots=True)
-class SftExample:
+# Named tuples: an export makes one per row (millions); SftExample and DpoExample are in their dataset's column order.
+class SftExample(NamedTuple):
     prompt: str
     completion: str
     language: str | None
     generation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class DpoExample:
+class DpoExample(NamedTuple):
     prompt: str
     chosen: str
     rejected: str
@@ -53,8 +54,7 @@ class DpoExample:
     rejected_generation_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class PairSpec:
+class PairSpec(NamedTuple):
     """One image preference pair; the bytes are looked up by blob key when the dataset is written."""
 
     caption: str
@@ -65,8 +65,7 @@ class PairSpec:
     source: str  # "siblings" (same generation) or "reroll" (kept vs. an image of a rejected generation)
 
 
-@dataclass(frozen=True, slots=True)
-class LabelSpec:
+class LabelSpec(NamedTuple):
     """One judged image; the bytes are looked up by blob key when the dataset is written."""
 
     caption: str
@@ -86,8 +85,7 @@ class RecipeStat:
     keep_rate_high: float
 
 
-@dataclass(frozen=True, slots=True)
-class ChainView:
+class ChainView(NamedTuple):
     """What the builders need to know about a chain, derived once."""
 
     intent: str | None
@@ -99,28 +97,39 @@ class ChainView:
     images_by_generation: dict[str, list[ImageRow]]
 
 
+_SUCCEEDED = JobStatus.SUCCEEDED
+_DISCARD = ActionType.DISCARD
+_GENERATION_AND_INDEX = itemgetter(1, 2)  # ImageRow's generation_id, index
+
+
 def view(chain: Chain) -> ChainView:
     """Classify a chain's generations and images into kept and rejected.
 
     Kept-ness comes from the actions alone (each action names its image and that image's generation), so
     ``chain.images`` is only needed by :func:`pair_specs`.
     """
-    by_image: dict[str, list[ActionType]] = defaultdict(list)
+    by_image: dict[str, list[ActionType]] = {}
     generation_of: dict[str, str] = {}
     discarded: set[str] = set()
-    for action in chain.actions:
-        if action.image_id is not None:
-            by_image[action.image_id].append(action.type)
-            generation_of[action.image_id] = action.generation_id
-        if action.type is ActionType.DISCARD:
-            discarded.add(action.generation_id)
+    for generation_id, image_id, kind in chain.actions:
+        if image_id is not None:
+            if image_id in by_image:
+                by_image[image_id].append(kind)
+            else:
+                by_image[image_id] = [kind]
+            generation_of[image_id] = generation_id
+        if kind is _DISCARD:
+            discarded.add(generation_id)
     kept_images = frozenset(image for image, actions in by_image.items() if is_kept(actions))
     kept_ids = {generation_of[image] for image in kept_images}
-    images: dict[str, list[ImageRow]] = defaultdict(list)
-    for image in sorted(chain.images, key=lambda row: (row.generation_id, row.index)):
-        images[image.generation_id].append(image)
+    images: dict[str, list[ImageRow]] = {}
+    for image in sorted(chain.images, key=_GENERATION_AND_INDEX):
+        if image.generation_id in images:
+            images[image.generation_id].append(image)
+        else:
+            images[image.generation_id] = [image]
     parents = {row.parent_id for row in chain.generations if row.parent_id is not None}
-    succeeded = [row for row in chain.generations if row.status is JobStatus.SUCCEEDED and row.final_prompt]
+    succeeded = [row for row in chain.generations if row.status is _SUCCEEDED and row.final_prompt]
     kept = [row for row in succeeded if row.id in kept_ids]
     rejected = [row for row in succeeded if row.id not in kept_ids and (row.id in parents or row.id in discarded)]
     first = next((row for row in chain.generations if row.intent and row.intent.strip()), None)
@@ -131,7 +140,7 @@ def view(chain: Chain) -> ChainView:
         kept_images=kept_images,
         kept=kept,
         rejected=rejected,
-        images_by_generation=dict(images),
+        images_by_generation=images,
     )
 
 

@@ -164,11 +164,8 @@ class _TextDataset(_Dataset):
         self._rows: list[tuple[Any, ...]] = []
 
     def add(self, info: ChainView) -> None:
-        if self.kind == "sft":
-            self._rows += [(sft.prompt, sft.completion, sft.language, sft.generation_id) for sft in sft_examples(info)]
-        else:
-            self._rows += [(dpo.prompt, dpo.chosen, dpo.rejected, dpo.chosen_generation_id, dpo.rejected_generation_id)
-                           for dpo in dpo_examples(info)]
+        # The examples are named tuples in the schema's column order: rows as they are.
+        self._rows += sft_examples(info) if self.kind == "sft" else dpo_examples(info)
         if len(self._rows) >= WRITE_BATCH:
             self.flush()
 
