@@ -27,6 +27,8 @@ def test_bench_measures_the_server_and_the_naive_loop(tmp_path: Path) -> None:
     (server,) = result["server"]
     assert (server["clients"], server["images"]) == (2, 4)
     assert server["latency_p95_s"] >= server["latency_p50_s"] > 0
+    # the denoiser's share of the workers' wall time: measured on both paths, and the rest of a request costs some
+    assert 0.0 < server["denoiser_share"] < 1.0 and 0.0 < result["naive"]["denoiser_share"] < 1.0
     assert set(result["ratio_vs_naive"]) == set(result["cpu_ratio_vs_naive"]) == {"2"}  # one per client count
     # No autocast: the plain loop is already the same-dtype baseline.
     assert result["naive_same_dtype"] is None and result["dtype_gain"] == 1.0

@@ -106,6 +106,8 @@ def test_metrics_count_actions_images_and_latency(client: TestClient, owner: tup
     assert values["imageloop_job_latency_seconds_count"] >= 1
     assert values['imageloop_jobs_finished_total{status="succeeded"}'] >= 1
     assert "imageloop_queue_depth" in values
+    # the generation ran its denoiser: seconds and passes of it (the rest of a request's time is overhead)
+    assert values["imageloop_denoiser_seconds_total"] > 0 and values["imageloop_denoiser_passes_total"] >= 1
 
 
 def test_metrics_count_expansions_by_strategy_and_outcome(client: TestClient, services: Services) -> None:

@@ -43,6 +43,7 @@ from imageloop.engine.autocast import CpuAutocast, autocast_name, decode_latents
 from imageloop.engine.engine import Engine
 from imageloop.engine.request import GenerationRequest
 from imageloop.engine.schedulers import make_scheduler
+from imageloop.engine.timing import DENOISER_CLOCK
 
 TARGET_RATIO_AT_8 = 2.0
 # Torch's own thread count, before any engine setting changed it: what a plain diffusers script runs with.
@@ -83,6 +84,12 @@ class PathResult:
     autocast: str = "off"  # what the denoising ran under: 'bf16' or 'off'
     workers: int = 1  # generations that can run at once (the server's embedded workers; 1 for the naive loop)
     torch_threads: int = 0  # torch's intra-op threads of each of them
+    denoiser_seconds: float = 0.0  # time in denoiser (UNet) forward passes meanwhile, summed over workers
+
+    @property
+    def denoiser_share(self) -> float:
+        """Share of the workers' wall time spent in the denoiser: 1.0 means nothing else cost any time."""
+        return self.denoiser_seconds / (self.seconds * self.workers) if self.seconds else 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -103,7 +110,8 @@ class PathResult:
                 "latency_p95_s": self.percentile(95), "latency_mean_s": statistics.fmean(self.latencies),
                 "cpu_seconds": self.cpu_seconds, "images_per_cpu_s": self.images_per_cpu_second,
                 "dtype": self.dtype, "autocast": self.autocast, "workers": self.workers,
-                "torch_threads": self.torch_threads}
+                "torch_threads": self.torch_threads, "denoiser_seconds": self.denoiser_seconds,
+                "denoiser_share": self.denoiser_share}
 
 
 def prompt_for(index: int) -> str:
@@ -155,12 +163,14 @@ def run_naive(
         say(f"{name}: warming up")
         call(10**6)
         clock["start"], clock["cpu_start"] = time.perf_counter(), time.process_time()
+        clock["denoiser_start"] = DENOISER_CLOCK.read()[0]
         for index in range(config.naive_requests):
             began = time.perf_counter()
             call(index)
             latencies.append(time.perf_counter() - began)
         clock["seconds"] = time.perf_counter() - clock["start"]
         clock["cpu_seconds"] = time.process_time() - clock["cpu_start"]
+        clock["denoiser_seconds"] = DENOISER_CLOCK.read()[0] - clock["denoiser_start"]
 
     # On the calling (main) thread, as a script would run it: torch's intra-op threads can run a call started
     # from another thread much slower, which would flatter the server.
@@ -169,7 +179,7 @@ def run_naive(
     say(f"{name}: {config.naive_requests} images in {seconds:.1f} s")
     return PathResult(name, 1, config.naive_requests, seconds, latencies, cpu_seconds,
                       dtype=_dtype_name(model.dtype), autocast=autocast_name(autocast),
-                      torch_threads=torch.get_num_threads())
+                      torch_threads=torch.get_num_threads(), denoiser_seconds=clock["denoiser_seconds"])
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -220,17 +230,32 @@ def run_server(base_url: str, key: str, clients: int, config: ThroughputConfig, 
                for c in range(clients)]
     for thread in threads:
         thread.start()
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start, denoiser_start = time.perf_counter(), time.process_time(), DENOISER_CLOCK.read()[0]
     go.set()
     for thread in threads:
         thread.join()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    denoiser_seconds = DENOISER_CLOCK.read()[0] - denoiser_start
     errors = [thread.error for thread in threads if thread.error]
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed; first: {errors[0]}")
     latencies = [latency for thread in threads for latency in thread.latencies]
     images = sum(thread.images for thread in threads)
-    return PathResult("imageloop server", clients, images, seconds, latencies, cpu_seconds)
+    return PathResult("imageloop server", clients, images, seconds, latencies, cpu_seconds,
+                      denoiser_seconds=denoiser_seconds)
+
+
+def wait_until_ready(base_url: str, timeout_s: float = 900.0) -> None:
+    """Block until ``/healthz`` says ok, so the measured runs do not share the CPU with start-up's model loading."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        while True:
+            response = client.get("/healthz")
+            if response.status_code == 200:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server was not ready after {timeout_s:.0f} s: {response.text[:300]}")
+            time.sleep(0.5)
 
 
 def server_settings(settings: Settings, config: ThroughputConfig, data_dir: Path) -> Settings:
@@ -281,6 +306,8 @@ def run_throughput_bench(
             storage.close()
             # The server's engines set engine.threads (process-wide) as they load; each worker thread runs with it.
             with serve_in_thread(create_app(bench_settings)) as base_url:
+                report("server: waiting for /healthz (models load in the background after start-up)")
+                wait_until_ready(base_url)
                 report("server: warming up")
                 # One request per worker at once: each worker's engine makes its first (slower) call here.
                 workers = bench_settings.jobs.workers

@@ -72,7 +72,7 @@ def bench_throughput(
 def _print(result: dict[str, object]) -> None:
     table = Table(title="throughput: imageloop server vs naive diffusers loops (same model, same run)")
     columns = ("path", "compute", "clients", "images", "seconds", "images/s", "p50 s", "p95 s", "vs naive",
-               "vs same dtype", "per CPU-s")
+               "vs same dtype", "per CPU-s", "in UNet")
     for column in columns:
         table.add_column(column, justify="left" if column in ("path", "compute") else "right")
     naive = result["naive"]
@@ -88,6 +88,6 @@ def _print(result: dict[str, object]) -> None:
         compute += f", {row['workers']}x{row['torch_threads']} thr"  # generations at once x torch threads each
         table.add_row(row["path"], compute, str(row["clients"]), str(row["images"]), f"{row['seconds']:.2f}",
                       f"{row['images_per_s']:.2f}", f"{row['latency_p50_s']:.2f}", f"{row['latency_p95_s']:.2f}",
-                      f"{ratio:.2f}x", f"{same_ratio:.2f}x", f"{cpu:.2f}x")
-    Console(width=150).print(table)  # 11 columns: readable when piped to a file too
+                      f"{ratio:.2f}x", f"{same_ratio:.2f}x", f"{cpu:.2f}x", f"{row.get('denoiser_share', 0.0):.0%}")
+    Console(width=160).print(table)  # 12 columns: readable when piped to a file too
     typer.echo(f"dtype gain (autocast loop / plain loop): {result['dtype_gain']:.2f}x")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from imageloop.config import Settings, embedded_name
-from imageloop.engine.acceleration import Acceleration, place_pipeline, warm_up
+from imageloop.engine.acceleration import Acceleration, denoiser, place_pipeline, warm_up
 from imageloop.engine.conditioning import PromptWeighting
 from imageloop.engine.families import (
     FLOW_SCHEDULERS,
@@ -49,6 +49,7 @@ from imageloop.engine.model_files import (
     shipped_config_dir,
 )
 from imageloop.engine.schedulers import canonical_scheduler_name
+from imageloop.engine.timing import DENOISER_CLOCK
 from imageloop.engine.transformer_files import left_out_t5, load_transformer_file
 from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, UnsupportedModelError
 
@@ -306,6 +307,7 @@ def load_model(spec: str | Path, settings: Settings, *, config: Path | None = No
         acceleration = place_pipeline(pipe, device, channels_last=engine.channels_last,
                                       compile_denoiser=engine.compile, cpu_offload=engine.cpu_offload)
     pipe.set_progress_bar_config(disable=True)
+    DENOISER_CLOCK.attach(denoiser(pipe))
     defaults = complete_defaults(pipe, own_defaults, architecture)
     name = embedded_name(path) or (path.stem if path.is_file() else path.name)
     log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from imageloop.engine.timing import DENOISER_CLOCK
 from imageloop.errors import ImageloopError
 from imageloop.jobs import JobEvent, JobSucceeded
 from imageloop.storage import Storage
@@ -64,6 +65,17 @@ class ExpanderCollector(Collector):
         yield family
 
 
+class DenoiserCollector(Collector):
+    """Seconds and passes of the denoiser (UNet or transformer) in this process: the work a generation cannot avoid;
+    against the workers' wall time it is the share the rest (queue, database, decode, encode, HTTP) leaves."""
+
+    def collect(self) -> Iterator[Metric]:
+        seconds, calls = DENOISER_CLOCK.read()
+        yield CounterMetricFamily("imageloop_denoiser_seconds", "Seconds spent in denoiser forward passes.",
+                                  value=seconds)
+        yield CounterMetricFamily("imageloop_denoiser_passes", "Denoiser forward passes.", value=calls)
+
+
 class Metrics:
     """The server's metrics registry (one per app, so tests can run several apps in one process)."""
 
@@ -79,6 +91,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(RecordCollector(storage))
+        self.registry.register(DenoiserCollector())
         if expander_outcomes is not None:
             self.registry.register(ExpanderCollector(expander_outcomes))
 
