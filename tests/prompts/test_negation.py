@@ -23,9 +23,10 @@ def negated_part(clause: str) -> str:
     ("无人的海滩", "人"),  # a fused cue whose word is glossed as a negation
     ("无云", "云"),  # a fused cue the dictionary does not know as a word
     ("不要白天而是黄昏", "白天"),  # a turn to what is wanted ends the reach
-    ("没有人的街道", "人"),  # a cue of absence ends at 的
-    ("不要红色的车", "红色的车"),  # a cue of wanting reaches the noun 的 describes
-    ("没有任何的文字", "任何的文字"),  # 的 after a quantifier alone does not end it
+    ("没有人的街道", "人"),  # 的 after a thing ends it: a street without people
+    ("不要文字的海报", "文字"),
+    ("不要模糊的背景", "模糊的背景"),  # 的 after an adjective does not: the blurry background is negated
+    ("没有任何的文字", "任何的文字"),  # nor after a quantifier
     ("文字不要", "文字"),  # nothing after the cue: what came before
 ])
 def test_what_a_chinese_cue_reaches(clause: str, negated: str) -> None:
@@ -43,7 +44,8 @@ def test_inner_cues_are_blanked_to_the_same_length() -> None:
     ("森林小屋，不要白天而是黄昏", {"day"}, "dusk"),
     ("雪山，不许有云", {"cloud"}, "snow"),
     ("不是卡通，是写实的老虎", {"cartoon"}, "tiger"),
-    ("少女肖像，避免畸形的手", {"deformed hand"}, "portrait"),
+    ("一只猫，不要模糊的背景", {"fuzzy background"}, "cat"),
+    ("一座灯塔，不要船", {"boat"}, "lighthouse"),  # the person's word beside the lexicon's tag (sailboat)
 ])
 def test_negated_things_reach_the_negative_prompt_only(intent: str, negatives: set[str], kept: str) -> None:
     expansion = RULES.expand(intent)

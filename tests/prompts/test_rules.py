@@ -34,7 +34,7 @@ def test_explicit_words_beat_implied_ones_and_specific_beats_broad() -> None:
 
 def test_negated_terms_go_to_the_negative_prompt() -> None:
     expansion = RULES.expand("a fox in the forest, no rain, 不要大雾")
-    assert expansion.negative == "rain, fog"
+    assert expansion.negative == "rain, fog, thick fog"  # the tag, and the person's word beside it
     assert "rain" not in expansion.prompt
 
 

@@ -6,9 +6,9 @@ bottle": the bottle is wanted) or a contrast word ("no lamp, just candles").
 Chinese: a cue counts only where it stands as a word of its own, by the segmenter: 别 negates in "别打伞" but not in
 "特别" or "别墅", 没 not in "淹没". A cue fused with what it negates ("无人", "无云") counts when the word is unknown to
 the dictionary or glossed as a negation ("uninhabited"). What follows a cue is negated up to a word that turns to
-what is wanted instead ("不要白天而是黄昏") and, after a cue of absence (没有, 无, 不带...), up to 的 ("没有人的街道":
-only 人, while "不要红色的车" negates the red car); a cue with nothing after it negates what came
-before it ("一个人都没有", "文字不要"). Items listed after one cue ("不要文字、水印和logo") are all negated.
+what is wanted instead ("不要白天而是黄昏") and up to 的 after a thing ("没有人的街道": only 人), not after an
+adjective or a quantifier ("不要模糊的背景" negates the blurry background); a cue with nothing after it negates what
+came before it ("一个人都没有", "文字不要"). Items listed after one cue ("不要文字、水印和logo") are all negated.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ ZH_NEGATION = re.compile(
 _EN_NEGATION_END = re.compile(r"\b(?:on|in|at|by|under|over|near|behind|from|for|inside|against|just|only|"
                               r"instead|rather|but|with)\b")
 # Chinese words after which what follows is wanted again.
-# After an existential cue ("没有人的街道": a street without people) 的 ends the negation too; after a cue of wanting
-# ("不要红色的车", "避免畸形的手") 的 joins a modifier to the negated noun.
-_EXISTENTIAL = frozenset(("没有", "没", "无", "不带", "不含", "不加"))
-_QUANTIFIER_FLAGS = ("r", "m", "q", "b", "d")
+# Before 的, a thing ("没有人的街道": a street without people; "不要文字的海报": a poster without text) ends the
+# negation; a quantifier or an adjective ("没有任何的文字", "不要模糊的背景") describes the negated noun after it.
+_DESCRIBING_FLAGS = ("r", "m", "q", "b", "d", "a", "z")
 _ZH_NEGATION_END = frozenset(("的", "而是", "而", "只要", "只有", "只", "就要", "但", "却", "换成", "改成", "要"))
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _FUSED_CUES = frozenset("无没别勿")
@@ -83,14 +82,13 @@ def negation_split(clause: str, segments: Callable[[str], list[tuple[str, str]]]
         return (0, cue.start()), []
     negated_end = len(clause)
     position = cue.end()
-    existential = cue.group(0) in _EXISTENTIAL
-    named = False  # a word before 的 that is more than a quantifier ("没有任何的文字": 文字 is still negated)
+    named = False  # a thing named before 的, not only a quantifier or an adjective
     for word, flag in segments(clause[cue.end() :]):
-        ends = word in _ZH_NEGATION_END and (word != "的" or (existential and named))
+        ends = word in _ZH_NEGATION_END and (word != "的" or named)
         if ends and position > cue.end():
             negated_end = position
             break
-        named = named or not flag.startswith(_QUANTIFIER_FLAGS)
+        named = named or not flag.startswith(_DESCRIBING_FLAGS)
         position += len(word)
     return (cue.end(), negated_end), [(0, cue.start()), (negated_end, len(clause))]
 

@@ -120,6 +120,13 @@ def _own_term(match: TermMatch, lexicon: Lexicon) -> str | None:
     return None if content <= set(lexicon.canonical(match.attribute, match.key).split()) else term
 
 
+def _negated_word(match: TermMatch) -> str | None:
+    """The word of a negated lexicon match as the person said it, in English (Chinese glossed by CC-CEDICT)."""
+    if not match.negated:
+        return None
+    return match.term if match.term.isascii() else load_dictionary().gloss(match.term)
+
+
 def plan_scene(intent: str, lexicon: Lexicon, language: Language) -> ScenePlan:
     """Read ``intent`` into a :class:`ScenePlan` (pure)."""
     plan = ScenePlan()
@@ -141,6 +148,9 @@ def plan_scene(intent: str, lexicon: Lexicon, language: Language) -> ScenePlan:
         _apply_value(plan, lexicon, match)
     plan.translated = language == "zh"
     own = [term for term in (_own_term(m, lexicon) for m in matches) if term is not None]
+    # The person's own word goes to the negative prompt beside the tag: "不要船" excludes boats, not only the
+    # sailboat the embedded model knows.
+    plan.negatives += [term for term in (_negated_word(m) for m in matches) if term is not None]
     plan.free = list(dict.fromkeys([*own, *(p.text for p in plan.reading.phrases)]))[:MAX_FREE_TAGS]
     plan.negatives += [p.text for p in plan.reading.negatives]
     for phrase in plan.free:  # "thunderstorm" sets the weather the embedded model knows as rain
