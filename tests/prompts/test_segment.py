@@ -24,3 +24,10 @@ def test_the_price_of_a_whole_word_beats_its_best_split() -> None:
     assert _kept_whole_freq("甲乙", freq, 1000) == 1  # 0.01 * 0.02 * 1000 = 0.2 → 1
     freq = {"甲": 500, "乙": 500, "乙丙": 400, "丙": 1}
     assert _kept_whole_freq("甲乙丙", freq, 1000) == 201  # 甲 + 乙丙 = 0.5 * 0.4 beats 甲 + 乙 + 丙
+
+
+def test_moderation_cuts_with_the_same_dictionary_whoever_cuts_first() -> None:
+    from imageloop.prompts.segment import words as plain_words
+
+    assert "极简主义" in plain_words("极简主义的海报")  # a CC-CEDICT word, also without parts of speech
+    assert plain_words("金色情侣") == ["金色", "情侣"]

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imageloop.errors import ConfigError, ModerationError
+from imageloop.prompts.segment import words as segment_words
 
 __all__ = ["ModerationVerdict", "TextModerator", "moderation_variants", "normalise_for_moderation"]
 
@@ -107,14 +108,6 @@ def _to_simplified() -> Callable[[str], str]:
     return lambda text: str(converter.convert(text))
 
 
-@cache
-def _segmenter() -> Callable[[str], list[str]]:
-    import jieba
-
-    jieba.setLogLevel(60)  # its start-up chatter goes to stderr otherwise
-    return lambda text: list(jieba.lcut(text, HMM=False))
-
-
 def _fold_characters(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = "".join(c for c in text if unicodedata.category(c) != "Cf").translate(_INVISIBLE)
@@ -184,7 +177,7 @@ class _NormalisedText:
         """Whether text[start:end] starts or ends inside a word while spanning a word boundary ("金色|情侣")."""
         if self._bounds is None:
             bounds, at = {0}, 0
-            for word in _segmenter()(self.text):
+            for word in segment_words(self.text):
                 at += len(word)
                 bounds.add(at)
             self._bounds = frozenset(bounds)

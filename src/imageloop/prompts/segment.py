@@ -4,8 +4,9 @@ jieba's own dictionary comes from general text; a word CC-CEDICT has and jieba l
 pieces that each gloss to something else ("extremely", "simple", "doctrine"). Every such CC-CEDICT headword of
 two to four Chinese characters is added (none that starts with a numeral or ends on a particle) with the frequency
 jieba would need to keep it whole when it stands alone (one more than its best split into pieces jieba knows, as
-``jieba.suggest_freq`` prices it), and the image terms of ``data/zh_image_terms.yaml`` with a high one. jieba is
-not thread-safe while it builds its tables, so every cut holds one lock.
+``jieba.suggest_freq`` prices it), and the image terms of ``data/zh_image_terms.yaml`` with a high one. Reading and
+moderation cut with this one tokenizer (jieba's shared one), so word boundaries never depend on which ran first.
+jieba is not thread-safe while it builds its tables, so every cut holds one lock.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from imageloop.prompts.dictionary import cedict_senses, load_dictionary
 
-__all__ = ["segments", "warm_up_segmenter"]
+__all__ = ["segments", "warm_up_segmenter", "words"]
 
 _HAN_WORD = re.compile(r"[\u4e00-\u9fff]{2,4}")
 _IMAGE_TERM_FREQ = 2000
@@ -68,6 +69,16 @@ def segments(text: str) -> list[tuple[str, str]]:
     """jieba's (word, part-of-speech flag) pairs of ``text``, in order; they join back into ``text``."""
     with _LOCK:  # jieba's lazy initialisation is not thread-safe
         return [(pair.word, pair.flag) for pair in _posseg().cut(text)]
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` by the same dictionary, without parts of speech or guessed new words (HMM off): what
+    moderation reads word boundaries from."""
+    with _LOCK:
+        _posseg()  # the shared tokenizer has the dictionary's words before any cut, whoever cuts first
+        import jieba
+
+        return list(jieba.lcut(text, HMM=False))
 
 
 def warm_up_segmenter() -> None:
