@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -78,3 +79,16 @@ def test_a_record_without_jpeg_copies_still_exports_and_counts_the_transcoded(st
     after = export_dataset("pairs", storage.db_engine, tmp_path / "after", blobs=storage.blobs)
     assert after.transcoded == 0
     _same_tables(tmp_path / "before", tmp_path / "after", ("pairs",))
+
+
+def test_the_export_switches_the_cyclic_collector_back_as_it_found_it(storage: Storage, tmp_path: Path) -> None:
+    build_record(storage)
+    assert gc.isenabled()
+    export_datasets(["sft"], storage.db_engine, tmp_path / "on")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        export_datasets(["sft"], storage.db_engine, tmp_path / "off")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -9,14 +9,19 @@ are filtered out in the queries: their rows never leave the database.
 
 The rows are read as plain driver tuples (no SQLAlchemy ``Row`` or type processing per value: the streams are
 millions of rows) in batches, from a server-side cursor on PostgreSQL, and grouped by chain id with
-:func:`itertools.groupby`. A background thread reads and merges (the drivers release the GIL while the database
-works), handing finished chains over a few batches ahead, so fetching overlaps with building examples on two or
-more cores.
+:func:`itertools.groupby`. A large record is read by a child process that hands the grouped rows over a pipe, so
+the database's and the driver's work runs beside the export on another core: SQLite's driver gives up the GIL
+for every row it steps, so a reading *thread* and a busy export thread mostly take turns. A small record (or one
+in memory) is read by a background thread a few batches ahead, which costs no process start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
+import multiprocessing
+import pickle
 import queue
 import threading
 from collections.abc import Generator, Iterator
@@ -28,6 +33,7 @@ from typing import Any, NamedTuple, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from imageloop.errors import StorageError
 from imageloop.storage.models import Generation, Image, User, UserAction
 from imageloop.storage.records import ActionType, JobStatus, utcnow
 
@@ -38,6 +44,10 @@ AnySelect = TypeVar("AnySelect", bound=AnyQuery)
 STREAM_BATCH = 20_000  # rows fetched at a time from each stream
 CHAIN_BATCH = 256  # chains handed to the consumer at a time
 PREFETCH_BATCHES = 4
+PROCESS_CHAIN_BATCH = 2_000  # chains sent over the pipe at a time by a reading process
+# Below this many generations a reading thread is used: the export takes about as long as starting a process.
+PROCESS_MIN_GENERATIONS = 20_000
+READER_EXIT_SECONDS = 10.0
 
 
 # Named tuples, not dataclasses: an export builds one per row of the record, straight from the driver's tuple.
@@ -93,11 +103,26 @@ def count_chains(db_engine: Engine, *, since: datetime | None = None, until: dat
 
 
 def read_chains(
-    db_engine: Engine, *, since: datetime | None = None, until: datetime | None = None, images: bool = True
+    db_engine: Engine,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    images: bool = True,
+    process: bool | None = None,
 ) -> Iterator[Chain]:
     """Every eligible chain created in ``[since, until)`` (``until`` defaults to now) with its generations, actions
-    and (unless ``images`` is False) images, in chain-id order, all read from one snapshot."""
-    return _prefetch(_merged(db_engine, since, until or utcnow(), images))
+    and (unless ``images`` is False) images, in chain-id order, all read from one snapshot.
+
+    ``process``: read in a child process (True) or a thread (False); by default a process when the record holds
+    ``PROCESS_MIN_GENERATIONS`` or more and a child can reach the database. Closing the iterator stops the reader.
+    """
+    until = until or utcnow()
+    if process is None:
+        process = _worth_a_process(db_engine)
+    if process:
+        url = db_engine.url.render_as_string(hide_password=False)
+        return _from_process(url, since, until, images)
+    return _prefetch(_assembled(_raw_chains(db_engine, since, until, images)))
 
 
 def _queries(
@@ -127,9 +152,13 @@ _STATUS = {member.value: member for member in JobStatus}
 _ACTION = {member.value: member for member in ActionType}
 
 
-def _merged(
+RawRows = list[tuple[Any, ...]]
+RawChain = tuple[str, RawRows, RawRows, RawRows]  # a chain id and the driver rows of its three streams
+
+
+def _raw_chains(
     db_engine: Engine, since: datetime | None, until: datetime, images: bool
-) -> Generator[Chain, None, None]:
+) -> Generator[RawChain, None, None]:
     generation_query, image_query, action_query = _queries(since, until, images)
     connection = db_engine.connect()
     if connection.dialect.name == "postgresql":
@@ -147,19 +176,106 @@ def _merged(
             # filters), in the same order, so the next group of each is either this chain's or a later one's.
             image_group = next(image_groups, None)
             action_group = next(action_groups, None)
-            status, action_type, new = _STATUS, _ACTION, tuple.__new__
             for chain_id, rows in itertools.groupby(generation_rows, _CHAIN_ID):
-                chain = Chain(chain_id, [new(GenerationRow, (row[1], chain_id, row[2], status[row[3]], *row[4:]))
-                                         for row in rows])
+                chain_images: RawRows = []
+                chain_actions: RawRows = []
                 if image_group is not None and image_group[0] == chain_id:
-                    chain.images = [new(ImageRow, row[1:]) for row in image_group[1]]
+                    chain_images = list(image_group[1])
                     image_group = next(image_groups, None)
                 if action_group is not None and action_group[0] == chain_id:
-                    chain.actions = [new(ActionRow, (row[1], row[2], action_type[row[3]])) for row in action_group[1]]
+                    chain_actions = list(action_group[1])
                     action_group = next(action_groups, None)
-                yield chain
+                yield chain_id, list(rows), chain_images, chain_actions
     finally:
         connection.close()
+
+
+def _assemble(raw: RawChain) -> Chain:
+    chain_id, generations, images, actions = raw
+    status, action_type, new = _STATUS, _ACTION, tuple.__new__
+    return Chain(
+        chain_id,
+        [new(GenerationRow, (row[1], chain_id, row[2], status[row[3]], *row[4:])) for row in generations],
+        [new(ImageRow, row[1:]) for row in images],
+        [new(ActionRow, (row[1], row[2], action_type[row[3]])) for row in actions],
+    )
+
+
+def _assembled(raws: Generator[RawChain, None, None]) -> Generator[Chain, None, None]:
+    try:
+        for raw in raws:
+            yield _assemble(raw)
+    finally:
+        raws.close()  # ends the read transaction at once, also when the consumer stops early
+
+
+def _worth_a_process(db_engine: Engine) -> bool:
+    url = db_engine.url
+    if multiprocessing.current_process().daemon:  # a daemonic process may not start children
+        return False
+    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or "memory" in str(url)):
+        return False  # another process would see another database
+    with db_engine.connect() as connection:
+        generations = connection.execute(sa.select(sa.func.count()).select_from(Generation)).scalar_one()
+    return int(generations) >= PROCESS_MIN_GENERATIONS
+
+
+def _from_process(
+    url: str, since: datetime | None, until: datetime, images: bool
+) -> Generator[Chain, None, None]:
+    """The chains, read by a child process (:func:`_serve`) and received over a pipe."""
+    context = multiprocessing.get_context("spawn")  # no fork: this process may be running threads
+    receiver, sender = context.Pipe(duplex=False)
+    reader = context.Process(target=_serve, args=(url, since, until, images, sender), name="imageloop-export-read")
+    reader.start()
+    sender.close()  # the child holds its own end: the pipe ends when it exits
+    try:
+        while True:
+            try:
+                kind, payload = pickle.loads(receiver.recv_bytes())
+            except EOFError:
+                raise StorageError(f"the record reader stopped (exit code {reader.exitcode})") from None
+            if kind == "end":
+                return
+            if kind == "error":
+                raise payload
+            for raw in payload:
+                yield _assemble(raw)
+    finally:
+        receiver.close()  # a reader still sending stops at its next message
+        reader.join(READER_EXIT_SECONDS)
+        if reader.is_alive():  # stuck in the database: its read transaction is only a reader's
+            reader.terminate()
+            reader.join()
+
+
+def _serve(url: str, since: datetime | None, until: datetime, images: bool, sender: Any) -> None:
+    """In the child: read the chains and send them, ``PROCESS_CHAIN_BATCH`` at a time, then ``end`` (or the error)."""
+    from imageloop.storage.db import create_db_engine
+
+    gc.disable()  # this process only holds acyclic rows on their way out (see export_datasets)
+    db_engine = create_db_engine(url)
+    try:
+        batch: list[RawChain] = []
+        for raw in _raw_chains(db_engine, since, until, images):
+            batch.append(raw)
+            if len(batch) >= PROCESS_CHAIN_BATCH:
+                sender.send_bytes(pickle.dumps(("chains", batch), pickle.HIGHEST_PROTOCOL))
+                batch = []
+        sender.send_bytes(pickle.dumps(("chains", batch), pickle.HIGHEST_PROTOCOL))
+        sender.send_bytes(pickle.dumps(("end", None)))
+    except BrokenPipeError:
+        return  # the consumer stopped reading
+    except Exception as exc:  # handed to the consumer, which re-raises it
+        try:
+            message = pickle.dumps(("error", exc))
+        except Exception:  # one that cannot be pickled is passed on as text
+            message = pickle.dumps(("error", StorageError(f"reading the record failed: {exc!r}")))
+        with contextlib.suppress(BrokenPipeError):
+            sender.send_bytes(message)
+    finally:
+        sender.close()
+        db_engine.dispose()
 
 
 _CHAIN_ID = itemgetter(0)
