@@ -33,10 +33,10 @@ ZH_NEGATION = re.compile(
 # In English a negation reaches up to a preposition or a contrast word.
 _EN_NEGATION_END = re.compile(r"\b(?:on|in|at|by|under|over|near|behind|from|for|inside|against|just|only|"
                               r"instead|rather|but|with)\b")
-# Chinese words after which what follows is wanted again.
 # Before 的, a thing ("没有人的街道": a street without people; "不要文字的海报": a poster without text) ends the
 # negation; a quantifier or an adjective ("没有任何的文字", "不要模糊的背景") describes the negated noun after it.
 _DESCRIBING_FLAGS = ("r", "m", "q", "b", "d", "a", "z")
+# Chinese words after which what follows is wanted again (的 only after a thing).
 _ZH_NEGATION_END = frozenset(("的", "而是", "而", "只要", "只有", "只", "就要", "但", "却", "换成", "改成", "要"))
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _FUSED_CUES = frozenset("无没别勿")

@@ -74,10 +74,10 @@ def segments(text: str) -> list[tuple[str, str]]:
 def words(text: str) -> list[str]:
     """The words of ``text`` by the same dictionary, without parts of speech or guessed new words (HMM off): what
     moderation reads word boundaries from."""
+    import jieba
+
     with _LOCK:
         _posseg()  # the shared tokenizer has the dictionary's words before any cut, whoever cuts first
-        import jieba
-
         return list(jieba.lcut(text, HMM=False))
 
 
