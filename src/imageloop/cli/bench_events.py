@@ -89,25 +89,25 @@ def bench_events(
 
 def _report(result: EventsBenchResult) -> None:
     table = Table(title=f"bench events: {result.events:,} actions on {result.database} {result.database_version}")
-    for column in ("step", "wall s", "CPU s", "rows", "chains", "peak RSS MB", "of which start-up MB"):
+    for column in ("step", "wall s", "CPU s", "rows", "chains", "peak RSS MB", "of which start-up MB", "reader MB"):
         table.add_column(column, justify="right")
     c = result.counts
     table.add_row("insert", f"{result.insert_seconds:.1f}", "",
-                  f"{c.actions:,}", "", "", "")
+                  f"{c.actions:,}", "", "", "", "")
     for e in result.exports:
         _export_row(table, e.kind, e)
     if result.export_all is not None:
         _export_row(table, "all, one pass", result.export_all)
     if result.ingest_actions_per_second is not None:
         table.add_row("ingest (repository, 1 by 1)", f"{result.ingest_actions_per_second:,.0f}/s", "", "", "", "",
-                      "")
+                      "", "")
     for clients, rate in (result.api_ingest_actions_per_second or {}).items():
         table.add_row(f"ingest (HTTP API, {clients} client{'s' if clients != '1' else ''})", f"{rate:,.0f}/s",
-                      "", "", "", "", "")
+                      "", "", "", "", "", "")
     verdict = "OK" if result.meets_targets else "OVER TARGET"
     table.caption = (f"inserted with {c.generations:,} generations and {c.images:,} images\n"
                      f"each dataset alone, then all in one pass; target for all: {TARGET_EXPORT_SECONDS:.0f} s, "
-                     f"{TARGET_PEAK_RSS_MB:.0f} MB: {verdict}\n"
+                     f"{TARGET_PEAK_RSS_MB:.0f} MB (export and reader peaks added): {verdict}\n"
                      f"{_transcoded(result)} images re-encoded for want of a stored JPEG copy\n"
                      f"{result.cpus} CPUs, load average {result.load_average[0]:.1f} at the end")
     Console().print(table)
@@ -119,7 +119,7 @@ def _transcoded(result: EventsBenchResult) -> int:
 
 def _export_row(table: Table, label: str, e: ExportTiming) -> None:
     table.add_row(label, f"{e.seconds:.1f}", f"{e.cpu_seconds:.1f}", f"{e.rows:,}", f"{e.chains:,}",
-                  f"{e.peak_rss_mb:.0f}", f"{e.baseline_rss_mb:.0f}")
+                  f"{e.peak_rss_mb:.0f}", f"{e.baseline_rss_mb:.0f}", f"{e.reader_peak_rss_mb:.0f}")
 
 
 def _plot(result: EventsBenchResult, path: Path) -> Path:
@@ -136,6 +136,8 @@ def _plot(result: EventsBenchResult, path: Path) -> Path:
     left.set_title(f"export seconds ({result.events:,} events, {result.database})")
     left.legend()
     right.bar(kinds, [e.peak_rss_mb for e in exports], label="peak RSS")
+    right.bar(kinds, [e.reader_peak_rss_mb for e in exports], bottom=[e.peak_rss_mb for e in exports],
+              label="reader process")
     right.bar(kinds, [e.baseline_rss_mb for e in exports], label="start-up")
     right.set_title("memory (MB)")
     right.legend()
