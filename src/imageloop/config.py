@@ -408,6 +408,10 @@ class PromptSettings(BaseModel):
         default_factory=dict, description="More blocked terms per category, e.g. {'violence': ['...']}."
     )
     nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0, description="NSFW score at which an image fails.")
+    nsfw_check: Literal["auto", "always"] = Field(
+        default="auto", description="'auto': every image is NSFW-checked except the plain text-to-image output (no "
+        "LoRA, no init/ControlNet/IP-Adapter image) of a model whose knows.json says it was trained only on rendered, "
+        "nudity-free images (the embedded models); 'always': every image.")
     quality_threshold: float = Field(default=0.35, ge=0.0, le=1.0, description="Quality score below which it fails.")
     max_quality_retries: int = Field(default=2, ge=0, le=10, description="New-seed tries for an image that fails.")
 

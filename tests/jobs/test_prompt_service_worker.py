@@ -53,9 +53,10 @@ class FakeResult:
 class FakeEngine:
     """Black frames for the seeds in ``bad_seeds``, noise otherwise; records every request it ran."""
 
-    def __init__(self, bad_seeds: set[int]) -> None:
+    def __init__(self, bad_seeds: set[int], nsfw_possible: bool = True) -> None:
         self.bad_seeds = bad_seeds
         self.requests: list[GenerationRequest] = []
+        self.can_show_nudity = nsfw_possible
 
     def generate(self, request: GenerationRequest, *, on_step: Any = None) -> FakeResult:
         self.requests.append(request)
@@ -65,6 +66,9 @@ class FakeEngine:
 
     def generate_many(self, requests: Sequence[GenerationRequest], *, on_step: Any = None) -> list[FakeResult]:
         return [self.generate(request) for request in requests]
+
+    def nsfw_possible(self, request: GenerationRequest) -> bool:
+        return self.can_show_nudity
 
 
 @pytest.fixture
@@ -158,3 +162,34 @@ def test_without_the_service_images_are_not_checked(storage: Storage, settings: 
     runner.run(storage.generations.claim(WorkerId("w")))
     record = storage.generations.get_for_worker(created.id)
     assert [image.seed for image in record.images] == [3] and "image_checks" not in record.timings
+
+
+class CountingChecker(ImageChecker):
+    """The real checker with a stand-in NSFW classifier that counts its calls and finds everything unsafe."""
+
+    def __init__(self) -> None:
+        super().__init__(quality_threshold=0.35)
+        self.scored = 0
+
+    def nsfw_score(self, image: Any) -> float:
+        self.scored += 1
+        return 0.99
+
+
+@pytest.mark.parametrize(("possible", "setting", "scored"), [(False, "auto", 0), (True, "auto", 1),
+                                                             (False, "always", 1)])
+def test_the_nsfw_score_runs_only_where_the_engine_says_the_images_could_show_nudity(
+    storage: Storage, tmp_path: Path, user: UserId, possible: bool, setting: str, scored: int
+) -> None:
+    settings = tiny_settings(tmp_path / "data2", tmp_path / "no-model",
+                             prompts={"strategies": ["rules"], "max_quality_retries": 0, "nsfw_check": setting})
+    service = PromptService(settings, storage)
+    service.image_checker = checker = CountingChecker()
+    record = run_one(storage, settings, FakeEngine(set(), nsfw_possible=possible), service, user, prompt="a fox",
+                     params={"seed": 5})
+    assert checker.scored == scored
+    if scored:  # checked and found unsafe: withheld, so the job fails as any job whose every image is withheld
+        assert record.status is JobStatus.FAILED and "NSFW" in (record.error or "")
+    else:  # not computed: recorded as null, the image delivered
+        [check] = record.timings["image_checks"]
+        assert check["tries"][0]["nsfw"] is None and record.status is JobStatus.SUCCEEDED

@@ -55,6 +55,9 @@ class RendezvousEngine:
         self.group.wait(timeout=HANG_GUARD_SECONDS)
         return [_result(request) for request in requests]
 
+    def nsfw_possible(self, request: GenerationRequest) -> bool:
+        return True
+
 
 class StepUntilStoppedEngine:
     """Denoises 'forever', reporting steps, until the runner's step callback says stop."""
@@ -73,6 +76,9 @@ class StepUntilStoppedEngine:
                 raise GenerationCancelled("stopped by the step callback")
             stopped.wait(0.01)
         raise AssertionError("never stopped")
+
+    def nsfw_possible(self, request: GenerationRequest) -> bool:
+        return True
 
 
 def _result(request: GenerationRequest) -> StubResult:

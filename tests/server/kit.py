@@ -119,6 +119,9 @@ class GatedEngine:
     ) -> Sequence[GenerationResultLike]:
         return self.engine.generate_many(requests, on_step=self._held(on_step))
 
+    def nsfw_possible(self, request: GenerationRequest) -> bool:
+        return self.engine.nsfw_possible(request)
+
     def _held(self, on_step: Any) -> Callable[[int, int], bool | None]:
         def step(done: int, total: int) -> bool | None:
             # The caller's answer is taken first, so whatever the test does while the job is held is seen at the

@@ -38,6 +38,7 @@ from imageloop.engine.pngmeta import encode_png, format_parameters
 from imageloop.engine.progress import CancelToken, RunClock, StepCallback, StepReporter
 from imageloop.engine.recipes import Recipe, RecipeStore
 from imageloop.engine.request import GenerationRequest, decode_image, hires_size
+from imageloop.engine.safety import nsfw_possible
 from imageloop.engine.schedulers import make_scheduler, seed_noise_sampler
 from imageloop.errors import ImageloopError, InvalidRequestError, RecipeError
 
@@ -218,6 +219,11 @@ class Engine:
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
         """``request`` with every default filled in (seed too, if it was None), as a GenerationResult records it."""
         return self._plan(request, self.check(request)).request
+
+    def nsfw_possible(self, request: GenerationRequest) -> bool:
+        """Whether ``request``'s images could show nudity, so that the NSFW check has something to find (see
+        :mod:`imageloop.engine.safety`)."""
+        return nsfw_possible(self.model.path, request, self.check(request))
 
     def _plan(self, request: GenerationRequest, recipe: Recipe | None) -> RunPlan:
         return make_plan(request, recipe, self.model, self.settings)

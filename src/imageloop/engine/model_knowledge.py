@@ -59,6 +59,11 @@ class ModelKnowledge(BaseModel):
     caption_omit_probability: float = Field(
         ge=0.0, le=1.0, description="Share of attributes each training caption left out: an attribute a prompt does "
         "not name is drawn at random, as it was for those captions.")
+    nudity_free_training: bool = Field(
+        default=False, description="True only where every training image was rendered by code that draws no "
+        "nudity (the embedded model's composited scenes: its people are clothed sprites, no photographs). Its plain "
+        "text-to-image output then has nothing for the NSFW classifier to find, and prompts.nsfw_check 'auto' "
+        "skips it (see imageloop.engine.plan.nsfw_possible).")
 
     def groups(self) -> dict[str, tuple[KnownValue, ...]]:
         """Subjects, then each attribute, by name."""

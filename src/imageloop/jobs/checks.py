@@ -8,6 +8,10 @@ An image whose last try still fails the NSFW check is withheld: never stored, ne
 images that passed (fewer than asked; the log marks the withheld ones), and when every image is withheld the job
 fails with :class:`~imageloop.errors.ModerationError` (category ``nsfw_image``) naming the reason. An image that
 fails only the quality check is still delivered (its last try): quality is a preference, safety is not.
+
+The NSFW score is not computed (logged as null) where the engine says the images cannot show nudity
+(:mod:`imageloop.engine.safety`: plain text-to-image on the embedded models), unless ``prompts.nsfw_check`` is
+``always``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def check_images(
     *,
     checker: ImageChecker,
     max_retries: int,
+    nsfw_possible: bool = True,
 ) -> CheckedImages:
     """Check each of ``images`` (made by ``request``); a failing one is made again by ``regenerate`` with a copy of
     ``request`` for one image at a new seed. Returns the kept image for each (the first that passed, else the last
@@ -71,7 +76,7 @@ def check_images(
             return regenerate(request.model_copy(update={"seed": seed, "num_images": 1}))
 
         checked = generate_checked(generate, lambda image: image.png, seed=first.seed, checker=checker,
-                                   max_retries=max_retries)
+                                   max_retries=max_retries, nsfw_possible=nsfw_possible)
         withheld = _unsafe(checked, checker)
         if not withheld:
             kept.append(checked.result)
@@ -85,4 +90,5 @@ def check_images(
 
 def _unsafe(checked: CheckedImage[Any], checker: ImageChecker) -> bool:
     """Whether the image that would be kept failed the NSFW check."""
-    return not checked.passed and checked.tries[-1].verdict.nsfw >= checker.nsfw_threshold
+    nsfw = checked.tries[-1].verdict.nsfw
+    return not checked.passed and nsfw is not None and nsfw >= checker.nsfw_threshold

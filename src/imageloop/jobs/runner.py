@@ -88,6 +88,8 @@ class ImageEngine(Protocol):
         self, requests: Sequence[GenerationRequest], *, on_step: Any = None
     ) -> Sequence[GenerationResultLike]: ...
 
+    def nsfw_possible(self, request: GenerationRequest) -> bool: ...
+
 
 @dataclass
 class RunningJob:
@@ -357,8 +359,9 @@ class JobRunner:
         def regenerate(request: GenerationRequest) -> GeneratedImageLike:
             return self.engine.generate(request, on_step=lambda _step, _total: not job.stopped).images[0]
 
+        nsfw = self.settings.prompts.nsfw_check == "always" or self.engine.nsfw_possible(job.request)
         return check_images(result.images, job.request, regenerate, checker=self.prompts.image_checker,
-                            max_retries=self.settings.prompts.max_quality_retries)
+                            max_retries=self.settings.prompts.max_quality_retries, nsfw_possible=nsfw)
 
     def _call_engine(self, jobs: list[RunningJob]) -> Sequence[GenerationResultLike]:
         on_step = BatchSteps(jobs, self._publish)

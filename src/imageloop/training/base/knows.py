@@ -26,6 +26,7 @@ def model_knowledge() -> ModelKnowledge:
         attributes={name: tuple(KnownValue(key=v.key, en=v.en, zh=v.zh) for v in SCENE_ATTRIBUTES[name])
                     for name in SCENE_ORDER},
         caption_omit_probability=CAPTION_OMIT_PROB,
+        nudity_free_training=True,  # every training image is a composite our scene code renders
     )
 
 
