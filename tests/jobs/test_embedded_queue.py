@@ -222,3 +222,23 @@ def test_deleting_the_users_data_mid_run_leaves_nothing_behind(
     assert wait_finished(storage, after).status is JobStatus.SUCCEEDED
     pngs = sorted(p.name for p in storage.blobs.root.rglob("*.png"))  # type: ignore[attr-defined]
     assert pngs == ["0.png"] and not list(storage.blobs.root.glob(f"images/{doomed}"))  # type: ignore[attr-defined]
+
+
+def test_a_worker_expects_as_many_jobs_as_its_previous_batch_and_does_not_idle_out_the_wait(
+    storage: Storage, user: UserId, tmp_path: Path, tiny_model: Path
+) -> None:
+    # A 10 s batch wait: a worker still waiting for a full batch of 8 would not finish these two within 8 s.
+    settings = tiny_settings(tmp_path / "data2", tiny_model, jobs={"batch_max_wait_ms": 10_000, "batch_max_size": 8})
+    job_queue = EmbeddedJobQueue(storage, settings, EventHub(), lambda: Engine(settings))
+    job_queue.start()
+    try:
+        job_queue.wait_loaded()
+        [worker] = job_queue.workers
+        worker.last_batch = 2  # its clients were served two at a time: two are expected back
+        ids = [submit(storage, user, settings, f"a {word}") for word in ("cat", "dog")]
+        job_queue.submitted(ids)
+        records = [wait_finished(storage, generation_id, timeout=8.0) for generation_id in ids]
+        assert [record.timings["batch_size"] for record in records] == [2, 2]
+        assert worker.last_batch == 2
+    finally:
+        job_queue.stop()

@@ -6,8 +6,12 @@ engine first, so starting the queue does not wait for models: jobs submitted mea
 :attr:`EmbeddedJobQueue.ready` says when every engine is loaded. The GPU/CPU work runs on the
 worker threads; events go to the server's loop through the :class:`EventHub` (``loop.call_soon_threadsafe``).
 Dynamic batching, per worker: when jobs are waiting, a worker waits up to ``jobs.batch_max_wait_ms`` for the queue
-to fill to ``jobs.batch_max_size``, then claims up to that many compatible jobs at once and runs them in one
+to fill to its expected batch, then claims up to ``jobs.batch_max_size`` compatible jobs at once and runs them in one
 pipeline call; while other workers are idle it claims only its share of the queue, so the jobs spread over them.
+The expected batch is the size of the worker's previous batch (``jobs.batch_max_size`` before its first): clients
+that wait for their image before sending the next come back as many as were served, so the worker starts as soon
+as they are back instead of idling out the wait, and a single user's job runs at once. When fewer come back the
+wait ends at ``batch_max_wait_ms`` and the next expectation is the smaller batch.
 A sweeper re-queues jobs whose lease expired (their worker was killed), at start-up and then every half lease.
 """
 
@@ -97,6 +101,7 @@ class EmbeddedWorker:
     worker_id: WorkerId
     wake: threading.Event = field(default_factory=threading.Event)
     busy: bool = False
+    last_batch: int = 0  # jobs claimed last time (0: none yet): how many the next wait for a batch expects
     thread: threading.Thread | None = None
     loaded: threading.Event = field(default_factory=threading.Event)  # set once ``runner`` is there
     settled: threading.Event = field(default_factory=threading.Event)  # set once the engine loaded or failed to
@@ -245,6 +250,7 @@ class EmbeddedJobQueue(JobQueue):
                 records = self._claim(worker)
                 claimed = len(records)
                 if records:
+                    worker.last_batch = claimed
                     worker.runner.run(records)
             except Exception:
                 log.exception("the worker loop of %s failed; retrying", worker.worker_id)
@@ -272,8 +278,9 @@ class EmbeddedJobQueue(JobQueue):
         return records
 
     def _wait_for_batch(self, worker: EmbeddedWorker) -> None:
-        """When some jobs wait but fewer than a full batch, wait (bounded) for more to arrive."""
-        limit = self.settings.jobs.batch_max_size
+        """When some jobs wait but fewer than the expected batch (the worker's previous one, else a full one), wait
+        (bounded by ``jobs.batch_max_wait_ms``) for more to arrive."""
+        limit = min(self.settings.jobs.batch_max_size, worker.last_batch or self.settings.jobs.batch_max_size)
         max_wait = self.settings.jobs.batch_max_wait_ms / 1000
         if limit == 1 or max_wait <= 0:
             return
