@@ -12,8 +12,10 @@ the database. Each dataset lands in ``OUT/<kind>/data.parquet`` with ``OUT/<kind
 
 from __future__ import annotations
 
+import array
 import contextlib
 import gc
+import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -114,12 +116,24 @@ class _ParquetFile:
     def write(self, columns: Sequence[Sequence[Any]]) -> None:
         rows = len(columns[0]) if columns else 0
         if rows:
-            arrays = [pa.array(values, type=field.type) for values, field in zip(columns, self._schema, strict=True)]
+            arrays = [_binary_array(values) if field.type == pa.binary() else pa.array(values, type=field.type)
+                      for values, field in zip(columns, self._schema, strict=True)]
             self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
             self.count += rows
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _binary_array(values: Sequence[bytes]) -> pa.Array:
+    """A binary column (JPEGs) built from one joined buffer: each value is copied once, where ``pa.array`` appends
+    value by value to a growing buffer."""
+    try:
+        offsets = array.array("i", itertools.accumulate(map(len, values), initial=0))
+    except OverflowError:  # past 2 GiB, more than 32-bit offsets can address: Arrow's own conversion deals with it
+        return pa.array(values, type=pa.binary())
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.binary(), len(values), buffers)
 
 
 Spec = TypeVar("Spec", PairSpec, LabelSpec)
