@@ -352,12 +352,21 @@ def save_sd15_guidance_embedded(folder: Path, seed: int = 0, model_defaults: dic
     """Save a tiny SD1.5 pipeline whose UNet is guidance-embedded, as LCM-distilled models are: ``time_cond_proj_dim``
     set (:data:`GUIDANCE_EMBEDDING_DIM`), its projection randomly initialised so the guidance changes the image. The
     stored scheduler stays SD's Euler; ``model_defaults`` is written as ``imageloop.json``."""
-    components = sd15_components(seed)
+    components = _with_guidance_embedding(sd15_components(seed), seed)
+    return _save(StableDiffusionPipeline(**components), folder, model_defaults)
+
+
+def save_sdxl_guidance_embedded(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny SDXL pipeline whose UNet is guidance-embedded (as :func:`save_sd15_guidance_embedded`)."""
+    components = _with_guidance_embedding(sdxl_components(seed), seed)
+    return _save(StableDiffusionXLPipeline(**components), folder, None)
+
+
+def _with_guidance_embedding(components: dict[str, Any], seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     config = {key: value for key, value in components["unet"].config.items() if not key.startswith("_")}
     config["time_cond_proj_dim"] = GUIDANCE_EMBEDDING_DIM  # (kept: the base config lists it as left at its default)
-    components["unet"] = UNet2DConditionModel.from_config(config).eval()
-    return _save(StableDiffusionPipeline(**components), folder, model_defaults)
+    return {**components, "unet": UNet2DConditionModel.from_config(config).eval()}
 
 
 def save_sdxl(

@@ -100,6 +100,12 @@ class EngineSettings(BaseModel):
         "'context' scales the difference the words make to the whole encoding; 'model' = the model's "
         "imageloop.json choice, else 'a1111'.",
     )
+    embedded_negative_scale: float = Field(
+        default=1.0, ge=0.0, le=10.0,
+        description="How far a guidance-embedded (LCM-distilled) model steers away from a negative prompt: each step "
+        "also runs the UNet on the negative prompt (a second pass, only when one is given) and uses "
+        "out + scale * (out - out_negative); 0 = a negative prompt has no effect.",
+    )
     text_encoder_cache_size: int = Field(default=256, ge=0, description="Prompt encodings kept in memory.")
     result_cache_size: int = Field(default=64, ge=0, description="Finished results kept in memory.")
     max_steps: int = Field(default=150, ge=1, le=1000, description="Upper bound for a request's steps.")

@@ -1,6 +1,6 @@
 """SD1.5 models whose UNet is guidance-embedded (``time_cond_proj_dim`` set: LCM-distilled models, our few-step
 student) through the public loader and engine, on a tiny random one built here: LCM in 4 steps by default, a
-negative prompt runs but is reported as not used, never encoded, and changes nothing."""
+negative prompt runs a second UNet pass per step (only then) and changes the image."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 from imageloop.config import Settings
 from imageloop.engine.engine import Engine
-from imageloop.engine.families import NEGATIVE_NOT_USED_EMBEDDED
+from imageloop.engine.families import NEGATIVE_SECOND_PASS
 from imageloop.engine.infotext import import_parameters
 from imageloop.engine.inventory import list_models
 from imageloop.engine.loader import FALLBACK_GUIDANCE, load_model
@@ -31,7 +32,6 @@ from tests import tiny
 from tests.tiny import count_calls
 
 SIZE = 64
-UNUSED = NEGATIVE_NOT_USED_EMBEDDED
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +59,14 @@ def run(engine: Engine, **fields: object) -> bytes:
 
 @contextmanager
 def unet_batches(unet: torch.nn.Module) -> Iterator[list[int]]:
-    """The batch size of every UNet call inside the block (2 per image would be a negative pass beside it)."""
+    """The batch size the UNet denoises in each call inside the block (2 per image: a negative pass beside the
+    conditional one), seen at its first layer, after anything that joins rows to its call."""
     sizes: list[int] = []
 
-    def hook(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        sample = args[0] if args else kwargs["sample"]
-        sizes.append(int(sample.shape[0]))
+    def hook(_: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        sizes.append(int(args[0].shape[0]))
 
-    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
+    handle = unet.get_submodule("conv_in").register_forward_pre_hook(hook)
     try:
         yield sizes
     finally:
@@ -77,8 +77,7 @@ def unet_batches(unet: torch.nn.Module) -> Iterator[list[int]]:
 
 def test_guidance_embedding_is_detected_from_the_unet(engine: Engine, lcm_model: Path, tiny_model: Path) -> None:
     model = engine.model
-    assert model.guidance_embedded and not model.runs_negative_pass
-    assert model.negative_unused == UNUSED
+    assert model.guidance_embedded and model.runs_negative_pass and model.negative_unused is None
     assert folder_embeds_guidance(lcm_model) and not folder_embeds_guidance(tiny_model)
     plain = load_model(tiny_model, make_settings(lcm_model.parent))
     assert not plain.guidance_embedded and plain.runs_negative_pass and plain.negative_unused is None
@@ -108,41 +107,78 @@ def test_the_embedded_guidance_is_used(engine: Engine) -> None:
 
 # -- negative prompts ---------------------------------------------------------------------------------------------
 
-def test_a_negative_prompt_runs_changes_nothing_and_is_reported_unused(engine: Engine) -> None:
-    plain = run(engine)
-    negative = run(engine, negative_prompt="blurry dark")
-    assert np.array_equal(pixels(plain), pixels(negative))
+def test_a_negative_prompt_changes_the_image_with_a_second_pass_a_step(engine: Engine) -> None:
+    with unet_batches(engine.model.pipe.unet) as plain_batches:
+        plain = run(engine)
+    with unet_batches(engine.model.pipe.unet) as batches:
+        negative = run(engine, negative_prompt="blurry dark")
+    assert plain_batches == [1, 1, 1, 1] and batches == [2, 2, 2, 2]  # the negative rides in the same call
+    assert not np.array_equal(pixels(plain), pixels(negative))
     prompt, written, values = split_parameters(png_parameters_text(negative))
-    assert (prompt, written) == ("a red cat", "blurry dark")  # the request as it was asked
-    assert values["Request negative prompt"] == UNUSED and "Style negative prompt" not in values
-    assert "Request negative prompt" not in png_parameters_text(plain)
+    assert (prompt, written) == ("a red cat", "blurry dark")
+    assert "Request negative prompt" not in values and "Style negative prompt" not in values
 
 
-def test_the_negative_prompt_is_not_encoded(engine: Engine) -> None:
-    engine.prompt_cache.clear()  # nothing answered from earlier runs: neither the prompt nor an empty negative
+def test_img2img_takes_the_negative_prompt_too(engine: Engine) -> None:
+    source = Image.new("RGB", (SIZE, SIZE), (200, 40, 40))
+    buffer = io.BytesIO()
+    source.save(buffer, format="PNG")
+    fields = {"init_image": buffer.getvalue(), "strength": 0.75}
+    with unet_batches(engine.model.pipe.unet) as batches:
+        negative = run(engine, negative_prompt="blurry dark", **fields)
+    assert batches and set(batches) == {2}
+    assert not np.array_equal(pixels(run(engine, **fields)), pixels(negative))
+
+
+def test_the_negative_is_encoded_and_weighted(engine: Engine) -> None:
+    engine.prompt_cache.clear()
     with count_calls(engine.model.pipe.text_encoder) as calls:
         run(engine, prompt="a green dragon over the sea", negative_prompt="ugly lowres hands")
-    assert calls[0] == 1  # the prompt only
+    assert calls[0] == 2  # the prompt and the negative
+    # A1111 weights act in the negative as in the prompt: a stronger word steers further away.
+    plain, weighted = run(engine, negative_prompt="rain"), run(engine, negative_prompt="(rain:1.6)")
+    assert not np.array_equal(pixels(plain), pixels(weighted))
 
 
-def test_a_style_presets_negative_part_is_reported_unused(engine: Engine) -> None:
-    text = png_parameters_text(run(engine, style="cinematic", negative_prompt="rain"))
-    _, _, values = split_parameters(text)
-    assert values["Style negative prompt"] == UNUSED and values["Request negative prompt"] == UNUSED
+def test_a_style_presets_negative_part_is_used(engine: Engine) -> None:
     request = GenerationRequest(prompt="a red cat", style="cinematic", seed=1)
     plan = make_plan(request, None, engine.model, engine.settings)
-    assert plan.negative == "" and plan.unused == {"Style negative prompt": UNUSED}
+    assert plan.negative and plan.unused == {}
+    _, _, values = split_parameters(png_parameters_text(run(engine, style="cinematic")))
+    assert "Style negative prompt" not in values
 
 
-def test_pasted_negative_prompt_is_reported_and_our_own_png_reads_back(engine: Engine) -> None:
+def test_a_zero_scale_turns_the_negative_pass_off(lcm_model: Path, tmp_path: Path, engine: Engine) -> None:
+    settings = make_settings(tmp_path)
+    off = Engine(settings.model_copy(update={"engine": settings.engine.model_copy(
+        update={"embedded_negative_scale": 0.0})}), model=lcm_model)
+    with unet_batches(off.model.pipe.unet) as batches:
+        png = run(off, negative_prompt="blurry dark")
+    assert batches == [1, 1, 1, 1] and np.array_equal(pixels(png), pixels(run(engine)))
+    with pytest.raises(ValidationError, match="embedded_negative_scale"):
+        Settings(data_dir=tmp_path, engine={"embedded_negative_scale": -1.0})
+
+
+def test_a_batch_runs_the_negative_pass_only_for_images_with_a_negative(engine: Engine) -> None:
+    requests = [GenerationRequest(prompt="a red cat", seed=7, width=SIZE, height=SIZE),
+                GenerationRequest(prompt="a blue bird", negative_prompt="blurry dark", seed=8, width=SIZE,
+                                  height=SIZE)]
+    engine.result_cache.clear()
+    with unet_batches(engine.model.pipe.unet) as batches:
+        together = engine.generate_many(requests)
+    assert batches == [3, 3, 3, 3]  # two images, one negative
+    engine.result_cache.clear()
+    alone = [engine.generate(request) for request in requests]
+    assert not any(result.from_cache for result in alone)
+    for mine, solo in zip(together, alone, strict=True):
+        difference = np.abs(pixels(mine.images[0].png) - pixels(solo.images[0].png)).max()
+        assert difference <= 2  # up to floating-point noise of another batch size
+
+
+def test_pasted_negative_prompt_is_taken(engine: Engine) -> None:
     pasted = "a red cat\nNegative prompt: blurry\nSteps: 4, Sampler: LCM, CFG scale: 2, Seed: 3, Size: 64x64"
-    imported = import_parameters(pasted, engine.settings, family="sd15", guidance_embedded=True)
-    assert [str(item) for item in imported.ignored] == [f"Negative prompt: blurry — {UNUSED}"]
-    assert imported.request.negative_prompt == "blurry"  # it runs (with no effect), as a typed one does
-    assert import_parameters(pasted, engine.settings, family="sd15").ignored == []
-    ours = png_parameters_text(run(engine, style="cinematic", negative_prompt="rain"))
-    again = import_parameters(ours, engine.settings, family="sd15", guidance_embedded=True)
-    assert [item.name for item in again.ignored] == ["Negative prompt"]
+    imported = import_parameters(pasted, engine.settings, family="sd15")
+    assert imported.ignored == [] and imported.request.negative_prompt == "blurry"
 
 
 # -- what the page, the API and doctor show --------------------------------------------------------------------
@@ -152,8 +188,19 @@ def test_profile_and_inventory_name_it(lcm_model: Path, tmp_path: Path) -> None:
     profile = model_profile(lcm_model, settings)
     assert (profile.family, profile.label, profile.guidance_embedded) == ("sd15", "SD1.5 (guidance-embedded)", True)
     rules = {rule.name: rule for rule in profile.controls}
-    assert not rules["negative_prompt"].applies and "no unconditional pass" in str(rules["negative_prompt"].why)
+    assert rules["negative_prompt"].applies and rules["negative_prompt"].why == NEGATIVE_SECOND_PASS
     assert rules["scheduler"].applies and rules["clip_skip"].applies
     shutil.copytree(lcm_model, settings.models_dir / "lcm")
     [entry] = [entry for entry in list_models(settings) if entry.name == "lcm"]
     assert entry.guidance_embedded and "guidance-embedded" in entry.describe()
+
+
+def test_an_sdxl_guidance_embedded_model_takes_a_negative_prompt(tmp_path: Path) -> None:
+    model = tiny.save_sdxl_guidance_embedded(tmp_path / "lcm-xl")
+    sdxl = Engine(make_settings(tmp_path), model=model)
+    with unet_batches(sdxl.model.pipe.unet) as plain_batches:
+        plain = run(sdxl)
+    with unet_batches(sdxl.model.pipe.unet) as batches:
+        negative = run(sdxl, negative_prompt="blurry dark")
+    assert plain_batches == [1] * 4 and batches == [2] * 4
+    assert not np.array_equal(pixels(plain), pixels(negative))

@@ -48,7 +48,7 @@ def _imported(
     """The settings of ``--from-png`` or ``--from-text`` (a file, or - for standard input) for ``model`` (default:
     the configured one), or None."""
     from imageloop.engine.infotext import import_parameters
-    from imageloop.engine.model_files import model_family, model_guidance_embedded
+    from imageloop.engine.model_files import model_family
     from imageloop.engine.pngmeta import png_parameters_text
 
     if from_png is not None and from_text is not None:
@@ -65,8 +65,7 @@ def _imported(
     else:
         return None
     spec = model or settings.engine.model
-    return import_parameters(text, settings, family=model_family(spec, settings),
-                             guidance_embedded=model_guidance_embedded(spec, settings))
+    return import_parameters(text, settings, family=model_family(spec, settings))
 
 
 def output_paths(out: Path, count: int) -> list[Path]:

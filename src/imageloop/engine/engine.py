@@ -26,6 +26,7 @@ from imageloop.engine.autocast import autocast_name, decode_latents, denoise_aut
 from imageloop.engine.cache import MODEL_RESIDENCY, CacheStats, LRUCache, PromptKey, result_key
 from imageloop.engine.conditioning import EncodedPrompt, PromptWeighting, batch_for_pipeline, encode_prompt
 from imageloop.engine.controlnet import check_controlnet_fits, load_controlnet
+from imageloop.engine.embedded_negative import negative_pass, split_embedded_negative
 from imageloop.engine.embeddings import EmbeddingLoader
 from imageloop.engine.families import flow_scheduler, is_flow_family, pipeline_prompt_kwargs
 from imageloop.engine.flow_conditioning import encode_flow_prompt
@@ -380,17 +381,20 @@ class Engine:
 
     def _version_key(self, pipe: Any, extra_version: str) -> str:
         # What a result depends on besides the request: model weights, ControlNet weights, active LoRA adapters,
-        # the prompt weighting, and the denoising's autocast (bf16 images differ slightly from fp32 ones).
+        # the prompt weighting, the denoising's autocast (bf16 images differ slightly from fp32 ones), and a
+        # guidance-embedded model's negative scale.
+        negative = f"|{self.settings.engine.embedded_negative_scale!r}" if self.model.guidance_embedded else ""
         return (f"{self.model.version}|{extra_version}|{self.loras.active(pipe)!r}|{self.prompt_weighting}|"
-                f"{autocast_name(self.autocast)}")
+                f"{autocast_name(self.autocast)}{negative}")
 
     def _encode_pair(self, pipe: Any, plan: RunPlan) -> tuple[EncodedPrompt, EncodedPrompt]:
         adapters = repr(self.loras.active(pipe))
         # Embedding names become their tokens (named after the file's hash, so the cache key follows the file).
         prompt, negative = self.embeddings.prepare(pipe, [plan.prompt, plan.negative])
         positive = self._encode(pipe, adapters, prompt, plan.clip_skip)
-        if not self.model.runs_negative_pass:
-            return positive, positive  # no unconditional pass: the pipeline is not given a negative
+        if not self.model.runs_negative_pass or (self.model.guidance_embedded and not plan.negative.strip()):
+            # FLUX.1 is not given a negative; a guidance-embedded UNet runs a negative pass only for a negative prompt.
+            return positive, positive
         return positive, self._encode(pipe, adapters, negative, plan.clip_skip)
 
     def _prompt_kwargs(self, pipe: Any, pairs: list[tuple[EncodedPrompt, EncodedPrompt]]) -> dict[str, Any]:
@@ -439,14 +443,19 @@ class Engine:
         # A stop is looked for inside each step too, before each block of the denoiser and the ControlNet.
         denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
         denoisers = (denoiser, getattr(pipe, "controlnet", None))
+        # A guidance-embedded UNet's pipeline runs no negative pass: the engine adds one for a negative prompt.
+        call, negative = (split_embedded_negative(call, self.settings.engine.embedded_negative_scale)
+                          if self.model.guidance_embedded else (call, None))
         if autocast is None or is_flow_family(self.model.architecture.value):  # (flow latents: the pipe decodes)
-            with torch.inference_mode(), denoise_autocast(autocast), reporter.inside(*denoisers):
+            with torch.inference_mode(), denoise_autocast(autocast), reporter.inside(*denoisers), \
+                    negative_pass(denoiser, negative):
                 images = list(pipe(**call).images)
             reporter.raise_if_stopped()
             return images
         # Only the denoising under autocast; the fp32 latents are decoded by the VAE in fp32.
         call["output_type"] = "latent"
-        with torch.inference_mode(), denoise_autocast(autocast), reporter.inside(*denoisers):
+        with torch.inference_mode(), denoise_autocast(autocast), reporter.inside(*denoisers), \
+                negative_pass(denoiser, negative):
             latents = pipe(**call).images
         reporter.raise_if_stopped()
         return decode_latents(pipe, latents)

@@ -15,10 +15,10 @@ the UNet families (SD1.5, SDXL).
 - **Not (yet) for these families:** ControlNet and ``clip_skip`` (refused by name).
 - **Guidance-embedded UNets.** An SD1.5/SDXL UNet with ``time_cond_proj_dim`` set (LCM-distilled models, our own
   few-step student) takes ``guidance_scale - 1`` as an embedding beside the timestep, and diffusers runs no
-  unconditional pass for it: a negative prompt has no effect. It is not refused (the expander moves "no rain" into
-  the negative prompt on its own); the request's and a style preset's negative parts are reported as not used
-  (:data:`NEGATIVE_NOT_USED_EMBEDDED`) and never encoded. Without an ``imageloop.json`` such a model runs the LCM
-  sampler in :data:`GUIDANCE_EMBEDDED_STEPS` steps.
+  unconditional pass for it. The engine adds one for a negative prompt (:mod:`imageloop.engine.embedded_negative`):
+  a second UNet pass per step, only for images that have a negative prompt (:data:`NEGATIVE_SECOND_PASS`); without
+  one such a model runs one pass per step. Without an ``imageloop.json`` it runs the LCM sampler in
+  :data:`GUIDANCE_EMBEDDED_STEPS` steps.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ FLUX_SCHNELL_STEPS, FLUX_SCHNELL_GUIDANCE = 4, 0.0
 SD3_STEPS, SD3_GUIDANCE = 28, 7.0
 FLUX_DEFAULT_SAMPLE_SIZE = 128  # FluxPipeline's default latent side (1024 pixels with the 8x VAE)
 NEGATIVE_NOT_USED = "not used (FLUX.1 has no negative prompt)"
-NEGATIVE_NOT_USED_EMBEDDED = "not used (guidance-embedded model: no unconditional pass)"
+NEGATIVE_SECOND_PASS = ("a negative prompt costs a second UNet pass per step on a guidance-embedded "
+                        "(LCM-distilled) model")
 # Defaults of a guidance-embedded (LCM-distilled) UNet without an imageloop.json: LCM's few-step sampler.
 GUIDANCE_EMBEDDED_STEPS, GUIDANCE_EMBEDDED_SCHEDULER = 4, "LCM"
 
@@ -48,18 +49,17 @@ def is_flow_family(architecture: str) -> bool:
     return architecture in FLOW_FAMILIES
 
 
-def negative_unused_reason(architecture: str, *, guidance_embedded: bool) -> str | None:
-    """Why a negative prompt has no effect on a model (FLUX.1; a guidance-embedded UNet), or None when its pipeline
-    runs a negative (unconditional) pass."""
+def negative_unused_reason(architecture: str) -> str | None:
+    """Why a negative prompt has no effect on a model (FLUX.1), or None when it is used: the pipeline runs a negative
+    pass (a guidance-embedded UNet gets one from the engine)."""
     if architecture == "flux":
         return NEGATIVE_NOT_USED
-    return NEGATIVE_NOT_USED_EMBEDDED if guidance_embedded else None
+    return None
 
 
-def has_negative_prompt(architecture: str, *, guidance_embedded: bool) -> bool:
-    """Whether the model's pipeline runs a negative (unconditional) pass: every family but FLUX.1, and no model whose
-    UNet embeds the guidance."""
-    return negative_unused_reason(architecture, guidance_embedded=guidance_embedded) is None
+def has_negative_prompt(architecture: str) -> bool:
+    """Whether a negative prompt is used: every family but FLUX.1 (a UNet that embeds the guidance included)."""
+    return negative_unused_reason(architecture) is None
 
 
 def config_embeds_guidance(unet_config: Mapping[str, Any]) -> bool:

@@ -14,8 +14,6 @@ write it (see :mod:`imageloop.engine.pngmeta` for the layout) and follows every 
 - ``Clip skip``; hires fix (``Hires upscale``, ``Hires steps``, ``Denoising strength``) as a second img2img pass.
 - For a FLUX.1 or SD3 model (``family``): Forge's ``Distilled CFG Scale`` is FLUX.1's guidance; a negative prompt
   (FLUX.1 has none), a sampler other than Euler and ``Clip skip`` are reported and left out.
-- For a guidance-embedded (LCM-distilled) model the negative prompt is reported as not used; it stays in the request,
-  which runs it as such a model runs any negative prompt (see :mod:`imageloop.engine.families`).
 
 Everything else that is a setting is reported by name in :attr:`ImportedParameters.ignored`, never dropped
 silently. Fields that only describe the run (``Version``, ``Lora hashes``, Civitai's ``Hashes``...) are not
@@ -35,7 +33,6 @@ from imageloop.engine.embeddings import embedding_files
 from imageloop.engine.families import (
     FLOW_SCHEDULERS,
     NEGATIVE_NOT_USED,
-    NEGATIVE_NOT_USED_EMBEDDED,
     is_flow_family,
 )
 from imageloop.engine.pngmeta import PromptTag, prompt_tags, split_parameters
@@ -81,13 +78,12 @@ class ImportedParameters:
 
 def import_parameters(
     text: str, settings: Settings, *, model_name: str | None = None, model_hash: str | None = None,
-    family: str | None = None, guidance_embedded: bool = False,
+    family: str | None = None,
 ) -> ImportedParameters:
     """Read pasted A1111/Forge/Civitai ``parameters`` text into a request (see the module docstring).
 
     ``model_name``/``model_hash`` are the model that will run it: when the text names another one, that is reported.
     ``family`` is that model's architecture ("flux", "sd3", ...): what the family cannot take is reported;
-    ``guidance_embedded``: its UNet is (LCM-distilled), so a negative prompt is reported as not used.
     Raises InvalidRequestError (field ``lora``) naming a ``<lora:...>`` LoRA missing from the library (and listing
     the library), or naming a malformed value.
     """
@@ -111,8 +107,6 @@ def import_parameters(
     _hires(reader, fields)
     if family is not None and is_flow_family(family):
         _fit_flow_family(reader, fields, family)
-    if guidance_embedded and fields.get("negative_prompt"):  # runs, but has no effect
-        reader.ignore("Negative prompt", fields["negative_prompt"], NEGATIVE_NOT_USED_EMBEDDED)
     embeddings = _embeddings(reader, settings)
     for name in ("Recipe", "Style"):  # our own PNGs
         if name in reader.values:

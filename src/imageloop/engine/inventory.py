@@ -4,9 +4,9 @@
 IP-Adapter library. Each :class:`ModelEntry` names its family (detected as the loader detects it: a folder's
 ``model_index.json``, a checkpoint's key names; for add-ons the cross-attention width of their tensors), its size
 on disk, its parameter count (from ``.safetensors`` headers, no tensor is read) and so the memory its weights take
-at fp32 and fp16, whether a model's UNet is guidance-embedded (LCM-distilled: no negative prompt), and what else it
-needs (components, a base model of its family, an image encoder). Activations come on top of the weights: a run
-needs more than the figure shown, most of it at large sizes and batches.
+at fp32 and fp16, whether a model's UNet is guidance-embedded (LCM-distilled: a negative prompt costs a second
+pass), and what else it needs (components, a base model of its family, an image encoder). Activations come on top
+of the weights: a run needs more than the figure shown, most of it at large sizes and batches.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ class ModelEntry:
             return self.problem
         parts = [self.family, f"{human_bytes(self.size_bytes)} on disk"]
         if self.guidance_embedded:
-            parts.insert(1, "guidance-embedded (LCM-distilled: no negative prompt; LCM sampler, few steps)")
+            parts.insert(1, "guidance-embedded (LCM-distilled: LCM sampler, few steps; a negative prompt costs a "
+                            "second pass)")
         fp32, fp16 = self.weights_bytes(4), self.weights_bytes(2)
         if fp32 is not None and fp16 is not None and self.parameters is not None:
             parts.append(f"{human_count(self.parameters)} parameters: weights ~{human_bytes(fp32)} fp32, "

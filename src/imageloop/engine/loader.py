@@ -116,13 +116,13 @@ class LoadedModel:
 
     @property
     def negative_unused(self) -> str | None:
-        """Why a negative prompt has no effect on this model (FLUX.1; a guidance-embedded UNet), or None when its
-        pipeline runs a negative (unconditional) pass."""
-        return negative_unused_reason(self.architecture.value, guidance_embedded=self.guidance_embedded)
+        """Why a negative prompt has no effect on this model (FLUX.1), or None when it is used (a guidance-embedded
+        UNet's by the engine's own negative pass, see :mod:`imageloop.engine.embedded_negative`)."""
+        return negative_unused_reason(self.architecture.value)
 
     @property
     def runs_negative_pass(self) -> bool:
-        """Whether the pipeline runs a negative (unconditional) pass, so a negative prompt is worth encoding."""
+        """Whether a negative (unconditional) pass runs, so a negative prompt is worth encoding."""
         return self.negative_unused is None
 
     @property

@@ -225,15 +225,6 @@ def folder_embeds_guidance(path: Path) -> bool:
     return isinstance(values, dict) and config_embeds_guidance(values)
 
 
-def model_guidance_embedded(spec: str | Path, settings: Settings) -> bool:
-    """Whether model ``spec``'s UNet is guidance-embedded (see :func:`folder_embeds_guidance`), without loading any
-    weight; False when it cannot be found."""
-    try:
-        return folder_embeds_guidance(resolve_model_source(spec, settings))
-    except ImageloopError:
-        return False
-
-
 def native_size(spec: str | Path, settings: Settings) -> int | None:
     """The longer side, in pixels, that model ``spec`` makes by default, read from its config files without loading
     any weight: its ``imageloop.json`` size, else the UNet's ``sample_size`` times the VAE's scale factor (the

@@ -4,8 +4,8 @@
 "FLUX.1 schnell": schnell has no guidance embedding), what the model needs beside its weights, the samplers that
 apply, and for each optional control (negative prompt, sampler, clip skip, ControlNet, IP-Adapter) whether it
 applies and, when not, why. The web page hides the controls that do not apply and shows the reason; the engine
-refuses the same settings by name (see :mod:`imageloop.engine.families`), except the negative prompt of a
-guidance-embedded (LCM-distilled) SD model, labelled "SD1.5 (guidance-embedded)": it runs and is reported as not used.
+refuses the same settings by name (see :mod:`imageloop.engine.families`). A guidance-embedded (LCM-distilled) SD model,
+labelled "SD1.5 (guidance-embedded)", takes a negative prompt and its rule says what it costs (a second UNet pass).
 A closed-vocabulary model (the embedded one) also says what it knows: its ``knows.json``
 (:mod:`imageloop.engine.model_knowledge`); an open-vocabulary one has none.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imageloop.config import Settings
-from imageloop.engine.families import FLOW_SCHEDULERS, has_negative_prompt, is_flow_family
+from imageloop.engine.families import FLOW_SCHEDULERS, NEGATIVE_SECOND_PASS, has_negative_prompt, is_flow_family
 from imageloop.engine.model_knowledge import ModelKnowledge, read_knowledge
 from imageloop.engine.schedulers import SCHEDULER_NAMES
 from imageloop.errors import ImageloopError
@@ -95,20 +95,19 @@ def _needs(family: str, path: Path, settings: Settings) -> tuple[str, ...]:
     return tuple(needs)
 
 
-def _negative_rule(family: str, label: str, guidance_embedded: bool) -> ControlRule:
-    if has_negative_prompt(family, guidance_embedded=guidance_embedded):
-        return ControlRule("negative_prompt", True)
-    if family == "flux":
+def _negative_rule(family: str, guidance_embedded: bool) -> ControlRule:
+    if not has_negative_prompt(family):
         return ControlRule("negative_prompt", False,
                            "FLUX.1 has no negative prompt (guidance-distilled: no unconditional pass)")
-    return ControlRule("negative_prompt", False, f"a negative prompt has no effect on {label}: its UNet embeds the "
-                       "guidance (LCM-distilled), so there is no unconditional pass")
+    if guidance_embedded:
+        return ControlRule("negative_prompt", True, NEGATIVE_SECOND_PASS)
+    return ControlRule("negative_prompt", True)
 
 
 def _controls(family: str, label: str, settings: Settings, guidance_embedded: bool) -> tuple[ControlRule, ...]:
     flow = is_flow_family(family)
     rules = [
-        _negative_rule(family, label, guidance_embedded),
+        _negative_rule(family, guidance_embedded),
         # On flow models the sampler stays, with Euler its only choice.
         ControlRule("scheduler", True) if not flow else ControlRule(
             "scheduler", True, f"{label} denoises with flow-matching Euler: the other samplers do not apply"),

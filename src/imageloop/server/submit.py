@@ -8,7 +8,7 @@ from typing import Any
 
 from imageloop.config import EMBEDDED_MODELS, Settings
 from imageloop.engine.infotext import import_parameters
-from imageloop.engine.model_files import model_family, model_guidance_embedded
+from imageloop.engine.model_files import model_family
 from imageloop.errors import InvalidRequestError
 from imageloop.jobs.requests import (
     batch_key,
@@ -54,8 +54,7 @@ def with_parameters_text(body: GenerationCreate, settings: Settings) -> tuple[Ge
         return body, []
     try:
         imported = import_parameters(body.parameters_text, settings, model_name=_served_model_name(settings),
-                                     family=model_family(settings.engine.model, settings),
-                                     guidance_embedded=model_guidance_embedded(settings.engine.model, settings))
+                                     family=model_family(settings.engine.model, settings))
     except InvalidRequestError as exc:
         raise renamed(exc, "parameters_text") from exc
     pasted = imported.request.model_dump(mode="json", exclude_unset=True)

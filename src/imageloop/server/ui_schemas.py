@@ -145,7 +145,7 @@ class ActiveModelOut(BaseModel):
     label: str = Field(description="The family as people name it: SD1.5, SDXL, FLUX.1 dev, FLUX.1 schnell, SD3; "
                        "'SD1.5 (guidance-embedded)' for an LCM-distilled UNet.")
     guidance_embedded: bool = Field(default=False, description="Its UNet takes the guidance as an embedding "
-                                    "(LCM-distilled): no unconditional pass, so a negative prompt is not used.")
+                                    "(LCM-distilled): a negative prompt costs a second UNet pass per step.")
     needs: list[str] = Field(description="What it needs beside its weights.")
     samplers: list[str] = Field(description="Sampler names that apply (params.scheduler).")
     controls: list[ControlRuleOut]

@@ -55,8 +55,8 @@ def recipes(user: CurrentUser, services: ServicesDep) -> list[RecipeOut]:
 async def active_model(user: CurrentUser, services: ServicesDep) -> ActiveModelOut:
     """The model generations run on, read from its files (no weights loaded): its family and label, what it needs,
     the samplers that apply and, for each optional setting (negative prompt, sampler, clip skip, ControlNet,
-    IP-Adapter), whether it applies and why not. Requests with a setting that does not apply are refused by name,
-    except a guidance-embedded model's negative prompt: it runs, and the image's parameters say it was not used."""
+    IP-Adapter), whether it applies and why not (or what it costs: a guidance-embedded model's negative prompt runs a
+    second UNet pass). Requests with a setting that does not apply are refused by name."""
     settings = services.settings
     return active_model_out(await run_in_threadpool(lambda: model_profile(settings.engine.model, settings)))
 
