@@ -123,3 +123,11 @@ def test_a_plural_stays_plural_without_a_count() -> None:
 def test_a_name_jieba_tags_as_an_adverb_is_still_read() -> None:
     assert load_dictionary().is_name("莫奈") and not load_dictionary().is_name("灯塔")
     assert "claude monet" in read("莫奈风格的睡莲池塘").english
+
+
+@pytest.mark.parametrize(("intent", "decade"), [
+    ("90年代电脑界面", "90s"), ("八十年代的海报", "80s"), ("1990年代的街头", "1990s"),
+])
+def test_a_decade_is_read_as_one(intent: str, decade: str) -> None:
+    phrases = [p.text for p in read(intent).phrases]
+    assert decade in phrases and "era" not in phrases

@@ -324,10 +324,23 @@ def _read_span(text: str, mask: Sequence[bool], lexicon: Lexicon, dictionary: Ch
     return phrases
 
 
+_DECADE = re.compile(r"(\d{2,4})\s*年代|([一二三四五六七八九])十年代")
+_DIGITS = {c: str(i) for i, c in enumerate("〇一二三四五六七八九")}
+
+
+def _decades(text: str) -> str:
+    """"90年代" → "90s", "八十年代" → "80s" (a decade, not "90, era"), padded to the same length so that offsets into
+    the normalised intent still hold."""
+    def decade(found: re.Match[str]) -> str:
+        digits = found.group(1) or _DIGITS[found.group(2)] + "0"
+        return f"{digits}s".ljust(len(found.group(0)))
+    return _DECADE.sub(decade, text)
+
+
 def read_intent(intent: str, lexicon: Lexicon, covered: Iterable[TermMatch] = ()) -> IntentReading:
     """The English phrases and negated phrases of ``intent`` outside the lexicon's ``covered`` matches (pure, apart
     from loading the segmenter and dictionary once)."""
-    norm = normalise_text(intent)
+    norm = _decades(normalise_text(intent))
     matches = sorted(covered, key=lambda m: m.start)
     dictionary = load_dictionary()
     wanted: list[Phrase] = []
