@@ -30,6 +30,7 @@ def test_bench_measures_the_server_and_the_naive_loop(tmp_path: Path) -> None:
     # the denoiser's share of the workers' wall time: measured on both paths, and the rest of a request costs some
     assert 0.0 < server["denoiser_share"] < 1.0 and 0.0 < result["naive"]["denoiser_share"] < 1.0
     assert set(result["ratio_vs_naive"]) == set(result["cpu_ratio_vs_naive"]) == {"2"}  # one per client count
+    assert result["target_ratios"] == {"8": 3.0, "32": 3.5} and result["targets_met"] == {}  # 2 clients: no target
     # No autocast: the plain loop is already the same-dtype baseline.
     assert result["naive_same_dtype"] is None and result["dtype_gain"] == 1.0
     assert result["ratio_vs_naive_same_dtype"] == result["ratio_vs_naive"]
@@ -82,6 +83,23 @@ def test_gains_compare_each_path_with_its_own_baseline(tmp_path: Path, monkeypat
     assert result["ratio_vs_naive"] == {"2": 4.0} and result["cpu_ratio_vs_naive"] == {"2": 2.0}
     assert result["ratio_vs_naive_same_dtype"] == {"2": 2.0} and result["cpu_ratio_vs_naive_same_dtype"] == {"2": 1.0}
     assert (result["dtype_gain"], result["cpu_dtype_gain"]) == (2.0, 2.0)
+
+
+def test_targets_are_judged_per_client_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Plain loop 1 image/s; the server 3.2 images/s at 8 clients (>= 3x: met) and 3.2 at 32 (< 3.5x: not met).
+    def naive(engine: object, config: object, sampling: object, say: object, *, autocast: object = None) -> PathResult:
+        return PathResult("diffusers loop", 1, 2, 2.0, [1.0, 1.0], cpu_seconds=2.0)
+
+    def server(base_url: str, key: str, clients: int, config: object, params: object, first: int) -> PathResult:
+        return PathResult("imageloop server", clients, 32, 10.0, [1.0] * 32, cpu_seconds=10.0)
+
+    monkeypatch.setattr(throughput, "run_naive", naive)
+    monkeypatch.setattr(throughput, "run_server", server)
+    model = save_tiny_model(tmp_path / "model")
+    config = ThroughputConfig(clients=(8, 32), cpu_autocast="off")
+    result = run_throughput_bench(tiny_settings(tmp_path / "data", model), config)
+    assert result["ratio_vs_naive"] == {"8": pytest.approx(3.2), "32": pytest.approx(3.2)}
+    assert result["targets_met"] == {"8": True, "32": False}
 
 
 def test_cli_rejects_a_bad_size(tmp_path: Path) -> None:

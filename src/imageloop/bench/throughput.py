@@ -45,7 +45,8 @@ from imageloop.engine.request import GenerationRequest
 from imageloop.engine.schedulers import make_scheduler
 from imageloop.engine.timing import DENOISER_CLOCK
 
-TARGET_RATIO_AT_8 = 2.0
+# The server's images/s over the plain naive loop's, by clients (issue 19): 3x at 8 clients, 3.5x at 32.
+TARGET_RATIOS = {"8": 3.0, "32": 3.5}
 # Torch's own thread count, before any engine setting changed it: what a plain diffusers script runs with.
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
 _WORDS = ("cat", "dog", "bird", "house", "tree", "car", "castle", "dragon", "ship", "flower", "river", "mountain")
@@ -357,7 +358,9 @@ def run_throughput_bench(
         # The autocast loop against the plain one: the dtype gain alone (1.0 without autocast).
         "dtype_gain": same.images_per_second / naive.images_per_second,
         "cpu_dtype_gain": same.images_per_cpu_second / naive.images_per_cpu_second,
-        "target_ratio_at_8_clients": TARGET_RATIO_AT_8,
+        "target_ratios": TARGET_RATIOS,
+        "targets_met": {clients: ratios[clients] >= target for clients, target in TARGET_RATIOS.items()
+                        if clients in ratios},
     }
 
 

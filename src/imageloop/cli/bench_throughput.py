@@ -91,3 +91,10 @@ def _print(result: dict[str, object]) -> None:
                       f"{ratio:.2f}x", f"{same_ratio:.2f}x", f"{cpu:.2f}x", f"{row.get('denoiser_share', 0.0):.0%}")
     Console(width=160).print(table)  # 12 columns: readable when piped to a file too
     typer.echo(f"dtype gain (autocast loop / plain loop): {result['dtype_gain']:.2f}x")
+    targets = result.get("target_ratios", {})
+    met = result.get("targets_met", {})
+    assert isinstance(targets, dict) and isinstance(met, dict)
+    for clients, target in targets.items():
+        if clients in met:
+            typer.echo(f"target at {clients} clients: >= {target:.1f}x the naive loop: "
+                       f"{'met' if met[clients] else 'NOT met'}")
