@@ -100,6 +100,11 @@ def test_an_encoder_sense_far_rarer_than_the_first_is_not_used() -> None:
     assert load_dictionary().gloss("骆驼") == "camel"  # not the colloquial "ninny"
 
 
+def test_a_cut_sense_does_not_end_on_a_function_word() -> None:
+    assert pick_gloss(["very early in the morning"]) == "very early"
+    assert pick_gloss(["according to"]) == "according to"  # a whole sense is kept as it is
+
+
 def test_a_sense_in_a_field_is_read_and_a_register_note_is_not() -> None:
     assert pick_gloss(["(machine) gear", "pinion (gear wheel)"]) == "gear"
     assert pick_gloss(["(literary) to rain", "to wet"]) == "wet"

@@ -50,6 +50,8 @@ _REGISTER_LABELS = frozenset((
 ))
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
+_FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "for", "with", "by", "from", "and",
+                             "or", "into", "onto", "as"))
 _CANDIDATES = 3
 _PREFER_MARGIN = 0.3
 _CHOICE_MARGIN = 1.5
@@ -73,6 +75,18 @@ def _field_sense(sense: str) -> bool:
     return label is not None and label.group(1).lower() not in _REGISTER_LABELS
 
 
+def _cut(text: str) -> str:
+    """``text`` cut to :data:`_MAX_GLOSS_WORDS` words, never ending on a function word ("very early in the
+    morning" → "very early", not "very early in the")."""
+    words = text.split()
+    if len(words) <= _MAX_GLOSS_WORDS:
+        return text  # "according to" is a whole sense; only a cut one loses its dangling words
+    words = words[:_MAX_GLOSS_WORDS]
+    while len(words) > 1 and words[-1] in _FUNCTION_WORDS:
+        words.pop()
+    return " ".join(words)
+
+
 def _commonness(text: str) -> float:
     from wordfreq import zipf_frequency
 
@@ -91,7 +105,7 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
             # the word; one that opens with a field ("(machine) gear", "(computing) avatar") is the word in that field.
             if _SKIP_SENSE.match(part.strip()) or (part.strip().startswith("(") and not _field_sense(part)):
                 continue
-            text = " ".join(_clean_sense(part).split()[:_MAX_GLOSS_WORDS])
+            text = _cut(_clean_sense(part))
             # A sense with a word English does not use ("papercutting") would put an invented word in the prompt.
             usable = (len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text)
                       and not unreal_words(text))
@@ -118,7 +132,7 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
     candidates = usable_senses(senses)[:_CANDIDATES]
     if not candidates:
         cleaned = (_clean_sense(p) for s in senses for p in s.split(";") if not _SKIP_SENSE.match(p.strip()))
-        return next((" ".join(c.split()[:_MAX_GLOSS_WORDS]) for c in cleaned
+        return next((_cut(c) for c in cleaned
                      if re.search(r"[a-z]", c) and not unreal_words(c)), None)
     best = candidates[0]
     for other in candidates[1:]:
