@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import marshal
 import multiprocessing
 import pickle
 import queue
@@ -213,7 +214,7 @@ def _worth_a_process(db_engine: Engine) -> bool:
     url = db_engine.url
     if multiprocessing.current_process().daemon:  # a daemonic process may not start children
         return False
-    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or "memory" in str(url)):
+    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or "mode=memory" in str(url)):
         return False  # another process would see another database
     with db_engine.connect() as connection:
         generations = connection.execute(sa.select(sa.func.count()).select_from(Generation)).scalar_one()
@@ -232,13 +233,13 @@ def _from_process(
     try:
         while True:
             try:
-                kind, payload = pickle.loads(receiver.recv_bytes())
+                kind, payload = marshal.loads(receiver.recv_bytes())
             except EOFError:
                 raise StorageError(f"the record reader stopped (exit code {reader.exitcode})") from None
             if kind == "end":
                 return
             if kind == "error":
-                raise payload
+                raise pickle.loads(payload)
             for raw in payload:
                 yield _assemble(raw)
     finally:
@@ -250,7 +251,11 @@ def _from_process(
 
 
 def _serve(url: str, since: datetime | None, until: datetime, images: bool, sender: Any) -> None:
-    """In the child: read the chains and send them, ``PROCESS_CHAIN_BATCH`` at a time, then ``end`` (or the error)."""
+    """In the child: read the chains and send them, ``PROCESS_CHAIN_BATCH`` at a time, then ``end`` (or the error).
+
+    Batches are marshalled (driver rows are only strings, numbers and None): several times faster than pickle,
+    and only this interpreter's own child writes them.
+    """
     from imageloop.storage.db import create_db_engine
 
     gc.disable()  # this process only holds acyclic rows on their way out (see export_datasets)
@@ -260,19 +265,19 @@ def _serve(url: str, since: datetime | None, until: datetime, images: bool, send
         for raw in _raw_chains(db_engine, since, until, images):
             batch.append(raw)
             if len(batch) >= PROCESS_CHAIN_BATCH:
-                sender.send_bytes(pickle.dumps(("chains", batch), pickle.HIGHEST_PROTOCOL))
+                sender.send_bytes(marshal.dumps(("chains", batch)))
                 batch = []
-        sender.send_bytes(pickle.dumps(("chains", batch), pickle.HIGHEST_PROTOCOL))
-        sender.send_bytes(pickle.dumps(("end", None)))
+        sender.send_bytes(marshal.dumps(("chains", batch)))
+        sender.send_bytes(marshal.dumps(("end", None)))
     except BrokenPipeError:
         return  # the consumer stopped reading
     except Exception as exc:  # handed to the consumer, which re-raises it
         try:
-            message = pickle.dumps(("error", exc))
+            error = pickle.dumps(exc)
         except Exception:  # one that cannot be pickled is passed on as text
-            message = pickle.dumps(("error", StorageError(f"reading the record failed: {exc!r}")))
+            error = pickle.dumps(StorageError(f"reading the record failed: {exc!r}"))
         with contextlib.suppress(BrokenPipeError):
-            sender.send_bytes(message)
+            sender.send_bytes(marshal.dumps(("error", error)))
     finally:
         sender.close()
         db_engine.dispose()
@@ -307,13 +312,13 @@ class _Streams:
 
     @staticmethod
     def _fetch(cursor: Any) -> Iterator[tuple[Any, ...]]:
-        while rows := cursor.fetchmany(STREAM_BATCH):
-            yield from rows
+        # Batches flattened without a Python step per row.
+        return itertools.chain.from_iterable(iter(lambda: cursor.fetchmany(STREAM_BATCH), []))
 
     def _fetch_declared(self, name: str) -> Iterator[tuple[Any, ...]]:
         fetch = f"FETCH FORWARD {STREAM_BATCH} FROM {name}"
-        while rows := self._connection.exec_driver_sql(fetch).cursor.fetchall():
-            yield from rows
+        batches = iter(lambda: self._connection.exec_driver_sql(fetch).cursor.fetchall(), [])
+        return itertools.chain.from_iterable(batches)
 
 
 _END = object()
