@@ -204,3 +204,12 @@ def test_an_sdxl_guidance_embedded_model_takes_a_negative_prompt(tmp_path: Path)
         negative = run(sdxl, negative_prompt="blurry dark")
     assert plain_batches == [1] * 4 and batches == [2] * 4
     assert not np.array_equal(pixels(plain), pixels(negative))
+
+
+def test_training_refuses_a_guidance_embedded_model(lcm_model: Path, tmp_path: Path) -> None:
+    from imageloop.errors import UnsupportedModelError
+
+    model = load_model(lcm_model, Settings(data_dir=tmp_path / "data", engine={"device": "cpu"}))
+    with pytest.raises(UnsupportedModelError, match=r"a private LoRA trains with the noise-prediction loss; .* "
+                                                    r"LCM-distilled"):
+        model.require_sd15("a private LoRA")

@@ -131,10 +131,17 @@ class LoadedModel:
         return self.version[:10]
 
     def require_sd15(self, purpose: str) -> None:
-        """UnsupportedModelError unless this is an SD1.x-style model, the only kind ``purpose`` trains."""
+        """UnsupportedModelError unless this is an SD1.x-style model with a plain (not guidance-embedded) UNet, the
+        only kind ``purpose`` trains: its loss is the noise-prediction one, which on an LCM-distilled UNet would
+        train the distillation away."""
         if self.architecture is not Architecture.SD15:
             raise UnsupportedModelError(f"{purpose} needs an SD1.x-style model; {self.name} is "
                                         f"{self.architecture.value}")
+        if self.guidance_embedded:
+            raise UnsupportedModelError(
+                f"{purpose} trains with the noise-prediction loss; {self.name} is LCM-distilled (its UNet takes the "
+                "guidance as an embedding), and that loss would undo the distillation: set engine.model to its "
+                "teacher (for embedded-lcm: embedded) while training")
 
 
 def resolve_device(settings: Settings, architecture: Architecture | None = None) -> tuple[torch.device, torch.dtype]:
