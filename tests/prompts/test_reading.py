@@ -136,3 +136,9 @@ def test_a_name_jieba_tags_as_an_adverb_is_still_read() -> None:
 def test_a_decade_is_read_as_one(intent: str, decade: str) -> None:
     phrases = [p.text for p in read(intent).phrases]
     assert decade in phrases and "era" not in phrases
+
+
+def test_a_character_before_a_colour_is_a_colour() -> None:
+    phrases = [p.text for p in read("蒸汽波，粉紫色，蓝紫色调").phrases]
+    assert "pink" in phrases and "powder" not in phrases
+    assert "tone" in phrases and "transfering" not in phrases

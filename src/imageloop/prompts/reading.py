@@ -157,11 +157,14 @@ def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list
     a trailing locative (上, 里...) is dropped; None when a part is unknown or most pieces are single characters."""
     parts: list[str] = []
     singles = 0
+    colour_word = word.endswith(("色", "色调"))
     rest = word.rstrip("上下里中外边旁前后") or word
     while rest:
         for size in range(len(rest), 0, -1):
             piece = rest[-size:] if from_end else rest[:size]
-            gloss = dictionary.gloss(piece)
+            # In a colour word a character is its colour ("粉紫色": 粉 as 粉色 "pink", not "powder").
+            colour = dictionary.gloss(piece + "色") if size == 1 and colour_word and piece != "色" else None
+            gloss = colour or dictionary.gloss(piece)
             if gloss is not None and (size > 1 or (" " not in gloss and "-" not in gloss)):
                 parts.append(gloss)
                 singles += size == 1
@@ -196,7 +199,7 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
         one = one or previous == "一" or (previous[:1] == "一" and previous[1:] in _MEASURE_WORDS)
         if previous in _NUMERALS and len(word) > 1 and word[0] in _MEASURE_WORDS:
             word = word[1:]  # "一 个人": jieba joins the measure word to the noun ("a person", not "personal")
-        previous = word
+        previous_word, previous = previous, word
         if word in ("的", "之") and pending:
             continue  # "孤独的宇航员": the modifier stays pending across 的
         if flag.startswith("m") and len(word) > 1 and word[-1] in _CONTAINERS and word[0] in _NUMERALS:
@@ -217,8 +220,14 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
         if word == "风" and (phrases or pending):  # "中国风", "胶片风": the style suffix, not the wind
             word, flag = "风格", "n"
         verbal = dictionary.gloss(word, verb=True) if flag.startswith("v") else None
-        if verbal is not None:
-            gloss: str | None = _gerund(verbal)
+        before_colour = len(word) == 1 and index + 1 < len(words) and words[index + 1][0].endswith("色")
+        colour = dictionary.gloss(word + "色") if before_colour else None  # "粉 紫色": pink, not powder
+        if word == "调" and previous_word.endswith("色"):
+            colour = dictionary.gloss("色调")  # "蓝色 调" is a blue tone, not a transfer
+        if colour is not None:
+            gloss: str | None = colour
+        elif verbal is not None:
+            gloss = _gerund(verbal)
         else:
             gloss = word if flag == "eng" else _gloss_compound(word, dictionary)
         if gloss is None:
