@@ -6,10 +6,12 @@ import gc
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from imageloop.bench.event_images import SyntheticImageStore
 from imageloop.bench.events import prepare_database, synthesise
-from imageloop.flywheel.export import EXPORT_KINDS, IMAGE_WRITE_BATCH, export_dataset, export_datasets
+from imageloop.flywheel import export
+from imageloop.flywheel.export import EXPORT_KINDS, IMAGE_ROW_GROUP_ROWS, export_dataset, export_datasets
 from imageloop.flywheel.transcode import store_jpeg_copy
 from imageloop.storage import Storage
 from tests.flywheel.record import build_record
@@ -33,7 +35,7 @@ def test_one_pass_equals_each_alone_on_a_synthetic_record(database_url: str, tmp
         export_dataset(kind, db_engine, tmp_path / "alone", blobs=blobs)
     db_engine.dispose()
     assert {r.kind for r in results} == set(EXPORT_KINDS) and len({r.seconds for r in results}) == 1
-    assert next(r for r in results if r.kind == "pairs").rows > IMAGE_WRITE_BATCH  # several batches
+    assert next(r for r in results if r.kind == "pairs").rows > IMAGE_ROW_GROUP_ROWS  # several row groups
     _same_tables(tmp_path / "together", tmp_path / "alone", EXPORT_KINDS)
 
 
@@ -92,3 +94,15 @@ def test_the_export_switches_the_cyclic_collector_back_as_it_found_it(storage: S
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_image_row_groups_end_at_their_byte_budget(storage: Storage, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    build_record(storage)
+    monkeypatch.setattr(export, "IMAGE_BATCH", 1)  # JPEGs read chain by chain: several batches
+    whole = export_dataset("pairs", storage.db_engine, tmp_path / "whole", blobs=storage.blobs)
+    monkeypatch.setattr(export, "IMAGE_ROW_GROUP_BYTES", 1)  # every batch of rows is a row group of its own
+    split = export_dataset("pairs", storage.db_engine, tmp_path / "split", blobs=storage.blobs)
+    assert pq.ParquetFile(whole.path).metadata.num_row_groups == 1 < whole.rows
+    assert pq.ParquetFile(split.path).metadata.num_row_groups > 1
+    assert pq.read_table(split.path).equals(pq.read_table(whole.path))

@@ -51,9 +51,11 @@ ExportKind = Literal["sft", "dpo", "pairs", "labels", "recipes"]
 IMAGE_KINDS = frozenset({"pairs", "labels"})  # datasets that carry image bytes
 EXPORT_KINDS: tuple[str, ...] = get_args(ExportKind)
 WRITE_BATCH = 10_000
-# Image rows per row group and per batch of JPEGs read (a pairs row group holds about 10 MB of JPEGs): Parquet
-# writes a few large row groups much faster than many small ones.
-IMAGE_WRITE_BATCH = 2_048
+IMAGE_BATCH = 256  # image rows whose JPEGs are read together on one thread (one batch per thread in flight)
+# Image rows are written in row groups of this many rows, or fewer where their JPEGs pass this many bytes (large
+# images): Parquet writes a few large row groups much faster than many small ones.
+IMAGE_ROW_GROUP_ROWS = 2_048
+IMAGE_ROW_GROUP_BYTES = 64 * 2**20
 
 SCHEMAS: dict[str, pa.Schema] = {
     "sft": pa.schema([("prompt", pa.string()), ("completion", pa.string()), ("language", pa.string()),
@@ -212,6 +214,10 @@ class _ImageDataset(_Dataset, Generic[Spec]):
         super().__init__(kind, out_dir)
         self._jpegs: JpegBatches[Spec] = JpegBatches(blobs)
         self._specs: list[Spec] = []
+        schema = SCHEMAS[kind]
+        self._binary = [index for index, field in enumerate(schema) if field.type == pa.binary()]
+        self._group: list[list[Any]] = [[] for _ in schema]  # the next row group's columns
+        self._group_bytes = 0
 
     @abstractmethod
     def specs(self, info: ChainView) -> Iterator[Spec]:
@@ -227,12 +233,13 @@ class _ImageDataset(_Dataset, Generic[Spec]):
 
     def add(self, info: ChainView) -> None:
         self._specs += self.specs(info)
-        if len(self._specs) >= IMAGE_WRITE_BATCH:
+        if len(self._specs) >= IMAGE_BATCH:
             self._submit()
 
     def flush(self) -> None:
         self._submit()
         self._write(self._jpegs.drain())
+        self._write_group()
 
     def close(self) -> None:
         self._jpegs.close()
@@ -251,7 +258,17 @@ class _ImageDataset(_Dataset, Generic[Spec]):
                 self.skipped += len(specs) - len(found)
                 specs = found
             if specs:
-                self.file.write(self.columns(specs, jpegs))  # type: ignore[arg-type]  # no None left
+                columns = self.columns(specs, jpegs)  # type: ignore[arg-type]  # no None left
+                for group, column in zip(self._group, columns, strict=True):
+                    group += column
+                self._group_bytes += sum(sum(map(len, columns[index])) for index in self._binary)
+                if len(self._group[0]) >= IMAGE_ROW_GROUP_ROWS or self._group_bytes >= IMAGE_ROW_GROUP_BYTES:
+                    self._write_group()
+
+    def _write_group(self) -> None:
+        self.file.write(self._group)
+        self._group = [[] for _ in self._group]
+        self._group_bytes = 0
 
 
 class _PairsDataset(_ImageDataset[PairSpec]):
