@@ -38,8 +38,7 @@ FLUX_SCHNELL_STEPS, FLUX_SCHNELL_GUIDANCE = 4, 0.0
 SD3_STEPS, SD3_GUIDANCE = 28, 7.0
 FLUX_DEFAULT_SAMPLE_SIZE = 128  # FluxPipeline's default latent side (1024 pixels with the 8x VAE)
 NEGATIVE_NOT_USED = "not used (FLUX.1 has no negative prompt)"
-NEGATIVE_SECOND_PASS = ("a negative prompt costs a second UNet pass per step on a guidance-embedded "
-                        "(LCM-distilled) model")
+NEGATIVE_SECOND_PASS = "A negative prompt costs a second UNet pass per step (guidance-embedded, LCM-distilled model)"
 # Defaults of a guidance-embedded (LCM-distilled) UNet without an imageloop.json: LCM's few-step sampler.
 GUIDANCE_EMBEDDED_STEPS, GUIDANCE_EMBEDDED_SCHEDULER = 4, "LCM"
 

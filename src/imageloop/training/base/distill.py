@@ -17,8 +17,9 @@ One training step (batch ``B``):
 3. the target network (an EMA of the student) maps ``z_{t-k}`` to its consistency estimate of ``x0``;
 4. the student maps ``z_t`` to its estimate; the loss is the pseudo-Huber distance between the two.
 
-Negative prompts: a guidance-embedded student has no unconditional pass to put a negative prompt in, so
-negative prompts have no effect on it (as on every LCM model in diffusers); the engine reports them as ignored.
+Negative prompts: a guidance-embedded student has no unconditional pass of its own (as every LCM model in
+diffusers); the engine adds a second UNet pass on the negative prompt when one is given
+(:mod:`imageloop.engine.embedded_negative`).
 """
 
 from __future__ import annotations
