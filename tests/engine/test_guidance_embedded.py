@@ -192,7 +192,7 @@ def test_profile_and_inventory_name_it(lcm_model: Path, tmp_path: Path) -> None:
     assert rules["scheduler"].applies and rules["clip_skip"].applies
     shutil.copytree(lcm_model, settings.models_dir / "lcm")
     [entry] = [entry for entry in list_models(settings) if entry.name == "lcm"]
-    assert entry.guidance_embedded and "guidance-embedded" in entry.describe()
+    assert entry.guidance_embedded and "a negative prompt costs a second pass" in entry.describe()
 
 
 def test_an_sdxl_guidance_embedded_model_takes_a_negative_prompt(tmp_path: Path) -> None:
