@@ -34,7 +34,7 @@ from imageloop.engine.ip_adapter import IpAdapter, reference_kwargs
 from imageloop.engine.loader import LoadedModel, Mode, load_model, pipeline_variant
 from imageloop.engine.lora import LoraManager
 from imageloop.engine.model_files import resolve_model_source
-from imageloop.engine.plan import RunPlan, batch_chunks, check_request, hires_steps_run, make_plan
+from imageloop.engine.plan import RunPlan, batch_chunks, check_request, hires_steps_run, make_plan, named_recipe
 from imageloop.engine.pngmeta import encode_png, format_parameters
 from imageloop.engine.progress import CancelToken, RunClock, StepCallback, StepReporter
 from imageloop.engine.recipes import Recipe, RecipeStore
@@ -224,7 +224,7 @@ class Engine:
     def nsfw_possible(self, request: GenerationRequest) -> bool:
         """Whether ``request``'s images could show nudity, so that the NSFW check has something to find (see
         :mod:`imageloop.engine.safety`)."""
-        return nsfw_possible(self.model.path, request, self.check(request))
+        return nsfw_possible(self.model.path, request, named_recipe(request, self.recipes))
 
     def _plan(self, request: GenerationRequest, recipe: Recipe | None) -> RunPlan:
         return make_plan(request, recipe, self.model, self.settings)

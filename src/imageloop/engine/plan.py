@@ -66,15 +66,20 @@ class RunPlan:
         return [self.seed + i for i in range(self.request.num_images)]
 
 
+def named_recipe(request: GenerationRequest, recipes: RecipeStore) -> Recipe | None:
+    """The recipe ``request`` carries (``with_recipe``, e.g. a user's private one), else the shared one it names."""
+    if request.resolved_recipe is not None or request.recipe is None:
+        return request.resolved_recipe
+    return recipes.get(request.recipe)
+
+
 def check_request(
     request: GenerationRequest, settings: Settings, recipes: RecipeStore, *, controlnet_spec: str | Path | None,
     ip_adapter_spec: str | Path | None, ip_adapter_loaded: bool,
 ) -> Recipe | None:
     """Check everything about ``request`` that needs no model (see ``Engine.check``); the recipe it names."""
     check_limits(request, settings)
-    recipe = request.resolved_recipe
-    if recipe is None and request.recipe is not None:
-        recipe = recipes.get(request.recipe)
+    recipe = named_recipe(request, recipes)
     if recipe is not None and recipe.scheduler is not None:
         canonical_scheduler_name(recipe.scheduler, "recipe.scheduler")
     for lora in request.loras:
