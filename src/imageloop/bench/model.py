@@ -81,10 +81,14 @@ def hit_matrix(pred: np.ndarray, specs: list[SceneSpec]) -> np.ndarray:
     return np.concatenate([hits, hits.all(axis=1, keepdims=True)], axis=1)
 
 
+def rates_of(hits: np.ndarray) -> dict[str, float]:
+    """Per column of a hit matrix (each attribute, then ``all``), the share of images that hit."""
+    return {a: float(hits[:, i].mean()) for i, a in enumerate((*ATTRIBUTE_NAMES, "all"))}
+
+
 def hit_rates(pred: np.ndarray, specs: list[SceneSpec]) -> dict[str, float]:
     """Per attribute, the share of images whose judged value is the requested one; plus ``all`` of them."""
-    hits = hit_matrix(pred, specs)
-    return {a: float(hits[:, i].mean()) for i, a in enumerate((*ATTRIBUTE_NAMES, "all"))}
+    return rates_of(hit_matrix(pred, specs))
 
 
 def paired_intervals(hits: dict[str, np.ndarray], base_hits: dict[str, np.ndarray]
@@ -198,7 +202,7 @@ def _model_block(settings: Settings, cfg: ModelBenchConfig, judge: Any, specs: l
         requests = [_request(cfg, prompt_for(s, lang), seed=cfg.seed + i) for i, s in enumerate(specs)]
         images[lang] = generate(engine, requests, tick)
         hits[lang] = hit_matrix(predict(judge, images[lang]), specs)
-        by_language[lang] = {a: float(hits[lang][:, i].mean()) for i, a in enumerate((*ATTRIBUTE_NAMES, "all"))}
+        by_language[lang] = rates_of(hits[lang])
     effects = _effects(settings, engine, judge, cfg, say)
     generation_s = time.perf_counter() - started
     say(f"{cfg.model}: KID")
