@@ -280,12 +280,16 @@ class EmbeddedJobQueue(JobQueue):
     def _wait_for_batch(self, worker: EmbeddedWorker) -> None:
         """When some jobs wait but fewer than the expected batch (the worker's previous one, else a full one), wait
         (bounded by ``jobs.batch_max_wait_ms``) for more to arrive."""
-        limit = min(self.settings.jobs.batch_max_size, worker.last_batch or self.settings.jobs.batch_max_size)
         max_wait = self.settings.jobs.batch_max_wait_ms / 1000
-        if limit == 1 or max_wait <= 0:
+        if max_wait <= 0:
             return
         deadline = time.monotonic() + max_wait
         while not self._stopping.is_set():
+            # The expectation is read on every pass: it may change while the worker waits (set by a test, or the
+            # settings), and a wait that began with a stale one must not outlive it.
+            limit = min(self.settings.jobs.batch_max_size, worker.last_batch or self.settings.jobs.batch_max_size)
+            if limit == 1:
+                return
             # Clear before reading the depth: a job that arrives after the read still wakes the wait below.
             worker.wake.clear()
             depth = self.storage.generations.queue_depth()
