@@ -23,11 +23,12 @@ from imageloop.engine.families import NEGATIVE_SECOND_PASS
 from imageloop.engine.infotext import import_parameters
 from imageloop.engine.inventory import list_models
 from imageloop.engine.loader import FALLBACK_GUIDANCE, load_model
-from imageloop.engine.model_files import folder_embeds_guidance
+from imageloop.engine.model_files import content_hash, folder_embeds_guidance
 from imageloop.engine.model_profile import model_profile
 from imageloop.engine.plan import make_plan
 from imageloop.engine.pngmeta import png_parameters_text, split_parameters
 from imageloop.engine.request import GenerationRequest
+from imageloop.errors import ModelLoadError
 from tests import tiny
 from tests.tiny import count_calls
 
@@ -98,6 +99,54 @@ def test_its_imageloop_json_wins(lcm_model: Path, tmp_path: Path) -> None:
     (folder / "imageloop.json").write_text('{"steps": 3, "guidance_scale": 4, "scheduler": "Euler"}')
     defaults = load_model(folder, make_settings(tmp_path)).defaults
     assert (defaults.steps, defaults.scheduler, defaults.guidance_scale) == (3, "Euler", 4.0)
+
+
+@contextmanager
+def unet_timesteps(unet: torch.nn.Module) -> Iterator[list[int]]:
+    """The timestep of each UNet call inside the block."""
+    seen: list[int] = []
+
+    def hook(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        seen.append(int(torch.as_tensor(timestep).reshape(-1)[0]))
+
+    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def test_its_own_timesteps_run_for_its_default_steps_and_sampler(lcm_model: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(lcm_model, tmp_path / "student")
+    (folder / "imageloop.json").write_text('{"steps": 4, "scheduler": "LCM", "timesteps": [999, 899, 699, 499]}')
+    own = Engine(make_settings(tmp_path / "data"), model=folder)
+    with unet_timesteps(own.model.pipe.unet) as seen:
+        run(own)
+    assert seen == [999, 899, 699, 499]
+    with unet_timesteps(own.model.pipe.unet) as seen:
+        run(own, steps=2)  # another step count: diffusers' own spacing
+    assert len(seen) == 2 and seen != [999, 899]
+    with unet_timesteps(own.model.pipe.unet) as seen:
+        run(own, scheduler="Euler")  # another sampler: its own spacing
+    assert len(seen) == 4 and seen != [999, 899, 699, 499]
+    # Its images differ from the same weights' without them: another model version.
+    assert own.model.version == content_hash(folder) != content_hash(lcm_model)
+
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ('"timesteps": [999, 999, 499, 10]', "strictly decreasing"),
+    ('"timesteps": [1000, 700, 499, 10]', "[0, 999]"),
+    ('"steps": 3, "timesteps": [999, 700, 499, 10]', "one per step"),
+    ('"timesteps": [999, 499]', "one per step"),
+    ('"scheduler": "DDIM", "timesteps": [999, 700, 499, 10]', "DDIM does not"),
+])
+def test_bad_timesteps_are_refused_by_name(lcm_model: Path, tmp_path: Path, fields: str, named: str) -> None:
+    folder = shutil.copytree(lcm_model, tmp_path / "student")
+    (folder / "imageloop.json").write_text("{" + fields + "}")
+    with pytest.raises(ModelLoadError, match="timesteps") as caught:
+        load_model(folder, make_settings(tmp_path))
+    assert named in str(caught.value)
 
 
 def test_the_embedded_guidance_is_used(engine: Engine) -> None:

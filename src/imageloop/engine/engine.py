@@ -373,6 +373,14 @@ class Engine:
             return flow_scheduler(name, model.scheduler_config, model.architecture.value)
         return make_scheduler(name, model.scheduler_config)
 
+    def _schedule(self, steps: int, scheduler: str) -> dict[str, Any]:
+        """The pipeline's step arguments: the model's own timesteps (its ``imageloop.json``) when the run uses its
+        default sampler and as many steps as they have, else diffusers' spacing for ``steps``."""
+        own = self.model.defaults
+        if own.timesteps is not None and scheduler == own.scheduler and steps == len(own.timesteps):
+            return {"num_inference_steps": steps, "timesteps": list(own.timesteps)}
+        return {"num_inference_steps": steps}
+
     @property
     def prompt_weighting(self) -> PromptWeighting:
         """How prompt weights act: the ``engine.prompt_weighting`` setting, else the model's own choice."""
@@ -416,7 +424,7 @@ class Engine:
         call: dict[str, Any] = dict(kwargs)
         seed_noise_sampler(pipe.scheduler, seeds)
         call.update(
-            num_inference_steps=plan.steps,
+            **self._schedule(plan.steps, plan.scheduler),
             guidance_scale=plan.guidance_scale,
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
             callback_on_step_end=reporter.hook(later=hires_steps_run(plan)),
@@ -479,7 +487,7 @@ class Engine:
         call.update(
             image=[image.resize(size, Image.Resampling.LANCZOS) for image in images],
             strength=request.hires_strength,
-            num_inference_steps=request.hires_steps or plan.steps,
+            **self._schedule(request.hires_steps or plan.steps, plan.scheduler),
             guidance_scale=plan.guidance_scale,
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
             callback_on_step_end=reporter.hook(done=reporter.steps),

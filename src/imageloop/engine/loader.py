@@ -14,6 +14,7 @@ model's files without loading it (where it lives, its architecture, hash and def
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import warnings
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ from imageloop.engine.model_files import (
     resolve_model_source,
     shipped_config_dir,
 )
-from imageloop.engine.schedulers import canonical_scheduler_name
+from imageloop.engine.schedulers import canonical_scheduler_name, scheduler_spec
 from imageloop.engine.timing import DENOISER_CLOCK
 from imageloop.engine.transformer_files import left_out_t5, load_transformer_file
 from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, UnsupportedModelError
@@ -94,6 +95,7 @@ class ResolvedDefaults:
     height: int
     scheduler: str
     prompt_weighting: PromptWeighting = "a1111"
+    timesteps: tuple[int, ...] | None = None  # the model's own schedule for its default steps and scheduler
 
 
 @dataclass
@@ -183,14 +185,30 @@ def complete_defaults(
         if unet_embeds_guidance(pipe):
             steps, scheduler = GUIDANCE_EMBEDDED_STEPS, GUIDANCE_EMBEDDED_SCHEDULER
         native = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
-    return ResolvedDefaults(
+    resolved = ResolvedDefaults(
         steps=own.steps or steps,
         guidance_scale=own.guidance_scale if own.guidance_scale is not None else guidance,
         width=own.width or native,
         height=own.height or native,
         scheduler=canonical_scheduler_name(own.scheduler) if own.scheduler else scheduler,
         prompt_weighting=own.prompt_weighting or "a1111",
+        timesteps=tuple(own.timesteps) if own.timesteps else None,
     )
+    _check_timesteps(resolved)
+    return resolved
+
+
+def _check_timesteps(defaults: ResolvedDefaults) -> None:
+    """A model's own timesteps need one value per default step and a default sampler that takes custom timesteps."""
+    if defaults.timesteps is None:
+        return
+    if len(defaults.timesteps) != defaults.steps:
+        raise ModelLoadError(f"{MODEL_DEFAULTS_FILE}: timesteps has {len(defaults.timesteps)} values but the "
+                             f"model's default steps are {defaults.steps}: one per step")
+    scheduler_class = scheduler_spec(defaults.scheduler).scheduler_class
+    if "timesteps" not in inspect.signature(scheduler_class.set_timesteps).parameters:
+        raise ModelLoadError(f"{MODEL_DEFAULTS_FILE}: timesteps needs a sampler that takes custom timesteps; "
+                             f"{defaults.scheduler} does not (LCM, Euler, DPM++ 2M and others do)")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import json
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from imageloop.config import ASSETS_DIR, EMBEDDED_MODELS, Settings
 from imageloop.engine.conditioning import PromptWeighting
@@ -21,6 +21,7 @@ from imageloop.engine.schedulers import canonical_scheduler_name
 from imageloop.errors import ImageloopError, ModelLoadError, UnsupportedModelError
 
 MODEL_DEFAULTS_FILE = "imageloop.json"
+MAX_TIMESTEP = 999  # diffusers models are trained on 1,000 timesteps
 _NOT_WEIGHTS = frozenset((MODEL_DEFAULTS_FILE, KNOWS_FILE))
 SHIPPED_CONFIGS_DIR = ASSETS_DIR / "configs"
 
@@ -69,6 +70,23 @@ class ModelDefaults(BaseModel):
     prompt_weighting: PromptWeighting | None = Field(
         default=None, description="How (word:1.2) weights act: 'a1111' (the default) or 'context' (see conditioning)."
     )
+    timesteps: list[int] | None = Field(
+        default=None, min_length=1, max_length=1000,
+        description="The sampler's own timesteps for the default steps and scheduler (a few-step model's schedule, "
+                    "as diffusers' custom timesteps): strictly decreasing, each in [0, 999], one per step.",
+    )
+
+    @model_validator(mode="after")
+    def _timesteps_fit(self) -> ModelDefaults:
+        if self.timesteps is None:
+            return self
+        if any(not 0 <= t <= MAX_TIMESTEP for t in self.timesteps):
+            raise ValueError(f"timesteps must each be in [0, {MAX_TIMESTEP}]")
+        if any(later >= earlier for earlier, later in zip(self.timesteps, self.timesteps[1:], strict=False)):
+            raise ValueError("timesteps must be strictly decreasing")
+        if self.steps is not None and self.steps != len(self.timesteps):
+            raise ValueError(f"timesteps has {len(self.timesteps)} values but steps is {self.steps}: one per step")
+        return self
 
 
 def shipped_config_dir(architecture: Architecture) -> Path:
@@ -170,8 +188,13 @@ def detect_architecture(path: Path) -> Architecture:
 
 def content_hash(path: Path) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and bytes, sorted; ``imageloop.json`` and
-    ``knows.json`` excluded: settings and a description, not weights)."""
+    ``knows.json`` excluded: settings and a description, not weights), plus the model's own ``timesteps`` when its
+    ``imageloop.json`` has them: they change every image made with the default steps, and no request records them."""
     digest = hashlib.sha256()
+    if path.is_dir() and (path / MODEL_DEFAULTS_FILE).is_file():
+        timesteps = read_model_defaults(path).timesteps
+        if timesteps:
+            digest.update(b"timesteps:" + ",".join(map(str, timesteps)).encode("ascii") + b"\0")
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and p.name not in _NOT_WEIGHTS and not p.name.startswith(".")
     )
