@@ -84,9 +84,7 @@ class ModelDefaults(BaseModel):
             raise ValueError(f"timesteps must each be in [0, {MAX_TIMESTEP}]")
         if any(later >= earlier for earlier, later in zip(self.timesteps, self.timesteps[1:], strict=False)):
             raise ValueError("timesteps must be strictly decreasing")
-        if self.steps is not None and self.steps != len(self.timesteps):
-            raise ValueError(f"timesteps has {len(self.timesteps)} values but steps is {self.steps}: one per step")
-        return self
+        return self  # one per default step: checked against the resolved steps (loader.complete_defaults)
 
 
 def shipped_config_dir(architecture: Architecture) -> Path:

@@ -285,8 +285,8 @@ class EmbeddedJobQueue(JobQueue):
             return
         deadline = time.monotonic() + max_wait
         while not self._stopping.is_set():
-            # The expectation is read on every pass: it may change while the worker waits (set by a test, or the
-            # settings), and a wait that began with a stale one must not outlive it.
+            # The expectation is read on every pass: ``last_batch`` is a public attribute that may be set from
+            # outside the worker's thread, and a wait must not outlive the value it began with.
             limit = min(self.settings.jobs.batch_max_size, worker.last_batch or self.settings.jobs.batch_max_size)
             if limit == 1:
                 return
