@@ -57,27 +57,22 @@ def keep(storage: Storage, user: UserId, record: GenerationRecord, index: int = 
 RED, BLUE = (200, 40, 30), (30, 40, 200)
 
 
-def preference_world(storage: Storage, user: UserId, *, chains: int, seed: int = 0, noise: bool = False,
-                     edits: bool = True) -> None:
+def preference_world(storage: Storage, user: UserId, *, chains: int, seed: int = 0, edits: bool = True) -> None:
     """``chains`` reroll chains: the first try is cold and blue, the reroll warm and red, and the person keeps the
-    red image of the reroll (not its blue sibling). With ``noise`` the kept side is a coin flip instead. With
-    ``edits`` the reroll is a hand edit that adds the warm words to the first prompt (what the intent means to
-    this person: several such people make it the community's meaning)."""
-    rng = random.Random(seed)
-    for i in range(chains):
+    red image of the reroll (not its blue sibling). ``seed`` shifts which subject and time of day each chain asks
+    for (another week, other intents). With ``edits`` the reroll is a hand edit that adds the warm words to the
+    first prompt (what the intent means to this person: several such people make it the community's meaning)."""
+    for i in range(seed, seed + chains):
         subject = SUBJECTS[i % len(SUBJECTS)]
         intent = f"a {subject} {['at night', 'in rain', 'by day', 'in snow', 'in fog'][i // len(SUBJECTS) % 5]}"
         cold, warm = f"{subject}, cold lighting, blue", f"{subject}, warm lighting, golden hour"
-        flip = noise and rng.random() < 0.5
-        first = served(storage, user, intent, warm if flip else cold, [RED, BLUE] if flip else [BLUE, BLUE])
-        if edits and not flip:
-            after = f"{subject}, warm lighting, golden hour"
+        first = served(storage, user, intent, cold, [BLUE, BLUE])
+        if edits:
             child = act(storage, user, ActionType.EDIT, first.images[0].id, child=NewGeneration(intent=intent),
-                        edit=edit_details(first.final_prompt or cold, after))
+                        edit=edit_details(first.final_prompt or cold, warm))
             assert child is not None
             pngs = [png(color, noise_seed=i * 7 + k) for k, color in enumerate([RED, BLUE])]
-            second = finish(storage, child, after, pngs, expander_strategy="local_llm", expander_version="base")
+            second = finish(storage, child, warm, pngs, expander_strategy="local_llm", expander_version="base")
         else:
-            second = served(storage, user, intent, cold if flip else warm, [BLUE, RED] if flip else [RED, BLUE],
-                            parent=first)
+            second = served(storage, user, intent, warm, [RED, BLUE], parent=first)
         keep(storage, user, second, 0)
