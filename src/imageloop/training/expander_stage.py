@@ -63,15 +63,18 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     """1. Export the SFT and DPO datasets of the whole record up to ``until`` into ``folder``.
     2. Keep the top-K kept intents, read every kept generation into an :class:`IntentExample`; read every hand edit.
     3. Split by intent (a stable hash): held-out intents are never trained on.
-    4. What each phrasing word means to the community, from the training side only: the values people add by hand
-       after it (:func:`edit_meanings`). Kept prompts are not asked: they also carry whatever rode along in what was
-       served (another person's taste reused by retrieval), and kept it because it did not hurt.
+    4. What each phrasing word means to the community: the values people add by hand after it
+       (:func:`edit_meanings`), from every edit. A meaning belongs to a phrase, not to one intent: the edits of
+       held-out intents are evidence of it like any other (a third of a week's edits is often the difference
+       between two people and the three an agreement needs), while the held-out intents themselves are never
+       trained on. Kept prompts are not asked: they also carry whatever rode along in what was served (another
+       person's taste reused by retrieval), and kept it because it did not hurt.
     5. SFT rows in the served format for every training intent, kept, edited or only typed, with the agreed values
        of its words (nothing for a plain intent: the adapter learns to add nothing); DPO rows likewise.
-    6. The gate's items: held-out intents people typed whose words have agreed values, computed from all the data
-       (what the community means by them), each with those values as its target; and as many held-out intents
-       whose words mean nothing agreed, where the right answer adds no scene value (a candidate that writes the
-       common values everywhere must not pass)."""
+    6. The gate's items: held-out intents people typed whose words have agreed values, each with those values as
+       its target (does the candidate carry a phrase's meaning to intents it never saw?); and as many held-out
+       intents whose words mean nothing agreed, where the right answer adds no scene value (a candidate that writes
+       the common values everywhere must not pass)."""
     cfg = settings.training
     shutil.rmtree(folder, ignore_errors=True)
     export_datasets(("sft", "dpo"), storage.db_engine, folder, since=None, until=until, blobs=storage.blobs)
@@ -86,10 +89,8 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     typed = [*(e.intent for e in edits), *history.intents(until=until)]
     train, test = split_examples([*examples, *edited_examples(typed, lexicon)], cfg.heldout_fraction)
     held = {example.intent for example in test}
-    agreed = edit_meanings([e for e in edits if e.intent.strip() not in held], lexicon,
-                           min_users=cfg.meaning_min_users)
-    everyone = edit_meanings(edits, lexicon, min_users=cfg.meaning_min_users)
-    judged = {e.intent: e for e in community_examples(test, lexicon, everyone)}
+    agreed = edit_meanings(edits, lexicon, min_users=cfg.meaning_min_users)
+    judged = {e.intent: e for e in community_examples(test, lexicon, agreed)}
     targets = [e for e in judged.values() if e.values]
     return ExpanderData(
         sft=sft_rows(community_examples(train, lexicon, agreed)),
