@@ -13,7 +13,7 @@ from imageloop.training.data import heldout
 from imageloop.training.expander_stage import expander_data
 from tests.records import act, finish
 from tests.storage.conftest import FakeClock
-from tests.training.records import BLUE, RED, png, served
+from tests.training.records import BLUE, RED, keep, png, served
 
 FRACTION = 0.35
 
@@ -43,7 +43,7 @@ def test_a_held_out_intents_edit_counts_toward_the_phrase_but_the_intent_is_not_
         assert child is not None
         record = finish(storage, child, after, [png(RED, 1), png(BLUE, 2)], expander_strategy="local_llm",
                         expander_version="base")
-        act(storage, user.id, ActionType.DOWNLOAD, record.images[0].id)
+        keep(storage, user.id, record)
     settings = Settings(data_dir=tmp_path / "data", database_url=str(storage.db_engine.url),
                         training={"heldout_fraction": FRACTION, "meaning_min_users": 3})
 
