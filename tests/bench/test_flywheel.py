@@ -171,6 +171,9 @@ def test_cli_writes_json_png_and_table(tiny: Path, tmp_path: Path) -> None:
     assert "keep rate" in result.output
     payload = json.loads((out / "result.json").read_text())
     assert payload["config"]["seed"] == 5 and payload["arms"]["frozen"][0]["sessions"] >= 1
+    # served as measured fastest on 2 cores unless told otherwise: two one-thread workers, batches of 16
+    assert payload["config"]["settings"]["jobs"] == {"workers": 2, "batch_max_size": 16}
+    assert payload["config"]["settings"]["engine"]["threads"] == 1
     # --quick: one newcomer a week beside the one user; in week 1 both are new, and each session is plain or slang
     groups = payload["arms"]["frozen"][0]["groups"]
     assert payload["config"]["cohort"]["newcomers_per_week"] == 1 and len(payload["config"]["cohort"]["slang"]) >= 8

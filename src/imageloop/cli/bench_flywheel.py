@@ -12,8 +12,8 @@ from rich.console import Console
 from imageloop.bench.machine import MachineWatch
 from imageloop.cli.groups import bench_app
 
-# Sized to finish within 30 minutes on 2 CPU cores with the embedded model (the recorded run's timings are in
-# benchmarks/results/flywheel/); the online arm adds about half an arm.
+# Sized so the three arms (frozen, online, full) finish within 45 minutes on 2 CPU cores with the embedded model (the
+# recorded run's timings are in benchmarks/results/flywheel/).
 DEFAULT_USERS = 32
 DEFAULT_WEEKS = 6
 QUICK = {"users": 4, "weeks": 2, "newcomers": 1}
@@ -24,6 +24,10 @@ DEFAULT_STRATEGIES = "local_llm,retrieval,rules"
 # small cohort has fewer at the default fifth), and a candidate that passes serves half of the users in its A/B test.
 TRAIN_CAPS = {"sft_max_steps": 120, "dpo_max_steps": 10, "reward_epochs": 4, "min_pairs": 8,
               "diffusion_dpo_min_pairs": 16, "diffusion_dpo_steps": 40, "heldout_fraction": 0.35, "ab_share": 0.5}
+# How the simulated week's server runs its jobs unless told otherwise: two embedded workers of one torch thread each and
+# batches of up to 16 images, the fastest setup `imageloop bench throughput` measured on 2 cores (one two-thread worker
+# with batches of 8, the server's default, made each image cost about twice as much here).
+SERVE = {"workers": 2, "threads": 1, "batch": 16}
 QUICK_CAPS = {"sft_max_steps": 2, "dpo_max_steps": 4, "reward_epochs": 1, "min_pairs": 4,
               "diffusion_dpo_min_pairs": 8, "diffusion_dpo_steps": 4}
 
@@ -52,7 +56,11 @@ def bench_flywheel(
                                             "local LLM answers once a cycle has promoted an adapter).")]
     = DEFAULT_STRATEGIES,
     steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps (default: the model's).")] = None,
-    threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads of the engine (0 = torch's default).")] = 0,
+    threads: Annotated[int, typer.Option(min=0, help="Torch CPU threads of each worker's engine (0 = torch's "
+                                         "default).")] = SERVE["threads"],
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Embedded worker threads, each with its own engine.")]
+    = SERVE["workers"],
+    batch: Annotated[int, typer.Option(min=1, max=64, help="Most images one pipeline call runs.")] = SERVE["batch"],
 ) -> None:
     """Run the arms with the same simulated users; print keep rate per week with 95% CIs, write JSON and PNG.
 
@@ -73,6 +81,7 @@ def bench_flywheel(
         loaded = dataclasses.replace(loaded, newcomers_per_week=arrivals)
     attribute_judge = load_judge(judge or ASSETS_DIR / "judge")
     base: dict[str, Any] = {"engine": {"model": model or EngineSettings().model, "threads": threads},
+                            "jobs": {"workers": workers, "batch_max_size": batch},
                             "training": dict(QUICK_CAPS if quick else TRAIN_CAPS)}
     base["prompts"] = {"strategies": [s.strip() for s in strategies.split(",") if s.strip()]}
     config = FlywheelConfig(
