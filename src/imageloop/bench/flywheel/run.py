@@ -15,8 +15,8 @@ The simulator's randomness (users, intents, first seeds, decisions) comes from `
 arm. Every arm runs with ``jobs.reroll_seeds = "derived"``: a reroll's (or edit's) seed is a function of its parent's
 seed and its depth in the chain, so wherever two arms make the same request at the same point of a session they see
 the same image, and a run repeats up to the first trained adapter: the expander's training is not bit-repeatable on
-the same record (its examples come out of the record in the order of random row ids), so the arms that train may
-drift apart from a previous run once they serve what they trained.
+the same record (its examples come out of the record ordered by random row ids, the likely cause), so the arms that
+train may drift apart from a previous run once they serve what they trained.
 """
 
 from __future__ import annotations
