@@ -294,3 +294,25 @@ def test_tiny_file_with_the_shipped_full_size_config_fails_clearly(models: dict[
                                                                   settings: Settings) -> None:
     error = load_error(models["sd15_file"], settings)  # no --config: the shipped SD1.5 shapes do not fit
     assert "cannot load the sd15 model" in error.message
+
+
+def test_the_torchvision_fallback_notice_is_dropped_and_other_transformers_messages_are_not() -> None:
+    import logging
+
+    assert loader.FALLBACK_STEPS  # importing the loader installs the filter
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("transformers.utils.import_utils")
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        logger.warning("`CLIPImageProcessor` requires torchvision (not installed); falling back to "
+                       "`CLIPImageProcessorPil` for backward compatibility.")
+        logger.warning("some other transformers warning")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["some other transformers warning"]

@@ -59,6 +59,18 @@ FALLBACK_GUIDANCE = 7.0
 FALLBACK_SCHEDULER = "DPM++ 2M Karras"
 
 
+class _TorchvisionFallbackNotice(logging.Filter):
+    """Drops transformers' once-per-class notice that an image processor falls back to its PIL version because
+    torchvision is not installed: Imageloop leaves torchvision out on purpose, the PIL versions are what it wants,
+    and the notice was the first thing a new user read after ``make demo``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionFallbackNotice())
+
+
 class Mode(StrEnum):
     """Pipeline variants; a request's ``mode`` picks one."""
 
