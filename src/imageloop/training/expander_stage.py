@@ -86,7 +86,7 @@ def expander_data(storage: Storage, folder: Path, *, until: datetime, settings: 
     examples = intent_examples([row for row in sft if str(row["prompt"]).strip() in keep], lexicon)
     history = ActionHistory(storage.sessions)
     edits = history.intent_edits(until=until)
-    typed = [*(e.intent for e in edits), *history.intents(until=until)]
+    typed = sorted({*(e.intent for e in edits), *history.intents(until=until)})  # content order, as the rows
     train, test = split_examples([*examples, *edited_examples(typed, lexicon)], cfg.heldout_fraction)
     held = {example.intent for example in test}
     agreed = edit_meanings(edits, lexicon, min_users=cfg.meaning_min_users)
