@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from imageloop.bench.events import prepare_database, synthesise
-from imageloop.storage.chains import read_chains
+from imageloop.storage.chains import _queries, read_chains
+from imageloop.storage.records import utcnow
 from imageloop.storage.db import create_db_engine
 
 
@@ -53,3 +54,18 @@ def test_an_error_in_the_reading_process_is_raised_here(tmp_path: Path) -> None:
         list(read_chains(db_engine, process=True))
     assert multiprocessing.active_children() == []
     db_engine.dispose()
+
+
+def test_on_sqlite_the_action_stream_walks_generations_in_chain_order(tmp_path: Path) -> None:
+    # Left to its planner, SQLite reads every action by creation time and sorts them all before the first row
+    # (seconds on a large record, while the export waits); walking generations in chain order streams at once.
+    db_engine = prepare_database(f"sqlite:///{tmp_path / 'record.db'}")
+    synthesise(db_engine, 1_500, users=12)
+    _, _, actions = _queries(None, utcnow(), images=True)
+    with db_engine.connect() as connection:
+        sql = str(actions.compile(dialect=connection.dialect))
+        params = actions.compile(dialect=connection.dialect).params
+        plan = [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", tuple(params.values()))]
+    db_engine.dispose()
+    assert plan[0].startswith("SCAN generations USING INDEX ix_generations_chain_id"), plan
+    assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan  # only the right part: within a chain

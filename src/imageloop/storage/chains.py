@@ -33,6 +33,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.selectable import Join
 
 from imageloop.errors import StorageError
 from imageloop.storage.models import Generation, Image, User, UserAction
@@ -141,11 +144,32 @@ def _queries(
     ).where(Image.created_at < until).order_by(Generation.chain_id) if images else None
     # Both databases sort every action by chain anyway (SQLite walks the creation-time index for the time bound,
     # PostgreSQL hash-joins), so time order within the chain costs the sort a longer key, not a Python sort.
+    # Generations drive the action stream too (see _GenerationsFirst): its rows flow from the first chain on.
     actions = _eligible(
         sa.select(Generation.chain_id, UserAction.generation_id, UserAction.image_id, UserAction.type)
-        .join(Generation, Generation.id == UserAction.generation_id), since, until,
+        .select_from(_GenerationsFirst(Generation.__table__, UserAction.__table__,
+                                       Generation.id == UserAction.generation_id)), since, until,
     ).where(UserAction.created_at < until).order_by(Generation.chain_id, UserAction.created_at, UserAction.id)
     return generations, image_rows, actions
+
+
+class _GenerationsFirst(Join):
+    """An inner join that SQLite must run with its left side (generations) as the outer loop.
+
+    Left to itself, SQLite's planner reads the actions by their creation-time index (the time bound) and sorts
+    all of them by chain before the first row comes out: seconds on a large record, while the export waits.
+    Walking generations in chain order and each one's actions by their generation index yields rows at once and
+    sorts only within a chain. ``CROSS JOIN`` is SQLite's documented way to fix the order; other databases get a
+    plain ``JOIN`` (PostgreSQL plans its own sort)."""
+
+    inherit_cache = True
+
+
+@compiles(_GenerationsFirst, "sqlite")
+def _generations_first_on_sqlite(join: _GenerationsFirst, compiler: SQLCompiler, **kw: Any) -> str:
+    # The left side is one table, so the first " JOIN " of the plain rendering is this join's own.
+    left, _, rest = str(compiler.visit_join(join, **kw)).partition(" JOIN ")  # type: ignore[no-untyped-call]
+    return f"{left} CROSS JOIN {rest}"
 
 
 # Enum columns are stored as their values; the driver hands back the strings.
