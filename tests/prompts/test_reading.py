@@ -105,6 +105,15 @@ def test_a_cut_sense_does_not_end_on_a_function_word() -> None:
     assert pick_gloss(["according to"]) == "according to"  # a whole sense is kept as it is
 
 
+def test_a_register_note_on_the_first_sense_marks_the_ordinary_meaning() -> None:
+    # 奶奶: CC-CEDICT's first sense is "(informal) grandma"; the plain senses after it include "breasts".
+    assert pick_gloss(["(informal) grandma (paternal grandmother)", "(respectful) mistress of the house",
+                       "CL:位[wei4]", "(coll.) boobies", "breasts"]) == "grandma"
+    assert pick_gloss(["lamp", "(polite) your lamp"]) == "lamp"  # on a later sense the note still marks a narrower use
+    assert pick_gloss(["(slang) boss", "manager"]) == "manager"  # slang stays out wherever it is
+    assert load_dictionary().gloss("奶奶") == "grandma"
+
+
 def test_a_sense_in_a_field_is_read_and_a_register_note_is_not() -> None:
     assert pick_gloss(["(machine) gear", "pinion (gear wheel)"]) == "gear"
     assert pick_gloss(["(literary) to rain", "to wet"]) == "wet"

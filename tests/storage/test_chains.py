@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from imageloop.bench.events import prepare_database, synthesise
 from imageloop.storage.chains import _queries, read_chains
-from imageloop.storage.records import utcnow
 from imageloop.storage.db import create_db_engine
+from imageloop.storage.records import utcnow
 
 
 @pytest.mark.parametrize("images", [True, False])

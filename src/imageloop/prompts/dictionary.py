@@ -48,6 +48,11 @@ _REGISTER_LABELS = frozenset((
     "arch", "esp", "lit", "fig", "coll", "name", "suffix", "prefix", "not", "in", "attributive", "phonetic",
     "abbr", "dated", "obsolete", "offensive", "pejorative", "rare", "hk", "taiwan", "japanese", "buddhism",
 ))
+# A register note on a word's FIRST sense ("奶奶": "(informal) grandma"): CC-CEDICT lists the most common sense
+# first, so that is the word's ordinary meaning, only said that way, and it stays. On a later sense the same note
+# marks a narrower use, which is left out (as slang, vulgar and the like are everywhere).
+_ORDINARY_REGISTER = re.compile(
+    r"^\((?:informal|respectful|polite|honorific|formal|courteous|humble)\)\s*(?=\S)", re.IGNORECASE)
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
 _FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "for", "with", "by", "from", "and",
@@ -97,13 +102,16 @@ def _commonness(text: str) -> float:
 def usable_senses(senses: Sequence[str]) -> list[str]:
     """``senses`` cleaned into prompt words, in dictionary order with the non-verb senses first ("摄影":
     "photography" before "take a photograph"); learner notes, cross-references and narrower uses left out."""
+    if senses:
+        senses = [_ORDINARY_REGISTER.sub("", senses[0].strip()), *senses[1:]]
     ordered = sorted(senses, key=lambda sense: sense.strip().startswith("to "))
     candidates: list[str] = []
     for sense in ordered:
         for part in sense.split(";"):
+            part = part.strip()
             # A sense that opens with a note ("(of rain, snow etc) to fall", "(literary) ...") is a narrower use of
             # the word; one that opens with a field ("(machine) gear", "(computing) avatar") is the word in that field.
-            if _SKIP_SENSE.match(part.strip()) or (part.strip().startswith("(") and not _field_sense(part)):
+            if _SKIP_SENSE.match(part) or (part.startswith("(") and not _field_sense(part)):
                 continue
             text = _cut(_clean_sense(part))
             # A sense with a word English does not use ("papercutting") would put an invented word in the prompt.
