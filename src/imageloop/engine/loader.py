@@ -53,6 +53,7 @@ from imageloop.engine.schedulers import canonical_scheduler_name, scheduler_spec
 from imageloop.engine.timing import DENOISER_CLOCK
 from imageloop.engine.transformer_files import left_out_t5, load_transformer_file
 from imageloop.errors import ImageloopError, InvalidRequestError, ModelLoadError, UnsupportedModelError
+from imageloop.loading import MODEL_LOADS
 
 FALLBACK_STEPS = 20
 FALLBACK_GUIDANCE = 7.0
@@ -225,24 +226,26 @@ def _check_timesteps(defaults: ResolvedDefaults) -> None:
 
 @contextmanager
 def quiet_loading() -> Iterator[None]:
-    # diffusers/transformers print progress bars and advice while loading; the engine reports its own progress.
+    """One model load at a time in the process (:mod:`imageloop.loading`), without the progress bars and advice
+    diffusers/transformers print while loading (the engine reports its own progress; the log levels are global)."""
     import diffusers
     import transformers
 
     logs: list[Any] = [diffusers.utils.logging, transformers.utils.logging]
-    previous = [(log.get_verbosity(), log.is_progress_bar_enabled()) for log in logs]
-    for log in logs:
-        log.set_verbosity_error()
-        log.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for log, (verbosity, bars) in zip(logs, previous, strict=True):
-            log.set_verbosity(verbosity)
-            if bars:
-                log.enable_progress_bar()
+    with MODEL_LOADS:
+        previous = [(log.get_verbosity(), log.is_progress_bar_enabled()) for log in logs]
+        for log in logs:
+            log.set_verbosity_error()
+            log.disable_progress_bar()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            for log, (verbosity, bars) in zip(logs, previous, strict=True):
+                log.set_verbosity(verbosity)
+                if bars:
+                    log.enable_progress_bar()
 
 
 def _pipeline_class(architecture: Architecture, mode: Mode) -> Any:

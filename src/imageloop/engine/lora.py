@@ -35,6 +35,7 @@ from imageloop.config import Settings
 from imageloop.engine.recipes import LORA_SUFFIX, Recipe, resolve_lora_path
 from imageloop.errors import ConflictError, RecipeError
 from imageloop.files import atomic_write
+from imageloop.loading import MODEL_LOADS
 
 ADAPTER_PREFIX = "lora_"
 DEFAULT_MAX_LOADED = 8
@@ -306,7 +307,7 @@ def _load_adapter(pipe: Any, path: Path, name: str) -> None:
         raise RecipeError(f"LoRA {path}: {type(pipe).__name__} cannot use LoRAs")
     count_lora_layers(path)  # a clear error for a file that is not a LoRA at all
     try:
-        with _quiet_adapter_loading():
+        with MODEL_LOADS, _quiet_adapter_loading():  # one load at a time in the process (imageloop.loading)
             pipe.load_lora_weights(str(path), adapter_name=name, use_safetensors=True, local_files_only=True)
         expected, loaded = _file_totals(path), _adapter_totals(pipe, name)
     except Exception as exc:

@@ -22,6 +22,7 @@ import torch
 
 from imageloop.config import Settings
 from imageloop.errors import ModelLoadError, TrainingError
+from imageloop.loading import MODEL_LOADS
 
 __all__ = [
     "ExpanderTrainer", "load_expander_base", "lora_config", "preference_margins", "prompt_messages", "prompt_text",
@@ -30,6 +31,7 @@ __all__ = [
 
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ADAPTER_INIT_SEED = 0  # the seed of a fresh adapter's initial weights (see ExpanderTrainer.train)
 Progress = Callable[[float, str], None]
 
 
@@ -65,8 +67,9 @@ def load_expander_base(settings: Settings) -> tuple[Any, Any]:
 
         path = convert_gguf(smollm2_gguf_path(), LocalLLMExpander(settings).model_dir())
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, settings.training.expander_dtype))
+        with MODEL_LOADS:  # one load at a time in the process (imageloop.loading)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, settings.training.expander_dtype))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"expander base model {path}: {exc}") from exc
     if tokenizer.pad_token is None:
@@ -139,10 +142,15 @@ class ExpanderTrainer:
         from peft import PeftModel, get_peft_model
 
         cfg = self.settings.training
-        if parent is not None:
-            model = PeftModel.from_pretrained(self.base, str(parent), is_trainable=True)
-        else:
-            model = get_peft_model(self.base, lora_config(self.base, cfg.lora_rank, cfg.expander_lora_layers))
+        # A fresh LoRA's initial weights come from torch's global generator: seeded here (on a forked state, so the
+        # process's other randomness is untouched), a cycle trains the same adapter from the same rows whatever ran
+        # in the process before it.
+        with MODEL_LOADS, torch.random.fork_rng():
+            torch.manual_seed(ADAPTER_INIT_SEED)
+            if parent is not None:
+                model = PeftModel.from_pretrained(self.base, str(parent), is_trainable=True)
+            else:
+                model = get_peft_model(self.base, lora_config(self.base, cfg.lora_rank, cfg.expander_lora_layers))
         sft_steps = sft_step_count(len(sft_rows), cfg.sft_epochs, cfg.batch_size, cfg.sft_max_steps)
         dpo_steps = cfg.dpo_max_steps if dpo_rows else 0
         total = max(sft_steps + dpo_steps, 1)
@@ -192,8 +200,9 @@ class ExpanderTrainer:
         ])
         args = DPOConfig(**self._common(run_dir, steps, self.settings.training.dpo_learning_rate),
                          truncation_mode="keep_start", beta=0.1)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=self.tokenizer,
-                             callbacks=[_progress_callback(progress, "expander DPO")])
+        with MODEL_LOADS:  # TRL adds a frozen copy of the adapter (the reference): a load (imageloop.loading)
+            trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=self.tokenizer,
+                                 callbacks=[_progress_callback(progress, "expander DPO")])
         _run(trainer, "DPO")
         if "ref" in model.peft_config:  # TRL's frozen copy of the starting adapter, DPO's reference: not saved
             model.delete_adapter("ref")

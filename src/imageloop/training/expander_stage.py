@@ -16,6 +16,7 @@ from typing import Any
 
 from imageloop.config import Settings
 from imageloop.flywheel.export import export_datasets
+from imageloop.loading import MODEL_LOADS
 from imageloop.prompts.lexicon import load_lexicon
 from imageloop.storage import Storage
 from imageloop.storage.action_history import ActionHistory
@@ -111,7 +112,8 @@ def gate_expander(peft_model: Any, tokenizer: Any, data: ExpanderData, parent: P
     candidate, answers = recall_scores(peft_model, tokenizer, data.items, lexicon, trained=True,
                                        max_new_tokens=tokens)
     if parent is not None:
-        peft_model.load_adapter(str(parent), adapter_name="current")
+        with MODEL_LOADS:  # one load at a time in the process (imageloop.loading)
+            peft_model.load_adapter(str(parent), adapter_name="current")
         peft_model.set_adapter("current")
         baseline, _ = recall_scores(peft_model, tokenizer, data.items, lexicon, trained=True, max_new_tokens=tokens)
         peft_model.set_adapter("default")

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from imageloop.errors import ModelLoadError, TrainingError, UnsupportedModelError
+from imageloop.loading import MODEL_LOADS
 
 __all__ = ["SCORER", "ClipRewardModel", "load_clip_base", "load_clip_reward", "save_clip_reward"]
 
@@ -136,8 +137,9 @@ def load_clip_base(folder: Path, train_layers: int, learning_rate: float) -> Cli
         raise UnsupportedModelError(f"reward base {folder} is not a complete CLIP model folder: it has none of "
                                     + "; none of ".join(", ".join(names) for names in missing))
     try:
-        clip = CLIPModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
-        processor = CLIPProcessor.from_pretrained(str(folder), local_files_only=True)
+        with MODEL_LOADS:  # one load at a time in the process (imageloop.loading)
+            clip = CLIPModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+            processor = CLIPProcessor.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"reward base {folder} cannot be loaded as a CLIP model: {exc}") from exc
     layers = min(len(clip.vision_model.encoder.layers), len(clip.text_model.encoder.layers))

@@ -56,6 +56,7 @@ from typing import Any, Protocol
 
 from imageloop.config import Settings
 from imageloop.errors import ModelLoadError
+from imageloop.loading import MODEL_LOADS
 from imageloop.prompts.expander._common import ExampleSource, Expander, Expansion, Stopwatch, StrategyFailed
 from imageloop.prompts.expander.llm_prompt import MAX_ADDED_TAGS, adapter_prefix, enrich_prefix, user_message
 from imageloop.prompts.expander.postprocess import clean_llm_output
@@ -343,8 +344,9 @@ class LocalLLMExpander(Expander):
         _use_threads(self.config.llm_threads)
         path = convert_gguf(self._gguf or smollm2_gguf_path(), self.model_dir())
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            with MODEL_LOADS:  # one load at a time in the process (imageloop.loading)
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"local LLM {path}: {exc}") from exc
         if self.config.llm_adapter is not None:
@@ -389,7 +391,8 @@ class LocalLLMExpander(Expander):
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise ModelLoadError(f"prompts.llm_adapter: {adapter} has no adapter_config.json (not a PEFT adapter)")
         try:
-            return PeftModel.from_pretrained(model, str(adapter))
+            with MODEL_LOADS:
+                return PeftModel.from_pretrained(model, str(adapter))
         except Exception as exc:
             raise ModelLoadError(f"prompts.llm_adapter: cannot load {adapter}: {exc}") from exc
 
@@ -417,11 +420,12 @@ class LocalLLMExpander(Expander):
         if not (folder / "adapter_config.json").is_file():
             raise ModelLoadError(f"expander adapter {adapter.tag}: {folder} has no adapter_config.json")
         try:
-            if isinstance(model, PeftModel):
-                model.load_adapter(str(folder), adapter_name=name)
-            else:
-                model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
-                model.eval()
+            with MODEL_LOADS:
+                if isinstance(model, PeftModel):
+                    model.load_adapter(str(folder), adapter_name=name)
+                else:
+                    model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+                    model.eval()
         except Exception as exc:
             raise ModelLoadError(f"expander adapter {adapter.tag}: cannot load {folder}: {exc}") from exc
         self._model = model
