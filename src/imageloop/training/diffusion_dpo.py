@@ -38,7 +38,6 @@ from PIL import Image
 from imageloop.config import TrainingSettings
 from imageloop.errors import InvalidRequestError, TrainingError
 from imageloop.files import atomic_write
-from imageloop.training.data import content_key
 from imageloop.training.lora_loop import run_lora_loop
 from imageloop.training.user_lora import LORA_TARGETS, fit_rgb, rgb_to_tensor
 
@@ -185,7 +184,7 @@ def read_pairs_folder(folder: Path) -> list[Row]:
             rows += pq.read_table(str(file), columns=columns).to_pylist()
         except (OSError, pa.ArrowException) as exc:
             raise InvalidRequestError("--pairs", f"{file} is not a readable Parquet file: {exc}") from exc
-    return sorted(rows, key=content_key)  # content order: the same pairs train the same way whatever their ids
+    return rows
 
 
 def _pixels(blobs: Sequence[bytes], width: int, height: int, where: Sequence[str]) -> torch.Tensor:

@@ -14,9 +14,10 @@ returning users.
 The simulator's randomness (users, intents, first seeds, decisions) comes from ``seed`` and is the same in every
 arm. Every arm runs with ``jobs.reroll_seeds = "derived"``: a reroll's (or edit's) seed is a function of its parent's
 seed and its depth in the chain, so wherever two arms make the same request at the same point of a session they see
-the same image, and a run repeats up to the first trained adapter: the expander's training is not bit-repeatable on
-the same record (its examples come out of the record ordered by random row ids, the likely cause), so the arms that
-train may drift apart from a previous run once they serve what they trained.
+the same image. Two runs made the same record up to the first trained adapter, but trained different adapters
+from it: the cycle read its rows in the order of their random ids, and a fresh adapter's initial weights came from
+torch's global generator, in whatever state the process had left it. Both are fixed (rows are read in content
+order, the adapter's initialisation is seeded); a pair of runs has not yet confirmed that whole runs now repeat.
 """
 
 from __future__ import annotations
