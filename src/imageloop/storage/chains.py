@@ -142,9 +142,8 @@ def _queries(
         sa.select(Generation.chain_id, Image.id, Image.generation_id, Image.index, Image.blob_key)
         .join(Generation, Generation.id == Image.generation_id), since, until,
     ).where(Image.created_at < until).order_by(Generation.chain_id) if images else None
-    # Both databases sort every action by chain anyway (SQLite walks the creation-time index for the time bound,
-    # PostgreSQL hash-joins), so time order within the chain costs the sort a longer key, not a Python sort.
-    # Generations drive the action stream too (see _GenerationsFirst): its rows flow from the first chain on.
+    # The database orders the actions within each chain by time (SQLite per chain, see _GenerationsFirst;
+    # PostgreSQL in its one sort after a hash join): a longer sort key, not a Python sort.
     actions = _eligible(
         sa.select(Generation.chain_id, UserAction.generation_id, UserAction.image_id, UserAction.type)
         .select_from(_GenerationsFirst(Generation.__table__, UserAction.__table__,

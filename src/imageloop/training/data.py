@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-__all__ = ["CycleData", "content_key", "heldout", "read_rows", "snapshot_hash", "split", "top_k_intents"]
+__all__ = ["CycleData", "heldout", "read_rows", "snapshot_hash", "split", "top_k_intents"]
 
 Row = dict[str, Any]
 
@@ -28,10 +28,10 @@ def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[Row]:
     if not path.is_file():
         return []
     rows = pq.read_table(str(path), columns=list(columns) if columns else None).to_pylist()
-    return sorted(rows, key=content_key)
+    return sorted(rows, key=_content_key)
 
 
-def content_key(row: Row) -> tuple[tuple[int, Any], ...]:
+def _content_key(row: Row) -> tuple[tuple[int, Any], ...]:
     """A sort key over a row's values in column order: None first, text and bytes as they are, others by repr."""
     return tuple((0, "") if value is None else (1, value) if isinstance(value, str | bytes) else (1, repr(value))
                  for value in row.values())
