@@ -151,3 +151,14 @@ def test_a_character_before_a_colour_is_a_colour() -> None:
     phrases = [p.text for p in read("蒸汽波，粉紫色，蓝紫色调").phrases]
     assert "pink" in phrases and "powder" not in phrases
     assert "tone" in phrases and "transfering" not in phrases
+
+
+@pytest.mark.parametrize(("intent", "phrase"), [("一只橘猫", "orange cat"), ("一只灰狼", "gray wolf"),
+                                                ("一只粉兔", "pink rabbit")])
+def test_a_colour_character_keeps_its_colour_in_a_word_the_dictionary_lacks(intent: str, phrase: str) -> None:
+    phrases = [p.text for p in read(intent).phrases]
+    assert phrase in phrases
+
+
+def test_a_first_character_that_is_no_plain_colour_keeps_its_own_sense() -> None:
+    assert "tea room" in [p.text for p in read("竹林里的茶室").phrases]  # 茶色 is "tea-colored", not a colour word

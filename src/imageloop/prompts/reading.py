@@ -145,10 +145,12 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
     if splits:  # fewest pieces; on a tie the head-noun-first split ("小女孩" → "small girl")
         fewest: list[str] = min(splits, key=len)
         return " ".join(fewest)
-    for size in range(len(word) - 1, 0, -1):  # the head noun at least: "橘猫" → "cat", "小木屋" → "house"
+    for size in range(len(word) - 1, 0, -1):  # the head noun at least: "小木屋" → "house"
         head = dictionary.gloss(word[-size:])
         if head is not None and (size > 1 or " " not in head):
-            return head
+            # A colour character keeps its colour ("橘猫": 橘色 is "orange", so "orange cat", not "cat").
+            colour = dictionary.gloss(word[0] + "色") if len(word) - size == 1 else None
+            return f"{colour} {head}" if colour is not None and " " not in colour else head
     return None
 
 
@@ -162,9 +164,12 @@ def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list
     while rest:
         for size in range(len(rest), 0, -1):
             piece = rest[-size:] if from_end else rest[:size]
-            # In a colour word a character is its colour ("粉紫色": 粉 as 粉色 "pink", not "powder").
-            colour = dictionary.gloss(piece + "色") if size == 1 and colour_word and piece != "色" else None
-            gloss = colour or dictionary.gloss(piece)
+            # In a colour word, or first in a word, a character is its colour ("粉紫色", "粉兔": 粉 as 粉色 "pink",
+            # not "powder").
+            first = size == len(rest) if from_end else not parts
+            colour = (dictionary.gloss(piece + "色") if size == 1 and (colour_word or first) and piece != "色"
+                      else None)
+            gloss = colour if colour is not None and colour.isalpha() else dictionary.gloss(piece)
             if gloss is not None and (size > 1 or (" " not in gloss and "-" not in gloss)):
                 parts.append(gloss)
                 singles += size == 1
