@@ -25,6 +25,11 @@ def test_bleak_in_english_and_chinese_gives_the_same_prompt() -> None:
     assert en.strategy == "rules" and en.version.startswith("rules-2+lexicon-")
 
 
+def test_a_chinese_concept_word_the_dictionary_lacks_is_kept_as_the_concept_name() -> None:
+    prompt = RULES.expand("冬日的森林").prompt  # CC-CEDICT has no 冬日; the lexicon reads it as its concept "winter"
+    assert "winter" in prompt.split(", ") and "snow" in prompt
+
+
 def test_explicit_words_beat_implied_ones_and_specific_beats_broad() -> None:
     found = load_lexicon().attributes_in(RULES.expand("bleak mood on a sunny beach").prompt)
     assert found["weather"] == {"clear"} and found["mood"] == {"bleak"} and found["place"] == {"beach"}

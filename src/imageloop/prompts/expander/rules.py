@@ -106,10 +106,13 @@ def _apply_concept(plan: ScenePlan, lexicon: Lexicon, match: TermMatch) -> None:
 def _own_term(match: TermMatch, lexicon: Lexicon) -> str | None:
     """The person's word, in English, when the prompt should keep it beside what the lexicon makes of it: a phrasing
     other than the tag ("sunset" for dusk, "cabin" for house), or a concept word its tags do not spell out ("cozy",
-    "film"). Chinese terms are glossed by CC-CEDICT ("黎明" → "dawn", "童话" → "fairy tale")."""
+    "film"). Chinese terms are glossed by CC-CEDICT ("黎明" → "dawn", "童话" → "fairy tale"); a concept word it lacks
+    by the concept's name ("冬日" → "winter")."""
     if match.negated:
         return None
     term = match.term if match.term.isascii() else load_dictionary().gloss(match.term)
+    if term is None and match.concept is not None:
+        term = match.concept.replace("-", " ")
     if term is None:
         return None
     if match.concept is not None:
