@@ -108,3 +108,13 @@ def test_an_added_tag_that_only_changes_the_number_of_another_is_a_repeat() -> N
     result = ChainExpander([drift]).expand("mountains in ink wash")
     assert "mountain" not in tags(result.prompt)
     assert {"tag": "mountain", "reason": "repeats a tag"} in result.details["dropped"]
+
+
+def test_an_added_era_cannot_contradict_the_era_the_expansion_already_gave() -> None:
+    drift = Fixed("local_llm", "snow, courtyard, woman, old-fashioned, vintage, traditional, modern, rustic")
+    result = ChainExpander([drift]).expand("古风庭院，下雪，一个女子")
+    positive = tags(result.prompt)
+    assert {"old-fashioned", "vintage", "traditional"} <= set(positive) and "modern" not in positive
+    reasons = {d["tag"]: d["reason"] for d in result.details["dropped"]}
+    assert reasons["modern"] == "contradicts era past"
+    assert "futuristic" in ChainExpander([Fixed("local_llm", "futuristic, city")]).expand("a modern city").prompt
