@@ -14,10 +14,12 @@ returning users.
 The simulator's randomness (users, intents, first seeds, decisions) comes from ``seed`` and is the same in every
 arm. Every arm runs with ``jobs.reroll_seeds = "derived"``: a reroll's (or edit's) seed is a function of its parent's
 seed and its depth in the chain, so wherever two arms make the same request at the same point of a session they see
-the same image. Two runs made the same record up to the first trained adapter, but trained different adapters
-from it: the cycle read its rows in the order of their random ids, and a fresh adapter's initial weights came from
-torch's global generator, in whatever state the process had left it. Both are fixed (rows are read in content
-order, the adapter's initialisation is seeded); a pair of runs has not yet confirmed that whole runs now repeat.
+the same image. Rows reach the training cycle in content order and a fresh expander adapter's initialisation is
+seeded, so the same record trains the same expander adapter: two ``--arms full --weeks 4`` runs trained a
+byte-identical first adapter. An image's bytes are not repeatable, though: the engine batches whatever requests are
+queued together, and a batch of another size rounds differently, so about 2 % of the images differed between the
+two runs (every decision the same). The image-side stages (reward model, Diffusion-DPO) train on those bytes and
+differ from run to run, and once a run serves one of them, the runs part.
 """
 
 from __future__ import annotations
