@@ -150,7 +150,7 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
         if head is not None and (size > 1 or " " not in head):
             # A colour character keeps its colour ("橘猫": 橘色 is "orange", so "orange cat", not "cat").
             colour = dictionary.gloss(word[0] + "色") if len(word) - size == 1 else None
-            return f"{colour} {head}" if colour is not None and " " not in colour else head
+            return f"{colour} {head}" if colour is not None and colour.isalpha() else head
     return None
 
 
