@@ -149,9 +149,15 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
         head = dictionary.gloss(word[-size:])
         if head is not None and (size > 1 or " " not in head):
             # A colour character keeps its colour ("橘猫": 橘色 is "orange", so "orange cat", not "cat").
-            colour = dictionary.gloss(word[0] + "色") if len(word) - size == 1 else None
-            return f"{colour} {head}" if colour is not None and colour.isalpha() else head
+            colour = _plain_colour(word[0], dictionary) if len(word) - size == 1 else None
+            return f"{colour} {head}" if colour is not None else head
     return None
+
+
+def _plain_colour(char: str, dictionary: ChineseDictionary) -> str | None:
+    """The colour ``char`` names as one plain word ("粉" → "pink": 粉色), or None ("茶色" is "tea-colored")."""
+    colour = dictionary.gloss(char + "色") if char != "色" else None
+    return colour if colour is not None and colour.isalpha() else None
 
 
 def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list[str] | None:
@@ -167,9 +173,8 @@ def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list
             # In a colour word, or first in a word, a character is its colour ("粉紫色", "粉兔": 粉 as 粉色 "pink",
             # not "powder").
             first = size == len(rest) if from_end else not parts
-            colour = (dictionary.gloss(piece + "色") if size == 1 and (colour_word or first) and piece != "色"
-                      else None)
-            gloss = colour if colour is not None and colour.isalpha() else dictionary.gloss(piece)
+            colour = _plain_colour(piece, dictionary) if size == 1 and (colour_word or first) else None
+            gloss = colour or dictionary.gloss(piece)
             if gloss is not None and (size > 1 or (" " not in gloss and "-" not in gloss)):
                 parts.append(gloss)
                 singles += size == 1
