@@ -162,3 +162,10 @@ def test_a_colour_character_keeps_its_colour_in_a_word_the_dictionary_lacks(inte
 
 def test_a_first_character_that_is_no_plain_colour_keeps_its_own_sense() -> None:
     assert "tea room" in [p.text for p in read("竹林里的茶室").phrases]  # 茶色 is "tea-colored", not a colour word
+
+
+def test_a_measure_word_after_a_request_verb_counts_the_noun_after_it() -> None:
+    # jieba reads "画个头像" as 画/个头/像 ("height", "resemble"); 个 is the measure word and 头像 one word.
+    assert [p.text for p in read("帮我画个头像").phrases] == ["portrait"]
+    # ... only when the rest makes a word: in "画个子很高的女孩" 个子 (height) stays.
+    assert "stature" in [p.text for p in read("画个子很高的女孩").phrases]

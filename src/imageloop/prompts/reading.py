@@ -37,6 +37,8 @@ _NUMERALS = frozenset("一二两三四五六七八九十几每这那")
 _MEASURE_WORDS = frozenset("个只位名条头匹张座棵朵艘辆把件")
 # Measure words that are things in the picture: containers and groups ("一碗面" is a bowl of noodles).
 _CONTAINERS = frozenset("碗杯瓶盘壶篮盒袋桶箱罐群束排")
+# Verbs a request opens with; a measure word after one counts the thing asked for ("画个头像": draw an avatar).
+_REQUEST_VERBS = frozenset(("画", "来", "要", "做", "生成", "整", "弄", "拍"))
 # 者 is the agentive suffix jieba splits off ("舞者"); its gloss ("one who") is no prompt word.
 # jieba part-of-speech tags of words that carry no picture: particles, prepositions, pronouns, numerals,
 # measure words, conjunctions, adverbs, modal and exclamation words, punctuation, locatives.
@@ -197,10 +199,31 @@ def _modifiers_alone(pending: list[tuple[str, str]]) -> Phrase:
     return Phrase(english, "".join(w for _, w in pending), True)
 
 
+def _split_request_measure(words: list[tuple[str, str]], dictionary: ChineseDictionary) -> list[tuple[str, str]]:
+    """jieba's words with a measure word after a request verb given back to the noun it counts: "画/个头/像" is
+    "画/个/头像" (draw an avatar), not "height" and "resemble"; only when the rest and the next word make one word the
+    dictionary knows ("画个子很高的女孩" keeps 个子, height)."""
+    out: list[tuple[str, str]] = []
+    index = 0
+    while index < len(words):
+        word, flag = words[index]
+        after_request = bool(out) and out[-1][0] in _REQUEST_VERBS
+        if after_request and len(word) > 1 and word[0] in _MEASURE_WORDS and index + 1 < len(words):
+            joined = word[1:] + words[index + 1][0]
+            if joined in dictionary:
+                out += [(word[0], "q"), (joined, "n")]
+                index += 2
+                continue
+        out.append((word, flag))
+        index += 1
+    return out
+
+
 def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str],
               stopwords: frozenset[str], *, negated: bool = False) -> list[Phrase]:
     """Phrases of jieba's ``words``. ``negated``: any word before 的 describes the noun after it (a negated
     "畸形的手" is one thing, "deformed hand", not a deformity and a hand), and "一个人都没有" excludes people."""
+    words = _split_request_measure(words, dictionary)
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
     previous = ""
