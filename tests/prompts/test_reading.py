@@ -169,3 +169,13 @@ def test_a_measure_word_after_a_request_verb_counts_the_noun_after_it() -> None:
     assert [p.text for p in read("帮我画个头像").phrases] == ["portrait"]
     # ... only when the rest makes a word: in "画个子很高的女孩" 个子 (height) stays.
     assert "stature" in [p.text for p in read("画个子很高的女孩").phrases]
+
+
+def test_a_character_before_a_colour_the_lexicon_reads_is_still_a_colour() -> None:
+    # The lexicon takes 蓝色 (blue); 灰 before it is gray, not "ash".
+    assert [p.text for p in read("灰蓝色的海").phrases] == ["gray"]
+
+
+def test_a_colour_word_the_dictionary_lacks_is_its_colour_without_the_suffix() -> None:
+    # 米黄色 is not in CC-CEDICT; 米黄 is (beige): not "rice yellow" from the parts.
+    assert "beige" in [p.text for p in read("米黄色的墙").phrases]

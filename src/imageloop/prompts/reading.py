@@ -137,6 +137,10 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
             found = dictionary.gloss(rest)
             if found is not None:
                 return found
+    if len(word) > 2 and word.endswith("色"):  # "米黄色": the colour 米黄 (beige), not "rice yellow"
+        found = dictionary.gloss(word[:-1])
+        if found is not None:
+            return found
     if len(word) > 1 and word[0] in "太很超好最更挺":  # "太暗": a degree adverb fused on
         found = dictionary.gloss(word[1:])
         if found is not None:
@@ -348,6 +352,8 @@ def _han_words(run: str, offset: int, mask: Sequence[bool]) -> list[tuple[str, s
     for word, flag in segments(run):
         if not any(mask[position : position + len(word)]):
             out.append((word, flag))
+        elif word.endswith("色") and out and len(out[-1][0]) == 1:
+            out.append(("色", "x"))  # "灰 蓝色": the lexicon reads the colour, 灰 still stands before one (gray)
         position += len(word)
     return out
 
