@@ -179,3 +179,19 @@ def test_a_character_before_a_colour_the_lexicon_reads_is_still_a_colour() -> No
 def test_a_colour_word_the_dictionary_lacks_is_its_colour_without_the_suffix() -> None:
     # 米黄色 is not in CC-CEDICT; 米黄 is (beige): not "rice yellow" from the parts.
     assert "beige" in [p.text for p in read("米黄色的墙").phrases]
+
+
+@pytest.mark.parametrize(("intent", "phrase", "not_phrase"), [
+    ("小男孩骑着马", "sitting astride horse", "horse"),  # jieba's one word 骑着马: verb, particle, noun
+    ("墙上挂着一幅画", "painting", None),  # a counted 画 is a painting, not the request verb
+    ("拿着花的女孩", "flower", "spending"),  # after 着 comes the object: 花 is a flower here
+    ("穿着西装的男人", "wearing", "clothes"),  # 穿着 before its object is the verb, not "attire"
+])
+def test_verbs_with_their_particles_and_objects(intent: str, phrase: str, not_phrase: str | None) -> None:
+    texts = [p.text for p in read(intent).phrases]
+    assert phrase in texts
+    assert not_phrase is None or not_phrase not in texts
+
+
+def test_a_verb_with_its_particle_and_nothing_after_it_keeps_its_own_sense() -> None:
+    assert "sinking" not in [p.text for p in read("他很沉着").phrases]  # 沉着 is calm; no object follows

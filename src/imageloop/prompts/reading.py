@@ -137,6 +137,12 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
             found = dictionary.gloss(rest)
             if found is not None:
                 return found
+    for particle in "着了":  # "骑着马": jieba's one word is a verb, its particle and a noun ("riding horse")
+        verb_part, _, noun_part = word.partition(particle)
+        if verb_part and noun_part and len(word) > 2:
+            verb, noun = dictionary.gloss(verb_part, verb=True), dictionary.gloss(noun_part)
+            if verb is not None and noun is not None:
+                return f"{_gerund(verb)} {noun}"
     if len(word) > 2 and word.endswith("色"):  # "米黄色": the colour 米黄 (beige), not "rice yellow"
         found = dictionary.gloss(word[:-1])
         if found is not None:
@@ -247,6 +253,8 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
                 else:
                     phrases.append(Phrase(container, word, True))
                 continue
+        if word == "画" and previous_word[:1] in _NUMERALS and len(previous_word) == 2:
+            word, flag = "画作", "n"  # "一幅画": a counted 画 is a painting, not the request verb "draw"
         # jieba tags some names it was never told about as adverbs ("莫奈/d"); CC-CEDICT knows them as names.
         name = len(word) > 1 and dictionary.is_name(word)
         if (flag.startswith(_ZH_DROP_FLAGS) and not name) or word in _ZH_DROP_WORDS:
@@ -256,7 +264,12 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
             continue
         if word == "风" and (phrases or pending):  # "中国风", "胶片风": the style suffix, not the wind
             word, flag = "风格", "n"
-        verbal = dictionary.gloss(word, verb=True) if flag.startswith("v") else None
+        # After a verb's 着/了 comes its object: "拿着花" holds a flower (jieba tags 花 "spend" there).
+        object_ = previous_word in ("着", "了")
+        verbal = dictionary.gloss(word, verb=True) if flag.startswith("v") and not object_ else None
+        if verbal is None and flag.startswith("v") and len(word) == 2 and word[1] in "着了" and \
+                index + 1 < len(words) and words[index + 1][1][:1] in ("n", "a"):
+            verbal = dictionary.gloss(word[0], verb=True)  # "穿着 西装": wearing a suit, not "clothes"
         before_colour = len(word) == 1 and index + 1 < len(words) and words[index + 1][0].endswith("色")
         colour = dictionary.gloss(word + "色") if before_colour else None  # "粉 紫色": pink, not powder
         if word == "调" and previous_word.endswith("色"):
