@@ -195,3 +195,16 @@ def test_verbs_with_their_particles_and_objects(intent: str, phrase: str, not_ph
 
 def test_a_verb_with_its_particle_and_nothing_after_it_keeps_its_own_sense() -> None:
     assert "sinking" not in [p.text for p in read("他很沉着").phrases]  # 沉着 is calm; no object follows
+
+
+@pytest.mark.parametrize("intent", ["门口的少年", "一个少年"])
+def test_a_noun_jieba_tags_as_a_numeral_is_read_after_de_or_a_count(intent: str) -> None:
+    assert "early youth" in [p.text for p in read(intent).phrases]  # jieba's dictionary tags 少年 "m"
+
+
+def test_a_place_name_jieba_tags_is_read_as_the_place() -> None:
+    assert "kyoto" in [p.text for p in read("下雪的京都寺庙").phrases]  # CC-CEDICT's common sense is "capital"
+
+
+def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_terms() -> None:
+    assert "old woman" in [p.text for p in read("一个老奶奶在织毛衣").phrases]  # not "paternal great-grandmother"

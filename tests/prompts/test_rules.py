@@ -22,12 +22,21 @@ def test_bleak_in_english_and_chinese_gives_the_same_prompt() -> None:
     assert "dejected" in zh.prompt  # the person's own word, glossed, beside what the lexicon makes of it
     assert "(monochrome:1.2)" in en.prompt and "rain" in en.prompt and "lonely figure" in en.prompt
     assert (en.language, zh.language) == ("en", "zh")
-    assert en.strategy == "rules" and en.version.startswith("rules-2+lexicon-")
+    assert en.strategy == "rules" and en.version.startswith("rules-3+lexicon-")
 
 
 def test_a_chinese_concept_word_the_dictionary_lacks_is_kept_as_the_concept_name() -> None:
     prompt = RULES.expand("冬日的森林").prompt  # CC-CEDICT has no 冬日; the lexicon reads it as its concept "winter"
     assert "winter" in prompt.split(", ") and "snow" in prompt
+
+
+def test_a_chinese_words_other_meaning_is_not_kept_beside_the_tag() -> None:
+    # 特写: CC-CEDICT's first sense is "feature article"; the lexicon's close-up is another of its senses.
+    tags = RULES.expand("一杯咖啡的特写").prompt.split(", ")
+    assert "close-up" in tags and "feature article" not in tags
+    # 海边: "seaside" is the same meaning as the lexicon's beach, and the person's own word stays.
+    tags = RULES.expand("海边的小屋").prompt.split(", ")
+    assert "seaside" in tags and "beach" in tags
 
 
 def test_explicit_words_beat_implied_ones_and_specific_beats_broad() -> None:

@@ -30,7 +30,8 @@ import yaml
 from imageloop.errors import ConfigError
 from imageloop.prompts.words import unreal_words
 
-__all__ = ["ChineseDictionary", "cedict_names", "cedict_senses", "load_dictionary", "pick_gloss", "usable_senses"]
+__all__ = ["ChineseDictionary", "cedict_name_senses", "cedict_names", "cedict_senses", "load_dictionary", "pick_gloss",
+           "usable_senses"]
 
 IMAGE_TERMS_RESOURCE = "data/zh_image_terms.yaml"
 SENSES_RESOURCE = "data/zh_senses.json"  # built by imageloop.prompts.senses
@@ -164,9 +165,11 @@ class ChineseDictionary:
     """Simplified (or traditional) Chinese word → English gloss."""
 
     def __init__(self, senses: dict[str, list[str]], image_terms: dict[str, str],
-                 chosen: dict[str, str] | None = None, names: frozenset[str] = frozenset()) -> None:
+                 chosen: dict[str, str] | None = None, names: frozenset[str] = frozenset(),
+                 name_senses: dict[str, list[str]] | None = None) -> None:
         self._senses = senses
         self._names = names
+        self._name_senses = name_senses or {}
         self._image_terms = image_terms
         self._chosen = chosen or {}
         self._glosses: dict[tuple[str, bool], str | None] = {}
@@ -189,6 +192,12 @@ class ChineseDictionary:
         """True for a proper noun CC-CEDICT knows only as a name ("莫奈": Claude Monet, "敦煌": Dunhuang)."""
         return word in self._names
 
+    def name_gloss(self, word: str) -> str | None:
+        """The English of ``word`` as a proper noun, for a word that is also a common one ("京都": "Kyoto", not
+        "capital"); None when CC-CEDICT knows it only as a common word."""
+        senses = self._name_senses.get(word)
+        return pick_gloss(senses) if senses else None
+
     def __contains__(self, word: str) -> bool:
         return word in self._image_terms or word in self._senses
 
@@ -207,7 +216,7 @@ class ChineseDictionary:
             return self._glosses[key]
 
 
-def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str]]:
+def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str], dict[str, list[str]]]:
     common: dict[str, list[str]] = {}
     proper: dict[str, list[str]] = {}
     with gzip.open(path, mode="rt", encoding="utf-8") as lines:
@@ -223,9 +232,10 @@ def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str]]:
             for key in dict.fromkeys((found["simp"], found["trad"])):
                 table.setdefault(key, []).extend(parts)
     names = frozenset(key for key in proper if key not in common)
+    also_names = {key: list(parts) for key, parts in proper.items() if key in common}
     for key, parts in proper.items():
         common.setdefault(key, []).extend(parts)
-    return common, names
+    return common, names, also_names
 
 
 def _read_image_terms() -> dict[str, str]:
@@ -254,7 +264,7 @@ def _read_chosen_senses() -> dict[str, str]:
 
 
 @cache
-def _cedict() -> tuple[dict[str, list[str]], frozenset[str]]:
+def _cedict() -> tuple[dict[str, list[str]], frozenset[str], dict[str, list[str]]]:
     return _read_cedict(_cedict_path())
 
 
@@ -268,7 +278,13 @@ def cedict_names() -> frozenset[str]:
     return _cedict()[1]
 
 
+def cedict_name_senses() -> dict[str, list[str]]:
+    """The proper-noun senses of CC-CEDICT words that are also common words ("京都": Kyoto, beside "capital")."""
+    return _cedict()[2]
+
+
 @cache
 def load_dictionary() -> ChineseDictionary:
     """The process-wide dictionary (parsed on first call): CC-CEDICT, the image terms, the chosen senses."""
-    return ChineseDictionary(cedict_senses(), _read_image_terms(), _read_chosen_senses(), cedict_names())
+    return ChineseDictionary(cedict_senses(), _read_image_terms(), _read_chosen_senses(), cedict_names(),
+                             cedict_name_senses())

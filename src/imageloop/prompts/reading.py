@@ -35,6 +35,7 @@ _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN_RUN = re.compile(r"[a-z0-9][a-z0-9' -]*[a-z0-9]|[a-z0-9]")
 _NUMERALS = frozenset("一二两三四五六七八九十几每这那")
 _MEASURE_WORDS = frozenset("个只位名条头匹张座棵朵艘辆把件")
+_COUNTING = frozenset("一二两三四五六七八九十百千万亿几半零〇多数第每某")
 # Measure words that are things in the picture: containers and groups ("一碗面" is a bowl of noodles).
 _CONTAINERS = frozenset("碗杯瓶盘壶篮盒袋桶箱罐群束排")
 # Verbs a request opens with; a measure word after one counts the thing asked for ("画个头像": draw an avatar).
@@ -256,6 +257,10 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
         if word == "画" and previous_word[:1] in _NUMERALS and len(previous_word) == 2:
             word, flag = "画作", "n"  # "一幅画": a counted 画 is a painting, not the request verb "draw"
         # jieba tags some names it was never told about as adverbs ("莫奈/d"); CC-CEDICT knows them as names.
+        counted = previous_word[:1] in _NUMERALS and previous_word[1:] in (_MEASURE_WORDS | _CONTAINERS)
+        if flag == "m" and (previous_word in ("的", "之") or counted) and \
+                not any(c in _COUNTING or c.isdigit() for c in word):
+            flag = "n"  # "门口的少年", "一个少年": the noun, which jieba's dictionary tags as a numeral
         name = len(word) > 1 and dictionary.is_name(word)
         if (flag.startswith(_ZH_DROP_FLAGS) and not name) or word in _ZH_DROP_WORDS:
             if pending:
@@ -274,8 +279,11 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
         colour = dictionary.gloss(word + "色") if before_colour else None  # "粉 紫色": pink, not powder
         if word == "调" and previous_word.endswith("色"):
             colour = dictionary.gloss("色调")  # "蓝色 调" is a blue tone, not a transfer
+        place = dictionary.name_gloss(word) if flag == "ns" else None  # jieba's place name: "京都" is Kyoto
         if colour is not None:
             gloss: str | None = colour
+        elif place is not None:
+            gloss = place
         elif verbal is not None:
             gloss = _gerund(verbal)
         else:

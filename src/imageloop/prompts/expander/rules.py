@@ -15,7 +15,8 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass, field, replace
 
-from imageloop.prompts.dictionary import load_dictionary
+from imageloop.prompts.dictionary import cedict_senses, load_dictionary, usable_senses
+from imageloop.prompts.embeddings import default_embedder
 from imageloop.prompts.expander._common import Expander, Expansion, Stopwatch
 from imageloop.prompts.expander.guard import IntentTag, load_exclusive_values
 from imageloop.prompts.language import Language, resolve_language
@@ -24,8 +25,11 @@ from imageloop.prompts.reading import IntentReading, lexicon_matches_inside_word
 
 __all__ = ["RULES_VERSION", "RulesExpander", "ScenePlan", "english_reading", "plan_scene"]
 
-RULES_VERSION = "rules-2"
+RULES_VERSION = "rules-3"
 MAX_FREE_TAGS = 10
+# Below this cosine (multilingual encoder) a gloss is another meaning than a tag ("feature article" / "close-up": 0.04;
+# synonyms such as "seaside" / "beach" score 0.35-0.66).
+_OTHER_MEANING_COSINE = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +123,24 @@ def _own_term(match: TermMatch, lexicon: Lexicon) -> str | None:
         spelled = {w for tag in lexicon.concepts[match.concept] for w in tag.text.split()}
         return None if set(term.split()) <= spelled else term
     assert match.attribute is not None and match.key is not None
+    canonical = lexicon.canonical(match.attribute, match.key)
     content = set(term.split()) - lexicon.stopwords
-    return None if content <= set(lexicon.canonical(match.attribute, match.key).split()) else term
+    if content <= set(canonical.split()) or _another_meaning(match.term, term, canonical):
+        return None
+    return term
+
+
+def _another_meaning(word: str, gloss: str, tag: str) -> bool:
+    """True when ``gloss`` is another meaning of ``word`` than the tag the lexicon read: one of the word's CC-CEDICT
+    senses is the tag itself and the encoder puts the gloss far from it ("特写": "feature article", not "close-up";
+    "海边": "seaside" stays beside "beach")."""
+    def plain(text: str) -> str:
+        return " ".join(text.replace("-", " ").split())
+
+    if word.isascii() or plain(tag) not in {plain(s) for s in usable_senses(cedict_senses().get(word, []))}:
+        return False
+    vectors = default_embedder().encode([gloss, tag])
+    return float(vectors[0] @ vectors[1]) < _OTHER_MEANING_COSINE
 
 
 def _negated_word(match: TermMatch) -> str | None:
