@@ -208,3 +208,9 @@ def test_a_place_name_jieba_tags_is_read_as_the_place() -> None:
 
 def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_terms() -> None:
     assert "old woman" in [p.text for p in read("一个老奶奶在织毛衣").phrases]  # not "paternal great-grandmother"
+
+
+def test_a_loanword_english_rarely_uses_is_read_by_its_description() -> None:
+    dictionary = load_dictionary()
+    assert dictionary.gloss("古筝") == "large zither"  # "guzheng (large zither with 13 to 25 strings, ...)"
+    assert dictionary.gloss("窑洞") == "cave dwelling"  # "yaodong (a kind of cave dwelling in the Loess Plateau ...)"

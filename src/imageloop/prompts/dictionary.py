@@ -75,6 +75,18 @@ def _clean_sense(sense: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
+def _described(sense: str) -> str | None:
+    """The thing a bracketed description names ("guzheng (large zither with 13 to 25 strings)" → "large zither"):
+    its words up to the first comma, digit or preposition, at most three; None when there is none."""
+    found = re.search(r"\(([^()]*)\)", sense)
+    if found is None:
+        return None
+    inside = re.sub(r"^\s*(?:an? )?(?:kind|type|sort) of ", "", found.group(1))
+    head = re.split(r",|;|\d|\b(?:with|of|for|from|in|on|used|made|developed|similar|and|or)\b", inside)[0]
+    words = [w for w in re.sub(r"[^A-Za-z' -]", " ", head).lower().split() if w not in ("a", "an", "the")]
+    return " ".join(words) if 0 < len(words) <= 3 else None
+
+
 def _field_sense(sense: str) -> bool:
     """True when ``sense`` opens with a field label ("(computing)", "(machine)"), not a register or usage note."""
     label = _LABEL.match(sense.strip())
@@ -115,7 +127,10 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
             if _SKIP_SENSE.match(part) or (part.startswith("(") and not _field_sense(part)):
                 continue
             text = _cut(_clean_sense(part))
-            # A sense with a word English does not use ("papercutting") would put an invented word in the prompt.
+            # A sense with a word English does not use ("papercutting") would put an invented word in the prompt;
+            # a loanword English rarely uses is read by the description beside it ("guzheng (large zither with...)").
+            if unreal_words(text):
+                text = _described(part) or text
             usable = (len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text)
                       and not unreal_words(text))
             if usable and text not in candidates:
