@@ -214,3 +214,17 @@ def test_a_loanword_english_rarely_uses_is_read_by_its_description() -> None:
     dictionary = load_dictionary()
     assert dictionary.gloss("古筝") == "large zither"  # "guzheng (large zither with 13 to 25 strings, ...)"
     assert dictionary.gloss("窑洞") == "cave dwelling"  # "yaodong (a kind of cave dwelling in the Loess Plateau ...)"
+
+
+def test_a_count_fused_to_a_one_character_noun_is_that_noun() -> None:
+    assert "dragon" in [p.text for p in read("一条龙盘在山上").phrases]  # not the idiom "integrated chain"
+
+
+def test_no_shipped_sense_ends_on_a_dangling_function_word() -> None:
+    import json
+    from importlib import resources
+
+    chosen = json.loads(resources.files("imageloop").joinpath("data/zh_senses.json").read_text(encoding="utf-8"))
+    # A whole sense may end on a preposition ("full of"); a cut one never ends on a relative word.
+    dangling = [gloss for gloss in chosen.values() if gloss.split()[-1] in ("where", "which", "whose", "who")]
+    assert dangling == []  # "龙门": "mythical dragon gate", not "... gate where"

@@ -57,7 +57,7 @@ _ORDINARY_REGISTER = re.compile(
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
 _FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "for", "with", "by", "from", "and",
-                             "or", "into", "onto", "as"))
+                             "or", "into", "onto", "as", "where", "which", "that", "who", "when", "whose"))
 _CANDIDATES = 3
 _PREFER_MARGIN = 0.3
 _CHOICE_MARGIN = 1.5

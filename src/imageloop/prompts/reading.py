@@ -243,6 +243,9 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
         one = one or previous == "一" or (previous[:1] == "一" and previous[1:] in _MEASURE_WORDS)
         if previous in _NUMERALS and len(word) > 1 and word[0] in _MEASURE_WORDS:
             word = word[1:]  # "一 个人": jieba joins the measure word to the noun ("a person", not "personal")
+        if len(word) == 3 and word[0] in _NUMERALS and word[1] in _MEASURE_WORDS:
+            one = one or word[0] == "一"
+            word, flag = word[2], "n"  # "一条龙": a dragon, counted, not the idiom "integrated chain"
         previous_word, previous = previous, word
         if word in ("的", "之") and pending:
             continue  # "孤独的宇航员": the modifier stays pending across 的
