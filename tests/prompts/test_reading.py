@@ -228,3 +228,8 @@ def test_no_shipped_sense_ends_on_a_dangling_function_word() -> None:
     # A whole sense may end on a preposition ("full of"); a cut one never ends on a relative word.
     dangling = [gloss for gloss in chosen.values() if gloss.split()[-1] in ("where", "which", "whose", "who")]
     assert dangling == []  # "龙门": "mythical dragon gate", not "... gate where"
+
+
+def test_a_long_verb_sense_gives_way_to_the_shortest() -> None:
+    # 仰视: "to tilt one's head back to see; to look up at": no one-word verb, so the shortest sense.
+    assert load_dictionary().gloss("仰视", verb=True) == "look up at"

@@ -150,8 +150,8 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
     if verb:  # only "to ..." senses, the plainer verb of "put on or wear"; None when the word has none
         verbal = [p for s in senses for p in s.split(";") if p.strip().startswith("to ")][:_CANDIDATES]
         glosses = [g.split(" or ")[-1] for g in (_clean_sense(_BRACKETED.sub(" ", v)) for v in verbal) if g]
-        if glosses and len(glosses[0].split()) >= 3:  # "go to bed": a one-word verb after it reads better
-            return next((g for g in glosses if " " not in g), glosses[0])
+        if glosses and len(glosses[0].split()) >= 3:  # "go to bed": a one-word verb after it reads better,
+            return min(glosses, key=lambda g: len(g.split()))  # else the shortest ("look up", not "tilt one's ...")
         return glosses[0] if glosses else None
     candidates = usable_senses(senses)[:_CANDIDATES]
     if not candidates:
