@@ -233,3 +233,8 @@ def test_no_shipped_sense_ends_on_a_dangling_function_word() -> None:
 def test_a_long_verb_sense_gives_way_to_the_shortest() -> None:
     # 仰视: "to tilt one's head back to see; to look up at": no one-word verb, so the shortest sense.
     assert load_dictionary().gloss("仰视", verb=True) == "look up at"
+
+
+def test_cheng_after_the_request_verb_is_as_not_succeed() -> None:
+    reading = read("一只猫，别画成卡通")  # "don't draw it as a cartoon"
+    assert [p.text for p in reading.negatives] == ["cartoon"]

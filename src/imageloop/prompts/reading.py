@@ -265,7 +265,9 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
                 not any(c in _COUNTING or c.isdigit() for c in word):
             flag = "n"  # "门口的少年", "一个少年": the noun, which jieba's dictionary tags as a numeral
         name = len(word) > 1 and dictionary.is_name(word)
-        if (flag.startswith(_ZH_DROP_FLAGS) and not name) or word in _ZH_DROP_WORDS:
+        # "画成卡通": 成 after the request verb is "as" (drawn as a cartoon), not "succeed".
+        into = word == "成" and (previous_word in _REQUEST_VERBS or previous_word.endswith("画"))
+        if (flag.startswith(_ZH_DROP_FLAGS) and not name) or word in _ZH_DROP_WORDS or into:
             if pending:
                 phrases.append(_modifiers_alone(pending))
                 pending = []
