@@ -230,6 +230,42 @@ def _split_request_measure(words: list[tuple[str, str]], dictionary: ChineseDict
     return out
 
 
+def _retag(word: str, flag: str, previous_word: str) -> tuple[str, str]:
+    """``word`` and its tag as read after ``previous_word``, where jieba's tag is wrong for a picture request."""
+    if word == "画" and previous_word[:1] in _NUMERALS and len(previous_word) == 2:
+        return "画作", "n"  # "一幅画": a counted 画 is a painting, not the request verb "draw"
+    counted = previous_word[:1] in _NUMERALS and previous_word[1:] in (_MEASURE_WORDS | _CONTAINERS)
+    if flag == "m" and (previous_word in ("的", "之") or counted) and \
+            not any(c in _COUNTING or c.isdigit() for c in word):
+        return word, "n"  # "门口的少年", "一个少年": the noun, which jieba's dictionary tags as a numeral
+    return word, flag
+
+
+def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, str],
+                dictionary: ChineseDictionary) -> str | None:
+    """The English of ``word`` between ``previous_word`` and the ``following`` (word, tag): a colour, a place, a
+    verb (as a gerund) or the word's own gloss; None when nothing reads it."""
+    if len(word) == 1 and following[0].endswith("色"):
+        colour = dictionary.gloss(word + "色")  # "粉 紫色": pink, not powder
+        if colour is not None:
+            return colour
+    if word == "调" and previous_word.endswith("色"):
+        colour = dictionary.gloss("色调")  # "蓝色 调" is a blue tone, not a transfer
+        if colour is not None:
+            return colour
+    place = dictionary.name_gloss(word) if flag == "ns" else None  # jieba's place name: "京都" is Kyoto
+    if place is not None:
+        return place
+    # After a verb's 着/了 comes its object: "拿着花" holds a flower (jieba tags 花 "spend" there).
+    verbal = dictionary.gloss(word, verb=True) if flag.startswith("v") and previous_word not in ("着", "了") else None
+    if verbal is None and flag.startswith("v") and len(word) == 2 and word[1] in "着了" and \
+            following[1][:1] in ("n", "a"):
+        verbal = dictionary.gloss(word[0], verb=True)  # "穿着 西装": wearing a suit, not "clothes"
+    if verbal is not None:
+        return _gerund(verbal)
+    return word if flag == "eng" else _gloss_compound(word, dictionary)
+
+
 def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str],
               stopwords: frozenset[str], *, negated: bool = False) -> list[Phrase]:
     """Phrases of jieba's ``words``. ``negated``: any word before 的 describes the noun after it (a negated
@@ -257,13 +293,8 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
                 else:
                     phrases.append(Phrase(container, word, True))
                 continue
-        if word == "画" and previous_word[:1] in _NUMERALS and len(previous_word) == 2:
-            word, flag = "画作", "n"  # "一幅画": a counted 画 is a painting, not the request verb "draw"
+        word, flag = _retag(word, flag, previous_word)
         # jieba tags some names it was never told about as adverbs ("莫奈/d"); CC-CEDICT knows them as names.
-        counted = previous_word[:1] in _NUMERALS and previous_word[1:] in (_MEASURE_WORDS | _CONTAINERS)
-        if flag == "m" and (previous_word in ("的", "之") or counted) and \
-                not any(c in _COUNTING or c.isdigit() for c in word):
-            flag = "n"  # "门口的少年", "一个少年": the noun, which jieba's dictionary tags as a numeral
         name = len(word) > 1 and dictionary.is_name(word)
         # "画成卡通": 成 after the request verb is "as" (drawn as a cartoon), not "succeed".
         into = word == "成" and (previous_word in _REQUEST_VERBS or previous_word.endswith("画"))
@@ -274,25 +305,8 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
             continue
         if word == "风" and (phrases or pending):  # "中国风", "胶片风": the style suffix, not the wind
             word, flag = "风格", "n"
-        # After a verb's 着/了 comes its object: "拿着花" holds a flower (jieba tags 花 "spend" there).
-        object_ = previous_word in ("着", "了")
-        verbal = dictionary.gloss(word, verb=True) if flag.startswith("v") and not object_ else None
-        if verbal is None and flag.startswith("v") and len(word) == 2 and word[1] in "着了" and \
-                index + 1 < len(words) and words[index + 1][1][:1] in ("n", "a"):
-            verbal = dictionary.gloss(word[0], verb=True)  # "穿着 西装": wearing a suit, not "clothes"
-        before_colour = len(word) == 1 and index + 1 < len(words) and words[index + 1][0].endswith("色")
-        colour = dictionary.gloss(word + "色") if before_colour else None  # "粉 紫色": pink, not powder
-        if word == "调" and previous_word.endswith("色"):
-            colour = dictionary.gloss("色调")  # "蓝色 调" is a blue tone, not a transfer
-        place = dictionary.name_gloss(word) if flag == "ns" else None  # jieba's place name: "京都" is Kyoto
-        if colour is not None:
-            gloss: str | None = colour
-        elif place is not None:
-            gloss = place
-        elif verbal is not None:
-            gloss = _gerund(verbal)
-        else:
-            gloss = word if flag == "eng" else _gloss_compound(word, dictionary)
+        following = words[index + 1] if index + 1 < len(words) else ("", "")
+        gloss = _gloss_here(word, flag, previous_word, following, dictionary)
         if gloss is None:
             untranslated.append(word)
             continue
