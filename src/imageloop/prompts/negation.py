@@ -22,7 +22,8 @@ NegationSplit = tuple[tuple[int, int], list[tuple[int, int]]]
 
 EN_NEGATION = re.compile(
     r"\b(?:no|not|without|never|avoid|avoiding|minus|exclude|excluding|free of|none of|zero|"
-    r"(?:don'?t|do not|doesn'?t|does not) (?:want|need|include|add|show|have|put)|nothing)\b"
+    r"(?:don'?t|do not|doesn'?t|does not) (?:want|need|include|add|show|have|put|use|draw|make|render|give)"
+    r"(?: (?:it|them|this|that|the image|the picture))?|nothing)\b"
 )
 # Longest first, so "不想要" is read before "不要" would leave a stray "想".
 ZH_NEGATION = re.compile(
