@@ -238,3 +238,7 @@ def test_a_long_verb_sense_gives_way_to_the_shortest() -> None:
 def test_cheng_after_the_request_verb_is_as_not_succeed() -> None:
     reading = read("一只猫，别画成卡通")  # "don't draw it as a cartoon"
     assert [p.text for p in reading.negatives] == ["cartoon"]
+
+
+def test_an_english_preposition_of_place_splits_phrases() -> None:
+    assert "steampunk airship" in [p.text for p in read("steampunk airship above the clouds").phrases]

@@ -55,7 +55,7 @@ _EN_STOPWORDS = frozenset((
     "during", "while", "through", "within", "around", "across", "along", "among", "toward", "towards", "near",
     "next", "beside", "behind", "onto", "upon", "amid", "amidst", "inside", "outside", "where", "which", "who",
     "whose", "what", "when", "how", "also", "maybe", "perhaps", "kinda", "sorta", "something", "someone",
-    "somewhere", "everything", "lots"
+    "somewhere", "everything", "lots", "above", "below", "beneath", "underneath", "beyond", "between", "atop", "via"
 ))
 # Lexicon stopwords that still mean something in a picture request ("tiny crown", "film photo").
 _PICTURE_WORDS = frozenset(("tiny", "little", "big", "photo", "photos", "pic", "shot", "style", "scene"))
