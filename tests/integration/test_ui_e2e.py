@@ -40,6 +40,9 @@ PASSWORD = "correct horse battery"
 STEPS = 6
 SLOW_STEPS = 1000  # long enough to cancel mid-run
 TIMEOUT_MS = 60_000
+# Assertions wait as long as actions: under a loaded CI (2 cores, the server generating), a note that follows a
+# response can take longer than Playwright's 5 s default. A passing assertion returns as soon as it holds.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @dataclass(frozen=True)
