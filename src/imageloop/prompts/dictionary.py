@@ -129,10 +129,11 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
             text = _cut(_clean_sense(part))
             # A sense with a word English does not use ("papercutting") would put an invented word in the prompt;
             # a loanword English rarely uses is read by the description beside it ("guzheng (large zither with...)").
-            if unreal_words(text):
+            invented = unreal_words(text)
+            if invented:
                 text = _described(part) or text
-            usable = (len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text)
-                      and not unreal_words(text))
+                invented = unreal_words(text)
+            usable = len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text) and not invented
             if usable and text not in candidates:
                 candidates.append(text)
     return candidates

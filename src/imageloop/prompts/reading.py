@@ -38,6 +38,7 @@ _MEASURE_WORDS = frozenset("个只位名条头匹张座棵朵艘辆把件")
 _COUNTING = frozenset("一二两三四五六七八九十百千万亿几半零〇多数第每某")
 # Measure words that are things in the picture: containers and groups ("一碗面" is a bowl of noodles).
 _CONTAINERS = frozenset("碗杯瓶盘壶篮盒袋桶箱罐群束排")
+_COUNTERS = _MEASURE_WORDS | _CONTAINERS
 # Verbs a request opens with; a measure word after one counts the thing asked for ("画个头像": draw an avatar).
 _REQUEST_VERBS = frozenset(("画", "来", "要", "做", "生成", "整", "弄", "拍"))
 # 者 is the agentive suffix jieba splits off ("舞者"); its gloss ("one who") is no prompt word.
@@ -234,7 +235,7 @@ def _retag(word: str, flag: str, previous_word: str) -> tuple[str, str]:
     """``word`` and its tag as read after ``previous_word``, where jieba's tag is wrong for a picture request."""
     if word == "画" and previous_word[:1] in _NUMERALS and len(previous_word) == 2:
         return "画作", "n"  # "一幅画": a counted 画 is a painting, not the request verb "draw"
-    counted = previous_word[:1] in _NUMERALS and previous_word[1:] in (_MEASURE_WORDS | _CONTAINERS)
+    counted = previous_word[:1] in _NUMERALS and previous_word[1:] in _COUNTERS
     if flag == "m" and (previous_word in ("的", "之") or counted) and \
             not any(c in _COUNTING or c.isdigit() for c in word):
         return word, "n"  # "门口的少年", "一个少年": the noun, which jieba's dictionary tags as a numeral
