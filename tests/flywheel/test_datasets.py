@@ -57,6 +57,15 @@ def test_identical_prompts_make_no_dpo_pair_and_chains_without_intent_make_no_te
     assert {p.source for p in pair_specs(no_intent)} == {"siblings"}
 
 
+def test_an_empty_final_prompt_is_no_text_example_and_no_caption() -> None:
+    """An intent that only excluded ("no people") ran an empty prompt: there is no prompt to learn or to caption."""
+    c = chain([gen("g1", "", intent="no people"), gen("g2", "cat, ink", parent="g1", intent="no people")],
+              [("g1-0", ActionType.DOWNLOAD), ("g1-1", ActionType.DISCARD), ("g2-0", ActionType.DISCARD)])
+    assert [e.completion for e in sft_examples(c)] == []
+    assert all(e.chosen and e.rejected for e in dpo_examples(c))
+    assert all(p.caption for p in pair_specs(c))
+
+
 def test_pair_orientation_varies_but_labels_follow_the_kept_image() -> None:
     generations = [gen(f"g{i}", f"p{i}") for i in range(20)]
     c = chain(generations, [(f"g{i}-0", ActionType.LIKE) for i in range(20)])

@@ -301,6 +301,16 @@ def test_bad_input_shows_the_apis_message_and_keeps_the_input(page: Any, served:
     expect(page.locator("#c-width")).to_have_value("100")
 
 
+def test_an_intent_that_only_excludes_shows_an_empty_prompt_and_what_is_kept_out(page: Any, served: Served) -> None:
+    sign_in_with_key(page, served, served.user_key)
+    page.goto(served.base + "/#/create")
+    page.fill("#c-intent", "no people")
+    page.click("#c-expand")
+    expect(page.locator("#c-expander")).to_contain_text("Kept out (negative prompt): people.")
+    expect(page.locator("#c-expander")).to_contain_text("only what to leave out")
+    expect(page.locator("#c-prompt")).to_have_value("")
+
+
 def test_a_double_click_or_a_retried_request_records_one_action(page: Any, served: Served) -> None:
     sign_in_with_key(page, served, served.user_key)
     generate(page, "a lighthouse in the fog")

@@ -70,11 +70,30 @@ def test_a_negated_word_is_never_in_the_positive_prompt(strategy: Expander, inte
     assert "penguin" in result.prompt
 
 
+@pytest.mark.parametrize("strategy", [
+    Fixed("local_llm", "people, cinematic lighting"),
+    Fixed("retrieval", "no people"),
+    RulesExpander(),
+])
+@pytest.mark.parametrize("intent", ["no people", "without people", "不要有人"])
+def test_an_intent_that_only_excludes_leaves_nothing_it_excluded_in_the_positive_prompt(
+    strategy: Expander, intent: str
+) -> None:
+    result = ChainExpander([strategy]).expand(intent)
+    assert tags(result.negative or "") == ["people"]
+    assert not any("people" in tag.split() for tag in tags(result.prompt)), result.prompt
+    assert not any(ord(c) > 127 for c in result.prompt)  # never the intent as typed
+    if strategy.name == "rules":
+        assert result.prompt == "" and result.details["only_excludes"]
+
+
 def test_separate_lets_the_current_intent_win_and_otherwise_the_positive_prompt() -> None:
     both = Expansion("fox, rain, night", "rain, blurry", "memory", "m", "en")
     assert (separate(both).prompt, separate(both).negative) == ("fox, rain, night", "blurry")
     negated = separate(both, ["rain"])
     assert (negated.prompt, negated.negative) == ("fox, night", "rain, blurry")
+    only = separate(Expansion("no rain", None, "retrieval", "r", "en"), ["rain"])
+    assert (only.prompt, only.negative) == ("", None)  # emptied, never kept as it was
 
 
 def test_the_usual_with_a_negation_moves_the_word_out_of_the_recalled_prompt(storage: Storage) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from imageloop.engine.pngmeta import png_parameters_text, split_parameters
 from imageloop.prompts.expander import Expander, Expansion
 from imageloop.prompts.language import Language
 from imageloop.server.services import Services
@@ -165,3 +166,23 @@ def test_a_batch_stores_each_prompt_at_submit(
     for record in stored:
         assert wait_done(client, key, record.id)["status"] == "succeeded"
     assert changing.calls == 2
+
+
+def test_an_intent_that_only_excludes_runs_an_empty_prompt_with_its_words_in_the_negative(
+    client: TestClient, services: Services
+) -> None:
+    user, key = make_user(services.storage, "excluder")
+    preview = client.post("/api/v1/prompts/expand", headers=auth(key), json={"intent": "不要有人"})
+    assert preview.status_code == 200, preview.text
+    shown = preview.json()
+    assert (shown["final_prompt"], shown["negative_prompt"]) == ("", "people")
+    assert shown["details"]["only_excludes"] is True
+    for body in ({"expansion_id": shown["expansion_id"]}, {"intent": "no people", "params": {"seed": 3}}):
+        done = wait_done(client, key, _post(client, key, body)["id"])
+        assert done["status"] == "succeeded", done["error"]
+        assert (done["final_prompt"], done["negative_prompt"]) == ("", "people")
+        png = client.get(done["images"][0]["url"], headers=auth(key)).content
+        prompt, negative, _ = split_parameters(png_parameters_text(png))
+        assert (prompt, negative) == ("", "people")  # what ran
+    stored = services.storage.generations.get(UserId(user), GenerationId(done["id"]))
+    assert stored.final_prompt == ""

@@ -58,3 +58,19 @@ def test_previews_go_with_the_users_data(storage: Storage) -> None:
     storage.users.delete_user_data(ada.id, storage.blobs)
     with pytest.raises(InvalidRequestError):
         storage.previews.get(ada.id, preview.id)
+
+
+def test_an_empty_final_prompt_is_stored_only_beside_a_negative_prompt(storage: Storage) -> None:
+    ada, _ = storage.users.create_user("ada")
+    excluded = Expansion(final_prompt="", negative_prompt="people", expander_strategy="rules")
+    record = storage.generations.create(ada.id, NewGeneration(intent="no people", expansion=excluded))
+    assert (record.final_prompt, record.negative_prompt) == ("", "people")
+    assert storage.previews.store(ada.id, "no people", "en", excluded, ttl=timedelta(hours=1)).expansion == excluded
+    later = storage.generations.create(ada.id, NewGeneration(intent="no people"))
+    assert storage.generations.record_expansion(later.id, excluded).final_prompt == ""
+    for empty in (Expansion(final_prompt=""), Expansion(final_prompt=" ", negative_prompt=" ")):
+        with pytest.raises(InvalidRequestError) as refused:
+            storage.generations.create(ada.id, NewGeneration(intent="no people", expansion=empty))
+        assert refused.value.field == "final_prompt" and "empty" in refused.value.message
+        with pytest.raises(InvalidRequestError):
+            storage.previews.store(ada.id, "no people", "en", empty, ttl=timedelta(hours=1))

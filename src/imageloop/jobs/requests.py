@@ -104,7 +104,7 @@ def record_request(
     """The engine request a claimed generation runs: its final prompt (set by the expansion) and its params, with
     its recipe resolved as its user sees it (their private recipe of that name first) and, given ``generator``, the
     Diffusion-DPO LoRA that serves this user (the engine applies it under the recipe, on its own base model only)."""
-    prompt = record.final_prompt or record.prompt or record.intent or ""
+    prompt = record.final_prompt if record.final_prompt is not None else record.prompt or record.intent or ""
     request = engine_request(
         prompt=prompt, negative_prompt=record.negative_prompt, params=record.params, recipe=record.recipe,
         style=record.style, settings=settings,

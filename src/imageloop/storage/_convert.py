@@ -167,3 +167,12 @@ def check_text(field: str, value: str | None, *, max_length: int, required: bool
         raise InvalidRequestError(field, f"is {len(value)} characters long, at most {max_length} allowed")
     if "\x00" in value:
         raise InvalidRequestError(field, "must not contain NUL characters")
+
+
+def check_final_prompt(final_prompt: str | None, negative_prompt: str | None, *, max_length: int) -> None:
+    """Raise InvalidRequestError unless ``final_prompt`` can be stored: present, and empty only when the intent
+    only excluded things ("no people"), so that what it excluded is the negative prompt and nothing is drawn for it."""
+    check_text("final_prompt", final_prompt, max_length=max_length,
+               required=not (final_prompt == "" and negative_prompt and negative_prompt.strip()))
+    if final_prompt is None:
+        raise InvalidRequestError("final_prompt", "is required")

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, aliased
 
 from imageloop.errors import InvalidRequestError, NotFoundError
 from imageloop.storage._convert import (
+    check_final_prompt,
     check_text,
     generation_record,
     image_record,
@@ -98,7 +99,7 @@ def validate_new_generation(request: NewGeneration) -> None:
                         ("batch_key", 256), ("base_model_id", 256)):
         check_text(name, getattr(request, name), max_length=limit)
     if request.expansion is not None:
-        check_text("final_prompt", request.expansion.final_prompt, max_length=MAX_TEXT, required=True)
+        check_final_prompt(request.expansion.final_prompt, request.expansion.negative_prompt, max_length=MAX_TEXT)
         check_text("negative_prompt", request.expansion.negative_prompt, max_length=MAX_TEXT)
 
 
@@ -424,7 +425,7 @@ class GenerationRepository:
     def record_expansion(self, generation_id: GenerationId, expansion: Expansion) -> GenerationRecord:
         """Store how the intent was expanded, once: if a previous attempt already stored one, keep and return it
         (so a re-run job generates from the same final prompt)."""
-        check_text("final_prompt", expansion.final_prompt, max_length=MAX_TEXT, required=True)
+        check_final_prompt(expansion.final_prompt, expansion.negative_prompt, max_length=MAX_TEXT)
         with write_session(self._sessions) as session:
             row = self._locked(session, generation_id)
             if row.final_prompt is None:
@@ -449,7 +450,8 @@ class GenerationRepository:
                 for image in finished.images
             ], ["generation_id", "index"])
             row.status, row.finished_at, row.lease_expires_at = JobStatus.SUCCEEDED, now, None
-            row.final_prompt = row.final_prompt or row.prompt or row.intent
+            if row.final_prompt is None:
+                row.final_prompt = row.prompt or row.intent
             row.base_model_id = finished.base_model_id or row.base_model_id
             row.base_model_version = finished.base_model_version or row.base_model_version
             row.timings = dict(finished.timings)

@@ -15,7 +15,7 @@ from typing import NewType
 import sqlalchemy as sa
 
 from imageloop.errors import InvalidRequestError
-from imageloop.storage._convert import check_text
+from imageloop.storage._convert import check_final_prompt, check_text
 from imageloop.storage.db import SessionFactory, read_session, write_session
 from imageloop.storage.models import PromptPreviewRow
 from imageloop.storage.records import Expansion, UserId, new_id, utcnow
@@ -60,7 +60,7 @@ class PreviewRepository:
     ) -> PromptPreview:
         """Keep ``expansion`` of ``intent`` for ``user_id`` until ``ttl`` from now (and delete expired previews)."""
         check_text("intent", intent, max_length=MAX_TEXT, required=True)
-        check_text("final_prompt", expansion.final_prompt, max_length=MAX_TEXT, required=True)
+        check_final_prompt(expansion.final_prompt, expansion.negative_prompt, max_length=MAX_TEXT)
         now = self._clock()
         row = PromptPreviewRow(
             id=new_id(), user_id=user_id, intent=intent, intent_language=intent_language,

@@ -195,8 +195,8 @@ def separate(expansion: Expansion, negated_now: Iterable[str] = ()) -> Expansion
     if "provenance" in details:
         keys = {_key(t) for t in positive}
         details["provenance"] = [p for p in details["provenance"] if _key(p["tag"]) in keys]
-    return replace(expansion, prompt=", ".join(positive) or expansion.prompt, negative=", ".join(negative) or None,
-                   details=details)
+    # A prompt whose every tag the intent negated is left empty rather than keep a word it excluded.
+    return replace(expansion, prompt=", ".join(positive), negative=", ".join(negative) or None, details=details)
 
 
 def provenance_of(prompt: str, before: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:

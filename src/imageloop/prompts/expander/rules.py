@@ -63,6 +63,11 @@ class ScenePlan:
     def is_empty(self) -> bool:
         return not (self.values or self.extras or self.free)
 
+    @property
+    def only_excludes(self) -> bool:
+        """The intent names only what must not be in the picture ("no people", "不要下雨"): nothing to draw for it."""
+        return self.is_empty and bool(self.negatives)
+
     def own_tags(self, lexicon: Lexicon) -> list[IntentTag]:
         """The person's own words as tags: the values they named, then their free phrases."""
         named = [IntentTag(WeightedTag(lexicon.canonical(a, v.key)), self.translated)
@@ -214,7 +219,8 @@ def _completed(plan: ScenePlan, lexicon: Lexicon, completion: tuple[WeightedTag,
 
 def english_reading(intent: str, lexicon: Lexicon, language: Language | None = None) -> str:
     """The intent read into English tags, as the local LLM is given it (served and in training alike)."""
-    return plan_scene(intent, lexicon, resolve_language(intent, language)).english(lexicon) or intent.strip()
+    plan = plan_scene(intent, lexicon, resolve_language(intent, language))
+    return plan.english(lexicon) or ("" if plan.only_excludes else intent.strip())
 
 
 class RulesExpander(Expander):
@@ -234,7 +240,9 @@ class RulesExpander(Expander):
         watch = Stopwatch()
         lang = resolve_language(intent, language)
         plan = plan_scene(intent, self.lexicon, lang)
-        prompt = render(plan, self.lexicon) if not plan.is_empty else normalise_text(intent)
+        prompt = render(plan, self.lexicon)
+        if plan.is_empty:  # no word known; an intent that only excludes gets an empty prompt (its words are negative)
+            prompt = "" if plan.only_excludes else normalise_text(intent)
         alternatives = []
         for completion in self.lexicon.completions.values():
             completed = _completed(plan, self.lexicon, completion)
@@ -246,7 +254,8 @@ class RulesExpander(Expander):
             "free_tags": plan.free,
             "untranslated": list(plan.reading.untranslated),
             "corrections": plan.reading.corrections,
-            "fallback": plan.is_empty,
+            "fallback": plan.is_empty and not plan.only_excludes,
+            "only_excludes": plan.only_excludes,
         }
         return Expansion(
             prompt=prompt,

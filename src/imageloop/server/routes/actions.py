@@ -36,7 +36,7 @@ def _child_and_edit(
             raise InvalidRequestError("prompt", "an edit action needs the edited prompt")
         services.prompts.check_prompt(body.prompt)  # the edited prompt is moderated like any explicit prompt
         parent = _acted_on(services, user_id, body)
-        before = parent.final_prompt or parent.prompt or parent.intent or ""
+        before = parent.final_prompt if parent.final_prompt is not None else parent.prompt or parent.intent or ""
         seed = child_seed(parent, services.settings, services.storage)
         child = child_generation(parent, services.settings, prompt=body.prompt, seed=seed)
         return child, edit_details(before, body.prompt)

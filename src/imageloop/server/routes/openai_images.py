@@ -120,7 +120,7 @@ async def create_images(
         raise GenerationFailed(f"the generation failed: {record.error}")
     base_url = public_base_url(services.settings, request)
     as_b64 = body.response_format == "b64_json"
-    prompt = record.final_prompt or body.prompt
+    prompt = record.final_prompt if record.final_prompt is not None else body.prompt
     data = await run_in_threadpool(
         lambda: [_image_data(services, image, base_url, as_b64=as_b64, prompt=prompt) for image in record.images]
     )

@@ -166,6 +166,8 @@ export function createPage(root, { startWith = null } = {}) {
     if (!restored) form.elements.prompt.value = out.final_prompt;
     const language = out.language ? `, language ${out.language}` : "";
     info.textContent = `Expanded by ${out.strategy} ${out.version}${language}. Edit it and the edited text is sent as is.`;
+    if (out.negative_prompt) info.textContent += ` Kept out (negative prompt): ${out.negative_prompt}.`;
+    if (out.details?.only_excludes) info.textContent += " You named only what to leave out, so the prompt is empty.";
     localStorage.setItem(EXPANSION, JSON.stringify({ ...out, intent: expansion.intent }));
     save();
   };
