@@ -354,6 +354,11 @@ class PromptSettings(BaseModel):
         default=14, ge=8, le=512,
         description="Most tokens the local LLM writes: room for its few added tags; decoding is most of its time.",
     )
+    llm_base_max_new_tokens: int = Field(
+        default=10, ge=4, le=512,
+        description="Most tokens the untrained base model writes (no adapter serves): its added tags are style "
+        "guesses, about three fit; a trained adapter writes up to llm_max_new_tokens.",
+    )
     llm_timeout_seconds: float = Field(default=15.0, gt=0, description="Generation time limit of the local LLM.")
     llm_threads: int = Field(
         default=1, ge=0,

@@ -78,10 +78,12 @@ def _adapter(folder: Path, seed: int) -> Path:
     return folder
 
 
-def _expander(tmp_path: Path, adapters: Routing | None = None, *, base_serves: bool = True) -> LocalLLMExpander:
+def _expander(tmp_path: Path, adapters: Routing | None = None, *, base_serves: bool = True,
+              base_tokens: int = NEW_TOKENS) -> LocalLLMExpander:
     gguf = tmp_path / "stand-in.gguf"
     gguf.write_bytes(b"not a real gguf: the converted folder below already exists")
-    settings = Settings(data_dir=tmp_path / "data", prompts={"llm_max_new_tokens": NEW_TOKENS, "llm_threads": 1,
+    settings = Settings(data_dir=tmp_path / "data", prompts={"llm_max_new_tokens": NEW_TOKENS,
+                                                             "llm_base_max_new_tokens": base_tokens, "llm_threads": 1,
                                                              "llm_base_serves": base_serves})
     expander = LocalLLMExpander(settings, gguf=gguf, adapters=adapters)
     tokenizer = _tokenizer()
@@ -250,3 +252,14 @@ def test_a_pasted_essay_is_read_only_up_to_the_phrase_cap(expander: LocalLLMExpa
     essay, _ = expander.prompt_ids(None, ", ".join(["red cat, night"] * 2000))
     tail = len(short) - cached - len(expander._tokens("red cat, night"))
     assert len(essay) == cached + local_llm.MAX_PHRASE_TOKENS + tail
+
+
+def test_the_base_model_writes_fewer_tokens_than_a_trained_adapter(tmp_path: Path) -> None:
+    adapter = Adapter("expander-v2.bbbb", _adapter(tmp_path / "v2", seed=2))
+    expander = _expander(tmp_path, Routing({"bob": adapter}), base_tokens=5)
+    try:
+        base, trained = (expander.complete(PHRASES[0], user=user) for user in ("cy", "bob"))
+    finally:
+        expander.close()
+    assert (base.adapter, trained.adapter) == (None, adapter.tag)
+    assert (base.new_tokens, trained.new_tokens) == (5, NEW_TOKENS), (base, trained)  # both cut by their cap

@@ -22,6 +22,11 @@ def test_gloss_skips_learner_notes_and_prefers_the_common_word() -> None:
     assert pick_gloss(["surname Hu", "fox", "fig. sly person"]) == "fox"
     assert pick_gloss(["CL:個|个[ge4]"]) is None
     assert pick_gloss(["station", "to stand"], verb=True) == "stand"
+    # A one-word verb after a two-word first sense reads as the act ("骑": ride, not "sit astride").
+    assert pick_gloss(["mounted soldier", "to sit astride", "to ride (a horse, bike etc)"], verb=True) == "ride"
+    assert pick_gloss(["to look after", "to take care of", "to watch"], verb=True) == "watch"
+    assert pick_gloss(["to look up at", "to admire"], verb=True) == "admire"
+    assert pick_gloss(["to look up", "to tilt one's head back to see"], verb=True) == "look up"
 
 
 def test_the_dictionary_reads_words_the_lexicon_was_never_written_for() -> None:
@@ -182,7 +187,9 @@ def test_a_colour_word_the_dictionary_lacks_is_its_colour_without_the_suffix() -
 
 
 @pytest.mark.parametrize(("intent", "phrase", "not_phrase"), [
-    ("小男孩骑着马", "sitting astride horse", "horse"),  # jieba's one word 骑着马: verb, particle, noun
+    ("小男孩骑着马", "riding horse", "horse"),  # jieba's one word 骑着马: verb, particle, noun
+    ("骑自行车的少年", "riding", "sitting astride"),
+    ("透过舷窗看地球", "watching", "looking after"),
     ("墙上挂着一幅画", "painting", None),  # a counted 画 is a painting, not the request verb
     ("拿着花的女孩", "flower", "spending"),  # after 着 comes the object: 花 is a flower here
     ("穿着西装的男人", "wearing", "clothes"),  # 穿着 before its object is the verb, not "attire"

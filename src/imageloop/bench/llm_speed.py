@@ -29,7 +29,8 @@ def measure_llm_speed(
 
     Returns ``p50_seconds`` and ``p95_seconds`` per completion, ``mean_prompt_tokens`` (the cached prefix included),
     ``mean_new_tokens``, ``tokens_per_second`` (new tokens over completion time), ``load_seconds`` (conversion on
-    the first run ever, then loading), ``completions``, ``failures``, ``threads``, ``max_new_tokens`` and
+    the first run ever, then loading), ``completions``, ``failures``, ``threads``, ``max_new_tokens`` (an
+    adapter's cap), ``base_max_new_tokens`` (the base model's, which this measures) and
     ``load_average_start`` / ``load_average_end`` (1-minute). Pass ``expander`` to measure one already built
     (and maybe loaded: then ``load_seconds`` is its own load time).
     """
@@ -67,6 +68,7 @@ def measure_llm_speed(
         "failures": failures,
         "threads": settings.prompts.llm_threads,
         "max_new_tokens": settings.prompts.llm_max_new_tokens,
+        "base_max_new_tokens": settings.prompts.llm_base_max_new_tokens,
         "load_average_start": round(load_average_start, 2),
         "load_average_end": round(os.getloadavg()[0], 2),
     }

@@ -151,8 +151,13 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
     if verb:  # only "to ..." senses, the plainer verb of "put on or wear"; None when the word has none
         verbal = [p for s in senses for p in s.split(";") if p.strip().startswith("to ")][:_CANDIDATES]
         glosses = [g.split(" or ")[-1] for g in (_clean_sense(_BRACKETED.sub(" ", v)) for v in verbal) if g]
-        if glosses and len(glosses[0].split()) >= 3:  # "go to bed": a one-word verb after it reads better,
-            return min(glosses, key=lambda g: len(g.split()))  # else the shortest ("look up", not "tilt one's ...")
+        # "go to bed", "look after", "sit astride": a one-word verb after it ("sleep", "watch", "ride") reads better;
+        # else a first sense of three words or more gives way to the shortest ("look up", not "tilt one's ...").
+        one_word = next((g for g in glosses if " " not in g), None)
+        if glosses and " " in glosses[0] and one_word is not None:
+            return one_word
+        if glosses and len(glosses[0].split()) >= 3:
+            return min(glosses, key=lambda g: len(g.split()))
         return glosses[0] if glosses else None
     candidates = usable_senses(senses)[:_CANDIDATES]
     if not candidates:

@@ -121,7 +121,7 @@ def gate_expander(peft_model: Any, tokenizer: Any, data: ExpanderData, parent: P
     else:
         with peft_model.disable_adapter():
             baseline, _ = recall_scores(peft_model, tokenizer, data.items, lexicon, trained=False,
-                                        max_new_tokens=tokens)
+                                        max_new_tokens=settings.prompts.llm_base_max_new_tokens)
     gate = evaluate_gate(candidate, baseline, confidence=cfg.gate_confidence, min_pairs=cfg.min_heldout_items,
                          metric="recall", items="intents")
     examples = [{"intent": e.intent, "kept": e.values, "answer": a} for e, a in zip(data.items, answers,

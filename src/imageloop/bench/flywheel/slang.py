@@ -94,7 +94,8 @@ def slang_recall(settings: Settings, cohort: Cohort, model: Any, tokenizer: Any)
                 continue
             adapter, _ = recall_scores(served, tokenizer, examples, lexicon, trained=True, max_new_tokens=tokens)
             with served.disable_adapter():
-                base, _ = recall_scores(served, tokenizer, examples, lexicon, trained=False, max_new_tokens=tokens)
+                base, _ = recall_scores(served, tokenizer, examples, lexicon, trained=False,
+                                        max_new_tokens=settings.prompts.llm_base_max_new_tokens)
             rows.append(SlangRecall(language, len(adapter), _mean(adapter), _mean(base)))
     finally:
         served.unload()

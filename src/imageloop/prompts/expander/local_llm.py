@@ -15,7 +15,12 @@ Where the time of one completion goes, and what this module does about each part
    and runs only its phrase and the assistant turn's header (:func:`greedy_continue`), with logits for the last
    position only.
 2. Decoding, one forward pass per token, is most of the time: the model answers with at most
-   ``MAX_ADDED_TAGS`` added tags, stops at the end of the line, and ``prompts.llm_max_new_tokens`` caps it.
+   ``MAX_ADDED_TAGS`` added tags, stops at the end of the line, and ``prompts.llm_max_new_tokens`` caps it
+   (``prompts.llm_base_max_new_tokens``, lower, for the untrained base model: its tags are guesses, and with 14
+   tokens it wrote to the cap and took 25-30 % longer, for the same recall and contradictions on dev). The
+   tokens are memory-bound: 82 % of a token's time is the matrix products reading the 540 MB of fp32 weights
+   (about 64 ms a token on one core); int8 dynamic quantisation runs 3x faster but changes most completions,
+   and bf16 is no faster on this CPU.
    Greedy with a repetition penalty and no repeated 3-grams over the request's own tokens (plain greedy loops:
    "cozy, cozy, cozy").
 3. Threads. The model runs on one worker thread of its own, whose torch thread count is
@@ -440,14 +445,20 @@ class LocalLLMExpander(Expander):
         """The chat's text before and after the phrase with ``adapter`` served: both constant, so the part before
         (prefix, examples and the user turn's header) is read once and only the phrase and the rest run per
         request."""
-        trained = adapter is not None or self.config.llm_adapter is not None
-        prefix = adapter_prefix() if trained else enrich_prefix()
+        prefix = adapter_prefix() if self._trained(adapter) else enrich_prefix()
         text = self._tokenizer.apply_chat_template([*prefix, user_message(_SLOT)], tokenize=False,
                                                    add_generation_prompt=True)
         before, found, after = str(text).partition(_SLOT)
         if not found or _SLOT in after:
             raise ModelLoadError("the local LLM's chat template does not show the user's turn as written")
         return before, after
+
+    def _trained(self, adapter: RoutedAdapter | None) -> bool:
+        return adapter is not None or self.config.llm_adapter is not None
+
+    def _max_new_tokens(self, adapter: RoutedAdapter | None) -> int:
+        """A trained adapter's cap, or the base model's (its added tags are guesses: fewer of them, sooner)."""
+        return self.config.llm_max_new_tokens if self._trained(adapter) else self.config.llm_base_max_new_tokens
 
     def _tokens(self, text: str) -> list[int]:
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -507,7 +518,7 @@ class LocalLLMExpander(Expander):
             ids, cached = self.prompt_ids(adapter, english_phrase)
             eos = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
             new, finished = greedy_continue(
-                model, ids, max_new_tokens=self.config.llm_max_new_tokens, cache=copy.deepcopy(prefix.cache),
+                model, ids, max_new_tokens=self._max_new_tokens(adapter), cache=copy.deepcopy(prefix.cache),
                 cached=cached, penalty_from=cached, deadline=deadline,
                 stop=lambda token: token in eos or "\n" in tokenizer.decode([token]),
             )
