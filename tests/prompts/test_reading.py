@@ -249,3 +249,13 @@ def test_cheng_after_the_request_verb_is_as_not_succeed() -> None:
 
 def test_an_english_preposition_of_place_splits_phrases() -> None:
     assert "steampunk airship" in [p.text for p in read("steampunk airship above the clouds").phrases]
+
+
+@pytest.mark.parametrize(("intent", "phrase"), [
+    ("春天的油菜花田", "oilseed rape flower"),  # 油菜 + 花, not 油 + 菜花 "oil cauliflower"
+    ("一张通话费账单", "phone call fee"),  # 通话 + 费, not "open call charge"
+    ("一个小女孩", "small girl"),  # a modifier character first: 小 + 女孩
+    ("老父亲的背影", "old father"),  # 老 + 父亲, not "father parent"
+])
+def test_a_compound_the_dictionary_lacks_is_split_where_its_head_is(intent: str, phrase: str) -> None:
+    assert phrase in [p.text for p in read(intent).phrases]

@@ -123,9 +123,9 @@ def _gerund(verb: str) -> str:
     return " ".join([head, *words[1:]])
 
 
-def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
+def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = False) -> str | None:
     """Gloss of ``word``; of the verb before an aspect particle ("坐在" → "sit", "戴着" → "wear"); or of its
-    longest known parts left to right ("窗台上" → "windowsill")."""
+    longest known parts ("窗台上" → "windowsill"). ``noun``: the segmenter tagged it a noun."""
     whole = dictionary.gloss(word)
     if whole is not None:
         return whole
@@ -142,9 +142,9 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
     for particle in "着了":  # "骑着马": jieba's one word is a verb, its particle and a noun ("riding horse")
         verb_part, _, noun_part = word.partition(particle)
         if verb_part and noun_part and len(word) > 2:
-            verb, noun = dictionary.gloss(verb_part, verb=True), dictionary.gloss(noun_part)
-            if verb is not None and noun is not None:
-                return f"{_gerund(verb)} {noun}"
+            verb, thing = dictionary.gloss(verb_part, verb=True), dictionary.gloss(noun_part)
+            if verb is not None and thing is not None:
+                return f"{_gerund(verb)} {thing}"
     if len(word) > 2 and word.endswith("色"):  # "米黄色": the colour 米黄 (beige), not "rice yellow"
         found = dictionary.gloss(word[:-1])
         if found is not None:
@@ -153,10 +153,15 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary) -> str | None:
         found = dictionary.gloss(word[1:])
         if found is not None:
             return found
+    # Fewest pieces. On a tie, a noun is its longest start and the head after it ("油菜花": oilseed rape flower, not
+    # "oil cauliflower"; "苹果树": apple tree) unless it opens with a modifier or colour character ("小女孩": small
+    # girl); anything else its longest end ("排长队": to queue in a long line, not "platoon leader, team").
+    modified = not noun or _is_modifier("", word[0]) or _plain_colour(word[0], dictionary) is not None
     splits: list[list[str]] = [
-        s for s in (_pieces(word, dictionary, from_end=True), _pieces(word, dictionary, from_end=False)) if s
+        s for s in (_pieces(word, dictionary, from_end=modified), _pieces(word, dictionary, from_end=not modified))
+        if s
     ]
-    if splits:  # fewest pieces; on a tie the head-noun-first split ("小女孩" → "small girl")
+    if splits:
         fewest: list[str] = min(splits, key=len)
         return " ".join(fewest)
     for size in range(len(word) - 1, 0, -1):  # the head noun at least: "小木屋" → "house"
@@ -264,7 +269,7 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
         verbal = dictionary.gloss(word[0], verb=True)  # "穿着 西装": wearing a suit, not "clothes"
     if verbal is not None:
         return _gerund(verbal)
-    return word if flag == "eng" else _gloss_compound(word, dictionary)
+    return word if flag == "eng" else _gloss_compound(word, dictionary, noun=flag.startswith("n"))
 
 
 def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str],
