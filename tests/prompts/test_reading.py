@@ -21,6 +21,8 @@ def test_gloss_skips_learner_notes_and_prefers_the_common_word() -> None:
     assert pick_gloss(["fiddle", "violin"]) == "violin"
     assert pick_gloss(["surname Hu", "fox", "fig. sly person"]) == "fox"
     assert pick_gloss(["CL:個|个[ge4]"]) is None
+    assert pick_gloss(["not a soul in sight (idiom)"]) is None  # a negation would put "soul" in the prompt
+    assert pick_gloss(["not bad", "pretty good"]) == "pretty good"
     assert pick_gloss(["station", "to stand"], verb=True) == "stand"
     # A one-word verb after a two-word first sense reads as the act ("骑": ride, not "sit astride").
     assert pick_gloss(["mounted soldier", "to sit astride", "to ride (a horse, bike etc)"], verb=True) == "ride"

@@ -36,8 +36,9 @@ __all__ = ["ChineseDictionary", "cedict_name_senses", "cedict_names", "cedict_se
 IMAGE_TERMS_RESOURCE = "data/zh_image_terms.yaml"
 SENSES_RESOURCE = "data/zh_senses.json"  # built by imageloop.prompts.senses
 _LINE = re.compile(r"^(?P<trad>\S+) (?P<simp>\S+) \[(?P<pinyin>[^\]]*)\] /(?P<senses>.*)/\s*$")
+# A sense that is a negation ("空无一人": "not a soul in sight") would put what it negates in the positive prompt.
 _SKIP_SENSE = re.compile(
-    r"^(?:see |see also|variant of|old variant|also written|abbr\. for|surname |CL:|used in |fig\. |lit\. |"
+    r"^(?:not |no |see |see also|variant of|old variant|also written|abbr\. for|surname |CL:|used in |fig\. |lit\. |"
     r"\(onom\.|\(Tw\)|\(Cantonese\)|\(dialect\)|\(archaic\)|\(old\)|\(slang\) |\(coll\.\) |pr\. |Japanese )",
     re.IGNORECASE,
 )

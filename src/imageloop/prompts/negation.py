@@ -28,7 +28,7 @@ EN_NEGATION = re.compile(
 # Longest first, so "不想要" is read before "不要" would leave a stray "想".
 ZH_NEGATION = re.compile(
     r"不希望有|不想看到|不要出现|不能出现|不可以有|不应该有|别出现|请勿出现|不想要|不需要|不希望|不要有|不能有|不想有|不应有|"
-    r"不出现|千万别|不要|不是|没有|不带|去掉|去除|删掉|删除|移除|拿掉|除去|排除|不含|无需|不加|不用|避免|避开|禁止|拒绝|"
+    r"不出现|千万别|不要|不是|没有|不带|不戴|不穿|不拿|去掉|去除|删掉|删除|移除|拿掉|除去|排除|不含|无需|不加|不用|避免|避开|禁止|拒绝|"
     r"请勿|切勿|不准|不许|别|没|无|勿"
 )
 # In English a negation reaches up to a preposition or a contrast word.
