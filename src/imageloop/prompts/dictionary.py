@@ -60,6 +60,7 @@ _MAX_GLOSS_WORDS = 4
 _FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "for", "with", "by", "from", "and",
                              "or", "into", "onto", "as", "where", "which", "that", "who", "when", "whose"))
 _CANDIDATES = 3
+_VERB_PREPOSITIONS = frozenset(("to", "at", "for", "with", "on", "in", "about"))
 _PREFER_MARGIN = 0.3
 _CHOICE_MARGIN = 1.5
 _RARE_FIRST = 4.0  # a first sense this common stays (风: "wind", not the more common "news")
@@ -154,6 +155,10 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
         glosses = [g.split(" or ")[-1] for g in (_clean_sense(_BRACKETED.sub(" ", v)) for v in verbal) if g]
         # "go to bed", "look after", "sit astride": a one-word verb after it ("sleep", "watch", "ride") reads better;
         # else a first sense of three words or more gives way to the shortest ("look up", not "tilt one's ...").
+        # A verb and its preposition ("listen to", "look at") is the verb: "listening", not the "hear" after it.
+        first = glosses[0].rsplit(" ", 1) if glosses else []
+        if len(first) == 2 and first[1] in _VERB_PREPOSITIONS:
+            return first[0]
         one_word = next((g for g in glosses if " " not in g), None)
         if glosses and " " in glosses[0] and one_word is not None:
             return one_word
