@@ -28,7 +28,7 @@ def test_gloss_skips_learner_notes_and_prefers_the_common_word() -> None:
     assert pick_gloss(["mounted soldier", "to sit astride", "to ride (a horse, bike etc)"], verb=True) == "ride"
     assert pick_gloss(["to look after", "to take care of", "to watch"], verb=True) == "watch"
     assert pick_gloss(["smile (archaic)", "to listen to; to hear"], verb=True) == "listen"  # "听", not "hear"
-    assert pick_gloss(["to look up at", "to admire"], verb=True) == "admire"
+    assert pick_gloss(["to look up at", "to admire"], verb=True) == "look up"
     assert pick_gloss(["to look up", "to tilt one's head back to see"], verb=True) == "look up"
 
 
