@@ -262,3 +262,18 @@ def test_an_english_preposition_of_place_splits_phrases() -> None:
 ])
 def test_a_compound_the_dictionary_lacks_is_split_where_its_head_is(intent: str, phrase: str) -> None:
     assert phrase in [p.text for p in read(intent).phrases]
+
+
+@pytest.mark.parametrize(("word", "english"), [
+    ("上海", "shanghai"),  # "Shanghai municipality, central east China"
+    ("杭州", "hangzhou"),  # "Hangzhou subprovincial city and capital of Zhejiang province"
+    ("四川", "sichuan"),  # "Sichuan province (Szechuan) in southwest China"
+    ("莫奈", "claude monet"),  # a person's name is read as before
+])
+def test_a_place_is_its_own_name_without_what_the_dictionary_says_of_it(word: str, english: str) -> None:
+    assert load_dictionary().gloss(word) == english
+
+
+def test_a_measure_word_after_the_request_verb_is_no_thing() -> None:
+    texts = [p.text for p in read("来张赛博朋克的头像").phrases]
+    assert "portrait" in texts and "sheet of paper" not in texts

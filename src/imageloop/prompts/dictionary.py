@@ -60,6 +60,8 @@ _MAX_GLOSS_WORDS = 4
 _FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "for", "with", "by", "from", "and",
                              "or", "into", "onto", "as", "where", "which", "that", "who", "when", "whose"))
 _CANDIDATES = 3
+_PLACE_SENSE = re.compile(r"((?:[A-Z][\w'-]*)(?: [A-Z][\w'-]*)*) (?:municipality|city|province|county|prefecture|"
+                          r"subprovincial|prefecture-level|district|township|autonomous)\b")
 _VERB_PREPOSITIONS = frozenset(("to", "at", "for", "with", "on", "in", "about"))
 _PREFER_MARGIN = 0.3
 _CHOICE_MARGIN = 1.5
@@ -223,7 +225,7 @@ class ChineseDictionary:
         """The English of ``word`` as a proper noun, for a word that is also a common one ("京都": "Kyoto", not
         "capital"); None when CC-CEDICT knows it only as a common word."""
         senses = self._name_senses.get(word)
-        return pick_gloss(senses) if senses else None
+        return (_place_name(senses[0]) or pick_gloss(senses)) if senses else None
 
     def __contains__(self, word: str) -> bool:
         return word in self._image_terms or word in self._senses
@@ -239,8 +241,16 @@ class ChineseDictionary:
         with self._lock:
             if key not in self._glosses:
                 senses = self._senses.get(word)
-                self._glosses[key] = pick_gloss(senses, verb=verb) if senses else None
+                place = _place_name(senses[0]) if senses and not verb and word in self._names else None
+                self._glosses[key] = place or (pick_gloss(senses, verb=verb) if senses else None)
             return self._glosses[key]
+
+
+def _place_name(sense: str) -> str | None:
+    """The place's own name in a sense that describes it ("Shanghai municipality, central east China": "shanghai";
+    "Hangzhou subprovincial city and capital of ...": "hangzhou"), as people write it in a prompt."""
+    found = _PLACE_SENSE.match(sense)
+    return found.group(1).lower() if found else None
 
 
 def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str], dict[str, list[str]]]:

@@ -240,6 +240,8 @@ def _retag(word: str, flag: str, previous_word: str) -> tuple[str, str]:
     """``word`` and its tag as read after ``previous_word``, where jieba's tag is wrong for a picture request."""
     if word == "画" and previous_word[:1] in _NUMERALS and len(previous_word) == 2:
         return "画作", "n"  # "一幅画": a counted 画 is a painting, not the request verb "draw"
+    if previous_word in _REQUEST_VERBS and word in _MEASURE_WORDS:
+        return word, "q"  # "来张赛博朋克的头像": the request counts one picture, 张 is no "sheet of paper"
     counted = previous_word[:1] in _NUMERALS and previous_word[1:] in _COUNTERS
     if flag == "m" and (previous_word in ("的", "之") or counted) and \
             not any(c in _COUNTING or c.isdigit() for c in word):
