@@ -277,3 +277,13 @@ def test_a_place_is_its_own_name_without_what_the_dictionary_says_of_it(word: st
 def test_a_measure_word_after_the_request_verb_is_no_thing() -> None:
     texts = [p.text for p in read("来张赛博朋克的头像").phrases]
     assert "portrait" in texts and "sheet of paper" not in texts
+
+
+@pytest.mark.parametrize(("intent", "phrase", "not_phrase"), [
+    ("ins风的咖啡店", "style", "wind"),  # 风 after a Latin word is its style
+    ("y2k风的女孩", "style", "wind"),
+    ("海边的风", "wind", "style"),
+])
+def test_feng_after_a_latin_word_is_a_style(intent: str, phrase: str, not_phrase: str) -> None:
+    texts = [p.text for p in read(intent).phrases]
+    assert phrase in texts and not_phrase not in texts

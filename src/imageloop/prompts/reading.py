@@ -261,6 +261,8 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
         colour = dictionary.gloss("色调")  # "蓝色 调" is a blue tone, not a transfer
         if colour is not None:
             return colour
+    if word in ("风", "风格") and previous_word.isascii() and previous_word.strip().isalnum():
+        return "style"  # "ins风", "y2k风": the Latin word's style, no wind
     place = dictionary.name_gloss(word) if flag == "ns" else None  # jieba's place name: "京都" is Kyoto
     if place is not None:
         return place
@@ -275,13 +277,14 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
 
 
 def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str],
-              stopwords: frozenset[str], *, negated: bool = False) -> list[Phrase]:
-    """Phrases of jieba's ``words``. ``negated``: any word before 的 describes the noun after it (a negated
-    "畸形的手" is one thing, "deformed hand", not a deformity and a hand), and "一个人都没有" excludes people."""
+              stopwords: frozenset[str], *, negated: bool = False, before: str = "") -> list[Phrase]:
+    """Phrases of jieba's ``words``; ``before`` is the Latin word written right before them ("ins风"), if any.
+    ``negated``: any word before 的 describes the noun after it (a negated "畸形的手" is one thing, "deformed hand",
+    not a deformity and a hand), and "一个人都没有" excludes people."""
     words = _split_request_measure(words, dictionary)
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
-    previous = ""
+    previous = before
     one = False  # counted as one ("一个", "一位") until the noun it counts: "一个戴面具的人" is a person
     for index, (word, flag) in enumerate(words):
         one = one or previous == "一" or (previous[:1] == "一" and previous[1:] in _MEASURE_WORDS)
@@ -415,11 +418,13 @@ def _read_span(text: str, mask: Sequence[bool], lexicon: Lexicon, dictionary: Ch
     for piece in re.split(r",+", latin):
         phrases += _read_latin(piece, stopwords, corrections)
     for han in _HAN_RUN.finditer(text):
+        latin_before = _LATIN_BEFORE.search(text, 0, han.start())
         phrases += _read_han(_han_words(han.group(0), han.start(), mask), dictionary, untranslated, stopwords,
-                             negated=negated)
+                             negated=negated, before=latin_before.group(0) if latin_before else "")
     return phrases
 
 
+_LATIN_BEFORE = re.compile(r"[A-Za-z0-9]+$")
 _DECADE = re.compile(r"(\d{2,4})\s*年代|([一二三四五六七八九])十年代")
 _DIGITS = {c: str(i) for i, c in enumerate("〇一二三四五六七八九")}
 
