@@ -107,7 +107,10 @@ def test_the_usual_with_a_negation_moves_the_word_out_of_the_recalled_prompt(sto
     assert "rain" in tags(usual.prompt)
     dry = chain.expand("the usual, but no rain", user=ada.id)
     assert "rain" not in tags(dry.prompt) and "rain" in tags(dry.negative or "")
-    for result in (usual, dry):
+    dry_zh = chain.expand("老规矩，但是不要下雨", user=ada.id)
+    assert "rain" not in tags(dry_zh.prompt) and "rain" in tags(dry_zh.negative or "")
+    assert "warm lighting" in tags(dry_zh.prompt)  # the rest of the usual stays
+    for result in (usual, dry, dry_zh):
         assert not set(tags(result.prompt)) & set(tags(result.negative or ""))
 
 
