@@ -158,15 +158,17 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
         # "go to bed", "look after", "sit astride": a one-word verb after it ("sleep", "watch", "ride") reads better;
         # else a first sense of three words or more gives way to the shortest ("look up", not "tilt one's ...").
         # A verb and its preposition ("listen to", "look at") is the verb: "listening", not the "hear" after it.
-        first = glosses[0].rsplit(" ", 1) if glosses else []
-        if len(first) == 2 and first[1] in _VERB_PREPOSITIONS:
-            return first[0]
+        if not glosses:
+            return None
+        verb_part, _, last = glosses[0].rpartition(" ")
+        if verb_part and last in _VERB_PREPOSITIONS:
+            return verb_part
         one_word = next((g for g in glosses if " " not in g), None)
-        if glosses and " " in glosses[0] and one_word is not None:
+        if " " in glosses[0] and one_word is not None:
             return one_word
-        if glosses and len(glosses[0].split()) >= 3:
+        if len(glosses[0].split()) >= 3:
             return min(glosses, key=lambda g: len(g.split()))
-        return glosses[0] if glosses else None
+        return glosses[0]
     candidates = usable_senses(senses)[:_CANDIDATES]
     if not candidates:
         cleaned = (_clean_sense(p) for s in senses for p in s.split(";") if not _SKIP_SENSE.match(p.strip()))

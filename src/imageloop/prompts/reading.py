@@ -156,9 +156,9 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = Fa
     # Fewest pieces. On a tie, a noun is its longest start and the head after it ("油菜花": oilseed rape flower, not
     # "oil cauliflower"; "苹果树": apple tree) unless it opens with a modifier or colour character ("小女孩": small
     # girl); anything else its longest end ("排长队": to queue in a long line, not "platoon leader, team").
-    modified = not noun or _is_modifier("", word[0]) or _plain_colour(word[0], dictionary) is not None
+    end_first = not noun or _is_modifier("", word[0]) or _plain_colour(word[0], dictionary) is not None
     splits: list[list[str]] = [
-        s for s in (_pieces(word, dictionary, from_end=modified), _pieces(word, dictionary, from_end=not modified))
+        s for s in (_pieces(word, dictionary, from_end=end_first), _pieces(word, dictionary, from_end=not end_first))
         if s
     ]
     if splits:
@@ -261,7 +261,7 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
         colour = dictionary.gloss("色调")  # "蓝色 调" is a blue tone, not a transfer
         if colour is not None:
             return colour
-    if word in ("风", "风格") and previous_word.isascii() and previous_word.strip().isalnum():
+    if word in ("风", "风格") and previous_word.isascii() and previous_word.isalnum():
         return "style"  # "ins风", "y2k风": the Latin word's style, no wind
     place = dictionary.name_gloss(word) if flag == "ns" else None  # jieba's place name: "京都" is Kyoto
     if place is not None:

@@ -172,7 +172,6 @@ def check_text(field: str, value: str | None, *, max_length: int, required: bool
 def check_final_prompt(final_prompt: str | None, negative_prompt: str | None, *, max_length: int) -> None:
     """Raise InvalidRequestError unless ``final_prompt`` can be stored: present, and empty only when the intent
     only excluded things ("no people"), so that what it excluded is the negative prompt and nothing is drawn for it."""
-    check_text("final_prompt", final_prompt, max_length=max_length,
-               required=not (final_prompt == "" and negative_prompt and negative_prompt.strip()))
-    if final_prompt is None:
-        raise InvalidRequestError("final_prompt", "is required")
+    if final_prompt == "" and negative_prompt and negative_prompt.strip():
+        return
+    check_text("final_prompt", final_prompt, max_length=max_length, required=True)

@@ -535,9 +535,9 @@ class LocalLLMExpander(Expander):
             return None
         lang = resolve_language(intent, language)
         plan = plan_scene(intent, self.lexicon, lang)
-        guard = {attribute: value.key for attribute, value in plan.values.items()}
         if plan.only_excludes:
             return None  # nothing to draw was named ("no people"): no words to add to
+        guard = {attribute: value.key for attribute, value in plan.values.items()}
         reading = plan.english(self.lexicon) or intent.strip()  # english_reading, from the plan read above
         keywords = split_tags(reading)
         completion = self.complete(reading, user=user)
