@@ -216,6 +216,17 @@ def test_a_place_name_jieba_tags_is_read_as_the_place() -> None:
     assert "kyoto" in [p.text for p in read("下雪的京都寺庙").phrases]  # CC-CEDICT's common sense is "capital"
 
 
+@pytest.mark.parametrize(("intent", "phrase", "not_phrase"), [
+    ("汉堡和薯条", "hamburger", "hamburg"),
+    ("天桥上的少女", "pedestrian bridge", "tianqiao"),
+    ("朝阳下的寺庙", "morning sun", "chaoyang"),
+])
+def test_a_common_word_jieba_tags_as_a_place_is_the_common_word(intent: str, phrase: str, not_phrase: str) -> None:
+    texts = [p.text for p in read(intent).phrases]
+    assert phrase in texts
+    assert not_phrase not in texts
+
+
 def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_terms() -> None:
     assert "old woman" in [p.text for p in read("一个老奶奶在织毛衣").phrases]  # not "paternal great-grandmother"
 

@@ -22,7 +22,7 @@ def test_bleak_in_english_and_chinese_gives_the_same_prompt() -> None:
     assert "dejected" in zh.prompt  # the person's own word, glossed, beside what the lexicon makes of it
     assert "(monochrome:1.2)" in en.prompt and "rain" in en.prompt and "lonely figure" in en.prompt
     assert (en.language, zh.language) == ("en", "zh")
-    assert en.strategy == "rules" and en.version.startswith("rules-4+lexicon-")
+    assert en.strategy == "rules" and en.version.startswith("rules-5+lexicon-")
 
 
 def test_a_chinese_concept_word_the_dictionary_lacks_is_kept_as_the_concept_name() -> None:

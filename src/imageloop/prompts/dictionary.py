@@ -225,9 +225,14 @@ class ChineseDictionary:
 
     def name_gloss(self, word: str) -> str | None:
         """The English of ``word`` as a proper noun, for a word that is also a common one ("京都": "Kyoto", not
-        "capital"); None when CC-CEDICT knows it only as a common word."""
+        "capital"); None when CC-CEDICT knows it only as a common word, or when the encoder, choosing among all of
+        the word's senses (``data/zh_senses.json``), did not choose the name: jieba tags many common words as places
+        ("汉堡": hamburger, not Hamburg; "青山": green hills, not Qingshan; "朝阳": morning sun)."""
         senses = self._name_senses.get(word)
-        return (_place_name(senses[0]) or pick_gloss(senses)) if senses else None
+        if not senses:
+            return None
+        name = _place_name(senses[0]) or pick_gloss(senses)
+        return name if name is not None and self._chosen.get(word) == name else None
 
     def __contains__(self, word: str) -> bool:
         return word in self._image_terms or word in self._senses
