@@ -50,6 +50,7 @@ class Served:
     base: str
     admin_key: str
     user_key: str
+    log: Path
 
     def get(self, path: str, key: str | None = None) -> Any:
         response = httpx.get(self.base + path, headers={"Authorization": f"Bearer {key or self.admin_key}"})
@@ -94,7 +95,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     _register_versions(storage, Settings(data_dir=tmp / "data"), tmp)
     storage.close()
     with running_server(env, tmp / "serve.log") as url:
-        yield Served(url, admin_key, user_key)
+        yield Served(url, admin_key, user_key, tmp / "serve.log")
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +158,10 @@ def record_of(served: Served, generation_id: str) -> dict[str, Any]:
     return record
 
 
-def wait_finished(served: Served, generation_id: str, key: str, timeout: float = 60) -> None:
+def wait_finished(served: Served, generation_id: str, key: str, timeout: float = 60,
+                  ends: frozenset[str] = frozenset({"succeeded", "failed"})) -> None:
     deadline = time.monotonic() + timeout
-    while served.get(f"/api/v1/generations/{generation_id}", key)["status"] not in {"succeeded", "failed"}:
+    while served.get(f"/api/v1/generations/{generation_id}", key)["status"] not in ends:
         assert time.monotonic() < deadline, f"generation {generation_id} did not finish"
         time.sleep(0.2)
 
@@ -369,6 +371,15 @@ def test_a_share_link_works_signed_out_until_revoked(page: Any, browser: Any, se
 
 
 def test_cancel_stops_a_running_generation(page: Any, served: Served) -> None:
+    def answer_after_the_end(route: Any) -> None:
+        # The cancel's answer (the job still running, its cancel stored) reaches the page after the event stream's
+        # final status, as it once did on a loaded CI machine: the page must still end "Cancelled".
+        answer = route.fetch()
+        wait_finished(served, route.request.url.split("/")[-2], served.user_key, ends=frozenset({"cancelled"}))
+        time.sleep(1.5)  # time for the stream's final status to be painted first
+        route.fulfill(response=answer)
+
+    page.route("**/api/v1/generations/*/cancel", answer_after_the_end)
     sign_in_with_key(page, served, served.user_key)
     page.get_by_role("link", name="Create").click()
     page.fill("#c-intent", "a very slow painting")
@@ -379,10 +390,18 @@ def test_cancel_stops_a_running_generation(page: Any, served: Served) -> None:
     expect(panel).to_have_attribute("data-status", "running")
     expect(panel.locator(".steps")).to_contain_text(f"of {SLOW_STEPS}")
     panel.get_by_role("button", name="Cancel").click()
+    expect(panel.locator(".state")).to_have_text("Cancelling…")  # not "Generating" while the last steps run
     # The cancel goes page -> POST -> database -> the worker's next step -> the event stream -> page; on a loaded
     # machine (CI, two cores shared with chromium and the test process) that once took longer than Playwright's
     # default 5 s while the steps went on. A lost cancel still fails: the run then ends "Done", not "Cancelled".
-    expect(panel.locator(".state")).to_have_text("Cancelled", timeout=30_000)
+    try:
+        expect(panel.locator(".state")).to_have_text("Cancelled", timeout=30_000)
+    except AssertionError as failure:  # once seen in CI and not reproduced: say where the cancel stopped
+        generation_id = page.evaluate("JSON.parse(localStorage.getItem('imageloop.recent'))[0]")
+        record = served.get(f"/api/v1/generations/{generation_id}", served.user_key)
+        notices = page.locator("#notices").inner_text()
+        log_tail = served.log.read_text(encoding="utf-8", errors="replace")[-4000:]
+        raise AssertionError(f"{failure}\nrecord: {record}\nnotices: {notices!r}\nserver log:\n{log_tail}") from None
     expect(page.locator(".result-group").first).to_contain_text("cancelled")
 
 

@@ -42,7 +42,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     _, user_key = storage.users.create_user("bo")
     storage.close()
     with running_server(env, tmp / "serve.log") as url:
-        yield Served(url, admin_key, user_key)
+        yield Served(url, admin_key, user_key, tmp / "serve.log")
 
 
 def open_create(page: Any, served: Served) -> None:

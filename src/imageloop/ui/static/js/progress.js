@@ -16,9 +16,16 @@ export function progressPanel() {
   const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
   const element = h("section", { class: "progress-panel", "aria-live": "polite", "aria-label": "Progress" },
     h("div", { class: "row" }, state, queue), bar, h("div", { class: "row" }, steps, cancel));
+  let cancelling = false;
   return {
     element, cancel,
+    /** Says "Cancelling…" until the job ends while `on` (its cancel was asked for). */
+    cancelling(on) { cancelling = on; },
     update({ status, queuePosition = null, step = 0, total = 0, label = null }) {
+      // A finished job stays finished: a reply that left the server before the end (the cancel's own answer, a
+      // late progress event) may arrive after the final status and must not paint the job as running again.
+      if (TERMINAL.has(element.dataset.status)) return;
+      if (cancelling && !TERMINAL.has(status)) label = "Cancelling…";
       state.textContent = label ?? {
         queued: "Queued", running: "Generating", succeeded: "Done", failed: "Failed", cancelled: "Cancelled",
       }[status] ?? status;
@@ -63,8 +70,14 @@ export async function follow(id, panel, signal) {
   const path = `/api/v1/generations/${encodeURIComponent(id)}`;
   let last = null;
   onceClick(panel.cancel, async () => {
-    panel.update({ status: "running", label: "Cancelling…" });
-    paintRecord(panel, await api.post(`${path}/cancel`, {}));
+    panel.cancelling(true);
+    panel.update({ status: "running" });
+    try {
+      paintRecord(panel, await api.post(`${path}/cancel`, {}));
+    } catch (error) {
+      panel.cancelling(false); // the job goes on; the error is shown as a notice
+      throw error;
+    }
   });
   try {
     await streamEvents(`${path}/events`, (event, data) => {
