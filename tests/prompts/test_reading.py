@@ -231,6 +231,20 @@ def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_t
     assert "old woman" in [p.text for p in read("一个老奶奶在织毛衣").phrases]  # not "paternal great-grandmother"
 
 
+def test_a_register_note_holds_for_every_part_of_its_sense_and_a_scope_note_for_its_own() -> None:
+    from imageloop.prompts.dictionary import usable_senses
+
+    machine = usable_senses(["locomotive; train engine car", "(Tw) scooter",
+                             "(Tw) (slang) hard to get along with; to be a pain in the ass"])
+    assert machine == ["locomotive", "train engine car"]  # no "a pain" from the slang sense
+    assert "delicate" in usable_senses(["(of skin etc) smooth; satiny; delicate"])
+
+
+def test_a_hyphenated_sense_is_not_one_common_word() -> None:
+    # "lady-killer" is as rare as "killer"; it is no plainer word than the first sense
+    assert pick_gloss(["handsome guy", "lady-killer", "handsome (form of address)"]) == "handsome guy"
+
+
 def test_a_loanword_english_rarely_uses_is_read_by_its_description() -> None:
     dictionary = load_dictionary()
     assert dictionary.gloss("古筝") == "large zither"  # "guzheng (large zither with 13 to 25 strings, ...)"

@@ -112,8 +112,19 @@ def _cut(text: str) -> str:
 def _commonness(text: str) -> float:
     from wordfreq import zipf_frequency
 
-    words = text.split()
-    return min(zipf_frequency(word, "en") for word in words) - 0.3 * (len(words) - 1)
+    words = re.split(r"[ -]+", text)  # "lady-killer" is two words, as rare as its rarer one
+    return min(zipf_frequency(word, "en") for word in words if word) - 0.3 * (len(words) - 1)
+
+
+def _narrower(sense: str) -> bool:
+    """True when ``sense`` opens with a note that makes it a narrower use, a cross-reference or a name."""
+    return bool(_SKIP_SENSE.match(sense)) or (sense.startswith("(") and not _field_sense(sense))
+
+
+def _register_noted(sense: str) -> bool:
+    """True when ``sense`` opens with a cross-reference or a register or region note ("(Tw)", "(slang)")."""
+    label = _LABEL.match(sense)
+    return bool(_SKIP_SENSE.match(sense)) or (label is not None and label.group(1).lower() in _REGISTER_LABELS)
 
 
 def usable_senses(senses: Sequence[str]) -> list[str]:
@@ -128,7 +139,9 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
             part = part.strip()
             # A sense that opens with a note ("(of rain, snow etc) to fall", "(literary) ...") is a narrower use of
             # the word; one that opens with a field ("(machine) gear", "(computing) avatar") is the word in that field.
-            if _SKIP_SENSE.match(part) or (part.startswith("(") and not _field_sense(part)):
+            # A register or region note holds for each part of its sense ("(Tw) (slang) hard to get along with; to be
+            # a pain"); a note on what the word applies to ("(of skin etc) smooth; delicate") only for its own part.
+            if _narrower(part) or _register_noted(sense.strip()):
                 continue
             text = _cut(_clean_sense(part))
             # A sense with a word English does not use ("papercutting") would put an invented word in the prompt;
@@ -177,7 +190,7 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
     best = candidates[0]
     for other in candidates[1:]:
         rare = _commonness(best) < _RARE_FIRST
-        if rare and " " not in other and _commonness(other) > _commonness(best) + _PREFER_MARGIN:
+        if rare and not re.search(r"[ -]", other) and _commonness(other) > _commonness(best) + _PREFER_MARGIN:
             best = other
     return best
 
