@@ -231,6 +231,20 @@ def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_t
     assert "old woman" in [p.text for p in read("一个老奶奶在织毛衣").phrases]  # not "paternal great-grandmother"
 
 
+@pytest.mark.parametrize(("intent", "phrase", "not_phrase"), [
+    ("帅哥站在天台上", "rooftop", "on stage"),  # jieba: 天 / 台上
+    ("夕阳下的老街上", "old street", "old on the street"),  # jieba: 老 / 街上; 老街 is only a place name
+    ("海面上的小船", "sea surface", None),
+])
+def test_a_locative_jieba_joins_to_the_next_word_goes_back_to_its_place(
+        intent: str, phrase: str, not_phrase: str | None) -> None:
+    from imageloop.prompts.expander.rules import RulesExpander
+
+    tags = RulesExpander().expand(intent).prompt.split(", ")  # the lexicon's own words (街, 海) read whole
+    assert phrase in tags
+    assert not_phrase is None or not_phrase not in tags
+
+
 def test_a_register_note_holds_for_every_part_of_its_sense_and_a_scope_note_for_its_own() -> None:
     from imageloop.prompts.dictionary import usable_senses
 

@@ -39,6 +39,7 @@ _COUNTING = frozenset("一二两三四五六七八九十百千万亿几半零〇
 # Measure words that are things in the picture: containers and groups ("一碗面" is a bowl of noodles).
 _CONTAINERS = frozenset("碗杯瓶盘壶篮盒袋桶箱罐群束排")
 _COUNTERS = _MEASURE_WORDS | _CONTAINERS
+_LOCATIVES = frozenset("上里中下边旁内外前后")
 # Verbs a request opens with; a measure word after one counts the thing asked for ("画个头像": draw an avatar).
 _REQUEST_VERBS = frozenset(("画", "来", "要", "做", "生成", "整", "弄", "拍"))
 # 者 is the agentive suffix jieba splits off ("舞者"); its gloss ("one who") is no prompt word.
@@ -216,6 +217,31 @@ def _modifiers_alone(pending: list[tuple[str, str]]) -> Phrase:
     return Phrase(english, "".join(w for _, w in pending), True)
 
 
+def _rejoin_locatives(words: list[tuple[str, str]], dictionary: ChineseDictionary) -> list[tuple[str, str]]:
+    """jieba's words with a locative given back to the place before it: "天/台上" is "天台/上" (on the rooftop), not
+    "day" and "on stage", when the character and the place make a common word the dictionary knows; after a
+    one-character modifier the place stands alone ("老/街上" is "老/街/上", an old street)."""
+    out: list[tuple[str, str]] = []
+    index = 0
+    while index < len(words):
+        word, flag = words[index]
+        following = words[index + 1][0] if index + 1 < len(words) else ""
+        if len(word) == 1 and _HAN_RUN.fullmatch(word) and word not in _COUNTING and len(following) == 2 \
+                and following[1] in _LOCATIVES:
+            joined = word + following[0]
+            if joined in dictionary and not dictionary.is_name(joined):
+                out += [(joined, "n"), (following[1], "f")]
+                index += 2
+                continue
+            if _is_modifier(flag, word) and following[0] in dictionary:
+                out += [(word, flag), (following[0], "n"), (following[1], "f")]
+                index += 2
+                continue
+        out.append((word, flag))
+        index += 1
+    return out
+
+
 def _split_request_measure(words: list[tuple[str, str]], dictionary: ChineseDictionary) -> list[tuple[str, str]]:
     """jieba's words with a measure word after a request verb given back to the noun it counts: "画/个头/像" is
     "画/个/头像" (draw an avatar), not "height" and "resemble"; only when the rest and the next word make one word the
@@ -281,7 +307,7 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
     """Phrases of jieba's ``words``; ``before`` is the Latin word written right before them ("ins风"), if any.
     ``negated``: any word before 的 describes the noun after it (a negated "畸形的手" is one thing, "deformed hand",
     not a deformity and a hand), and "一个人都没有" excludes people."""
-    words = _split_request_measure(words, dictionary)
+    words = _rejoin_locatives(_split_request_measure(words, dictionary), dictionary)
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
     previous = before
