@@ -254,6 +254,12 @@ def test_a_register_note_holds_for_every_part_of_its_sense_and_a_scope_note_for_
     assert "delicate" in usable_senses(["(of skin etc) smooth; satiny; delicate"])
 
 
+def test_a_reading_that_is_a_variant_of_another_character_comes_after_the_characters_own() -> None:
+    # CC-CEDICT lists 鳥 diao3 ("variant of 屌; penis") before niao3 ("bird")
+    assert load_dictionary().gloss("鸟") == "bird"
+    assert "bird" in [p.text for p in read("一只鸟").phrases]
+
+
 def test_a_hyphenated_sense_is_not_one_common_word() -> None:
     # "lady-killer" is as rare as "killer"; it is no plainer word than the first sense
     assert pick_gloss(["handsome guy", "lady-killer", "handsome (form of address)"]) == "handsome guy"

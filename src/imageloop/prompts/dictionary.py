@@ -42,6 +42,7 @@ _SKIP_SENSE = re.compile(
     r"\(onom\.|\(Tw\)|\(Cantonese\)|\(dialect\)|\(archaic\)|\(old\)|\(slang\) |\(coll\.\) |pr\. |Japanese )",
     re.IGNORECASE,
 )
+_VARIANT = re.compile(r"^(?:old |archaic |ancient )?variant of ", re.IGNORECASE)
 _LABEL = re.compile(r"^\(([A-Za-z]+)\)\s*\S")
 # CC-CEDICT's one-word notes on register, region and word formation (not a field of knowledge).
 _REGISTER_LABELS = frozenset((
@@ -276,6 +277,7 @@ def _place_name(sense: str) -> str | None:
 def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str], dict[str, list[str]]]:
     common: dict[str, list[str]] = {}
     proper: dict[str, list[str]] = {}
+    variants: dict[str, list[str]] = {}
     with gzip.open(path, mode="rt", encoding="utf-8") as lines:
         for line in lines:
             if line.startswith("#"):
@@ -284,10 +286,17 @@ def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str], dict
             if found is None:
                 continue
             parts = [s for s in found["senses"].split("/") if s.strip()]
-            # A capitalised pinyin marks a proper noun (a place or person): common-noun senses go first.
+            # A capitalised pinyin marks a proper noun (a place or person): common-noun senses go first. A reading
+            # that opens as a variant of another character is a rarer use of it (鳥 diao3 "variant of 屌; penis"
+            # before niao3 "bird"): its senses go after the character's own readings.
             table = proper if found["pinyin"][:1].isupper() else common
             for key in dict.fromkeys((found["simp"], found["trad"])):
-                table.setdefault(key, []).extend(parts)
+                if _VARIANT.match(parts[0]):
+                    variants.setdefault(key, []).extend(parts)
+                else:
+                    table.setdefault(key, []).extend(parts)
+    for key, parts in variants.items():
+        common.setdefault(key, []).extend(parts)
     names = frozenset(key for key in proper if key not in common)
     also_names = {key: list(parts) for key, parts in proper.items() if key in common}
     for key, parts in proper.items():
