@@ -140,3 +140,15 @@ def test_an_added_era_cannot_contradict_the_era_the_expansion_already_gave() -> 
     reasons = {d["tag"]: d["reason"] for d in result.details["dropped"]}
     assert reasons["modern"] == "contradicts era past"
     assert "futuristic" in ChainExpander([Fixed("local_llm", "futuristic, city")]).expand("a modern city").prompt
+
+
+def test_laughter_cannot_be_added_to_a_sad_intent_nor_sorrow_to_a_cheerful_one() -> None:
+    sad = ChainExpander([Fixed("local_llm", "clown, laughs, laughter, circus tent")]).expand("a sad clown")
+    assert not {"laughs", "laughter"} & set(tags(sad.prompt)) and "circus tent" in tags(sad.prompt)
+    happy = ChainExpander([Fixed("local_llm", "dog, tears, sorrowful, puddles")]).expand("a happy dog in the rain")
+    assert not {"tears", "sorrowful"} & set(tags(happy.prompt)) and "puddles" in tags(happy.prompt)
+
+
+def test_starlight_cannot_be_added_to_a_morning() -> None:
+    result = ChainExpander([Fixed("local_llm", "village, starlight, chimney smoke")]).expand("a village in the morning")
+    assert "starlight" not in tags(result.prompt) and "chimney smoke" in tags(result.prompt)
