@@ -235,6 +235,7 @@ def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_t
     ("帅哥站在天台上", "rooftop", "on stage"),  # jieba: 天 / 台上
     ("夕阳下的老街上", "old street", "old on the street"),  # jieba: 老 / 街上; 老街 is only a place name
     ("海面上的小船", "sea surface", None),
+    ("桃花树下的女孩", "tree", "cultivating"),  # jieba tags 树 a verb ("to cultivate")
 ])
 def test_a_locative_jieba_joins_to_the_next_word_goes_back_to_its_place(
         intent: str, phrase: str, not_phrase: str | None) -> None:
@@ -258,6 +259,11 @@ def test_a_reading_that_is_a_variant_of_another_character_comes_after_the_charac
     # CC-CEDICT lists 鳥 diao3 ("variant of 屌; penis") before niao3 ("bird")
     assert load_dictionary().gloss("鸟") == "bird"
     assert "bird" in [p.text for p in read("一只鸟").phrases]
+
+
+def test_a_cut_sense_never_ends_on_a_copula() -> None:
+    # "little girl who is older than another young child (e.g. her playmate)": cut to four words, not "who is"
+    assert load_dictionary().gloss("小姐姐") == "little girl"
 
 
 def test_a_hyphenated_sense_is_not_one_common_word() -> None:

@@ -59,7 +59,8 @@ _ORDINARY_REGISTER = re.compile(
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
 _FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "for", "with", "by", "from", "and",
-                             "or", "into", "onto", "as", "where", "which", "that", "who", "when", "whose"))
+                             "or", "into", "onto", "as", "where", "which", "that", "who", "when", "whose", "what",
+                             "how", "is", "are", "was", "were", "be"))
 _CANDIDATES = 3
 _PLACE_SENSE = re.compile(r"((?:[A-Z][\w'-]*)(?: [A-Z][\w'-]*)*) (?:municipality|city|province|county|prefecture|"
                           r"subprovincial|prefecture-level|district|township|autonomous)\b")

@@ -220,7 +220,8 @@ def _modifiers_alone(pending: list[tuple[str, str]]) -> Phrase:
 def _rejoin_locatives(words: list[tuple[str, str]], dictionary: ChineseDictionary) -> list[tuple[str, str]]:
     """jieba's words with a locative given back to the place before it: "天/台上" is "天台/上" (on the rooftop), not
     "day" and "on stage", when the character and the place make a common word the dictionary knows; after a
-    one-character modifier the place stands alone ("老/街上" is "老/街/上", an old street)."""
+    one-character modifier the place stands alone ("老/街上" is "老/街/上", an old street); a one-character verb
+    right before a locative is that place ("树/下": under the tree)."""
     out: list[tuple[str, str]] = []
     index = 0
     while index < len(words):
@@ -237,6 +238,8 @@ def _rejoin_locatives(words: list[tuple[str, str]], dictionary: ChineseDictionar
                 out += [(word, flag), (following[0], "n"), (following[1], "f")]
                 index += 2
                 continue
+        if flag.startswith("v") and len(word) == 1 and following in _LOCATIVES:
+            flag = "n"  # "桃花树下": a place before a locative, the tree, not the verb "cultivate"
         out.append((word, flag))
         index += 1
     return out
