@@ -231,6 +231,17 @@ def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_t
     assert "old woman" in [p.text for p in read("一个老奶奶在织毛衣").phrases]  # not "paternal great-grandmother"
 
 
+@pytest.mark.parametrize(("intent", "phrase"), [
+    ("侧脸特写", "side profile"),  # jieba: lean + face
+    ("一辆红色跑车", "sports car"),  # CC-CEDICT's first sense: racing bicycle
+    ("线稿，一只猫头鹰", "line art"),  # not in CC-CEDICT: "thread draft"
+])
+def test_art_community_and_everyday_words_the_dictionary_misreads(intent: str, phrase: str) -> None:
+    from imageloop.prompts.expander.rules import RulesExpander
+
+    assert phrase in RulesExpander().expand(intent).prompt.split(", ")
+
+
 @pytest.mark.parametrize(("intent", "phrase", "not_phrase"), [
     ("帅哥站在天台上", "rooftop", "on stage"),  # jieba: 天 / 台上
     ("夕阳下的老街上", "old street", "old on the street"),  # jieba: 老 / 街上; 老街 is only a place name
