@@ -304,7 +304,9 @@ def test_no_shipped_sense_ends_on_a_dangling_function_word() -> None:
 
 def test_a_long_verb_sense_gives_way_to_the_shortest() -> None:
     # 仰视: "to tilt one's head back to see; to look up at": no one-word verb, so the shortest sense.
-    assert load_dictionary().gloss("仰视", verb=True) == "look up at"
+    from imageloop.prompts.dictionary import cedict_senses
+
+    assert pick_gloss(cedict_senses()["仰视"], verb=True) == "look up at"  # (the image terms read 仰视 as a shot)
 
 
 def test_cheng_after_the_request_verb_is_as_not_succeed() -> None:
