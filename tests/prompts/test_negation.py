@@ -27,6 +27,7 @@ def negated_part(clause: str) -> str:
     ("不要文字的海报", "文字"),
     ("不要模糊的背景", "模糊的背景"),  # 的 after an adjective does not: the blurry background is negated
     ("没有任何的文字", "任何的文字"),  # nor after a quantifier
+    ("没有开灯的房间", "开灯"),  # nor after an action ("to turn on the light"): a room without the light on
     ("文字不要", "文字"),  # nothing after the cue: what came before
 ])
 def test_what_a_chinese_cue_reaches(clause: str, negated: str) -> None:
@@ -50,6 +51,7 @@ def test_inner_cues_are_blanked_to_the_same_length() -> None:
     ("portrait of a cat, do not use flash", {"flash"}, "portrait of cat"),
     ("办公室里的程序员，不戴眼镜", {"eyeglasses"}, "programmer"),  # 不戴 / 不穿 / 不拿: not wearing, not holding
     ("不穿鞋的小孩", {"shoe"}, "child"),
+    ("夜市，不要拥挤的人群", {"thronging crowd"}, "night market"),  # jieba tags 拥挤 (crowded) a verb
 ])
 def test_negated_things_reach_the_negative_prompt_only(intent: str, negatives: set[str], kept: str) -> None:
     expansion = RULES.expand(intent)

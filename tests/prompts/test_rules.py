@@ -86,5 +86,7 @@ def test_rules_score_well_on_the_test_sets() -> None:
 @given(st.text(max_size=80))
 def test_any_intent_gives_a_parseable_non_empty_prompt(intent: str) -> None:
     expansion = RULES.expand(intent or "x")
-    assert expansion.prompt.strip() or not (intent or "x").strip()
-    assert parse_weights(expansion.prompt)
+    # Empty only for an empty intent, or one that names only what to leave out ("0没": its words are the negative).
+    only_excludes = expansion.details.get("only_excludes") and (expansion.negative or "").strip()
+    assert expansion.prompt.strip() or not (intent or "x").strip() or only_excludes
+    assert parse_weights(expansion.prompt) or only_excludes

@@ -68,9 +68,11 @@ def _chinese_cues(clause: str, segments: Callable[[str], list[tuple[str, str]]],
 
 
 def negation_split(clause: str, segments: Callable[[str], list[tuple[str, str]]],
-                   gloss: Callable[[str], str | None]) -> NegationSplit:
+                   gloss: Callable[[str], str | None],
+                   describes: Callable[[str], bool] = lambda word: False) -> NegationSplit:
     """The negated part of ``clause`` and the wanted parts, as index ranges (module docstring); ``segments`` cuts
-    Chinese into words, ``gloss`` tells whether a word fused with a cue is a word of its own."""
+    Chinese into words, ``gloss`` tells whether a word fused with a cue is a word of its own, ``describes`` whether
+    a word jieba tags as a verb is an adjective ("拥挤" is first of all "crowded")."""
     cues = [m for m in (EN_NEGATION.search(clause), *_chinese_cues(clause, segments, gloss)[:1]) if m is not None]
     if not cues:
         return (0, 0), [(0, len(clause))]
@@ -89,7 +91,7 @@ def negation_split(clause: str, segments: Callable[[str], list[tuple[str, str]]]
         if ends and position > cue.end():
             negated_end = position
             break
-        named = named or not flag.startswith(_DESCRIBING_FLAGS)
+        named = named or not (flag.startswith(_DESCRIBING_FLAGS) or (flag.startswith("v") and describes(word)))
         position += len(word)
     return (cue.end(), negated_end), [(0, cue.start()), (negated_end, len(clause))]
 

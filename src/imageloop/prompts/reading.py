@@ -483,7 +483,7 @@ def read_intent(intent: str, lexicon: Lexicon, covered: Iterable[TermMatch] = ()
         end = boundary.start() if boundary is not None else len(norm)
         clause = norm[position:end]
         mask = _covered_mask(clause, position, matches)
-        (neg_start, neg_end), wanted_ranges = negation_split(clause, segments, dictionary.gloss)
+        (neg_start, neg_end), wanted_ranges = negation_split(clause, segments, dictionary.gloss, dictionary.describes)
         if neg_end > neg_start:
             spans.append((position + neg_start, position + neg_end))
         for a, b in wanted_ranges:
