@@ -252,9 +252,8 @@ class ChineseDictionary:
     def describes(self, word: str) -> bool:
         """True when ``word``'s first CC-CEDICT sense is a description, not an action ("拥挤": "crowded; to crowd",
         which jieba tags as a verb), so before 的 it describes the noun after it."""
-        senses = self._senses.get(word)
-        first = usable_senses(senses[:1]) if senses else []
-        return bool(first) and not senses[0].strip().startswith(("to ", "("))
+        senses = self._senses.get(word) or []
+        return bool(usable_senses(senses[:1])) and not senses[0].strip().startswith(("to ", "("))
 
     def __contains__(self, word: str) -> bool:
         return word in self._image_terms or word in self._senses
