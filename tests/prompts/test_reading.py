@@ -257,6 +257,13 @@ def test_a_locative_jieba_joins_to_the_next_word_goes_back_to_its_place(
     assert not_phrase is None or not_phrase not in tags
 
 
+def test_the_progressive_marker_is_no_thing_and_a_word_before_zhe_is_a_verb() -> None:
+    chasing = [p.text for p in read("一只猫正在追蝴蝶").phrases]
+    assert "just at" not in chasing  # 正在: "in the middle of (doing)"
+    winged = [p.text for p in read("长着翅膀的猫").phrases]
+    assert "growing" in winged and "length" not in winged  # jieba tags 长 an adjective ("long", "length")
+
+
 def test_a_register_note_holds_for_every_part_of_its_sense_and_a_scope_note_for_its_own() -> None:
     from imageloop.prompts.dictionary import usable_senses
 

@@ -50,7 +50,7 @@ _ZH_DROP_WORDS = frozenset((
     "帮", "帮我", "画", "画个", "画一", "想", "想要", "要", "来", "给", "给我",
     "生成", "做", "是", "有", "请", "能", "可以", "一下", "一张", "一幅", "一个",
     "一只", "图", "图片", "画面", "感觉", "风格", "那种", "这种", "样子", "效果",
-    "东西", "氛围", "的话", "者"
+    "东西", "氛围", "的话", "者", "正在", "正", "在"
 ))
 # Prepositions and filler the lexicon's stopwords leave out; they split phrases and are dropped.
 _EN_STOPWORDS = frozenset((
@@ -346,6 +346,8 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
         if word == "风" and (phrases or pending):  # "中国风", "胶片风": the style suffix, not the wind
             word, flag = "风格", "n"
         following = words[index + 1] if index + 1 < len(words) else ("", "")
+        if following[0] == "着" and flag.startswith("a"):
+            flag = "v"  # "长着翅膀": 着 follows a verb, so 长 grows (wings), it is no length
         gloss = _gloss_here(word, flag, previous_word, following, dictionary)
         if gloss is None:
             untranslated.append(word)
