@@ -286,6 +286,16 @@ def test_a_cut_sense_never_ends_on_a_copula() -> None:
     assert pick_gloss(cedict_senses()["小姐姐"]) == "little girl"  # (the image terms read it "young woman")
 
 
+@pytest.mark.parametrize(("word", "gloss"), [
+    ("衣裳", "clothes"),  # "(coll.) clothes": a colloquial first sense is the word's ordinary meaning
+    ("枣", "jujube"),  # "(bound form) jujube; Chinese date"
+    ("蔷薇", "japanese rose"),  # a sense that opens with "Japanese" is no "Japanese variant of"
+    ("眶", "eye socket"),  # not "taiwan pr", from "Taiwan pr. [kuang1]"
+])
+def test_colloquial_and_bound_first_senses_are_ordinary_and_pronunciation_notes_no_sense(word: str, gloss: str) -> None:
+    assert load_dictionary().gloss(word) == gloss
+
+
 def test_a_hyphenated_sense_is_not_one_common_word() -> None:
     # "lady-killer" is as rare as "killer"; it is no plainer word than the first sense
     assert pick_gloss(["handsome guy", "lady-killer", "handsome (form of address)"]) == "handsome guy"

@@ -39,7 +39,8 @@ _LINE = re.compile(r"^(?P<trad>\S+) (?P<simp>\S+) \[(?P<pinyin>[^\]]*)\] /(?P<se
 # A sense that is a negation ("空无一人": "not a soul in sight") would put what it negates in the positive prompt.
 _SKIP_SENSE = re.compile(
     r"^(?:not |no |see |see also|variant of|old variant|also written|abbr\. for|surname |CL:|used in |fig\. |lit\. |"
-    r"\(onom\.|\(Tw\)|\(Cantonese\)|\(dialect\)|\(archaic\)|\(old\)|\(slang\) |\(coll\.\) |pr\. |Japanese )",
+    r"\(onom\.|\(Tw\)|\(Cantonese\)|\(dialect\)|\(archaic\)|\(old\)|\(slang\) |\(coll\.\) |pr\. |Taiwan pr\.|"
+    r"Japanese variant)",
     re.IGNORECASE,
 )
 _VARIANT = re.compile(r"^(?:old |archaic |ancient )?variant of ", re.IGNORECASE)
@@ -55,7 +56,8 @@ _REGISTER_LABELS = frozenset((
 # first, so that is the word's ordinary meaning, only said that way, and it stays. On a later sense the same note
 # marks a narrower use, which is left out (as slang, vulgar and the like are everywhere).
 _ORDINARY_REGISTER = re.compile(
-    r"^\((?:informal|respectful|polite|honorific|formal|courteous|humble)\)\s*(?=\S)", re.IGNORECASE)
+    r"^\((?:informal|respectful|polite|honorific|formal|courteous|humble|coll\.|bound form)\)\s*(?=\S)",
+    re.IGNORECASE)
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
 _FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "for", "with", "by", "from", "and",
