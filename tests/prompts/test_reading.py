@@ -207,9 +207,14 @@ def test_a_verb_with_its_particle_and_nothing_after_it_keeps_its_own_sense() -> 
     assert "sinking" not in [p.text for p in read("他很沉着").phrases]  # 沉着 is calm; no object follows
 
 
-@pytest.mark.parametrize("intent", ["门口的少年", "一个少年"])
+@pytest.mark.parametrize("intent", ["门口的大个子", "一个大个子"])
 def test_a_noun_jieba_tags_as_a_numeral_is_read_after_de_or_a_count(intent: str) -> None:
-    assert "early youth" in [p.text for p in read(intent).phrases]  # jieba's dictionary tags 少年 "m"
+    assert "big stature" in [p.text for p in read(intent).phrases]  # jieba's dictionary tags 大个子 "m"
+
+
+def test_shaonian_is_a_teenage_boy_wherever_it_stands() -> None:
+    # jieba tags 少年 as a numeral; as an image term it is a noun everywhere ("滑板少年": no longer dropped)
+    assert "teenage boy" in [p.text for p in read("滑板少年在公园").phrases]
 
 
 def test_a_place_name_jieba_tags_is_read_as_the_place() -> None:
