@@ -90,3 +90,10 @@ def test_any_intent_gives_a_parseable_non_empty_prompt(intent: str) -> None:
     only_excludes = expansion.details.get("only_excludes") and (expansion.negative or "").strip()
     assert expansion.prompt.strip() or not (intent or "x").strip() or only_excludes
     assert parse_weights(expansion.prompt) or only_excludes
+
+
+def test_a_place_with_nobody_in_it_gets_no_lonely_figure() -> None:
+    for intent in ("教室，空无一人", "空荡荡的地铁站", "a deserted beach", "an abandoned factory"):
+        tags = RULES.expand(intent).prompt.split(", ")
+        assert "lonely figure" not in tags and "bleak" not in tags, intent
+    assert "deserted" in RULES.expand("教室，空无一人").prompt.split(", ")
