@@ -49,3 +49,12 @@ def test_every_open_vocabulary_intent_passes_moderation() -> None:
     blocked = {row["id"]: MODERATOR.verdict(row["intent"]) for row in OPENWORLD}
     assert len(blocked) >= 300
     assert {key: verdict for key, verdict in blocked.items() if not verdict.allowed} == {}
+
+
+def test_a_chinese_intent_whose_english_reading_holds_a_benign_phrase_is_not_refused() -> None:
+    from imageloop.prompts.expander.rules import RulesExpander
+    from imageloop.prompts.moderation import TextModerator
+
+    prompt = RulesExpander().expand("肉眼可见的星空").prompt  # 肉眼 reads "naked eye"
+    assert "naked eye" in prompt and TextModerator().verdict(prompt).allowed
+    assert not TextModerator().verdict("a naked eye and a naked woman").allowed

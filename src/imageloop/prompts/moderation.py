@@ -71,6 +71,7 @@ class _ModerationFile(BaseModel):
     version: int
     categories: dict[str, _Terms]
     combinations: dict[str, list[_Terms]] = Field(default_factory=dict)
+    benign: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +245,13 @@ class TextModerator:
             name: [m for g in groups if (m := _Matcher([*g.en, *g.zh], g.patterns))]
             for name, groups in data.combinations.items()
         }
+        phrases = sorted({normalise_for_moderation(p) for p in data.benign if p.strip()}, key=len, reverse=True)
+        self._benign = (re.compile(rf"(?<![a-z0-9])(?:{'|'.join(re.escape(p) for p in phrases)})(?![a-z0-9])")
+                        if phrases else None)
+
+    def _unmasked(self, text: str) -> str:
+        """``text`` with each benign phrase ("naked eye") blanked, so its words do not count as terms."""
+        return self._benign.sub(lambda m: " " * len(m.group(0)), text) if self._benign is not None else text
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -254,7 +262,7 @@ class TextModerator:
         """What moderation says about ``text`` (combinations first: they are the most serious)."""
         if not self.enabled or not text or not text.strip():
             return ModerationVerdict(None)
-        variants = [_NormalisedText(v) for v in moderation_variants(text)]
+        variants = [_NormalisedText(self._unmasked(v)) for v in moderation_variants(text)]
         for name, groups in self._combinations.items():
             for norm in variants:
                 found = [g.search(norm) for g in groups]
