@@ -58,6 +58,16 @@ def test_english_typos_are_corrected_and_reported() -> None:
     assert correct_word("bokeh") == "bokeh"
 
 
+@pytest.mark.parametrize("word", ["otter", "heron", "harp", "lute", "leash", "wren", "stormy", "dreamy", "earthy"])
+def test_a_real_picture_word_of_middling_frequency_is_no_typo(word: str) -> None:
+    assert correct_word(word) == word  # not "other", "hero", "hard", "late", "least", "when", "story"...
+
+
+def test_a_dropped_g_and_a_rare_spelling_next_to_a_common_word_are_typos() -> None:
+    assert (correct_word("sittin"), correct_word("sleepin"), correct_word("beatiful")) == (
+        "sitting", "sleeping", "beautiful")
+
+
 @pytest.mark.parametrize(("intent", "negated", "kept"), [
     ("an old fisherman, without people or boats", {"people", "boats"}, "old fisherman"),
     ("没有人的街道", {"people"}, None),

@@ -15,7 +15,7 @@ from functools import cache
 __all__ = ["MIN_ZIPF", "correct_word", "is_real_word", "unreal_words"]
 
 MIN_ZIPF = 1.5
-RARE_ZIPF = 3.5  # below this a real word may still be a typo of a much more common one
+RARE_ZIPF = 2.6  # below this a real word may still be a typo of a much more common one
 TYPO_MARGIN = 1.5
 _FIGURE = re.compile(r"^\d+(?:\.\d+)?(?:mm|k|px|s|x|d|th|st|nd|rd)?$")
 _LETTERS = string.ascii_lowercase
@@ -69,7 +69,10 @@ def correct_word(word: str) -> str:
     if len(lower) < 4 or not lower.isalpha():
         return word
     if is_real_word(lower):
-        # A rare spelling next to a far more common word is a typo too ("forrest", "sleepin").
+        # A dropped g is a typo ("sittin"); so is a rare spelling next to a far more common word ("sleepin",
+        # "beatiful"). Real picture words of middling frequency stay: otter, heron, harp, leash, stormy, earthy.
+        if lower.endswith("in") and _zipf(lower + "g") >= _zipf(lower) + TYPO_MARGIN:
+            return lower + "g"
         if _zipf(lower) >= RARE_ZIPF:
             return word
         near = [w for w in _edits1(lower) if _zipf(w) >= _zipf(lower) + TYPO_MARGIN and w[0] == lower[0]]
