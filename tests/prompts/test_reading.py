@@ -272,6 +272,14 @@ def test_a_locative_jieba_joins_to_the_next_word_goes_back_to_its_place(
     assert not_phrase is None or not_phrase not in tags
 
 
+def test_what_a_lexicon_match_leaves_of_a_word_is_read_when_it_is_a_word() -> None:
+    from imageloop.prompts.expander.rules import RulesExpander
+
+    tags = RulesExpander().expand("春天的樱花雨").prompt.split(", ")  # the lexicon reads 雨 inside jieba's 樱花雨
+    assert "cherry blossoms" in tags and "rain" in tags
+    assert "flower" not in RulesExpander().expand("雪花飘落").prompt.split(", ")  # 花 alone is no word to keep
+
+
 def test_the_progressive_marker_is_no_thing_and_a_word_before_zhe_is_a_verb() -> None:
     chasing = [p.text for p in read("一只猫正在追蝴蝶").phrases]
     assert "just at" not in chasing  # 正在: "in the middle of (doing)"

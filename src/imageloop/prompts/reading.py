@@ -426,18 +426,33 @@ def lexicon_matches_inside_words(text: str, matches: Sequence[TermMatch]) -> lis
     return [m for m in matches if m.term.isascii() or not inside(m)]
 
 
-def _han_words(run: str, offset: int, mask: Sequence[bool]) -> list[tuple[str, str]]:
+def _han_words(run: str, offset: int, mask: Sequence[bool], dictionary: ChineseDictionary) -> list[tuple[str, str]]:
     """jieba's words of a Han ``run`` (at ``offset`` in the clause), leaving out words that touch a lexicon match:
-    the lexicon says those in its own tags ("雪花" goes whole when the lexicon read its 雪)."""
+    the lexicon says those in its own tags ("雪花" goes whole when the lexicon read its 雪). What the match leaves of
+    a word stays when it is a word of two characters or more ("樱花雨": the lexicon reads 雨, 樱花 stays)."""
     out = []
     position = offset
     for word, flag in segments(run):
-        if not any(mask[position : position + len(word)]):
+        covered = mask[position : position + len(word)]
+        if not any(covered):
             out.append((word, flag))
         elif word.endswith("色") and out and len(out[-1][0]) == 1:
             out.append(("色", "x"))  # "灰 蓝色": the lexicon reads the colour, 灰 still stands before one (gray)
+        else:
+            rest = _uncovered_end(word, covered)
+            if len(rest) > 1 and rest in dictionary:
+                out.append((rest, "n"))
         position += len(word)
     return out
+
+
+def _uncovered_end(word: str, covered: Sequence[bool]) -> str:
+    """The characters of ``word`` before its first covered one, or else after its last covered one."""
+    first = covered.index(True)
+    if first > 0:
+        return word[:first]
+    last = len(covered) - 1 - list(reversed(covered)).index(True)
+    return word[last + 1 :]
 
 
 def _read_span(text: str, mask: Sequence[bool], lexicon: Lexicon, dictionary: ChineseDictionary,
@@ -450,8 +465,9 @@ def _read_span(text: str, mask: Sequence[bool], lexicon: Lexicon, dictionary: Ch
         phrases += _read_latin(piece, stopwords, corrections)
     for han in _HAN_RUN.finditer(text):
         latin_before = _LATIN_BEFORE.search(text, 0, han.start())
-        phrases += _read_han(_han_words(han.group(0), han.start(), mask), dictionary, untranslated, stopwords,
-                             negated=negated, before=latin_before.group(0) if latin_before else "")
+        words = _han_words(han.group(0), han.start(), mask, dictionary)
+        phrases += _read_han(words, dictionary, untranslated, stopwords, negated=negated,
+                             before=latin_before.group(0) if latin_before else "")
     return phrases
 
 
