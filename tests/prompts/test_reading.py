@@ -250,6 +250,8 @@ def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_t
     ("侧脸特写", "side profile"),  # jieba: lean + face
     ("一辆红色跑车", "sports car"),  # CC-CEDICT's first sense: racing bicycle
     ("线稿，一只猫头鹰", "line art"),  # not in CC-CEDICT: "thread draft"
+    ("很酷的女孩", "cool girl"),  # CC-CEDICT's first senses: ruthless, strong
+    ("一家三口在野餐", "family of three"),  # jieba: two numerals, so the family was dropped
 ])
 def test_art_community_and_everyday_words_the_dictionary_misreads(intent: str, phrase: str) -> None:
     from imageloop.prompts.expander.rules import RulesExpander
