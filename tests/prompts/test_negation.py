@@ -49,6 +49,8 @@ def test_inner_cues_are_blanked_to_the_same_length() -> None:
     ("一座灯塔，不要船", {"boat"}, "lighthouse"),  # the person's word beside the lexicon's tag (sailboat)
     ("dog in the snow, don't make it cartoonish", {"cartoonish"}, "dog"),  # "don't make it", "do not draw"...
     ("portrait of a cat, do not use flash", {"flash"}, "portrait of cat"),
+    ("a dog in the park, leave out the leash", {"leash"}, "dog"),  # leave out / get rid of / remove
+    ("a kitchen, get rid of the clutter", {"clutter"}, "kitchen"),
     ("办公室里的程序员，不戴眼镜", {"eyeglasses"}, "programmer"),  # 不戴 / 不穿 / 不拿: not wearing, not holding
     ("不穿鞋的小孩", {"shoe"}, "child"),
     ("夜市，不要拥挤的人群", {"thronging crowd"}, "night market"),  # jieba tags 拥挤 (crowded) a verb

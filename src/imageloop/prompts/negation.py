@@ -21,7 +21,8 @@ __all__ = ["NegationSplit", "negation_split", "strip_cues"]
 NegationSplit = tuple[tuple[int, int], list[tuple[int, int]]]
 
 EN_NEGATION = re.compile(
-    r"\b(?:no|not|without|never|avoid|avoiding|minus|exclude|excluding|free of|none of|zero|"
+    r"\b(?:no|not|without|never|avoid|avoiding|minus|exclude|excluding|free of|none of|zero|leave out|get rid of|"
+    r"remove|"
     r"(?:don'?t|do not|doesn'?t|does not) (?:want|need|include|add|show|have|put|use|draw|make|render|give)"
     r"(?: (?:it|them|this|that|the image|the picture))?|nothing)\b"
 )
