@@ -252,6 +252,7 @@ def test_an_everyday_word_whose_dictionary_sense_misleads_comes_from_the_image_t
     ("线稿，一只猫头鹰", "line art"),  # not in CC-CEDICT: "thread draft"
     ("很酷的女孩", "cool girl"),  # CC-CEDICT's first senses: ruthless, strong
     ("一家三口在野餐", "family of three"),  # jieba: two numerals, so the family was dropped
+    ("浅景深人像", "shallow depth of field"),  # 浅 first reads jian1, "sound of moving water"
 ])
 def test_art_community_and_everyday_words_the_dictionary_misreads(intent: str, phrase: str) -> None:
     from imageloop.prompts.expander.rules import RulesExpander
