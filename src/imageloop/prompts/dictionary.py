@@ -139,13 +139,15 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
     ordered = sorted(senses, key=lambda sense: sense.strip().startswith("to "))
     candidates: list[str] = []
     for sense in ordered:
+        # A register or region note holds for each part of its sense ("(Tw) (slang) hard to get along with; to be a
+        # pain"); a note on what the word applies to ("(of skin etc) smooth; delicate") only for its own part.
+        if _register_noted(sense.strip()):
+            continue
         for part in sense.split(";"):
             part = part.strip()
             # A sense that opens with a note ("(of rain, snow etc) to fall", "(literary) ...") is a narrower use of
             # the word; one that opens with a field ("(machine) gear", "(computing) avatar") is the word in that field.
-            # A register or region note holds for each part of its sense ("(Tw) (slang) hard to get along with; to be
-            # a pain"); a note on what the word applies to ("(of skin etc) smooth; delicate") only for its own part.
-            if _narrower(part) or _register_noted(sense.strip()):
+            if _narrower(part):
                 continue
             text = _cut(_clean_sense(part))
             # A sense with a word English does not use ("papercutting") would put an invented word in the prompt;
