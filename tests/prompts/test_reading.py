@@ -396,3 +396,39 @@ def test_a_measure_word_after_the_request_verb_is_no_thing() -> None:
 def test_feng_after_a_latin_word_is_a_style(intent: str, phrase: str, not_phrase: str) -> None:
     texts = [p.text for p in read(intent).phrases]
     assert phrase in texts and not_phrase not in texts
+
+
+def test_a_reading_that_is_an_old_unit_of_measure_comes_after_the_characters_own() -> None:
+    # CC-CEDICT lists 石 dan4 ("dry measure for grain ...") before shi2 ("rock; stone")
+    assert load_dictionary().gloss("石") == "rock"
+
+
+@pytest.mark.parametrize(("intent", "phrase"), [
+    ("小木屋前有一只熊", "small wooden house"),  # was "house": three single characters, 木 read as "tree"
+    ("打字机放在木桌上", "wooden table"),  # jieba's 木/桌上: the material stays before its thing
+    ("古老的石桥", "stone bridge"),  # not "bridge" alone
+    ("一张皮沙发", "leather sofa"),
+])
+def test_a_material_before_a_thing_is_what_it_is_made_of(intent: str, phrase: str) -> None:
+    assert phrase in [p.text for p in read(intent).phrases]
+
+
+def test_a_material_in_a_colour_word_or_alone_is_the_dictionarys() -> None:
+    assert "earth yellow" in [p.text for p in read("土黄色的墙").phrases]
+    assert "stone" in [p.text for p in read("一块石头").phrases]
+
+
+@pytest.mark.parametrize(("intent", "phrase"), [
+    ("快递员在雨里送包裹", "express delivery worker"),  # jieba's 快递/员: the suffix is no measure word
+    ("一个咖啡师", "coffee specialist"),  # not "coffee teacher"
+    ("一个外卖员", "takeout worker"),
+    ("芭蕾舞者", "ballet dancer"),  # 舞者 is a word of its own: dancer
+])
+def test_a_job_suffix_makes_the_person(intent: str, phrase: str) -> None:
+    assert phrase in [p.text for p in read(intent).phrases]
+
+
+def test_a_one_character_action_before_a_locative_moves() -> None:
+    texts = [p.text for p in read("一盏孔明灯升上夜空").phrases]
+    assert "ascending" in texts and "liter" not in texts
+    assert "tree" in [p.text for p in read("桃花树下").phrases]  # 树's first sense is a thing: under the tree

@@ -22,7 +22,7 @@ def test_bleak_in_english_and_chinese_gives_the_same_prompt() -> None:
     assert "dejected" in zh.prompt  # the person's own word, glossed, beside what the lexicon makes of it
     assert "(monochrome:1.2)" in en.prompt and "rain" in en.prompt and "lonely figure" in en.prompt
     assert (en.language, zh.language) == ("en", "zh")
-    assert en.strategy == "rules" and en.version.startswith("rules-5+lexicon-")
+    assert en.strategy == "rules" and en.version.startswith("rules-6+lexicon-")
 
 
 def test_a_chinese_concept_word_the_dictionary_lacks_is_kept_as_the_concept_name() -> None:
@@ -37,6 +37,13 @@ def test_a_chinese_words_other_meaning_is_not_kept_beside_the_tag() -> None:
     # 海边: "seaside" is the same meaning as the lexicon's beach, and the person's own word stays.
     tags = RULES.expand("海边的小屋").prompt.split(", ")
     assert "seaside" in tags and "beach" in tags
+
+
+def test_a_lexicon_character_inside_a_known_piece_of_an_unknown_word_is_no_match() -> None:
+    # CC-CEDICT lacks 海盗船 but knows 海盗 (pirate): its 海 is no sea, and the pirate stays in the prompt.
+    tags = RULES.expand("一艘海盗船在暴风雨中").prompt.split(", ")
+    assert "pirate" in tags and "ocean" not in tags and "beach" not in tags
+    assert "rain" in RULES.expand("樱花雨").prompt.split(", ")  # 樱花 + 雨: the lexicon's 雨 is a piece of its own
 
 
 def test_explicit_words_beat_implied_ones_and_specific_beats_broad() -> None:

@@ -53,7 +53,7 @@ def test_generation_runs_and_records_everything(client: TestClient, services: Se
     done = wait_done(client, key, accepted.json()["id"])
     assert done["status"] == "succeeded", done["error"]
     assert done["final_prompt"] == "red cat"  # the rules expander keeps unknown English words as tags
-    assert done["expander_strategy"] == "rules" and done["expander_version"].startswith("rules-5+")
+    assert done["expander_strategy"] == "rules" and done["expander_version"].startswith("rules-6+")
     assert [image["seed"] for image in done["images"]] == [42, 43]
     assert done["progress"] == {"step": 2, "total": 2}
     assert done["base_model_version"]

@@ -44,6 +44,9 @@ _SKIP_SENSE = re.compile(
     re.IGNORECASE,
 )
 _VARIANT = re.compile(r"^(?:old |archaic |ancient )?variant of ", re.IGNORECASE)
+# A reading that opens as an old unit of measure is the rarer use of its character (石 dan4 "dry measure for grain"
+# before shi2 "rock").
+_MEASURE_READING = re.compile(r"^(?:dry |liquid |ancient |old )?(?:measure|unit) (?:for|of)\b", re.IGNORECASE)
 _LABEL = re.compile(r"^\(([A-Za-z]+)\)\s*\S")
 # CC-CEDICT's one-word notes on register, region and word formation (not a field of knowledge).
 _REGISTER_LABELS = frozenset((
@@ -259,6 +262,11 @@ class ChineseDictionary:
         senses = self._senses.get(word) or []
         return bool(usable_senses(senses[:1])) and not senses[0].strip().startswith(("to ", "("))
 
+    def acts(self, word: str) -> bool:
+        """True when ``word``'s first CC-CEDICT sense is an action ("升": "to ascend"; "树": "tree" is not)."""
+        senses = self._senses.get(word) or []
+        return bool(senses) and senses[0].strip().startswith("to ")
+
     def __contains__(self, word: str) -> bool:
         return word in self._image_terms or word in self._senses
 
@@ -299,10 +307,11 @@ def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str], dict
             parts = [s for s in found["senses"].split("/") if s.strip()]
             # A capitalised pinyin marks a proper noun (a place or person): common-noun senses go first. A reading
             # that opens as a variant of another character is a rarer use of it (鳥 diao3 "variant of 屌; penis"
-            # before niao3 "bird"): its senses go after the character's own readings.
+            # before niao3 "bird"), as is one that opens as a unit of measure: its senses go after the character's
+            # own readings.
             table = proper if found["pinyin"][:1].isupper() else common
             for key in dict.fromkeys((found["simp"], found["trad"])):
-                if _VARIANT.match(parts[0]):
+                if _VARIANT.match(parts[0]) or _MEASURE_READING.match(parts[0]):
                     variants.setdefault(key, []).extend(parts)
                 else:
                     table.setdefault(key, []).extend(parts)

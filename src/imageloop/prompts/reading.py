@@ -40,6 +40,14 @@ _COUNTING = frozenset("一二两三四五六七八九十百千万亿几半零〇
 _CONTAINERS = frozenset("碗杯瓶盘壶篮盒袋桶箱罐群束排")
 _COUNTERS = _MEASURE_WORDS | _CONTAINERS
 _LOCATIVES = frozenset("上里中下边旁内外前后")
+# What a thing is made of, said before it ("木桌": a wooden table, not "tree table"; "石桥": a stone bridge): the
+# dictionary glosses the character as the thing itself (tree, rock), English uses the material's attributive form.
+_MATERIALS = {"木": "wooden", "石": "stone", "铁": "iron", "铜": "bronze", "竹": "bamboo", "纸": "paper", "布": "cloth",
+              "皮": "leather", "草": "straw", "丝": "silk", "毛": "woollen", "玉": "jade", "瓷": "porcelain",
+              "陶": "clay", "泥": "clay", "沙": "sand", "土": "earthen"}
+# The person a job or activity word makes, for words CC-CEDICT lacks ("快递员": express delivery worker; "咖啡师":
+# coffee specialist, not "coffee teacher"); the dictionary's own words keep its gloss ("理发师": barber).
+_AGENT_SUFFIXES = {"员": "worker", "工": "worker", "师": "specialist", "者": "person"}
 # Verbs a request opens with; a measure word after one counts the thing asked for ("画个头像": draw an avatar).
 _REQUEST_VERBS = frozenset(("画", "来", "要", "做", "生成", "整", "弄", "拍"))
 # 者 is the agentive suffix jieba splits off ("舞者"); its gloss ("one who") is no prompt word.
@@ -146,6 +154,9 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = Fa
             verb, thing = dictionary.gloss(verb_part, verb=True), dictionary.gloss(noun_part)
             if verb is not None and thing is not None:
                 return f"{_gerund(verb)} {thing}"
+    agent = _agent_word(word, dictionary)
+    if agent is not None:
+        return agent
     if len(word) > 2 and word.endswith("色"):  # "米黄色": the colour 米黄 (beige), not "rice yellow"
         found = dictionary.gloss(word[:-1])
         if found is not None:
@@ -154,24 +165,26 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = Fa
         found = dictionary.gloss(word[1:])
         if found is not None:
             return found
-    # Fewest pieces. On a tie, a noun is its longest start and the head after it ("油菜花": oilseed rape flower, not
-    # "oil cauliflower"; "苹果树": apple tree) unless it opens with a modifier or colour character ("小女孩": small
-    # girl); anything else its longest end ("排长队": to queue in a long line, not "platoon leader, team").
-    end_first = not noun or _is_modifier("", word[0]) or _plain_colour(word[0], dictionary) is not None
-    splits: list[list[str]] = [
-        s for s in (_pieces(word, dictionary, from_end=end_first), _pieces(word, dictionary, from_end=not end_first))
-        if s
-    ]
-    if splits:
-        fewest: list[str] = min(splits, key=len)
-        return " ".join(fewest)
+    spans = _compound_spans(word, dictionary, noun=noun)
+    if spans:
+        return " ".join(gloss for _, _, gloss in spans)
     for size in range(len(word) - 1, 0, -1):  # the head noun at least: "小木屋" → "house"
-        head = dictionary.gloss(word[-size:])
+        head = _AGENT_SUFFIXES.get(word[-1]) if size == 1 else None
+        head = head or dictionary.gloss(word[-size:])  # "驯兽师": a specialist at least, not a "teacher"
         if head is not None and (size > 1 or " " not in head):
             # A colour character keeps its colour ("橘猫": 橘色 is "orange", so "orange cat", not "cat").
             colour = _plain_colour(word[0], dictionary) if len(word) - size == 1 else None
             return f"{colour} {head}" if colour is not None else head
     return None
+
+
+def _agent_word(word: str, dictionary: ChineseDictionary) -> str | None:
+    """The person of a job word CC-CEDICT lacks ("快递员": express delivery worker, "登山者": mountaineering person);
+    None when its last two characters are a word of their own ("芭蕾舞者": 舞者 is a dancer)."""
+    if len(word) < 3 or word[-1] not in _AGENT_SUFFIXES or word[-2:] in dictionary:
+        return None
+    found = dictionary.gloss(word[:-1])
+    return f"{found} {_AGENT_SUFFIXES[word[-1]]}" if found is not None else None
 
 
 def _plain_colour(char: str, dictionary: ChineseDictionary) -> str | None:
@@ -180,13 +193,15 @@ def _plain_colour(char: str, dictionary: ChineseDictionary) -> str | None:
     return colour if colour is not None and colour.isalpha() else None
 
 
-def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list[str] | None:
-    """``word`` as known pieces, longest first from one end; a one-character piece must gloss as one plain word,
-    a trailing locative (上, 里...) is dropped; None when a part is unknown or most pieces are single characters."""
-    parts: list[str] = []
+def _piece_spans(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list[tuple[int, int, str]] | None:
+    """``word`` as known pieces (start, end, gloss), longest first from one end, in reading order; a one-character
+    piece must gloss as one plain word, a trailing locative (上, 里...) is dropped; None when a part is unknown or most
+    pieces are single characters."""
+    parts: list[tuple[int, int, str]] = []
     singles = 0
     colour_word = word.endswith(("色", "色调"))
     rest = word.rstrip("上下里中外边旁前后") or word
+    offset = 0  # where ``rest`` starts in ``word``
     while rest:
         for size in range(len(rest), 0, -1):
             piece = rest[-size:] if from_end else rest[:size]
@@ -194,11 +209,18 @@ def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list
             # not "powder").
             first = size == len(rest) if from_end else not parts
             colour = _plain_colour(piece, dictionary) if size == 1 and (colour_word or first) else None
-            gloss = colour or dictionary.gloss(piece)
+            # A material before the rest of the word is what it is made of ("小木屋": small wooden house).
+            before_head = bool(parts) if from_end else size < len(rest)
+            material = _MATERIALS.get(piece) if size == 1 and before_head and not colour_word else None
+            gloss = colour or material or dictionary.gloss(piece)
             if gloss is not None and (size > 1 or (" " not in gloss and "-" not in gloss)):
-                parts.append(gloss)
-                singles += size == 1
-                rest = rest[:-size] if from_end else rest[size:]
+                start = offset + len(rest) - size if from_end else offset
+                parts.append((start, start + size, gloss))
+                singles += size == 1 and not (colour or material or _is_modifier("", piece))
+                if from_end:
+                    rest = rest[:-size]
+                else:
+                    rest, offset = rest[size:], offset + size
                 break
         else:
             return None
@@ -207,8 +229,19 @@ def _pieces(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list
     return list(reversed(parts)) if from_end else parts
 
 
+def _compound_spans(word: str, dictionary: ChineseDictionary, *, noun: bool) -> list[tuple[int, int, str]] | None:
+    """The pieces :func:`_gloss_compound` reads an unknown ``word`` as: fewest pieces; on a tie, a noun is its
+    longest start and the head after it ("油菜花": oilseed rape flower, not "oil cauliflower"; "苹果树": apple tree)
+    unless it opens with a modifier or colour character ("小女孩": small girl); anything else its longest end
+    ("排长队": to queue in a long line, not "platoon leader, team")."""
+    end_first = not noun or _is_modifier("", word[0]) or _plain_colour(word[0], dictionary) is not None
+    splits = [s for s in (_piece_spans(word, dictionary, from_end=end_first),
+                          _piece_spans(word, dictionary, from_end=not end_first)) if s]
+    return min(splits, key=len) if splits else None
+
+
 def _is_modifier(flag: str, word: str) -> bool:
-    return flag.startswith("a") or (len(word) == 1 and word in "小大老新旧红白黑蓝绿黄金银")
+    return flag.startswith("a") or (len(word) == 1 and (word in "小大老新旧红白黑蓝绿黄金银" or word in _MATERIALS))
 
 
 def _modifiers_alone(pending: list[tuple[str, str]]) -> Phrase:
@@ -221,7 +254,8 @@ def _rejoin_locatives(words: list[tuple[str, str]], dictionary: ChineseDictionar
     """jieba's words with a locative given back to the place before it: "天/台上" is "天台/上" (on the rooftop), not
     "day" and "on stage", when the character and the place make a common word the dictionary knows; after a
     one-character modifier the place stands alone ("老/街上" is "老/街/上", an old street); a one-character verb
-    right before a locative is that place ("树/下": under the tree)."""
+    right before a locative is that place ("树/下": under the tree) unless its first sense is an action ("升/上":
+    rising)."""
     out: list[tuple[str, str]] = []
     index = 0
     while index < len(words):
@@ -238,10 +272,25 @@ def _rejoin_locatives(words: list[tuple[str, str]], dictionary: ChineseDictionar
                 out += [(word, flag), (following[0], "n"), (following[1], "f")]
                 index += 2
                 continue
-        if flag.startswith("v") and len(word) == 1 and following in _LOCATIVES:
-            flag = "n"  # "桃花树下": a place before a locative, the tree, not the verb "cultivate"
+        if len(word) == 1 and following in _LOCATIVES and (flag.startswith("v") or flag == "zg"):
+            # "桃花树下": a place before a locative, the tree, not the verb "cultivate"; a character whose first
+            # sense is an action moves that way ("升上夜空": rising into the night sky, not "liter").
+            flag = "v" if dictionary.acts(word) else "n"
         out.append((word, flag))
         index += 1
+    return out
+
+
+def _join_agent_suffixes(words: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """jieba's words with a job suffix it cut off given back to the word before ("快递/员" is one person, the express
+    delivery worker, not "express delivery" and a measure word)."""
+    out: list[tuple[str, str]] = []
+    for word, flag in words:
+        if word in _AGENT_SUFFIXES and out and len(out[-1][0]) > 1 and _HAN_RUN.fullmatch(out[-1][0]) \
+                and not out[-1][1].startswith(_ZH_DROP_FLAGS):
+            out[-1] = (out[-1][0] + word, "n")
+            continue
+        out.append((word, flag))
     return out
 
 
@@ -310,7 +359,7 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
     """Phrases of jieba's ``words``; ``before`` is the Latin word written right before them ("ins风"), if any.
     ``negated``: any word before 的 describes the noun after it (a negated "畸形的手" is one thing, "deformed hand",
     not a deformity and a hand), and "一个人都没有" excludes people."""
-    words = _rejoin_locatives(_split_request_measure(words, dictionary), dictionary)
+    words = _rejoin_locatives(_split_request_measure(_join_agent_suffixes(words), dictionary), dictionary)
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
     previous = before
@@ -358,6 +407,8 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
             gloss = "person"
         before_de = index + 1 < len(words) and words[index + 1][0] in ("的", "之")
         if _is_modifier(flag, word) or (negated and before_de):
+            if word in _MATERIALS and following[1].startswith("n"):
+                gloss = _MATERIALS[word]  # "木/桌": a wooden table
             pending.append((gloss, word))
             continue
         one = one and (before_de or not flag.startswith("n"))
@@ -410,16 +461,21 @@ def _covered_mask(text: str, start: int, covered: Sequence[TermMatch]) -> list[b
 
 def lexicon_matches_inside_words(text: str, matches: Sequence[TermMatch]) -> list[TermMatch]:
     """``matches`` without the Chinese ones that sit strictly inside a longer word the dictionary knows: the
-    lexicon's "山" (mountains) is no match in "火山" (volcano), nor its "雨" in "暴风雨" (storm)."""
+    lexicon's "山" (mountains) is no match in "火山" (volcano), nor its "雨" in "暴风雨" (storm), nor its "海" in the
+    海盗 (pirate) of "海盗船", a word the dictionary reads by its pieces."""
     norm = normalise_text(text)
     if not any(not m.term.isascii() for m in matches):
         return list(matches)
     dictionary = load_dictionary()
     words: list[tuple[int, int]] = []
     position = 0
-    for word, _ in segments(norm):
-        if len(word) > 1 and _HAN_RUN.fullmatch(word) and dictionary.gloss(word) is not None:
-            words.append((position, position + len(word)))
+    for word, flag in segments(norm):
+        if len(word) > 1 and _HAN_RUN.fullmatch(word):
+            if dictionary.gloss(word) is not None or _agent_word(word, dictionary):
+                words.append((position, position + len(word)))  # "登山者": a mountaineer, no lexicon "山"
+            else:  # a word the dictionary lacks, read by its pieces: the "海" of "海盗船" belongs to 海盗 (pirate)
+                spans = _compound_spans(word, dictionary, noun=flag.startswith("n")) or []
+                words += [(position + a, position + b) for a, b, _ in spans if b - a > 1]
         position += len(word)
     def inside(match: TermMatch) -> bool:
         return any(a <= match.start and match.end <= b and b - a > match.end - match.start for a, b in words)

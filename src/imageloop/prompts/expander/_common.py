@@ -81,7 +81,7 @@ class Expander(abc.ABC):
     @property
     @abc.abstractmethod
     def version(self) -> str:
-        """Names the strategy's code, data and model version, e.g. ``rules-5+lexicon-1a2b3c4d``."""
+        """Names the strategy's code, data and model version, e.g. ``rules-6+lexicon-1a2b3c4d``."""
 
     @abc.abstractmethod
     def expand(self, intent: str, *, user: str | None = None, language: Language | None = None) -> Expansion | None:

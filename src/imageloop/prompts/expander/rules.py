@@ -25,7 +25,7 @@ from imageloop.prompts.reading import IntentReading, lexicon_matches_inside_word
 
 __all__ = ["RULES_VERSION", "RulesExpander", "ScenePlan", "english_reading", "plan_scene"]
 
-RULES_VERSION = "rules-5"
+RULES_VERSION = "rules-6"
 MAX_FREE_TAGS = 10
 # Below this cosine (multilingual encoder) a gloss is another meaning than a tag ("feature article" / "close-up": 0.04;
 # synonyms such as "seaside" / "beach" score 0.35-0.66).
