@@ -432,3 +432,27 @@ def test_a_one_character_action_before_a_locative_moves() -> None:
     texts = [p.text for p in read("一盏孔明灯升上夜空").phrases]
     assert "ascending" in texts and "liter" not in texts
     assert "tree" in [p.text for p in read("桃花树下").phrases]  # 树's first sense is a thing: under the tree
+
+
+def test_a_verb_is_read_in_the_reading_with_by_far_the_most_verb_senses() -> None:
+    # CC-CEDICT lists 追 dui1 ("to sculpt") before zhui1 ("to chase; to pursue; ...")
+    assert load_dictionary().gloss("追", verb=True) == "chase"
+    assert load_dictionary().gloss("看", verb=True) == "watch"  # kan1 has 4 verb senses to kan4's 10: it stays
+
+
+@pytest.mark.parametrize(("intent", "phrase", "not_phrase"), [
+    ("树下弹琵琶的女子", "plucking", "bullet"),  # jieba's 树/下弹/琵琶: 弹 plays the pipa under the tree
+    ("篝火旁弹吉他的年轻人", "plucking", "bullet"),
+    ("老爷爷在公园下象棋", "chinese chess", "down chinese chess"),  # jieba's 下象棋, a word CC-CEDICT lacks
+])
+def test_a_locative_fused_onto_the_next_word_is_split_off(intent: str, phrase: str, not_phrase: str) -> None:
+    from imageloop.prompts.reading import lexicon_matches_inside_words
+
+    # As the expanders read it: the lexicon's 象 (elephant) inside 象棋 is no match.
+    reading = read_intent(intent, LEXICON, lexicon_matches_inside_words(intent, LEXICON.find_terms(intent)))
+    texts = [p.text for p in reading.phrases]
+    assert phrase in texts and not_phrase not in texts
+
+
+def test_a_modal_verb_is_no_picture() -> None:
+    assert [p.text for p in read("会飞的鲸鱼").phrases] == ["flying", "whale"]  # not "likely to"

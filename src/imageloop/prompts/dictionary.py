@@ -30,8 +30,8 @@ import yaml
 from imageloop.errors import ConfigError
 from imageloop.prompts.words import unreal_words
 
-__all__ = ["ChineseDictionary", "cedict_name_senses", "cedict_names", "cedict_senses", "load_dictionary", "pick_gloss",
-           "usable_senses"]
+__all__ = ["ChineseDictionary", "cedict_name_senses", "cedict_names", "cedict_senses", "cedict_verb_senses",
+           "load_dictionary", "pick_gloss", "usable_senses"]
 
 IMAGE_TERMS_RESOURCE = "data/zh_image_terms.yaml"
 SENSES_RESOURCE = "data/zh_senses.json"  # built by imageloop.prompts.senses
@@ -219,8 +219,10 @@ class ChineseDictionary:
 
     def __init__(self, senses: dict[str, list[str]], image_terms: dict[str, str],
                  chosen: dict[str, str] | None = None, names: frozenset[str] = frozenset(),
-                 name_senses: dict[str, list[str]] | None = None) -> None:
+                 name_senses: dict[str, list[str]] | None = None,
+                 verb_senses: dict[str, list[str]] | None = None) -> None:
         self._senses = senses
+        self._verb_senses = verb_senses or {}
         self._names = names
         self._name_senses = name_senses or {}
         self._image_terms = image_terms
@@ -263,8 +265,9 @@ class ChineseDictionary:
         return bool(usable_senses(senses[:1])) and not senses[0].strip().startswith(("to ", "("))
 
     def acts(self, word: str) -> bool:
-        """True when ``word``'s first CC-CEDICT sense is an action ("升": "to ascend"; "树": "tree" is not)."""
-        senses = self._senses.get(word) or []
+        """True when ``word``'s first CC-CEDICT sense is an action ("升": "to ascend"; "树": "tree" is not), in the
+        reading with by far the most verb senses where it has one ("弹": tan2 "to pluck (a string)")."""
+        senses = self._verb_senses.get(word) or self._senses.get(word) or []
         return bool(senses) and senses[0].strip().startswith("to ")
 
     def __contains__(self, word: str) -> bool:
@@ -280,7 +283,7 @@ class ChineseDictionary:
         key = (word, verb)
         with self._lock:
             if key not in self._glosses:
-                senses = self._senses.get(word)
+                senses = (self._verb_senses.get(word) if verb else None) or self._senses.get(word)
                 place = _place_name(senses[0]) if senses and not verb and word in self._names else None
                 self._glosses[key] = place or (pick_gloss(senses, verb=verb) if senses else None)
             return self._glosses[key]
@@ -293,10 +296,14 @@ def _place_name(sense: str) -> str | None:
     return found.group(1).lower() if found else None
 
 
-def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str], dict[str, list[str]]]:
+_Cedict = tuple[dict[str, list[str]], frozenset[str], dict[str, list[str]], dict[str, list[str]]]
+
+
+def _read_cedict(path: Path) -> _Cedict:
     common: dict[str, list[str]] = {}
     proper: dict[str, list[str]] = {}
     variants: dict[str, list[str]] = {}
+    readings: dict[str, dict[str, list[str]]] = {}  # each common word's senses by reading (pinyin)
     with gzip.open(path, mode="rt", encoding="utf-8") as lines:
         for line in lines:
             if line.startswith("#"):
@@ -315,13 +322,32 @@ def _read_cedict(path: Path) -> tuple[dict[str, list[str]], frozenset[str], dict
                     variants.setdefault(key, []).extend(parts)
                 else:
                     table.setdefault(key, []).extend(parts)
+                    if table is common:
+                        readings.setdefault(key, {}).setdefault(found["pinyin"].lower(), []).extend(parts)
     for key, parts in variants.items():
         common.setdefault(key, []).extend(parts)
     names = frozenset(key for key in proper if key not in common)
     also_names = {key: list(parts) for key, parts in proper.items() if key in common}
     for key, parts in proper.items():
         common.setdefault(key, []).extend(parts)
-    return common, names, also_names
+    return common, names, also_names, _verb_orders(readings)
+
+
+def _verb_orders(readings: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """For a word with several readings, its senses with the reading of by far the most verb senses first (more than
+    2.5 times as many as the first reading's, and four more), where that is not the dictionary's first: the word as a
+    verb ("追": zhui1 "to chase", not dui1 "to sculpt"; "折": zhe2 "to break", not she2 "to snap"). "看" keeps kan1's
+    "watch" (4 verb senses against kan4's 10)."""
+    orders: dict[str, list[str]] = {}
+    for key, by_reading in readings.items():
+        groups = list(by_reading.values())
+        if len(groups) < 2:
+            continue
+        verbs = [sum(sense.strip().startswith("to ") for sense in group) for group in groups]
+        best = max(range(len(groups)), key=verbs.__getitem__)
+        if verbs[best] > 2.5 * verbs[0] and verbs[best] >= verbs[0] + 4:
+            orders[key] = [sense for group in (groups[best], *groups[:best], *groups[best + 1:]) for sense in group]
+    return orders
 
 
 def _read_image_terms() -> dict[str, str]:
@@ -350,7 +376,7 @@ def _read_chosen_senses() -> dict[str, str]:
 
 
 @cache
-def _cedict() -> tuple[dict[str, list[str]], frozenset[str], dict[str, list[str]]]:
+def _cedict() -> _Cedict:
     return _read_cedict(_cedict_path())
 
 
@@ -369,8 +395,14 @@ def cedict_name_senses() -> dict[str, list[str]]:
     return _cedict()[2]
 
 
+def cedict_verb_senses() -> dict[str, list[str]]:
+    """The senses of words with several readings in the order to read them as verbs, where it is not the dictionary's
+    (the reading with the most verb senses first)."""
+    return _cedict()[3]
+
+
 @cache
 def load_dictionary() -> ChineseDictionary:
     """The process-wide dictionary (parsed on first call): CC-CEDICT, the image terms, the chosen senses."""
     return ChineseDictionary(cedict_senses(), _read_image_terms(), _read_chosen_senses(), cedict_names(),
-                             cedict_name_senses())
+                             cedict_name_senses(), cedict_verb_senses())

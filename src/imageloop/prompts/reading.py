@@ -43,8 +43,9 @@ _LOCATIVES = frozenset("上里中下边旁内外前后")
 # What a thing is made of, said before it ("木桌": a wooden table, not "tree table"; "石桥": a stone bridge): the
 # dictionary glosses the character as the thing itself (tree, rock), English uses the material's attributive form.
 _MATERIALS = {"木": "wooden", "石": "stone", "铁": "iron", "铜": "bronze", "竹": "bamboo", "纸": "paper", "布": "cloth",
-              "皮": "leather", "草": "straw", "丝": "silk", "毛": "woollen", "玉": "jade", "瓷": "porcelain",
+              "皮": "leather", "丝": "silk", "毛": "woollen", "玉": "jade", "瓷": "porcelain",
               "陶": "clay", "泥": "clay", "沙": "sand", "土": "earthen"}
+_STYLE_WORDS = frozenset(("风格", "风", "感", "色", "系", "味"))  # "木风格" is no thing made of wood
 # The person a job or activity word makes, for words CC-CEDICT lacks ("快递员": express delivery worker; "咖啡师":
 # coffee specialist, not "coffee teacher"); the dictionary's own words keep its gloss ("理发师": barber).
 _AGENT_SUFFIXES = {"员": "worker", "工": "worker", "师": "specialist", "者": "person"}
@@ -58,7 +59,7 @@ _ZH_DROP_WORDS = frozenset((
     "帮", "帮我", "画", "画个", "画一", "想", "想要", "要", "来", "给", "给我",
     "生成", "做", "是", "有", "请", "能", "可以", "一下", "一张", "一幅", "一个",
     "一只", "图", "图片", "画面", "感觉", "风格", "那种", "这种", "样子", "效果",
-    "东西", "氛围", "的话", "者", "正在", "正", "在"
+    "东西", "氛围", "的话", "者", "正在", "正", "在", "会"
 ))
 # Prepositions and filler the lexicon's stopwords leave out; they split phrases and are dropped.
 _EN_STOPWORDS = frozenset((
@@ -294,6 +295,22 @@ def _join_agent_suffixes(words: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
+def _split_locative_heads(words: list[tuple[str, str]], dictionary: ChineseDictionary) -> list[tuple[str, str]]:
+    """jieba's words with a locative it fused onto the next word split off, where the whole is no word the dictionary
+    knows and the rest is: "篝火/旁弹/吉他" is "旁/弹" (plays the guitar beside the bonfire), not a "bullet";
+    "公园/下象棋" is "下/象棋" (chess). The rest is a verb when its verb reading is an action.
+    Only after a noun, or first in what the lexicon left of a clause (the lexicon read the noun)."""
+    out: list[tuple[str, str]] = []
+    for word, flag in words:
+        rest = word[1:]
+        if len(word) > 1 and word[0] in "上下里边旁" and word not in dictionary and rest in dictionary \
+                and _HAN_RUN.fullmatch(word) and (not out or out[-1][1].startswith("n")):
+            out += [(word[0], "f"), (rest, "v" if dictionary.acts(rest) else "n")]
+            continue
+        out.append((word, flag))
+    return out
+
+
 def _split_request_measure(words: list[tuple[str, str]], dictionary: ChineseDictionary) -> list[tuple[str, str]]:
     """jieba's words with a measure word after a request verb given back to the noun it counts: "画/个头/像" is
     "画/个/头像" (draw an avatar), not "height" and "resemble"; only when the rest and the next word make one word the
@@ -359,7 +376,8 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
     """Phrases of jieba's ``words``; ``before`` is the Latin word written right before them ("ins风"), if any.
     ``negated``: any word before 的 describes the noun after it (a negated "畸形的手" is one thing, "deformed hand",
     not a deformity and a hand), and "一个人都没有" excludes people."""
-    words = _rejoin_locatives(_split_request_measure(_join_agent_suffixes(words), dictionary), dictionary)
+    words = _split_locative_heads(_join_agent_suffixes(words), dictionary)
+    words = _rejoin_locatives(_split_request_measure(words, dictionary), dictionary)
     phrases: list[Phrase] = []
     pending: list[tuple[str, str]] = []  # modifiers waiting for their noun (English order: modifier first)
     previous = before
@@ -407,7 +425,7 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
             gloss = "person"
         before_de = index + 1 < len(words) and words[index + 1][0] in ("的", "之")
         if _is_modifier(flag, word) or (negated and before_de):
-            if word in _MATERIALS and following[1].startswith("n"):
+            if word in _MATERIALS and following[1].startswith("n") and following[0] not in _STYLE_WORDS:
                 gloss = _MATERIALS[word]  # "木/桌": a wooden table
             pending.append((gloss, word))
             continue
