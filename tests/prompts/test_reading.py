@@ -456,3 +456,12 @@ def test_a_locative_fused_onto_the_next_word_is_split_off(intent: str, phrase: s
 
 def test_a_modal_verb_is_no_picture() -> None:
     assert [p.text for p in read("会飞的鲸鱼").phrases] == ["flying", "whale"]  # not "likely to"
+
+
+def test_a_literal_note_holds_nothing_back_and_a_noted_verb_sense_is_a_verb_sense() -> None:
+    assert pick_gloss(["(lit. and fig.) stage; arena"]) == "stage"  # 舞台, was "arena"
+    assert pick_gloss(["to run", "to jog", "(military) to march at the double"]) == "run"  # 跑步
+
+
+def test_an_unknown_verb_and_object_is_the_act_and_its_thing() -> None:
+    assert "listening song" in [p.text for p in read("戴着耳机听歌的少年").phrases]  # not 听 "smile (archaic)"

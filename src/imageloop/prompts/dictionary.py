@@ -61,6 +61,9 @@ _REGISTER_LABELS = frozenset((
 _ORDINARY_REGISTER = re.compile(
     r"^\((?:informal|respectful|polite|honorific|formal|courteous|humble|coll\.|bound form)\)\s*(?=\S)",
     re.IGNORECASE)
+# "(lit. and fig.) stage; arena": the literal sense is the picture's, so the note holds nothing back.
+_LITERAL_NOTE = re.compile(r"^\((?:lit\.|lit\. and fig\.|lit\. or fig\.)\)\s*(?=\S)", re.IGNORECASE)
+_LABEL_PREFIX = re.compile(r"^(?:\([^()]*\)\s*)+")
 _BRACKETED = re.compile(r"\([^()]*\)|\[[^\]]*\]")
 _MAX_GLOSS_WORDS = 4
 _FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "for", "with", "by", "from", "and",
@@ -139,7 +142,9 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
     "photography" before "take a photograph"); learner notes, cross-references and narrower uses left out."""
     if senses:
         senses = [_ORDINARY_REGISTER.sub("", senses[0].strip()), *senses[1:]]
-    ordered = sorted(senses, key=lambda sense: sense.strip().startswith("to "))
+    senses = [_LITERAL_NOTE.sub("", sense.strip()) for sense in senses]
+    # A verb sense with a note before it ("(military) to march at the double") is a verb sense all the same.
+    ordered = sorted(senses, key=lambda sense: _LABEL_PREFIX.sub("", sense.strip()).startswith("to "))
     candidates: list[str] = []
     for sense in ordered:
         # A register or region note holds for each part of its sense ("(Tw) (slang) hard to get along with; to be a

@@ -368,6 +368,10 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
         verbal = dictionary.gloss(word[0], verb=True)  # "穿着 西装": wearing a suit, not "clothes"
     if verbal is not None:
         return _gerund(verbal)
+    if flag.startswith("v") and len(word) == 2 and word not in dictionary:  # "听歌": listening to a song, no "smile"
+        verb, thing = dictionary.gloss(word[0], verb=True), dictionary.gloss(word[1])
+        if verb is not None and thing is not None:
+            return f"{_gerund(verb)} {thing}"
     return word if flag == "eng" else _gloss_compound(word, dictionary, noun=flag.startswith("n"))
 
 
