@@ -465,3 +465,17 @@ def test_a_literal_note_holds_nothing_back_and_a_noted_verb_sense_is_a_verb_sens
 
 def test_an_unknown_verb_and_object_is_the_act_and_its_thing() -> None:
     assert "listening song" in [p.text for p in read("戴着耳机听歌的少年").phrases]  # not 听 "smile (archaic)"
+
+
+@pytest.mark.parametrize(("intent", "not_phrase"), [
+    ("希腊圣托里尼", "buddhist nun"),  # jieba's 圣托/里尼 are parts of a name, no locative and 尼
+    ("坐在月球上看地球", "sitting exist"),  # 坐在: the verb and its particle, not a verb and an object
+    ("消防员从火里抱出一只猫", "holding classifier for dramas"),  # 抱出: a verb and its direction
+])
+def test_what_splits_and_joins_words_leaves_names_particles_and_directions_alone(intent: str, not_phrase: str) -> None:
+    assert not_phrase not in [p.text for p in read(intent).phrases]
+
+
+def test_image_words_the_dictionary_gets_wrong_in_a_picture_request() -> None:
+    assert "silhouette" in [p.text for p in read("逆光下的少女剪影").phrases]  # not "outline"
+    assert "photographed" in [p.text for p in read("长焦镜头拍的月亮").phrases]  # not "pat"

@@ -45,6 +45,9 @@ _LOCATIVES = frozenset("上里中下边旁内外前后")
 _MATERIALS = {"木": "wooden", "石": "stone", "铁": "iron", "铜": "bronze", "竹": "bamboo", "纸": "paper", "布": "cloth",
               "皮": "leather", "丝": "silk", "毛": "woollen", "玉": "jade", "瓷": "porcelain",
               "陶": "clay", "泥": "clay", "沙": "sand", "土": "earthen"}
+_VERB_ENDINGS = "着了过在到起"  # aspect and result particles after a verb: "坐在" sits, "戴着" wears
+# What can follow a verb in one word besides its object: particles, directions, results ("抱出", "挂满").
+_COMPLEMENTS = _VERB_ENDINGS + "出上下来去进回开满完好住走成见"
 _STYLE_WORDS = frozenset(("风格", "风", "感", "色", "系", "味"))  # "木风格" is no thing made of wood
 # The person a job or activity word makes, for words CC-CEDICT lacks ("快递员": express delivery worker; "咖啡师":
 # coffee specialist, not "coffee teacher"); the dictionary's own words keep its gloss ("理发师": barber).
@@ -139,7 +142,7 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = Fa
     whole = dictionary.gloss(word)
     if whole is not None:
         return whole
-    stem = word.rstrip("着了过在到起")
+    stem = word.rstrip(_VERB_ENDINGS)
     if stem and stem != word:
         found = dictionary.gloss(stem, verb=True)
         if found is not None:
@@ -304,7 +307,8 @@ def _split_locative_heads(words: list[tuple[str, str]], dictionary: ChineseDicti
     for word, flag in words:
         rest = word[1:]
         if len(word) > 1 and word[0] in "上下里边旁" and word not in dictionary and rest in dictionary \
-                and _HAN_RUN.fullmatch(word) and (not out or out[-1][1].startswith("n")):
+                and _HAN_RUN.fullmatch(word) and not flag.startswith(("nr", "ns", "nz")) \
+                and (not out or out[-1][1].startswith("n")):  # a name's part is no locative ("圣托/里尼")
             out += [(word[0], "f"), (rest, "v" if dictionary.acts(rest) else "n")]
             continue
         out.append((word, flag))
@@ -368,7 +372,8 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
         verbal = dictionary.gloss(word[0], verb=True)  # "穿着 西装": wearing a suit, not "clothes"
     if verbal is not None:
         return _gerund(verbal)
-    if flag.startswith("v") and len(word) == 2 and word not in dictionary:  # "听歌": listening to a song, no "smile"
+    if flag.startswith("v") and len(word) == 2 and word not in dictionary and word[1] not in _COMPLEMENTS:
+        # "听歌": listening to a song, no "smile"; "坐在" is the verb alone (below)
         verb, thing = dictionary.gloss(word[0], verb=True), dictionary.gloss(word[1])
         if verb is not None and thing is not None:
             return f"{_gerund(verb)} {thing}"
