@@ -50,7 +50,21 @@ def test_the_subject_of_a_chinese_intent_survives_any_strategy_in_english() -> N
     assert "astronaut" in result.prompt
     origin = {p["tag"]: (p["source"], p["added"]) for p in result.details["provenance"]}
     assert origin["astronaut"] == ("translation", False)
-    assert origin["lady"] == ("local_llm", True)
+    assert origin["moonlit setting"] == ("local_llm", True)
+    # The issue's example: "lady" was a second subject the person never asked for.
+    assert "lady" not in origin
+    assert {"tag": "lady", "reason": "adds a person the intent did not name: lady"} in result.details["dropped"]
+
+
+def test_an_added_tag_brings_no_person_the_intent_did_not_name() -> None:
+    result = ChainExpander([Fixed("local_llm", "old man fishing, lady with a lantern, misty lake, old man's hat")]) \
+        .expand("an old man fishing on a misty lake")
+    assert "lady with a lantern" not in tags(result.prompt)
+    assert "old man's hat" in tags(result.prompt)  # the man the intent named
+    result = ChainExpander([Fixed("local_llm", "owl, book-lady, library")]).expand("an owl librarian")
+    assert "book-lady" not in tags(result.prompt) and "library" in tags(result.prompt)
+    # The lexicon's own tags are its values' meaning: a bleak mood's lonely figure stays.
+    assert "lonely figure" in tags(ChainExpander([RulesExpander()]).expand("a bleak lighthouse").prompt)
 
 
 @pytest.mark.parametrize("strategy", [

@@ -3,8 +3,9 @@
 :func:`keep_intent` takes a strategy's expansion and the intent's :class:`~imageloop.prompts.expander.rules.ScenePlan`:
 
 1. Tags the person negated go (in any strategy's output), and go to the negative prompt.
-2. A tag the strategy ADDED is dropped when it holds an invented word (not English, not in the intent), states a
-   value contradicting one the intent set ("sunny" for a rainy night, from ``data/exclusive_values.yaml``), gives an
+2. A tag the strategy ADDED is dropped when it holds an invented word (not English, not in the intent), brings in
+   a person the intent did not name by that word ("lady with a lantern" beside an old man fishing), states a value
+   contradicting one the intent set ("sunny" for a rainy night, from ``data/exclusive_values.yaml``), gives an
    attribute a second value the person did not ask for, or repeats a tag.
 3. The person's own phrases and the values they named that are missing are put first: a strategy may add, never drop.
 4. Every tag of the result carries its provenance: ``details["provenance"]`` = ``[{"tag", "source", "added"}]``.
@@ -165,12 +166,42 @@ def keep_intent(
                    details=details)
 
 
+# People an added tag may not bring into the picture unless the intent names them by that word: "lady with a
+# lantern" beside an old man fishing is a second subject, whatever else it adds. The lexicon's own tags ("lonely
+# figure" of a bleak mood) are its values' meaning and stay.
+_PEOPLE = frozenset((
+    "man", "men", "woman", "women", "lady", "ladies", "girl", "girls", "boy", "boys", "child", "children", "kid",
+    "kids", "person", "people", "persons", "guy", "guys", "gentleman", "gentlemen", "couple", "crowd", "family",
+    "baby", "babies", "mother", "father", "mom", "dad", "grandmother", "grandfather", "grandma", "grandpa", "wife",
+    "husband", "bride", "groom", "figure", "figures", "human", "humans", "teenager", "teenagers", "toddler",
+))
+
+
+@cache
+def _lexicon_tags(lexicon: Lexicon) -> frozenset[str]:
+    """Every tag a lexicon concept or completion adds (normalised)."""
+    tags = [*lexicon.concepts.values(), *lexicon.completions.values()]
+    return frozenset(normalise_text(tag.text) for group in tags for tag in group)
+
+
+def _added_person(key: str, allowed_words: frozenset[str], lexicon: Lexicon) -> str | None:
+    """The person an added tag brings that the intent did not name ("lady" in "book-lady"), or None."""
+    if key in _lexicon_tags(lexicon):
+        return None
+    named = {w.removesuffix("'s") for w in allowed_words}
+    words = {w.removesuffix("'s") for w in re.split(r"[^a-z']+", key) if w}
+    return next((w for w in sorted(words & _PEOPLE) if w not in named), None)
+
+
 def _added_problem(key: str, allowed_words: frozenset[str], chosen: Mapping[str, set[str]],
                    exclusive: ExclusiveValues, lexicon: Lexicon) -> str | None:
     """Why an added tag must go, or None."""
     invented = [w for w in unreal_words(key) if w not in allowed_words and lexicon.value_of(w) is None]
     if invented:
         return f"not an English word: {invented[0]}"
+    person = _added_person(key, allowed_words, lexicon)
+    if person is not None:
+        return f"adds a person the intent did not name: {person}"
     for attribute, values in exclusive.values_in(key).items():
         if attribute in chosen and not values & chosen[attribute]:
             return f"contradicts {attribute} {'/'.join(sorted(chosen[attribute]))}"
