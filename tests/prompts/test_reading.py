@@ -6,7 +6,7 @@ import pytest
 
 from imageloop.prompts.dictionary import load_dictionary, pick_gloss
 from imageloop.prompts.lexicon import load_lexicon
-from imageloop.prompts.reading import read_intent
+from imageloop.prompts.reading import lexicon_matches_inside_words, read_intent
 from imageloop.prompts.words import correct_word, is_real_word, unreal_words
 
 LEXICON = load_lexicon()
@@ -14,6 +14,11 @@ LEXICON = load_lexicon()
 
 def read(intent: str):  # type: ignore[no-untyped-def]
     return read_intent(intent, LEXICON, LEXICON.find_terms(intent))
+
+
+def read_as_expanders(intent: str):  # type: ignore[no-untyped-def]
+    """As the expanders read it: no lexicon match inside a word the dictionary reads (象 in 象棋, 街 in 老街)."""
+    return read_intent(intent, LEXICON, lexicon_matches_inside_words(intent, LEXICON.find_terms(intent)))
 
 
 def test_gloss_skips_learner_notes_and_prefers_the_common_word() -> None:
@@ -446,11 +451,7 @@ def test_a_verb_is_read_in_the_reading_with_by_far_the_most_verb_senses() -> Non
     ("老爷爷在公园下象棋", "chinese chess", "down chinese chess"),  # jieba's 下象棋, a word CC-CEDICT lacks
 ])
 def test_a_locative_fused_onto_the_next_word_is_split_off(intent: str, phrase: str, not_phrase: str) -> None:
-    from imageloop.prompts.reading import lexicon_matches_inside_words
-
-    # As the expanders read it: the lexicon's 象 (elephant) inside 象棋 is no match.
-    reading = read_intent(intent, LEXICON, lexicon_matches_inside_words(intent, LEXICON.find_terms(intent)))
-    texts = [p.text for p in reading.phrases]
+    texts = [p.text for p in read_as_expanders(intent).phrases]
     assert phrase in texts and not_phrase not in texts
 
 
@@ -479,3 +480,14 @@ def test_what_splits_and_joins_words_leaves_names_particles_and_directions_alone
 def test_image_words_the_dictionary_gets_wrong_in_a_picture_request() -> None:
     assert "silhouette" in [p.text for p in read("逆光下的少女剪影").phrases]  # not "outline"
     assert "photographed" in [p.text for p in read("长焦镜头拍的月亮").phrases]  # not "pat"
+
+
+def test_a_common_word_that_names_a_place_elsewhere_is_the_common_word() -> None:
+    # CC-CEDICT knows 老街 only as "Lao Cai, Vietnam" and 大树 as a township in Taiwan; jieba tags both common nouns.
+    assert "old street" in [p.text for p in read_as_expanders("灯笼挂满了老街").phrases]
+    assert "big tree" in [p.text for p in read("一棵大树").phrases]
+    assert "milky way" in [p.text for p in read("星空下的银河").phrases]  # a name known on its own stays
+
+
+def test_a_place_name_beside_its_transliteration_is_read_by_its_english() -> None:
+    assert load_dictionary().gloss("西湖") == "west lake"  # "Xihu or West lake (place name)", was "place name"

@@ -72,6 +72,8 @@ _FUNCTION_WORDS = frozenset(("the", "a", "an", "of", "in", "on", "at", "to", "fo
 _CANDIDATES = 3
 _PLACE_SENSE = re.compile(r"((?:[A-Z][\w'-]*)(?: [A-Z][\w'-]*)*) (?:municipality|city|province|county|prefecture|"
                           r"subprovincial|prefecture-level|district|township|autonomous)\b")
+# Where CC-CEDICT's far places are: a Chinese word that names one is, to a Chinese reader, the common word.
+_PLACE_WORDS = re.compile(r"\b(?:Vietnam|Burma|Myanmar|Taiwan|Korea|Japan)\b")
 _VERB_PREPOSITIONS = frozenset(("to", "at", "for", "with", "on", "in", "about"))
 _PREFER_MARGIN = 0.3
 _CHOICE_MARGIN = 1.5
@@ -95,6 +97,8 @@ def _described(sense: str) -> str | None:
     found = re.search(r"\(([^()]*)\)", sense)
     if found is None:
         return None
+    if re.fullmatch(r"\s*(?:place |person's |given |sur)?name\s*", found.group(1)):
+        return None  # "(place name)" says what kind of word it is, not what it names
     inside = re.sub(r"^\s*(?:an? )?(?:kind|type|sort) of ", "", found.group(1))
     head = re.split(r",|;|\d|\b(?:with|of|for|from|in|on|used|made|developed|similar|and|or)\b", inside)[0]
     words = [w for w in re.sub(r"[^A-Za-z' -]", " ", head).lower().split() if w not in ("a", "an", "the")]
@@ -160,9 +164,12 @@ def usable_senses(senses: Sequence[str]) -> list[str]:
             text = _cut(_clean_sense(part))
             # A sense with a word English does not use ("papercutting") would put an invented word in the prompt;
             # a loanword English rarely uses is read by the description beside it ("guzheng (large zither with...)").
+            # A transliteration beside its English ("Xihu or West lake (place name)") is read by the English.
             invented = unreal_words(text)
             if invented:
-                text = _described(part) or text
+                english = [alt for alt in text.split(" or ") if alt and not unreal_words(alt)]
+                named = " or " in text and part.rstrip().endswith("(place name)")
+                text = english[0] if named and english else _described(part) or text
                 invented = unreal_words(text)
             usable = len(text) > 1 and not text.startswith("-") and re.search(r"[a-z]", text) and not invented
             if usable and text not in candidates:
@@ -181,7 +188,7 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
     """
     if verb:  # only "to ..." senses, the plainer verb of "put on or wear"; None when the word has none
         verbal = [p for s in senses for p in s.split(";") if p.strip().startswith("to ")][:_CANDIDATES]
-        glosses = [g.split(" or ")[-1] for g in (_clean_sense(_BRACKETED.sub(" ", v)) for v in verbal) if g]
+        glosses = [_plainer(g.split(" or ")) for g in (_clean_sense(_BRACKETED.sub(" ", v)) for v in verbal) if g]
         # "go to bed", "look after", "sit astride": a one-word verb after it ("sleep", "watch", "ride") reads better;
         # else a first sense of three words or more gives way to the shortest ("look up", not "tilt one's ...").
         # A verb and its preposition ("listen to", "look at") is the verb: "listening", not the "hear" after it.
@@ -207,6 +214,14 @@ def pick_gloss(senses: list[str], *, verb: bool = False) -> str | None:
         if rare and not re.search(r"[ -]", other) and _commonness(other) > _commonness(best) + _PREFER_MARGIN:
             best = other
     return best
+
+
+def _plainer(alternatives: list[str]) -> str:
+    """Of a verb sense's "A or B", the commoner when each is one word ("hang or suspend": hang), else the last ("put
+    on or wear": wear; "give or receive an injection" is no plain "give")."""
+    if len(alternatives) > 1 and all(a.strip() and " " not in a.strip() for a in alternatives):
+        return max(alternatives, key=_commonness)
+    return alternatives[-1]
 
 
 def _cedict_path() -> Path:
@@ -251,6 +266,12 @@ class ChineseDictionary:
     def is_name(self, word: str) -> bool:
         """True for a proper noun CC-CEDICT knows only as a name ("莫奈": Claude Monet, "敦煌": Dunhuang)."""
         return word in self._names
+
+    def far_place(self, word: str) -> bool:
+        """True for a word CC-CEDICT knows only as a place it locates in a region or country ("老街": "Lao Cai,
+        Vietnam"; "大湖": "Tahu township in Miaoli county ..."), not a name known on its own ("银河": Milky Way)."""
+        senses = self._senses.get(word) or []
+        return word in self._names and bool(senses) and bool(_PLACE_WORDS.search(senses[0]))
 
     def name_gloss(self, word: str) -> str | None:
         """The English of ``word`` as a proper noun, for a word that is also a common one ("京都": "Kyoto", not

@@ -136,13 +136,15 @@ def _gerund(verb: str) -> str:
     return " ".join([head, *words[1:]])
 
 
-def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = False) -> str | None:
+def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = False, verb: bool = False) -> str | None:
     """Gloss of ``word``; of the verb before an aspect particle ("坐在" → "sit", "戴着" → "wear"); or of its
-    longest known parts ("窗台上" → "windowsill"). ``noun``: the segmenter tagged it a noun."""
+    longest known parts ("窗台上" → "windowsill"). ``noun``, ``verb``: the segmenter tagged it a noun, a verb."""
     whole = dictionary.gloss(word)
     if whole is not None:
         return whole
-    stem = word.rstrip(_VERB_ENDINGS)
+    # A verb and its particle ("坐在": sits); a word tagged a verb, also its direction or result ("铺满": spreads,
+    # not "shop"; "树下" is no verb: under the tree).
+    stem = word.rstrip(_COMPLEMENTS if verb else _VERB_ENDINGS)
     if stem and stem != word:
         found = dictionary.gloss(stem, verb=True)
         if found is not None:
@@ -155,9 +157,9 @@ def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = Fa
     for particle in "着了":  # "骑着马": jieba's one word is a verb, its particle and a noun ("riding horse")
         verb_part, _, noun_part = word.partition(particle)
         if verb_part and noun_part and len(word) > 2:
-            verb, thing = dictionary.gloss(verb_part, verb=True), dictionary.gloss(noun_part)
-            if verb is not None and thing is not None:
-                return f"{_gerund(verb)} {thing}"
+            act, thing = dictionary.gloss(verb_part, verb=True), dictionary.gloss(noun_part)
+            if act is not None and thing is not None:
+                return f"{_gerund(act)} {thing}"
     agent = _agent_word(word, dictionary)
     if agent is not None:
         return agent
@@ -362,6 +364,12 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
             return colour
     if word in ("风", "风格") and previous_word.isascii() and previous_word.isalnum():
         return "style"  # "ins风", "y2k风": the Latin word's style, no wind
+    if flag == "n" and len(word) == 2 and dictionary.far_place(word) and _is_modifier("", word[0]):
+        # A word CC-CEDICT knows only as a place elsewhere, which jieba tags a common noun: "老街" is an old street,
+        # not Lao Cai, Vietnam ("银河" stays the Milky Way).
+        modifier, head = dictionary.gloss(word[0]), dictionary.gloss(word[1])
+        if modifier is not None and head is not None:
+            return f"{modifier} {head}"
     place = dictionary.name_gloss(word) if flag == "ns" else None  # jieba's place name: "京都" is Kyoto
     if place is not None:
         return place
@@ -377,7 +385,8 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
         verb, thing = dictionary.gloss(word[0], verb=True), dictionary.gloss(word[1])
         if verb is not None and thing is not None:
             return f"{_gerund(verb)} {thing}"
-    return word if flag == "eng" else _gloss_compound(word, dictionary, noun=flag.startswith("n"))
+    return word if flag == "eng" else _gloss_compound(word, dictionary, noun=flag.startswith("n"),
+                                                      verb=flag.startswith("v"))
 
 
 def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untranslated: list[str],
