@@ -491,3 +491,9 @@ def test_a_common_word_that_names_a_place_elsewhere_is_the_common_word() -> None
 
 def test_a_place_name_beside_its_transliteration_is_read_by_its_english() -> None:
     assert load_dictionary().gloss("西湖") == "west lake"  # "Xihu or West lake (place name)", was "place name"
+
+
+def test_an_action_after_zai_is_in_progress() -> None:
+    texts = [p.text for p in read("两个小朋友在玩沙子").phrases]
+    assert "playing" in texts and "toy" not in texts  # jieba tags 玩 a noun there
+    assert "tree" in [p.text for p in read("小鸟在树上").phrases]  # a place after 在 stays a place

@@ -419,6 +419,8 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
                     phrases.append(Phrase(container, word, True))
                 continue
         word, flag = _retag(word, flag, previous_word)
+        if previous_word == "在" and len(word) == 1 and not flag.startswith(("v", "f")) and dictionary.acts(word):
+            flag = "v"  # "在玩沙子", "在等车": 在 before an action is its progressive (jieba tags 玩 a noun, 等 "etc")
         # jieba tags some names it was never told about as adverbs ("莫奈/d"); CC-CEDICT knows them as names.
         name = len(word) > 1 and dictionary.is_name(word)
         # "画成卡通": 成 after the request verb is "as" (drawn as a cartoon), not "succeed".
