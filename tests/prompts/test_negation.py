@@ -45,7 +45,7 @@ def test_inner_cues_are_blanked_to_the_same_length() -> None:
     ("森林小屋，不要白天而是黄昏", {"day"}, "dusk"),
     ("雪山，不许有云", {"cloud"}, "snow"),
     ("不是卡通，是写实的老虎", {"cartoon"}, "tiger"),
-    ("一只猫，不要模糊的背景", {"fuzzy background"}, "cat"),
+    ("一只猫，不要模糊的背景", {"blurry background"}, "cat"),
     ("一座灯塔，不要船", {"boat"}, "lighthouse"),  # the person's word beside the lexicon's tag (sailboat)
     ("dog in the snow, don't make it cartoonish", {"cartoonish"}, "dog"),  # "don't make it", "do not draw"...
     ("portrait of a cat, do not use flash", {"flash"}, "portrait of cat"),

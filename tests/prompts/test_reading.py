@@ -497,3 +497,11 @@ def test_an_action_after_zai_is_in_progress() -> None:
     texts = [p.text for p in read("两个小朋友在玩沙子").phrases]
     assert "playing" in texts and "toy" not in texts  # jieba tags 玩 a noun there
     assert "tree" in [p.text for p in read("小鸟在树上").phrases]  # a place after 在 stays a place
+
+
+def test_an_image_term_jieba_knows_as_an_adjective_or_verb_keeps_that_tag() -> None:
+    from imageloop.prompts.segment import segments
+
+    assert dict(segments("模糊的背景"))["模糊"].startswith("a")  # so it describes the background after 的
+    assert dict(segments("门口的少年"))["少年"] == "n"  # jieba's numeral tag is overridden
+    assert "glowing" in [p.text for p in read("深海里发光的水母").phrases]

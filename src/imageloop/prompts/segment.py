@@ -61,7 +61,10 @@ def _posseg() -> Any:
             continue
         jieba.add_word(word, freq=_kept_whole_freq(word, freq, total), tag="n")
     for word in load_dictionary().image_terms:
-        jieba.add_word(word, freq=_IMAGE_TERM_FREQ, tag="n")
+        # A noun, unless jieba knows it as an adjective or verb ("模糊" describes the noun after it); its other tags
+        # are wrong for the picture words kept here ("少年" is tagged a numeral).
+        tag = tags.get(word, "n")
+        jieba.add_word(word, freq=_IMAGE_TERM_FREQ, tag=tag if tag.startswith(("a", "v")) else "n")
     return jieba.posseg
 
 
