@@ -20,11 +20,22 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from imageloop.prompts.compounds import (
+    AGENT_SUFFIXES,
+    COMPLEMENTS,
+    MATERIALS,
+    STYLE_WORDS,
+    agent_word,
+    compound_spans,
+    gerund,
+    gloss_compound,
+    is_modifier,
+)
 from imageloop.prompts.dictionary import ChineseDictionary, load_dictionary
 from imageloop.prompts.lexicon import Lexicon, TermMatch, normalise_text
 from imageloop.prompts.negation import negation_split, strip_cues
 from imageloop.prompts.segment import segments, warm_up_segmenter
-from imageloop.prompts.words import correct_word, unreal_words
+from imageloop.prompts.words import correct_word
 
 __all__ = ["IntentReading", "Phrase", "read_intent", "warm_up_reading"]
 
@@ -40,18 +51,6 @@ _COUNTING = frozenset("一二两三四五六七八九十百千万亿几半零〇
 _CONTAINERS = frozenset("碗杯瓶盘壶篮盒袋桶箱罐群束排")
 _COUNTERS = _MEASURE_WORDS | _CONTAINERS
 _LOCATIVES = frozenset("上里中下边旁内外前后")
-# What a thing is made of, said before it ("木桌": a wooden table, not "tree table"; "石桥": a stone bridge): the
-# dictionary glosses the character as the thing itself (tree, rock), English uses the material's attributive form.
-_MATERIALS = {"木": "wooden", "石": "stone", "铁": "iron", "铜": "bronze", "竹": "bamboo", "纸": "paper", "布": "cloth",
-              "皮": "leather", "丝": "silk", "毛": "woollen", "玉": "jade", "瓷": "porcelain",
-              "陶": "clay", "泥": "clay", "沙": "sand", "土": "earthen"}
-_VERB_ENDINGS = "着了过在到起"  # aspect and result particles after a verb: "坐在" sits, "戴着" wears
-# What can follow a verb in one word besides its object: particles, directions, results ("抱出", "挂满").
-_COMPLEMENTS = _VERB_ENDINGS + "出上下来去进回开满完好住走成见"
-_STYLE_WORDS = frozenset(("风格", "风", "感", "色", "系", "味"))  # "木风格" is no thing made of wood
-# The person a job or activity word makes, for words CC-CEDICT lacks ("快递员": express delivery worker; "咖啡师":
-# coffee specialist, not "coffee teacher"); the dictionary's own words keep its gloss ("理发师": barber).
-_AGENT_SUFFIXES = {"员": "worker", "工": "worker", "师": "specialist", "者": "person"}
 # Verbs a request opens with; a measure word after one counts the thing asked for ("画个头像": draw an avatar).
 _REQUEST_VERBS = frozenset(("画", "来", "要", "做", "生成", "整", "弄", "拍"))
 # 者 is the agentive suffix jieba splits off ("舞者"); its gloss ("one who") is no prompt word.
@@ -114,142 +113,6 @@ def warm_up_reading() -> None:
     correct_word("warmup")
 
 
-def _gerund(verb: str) -> str:
-    """"sit" → "sitting", "look after" → "looking after", "put on or wear" → "wearing" (what prompts say)."""
-    words = verb.split(" or ")[-1].split()
-    if not words:
-        return verb
-    head = words[0]
-    if head.endswith("ing") or not head.isalpha():
-        return " ".join(words)
-    if head.endswith("ie"):
-        head = head[:-2] + "ying"
-    elif head.endswith("e") and not head.endswith(("ee", "ye", "oe")) and len(head) > 2:
-        head = head[:-1] + "ing"
-    elif (len(head) <= 4 and len(head) >= 3 and head[-1] not in "aeiouwxy" and head[-2] in "aeiou"
-          and head[-3] not in "aeiou"):
-        head = head + head[-1] + "ing"
-    else:
-        head += "ing"
-    if unreal_words(head):  # "miniaturizing": keep the verb as the dictionary gives it
-        head = words[0]
-    return " ".join([head, *words[1:]])
-
-
-def _gloss_compound(word: str, dictionary: ChineseDictionary, *, noun: bool = False, verb: bool = False) -> str | None:
-    """Gloss of ``word``; of the verb before an aspect particle ("坐在" → "sit", "戴着" → "wear"); or of its
-    longest known parts ("窗台上" → "windowsill"). ``noun``, ``verb``: the segmenter tagged it a noun, a verb."""
-    whole = dictionary.gloss(word)
-    if whole is not None:
-        return whole
-    # A verb and its particle ("坐在": sits); a word tagged a verb, also its direction or result ("铺满": spreads,
-    # not "shop"; "树下" is no verb: under the tree).
-    stem = word.rstrip(_COMPLEMENTS if verb else _VERB_ENDINGS)
-    if stem and stem != word:
-        found = dictionary.gloss(stem, verb=True)
-        if found is not None:
-            return _gerund(found)
-    if len(word) > 2 and word[0] in "一二两三几每这那":  # "一棵树": a numeral and measure word fused on
-        for rest in (word[2:], word[1:]):
-            found = dictionary.gloss(rest)
-            if found is not None:
-                return found
-    for particle in "着了":  # "骑着马": jieba's one word is a verb, its particle and a noun ("riding horse")
-        verb_part, _, noun_part = word.partition(particle)
-        if verb_part and noun_part and len(word) > 2:
-            act, thing = dictionary.gloss(verb_part, verb=True), dictionary.gloss(noun_part)
-            if act is not None and thing is not None:
-                return f"{_gerund(act)} {thing}"
-    agent = _agent_word(word, dictionary)
-    if agent is not None:
-        return agent
-    if len(word) > 2 and word.endswith("色"):  # "米黄色": the colour 米黄 (beige), not "rice yellow"
-        found = dictionary.gloss(word[:-1])
-        if found is not None:
-            return found
-    if len(word) > 1 and word[0] in "太很超好最更挺":  # "太暗": a degree adverb fused on
-        found = dictionary.gloss(word[1:])
-        if found is not None:
-            return found
-    spans = _compound_spans(word, dictionary, noun=noun)
-    if spans:
-        return " ".join(gloss for _, _, gloss in spans)
-    for size in range(len(word) - 1, 0, -1):  # the head noun at least: "小木屋" → "house"
-        head = _AGENT_SUFFIXES.get(word[-1]) if size == 1 else None
-        head = head or dictionary.gloss(word[-size:])  # "驯兽师": a specialist at least, not a "teacher"
-        if head is not None and (size > 1 or " " not in head):
-            # A colour character keeps its colour ("橘猫": 橘色 is "orange", so "orange cat", not "cat").
-            colour = _plain_colour(word[0], dictionary) if len(word) - size == 1 else None
-            return f"{colour} {head}" if colour is not None else head
-    return None
-
-
-def _agent_word(word: str, dictionary: ChineseDictionary) -> str | None:
-    """The person of a job word CC-CEDICT lacks ("快递员": express delivery worker, "登山者": mountaineering person);
-    None when its last two characters are a word of their own ("芭蕾舞者": 舞者 is a dancer)."""
-    if len(word) < 3 or word[-1] not in _AGENT_SUFFIXES or word[-2:] in dictionary:
-        return None
-    found = dictionary.gloss(word[:-1])
-    return f"{found} {_AGENT_SUFFIXES[word[-1]]}" if found is not None else None
-
-
-def _plain_colour(char: str, dictionary: ChineseDictionary) -> str | None:
-    """The colour ``char`` names as one plain word ("粉" → "pink": 粉色), or None ("茶色" is "tea-colored")."""
-    colour = dictionary.gloss(char + "色") if char != "色" else None
-    return colour if colour is not None and colour.isalpha() else None
-
-
-def _piece_spans(word: str, dictionary: ChineseDictionary, *, from_end: bool) -> list[tuple[int, int, str]] | None:
-    """``word`` as known pieces (start, end, gloss), longest first from one end, in reading order; a one-character
-    piece must gloss as one plain word, a trailing locative (上, 里...) is dropped; None when a part is unknown or most
-    pieces are single characters."""
-    parts: list[tuple[int, int, str]] = []
-    singles = 0
-    colour_word = word.endswith(("色", "色调"))
-    rest = word.rstrip("上下里中外边旁前后") or word
-    offset = 0  # where ``rest`` starts in ``word``
-    while rest:
-        for size in range(len(rest), 0, -1):
-            piece = rest[-size:] if from_end else rest[:size]
-            # In a colour word, or first in a word, a character is its colour ("粉紫色", "粉兔": 粉 as 粉色 "pink",
-            # not "powder").
-            first = size == len(rest) if from_end else not parts
-            colour = _plain_colour(piece, dictionary) if size == 1 and (colour_word or first) else None
-            # A material before the rest of the word is what it is made of ("小木屋": small wooden house).
-            before_head = bool(parts) if from_end else size < len(rest)
-            material = _MATERIALS.get(piece) if size == 1 and before_head and not colour_word else None
-            gloss = colour or material or dictionary.gloss(piece)
-            if gloss is not None and (size > 1 or (" " not in gloss and "-" not in gloss)):
-                start = offset + len(rest) - size if from_end else offset
-                parts.append((start, start + size, gloss))
-                singles += size == 1 and not (colour or material or _is_modifier("", piece))
-                if from_end:
-                    rest = rest[:-size]
-                else:
-                    rest, offset = rest[size:], offset + size
-                break
-        else:
-            return None
-    if len(word) > 2 and singles * 2 > len(parts):
-        return None  # mostly single characters: a name or a word the dictionary lacks ("圣托里尼")
-    return list(reversed(parts)) if from_end else parts
-
-
-def _compound_spans(word: str, dictionary: ChineseDictionary, *, noun: bool) -> list[tuple[int, int, str]] | None:
-    """The pieces :func:`_gloss_compound` reads an unknown ``word`` as: fewest pieces; on a tie, a noun is its
-    longest start and the head after it ("油菜花": oilseed rape flower, not "oil cauliflower"; "苹果树": apple tree)
-    unless it opens with a modifier or colour character ("小女孩": small girl); anything else its longest end
-    ("排长队": to queue in a long line, not "platoon leader, team")."""
-    end_first = not noun or _is_modifier("", word[0]) or _plain_colour(word[0], dictionary) is not None
-    splits = [s for s in (_piece_spans(word, dictionary, from_end=end_first),
-                          _piece_spans(word, dictionary, from_end=not end_first)) if s]
-    return min(splits, key=len) if splits else None
-
-
-def _is_modifier(flag: str, word: str) -> bool:
-    return flag.startswith("a") or (len(word) == 1 and (word in "小大老新旧红白黑蓝绿黄金银" or word in _MATERIALS))
-
-
 def _modifiers_alone(pending: list[tuple[str, str]]) -> Phrase:
     """Modifiers whose noun never came, as one phrase ("bowl of" alone is "bowl")."""
     english = " ".join(g for g, _ in pending).removesuffix(" of")
@@ -274,7 +137,7 @@ def _rejoin_locatives(words: list[tuple[str, str]], dictionary: ChineseDictionar
                 out += [(joined, "n"), (following[1], "f")]
                 index += 2
                 continue
-            if _is_modifier(flag, word) and following[0] in dictionary:
+            if is_modifier(flag, word) and following[0] in dictionary:
                 out += [(word, flag), (following[0], "n"), (following[1], "f")]
                 index += 2
                 continue
@@ -292,7 +155,7 @@ def _join_agent_suffixes(words: list[tuple[str, str]]) -> list[tuple[str, str]]:
     delivery worker, not "express delivery" and a measure word)."""
     out: list[tuple[str, str]] = []
     for word, flag in words:
-        if word in _AGENT_SUFFIXES and out and len(out[-1][0]) > 1 and _HAN_RUN.fullmatch(out[-1][0]) \
+        if word in AGENT_SUFFIXES and out and len(out[-1][0]) > 1 and _HAN_RUN.fullmatch(out[-1][0]) \
                 and not out[-1][1].startswith(_ZH_DROP_FLAGS):
             out[-1] = (out[-1][0] + word, "n")
             continue
@@ -364,7 +227,7 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
             return colour
     if word in ("风", "风格") and previous_word.isascii() and previous_word.isalnum():
         return "style"  # "ins风", "y2k风": the Latin word's style, no wind
-    if flag == "n" and len(word) == 2 and dictionary.far_place(word) and _is_modifier("", word[0]):
+    if flag == "n" and len(word) == 2 and dictionary.far_place(word) and is_modifier("", word[0]):
         # A word CC-CEDICT knows only as a place elsewhere, which jieba tags a common noun: "老街" is an old street,
         # not Lao Cai, Vietnam ("银河" stays the Milky Way).
         modifier, head = dictionary.gloss(word[0]), dictionary.gloss(word[1])
@@ -379,13 +242,13 @@ def _gloss_here(word: str, flag: str, previous_word: str, following: tuple[str, 
             following[1][:1] in ("n", "a"):
         verbal = dictionary.gloss(word[0], verb=True)  # "穿着 西装": wearing a suit, not "clothes"
     if verbal is not None:
-        return _gerund(verbal)
-    if flag.startswith("v") and len(word) == 2 and word not in dictionary and word[1] not in _COMPLEMENTS:
+        return gerund(verbal)
+    if flag.startswith("v") and len(word) == 2 and word not in dictionary and word[1] not in COMPLEMENTS:
         # "听歌": listening to a song, no "smile"; "坐在" is the verb alone (below)
         verb, thing = dictionary.gloss(word[0], verb=True), dictionary.gloss(word[1])
         if verb is not None and thing is not None:
-            return f"{_gerund(verb)} {thing}"
-    return word if flag == "eng" else _gloss_compound(word, dictionary, noun=flag.startswith("n"),
+            return f"{gerund(verb)} {thing}"
+    return word if flag == "eng" else gloss_compound(word, dictionary, noun=flag.startswith("n"),
                                                       verb=flag.startswith("v"))
 
 
@@ -444,9 +307,9 @@ def _read_han(words: list[tuple[str, str]], dictionary: ChineseDictionary, untra
         if one and gloss == "people" and not negated:
             gloss = "person"
         before_de = index + 1 < len(words) and words[index + 1][0] in ("的", "之")
-        if _is_modifier(flag, word) or (negated and before_de):
-            if word in _MATERIALS and following[1].startswith("n") and following[0] not in _STYLE_WORDS:
-                gloss = _MATERIALS[word]  # "木/桌": a wooden table
+        if is_modifier(flag, word) or (negated and before_de):
+            if word in MATERIALS and following[1].startswith("n") and following[0] not in STYLE_WORDS:
+                gloss = MATERIALS[word]  # "木/桌": a wooden table
             pending.append((gloss, word))
             continue
         one = one and (before_de or not flag.startswith("n"))
@@ -509,10 +372,10 @@ def lexicon_matches_inside_words(text: str, matches: Sequence[TermMatch]) -> lis
     position = 0
     for word, flag in segments(norm):
         if len(word) > 1 and _HAN_RUN.fullmatch(word):
-            if dictionary.gloss(word) is not None or _agent_word(word, dictionary):
+            if dictionary.gloss(word) is not None or agent_word(word, dictionary):
                 words.append((position, position + len(word)))  # "登山者": a mountaineer, no lexicon "山"
             else:  # a word the dictionary lacks, read by its pieces: the "海" of "海盗船" belongs to 海盗 (pirate)
-                spans = _compound_spans(word, dictionary, noun=flag.startswith("n")) or []
+                spans = compound_spans(word, dictionary, noun=flag.startswith("n")) or []
                 words += [(position + a, position + b) for a, b, _ in spans if b - a > 1]
         position += len(word)
     def inside(match: TermMatch) -> bool:
