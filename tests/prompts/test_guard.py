@@ -166,3 +166,9 @@ def test_laughter_cannot_be_added_to_a_sad_intent_nor_sorrow_to_a_cheerful_one()
 def test_starlight_cannot_be_added_to_a_morning() -> None:
     result = ChainExpander([Fixed("local_llm", "village, starlight, chimney smoke")]).expand("a village in the morning")
     assert "starlight" not in tags(result.prompt) and "chimney smoke" in tags(result.prompt)
+
+
+def test_warm_colours_contradict_cool_tones() -> None:
+    # Seen on Chinese dev: the base model added "warm colors" to "冷色调" (cool tones, now an image term).
+    result = ChainExpander([Fixed("local_llm", "lighthouse, cool tones, warm colors")]).expand("灯塔，冷色调")
+    assert "warm colors" not in tags(result.prompt) and "cool tones" in tags(result.prompt)
