@@ -268,8 +268,8 @@ class ChineseDictionary:
         return word in self._names
 
     def far_place(self, word: str) -> bool:
-        """True for a word CC-CEDICT knows only as a place it locates in a region or country ("老街": "Lao Cai,
-        Vietnam"; "大湖": "Tahu township in Miaoli county ..."), not a name known on its own ("银河": Milky Way)."""
+        """True for a word CC-CEDICT knows only as a place outside mainland China ("老街": "Lao Cai, Vietnam"; "大树":
+        a township in Taiwan), not a name known on its own ("银河": Milky Way)."""
         senses = self._senses.get(word) or []
         return word in self._names and bool(senses) and bool(_PLACE_WORDS.search(senses[0]))
 
